@@ -1,0 +1,168 @@
+//! Fault injection, like dm-flakey and dm-dust: a wrapping node that makes a
+//! real disk misbehave on command. Only built into a volume stack when the
+//! daemon runs with `--fault-injection`.
+//!
+//! Rules: reads or writes overlapping given ranges fail; every I/O fails
+//! with probability P; or the disk "vanishes" (every I/O fails, as when a
+//! disk is pulled). Errors are `ErrorKind::Io`, as a real disk's would be.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::buf::IoBuf;
+use crate::error::{Error, ErrorKind, Result};
+use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
+
+/// The rules in force on one disk.
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct FaultRules {
+    /// Reads overlapping any (offset, length) range fail.
+    pub read_errors: Vec<(u64, u64)>,
+    /// Writes overlapping any (offset, length) range fail.
+    pub write_errors: Vec<(u64, u64)>,
+    /// Probability (0..=1) that any I/O fails.
+    pub error_rate: f64,
+    /// Every I/O fails.
+    pub vanished: bool,
+}
+
+impl FaultRules {
+    pub fn is_clear(&self) -> bool {
+        *self == FaultRules::default()
+    }
+}
+
+/// A disk wrapped with fault rules.
+pub struct FaultDisk<D> {
+    inner: D,
+    name: String,
+    rules: Mutex<FaultRules>,
+    active: AtomicBool,
+    /// xorshift state for `error_rate`.
+    rng: AtomicU64,
+}
+
+fn overlaps(ranges: &[(u64, u64)], off: u64, len: u64) -> bool {
+    let end = off.saturating_add(len.max(1));
+    ranges
+        .iter()
+        .any(|&(o, l)| o < end && off < o.saturating_add(l.max(1)))
+}
+
+impl<D: BlockDev> FaultDisk<D> {
+    pub fn new(inner: D, name: impl Into<String>) -> FaultDisk<D> {
+        FaultDisk {
+            inner,
+            name: name.into(),
+            rules: Mutex::new(FaultRules::default()),
+            active: AtomicBool::new(false),
+            rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+
+    pub fn set_rules(&self, rules: FaultRules) {
+        self.active.store(!rules.is_clear(), Ordering::SeqCst);
+        *self.rules.lock().unwrap_or_else(|p| p.into_inner()) = rules;
+    }
+
+    pub fn rules(&self) -> FaultRules {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn roll(&self, p: f64) -> bool {
+        if p <= 0.0 {
+            return false;
+        }
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        (x >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    /// Whether an I/O of this kind on this range is to fail.
+    fn check(&self, write: bool, off: u64, len: u64) -> Result<()> {
+        if !self.active.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let r = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        let hit = r.vanished
+            || overlaps(
+                if write {
+                    &r.write_errors
+                } else {
+                    &r.read_errors
+                },
+                off,
+                len,
+            )
+            || self.roll(r.error_rate);
+        if hit {
+            let what = if write { "write" } else { "read" };
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("injected {what} error at {off}+{len} on disk {}", self.name),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<D: BlockDev> BlockDev for FaultDisk<D> {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    fn block_size(&self) -> u32 {
+        self.inner.block_size()
+    }
+
+    fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
+        if let Err(e) = self.check(false, off, buf.len() as u64) {
+            return Box::pin(async move { (buf, Err(e)) });
+        }
+        self.inner.read(off, buf)
+    }
+
+    fn write(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
+        if let Err(e) = self.check(true, off, buf.len() as u64) {
+            return Box::pin(async move { (buf, Err(e)) });
+        }
+        self.inner.write(off, buf, fua)
+    }
+
+    fn flush(&self) -> DevFuture<'_, Result<()>> {
+        if self.active.load(Ordering::Relaxed) && self.rules().vanished {
+            let e = Error::new(ErrorKind::Io, format!("disk {} has vanished", self.name));
+            return Box::pin(async move { Err(e) });
+        }
+        self.inner.flush()
+    }
+
+    fn discard(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        if let Err(e) = self.check(true, off, len) {
+            return Box::pin(async move { Err(e) });
+        }
+        self.inner.discard(off, len)
+    }
+
+    fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
+        if let Err(e) = self.check(true, off, len) {
+            return Box::pin(async move { Err(e) });
+        }
+        self.inner.write_zeroes(off, len, flags)
+    }
+
+    fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
+        self.inner.block_status(off, len)
+    }
+}
