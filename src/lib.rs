@@ -15,6 +15,7 @@
 
 pub mod buf;
 pub mod disk;
+pub mod engine;
 pub mod error;
 pub mod rt;
 pub mod stack;

@@ -1,0 +1,329 @@
+//! The requests the management interface accepts and the views it returns.
+//!
+//! These are the API's JSON bodies (with their OpenAPI schemas) and the
+//! CLI's `--json` output. Persisted records live in `meta`, separately:
+//! changing a view never changes the on-disk format.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::disk::{CounterSnapshot, FaultRules};
+
+/// RAID level of a group (seed 002, table T1 column "RAID LEVEL").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RaidLevelName {
+    Concat,
+    Raid0,
+    Raid1,
+    Raid5,
+}
+
+impl RaidLevelName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RaidLevelName::Concat => "concat",
+            RaidLevelName::Raid0 => "raid0",
+            RaidLevelName::Raid1 => "raid1",
+            RaidLevelName::Raid5 => "raid5",
+        }
+    }
+}
+
+impl std::fmt::Display for RaidLevelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RaidLevelName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "concat" | "linear" => Ok(RaidLevelName::Concat),
+            "raid0" | "stripe" => Ok(RaidLevelName::Raid0),
+            "raid1" | "mirror" => Ok(RaidLevelName::Raid1),
+            "raid5" => Ok(RaidLevelName::Raid5),
+            other => Err(format!(
+                "unknown RAID level {other:?}: use concat, raid0, raid1 or raid5"
+            )),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- pool
+
+/// The pool and how to reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PoolInfo {
+    pub path: PathBuf,
+    pub id: String,
+    pub version: String,
+    /// `nbd://HOST:PORT` the daemon listens on, if any.
+    pub nbd_tcp: Option<String>,
+    /// Path of the NBD Unix socket.
+    pub nbd_unix: PathBuf,
+    pub api_socket: PathBuf,
+    pub fault_injection: bool,
+    pub disks: usize,
+    pub groups: usize,
+    pub volumes: usize,
+    /// Problems found at start (missing, foreign or truncated disks...).
+    pub problems: Vec<String>,
+}
+
+// ---------------------------------------------------------------- disks
+
+/// Health of a disk, as `disk list` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskStatus {
+    /// In service (a group member, or free).
+    Ok,
+    /// Failed (by an I/O error or `disk fail`); not used.
+    Failed,
+    /// A hot spare, waiting.
+    Spare,
+    /// Being rebuilt or copied onto.
+    Rebuilding,
+    /// Its file or device is gone.
+    Missing,
+    /// Present but not usable: another pool's, truncated, unlabelled, damaged.
+    Unusable,
+}
+
+impl std::fmt::Display for DiskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            DiskStatus::Ok => "ok",
+            DiskStatus::Failed => "failed",
+            DiskStatus::Spare => "spare",
+            DiskStatus::Rebuilding => "rebuilding",
+            DiskStatus::Missing => "missing",
+            DiskStatus::Unusable => "unusable",
+        };
+        f.write_str(s)
+    }
+}
+
+/// `disk add`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct DiskAddRequest {
+    pub name: String,
+    /// Create a sparse file of this many bytes in the pool.
+    pub size: Option<u64>,
+    /// Adopt this existing file or block device instead.
+    pub path: Option<PathBuf>,
+    /// Add as a hot spare.
+    #[serde(default)]
+    pub spare: bool,
+}
+
+/// One disk.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DiskInfo {
+    pub name: String,
+    pub path: PathBuf,
+    /// Bytes of the device (label area included).
+    pub size: u64,
+    /// Bytes of the data area RAID uses.
+    pub data_size: u64,
+    /// Bytes allocated on the backing file (sparse files).
+    pub allocated: u64,
+    pub status: DiskStatus,
+    /// Why the disk is missing, unusable or failed.
+    pub problem: Option<String>,
+    pub group: Option<String>,
+    pub slot: Option<usize>,
+    pub counters: CounterSnapshot,
+    /// Fault rules in force (fault-injection mode only).
+    pub faults: Option<FaultRules>,
+}
+
+/// `disk replace OLD NEW`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DiskReplaceRequest {
+    /// The disk to rebuild onto (a free disk or a spare).
+    pub new: String,
+}
+
+/// A byte range on a disk's data area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ByteRange {
+    pub offset: u64,
+    /// Defaults to 512 bytes.
+    pub length: Option<u64>,
+}
+
+/// `disk inject`: changes to a disk's fault rules.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct InjectRequest {
+    pub read_error_at: Option<ByteRange>,
+    pub write_error_at: Option<ByteRange>,
+    /// Probability 0..=1 that any I/O fails.
+    pub error_rate: Option<f64>,
+    #[serde(default)]
+    pub vanish: bool,
+    /// Remove every rule.
+    #[serde(default)]
+    pub clear: bool,
+}
+
+// ---------------------------------------------------------------- groups
+
+/// `group create`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GroupCreateRequest {
+    pub name: String,
+    pub raid: RaidLevelName,
+    pub disks: Vec<String>,
+    /// Bytes per strip; default 64 KiB.
+    pub stripe_size: Option<u64>,
+}
+
+/// `group extend` (concat only: appends disks, no data moves).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GroupExtendRequest {
+    pub disks: Vec<String>,
+}
+
+/// One member slot of a group.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MemberInfo {
+    pub slot: usize,
+    pub disk: Option<String>,
+    /// ok, failed, missing, rebuilding
+    pub state: String,
+    /// Rebuild progress 0..=1 while rebuilding.
+    pub progress: Option<f64>,
+}
+
+/// One RAID group: a row of seed 002's table T1.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GroupInfo {
+    pub name: String,
+    pub raid: RaidLevelName,
+    pub stripe_size: u64,
+    pub disks: Vec<String>,
+    pub volumes: Vec<String>,
+    /// Usable bytes.
+    pub capacity: u64,
+    /// Bytes not allocated to volumes.
+    pub free: u64,
+    /// optimal, degraded, rebuilding, failed
+    pub health: String,
+    pub members: Vec<MemberInfo>,
+}
+
+// ---------------------------------------------------------------- volumes
+
+/// `volume create`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VolumeCreateRequest {
+    pub name: String,
+    pub group: String,
+    pub size: u64,
+    /// Track size (power of two, 4 KiB..=1 MiB); default 64 KiB.
+    pub track_size: Option<u64>,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// `volume grow`: the new size (not the increment).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VolumeGrowRequest {
+    pub size: u64,
+}
+
+/// One volume: an NBD export.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub group: String,
+    pub size: u64,
+    pub track_size: u64,
+    pub read_only: bool,
+    /// NBD connections open to it now.
+    pub connections: usize,
+    /// How to reach it, e.g. `nbd://127.0.0.1:10809/vol0`.
+    pub export: String,
+    /// (group offset, length) pieces of the group it occupies.
+    pub extents: Vec<(u64, u64)>,
+}
+
+// ---------------------------------------------------------------- jobs
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Running,
+    Paused,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            JobState::Running => "running",
+            JobState::Paused => "paused",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A background job: rebuild, resync, and later copies and reshapes.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobInfo {
+    pub id: u64,
+    /// rebuild, replace, resync, ...
+    pub kind: String,
+    /// What it works on, e.g. `group g0 slot 2 -> disk d4`.
+    pub target: String,
+    pub state: JobState,
+    /// Units (tracks or stripe rows) done and in all.
+    pub done: u64,
+    pub total: u64,
+    pub unit_bytes: u64,
+    pub bytes_per_sec: u64,
+    pub eta_secs: Option<u64>,
+    /// Rate limit in bytes/s; 0 = unlimited.
+    pub rate_limit: u64,
+    pub message: Option<String>,
+    /// Seconds since the epoch.
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// `job rate`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobRateRequest {
+    /// Bytes per second; 0 removes the limit.
+    pub bytes_per_sec: u64,
+}
+
+/// The body of every 4xx/5xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    /// not_found, invalid, conflict, ...
+    pub kind: String,
+    /// What went wrong and what to do.
+    pub message: String,
+}
