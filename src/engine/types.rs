@@ -60,13 +60,16 @@ impl std::str::FromStr for RaidLevelName {
 /// The pool and how to reach it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PoolInfo {
+    #[schema(value_type = String)]
     pub path: PathBuf,
     pub id: String,
     pub version: String,
     /// `nbd://HOST:PORT` the daemon listens on, if any.
     pub nbd_tcp: Option<String>,
     /// Path of the NBD Unix socket.
+    #[schema(value_type = String)]
     pub nbd_unix: PathBuf,
+    #[schema(value_type = String)]
     pub api_socket: PathBuf,
     pub fault_injection: bool,
     pub disks: usize,
@@ -117,6 +120,7 @@ pub struct DiskAddRequest {
     /// Create a sparse file of this many bytes in the pool.
     pub size: Option<u64>,
     /// Adopt this existing file or block device instead.
+    #[schema(value_type = Option<String>)]
     pub path: Option<PathBuf>,
     /// Add as a hot spare.
     #[serde(default)]
@@ -127,6 +131,7 @@ pub struct DiskAddRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DiskInfo {
     pub name: String,
+    #[schema(value_type = String)]
     pub path: PathBuf,
     /// Bytes of the device (label area included).
     pub size: u64,
