@@ -6,6 +6,7 @@
 
 mod dev;
 pub mod intent;
+pub mod volume;
 
 pub use dev::{
     BlockDev, BufResult, DevFuture, Extent, ZeroFlags, coalesce, read_vec, status, write_slice,

@@ -1,0 +1,357 @@
+//! meta: the pool database — one redb file per pool.
+//!
+//! ```text
+//!   table      key              value
+//!   pool       "format"         u32 format version (refuse newer)
+//!              "pool"           PoolRecord (JSON)
+//!   disks      name             DiskRecord
+//!   groups     name             GroupRecord      (seed 002 table T1)
+//!   volumes    name             VolumeRecord
+//!   jobs       id               JobRecord        (state + checkpoint)
+//!   pages      (object, page)   PAGE_BYTES of a per-track/per-region bitmap
+//! ```
+//!
+//! Configuration changes commit durably (`Durability::Immediate`) before the
+//! API answers. Per-track and per-region bitmaps live in memory and are
+//! stored as fixed-size pages keyed by (object, page); the write-intent log
+//! ([`intent`]) commits its pages in groups.
+
+#![forbid(unsafe_code)]
+
+pub mod intent;
+pub mod records;
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+use records::*;
+
+/// Bytes per bitmap page.
+pub const PAGE_BYTES: usize = 4096;
+/// Bits per bitmap page.
+pub const PAGE_BITS: u64 = (PAGE_BYTES as u64) * 8;
+
+const POOL: TableDefinition<&str, &[u8]> = TableDefinition::new("pool");
+const DISKS: TableDefinition<&str, &[u8]> = TableDefinition::new("disks");
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+const PAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("pages");
+
+fn db_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::with_source(ErrorKind::Io, format!("pool database: {what} failed"), e)
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v)
+        .map_err(|e| Error::with_source(ErrorKind::Invalid, "encoding a record failed", e))
+}
+
+fn decode<T: DeserializeOwned>(what: &str, key: &str, b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Corrupt,
+            format!("pool database: the {what} record {key:?} cannot be read"),
+            e,
+        )
+    })
+}
+
+/// Everything the pool database holds, loaded at start.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub pool: PoolRecord,
+    pub disks: Vec<DiskRecord>,
+    pub groups: Vec<GroupRecord>,
+    pub volumes: Vec<VolumeRecord>,
+    pub jobs: Vec<JobRecord>,
+}
+
+/// The open pool database.
+pub struct Meta {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Meta {
+    /// Opens the database at `path`, creating it (with a new pool record)
+    /// when absent. Refuses a database written by a newer format.
+    pub fn open(path: &Path) -> Result<(Meta, bool)> {
+        let existed = path.exists();
+        let db = if existed {
+            Database::open(path)
+        } else {
+            Database::create(path)
+        }
+        .map_err(|e| db_err(&format!("opening {}", path.display()), e))?;
+        let meta = Meta {
+            db,
+            path: path.to_path_buf(),
+        };
+        let created = meta.init()?;
+        Ok((meta, created))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks the format; writes the pool record if there is none.
+    fn init(&self) -> Result<bool> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| db_err("a transaction", e))?;
+        let created;
+        {
+            let mut t = txn
+                .open_table(POOL)
+                .map_err(|e| db_err("opening a table", e))?;
+            let format = match t.get("format").map_err(|e| db_err("a read", e))? {
+                Some(v) => {
+                    let b = v.value();
+                    let mut a = [0u8; 4];
+                    if b.len() != 4 {
+                        return Err(Error::corrupt(
+                            "pool database: the format record is damaged",
+                        ));
+                    }
+                    a.copy_from_slice(b);
+                    Some(u32::from_le_bytes(a))
+                }
+                None => None,
+            };
+            match format {
+                Some(v) if v > FORMAT_VERSION => {
+                    return Err(Error::corrupt(format!(
+                        "pool database {} was written by a newer ferrosan (format {v}; this one reads up to {FORMAT_VERSION}): upgrade ferrosan",
+                        self.path.display()
+                    )));
+                }
+                Some(_) => created = false,
+                None => {
+                    t.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
+                        .map_err(|e| db_err("a write", e))?;
+                    let rec = PoolRecord {
+                        id: uuid::Uuid::new_v4(),
+                        created: now(),
+                        next_object: 1,
+                        next_job: 1,
+                    };
+                    t.insert("pool", encode(&rec)?.as_slice())
+                        .map_err(|e| db_err("a write", e))?;
+                    created = true;
+                }
+            }
+            // Make sure every table exists, so readers never miss one.
+            txn.open_table(DISKS)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(GROUPS)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(VOLUMES)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(JOBS)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(PAGES)
+                .map_err(|e| db_err("opening a table", e))?;
+        }
+        txn.commit().map_err(|e| db_err("a commit", e))?;
+        Ok(created)
+    }
+
+    /// Loads every record.
+    pub fn load(&self) -> Result<Snapshot> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| db_err("a read transaction", e))?;
+        let pool_t = txn
+            .open_table(POOL)
+            .map_err(|e| db_err("opening a table", e))?;
+        let pool: PoolRecord = match pool_t.get("pool").map_err(|e| db_err("a read", e))? {
+            Some(v) => decode("pool", "pool", v.value())?,
+            None => return Err(Error::corrupt("pool database: the pool record is missing")),
+        };
+        fn all<T: DeserializeOwned>(
+            txn: &redb::ReadTransaction,
+            def: TableDefinition<&str, &[u8]>,
+            what: &str,
+        ) -> Result<Vec<T>> {
+            let t = txn
+                .open_table(def)
+                .map_err(|e| db_err("opening a table", e))?;
+            let mut out = Vec::new();
+            for item in t.iter().map_err(|e| db_err("a scan", e))? {
+                let (k, v) = item.map_err(|e| db_err("a scan", e))?;
+                out.push(decode(what, k.value(), v.value())?);
+            }
+            Ok(out)
+        }
+        let disks = all(&txn, DISKS, "disk")?;
+        let groups = all(&txn, GROUPS, "group")?;
+        let volumes = all(&txn, VOLUMES, "volume")?;
+        let mut jobs = Vec::new();
+        let t = txn
+            .open_table(JOBS)
+            .map_err(|e| db_err("opening a table", e))?;
+        for item in t.iter().map_err(|e| db_err("a scan", e))? {
+            let (k, v) = item.map_err(|e| db_err("a scan", e))?;
+            jobs.push(decode("job", &k.value().to_string(), v.value())?);
+        }
+        Ok(Snapshot {
+            pool,
+            disks,
+            groups,
+            volumes,
+            jobs,
+        })
+    }
+
+    /// Runs `f` in one write transaction and commits it; durably unless
+    /// `durable` is false (then it becomes durable with the next durable
+    /// commit, or is lost in a crash).
+    pub fn write<T>(&self, durable: bool, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| db_err("a transaction", e))?;
+        if !durable {
+            txn.set_durability(Durability::None)
+                .map_err(|e| db_err("setting durability", e))?;
+        }
+        let out = {
+            let mut tx = Tx { txn: &txn };
+            f(&mut tx)?
+        };
+        txn.commit().map_err(|e| db_err("a commit", e))?;
+        Ok(out)
+    }
+
+    /// Reads the pages of `object`, as (page number, bytes).
+    pub fn pages(&self, object: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| db_err("a read transaction", e))?;
+        let t = txn
+            .open_table(PAGES)
+            .map_err(|e| db_err("opening a table", e))?;
+        let mut out = Vec::new();
+        for item in t
+            .range((object, 0)..=(object, u64::MAX))
+            .map_err(|e| db_err("a scan", e))?
+        {
+            let (k, v) = item.map_err(|e| db_err("a scan", e))?;
+            out.push((k.value().1, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// A write transaction in progress.
+pub struct Tx<'a> {
+    txn: &'a redb::WriteTransaction,
+}
+
+impl Tx<'_> {
+    fn put(
+        &mut self,
+        def: TableDefinition<&str, &[u8]>,
+        key: &str,
+        v: &impl Serialize,
+    ) -> Result<()> {
+        let bytes = encode(v)?;
+        let mut t = self
+            .txn
+            .open_table(def)
+            .map_err(|e| db_err("opening a table", e))?;
+        t.insert(key, bytes.as_slice())
+            .map_err(|e| db_err("a write", e))?;
+        Ok(())
+    }
+
+    fn del(&mut self, def: TableDefinition<&str, &[u8]>, key: &str) -> Result<()> {
+        let mut t = self
+            .txn
+            .open_table(def)
+            .map_err(|e| db_err("opening a table", e))?;
+        t.remove(key).map_err(|e| db_err("a delete", e))?;
+        Ok(())
+    }
+
+    pub fn put_pool(&mut self, p: &PoolRecord) -> Result<()> {
+        self.put(POOL, "pool", p)
+    }
+    pub fn put_disk(&mut self, d: &DiskRecord) -> Result<()> {
+        self.put(DISKS, &d.name, d)
+    }
+    pub fn del_disk(&mut self, name: &str) -> Result<()> {
+        self.del(DISKS, name)
+    }
+    pub fn put_group(&mut self, g: &GroupRecord) -> Result<()> {
+        self.put(GROUPS, &g.name, g)
+    }
+    pub fn del_group(&mut self, name: &str) -> Result<()> {
+        self.del(GROUPS, name)
+    }
+    pub fn put_volume(&mut self, v: &VolumeRecord) -> Result<()> {
+        self.put(VOLUMES, &v.name, v)
+    }
+    pub fn del_volume(&mut self, name: &str) -> Result<()> {
+        self.del(VOLUMES, name)
+    }
+
+    pub fn put_job(&mut self, j: &JobRecord) -> Result<()> {
+        let bytes = encode(j)?;
+        let mut t = self
+            .txn
+            .open_table(JOBS)
+            .map_err(|e| db_err("opening a table", e))?;
+        t.insert(j.id, bytes.as_slice())
+            .map_err(|e| db_err("a write", e))?;
+        Ok(())
+    }
+
+    pub fn del_job(&mut self, id: u64) -> Result<()> {
+        let mut t = self
+            .txn
+            .open_table(JOBS)
+            .map_err(|e| db_err("opening a table", e))?;
+        t.remove(id).map_err(|e| db_err("a delete", e))?;
+        Ok(())
+    }
+
+    /// Stores one page; an all-zero page is deleted instead.
+    pub fn put_page(&mut self, object: u64, page: u64, bytes: &[u8]) -> Result<()> {
+        let mut t = self
+            .txn
+            .open_table(PAGES)
+            .map_err(|e| db_err("opening a table", e))?;
+        if bytes.iter().all(|&b| b == 0) {
+            t.remove((object, page))
+                .map_err(|e| db_err("a delete", e))?;
+        } else {
+            t.insert((object, page), bytes)
+                .map_err(|e| db_err("a write", e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every page of `object`.
+    pub fn del_pages(&mut self, object: u64) -> Result<()> {
+        let mut t = self
+            .txn
+            .open_table(PAGES)
+            .map_err(|e| db_err("opening a table", e))?;
+        t.retain_in((object, 0)..=(object, u64::MAX), |_, _| false)
+            .map_err(|e| db_err("a delete", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+//! Persisted records: what the pool database stores, kept apart from the
+//! runtime structures and from the API's views, so that neither can change
+//! the on-disk format by accident.
+//!
+//! Records are JSON values in redb tables. The pool's `format` key says
+//! which version wrote them; a newer format is refused at open.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::types::{JobState, RaidLevelName};
+
+/// Format version of the pool database. Bump it when a record changes
+/// shape, and keep a fixture of every released version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The pool itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    pub id: uuid::Uuid,
+    /// Seconds since the epoch.
+    pub created: u64,
+    /// Next object id (groups and volumes own bitmap pages by object id).
+    pub next_object: u64,
+    /// Next job id.
+    pub next_job: u64,
+}
+
+/// A disk known to the pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRecord {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub path: PathBuf,
+    /// Bytes of the whole device.
+    pub total_size: u64,
+    /// Bytes of its data area.
+    pub data_size: u64,
+    /// The pool created the file (and deletes it on `disk remove`).
+    pub owned_file: bool,
+    pub spare: bool,
+    /// Why it was failed, if it was.
+    pub failed: Option<String>,
+    pub created: u64,
+}
+
+/// State of one member slot of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SlotState {
+    Ok,
+    Failed,
+    /// Being rebuilt (or hot-replaced) by job `job`.
+    Rebuilding {
+        job: u64,
+    },
+}
+
+/// One member slot: which disk, in which state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    pub disk: Option<String>,
+    pub state: SlotState,
+}
+
+/// A RAID group (seed 002, table T1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub object: u64,
+    pub name: String,
+    pub level: RaidLevelName,
+    pub stripe_size: u64,
+    pub slots: Vec<SlotRecord>,
+    /// Bytes of group address space per write-intent bit.
+    pub intent_region: u64,
+    pub created: u64,
+}
+
+/// A volume: extents of a group's address space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub object: u64,
+    pub name: String,
+    pub group: String,
+    pub size: u64,
+    pub track_size: u64,
+    /// (group offset, length), in volume order.
+    pub extents: Vec<(u64, u64)>,
+    pub read_only: bool,
+    pub created: u64,
+}
+
+/// What a job does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobKind {
+    /// Rebuild slot `slot` of `group` onto `disk` (from redundancy, or by
+    /// copying `old_disk` while it still serves: a hot replace).
+    Rebuild {
+        group: String,
+        slot: usize,
+        disk: String,
+        old_disk: Option<String>,
+    },
+    /// Make redundancy consistent over `ranges` (group offset, length):
+    /// after a crash, the regions the write-intent log had marked.
+    Resync {
+        group: String,
+        ranges: Vec<(u64, u64)>,
+    },
+}
+
+/// A background job and its checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: u64,
+    pub kind: JobKind,
+    pub state: JobState,
+    /// Units done (checkpoint: everything below is durable).
+    pub done: u64,
+    pub total: u64,
+    pub unit_bytes: u64,
+    /// Bytes/s, 0 = unlimited.
+    pub rate_limit: u64,
+    pub message: Option<String>,
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// Seconds since the epoch, now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
