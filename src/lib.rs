@@ -17,6 +17,7 @@ pub mod buf;
 pub mod disk;
 pub mod engine;
 pub mod error;
+pub mod jobs;
 pub mod meta;
 pub mod rt;
 pub mod stack;

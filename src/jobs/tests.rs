@@ -1,0 +1,169 @@
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::*;
+use crate::meta::records::JobKind;
+
+struct Counting {
+    steps: Arc<Mutex<Vec<(u64, u64)>>>,
+    fail_at: Option<u64>,
+    finished: Arc<AtomicU64>,
+    gate: Option<Rc<RefCell<Option<tokio::sync::oneshot::Receiver<()>>>>>,
+}
+
+impl Work for Counting {
+    fn step(&mut self, from: u64, n: u64) -> DevFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if let Some(g) = &self.gate {
+                let rx = g.borrow_mut().take();
+                if let Some(rx) = rx {
+                    let _ = rx.await;
+                }
+            }
+            if self.fail_at.is_some_and(|f| f >= from && f < from + n) {
+                return Err(Error::new(ErrorKind::Io, format!("unit {from} unreadable")));
+            }
+            self.steps.lock().unwrap().push((from, n));
+            Ok(())
+        })
+    }
+    fn checkpoint(&mut self) -> DevFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn finish(&mut self) -> DevFuture<'_, Result<()>> {
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+    fn abort(&mut self, _cancelled: bool) -> DevFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn rec(id: u64, done: u64, total: u64) -> JobRecord {
+    JobRecord {
+        id,
+        kind: JobKind::Resync {
+            group: "g0".into(),
+            ranges: vec![(0, total)],
+        },
+        state: JobState::Running,
+        done,
+        total,
+        unit_bytes: 1 << 20,
+        rate_limit: 0,
+        message: None,
+        created: now(),
+        updated: now(),
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Arc<Meta>, Jobs) {
+    let d = tempfile::tempdir().unwrap();
+    let meta = Arc::new(Meta::open(&d.path().join("p.redb")).unwrap().0);
+    let workers = Workers::start(1).unwrap();
+    let jobs = Jobs::new(Arc::clone(&meta), workers);
+    (d, meta, jobs)
+}
+
+#[test]
+fn runs_from_checkpoint_to_done_and_records_it() {
+    let (_d, meta, jobs) = setup();
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let finished = Arc::new(AtomicU64::new(0));
+    let r = rec(1, 6, 20);
+    meta.write(true, |tx| tx.put_job(&r)).unwrap();
+    let (s, f) = (Arc::clone(&steps), Arc::clone(&finished));
+    jobs.start(
+        r,
+        Box::new(move || {
+            Ok(Box::new(Counting {
+                steps: s,
+                fail_at: None,
+                finished: f,
+                gate: None,
+            }) as Box<dyn Work>)
+        }),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let info = rt.block_on(jobs.wait(1)).unwrap();
+    assert_eq!(info.state, JobState::Done);
+    assert_eq!((info.done, info.total), (20, 20));
+    // Units 6..20 done exactly once, in order, none before the checkpoint.
+    let s = steps.lock().unwrap().clone();
+    assert_eq!(s.first().map(|x| x.0), Some(6));
+    assert_eq!(s.iter().map(|x| x.1).sum::<u64>(), 14);
+    assert_eq!(finished.load(Ordering::SeqCst), 1);
+    let stored = meta.load().unwrap().jobs;
+    assert_eq!(stored[0].state, JobState::Done);
+}
+
+#[test]
+fn a_failing_step_fails_the_job_with_its_message() {
+    let (_d, meta, jobs) = setup();
+    let r = rec(2, 0, 10);
+    meta.write(true, |tx| tx.put_job(&r)).unwrap();
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let finished = Arc::new(AtomicU64::new(0));
+    let f = Arc::clone(&finished);
+    jobs.start(
+        r,
+        Box::new(move || {
+            Ok(Box::new(Counting {
+                steps,
+                fail_at: Some(7),
+                finished: f,
+                gate: None,
+            }) as Box<dyn Work>)
+        }),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let info = rt.block_on(jobs.wait(2)).unwrap();
+    assert_eq!(info.state, JobState::Failed);
+    let msg = info.message.unwrap();
+    assert!(msg.contains("unit 4 unreadable"), "{msg}");
+    assert_eq!(finished.load(Ordering::SeqCst), 0);
+    assert_eq!(meta.load().unwrap().jobs[0].state, JobState::Failed);
+    assert!(jobs.resume(2).unwrap_err().message().contains("failed"));
+}
+
+#[test]
+fn cancel_stops_a_running_job() {
+    let (_d, meta, jobs) = setup();
+    let r = rec(3, 0, 1000);
+    meta.write(true, |tx| tx.put_job(&r)).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let finished = Arc::new(AtomicU64::new(0));
+    let f = Arc::clone(&finished);
+    jobs.start(
+        r,
+        Box::new(move || {
+            let gate = Some(Rc::new(RefCell::new(Some(rx))));
+            Ok(Box::new(Counting {
+                steps,
+                fail_at: None,
+                finished: f,
+                gate,
+            }) as Box<dyn Work>)
+        }),
+    );
+    // The first step is held at the gate: cancel, then open it.
+    jobs.cancel(3).unwrap();
+    let _ = tx.send(());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let info = rt.block_on(jobs.wait(3)).unwrap();
+    assert_eq!(info.state, JobState::Cancelled);
+    assert!(info.done < 1000);
+    assert_eq!(finished.load(Ordering::SeqCst), 0);
+}
