@@ -228,9 +228,9 @@ impl BlockDev for MemDisk {
     }
 
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
-        let r =
-            self.punch(off, len)
-                .and_then(|()| if flags.fua { self.do_flush() } else { Ok(()) });
+        let r = self
+            .punch(off, len)
+            .and_then(|()| if flags.fua { self.do_flush() } else { Ok(()) });
         Box::pin(async move { r })
     }
 

@@ -6,9 +6,12 @@
 
 mod dev;
 pub mod intent;
+pub mod lock;
+pub mod raid;
 
 pub use dev::{
     BlockDev, BufResult, DevFuture, Extent, ZeroFlags, coalesce, read_vec, status, write_slice,
     write_zeroes_by_writing,
 };
 pub use intent::{IntentGuard, MemIntent, NoIntent, WriteIntent};
+pub use raid::{Health, MemberState, NoHooks, RaidDev, RaidHooks};
