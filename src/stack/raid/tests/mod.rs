@@ -6,6 +6,7 @@ mod faults;
 mod model;
 mod rebuild;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use super::*;
@@ -43,8 +44,83 @@ struct Rig {
     hooks: Arc<CountHooks>,
 }
 
+/// A memory disk whose operations yield to the runtime a varying number
+/// of times first, so concurrent requests really interleave.
+struct Yielding {
+    inner: Arc<MemDisk>,
+    tick: std::sync::atomic::AtomicU64,
+}
+
+impl Yielding {
+    fn pause(&self) -> impl Future<Output = ()> + use<> {
+        let t = self
+            .tick
+            .fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed);
+        let n = (t ^ (t >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 61;
+        async move {
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+impl BlockDev for Yielding {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
+        let p = self.pause();
+        Box::pin(async move {
+            p.await;
+            self.inner.read(off, buf).await
+        })
+    }
+
+    fn write(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
+        let p = self.pause();
+        Box::pin(async move {
+            p.await;
+            self.inner.write(off, buf, fua).await
+        })
+    }
+
+    fn flush(&self) -> DevFuture<'_, Result<()>> {
+        let p = self.pause();
+        Box::pin(async move {
+            p.await;
+            self.inner.flush().await
+        })
+    }
+
+    fn discard(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        let p = self.pause();
+        Box::pin(async move {
+            p.await;
+            self.inner.discard(off, len).await
+        })
+    }
+
+    fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
+        let p = self.pause();
+        Box::pin(async move {
+            p.await;
+            self.inner.write_zeroes(off, len, flags).await
+        })
+    }
+
+    fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
+        self.inner.block_status(off, len)
+    }
+}
+
+/// A member device over a memory disk that interleaves with its peers.
 fn as_dev(d: &Arc<MemDisk>) -> Arc<dyn BlockDev> {
-    Arc::clone(d) as Arc<dyn BlockDev>
+    Arc::new(Yielding {
+        inner: Arc::clone(d),
+        tick: std::sync::atomic::AtomicU64::new(Arc::as_ptr(d) as u64),
+    })
 }
 
 impl Rig {
