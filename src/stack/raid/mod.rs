@@ -185,7 +185,7 @@ impl RaidDev {
     fn admit(&self, off: u64, len: u64) -> Result<()> {
         self.layout.check(off, len)?;
         let bs = u64::from(self.block_size);
-        if off % bs != 0 || len % bs != 0 {
+        if !off.is_multiple_of(bs) || !len.is_multiple_of(bs) {
             return Err(Error::invalid(format!(
                 "request {off}+{len} is not aligned to {bs} bytes"
             )));

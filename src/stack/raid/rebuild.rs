@@ -145,10 +145,10 @@ impl RaidDev {
             },
             None => buf,
         };
-        self.from_redundancy(idx, row, buf).await
+        self.rebuilt_from_redundancy(idx, row, buf).await
     }
 
-    async fn from_redundancy(&self, idx: usize, row: u64, mut buf: IoBuf) -> Result<IoBuf> {
+    async fn rebuilt_from_redundancy(&self, idx: usize, row: u64, mut buf: IoBuf) -> Result<IoBuf> {
         let off = row * self.layout.stripe_size();
         match self.layout.level() {
             RaidLevel::Raid5 => {

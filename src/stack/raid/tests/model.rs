@@ -95,7 +95,11 @@ fn shape(cap: u64, grain: u64, a: u64, b: u64) -> (u64, u64) {
     (off, len.min(cap - off))
 }
 
-fn arb_raw() -> impl Strategy<Value = (u8, u64, u64, u64, Vec<(u64, u64, bool)>)> {
+/// Raw numbers an operation is made from: kind, two shape numbers, a data
+/// seed, and batch members.
+type Raw = (u8, u64, u64, u64, Vec<(u64, u64, bool)>);
+
+fn arb_raw() -> impl Strategy<Value = Raw> {
     (
         0u8..16,
         any::<u64>(),
@@ -105,7 +109,7 @@ fn arb_raw() -> impl Strategy<Value = (u8, u64, u64, u64, Vec<(u64, u64, bool)>)
     )
 }
 
-fn make_op(cap: u64, grain: u64, raw: (u8, u64, u64, u64, Vec<(u64, u64, bool)>)) -> Op {
+fn make_op(cap: u64, grain: u64, raw: Raw) -> Op {
     let (kind, a, b, seed, batch) = raw;
     let (off, len) = shape(cap, grain, a, b);
     match kind {
@@ -193,12 +197,7 @@ async fn run_batch(
     Ok(())
 }
 
-fn run_model(
-    level: RaidLevel,
-    n: usize,
-    hurt: Hurt,
-    raws: Vec<(u8, u64, u64, u64, Vec<(u64, u64, bool)>)>,
-) -> Result<(), TestCaseError> {
+fn run_model(level: RaidLevel, n: usize, hurt: Hurt, raws: Vec<Raw>) -> Result<(), TestCaseError> {
     let rig = Rig::new(level, n, 12, (hurt == Hurt::Absent).then_some(1));
     if hurt == Hurt::Dead {
         rig.disks[1].set_dead(true);

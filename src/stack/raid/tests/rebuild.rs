@@ -53,7 +53,7 @@ fn degrade_and_rebuild(level: RaidLevel, n: usize, seed: u64) {
     let raid = &rig.raid;
     crate::rt::block_on(async {
         scribble(raid, &mut model, &mut rng, 10).await;
-        if seed % 2 == 0 {
+        if seed.is_multiple_of(2) {
             rig.disks[victim].set_dead(true);
             let all = model.clone();
             write_slice(raid, 0, &all, false).await.unwrap();
