@@ -31,6 +31,10 @@
 //! checked arithmetic and never panics.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::as_conversions, clippy::cast_possible_truncation)
+)]
 
 mod geometry;
 mod pieces;

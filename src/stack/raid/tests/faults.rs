@@ -233,3 +233,79 @@ fn block_status_follows_members() {
         assert_eq!(st[1], Extent { len: S, flags: 0 }, "{level}");
     }
 }
+
+#[test]
+fn raid1_reads_spread_over_legs() {
+    let rig = Rig::new(RaidLevel::Raid1, 3, 8, None);
+    let data = filled(&rig, 7);
+    let before: Vec<u64> = rig
+        .disks
+        .iter()
+        .map(|d| d.reads.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    for i in 0..12 {
+        let got = crate::rt::block_on(read_vec(&rig.raid, i * 512, 512)).unwrap();
+        assert_eq!(got, data[i as usize * 512..(i as usize + 1) * 512]);
+    }
+    for (d, b) in rig.disks.iter().zip(before) {
+        assert!(
+            d.reads.load(std::sync::atomic::Ordering::Relaxed) > b,
+            "a leg was never read"
+        );
+    }
+}
+
+#[test]
+fn new_checks_members_and_states() {
+    let layout = Layout::new(RaidLevel::Raid5, S, &[8 * S; 3]).unwrap();
+    let disk = || Some(Arc::new(MemDisk::new(8 * S)) as Arc<dyn BlockDev>);
+    let intent = || Arc::new(crate::stack::NoIntent) as Arc<dyn WriteIntent>;
+    let hooks = || Arc::new(NoHooks) as Arc<dyn RaidHooks>;
+    let ok = vec![MemberState::Ok; 3];
+    let short = RaidDev::new(
+        layout.clone(),
+        vec![disk(), disk()],
+        ok.clone(),
+        intent(),
+        hooks(),
+    );
+    assert_eq!(short.err().unwrap().kind(), ErrorKind::Invalid);
+    let missing = RaidDev::new(
+        layout.clone(),
+        vec![disk(), None, disk()],
+        ok.clone(),
+        intent(),
+        hooks(),
+    );
+    assert_eq!(missing.err().unwrap().kind(), ErrorKind::Invalid);
+    let small = Some(Arc::new(MemDisk::new(4 * S)) as Arc<dyn BlockDev>);
+    let e = RaidDev::new(
+        layout.clone(),
+        vec![disk(), small, disk()],
+        ok,
+        intent(),
+        hooks(),
+    );
+    assert!(
+        e.err()
+            .unwrap()
+            .message()
+            .contains("member 1 holds 16384 bytes")
+    );
+    let states = vec![
+        MemberState::Ok,
+        MemberState::Rebuilding { cursor: 3 },
+        MemberState::Ok,
+    ];
+    let resumed = RaidDev::new(
+        layout,
+        vec![disk(), disk(), disk()],
+        states,
+        intent(),
+        hooks(),
+    )
+    .unwrap();
+    assert_eq!(resumed.health(), Health::Rebuilding);
+    crate::rt::block_on(resumed.rebuild_rows(1, 3, resumed.rows())).unwrap();
+    assert_eq!(resumed.health(), Health::Optimal);
+}

@@ -16,6 +16,8 @@ enum Hurt {
     Absent,
     /// Member 1 fails every I/O; the group finds out by itself.
     Dead,
+    /// Member 1's writes start failing after a few, mid-sequence.
+    Later,
 }
 
 #[derive(Debug, Clone)]
@@ -199,8 +201,10 @@ async fn run_batch(
 
 fn run_model(level: RaidLevel, n: usize, hurt: Hurt, raws: Vec<Raw>) -> Result<(), TestCaseError> {
     let rig = Rig::new(level, n, 12, (hurt == Hurt::Absent).then_some(1));
-    if hurt == Hurt::Dead {
-        rig.disks[1].set_dead(true);
+    match hurt {
+        Hurt::Dead => rig.disks[1].set_dead(true),
+        Hurt::Later => rig.disks[1].fail_writes_after(6),
+        _ => {}
     }
     let cap = rig.cap();
     let grain = rig.raid.layout().lock_grain();
@@ -231,6 +235,15 @@ fn run_model(level: RaidLevel, n: usize, hurt: Hurt, raws: Vec<Raw>) -> Result<(
     Ok(())
 }
 
+fn hurts() -> impl Strategy<Value = Hurt> {
+    prop_oneof![
+        Just(Hurt::None),
+        Just(Hurt::Absent),
+        Just(Hurt::Dead),
+        Just(Hurt::Later)
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
 
@@ -245,25 +258,25 @@ proptest! {
     }
 
     #[test]
-    fn raid1_two_way_model(hurt in prop_oneof![Just(Hurt::None), Just(Hurt::Absent), Just(Hurt::Dead)],
+    fn raid1_two_way_model(hurt in hurts(),
                            raws in proptest::collection::vec(arb_raw(), 1..40)) {
         run_model(RaidLevel::Raid1, 2, hurt, raws)?;
     }
 
     #[test]
-    fn raid1_three_way_model(hurt in prop_oneof![Just(Hurt::None), Just(Hurt::Absent), Just(Hurt::Dead)],
+    fn raid1_three_way_model(hurt in hurts(),
                              raws in proptest::collection::vec(arb_raw(), 1..40)) {
         run_model(RaidLevel::Raid1, 3, hurt, raws)?;
     }
 
     #[test]
-    fn raid5_three_model(hurt in prop_oneof![Just(Hurt::None), Just(Hurt::Absent), Just(Hurt::Dead)],
+    fn raid5_three_model(hurt in hurts(),
                          raws in proptest::collection::vec(arb_raw(), 1..40)) {
         run_model(RaidLevel::Raid5, 3, hurt, raws)?;
     }
 
     #[test]
-    fn raid5_four_model(hurt in prop_oneof![Just(Hurt::None), Just(Hurt::Absent), Just(Hurt::Dead)],
+    fn raid5_four_model(hurt in hurts(),
                         raws in proptest::collection::vec(arb_raw(), 1..40)) {
         run_model(RaidLevel::Raid5, 4, hurt, raws)?;
     }
