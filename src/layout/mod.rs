@@ -1,4 +1,4 @@
-//! layout: the pure address math of RAID groups — concat, raid0, n-way
+//! layout: the pure address math of RAID groups: concat, raid0, n-way
 //! raid1 and raid5 with rotating parity. No I/O happens here.
 //!
 //! A group's address space is cut into pieces, each a run of bytes on one

@@ -1,14 +1,16 @@
 //! The member slots of a RAID group and their state machine.
 //!
 //! ```text
-//!            fail (I/O error or admin)             replace_member
-//!   Ok ─────────────────────────────> Failed ─────────────────────┐
-//!    │                                                            v
-//!    │ replace_member (hot replace:            Rebuilding { cursor } ── rebuild_rows
-//!    └── old member kept as the source) ──────>   rows < cursor: on the new member
-//!                                                 rows >= cursor: old member, or
-//!                                                 rebuilt from redundancy
-//!                      cursor == rows() ──> Ok (old member released)
+//!            fail (I/O error or admin)              replace_member
+//!   Ok --------------------------------> Failed -----------------+
+//!    |                                                           v
+//!    | replace_member (hot replace:            Rebuilding { cursor } -- rebuild_rows
+//!    +-- old member kept as the source) ---->    rows < cursor: on the new member
+//!                                                rows >= cursor: old member, or
+//!                                                rebuilt from redundancy
+//!                      cursor == rows() --> Ok (old member released)
+//!   the new member fails --> Failed, or back to Ok on the old member (hot replace)
+//!   the old member fails --> dropped; the rebuild goes on from redundancy
 //! ```
 //!
 //! Writes go to every device of a slot (the new member and, during a hot

@@ -1,10 +1,10 @@
-//! raid: the RAID group node — concat, raid0, n-way raid1 and raid5 over
+//! raid: the RAID group node: concat, raid0, n-way raid1 and raid5 over
 //! member disks, with degraded operation, member failure, rebuild, hot
 //! replace and resync. The address math lives in [`crate::layout`].
 //!
 //! ```text
 //!                        RaidDev (BlockDev)
-//!   row locks (stack::lock)  ·  write intent (DESIGN rule 2)  ·  hooks
+//!   row locks (stack::lock)  |  write intent (DESIGN rule 2)  |  hooks
 //!          |              |              |              |
 //!       member 0       member 1       member 2       member 3   (BlockDev)
 //! ```

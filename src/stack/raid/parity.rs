@@ -221,7 +221,13 @@ impl RaidDev {
         match self.try_parity(rw, None).await {
             Err((Some(m), e)) if is_retryable(&e) => {
                 tracing::debug!(member = m, error = %e, "raid5 read for parity failed, treating member as missing");
-                self.try_parity(rw, Some(m)).await.map_err(|(_, e)| e)
+                // A second unreadable member: the first read error says why.
+                self.try_parity(rw, Some(m))
+                    .await
+                    .map_err(|(_, e2)| match e2.kind() {
+                        ErrorKind::Unavailable if self.health() != super::Health::Failed => e,
+                        _ => e2,
+                    })
             }
             r => r.map_err(|(_, e)| e),
         }
