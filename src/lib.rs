@@ -18,6 +18,7 @@ pub mod disk;
 pub mod engine;
 pub mod error;
 pub mod jobs;
+pub mod layout;
 pub mod meta;
 pub mod rt;
 pub mod stack;

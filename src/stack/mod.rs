@@ -6,6 +6,8 @@
 
 mod dev;
 pub mod intent;
+pub mod lock;
+pub mod raid;
 pub mod volume;
 
 pub use dev::{
@@ -13,3 +15,4 @@ pub use dev::{
     write_zeroes_by_writing,
 };
 pub use intent::{IntentGuard, MemIntent, NoIntent, WriteIntent};
+pub use raid::{Health, MemberState, NoHooks, RaidDev, RaidHooks};

@@ -1,0 +1,373 @@
+//! The member slots of a RAID group and their state machine.
+//!
+//! ```text
+//!            fail (I/O error or admin)              replace_member
+//!   Ok --------------------------------> Failed -----------------+
+//!    |                                                           v
+//!    | replace_member (hot replace:            Rebuilding { cursor } -- rebuild_rows
+//!    +-- old member kept as the source) ---->    rows < cursor: on the new member
+//!                                                rows >= cursor: old member, or
+//!                                                rebuilt from redundancy
+//!                      cursor == rows() --> Ok (old member released)
+//!   the new member fails --> Failed, or back to Ok on the old member (hot replace)
+//!   the old member fails --> dropped; the rebuild goes on from redundancy
+//! ```
+//!
+//! Writes go to every device of a slot (the new member and, during a hot
+//! replace, the old one), so copied rows stay current and a cancelled hot
+//! replace leaves the old member complete. Reads use a slot only where it
+//! holds current data: below the cursor on the new member, at or above it
+//! on the old member.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::layout::Layout;
+use crate::stack::{BlockDev, DevFuture};
+
+/// A member device.
+pub(super) type Dev = Arc<dyn BlockDev>;
+
+/// The state of one member slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// In use and current.
+    Ok,
+    /// Not in use (failed, removed or missing).
+    Failed,
+    /// A new member being filled: rows below `cursor` are done.
+    Rebuilding { cursor: u64 },
+}
+
+/// The state of a whole group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Every member in use and current.
+    Optimal,
+    /// Members missing, data still served from redundancy.
+    Degraded,
+    /// A member is being rebuilt or hot-replaced; all data is served.
+    Rebuilding,
+    /// Too many members missing: I/O fails with `ErrorKind::Unavailable`.
+    Failed,
+}
+
+/// What the group's owner does when the RAID layer fails a member.
+pub trait RaidHooks: Send + Sync + 'static {
+    /// The RAID decided to fail member `idx` after `err`. Must durably
+    /// record it before resolving (the engine commits it to the pool
+    /// database); the write that saw the error completes only after.
+    fn member_failed(&self, idx: usize, err: &Error) -> DevFuture<'_, Result<()>>;
+}
+
+/// Hooks that record nothing (tests, or groups without a pool database).
+pub struct NoHooks;
+
+impl RaidHooks for NoHooks {
+    fn member_failed(&self, _idx: usize, _err: &Error) -> DevFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+pub(super) struct Slot {
+    pub(super) state: MemberState,
+    /// The member; while rebuilding, the one being filled.
+    pub(super) dev: Option<Dev>,
+    /// Hot replace: the old member, current everywhere, the copy source.
+    pub(super) old: Option<Dev>,
+}
+
+impl Slot {
+    /// The device holding current data of `row`, if any.
+    fn source(&self, row: u64) -> Option<&Dev> {
+        match self.state {
+            MemberState::Ok => self.dev.as_ref(),
+            MemberState::Failed => None,
+            MemberState::Rebuilding { cursor } if row < cursor => self.dev.as_ref(),
+            MemberState::Rebuilding { .. } => self.old.as_ref(),
+        }
+    }
+
+    /// Every device a write must reach.
+    fn targets(&self) -> Vec<Dev> {
+        self.dev.iter().chain(self.old.iter()).cloned().collect()
+    }
+}
+
+/// What a slot's failure handling decided.
+enum Verdict {
+    /// The device is no longer used; nothing to record.
+    Dropped,
+    /// The member is failed: record it through the hooks.
+    Record,
+    /// A non-redundant group cannot lose the device: the I/O fails.
+    Fatal,
+}
+
+/// The slots of a group, behind one short-held lock.
+pub(super) struct Members {
+    slots: Mutex<Vec<Slot>>,
+    stripe: u64,
+    redundant: bool,
+    /// Reads in flight per slot (raid1 leg choice).
+    pub(super) inflight: Vec<AtomicU64>,
+    /// Serialises failure handling so the hooks hear of a member once.
+    failing: tokio::sync::Mutex<()>,
+}
+
+impl Members {
+    pub(super) fn new(layout: &Layout, slots: Vec<Slot>) -> Members {
+        Members {
+            inflight: slots.iter().map(|_| AtomicU64::new(0)).collect(),
+            slots: Mutex::new(slots),
+            stripe: layout.stripe_size(),
+            redundant: layout.is_redundant(),
+            failing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Vec<Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn state(&self, idx: usize) -> MemberState {
+        self.lock()
+            .get(idx)
+            .map_or(MemberState::Failed, |s| s.state)
+    }
+
+    /// The device holding current data of `row` on slot `idx`.
+    pub(super) fn source(&self, idx: usize, row: u64) -> Option<Dev> {
+        self.lock().get(idx)?.source(row).cloned()
+    }
+
+    /// Every device a write to slot `idx` must reach.
+    pub(super) fn targets(&self, idx: usize) -> Vec<Dev> {
+        self.lock().get(idx).map(Slot::targets).unwrap_or_default()
+    }
+
+    /// Every present device of every slot, with its slot.
+    pub(super) fn all_devices(&self) -> Vec<(usize, Dev)> {
+        let g = self.lock();
+        let per_slot = g.iter().enumerate();
+        per_slot
+            .flat_map(|(i, s)| s.targets().into_iter().map(move |d| (i, d)))
+            .collect()
+    }
+
+    /// Splits member range `off..off+len` of slot `idx` where its source
+    /// changes (at the rebuild cursor): `(device, offset, length)` runs.
+    pub(super) fn sources(&self, idx: usize, off: u64, len: u64) -> Vec<(Option<Dev>, u64, u64)> {
+        let g = self.lock();
+        let Some(slot) = g.get(idx) else {
+            return vec![(None, off, len)];
+        };
+        let end = off + len;
+        let split = match slot.state {
+            MemberState::Rebuilding { cursor } => cursor.saturating_mul(self.stripe),
+            _ => end,
+        };
+        if split <= off || split >= end {
+            return vec![(slot.source(off / self.stripe).cloned(), off, len)];
+        }
+        let low = slot.source(off / self.stripe).cloned();
+        let high = slot.source(split / self.stripe).cloned();
+        vec![(low, off, split - off), (high, split, end - split)]
+    }
+
+    /// Slots without current data in `row`.
+    pub(super) fn missing_in_row(&self, row: u64) -> Vec<usize> {
+        let g = self.lock();
+        let absent = g
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.source(row).is_none());
+        absent.map(|(i, _)| i).collect()
+    }
+
+    /// The most slots missing in any row of `r0..r1`: sources change only
+    /// at rebuild cursors, so those rows and `r0` are the ones to look at.
+    pub(super) fn worst_missing(&self, r0: u64, r1: u64) -> usize {
+        let cursors: Vec<u64> = self
+            .lock()
+            .iter()
+            .filter_map(|s| match s.state {
+                MemberState::Rebuilding { cursor } if cursor > r0 && cursor < r1 => Some(cursor),
+                _ => None,
+            })
+            .collect();
+        std::iter::once(r0)
+            .chain(cursors)
+            .map(|r| self.missing_in_row(r).len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Any slot rebuilding or hot-replacing?
+    pub(super) fn any_rebuilding(&self) -> bool {
+        let g = self.lock();
+        g.iter()
+            .any(|s| matches!(s.state, MemberState::Rebuilding { .. }))
+    }
+
+    /// Takes `dev` out of use after an error; what to do next.
+    fn drop_device(&self, idx: usize, dev: &Dev) -> Verdict {
+        let mut g = self.lock();
+        let Some(slot) = g.get_mut(idx) else {
+            return Verdict::Dropped;
+        };
+        let is = |d: &Option<Dev>| d.as_ref().is_some_and(|d| Arc::ptr_eq(d, dev));
+        if is(&slot.dev) && slot.old.is_some() {
+            // A failing hot-replacement: cancel it; the old member is current.
+            slot.dev = slot.old.take();
+            slot.state = MemberState::Ok;
+            return Verdict::Dropped;
+        }
+        if !(is(&slot.dev) || is(&slot.old)) {
+            return Verdict::Dropped;
+        }
+        if !self.redundant {
+            return Verdict::Fatal;
+        }
+        if is(&slot.old) {
+            slot.old = None;
+        } else {
+            slot.dev = None;
+            slot.state = MemberState::Failed;
+        }
+        Verdict::Record
+    }
+
+    /// Handles an I/O error of `dev` in slot `idx`: on a redundant group the
+    /// member is failed and recorded through `hooks` (once) before this
+    /// resolves; on a non-redundant group the error is returned.
+    pub(super) async fn device_error(
+        &self,
+        hooks: &dyn RaidHooks,
+        idx: usize,
+        dev: &Dev,
+        err: Error,
+    ) -> Result<()> {
+        if err.kind() != ErrorKind::Io {
+            return Err(err);
+        }
+        let _one_at_a_time = self.failing.lock().await;
+        match self.drop_device(idx, dev) {
+            Verdict::Dropped => Ok(()),
+            Verdict::Fatal => Err(err),
+            Verdict::Record => {
+                tracing::warn!(member = idx, error = %err.chain(), "failing RAID member");
+                let recorded = hooks.member_failed(idx, &err).await;
+                recorded.map_err(|e| e.context(format!("recording the failure of member {idx}")))
+            }
+        }
+    }
+
+    /// Admin fail: stops using slot `idx` at once.
+    pub(super) fn fail(&self, idx: usize) -> Result<()> {
+        let mut g = self.lock();
+        let slot = g
+            .get_mut(idx)
+            .ok_or_else(|| Error::not_found(format!("the group has no member {idx}")))?;
+        *slot = Slot {
+            state: MemberState::Failed,
+            dev: None,
+            old: None,
+        };
+        Ok(())
+    }
+
+    /// Advances slot `idx`'s rebuild past `row` if `dev` is still the one
+    /// being built; at `rows` the slot becomes Ok. Returns false if the
+    /// rebuild was cancelled meanwhile.
+    pub(super) fn advance(&self, idx: usize, dev: &Dev, row: u64, rows: u64) -> bool {
+        let mut g = self.lock();
+        let Some(slot) = g.get_mut(idx) else {
+            return false;
+        };
+        let same = slot.dev.as_ref().is_some_and(|d| Arc::ptr_eq(d, dev));
+        let MemberState::Rebuilding { cursor } = slot.state else {
+            return false;
+        };
+        if !same {
+            return false;
+        }
+        let cursor = if cursor == row { row + 1 } else { cursor };
+        slot.state = if cursor >= rows {
+            slot.old = None;
+            MemberState::Ok
+        } else {
+            MemberState::Rebuilding { cursor }
+        };
+        true
+    }
+
+    pub(super) fn note_read(&self, idx: usize, delta: i64) {
+        if let Some(c) = self.inflight.get(idx) {
+            if delta >= 0 {
+                c.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(super) fn reads_in_flight(&self, idx: usize) -> u64 {
+        self.inflight
+            .get(idx)
+            .map_or(u64::MAX, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+impl Members {
+    /// Puts `new` in slot `idx` as a rebuilding member; a healthy member
+    /// stays as the hot-replace source.
+    pub(super) fn install(&self, idx: usize, new: Dev) -> Result<()> {
+        let mut g = self.lock();
+        let slot = g
+            .get_mut(idx)
+            .ok_or_else(|| Error::not_found(format!("the group has no member {idx}")))?;
+        match slot.state {
+            MemberState::Rebuilding { .. } => Err(Error::conflict(format!(
+                "member {idx} is already being rebuilt or replaced; wait for it to finish"
+            ))),
+            MemberState::Ok => {
+                slot.old = slot.dev.replace(new);
+                slot.state = MemberState::Rebuilding { cursor: 0 };
+                Ok(())
+            }
+            MemberState::Failed => {
+                slot.dev = Some(new);
+                slot.old = None;
+                slot.state = MemberState::Rebuilding { cursor: 0 };
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends a rebuild at once (a group without rows).
+    pub(super) fn finish(&self, idx: usize) {
+        if let Some(slot) = self.lock().get_mut(idx) {
+            slot.old = None;
+            slot.state = MemberState::Ok;
+        }
+    }
+
+    /// The cursor and new device of a rebuilding slot.
+    pub(super) fn building(&self, idx: usize) -> Option<(u64, Dev)> {
+        let g = self.lock();
+        let slot = g.get(idx)?;
+        match slot.state {
+            MemberState::Rebuilding { cursor } => Some((cursor, slot.dev.clone()?)),
+            _ => None,
+        }
+    }
+
+    /// The old member of a hot replace.
+    pub(super) fn old(&self, idx: usize) -> Option<Dev> {
+        self.lock().get(idx)?.old.clone()
+    }
+}

@@ -1,0 +1,251 @@
+//! Rebuild, hot replace and resync: the background copiers' side of the
+//! RAID group. Each row is copied under its row lock (DESIGN rule 5), so
+//! host I/O to that row waits for the copy and never races it.
+//!
+//! - Rebuild fills a new member row by row from redundancy (raid1: another
+//!   leg; raid5: XOR of the rest of the row).
+//! - Hot replace (md's replace) copies from the old member while it keeps
+//!   serving, falling back to redundancy where the old member fails reads.
+//! - Resync makes redundancy agree after a crash for ranges the write
+//!   intent had marked: raid1 copies the first readable leg to the others,
+//!   raid5 recomputes parity from data.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+
+use super::members::{Dev, MemberState};
+use super::{Health, RaidDev};
+use crate::buf::{IoBuf, xor_into};
+use crate::error::{Error, ErrorKind, Result};
+use crate::layout::{RaidLevel, Role};
+use crate::stack::BlockDev;
+
+impl RaidDev {
+    /// Puts `new` in slot `idx`. A failed or missing member is rebuilt from
+    /// redundancy (raid1, raid5); a healthy one is hot-replaced: it keeps
+    /// serving and is the copy source (every level). Either way the slot is
+    /// `Rebuilding { cursor: 0 }` until [`RaidDev::rebuild_rows`] is done.
+    pub fn replace_member(&self, idx: usize, new: Arc<dyn BlockDev>) -> Result<()> {
+        let need = self.layout.member_usable(idx);
+        if new.size() < need {
+            return Err(Error::invalid(format!(
+                "the new member holds {} bytes, member {idx} needs {need}",
+                new.size()
+            )));
+        }
+        let state = self.members.state(idx);
+        if state == MemberState::Failed && !self.layout.is_redundant() {
+            return Err(Error::invalid(format!(
+                "member {idx} of a {} group cannot be rebuilt: there is no redundancy to rebuild it from",
+                self.layout.level()
+            )));
+        }
+        if state == MemberState::Failed && self.health() == Health::Failed {
+            return Err(self
+                .unavailable()
+                .context(format!("cannot rebuild member {idx}")));
+        }
+        self.members.install(idx, new)?;
+        if self.rows() == 0 {
+            self.members.finish(idx);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds rows `from..to` of slot `idx`, each under its row lock, and
+    /// flushes the new member, so the caller may checkpoint `to`. `from`
+    /// must not be past the cursor (rows below it are copied again, which
+    /// is harmless). At `rows()` the slot becomes `Ok`.
+    pub async fn rebuild_rows(&self, idx: usize, from: u64, to: u64) -> Result<()> {
+        let (cursor, dev) = self
+            .members
+            .building(idx)
+            .ok_or_else(|| Error::invalid(format!("member {idx} is not being rebuilt")))?;
+        if from > cursor {
+            return Err(Error::invalid(format!(
+                "the rebuild of member {idx} must continue at row {cursor}, not {from}"
+            )));
+        }
+        if to > self.rows() || from > to {
+            return Err(Error::new(
+                ErrorKind::OutOfRange,
+                format!(
+                    "rows {from}..{to} are outside the group's {} rows",
+                    self.rows()
+                ),
+            ));
+        }
+        for row in from..to {
+            self.rebuild_row(idx, &dev, row).await?;
+        }
+        if let Err(e) = dev.flush().await {
+            let what = format!("the rebuild of member {idx} stopped");
+            self.members
+                .device_error(&*self.hooks, idx, &dev, e.clone())
+                .await?;
+            return Err(e.context(what));
+        }
+        Ok(())
+    }
+
+    /// The row-lock key covering row `row` of member `idx`.
+    fn member_row_key(&self, idx: usize, row: u64) -> u64 {
+        match self.layout.locate(idx, row * self.layout.stripe_size()) {
+            Some(Role::Data { addr }) => addr / self.layout.lock_grain(),
+            Some(Role::Parity { row }) => row,
+            None => row,
+        }
+    }
+
+    async fn rebuild_row(&self, idx: usize, dev: &Dev, row: u64) -> Result<()> {
+        let s = self.layout.stripe_size();
+        if row * s >= self.layout.member_usable(idx) {
+            self.members.advance(idx, dev, row, self.rows());
+            return Ok(());
+        }
+        let key = self.member_row_key(idx, row);
+        let _row = self.locks.lock(key, key + 1).await;
+        if self
+            .members
+            .building(idx)
+            .is_none_or(|(_, d)| !Arc::ptr_eq(&d, dev))
+        {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("the rebuild of member {idx} was cancelled"),
+            ));
+        }
+        let data = self.row_content(idx, row).await?;
+        let (_, r) = dev.write(row * s, data, false).await;
+        if let Err(e) = r {
+            let what = format!("the rebuild of member {idx} stopped at row {row}");
+            self.members
+                .device_error(&*self.hooks, idx, dev, e.clone())
+                .await?;
+            return Err(e.context(what));
+        }
+        self.members.advance(idx, dev, row, self.rows());
+        Ok(())
+    }
+
+    /// The current content of row `row` of member `idx`: from the old member
+    /// of a hot replace, else (or where it fails a read) from redundancy.
+    async fn row_content(&self, idx: usize, row: u64) -> Result<IoBuf> {
+        let s = self.layout.stripe_size();
+        let buf = IoBuf::new(usize::try_from(s).unwrap_or(0));
+        let buf = match self.members.old(idx) {
+            Some(old) => match old.read(row * s, buf).await {
+                (b, Ok(())) => return Ok(b),
+                (b, Err(e)) if e.kind() == ErrorKind::Io && self.layout.is_redundant() => {
+                    tracing::debug!(member = idx, row, error = %e, "hot replace: old member read failed, rebuilding the row");
+                    b
+                }
+                (_, Err(e)) => return Err(e.context(format!("copying row {row} of member {idx}"))),
+            },
+            None => buf,
+        };
+        self.rebuilt_from_redundancy(idx, row, buf).await
+    }
+
+    async fn rebuilt_from_redundancy(&self, idx: usize, row: u64, mut buf: IoBuf) -> Result<IoBuf> {
+        let off = row * self.layout.stripe_size();
+        match self.layout.level() {
+            RaidLevel::Raid5 => {
+                self.reconstruct(idx, row, off, &mut buf).await?;
+                Ok(buf)
+            }
+            RaidLevel::Raid1 => {
+                let mut last = self.unavailable();
+                for leg in (0..self.layout.members()).filter(|&l| l != idx) {
+                    let (b, r) = self.read_slot(leg, off, buf).await;
+                    buf = b;
+                    match r {
+                        Ok(()) => return Ok(buf),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last.context(format!("cannot rebuild row {row} of member {idx}")))
+            }
+            RaidLevel::Concat | RaidLevel::Raid0 => Err(Error::new(
+                ErrorKind::Io,
+                format!("row {row} of member {idx} is unreadable and the group has no redundancy"),
+            )),
+        }
+    }
+
+    /// Makes redundancy agree for the rows covering `off..off+len`.
+    pub async fn resync(&self, off: u64, len: u64) -> Result<()> {
+        self.layout.check(off, len)?;
+        if !self.layout.is_redundant() || len == 0 {
+            return Ok(());
+        }
+        if self.health() == Health::Failed {
+            return Err(self.unavailable());
+        }
+        let g = self.layout.lock_grain();
+        for row in off / g..(off + len).div_ceil(g) {
+            let _row = self.locks.lock(row, row + 1).await;
+            let addr = row * g;
+            let _intent = self
+                .intent
+                .begin(addr, g.min(self.layout.capacity() - addr))
+                .await?;
+            match self.layout.level() {
+                RaidLevel::Raid1 => self.resync_mirror_row(row).await?,
+                _ => self.resync_parity_row(row).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn resync_mirror_row(&self, row: u64) -> Result<()> {
+        let s = self.layout.stripe_size();
+        let n = self.layout.members();
+        let mut buf = IoBuf::new(usize::try_from(s).unwrap_or(0));
+        let mut source = None;
+        let mut last = self.unavailable();
+        for leg in (0..n).filter(|&l| self.members.source(l, row).is_some()) {
+            let (b, r) = self.read_slot(leg, row * s, buf).await;
+            buf = b;
+            match r {
+                Ok(()) => {
+                    source = Some(leg);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let Some(source) = source else {
+            return Err(last.context(format!("resync of row {row}")));
+        };
+        let writes = (0..n).filter(|&l| l != source).map(|l| {
+            let copy = IoBuf::from_slice(buf.as_slice());
+            async move { self.write_slot(l, row * s, copy, false).await.1 }
+        });
+        let failed = join_all(writes).await.into_iter().flatten().collect();
+        self.absorb(failed).await?;
+        self.still_served(row, row + 1)
+    }
+
+    /// Recomputes the parity of `row` from its data strips. A degraded row
+    /// is left alone: its parity is the only copy of the missing strip.
+    async fn resync_parity_row(&self, row: u64) -> Result<()> {
+        if !self.members.missing_in_row(row).is_empty() {
+            return Ok(());
+        }
+        let s = self.layout.stripe_size();
+        let len = usize::try_from(s).unwrap_or(0);
+        let data = (0..self.layout.data_strips()).filter_map(|i| self.layout.data_member(row, i));
+        let reads = data.map(|m| self.read_slot(m, row * s, IoBuf::new(len)));
+        let mut parity = IoBuf::new(len);
+        for (b, r) in join_all(reads).await {
+            r.map_err(|e| e.context(format!("resync of row {row}")))?;
+            xor_into(parity.as_mut_slice(), b.as_slice());
+        }
+        let p = self.layout.parity_member(row).unwrap_or(usize::MAX);
+        let (_, failed) = self.write_slot(p, row * s, parity, false).await;
+        self.absorb(failed).await?;
+        self.still_served(row, row + 1)
+    }
+}

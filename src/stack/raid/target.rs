@@ -1,0 +1,237 @@
+//! Member I/O shared by every level: reading a slot's current data,
+//! writing all of a slot's devices, and turning device errors into member
+//! failures.
+
+use futures::future::join_all;
+
+use super::RaidDev;
+use super::members::Dev;
+use crate::buf::IoBuf;
+use crate::error::{Error, ErrorKind, Result};
+use crate::stack::{BufResult, Extent, ZeroFlags};
+
+/// A device that failed an operation, with its slot.
+pub(super) type Failure = (usize, Dev, Error);
+
+/// The error for a slot without current data in a range.
+pub(super) fn no_source(idx: usize, off: u64) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("member {idx} holds no current data at {off}"),
+    )
+}
+
+impl RaidDev {
+    /// Reads member range `off..off+len` of slot `idx` from the devices
+    /// holding its current data. Fails with `Unavailable` where the slot
+    /// has none, or with the device's error.
+    pub(super) async fn read_slot(&self, idx: usize, off: u64, buf: IoBuf) -> BufResult {
+        let runs = self.members.sources(idx, off, buf.len() as u64);
+        if runs.len() == 1 {
+            return match runs.into_iter().next() {
+                Some((Some(dev), o, _)) => dev.read(o, buf).await,
+                _ => (buf, Err(no_source(idx, off))),
+            };
+        }
+        let parts = buf.split_many(&lens_of(runs.iter().map(|r| r.2)));
+        let reads = runs
+            .into_iter()
+            .zip(parts)
+            .map(|((dev, o, _), part)| async move {
+                match dev {
+                    Some(d) => d.read(o, part).await,
+                    None => (part, Err(no_source(idx, o))),
+                }
+            });
+        gather(join_all(reads).await)
+    }
+
+    /// Writes `buf` at member offset `off` to every device of slot `idx`;
+    /// the buffer comes back with the devices that failed.
+    pub(super) async fn write_slot(
+        &self,
+        idx: usize,
+        off: u64,
+        buf: IoBuf,
+        fua: bool,
+    ) -> (IoBuf, Vec<Failure>) {
+        let mut devs = self.members.targets(idx).into_iter();
+        let Some(first) = devs.next() else {
+            return (buf, Vec::new());
+        };
+        let extra = devs.map(|d| {
+            let copy = IoBuf::from_slice(buf.as_slice());
+            async move {
+                let (_, r) = d.write(off, copy, fua).await;
+                r.err().map(|e| (idx, d, e))
+            }
+        });
+        let (extra, (buf, r)) = futures::join!(join_all(extra), first.write(off, buf, fua));
+        let mut failed: Vec<Failure> = extra.into_iter().flatten().collect();
+        if let Err(e) = r {
+            failed.push((idx, first, e));
+        }
+        (buf, failed)
+    }
+
+    /// Zeroes (or discards) member range `off..off+len` on every device of
+    /// slot `idx`.
+    pub(super) async fn zero_slot(
+        &self,
+        idx: usize,
+        off: u64,
+        len: u64,
+        flags: ZeroFlags,
+        discard: bool,
+    ) -> Vec<Failure> {
+        let ops = self.members.targets(idx).into_iter().map(|d| async move {
+            let r = if discard {
+                d.discard(off, len).await
+            } else {
+                d.write_zeroes(off, len, flags).await
+            };
+            r.err().map(|e| (idx, d, e))
+        });
+        join_all(ops).await.into_iter().flatten().collect()
+    }
+
+    /// Zeroes member runs `(slot, offset, length)` that must change
+    /// together (mirror legs, a raid5 row range). A fast zero refused by
+    /// some devices only is redone on them the slow way, so members stay
+    /// consistent; refused by all, nothing changed and the refusal is
+    /// returned. Other failures come back for [`RaidDev::absorb`].
+    pub(super) async fn zero_members(
+        &self,
+        runs: &[(usize, u64, u64)],
+        flags: ZeroFlags,
+    ) -> Result<Vec<Failure>> {
+        let runs: Vec<(usize, u64, u64)> = runs
+            .iter()
+            .copied()
+            .filter(|r| !self.members.targets(r.0).is_empty())
+            .collect();
+        let ops = runs
+            .iter()
+            .map(|&(i, o, l)| self.zero_slot(i, o, l, flags, false));
+        let failed: Vec<Failure> = join_all(ops).await.into_iter().flatten().collect();
+        let (refused, mut failed): (Vec<Failure>, Vec<Failure>) = failed
+            .into_iter()
+            .partition(|f| f.2.kind() == ErrorKind::Unsupported);
+        let Some(first) = refused.first() else {
+            return Ok(failed);
+        };
+        if !flags.fast_only {
+            return Err(first.2.clone());
+        }
+        let devices: usize = runs.iter().map(|r| self.members.targets(r.0).len()).sum();
+        if refused.len() >= devices {
+            return Err(first.2.clone());
+        }
+        let slow = ZeroFlags {
+            fast_only: false,
+            ..flags
+        };
+        let redo = runs
+            .iter()
+            .filter(|r| refused.iter().any(|f| f.0 == r.0))
+            .map(|&(i, o, l)| self.zero_slot(i, o, l, slow, false));
+        failed.extend(join_all(redo).await.into_iter().flatten());
+        Ok(failed)
+    }
+
+    /// Handles device failures: members of a redundant group are failed
+    /// (and recorded) one by one; the first error that cannot be absorbed
+    /// is returned.
+    pub(super) async fn absorb(&self, failures: Vec<Failure>) -> Result<()> {
+        let mut first = Ok(());
+        for (idx, dev, err) in failures {
+            let r = self
+                .members
+                .device_error(&*self.hooks, idx, &dev, err)
+                .await;
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    /// After member writes to rows `r0..r1`: the data is safe if no row
+    /// lost more members than the level survives.
+    pub(super) fn still_served(&self, r0: u64, r1: u64) -> Result<()> {
+        if self.members.worst_missing(r0, r1.max(r0 + 1)) > self.layout.redundancy() {
+            return Err(self.unavailable());
+        }
+        Ok(())
+    }
+
+    /// Flushes every member device; a failing member of a redundant group
+    /// is failed and the flush succeeds while the group serves data.
+    pub(super) async fn flush_members(&self) -> Result<()> {
+        if self.health() == super::Health::Failed {
+            return Err(self.unavailable());
+        }
+        let devs = self.members.all_devices();
+        let flushes = devs.into_iter().map(|(i, d)| async move {
+            let r = d.flush().await;
+            r.err().map(|e| (i, d, e))
+        });
+        let failed: Vec<Failure> = join_all(flushes).await.into_iter().flatten().collect();
+        self.absorb(failed).await?;
+        self.still_served(0, self.rows())
+    }
+
+    /// Allocation status through the data pieces (concat, raid0, raid5):
+    /// each piece asks its member if the member is Ok, else says flags 0.
+    /// Stops at the first partial answer, so extents stay consecutive.
+    pub(super) async fn pieces_status(&self, off: u64, len: u64) -> Vec<Extent> {
+        const MAX_PIECES: usize = 256;
+        let mut out = Vec::new();
+        let Ok(pieces) = self.layout.map(off, len) else {
+            return vec![Extent { len, flags: 0 }];
+        };
+        for p in pieces.take(MAX_PIECES) {
+            let healthy = self.members.state(p.member) == super::MemberState::Ok;
+            let dev = if healthy {
+                self.members.source(p.member, p.row(&self.layout))
+            } else {
+                None
+            };
+            let answer = match dev {
+                Some(d) => d.block_status(p.member_off, p.len).await.ok(),
+                None => None,
+            };
+            let ext = answer.unwrap_or_else(|| {
+                vec![Extent {
+                    len: p.len,
+                    flags: 0,
+                }]
+            });
+            let covered: u64 = ext.iter().map(|e| e.len).sum();
+            out.extend(ext);
+            if covered < p.len {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Joins read pieces (in order) back into one buffer, with the first error.
+pub(super) fn gather(done: Vec<BufResult>) -> BufResult {
+    let mut err = None;
+    let mut parts = Vec::with_capacity(done.len());
+    for (p, r) in done {
+        parts.push(p);
+        if let (None, Err(e)) = (&err, r) {
+            err = Some(e);
+        }
+    }
+    (IoBuf::join(parts), err.map_or(Ok(()), Err))
+}
+
+/// Lengths as `usize`, for splitting a buffer (request lengths fit).
+pub(super) fn lens_of(lens: impl Iterator<Item = u64>) -> Vec<usize> {
+    lens.map(|l| usize::try_from(l).unwrap_or(usize::MAX))
+        .collect()
+}
