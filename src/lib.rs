@@ -14,6 +14,7 @@
 //! See `docs/architecture.md` for the layers as built.
 
 pub mod buf;
+pub mod daemon;
 pub mod disk;
 pub mod engine;
 pub mod error;
