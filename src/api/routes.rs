@@ -31,8 +31,9 @@ impl AppState {
 
     /// Runs `action` on a blocking thread; `status` is the success status.
     async fn run(&self, action: Action, status: StatusCode) -> Result<Response, ApiFailure> {
+        tracing::debug!(?action, "API request");
         let backend = Arc::clone(&self.backend);
-        let reply = tokio::task::spawn_blocking(move || backend.dispatch(action))
+        let outcome = tokio::task::spawn_blocking(move || backend.dispatch(action))
             .await
             .map_err(|e| {
                 tracing::error!("API handler failed: {e}");
@@ -41,8 +42,17 @@ impl AppState {
                     "internal",
                     "the daemon failed while handling this request: see its log",
                 )
-            })??;
-        Ok(reply.into_response_with(status))
+            })?;
+        match outcome {
+            Ok(reply) => Ok(reply.into_response_with(status)),
+            Err(err) => {
+                let failure = ApiFailure::from(err);
+                if failure.status.is_server_error() {
+                    tracing::warn!(kind = %failure.body.kind, "API: {}", failure.body.message);
+                }
+                Err(failure)
+            }
+        }
     }
 }
 

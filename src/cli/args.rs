@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use super::size::parse_size;
-use crate::engine::types::{ByteRange, RaidLevelName};
+use crate::engine::types::{
+    ByteRange, DiskAddRequest, GroupCreateRequest, InjectRequest, RaidLevelName,
+    VolumeCreateRequest,
+};
 
 /// A software storage array: RAID volumes served over NBD.
 #[derive(Debug, Parser)]
@@ -76,19 +79,7 @@ pub enum PoolCmd {
 #[derive(Debug, Subcommand)]
 pub enum DiskCmd {
     /// Add a disk: a new sparse file (--size) or an existing file or device (--path).
-    #[command(group(ArgGroup::new("source").required(true).args(["size", "path"])))]
-    Add {
-        name: String,
-        /// Size of a new sparse disk file, e.g. 1G.
-        #[arg(long, value_parser = parse_size)]
-        size: Option<u64>,
-        /// An existing file or block device to adopt.
-        #[arg(long)]
-        path: Option<PathBuf>,
-        /// Add as a hot spare.
-        #[arg(long)]
-        spare: bool,
-    },
+    Add(DiskAdd),
     /// List disks with their I/O counters.
     List,
     /// One disk in detail.
@@ -106,43 +97,13 @@ pub enum DiskCmd {
         wait: bool,
     },
     /// Change a disk's fault rules (daemon run with --fault-injection).
-    #[command(group(ArgGroup::new("rule").required(true).multiple(true)
-        .args(["read_error_at", "write_error_at", "error_rate", "vanish", "clear"])))]
-    Inject {
-        name: String,
-        /// Reads of OFFSET[,LEN] fail (LEN defaults to 512).
-        #[arg(long, value_name = "OFFSET[,LEN]", value_parser = parse_range)]
-        read_error_at: Option<ByteRange>,
-        /// Writes to OFFSET[,LEN] fail (LEN defaults to 512).
-        #[arg(long, value_name = "OFFSET[,LEN]", value_parser = parse_range)]
-        write_error_at: Option<ByteRange>,
-        /// Probability (0 to 1) that any I/O fails.
-        #[arg(long, value_name = "P", value_parser = parse_probability)]
-        error_rate: Option<f64>,
-        /// Every I/O fails, as if the disk were pulled.
-        #[arg(long)]
-        vanish: bool,
-        /// Remove every rule.
-        #[arg(long)]
-        clear: bool,
-    },
+    Inject(DiskInject),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum GroupCmd {
     /// Create a RAID group from free disks.
-    Create {
-        name: String,
-        /// concat, raid0, raid1 or raid5.
-        #[arg(long)]
-        raid: RaidLevelName,
-        /// Member disks, comma-separated, in slot order.
-        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
-        disks: Vec<String>,
-        /// Bytes per strip, e.g. 64K.
-        #[arg(long, value_parser = parse_size)]
-        stripe_size: Option<u64>,
-    },
+    Create(GroupCreate),
     /// The RAID group table (seed 002, T1).
     List,
     /// One group with its members.
@@ -161,21 +122,7 @@ pub enum GroupCmd {
 #[derive(Debug, Subcommand)]
 pub enum VolumeCmd {
     /// Create a volume in a group.
-    Create {
-        name: String,
-        /// The RAID group to allocate from.
-        #[arg(long)]
-        group: String,
-        /// Size, e.g. 10G.
-        #[arg(long, value_parser = parse_size)]
-        size: u64,
-        /// Track size, a power of two from 4K to 1M (default 64K).
-        #[arg(long, value_parser = parse_size)]
-        track_size: Option<u64>,
-        /// Export read-only.
-        #[arg(long)]
-        read_only: bool,
-    },
+    Create(VolumeCreate),
     /// List volumes.
     List,
     /// One volume in detail.
@@ -216,6 +163,120 @@ pub enum JobCmd {
     },
     /// Wait for a job to finish, with a progress bar.
     Wait { id: u64 },
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["size", "path"])))]
+pub struct DiskAdd {
+    name: String,
+    /// Size of a new sparse disk file, e.g. 1G.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    /// An existing file or block device to adopt.
+    #[arg(long)]
+    path: Option<PathBuf>,
+    /// Add as a hot spare.
+    #[arg(long)]
+    spare: bool,
+}
+
+impl DiskAdd {
+    pub fn request(self) -> DiskAddRequest {
+        DiskAddRequest {
+            name: self.name,
+            size: self.size,
+            path: self.path,
+            spare: self.spare,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("rule").required(true).multiple(true)
+    .args(["read_error_at", "write_error_at", "error_rate", "vanish", "clear"])))]
+pub struct DiskInject {
+    pub name: String,
+    /// Reads of OFFSET[,LEN] fail (LEN defaults to 512).
+    #[arg(long, value_name = "OFFSET[,LEN]", value_parser = parse_range)]
+    read_error_at: Option<ByteRange>,
+    /// Writes to OFFSET[,LEN] fail (LEN defaults to 512).
+    #[arg(long, value_name = "OFFSET[,LEN]", value_parser = parse_range)]
+    write_error_at: Option<ByteRange>,
+    /// Probability (0 to 1) that any I/O fails.
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    error_rate: Option<f64>,
+    /// Every I/O fails, as if the disk were pulled.
+    #[arg(long)]
+    vanish: bool,
+    /// Remove every rule.
+    #[arg(long)]
+    clear: bool,
+}
+
+impl DiskInject {
+    pub fn request(&self) -> InjectRequest {
+        InjectRequest {
+            read_error_at: self.read_error_at,
+            write_error_at: self.write_error_at,
+            error_rate: self.error_rate,
+            vanish: self.vanish,
+            clear: self.clear,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct GroupCreate {
+    name: String,
+    /// concat, raid0, raid1 or raid5.
+    #[arg(long)]
+    raid: RaidLevelName,
+    /// Member disks, comma-separated, in slot order.
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    disks: Vec<String>,
+    /// Bytes per strip, e.g. 64K.
+    #[arg(long, value_parser = parse_size)]
+    stripe_size: Option<u64>,
+}
+
+impl GroupCreate {
+    pub fn request(self) -> GroupCreateRequest {
+        GroupCreateRequest {
+            name: self.name,
+            raid: self.raid,
+            disks: self.disks,
+            stripe_size: self.stripe_size,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeCreate {
+    name: String,
+    /// The RAID group to allocate from.
+    #[arg(long)]
+    group: String,
+    /// Size, e.g. 10G.
+    #[arg(long, value_parser = parse_size)]
+    size: u64,
+    /// Track size, a power of two from 4K to 1M (default 64K).
+    #[arg(long, value_parser = parse_size)]
+    track_size: Option<u64>,
+    /// Export read-only.
+    #[arg(long)]
+    read_only: bool,
+}
+
+impl VolumeCreate {
+    pub fn request(self) -> VolumeCreateRequest {
+        VolumeCreateRequest {
+            name: self.name,
+            group: self.group,
+            size: self.size,
+            track_size: self.track_size,
+            read_only: self.read_only,
+        }
+    }
 }
 
 /// `OFFSET[,LEN]`, both sizes.
@@ -286,15 +347,11 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            Command::Group(GroupCmd::Create {
-                raid,
-                disks,
-                stripe_size,
-                ..
-            }) => {
-                assert_eq!(raid, RaidLevelName::Raid5);
-                assert_eq!(disks, ["a", "b", "c"]);
-                assert_eq!(stripe_size, Some(65536));
+            Command::Group(GroupCmd::Create(args)) => {
+                let req = args.request();
+                assert_eq!(req.raid, RaidLevelName::Raid5);
+                assert_eq!(req.disks, ["a", "b", "c"]);
+                assert_eq!(req.stripe_size, Some(65536));
             }
             other => panic!("parsed as {other:?}"),
         }

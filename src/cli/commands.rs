@@ -117,24 +117,9 @@ fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, Failure> {
 fn disk(ctx: &Ctx, cmd: DiskCmd) -> Result<(), Failure> {
     let one = |name: &str, verb: &str| format!("/v1/disks/{}{verb}", segment(name));
     match cmd {
-        DiskCmd::Add {
-            name,
-            size,
-            path,
-            spare,
-        } => {
-            let req = DiskAddRequest {
-                name,
-                size,
-                path,
-                spare,
-            };
-            let d: DiskInfo = ctx.post("/v1/disks", &req)?;
-            ctx.show(&d, |d| {
-                let kind = if spare { "spare disk" } else { "disk" };
-                let (name, size, path) = (&d.name, format_size(d.size), d.path.display());
-                format!("added {kind} {name}: {size} at {path}")
-            })
+        DiskCmd::Add(args) => {
+            let d: DiskInfo = ctx.post("/v1/disks", &args.request())?;
+            ctx.show(&d, render::disk_added)
         }
         DiskCmd::List => ctx.show(&ctx.get::<Vec<DiskInfo>>("/v1/disks")?, |d| {
             render::disk_list(d)
@@ -152,30 +137,9 @@ fn disk(ctx: &Ctx, cmd: DiskCmd) -> Result<(), Failure> {
             let j: JobInfo = ctx.post(&one(&old, "/replace"), &DiskReplaceRequest { new })?;
             started(ctx, j, wait)
         }
-        DiskCmd::Inject {
-            name,
-            read_error_at,
-            write_error_at,
-            error_rate,
-            vanish,
-            clear,
-        } => {
-            let req = InjectRequest {
-                read_error_at,
-                write_error_at,
-                error_rate,
-                vanish,
-                clear,
-            };
-            let d: DiskInfo = ctx.post(&one(&name, "/inject"), &req)?;
-            ctx.show(&d, |d| {
-                let rules = d.faults.as_ref().map(render::faults);
-                format!(
-                    "faults of disk {}: {}",
-                    d.name,
-                    rules.as_deref().unwrap_or("none")
-                )
-            })
+        DiskCmd::Inject(args) => {
+            let d: DiskInfo = ctx.post(&one(&args.name, "/inject"), &args.request())?;
+            ctx.show(&d, render::disk_faults)
         }
     }
 }
@@ -183,24 +147,9 @@ fn disk(ctx: &Ctx, cmd: DiskCmd) -> Result<(), Failure> {
 fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
     let one = |name: &str, verb: &str| format!("/v1/groups/{}{verb}", segment(name));
     match cmd {
-        GroupCmd::Create {
-            name,
-            raid,
-            disks,
-            stripe_size,
-        } => {
-            let req = GroupCreateRequest {
-                name,
-                raid,
-                disks,
-                stripe_size,
-            };
-            let g: GroupInfo = ctx.post("/v1/groups", &req)?;
-            ctx.show(&g, |g| {
-                let (name, raid, disks) = (&g.name, g.raid, g.disks.join(","));
-                let capacity = format_size(g.capacity);
-                format!("created group {name}: {raid} on {disks}, {capacity}")
-            })
+        GroupCmd::Create(args) => {
+            let g: GroupInfo = ctx.post("/v1/groups", &args.request())?;
+            ctx.show(&g, render::group_created)
         }
         GroupCmd::List => ctx.show(&ctx.get::<Vec<GroupInfo>>("/v1/groups")?, |g| {
             render::group_list(g)
@@ -227,28 +176,9 @@ fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
 fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {
     let one = |name: &str, verb: &str| format!("/v1/volumes/{}{verb}", segment(name));
     match cmd {
-        VolumeCmd::Create {
-            name,
-            group,
-            size,
-            track_size,
-            read_only,
-        } => {
-            let req = VolumeCreateRequest {
-                name,
-                group,
-                size,
-                track_size,
-                read_only,
-            };
-            let v: VolumeInfo = ctx.post("/v1/volumes", &req)?;
-            ctx.show(&v, |v| {
-                let size = format_size(v.size);
-                format!(
-                    "created volume {}: {size} in {}, export {}",
-                    v.name, v.group, v.export
-                )
-            })
+        VolumeCmd::Create(args) => {
+            let v: VolumeInfo = ctx.post("/v1/volumes", &args.request())?;
+            ctx.show(&v, render::volume_created)
         }
         VolumeCmd::List => ctx.show(&ctx.get::<Vec<VolumeInfo>>("/v1/volumes")?, |v| {
             render::volume_list(v)

@@ -124,6 +124,25 @@ pub fn disk(d: &DiskInfo) -> String {
     ])
 }
 
+pub fn disk_added(d: &DiskInfo) -> String {
+    let kind = if d.status == DiskStatus::Spare {
+        "spare disk"
+    } else {
+        "disk"
+    };
+    let (name, size, path) = (&d.name, format_size(d.size), d.path.display());
+    format!("added {kind} {name}: {size} at {path}")
+}
+
+pub fn disk_faults(d: &DiskInfo) -> String {
+    let rules = d.faults.as_ref().map(faults);
+    format!(
+        "faults of disk {}: {}",
+        d.name,
+        rules.as_deref().unwrap_or("none")
+    )
+}
+
 /// Fault rules in one line: `read 0+512, write 4096+512, rate 0.01, vanished`.
 pub fn faults(f: &FaultRules) -> String {
     let ranges = |what: &str, rs: &[(u64, u64)]| {
@@ -199,6 +218,12 @@ pub fn group(g: &GroupInfo) -> String {
     format!("{summary}\n{members}")
 }
 
+pub fn group_created(g: &GroupInfo) -> String {
+    let (name, raid, disks) = (&g.name, g.raid, g.disks.join(","));
+    let capacity = format_size(g.capacity);
+    format!("created group {name}: {raid} on {disks}, {capacity}")
+}
+
 pub const VOLUME_COLUMNS: [&str; 7] = [
     "NAME",
     "GROUP",
@@ -245,6 +270,12 @@ pub fn volume(v: &VolumeInfo) -> String {
         ("export", v.export.clone()),
         ("extents", join_or_dash(&extents)),
     ])
+}
+
+pub fn volume_created(v: &VolumeInfo) -> String {
+    let size = format_size(v.size);
+    let (name, group, export) = (&v.name, &v.group, &v.export);
+    format!("created volume {name}: {size} in {group}, export {export}")
 }
 
 /// `42.5%`, from done/total units.

@@ -223,7 +223,7 @@ impl State {
             return Err(Error::conflict(format!("disk {} already exists", req.name)));
         }
         let size = match (req.size, &req.path) {
-            (Some(s), None) if s % 4096 == 0 => s,
+            (Some(s), None) if s.is_multiple_of(4096) => s,
             (Some(s), None) => {
                 return Err(Error::invalid(format!(
                     "disk size {s} is not a multiple of 4096"
@@ -295,7 +295,7 @@ impl State {
             )));
         }
         let track = req.track_size.unwrap_or(65536);
-        if req.size % track != 0 {
+        if !req.size.is_multiple_of(track) {
             return Err(Error::invalid(format!(
                 "volume size {} is not a multiple of the track size {track}",
                 req.size
