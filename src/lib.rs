@@ -13,7 +13,10 @@
 //!
 //! See `docs/architecture.md` for the layers as built.
 
+pub mod api;
 pub mod buf;
+pub mod cli;
+pub mod daemon;
 pub mod disk;
 pub mod engine;
 pub mod error;

@@ -1,3 +1,5 @@
-fn main() {
-    println!("ferrosan");
+//! The `ferrosan` command: daemon and CLI in one binary.
+
+fn main() -> std::process::ExitCode {
+    ferrosan::cli::main()
 }

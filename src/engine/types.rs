@@ -115,6 +115,7 @@ impl std::fmt::Display for DiskStatus {
 
 /// `disk add`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DiskAddRequest {
     pub name: String,
     /// Create a sparse file of this many bytes in the pool.
@@ -151,6 +152,7 @@ pub struct DiskInfo {
 
 /// `disk replace OLD NEW`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DiskReplaceRequest {
     /// The disk to rebuild onto (a free disk or a spare).
     pub new: String,
@@ -158,6 +160,7 @@ pub struct DiskReplaceRequest {
 
 /// A byte range on a disk's data area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ByteRange {
     pub offset: u64,
     /// Defaults to 512 bytes.
@@ -166,6 +169,7 @@ pub struct ByteRange {
 
 /// `disk inject`: changes to a disk's fault rules.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct InjectRequest {
     pub read_error_at: Option<ByteRange>,
     pub write_error_at: Option<ByteRange>,
@@ -182,6 +186,7 @@ pub struct InjectRequest {
 
 /// `group create`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GroupCreateRequest {
     pub name: String,
     pub raid: RaidLevelName,
@@ -192,6 +197,7 @@ pub struct GroupCreateRequest {
 
 /// `group extend` (concat only: appends disks, no data moves).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GroupExtendRequest {
     pub disks: Vec<String>,
 }
@@ -228,6 +234,7 @@ pub struct GroupInfo {
 
 /// `volume create`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VolumeCreateRequest {
     pub name: String,
     pub group: String,
@@ -240,6 +247,7 @@ pub struct VolumeCreateRequest {
 
 /// `volume grow`: the new size (not the increment).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VolumeGrowRequest {
     pub size: u64,
 }
@@ -319,6 +327,7 @@ pub struct JobInfo {
 
 /// `job rate`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JobRateRequest {
     /// Bytes per second; 0 removes the limit.
     pub bytes_per_sec: u64,

@@ -1,0 +1,89 @@
+//! The one mapping from [`ErrorKind`] to an HTTP status, and the JSON body
+//! every failed request gets.
+//!
+//! | kind          | status                      | why                                               |
+//! |---------------|-----------------------------|---------------------------------------------------|
+//! | `not_found`   | 404 Not Found               | the disk, group, volume or job named is not there  |
+//! | `invalid`     | 400 Bad Request             | fix the request (bad value, not allowed now)       |
+//! | `out_of_range`| 400 Bad Request             | an offset or size outside the object: fix it       |
+//! | `conflict`    | 409 Conflict                | exists already or in use: change the state first   |
+//! | `read_only`   | 409 Conflict                | the object's state forbids it, not the caller's rights (403 would say that) |
+//! | `unsupported` | 501 Not Implemented         | the daemon cannot do this at all; no other body helps |
+//! | `no_space`    | 507 Insufficient Storage    | free space, then retry                             |
+//! | `io`          | 500 Internal Server Error   | a disk failed under the request                    |
+//! | `corrupt`     | 500 Internal Server Error   | stored metadata fails its checks                   |
+//! | `unavailable` | 503 Service Unavailable     | too many members missing to serve data             |
+//! | `shutdown`    | 503 Service Unavailable     | the daemon is stopping; retry on the next one      |
+//!
+//! Failures of the HTTP layer itself use the same body: unparsable JSON,
+//! unknown fields, wrong types and bad path or query values are 400
+//! `invalid`; an unknown route is 404 `not_found`; a method a path does not
+//! take is 405 `invalid`; a handler that panicked is 500 `internal`.
+
+#![forbid(unsafe_code)]
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::engine::types::ApiError;
+use crate::error::{Error, ErrorKind};
+
+/// The HTTP status for an error kind.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Invalid | ErrorKind::OutOfRange => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict | ErrorKind::ReadOnly => StatusCode::CONFLICT,
+        ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::Io | ErrorKind::Corrupt => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unavailable | ErrorKind::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The name of a kind as the API spells it (`not_found`, `no_space`...):
+/// the same as its serde form, so logs and the API agree.
+pub fn kind_name(kind: ErrorKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{kind:?}"),
+    }
+}
+
+/// A failed request: its status and JSON body.
+#[derive(Debug, Clone)]
+pub struct ApiFailure {
+    pub status: StatusCode,
+    pub body: ApiError,
+}
+
+impl ApiFailure {
+    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> ApiFailure {
+        ApiFailure {
+            status,
+            body: ApiError {
+                kind: kind.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+
+    /// A 400 `invalid` answer: the request must change.
+    pub fn invalid(message: impl Into<String>) -> ApiFailure {
+        ApiFailure::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+}
+
+impl From<Error> for ApiFailure {
+    fn from(err: Error) -> ApiFailure {
+        let kind = err.kind();
+        ApiFailure::new(status_of(kind), &kind_name(kind), err.chain())
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}

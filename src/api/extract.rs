@@ -1,0 +1,98 @@
+//! Extractors whose failures are [`ApiFailure`]s: a request that cannot be
+//! parsed gets a 400 JSON body that names the problem, never axum's plain
+//! text.
+
+#![forbid(unsafe_code)]
+
+use std::error::Error as _;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiFailure;
+
+/// A JSON request body. The `Content-Type` header is not required, so that
+/// `curl -d '{...}'` works as typed.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiFailure> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiFailure::new(
+                e.status(),
+                "invalid",
+                format!("cannot read the request body: {}", e.body_text()),
+            )
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiFailure::invalid(
+                "the request needs a JSON body: see /openapi.json for its fields",
+            ));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(ApiFailure::invalid(format!(
+                "invalid JSON body: {}",
+                json_problem(&rejection)
+            ))),
+        }
+    }
+}
+
+/// serde's own words, with the path of the field (`read_error_at.offset:
+/// invalid type...`), without axum's preamble.
+fn json_problem(rejection: &JsonRejection) -> String {
+    let source = match rejection {
+        JsonRejection::JsonDataError(e) => e.source().map(ToString::to_string),
+        JsonRejection::JsonSyntaxError(e) => e.source().map(ToString::to_string),
+        _ => None,
+    };
+    source.unwrap_or_else(|| rejection.body_text())
+}
+
+/// Path parameters.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiFailure> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| PathParams(v))
+            .map_err(|e: PathRejection| {
+                ApiFailure::invalid(format!("invalid path: {}", e.body_text()))
+            })
+    }
+}
+
+/// The query string.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiFailure> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e: QueryRejection| {
+                let detail = e.source().map_or_else(|| e.body_text(), |s| s.to_string());
+                ApiFailure::invalid(format!("invalid query string: {detail}"))
+            })
+    }
+}
+
+/// A job id from the path: a number, as `job list` shows it.
+pub fn job_id(text: &str) -> Result<u64, ApiFailure> {
+    text.parse().map_err(|_| {
+        ApiFailure::invalid(format!(
+            "invalid job id {text:?}: use the number `ferrosan job list` shows"
+        ))
+    })
+}

@@ -1,0 +1,427 @@
+//! The routes: each handler parses its request into an [`Action`] and hands
+//! it to the dispatcher on a blocking thread. Nothing here decides anything.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::action::{Action, Dispatch};
+use super::error::ApiFailure;
+use super::extract::{Body, PathParams, Query, job_id};
+use crate::engine::types::*;
+
+/// What every handler shares: the dispatcher.
+#[derive(Clone)]
+pub struct AppState {
+    backend: Arc<dyn Dispatch>,
+}
+
+impl AppState {
+    pub fn new(backend: Arc<dyn Dispatch>) -> AppState {
+        AppState { backend }
+    }
+
+    /// Runs `action` on a blocking thread; `status` is the success status.
+    async fn run(&self, action: Action, status: StatusCode) -> Result<Response, ApiFailure> {
+        tracing::debug!(?action, "API request");
+        let backend = Arc::clone(&self.backend);
+        let outcome = tokio::task::spawn_blocking(move || backend.dispatch(action))
+            .await
+            .map_err(|e| {
+                tracing::error!("API handler failed: {e}");
+                ApiFailure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the daemon failed while handling this request: see its log",
+                )
+            })?;
+        match outcome {
+            Ok(reply) => Ok(reply.into_response_with(status)),
+            Err(err) => {
+                let failure = ApiFailure::from(err);
+                if failure.status.is_server_error() {
+                    tracing::warn!(kind = %failure.body.kind, "API: {}", failure.body.message);
+                }
+                Err(failure)
+            }
+        }
+    }
+}
+
+type Answer = Result<Response, ApiFailure>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ferrosan",
+        description = "Management API of a ferrosan pool, served on `<pool>/api.sock`. \
+            Every failed request answers with an `ApiError` body.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    components(schemas(ApiError)),
+    tags(
+        (name = "pool", description = "The pool as a whole"),
+        (name = "disks", description = "Disks: files or block devices the pool owns"),
+        (name = "groups", description = "RAID groups (seed 002, table T1)"),
+        (name = "volumes", description = "Volumes: the NBD exports"),
+        (name = "jobs", description = "Background jobs: rebuilds, copies, resyncs")
+    )
+)]
+struct ApiDoc;
+
+/// Every documented route, with the OpenAPI document they make.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(pool_info))
+        .routes(routes!(disk_list, disk_add))
+        .routes(routes!(disk_get, disk_remove))
+        .routes(routes!(disk_fail))
+        .routes(routes!(disk_replace))
+        .routes(routes!(disk_inject))
+        .routes(routes!(group_list, group_create))
+        .routes(routes!(group_get, group_delete))
+        .routes(routes!(group_extend))
+        .routes(routes!(volume_list, volume_create))
+        .routes(routes!(volume_get, volume_delete))
+        .routes(routes!(volume_grow))
+        .routes(routes!(job_list))
+        .routes(routes!(job_get))
+        .routes(routes!(job_pause))
+        .routes(routes!(job_resume))
+        .routes(routes!(job_cancel))
+        .routes(routes!(job_rate))
+}
+
+/// Answer for a path no route matches.
+pub async fn no_route(method: Method, uri: Uri) -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no such route: {method} {}; the routes are listed at /openapi.json",
+            uri.path()
+        ),
+    )
+}
+
+/// Answer for a method a path does not take.
+pub async fn wrong_method(method: Method, uri: Uri) -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid",
+        format!(
+            "{method} is not allowed on {}; the methods of each path are listed at /openapi.json",
+            uri.path()
+        ),
+    )
+}
+
+// ---------------------------------------------------------------- pool
+
+/// The pool and how to reach it.
+#[utoipa::path(get, path = "/v1/pool", tag = "pool",
+    responses((status = 200, description = "The pool", body = PoolInfo)))]
+async fn pool_info(State(s): State<AppState>) -> Answer {
+    s.run(Action::PoolInfo, StatusCode::OK).await
+}
+
+// ---------------------------------------------------------------- disks
+
+/// Every disk of the pool.
+#[utoipa::path(get, path = "/v1/disks", tag = "disks",
+    responses((status = 200, description = "The disks", body = [DiskInfo])))]
+async fn disk_list(State(s): State<AppState>) -> Answer {
+    s.run(Action::DiskList, StatusCode::OK).await
+}
+
+/// Add a disk: a new sparse file of `size` bytes, or an existing `path`.
+#[utoipa::path(post, path = "/v1/disks", tag = "disks", request_body = DiskAddRequest,
+    responses(
+        (status = 201, description = "The disk, added", body = DiskInfo),
+        (status = 400, description = "Bad request: neither or both of size and path, bad size", body = ApiError),
+        (status = 409, description = "A disk of that name or path exists", body = ApiError),
+        (status = 507, description = "No space for the disk file", body = ApiError)))]
+async fn disk_add(State(s): State<AppState>, Body(req): Body<DiskAddRequest>) -> Answer {
+    s.run(Action::DiskAdd(req), StatusCode::CREATED).await
+}
+
+/// One disk.
+#[utoipa::path(get, path = "/v1/disks/{name}", tag = "disks",
+    params(("name" = String, Path, description = "Disk name")),
+    responses(
+        (status = 200, description = "The disk", body = DiskInfo),
+        (status = 404, description = "No such disk", body = ApiError)))]
+async fn disk_get(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
+    s.run(Action::DiskGet(name), StatusCode::OK).await
+}
+
+/// Remove a disk that is in no group.
+#[utoipa::path(delete, path = "/v1/disks/{name}", tag = "disks",
+    params(("name" = String, Path, description = "Disk name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such disk", body = ApiError),
+        (status = 409, description = "The disk is a group member", body = ApiError)))]
+async fn disk_remove(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
+    s.run(Action::DiskRemove(name), StatusCode::NO_CONTENT)
+        .await
+}
+
+/// Mark a disk failed: its group runs degraded.
+#[utoipa::path(post, path = "/v1/disks/{name}/fail", tag = "disks",
+    params(("name" = String, Path, description = "Disk name")),
+    responses(
+        (status = 200, description = "The disk, failed", body = DiskInfo),
+        (status = 404, description = "No such disk", body = ApiError),
+        (status = 409, description = "Failing it would lose data", body = ApiError)))]
+async fn disk_fail(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
+    s.run(Action::DiskFail(name), StatusCode::OK).await
+}
+
+/// Replace a group member by another disk: starts a rebuild or copy job.
+#[utoipa::path(post, path = "/v1/disks/{name}/replace", tag = "disks",
+    params(("name" = String, Path, description = "The disk to replace")),
+    request_body = DiskReplaceRequest,
+    responses(
+        (status = 202, description = "The job, started", body = JobInfo),
+        (status = 400, description = "The new disk cannot take the old one's place", body = ApiError),
+        (status = 404, description = "No such disk", body = ApiError),
+        (status = 409, description = "A disk is busy", body = ApiError)))]
+async fn disk_replace(
+    State(s): State<AppState>,
+    PathParams(name): PathParams<String>,
+    Body(req): Body<DiskReplaceRequest>,
+) -> Answer {
+    s.run(Action::DiskReplace(name, req), StatusCode::ACCEPTED)
+        .await
+}
+
+/// Change a disk's fault rules (daemon started with `--fault-injection`).
+#[utoipa::path(post, path = "/v1/disks/{name}/inject", tag = "disks",
+    params(("name" = String, Path, description = "Disk name")),
+    request_body = InjectRequest,
+    responses(
+        (status = 200, description = "The disk with its rules", body = DiskInfo),
+        (status = 400, description = "Bad rule, or fault injection is off", body = ApiError),
+        (status = 404, description = "No such disk", body = ApiError)))]
+async fn disk_inject(
+    State(s): State<AppState>,
+    PathParams(name): PathParams<String>,
+    Body(req): Body<InjectRequest>,
+) -> Answer {
+    s.run(Action::DiskInject(name, req), StatusCode::OK).await
+}
+
+// ---------------------------------------------------------------- groups
+
+/// Every RAID group: seed 002's table T1.
+#[utoipa::path(get, path = "/v1/groups", tag = "groups",
+    responses((status = 200, description = "The groups", body = [GroupInfo])))]
+async fn group_list(State(s): State<AppState>) -> Answer {
+    s.run(Action::GroupList, StatusCode::OK).await
+}
+
+/// Create a RAID group from free disks.
+#[utoipa::path(post, path = "/v1/groups", tag = "groups", request_body = GroupCreateRequest,
+    responses(
+        (status = 201, description = "The group, created", body = GroupInfo),
+        (status = 400, description = "Wrong number of disks, bad stripe size", body = ApiError),
+        (status = 404, description = "A disk named does not exist", body = ApiError),
+        (status = 409, description = "The name exists, or a disk is in use", body = ApiError)))]
+async fn group_create(State(s): State<AppState>, Body(req): Body<GroupCreateRequest>) -> Answer {
+    s.run(Action::GroupCreate(req), StatusCode::CREATED).await
+}
+
+/// One RAID group with its members.
+#[utoipa::path(get, path = "/v1/groups/{name}", tag = "groups",
+    params(("name" = String, Path, description = "Group name")),
+    responses(
+        (status = 200, description = "The group", body = GroupInfo),
+        (status = 404, description = "No such group", body = ApiError)))]
+async fn group_get(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
+    s.run(Action::GroupGet(name), StatusCode::OK).await
+}
+
+/// Delete a group that holds no volume; its disks become free.
+#[utoipa::path(delete, path = "/v1/groups/{name}", tag = "groups",
+    params(("name" = String, Path, description = "Group name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such group", body = ApiError),
+        (status = 409, description = "The group holds volumes", body = ApiError)))]
+async fn group_delete(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
+    s.run(Action::GroupDelete(name), StatusCode::NO_CONTENT)
+        .await
+}
+
+/// Append disks to a concat group.
+#[utoipa::path(post, path = "/v1/groups/{name}/extend", tag = "groups",
+    params(("name" = String, Path, description = "Group name")),
+    request_body = GroupExtendRequest,
+    responses(
+        (status = 200, description = "The group, extended", body = GroupInfo),
+        (status = 400, description = "Not a concat group, or no disks", body = ApiError),
+        (status = 404, description = "No such group or disk", body = ApiError),
+        (status = 409, description = "A disk is in use", body = ApiError)))]
+async fn group_extend(
+    State(s): State<AppState>,
+    PathParams(name): PathParams<String>,
+    Body(req): Body<GroupExtendRequest>,
+) -> Answer {
+    s.run(Action::GroupExtend(name, req), StatusCode::OK).await
+}
+
+// ---------------------------------------------------------------- volumes
+
+/// Every volume.
+#[utoipa::path(get, path = "/v1/volumes", tag = "volumes",
+    responses((status = 200, description = "The volumes", body = [VolumeInfo])))]
+async fn volume_list(State(s): State<AppState>) -> Answer {
+    s.run(Action::VolumeList, StatusCode::OK).await
+}
+
+/// Create a volume in a group; it is exported over NBD at once.
+#[utoipa::path(post, path = "/v1/volumes", tag = "volumes", request_body = VolumeCreateRequest,
+    responses(
+        (status = 201, description = "The volume, created", body = VolumeInfo),
+        (status = 400, description = "Bad size or track size", body = ApiError),
+        (status = 404, description = "No such group", body = ApiError),
+        (status = 409, description = "A volume of that name exists", body = ApiError),
+        (status = 507, description = "Not enough free space in the group", body = ApiError)))]
+async fn volume_create(State(s): State<AppState>, Body(req): Body<VolumeCreateRequest>) -> Answer {
+    s.run(Action::VolumeCreate(req), StatusCode::CREATED).await
+}
+
+/// One volume.
+#[utoipa::path(get, path = "/v1/volumes/{name}", tag = "volumes",
+    params(("name" = String, Path, description = "Volume name")),
+    responses(
+        (status = 200, description = "The volume", body = VolumeInfo),
+        (status = 404, description = "No such volume", body = ApiError)))]
+async fn volume_get(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
+    s.run(Action::VolumeGet(name), StatusCode::OK).await
+}
+
+/// Query of `DELETE /v1/volumes/{name}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DeleteVolumeQuery {
+    /// Delete even while NBD clients are connected (they are cut off).
+    #[serde(default)]
+    force: bool,
+}
+
+/// Delete a volume and its data.
+#[utoipa::path(delete, path = "/v1/volumes/{name}", tag = "volumes",
+    params(("name" = String, Path, description = "Volume name"), DeleteVolumeQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such volume", body = ApiError),
+        (status = 409, description = "NBD clients are connected: use force=true", body = ApiError)))]
+async fn volume_delete(
+    State(s): State<AppState>,
+    PathParams(name): PathParams<String>,
+    Query(q): Query<DeleteVolumeQuery>,
+) -> Answer {
+    let action = Action::VolumeDelete {
+        name,
+        force: q.force,
+    };
+    s.run(action, StatusCode::NO_CONTENT).await
+}
+
+/// Grow a volume to a new size.
+#[utoipa::path(post, path = "/v1/volumes/{name}/grow", tag = "volumes",
+    params(("name" = String, Path, description = "Volume name")),
+    request_body = VolumeGrowRequest,
+    responses(
+        (status = 200, description = "The volume, grown", body = VolumeInfo),
+        (status = 400, description = "The new size is not larger, or not a whole number of tracks", body = ApiError),
+        (status = 404, description = "No such volume", body = ApiError),
+        (status = 507, description = "Not enough free space in the group", body = ApiError)))]
+async fn volume_grow(
+    State(s): State<AppState>,
+    PathParams(name): PathParams<String>,
+    Body(req): Body<VolumeGrowRequest>,
+) -> Answer {
+    s.run(Action::VolumeGrow(name, req), StatusCode::OK).await
+}
+
+// ---------------------------------------------------------------- jobs
+
+/// Every job, running or finished.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    responses((status = 200, description = "The jobs", body = [JobInfo])))]
+async fn job_list(State(s): State<AppState>) -> Answer {
+    s.run(Action::JobList, StatusCode::OK).await
+}
+
+/// One job, with its progress, rate and ETA.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = u64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobInfo),
+        (status = 400, description = "The id is not a number", body = ApiError),
+        (status = 404, description = "No such job", body = ApiError)))]
+async fn job_get(State(s): State<AppState>, PathParams(id): PathParams<String>) -> Answer {
+    s.run(Action::JobGet(job_id(&id)?), StatusCode::OK).await
+}
+
+/// Pause a running job; it keeps its checkpoint.
+#[utoipa::path(post, path = "/v1/jobs/{id}/pause", tag = "jobs",
+    params(("id" = u64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job, paused", body = JobInfo),
+        (status = 404, description = "No such job", body = ApiError),
+        (status = 409, description = "The job has finished", body = ApiError)))]
+async fn job_pause(State(s): State<AppState>, PathParams(id): PathParams<String>) -> Answer {
+    s.run(Action::JobPause(job_id(&id)?), StatusCode::OK).await
+}
+
+/// Resume a paused job.
+#[utoipa::path(post, path = "/v1/jobs/{id}/resume", tag = "jobs",
+    params(("id" = u64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job, running", body = JobInfo),
+        (status = 404, description = "No such job", body = ApiError),
+        (status = 409, description = "The job has finished", body = ApiError)))]
+async fn job_resume(State(s): State<AppState>, PathParams(id): PathParams<String>) -> Answer {
+    s.run(Action::JobResume(job_id(&id)?), StatusCode::OK).await
+}
+
+/// Cancel a job.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = u64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job, cancelled", body = JobInfo),
+        (status = 404, description = "No such job", body = ApiError),
+        (status = 409, description = "The job has finished", body = ApiError)))]
+async fn job_cancel(State(s): State<AppState>, PathParams(id): PathParams<String>) -> Answer {
+    s.run(Action::JobCancel(job_id(&id)?), StatusCode::OK).await
+}
+
+/// Set a job's rate limit in bytes per second (0: unlimited).
+#[utoipa::path(post, path = "/v1/jobs/{id}/rate", tag = "jobs",
+    params(("id" = u64, Path, description = "Job id")),
+    request_body = JobRateRequest,
+    responses(
+        (status = 200, description = "The job with its new limit", body = JobInfo),
+        (status = 400, description = "The rate is below the floor", body = ApiError),
+        (status = 404, description = "No such job", body = ApiError)))]
+async fn job_rate(
+    State(s): State<AppState>,
+    PathParams(id): PathParams<String>,
+    Body(req): Body<JobRateRequest>,
+) -> Answer {
+    s.run(Action::JobRate(job_id(&id)?, req), StatusCode::OK)
+        .await
+}

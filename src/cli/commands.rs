@@ -1,0 +1,237 @@
+//! Each command: one API call, then a table, a line, or the JSON.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use hyper::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::args::*;
+use super::client::{Client, segment};
+use super::size::format_size;
+use super::{Failure, out, render, wait};
+use crate::daemon::{self, ServeOptions};
+use crate::engine::types::*;
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let Cli {
+        pool,
+        json,
+        command,
+    } = cli;
+    let ctx = || Ctx::new(&pool, json);
+    match command {
+        Command::Serve(args) => serve(pool.clone(), args),
+        Command::Openapi => out(&crate::api::openapi_json()),
+        Command::Pool(PoolCmd::Show) => {
+            let ctx = ctx()?;
+            ctx.show(&ctx.get::<PoolInfo>("/v1/pool")?, render::pool)
+        }
+        Command::Disk(cmd) => disk(&ctx()?, cmd),
+        Command::Group(cmd) => group(&ctx()?, cmd),
+        Command::Volume(cmd) => volume(&ctx()?, cmd),
+        Command::Job(cmd) => job(&ctx()?, cmd),
+    }
+}
+
+fn serve(pool: PathBuf, args: ServeArgs) -> Result<(), Failure> {
+    let workers = match args.workers {
+        Some(n) => Some(usize::try_from(n).map_err(|_| Failure::new("too many workers"))?),
+        None => None,
+    };
+    let opts = ServeOptions {
+        pool,
+        listen: args.listen,
+        fault_injection: args.fault_injection,
+        workers,
+    };
+    daemon::run(opts).map_err(|e| Failure::new(format!("{e:#}")))
+}
+
+/// A connection to the daemon and how to print.
+pub struct Ctx {
+    client: Client,
+    pub json: bool,
+}
+
+impl Ctx {
+    fn new(pool: &std::path::Path, json: bool) -> Result<Ctx, Failure> {
+        Ok(Ctx {
+            client: Client::new(pool)?,
+            json,
+        })
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        decode(path, &self.client.call(Method::GET, path, None)?)
+    }
+
+    fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, Failure> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| Failure::new(format!("cannot encode the request: {e}")))?;
+        decode(path, &self.client.call(Method::POST, path, Some(body))?)
+    }
+
+    /// A POST without a body.
+    fn act<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        decode(path, &self.client.call(Method::POST, path, None)?)
+    }
+
+    fn delete(&self, path: &str) -> Result<(), Failure> {
+        self.client.call(Method::DELETE, path, None).map(drop)
+    }
+
+    /// Prints `value` as pretty JSON with `--json`, else as `human` has it.
+    pub fn show<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce(&T) -> String,
+    ) -> Result<(), Failure> {
+        if self.json {
+            let text = serde_json::to_string_pretty(value)
+                .map_err(|e| Failure::new(format!("cannot encode the answer: {e}")))?;
+            out(&text)
+        } else {
+            out(&human(value))
+        }
+    }
+
+    /// A line for humans; nothing with `--json` (the API answered 204).
+    fn note(&self, line: String) -> Result<(), Failure> {
+        if self.json { Ok(()) } else { out(&line) }
+    }
+}
+
+fn decode<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|e| {
+        Failure::new(format!(
+            "the daemon's answer to {path} is not what this ferrosan expects ({e}): \
+             are the daemon and the CLI the same version?"
+        ))
+    })
+}
+
+fn disk(ctx: &Ctx, cmd: DiskCmd) -> Result<(), Failure> {
+    let one = |name: &str, verb: &str| format!("/v1/disks/{}{verb}", segment(name));
+    match cmd {
+        DiskCmd::Add(args) => {
+            let d: DiskInfo = ctx.post("/v1/disks", &args.request())?;
+            ctx.show(&d, render::disk_added)
+        }
+        DiskCmd::List => ctx.show(&ctx.get::<Vec<DiskInfo>>("/v1/disks")?, |d| {
+            render::disk_list(d)
+        }),
+        DiskCmd::Show { name } => ctx.show(&ctx.get::<DiskInfo>(&one(&name, ""))?, render::disk),
+        DiskCmd::Remove { name } => {
+            ctx.delete(&one(&name, ""))?;
+            ctx.note(format!("removed disk {name}"))
+        }
+        DiskCmd::Fail { name } => {
+            let d: DiskInfo = ctx.act(&one(&name, "/fail"))?;
+            ctx.show(&d, |d| format!("disk {} is {}", d.name, d.status))
+        }
+        DiskCmd::Replace { old, new, wait } => {
+            let j: JobInfo = ctx.post(&one(&old, "/replace"), &DiskReplaceRequest { new })?;
+            started(ctx, j, wait)
+        }
+        DiskCmd::Inject(args) => {
+            let d: DiskInfo = ctx.post(&one(&args.name, "/inject"), &args.request())?;
+            ctx.show(&d, render::disk_faults)
+        }
+    }
+}
+
+fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
+    let one = |name: &str, verb: &str| format!("/v1/groups/{}{verb}", segment(name));
+    match cmd {
+        GroupCmd::Create(args) => {
+            let g: GroupInfo = ctx.post("/v1/groups", &args.request())?;
+            ctx.show(&g, render::group_created)
+        }
+        GroupCmd::List => ctx.show(&ctx.get::<Vec<GroupInfo>>("/v1/groups")?, |g| {
+            render::group_list(g)
+        }),
+        GroupCmd::Show { name } => ctx.show(&ctx.get::<GroupInfo>(&one(&name, ""))?, render::group),
+        GroupCmd::Delete { name } => {
+            ctx.delete(&one(&name, ""))?;
+            ctx.note(format!("deleted group {name}"))
+        }
+        GroupCmd::Extend { name, disks } => {
+            let g: GroupInfo = ctx.post(&one(&name, "/extend"), &GroupExtendRequest { disks })?;
+            ctx.show(&g, |g| {
+                let capacity = format_size(g.capacity);
+                format!(
+                    "group {} now has {} disks, {capacity}",
+                    g.name,
+                    g.disks.len()
+                )
+            })
+        }
+    }
+}
+
+fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {
+    let one = |name: &str, verb: &str| format!("/v1/volumes/{}{verb}", segment(name));
+    match cmd {
+        VolumeCmd::Create(args) => {
+            let v: VolumeInfo = ctx.post("/v1/volumes", &args.request())?;
+            ctx.show(&v, render::volume_created)
+        }
+        VolumeCmd::List => ctx.show(&ctx.get::<Vec<VolumeInfo>>("/v1/volumes")?, |v| {
+            render::volume_list(v)
+        }),
+        VolumeCmd::Show { name } => {
+            ctx.show(&ctx.get::<VolumeInfo>(&one(&name, ""))?, render::volume)
+        }
+        VolumeCmd::Delete { name, force } => {
+            let query = if force { "?force=true" } else { "" };
+            ctx.delete(&one(&name, query))?;
+            ctx.note(format!("deleted volume {name}"))
+        }
+        VolumeCmd::Grow { name, size } => {
+            let v: VolumeInfo = ctx.post(&one(&name, "/grow"), &VolumeGrowRequest { size })?;
+            ctx.show(&v, |v| {
+                format!("volume {} is now {}", v.name, format_size(v.size))
+            })
+        }
+    }
+}
+
+fn job(ctx: &Ctx, cmd: JobCmd) -> Result<(), Failure> {
+    let one = |id: u64, verb: &str| format!("/v1/jobs/{id}{verb}");
+    let line = |j: &JobInfo| render::job_line(j);
+    match cmd {
+        JobCmd::List => ctx.show(&ctx.get::<Vec<JobInfo>>("/v1/jobs")?, |j| {
+            render::job_list(j)
+        }),
+        JobCmd::Show { id } => ctx.show(&ctx.get::<JobInfo>(&one(id, ""))?, render::job),
+        JobCmd::Pause { id } => ctx.show(&ctx.act::<JobInfo>(&one(id, "/pause"))?, line),
+        JobCmd::Resume { id } => ctx.show(&ctx.act::<JobInfo>(&one(id, "/resume"))?, line),
+        JobCmd::Cancel { id } => ctx.show(&ctx.act::<JobInfo>(&one(id, "/cancel"))?, line),
+        JobCmd::Rate { id, bytes_per_sec } => {
+            let j: JobInfo = ctx.post(&one(id, "/rate"), &JobRateRequest { bytes_per_sec })?;
+            ctx.show(&j, |j| match j.rate_limit {
+                0 => format!("job {} runs without a rate limit", j.id),
+                n => format!("job {} is limited to {}", j.id, super::size::format_rate(n)),
+            })
+        }
+        JobCmd::Wait { id } => wait::wait(ctx, ctx.get(&one(id, ""))?),
+    }
+}
+
+/// A job was started: wait for it, or say how to follow it.
+fn started(ctx: &Ctx, job: JobInfo, wait: bool) -> Result<(), Failure> {
+    if wait {
+        return wait::wait(ctx, job);
+    }
+    ctx.show(&job, |j| {
+        let id = j.id;
+        format!(
+            "{}\nfollow it with `ferrosan job wait {id}`",
+            render::job_line(j)
+        )
+    })
+}

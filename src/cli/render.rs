@@ -1,0 +1,359 @@
+//! Human output: comfy-table tables with human sizes.
+
+#![forbid(unsafe_code)]
+
+use comfy_table::{ContentArrangement, Table, presets};
+
+use super::size::{format_duration, format_rate, format_size};
+use crate::disk::FaultRules;
+use crate::engine::types::*;
+
+/// A table with the house style and a header row.
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    if cfg!(test) {
+        // Tests read whole rows: no wrapping to the terminal's width.
+        t.force_no_tty();
+    }
+    t
+}
+
+/// A two-column table of field names and values, for `show`.
+fn fields(rows: Vec<(&str, String)>) -> String {
+    let mut t = table(&["FIELD", "VALUE"]);
+    for (k, v) in rows {
+        t.add_row(vec![k.to_owned(), v]);
+    }
+    t.to_string()
+}
+
+fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn join_or_dash(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(",")
+    }
+}
+
+pub fn pool(p: &PoolInfo) -> String {
+    let mut rows = vec![
+        ("path", p.path.display().to_string()),
+        ("id", p.id.clone()),
+        ("version", p.version.clone()),
+        ("nbd tcp", or_dash(p.nbd_tcp.as_ref())),
+        ("nbd unix", p.nbd_unix.display().to_string()),
+        ("api socket", p.api_socket.display().to_string()),
+        ("fault injection", p.fault_injection.to_string()),
+        ("disks", p.disks.to_string()),
+        ("groups", p.groups.to_string()),
+        ("volumes", p.volumes.to_string()),
+    ];
+    rows.extend(p.problems.iter().map(|x| ("problem", x.clone())));
+    fields(rows)
+}
+
+pub const DISK_COLUMNS: [&str; 11] = [
+    "NAME",
+    "PATH",
+    "SIZE",
+    "ALLOCATED",
+    "STATUS",
+    "GROUP",
+    "READS",
+    "WRITES",
+    "READ BYTES",
+    "WRITTEN BYTES",
+    "ERRORS",
+];
+
+pub fn disk_list(disks: &[DiskInfo]) -> String {
+    let mut t = table(&DISK_COLUMNS);
+    for d in disks {
+        let c = &d.counters;
+        t.add_row(vec![
+            d.name.clone(),
+            d.path.display().to_string(),
+            format_size(d.size),
+            format_size(d.allocated),
+            d.status.to_string(),
+            or_dash(d.group.as_ref()),
+            c.reads.to_string(),
+            c.writes.to_string(),
+            format_size(c.bytes_read),
+            format_size(c.bytes_written),
+            (c.read_errors + c.write_errors).to_string(),
+        ]);
+    }
+    t.to_string()
+}
+
+pub fn disk(d: &DiskInfo) -> String {
+    let c = &d.counters;
+    let slot = d.group.as_ref().map(|g| match d.slot {
+        Some(s) => format!("{g} slot {s}"),
+        None => g.clone(),
+    });
+    fields(vec![
+        ("name", d.name.clone()),
+        ("path", d.path.display().to_string()),
+        ("size", format_size(d.size)),
+        ("data size", format_size(d.data_size)),
+        ("allocated", format_size(d.allocated)),
+        ("status", d.status.to_string()),
+        ("problem", or_dash(d.problem.as_ref())),
+        ("group", or_dash(slot)),
+        (
+            "reads",
+            format!("{} ({})", c.reads, format_size(c.bytes_read)),
+        ),
+        (
+            "writes",
+            format!("{} ({})", c.writes, format_size(c.bytes_written)),
+        ),
+        ("flushes", c.flushes.to_string()),
+        ("read errors", c.read_errors.to_string()),
+        ("write errors", c.write_errors.to_string()),
+        ("faults", or_dash(d.faults.as_ref().map(faults))),
+    ])
+}
+
+pub fn disk_added(d: &DiskInfo) -> String {
+    let kind = if d.status == DiskStatus::Spare {
+        "spare disk"
+    } else {
+        "disk"
+    };
+    let (name, size, path) = (&d.name, format_size(d.size), d.path.display());
+    format!("added {kind} {name}: {size} at {path}")
+}
+
+pub fn disk_faults(d: &DiskInfo) -> String {
+    let rules = d.faults.as_ref().map(faults);
+    format!(
+        "faults of disk {}: {}",
+        d.name,
+        rules.as_deref().unwrap_or("none")
+    )
+}
+
+/// Fault rules in one line: `read 0+512, write 4096+512, rate 0.01, vanished`.
+pub fn faults(f: &FaultRules) -> String {
+    let ranges = |what: &str, rs: &[(u64, u64)]| {
+        rs.iter()
+            .map(|(off, len)| format!("{what} {off}+{len}"))
+            .collect::<Vec<_>>()
+    };
+    let mut parts = ranges("read", &f.read_errors);
+    parts.extend(ranges("write", &f.write_errors));
+    if f.error_rate > 0.0 {
+        parts.push(format!("rate {}", f.error_rate));
+    }
+    if f.vanished {
+        parts.push("vanished".to_owned());
+    }
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Seed 002's table T1 (GROUP, VOLUMES, DISKS, RAID LEVEL) with capacity,
+/// free space and health.
+pub const GROUP_COLUMNS: [&str; 7] = [
+    "GROUP",
+    "VOLUMES",
+    "DISKS",
+    "RAID LEVEL",
+    "CAPACITY",
+    "FREE",
+    "HEALTH",
+];
+
+pub fn group_list(groups: &[GroupInfo]) -> String {
+    let mut t = table(&GROUP_COLUMNS);
+    for g in groups {
+        t.add_row(vec![
+            g.name.clone(),
+            join_or_dash(&g.volumes),
+            join_or_dash(&g.disks),
+            g.raid.to_string(),
+            format_size(g.capacity),
+            format_size(g.free),
+            g.health.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+pub fn group(g: &GroupInfo) -> String {
+    let summary = fields(vec![
+        ("name", g.name.clone()),
+        ("raid level", g.raid.to_string()),
+        ("stripe size", format_size(g.stripe_size)),
+        ("capacity", format_size(g.capacity)),
+        ("free", format_size(g.free)),
+        ("health", g.health.clone()),
+        ("volumes", join_or_dash(&g.volumes)),
+    ]);
+    if g.members.is_empty() {
+        return summary;
+    }
+    let mut members = table(&["SLOT", "DISK", "STATE", "PROGRESS"]);
+    for m in &g.members {
+        members.add_row(vec![
+            m.slot.to_string(),
+            or_dash(m.disk.as_ref()),
+            m.state.clone(),
+            or_dash(m.progress.map(|p| format!("{:.1}%", p * 100.0))),
+        ]);
+    }
+    format!("{summary}\n{members}")
+}
+
+pub fn group_created(g: &GroupInfo) -> String {
+    let (name, raid, disks) = (&g.name, g.raid, g.disks.join(","));
+    let capacity = format_size(g.capacity);
+    format!("created group {name}: {raid} on {disks}, {capacity}")
+}
+
+pub const VOLUME_COLUMNS: [&str; 7] = [
+    "NAME",
+    "GROUP",
+    "SIZE",
+    "TRACK",
+    "MODE",
+    "CONNECTIONS",
+    "EXPORT",
+];
+
+fn mode(read_only: bool) -> String {
+    if read_only { "ro" } else { "rw" }.to_owned()
+}
+
+pub fn volume_list(volumes: &[VolumeInfo]) -> String {
+    let mut t = table(&VOLUME_COLUMNS);
+    for v in volumes {
+        t.add_row(vec![
+            v.name.clone(),
+            v.group.clone(),
+            format_size(v.size),
+            format_size(v.track_size),
+            mode(v.read_only),
+            v.connections.to_string(),
+            v.export.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+pub fn volume(v: &VolumeInfo) -> String {
+    let extents = v
+        .extents
+        .iter()
+        .map(|(off, len)| format!("{}+{}", format_size(*off), format_size(*len)))
+        .collect::<Vec<_>>();
+    fields(vec![
+        ("name", v.name.clone()),
+        ("group", v.group.clone()),
+        ("size", format_size(v.size)),
+        ("track size", format_size(v.track_size)),
+        ("mode", mode(v.read_only)),
+        ("connections", v.connections.to_string()),
+        ("export", v.export.clone()),
+        ("extents", join_or_dash(&extents)),
+    ])
+}
+
+pub fn volume_created(v: &VolumeInfo) -> String {
+    let size = format_size(v.size);
+    let (name, group, export) = (&v.name, &v.group, &v.export);
+    format!("created volume {name}: {size} in {group}, export {export}")
+}
+
+/// `42.5%`, from done/total units.
+pub fn percent(j: &JobInfo) -> String {
+    if j.total == 0 {
+        return if j.state == JobState::Done {
+            "100.0%"
+        } else {
+            "0.0%"
+        }
+        .to_owned();
+    }
+    let tenths = u128::from(j.done.min(j.total)) * 1000 / u128::from(j.total);
+    format!("{}.{}%", tenths / 10, tenths % 10)
+}
+
+fn eta(j: &JobInfo) -> String {
+    match (j.state, j.eta_secs) {
+        (JobState::Running, Some(s)) => format_duration(s),
+        _ => "-".to_owned(),
+    }
+}
+
+fn limit(j: &JobInfo) -> String {
+    if j.rate_limit == 0 {
+        "none".to_owned()
+    } else {
+        format_rate(j.rate_limit)
+    }
+}
+
+pub const JOB_COLUMNS: [&str; 8] = [
+    "ID", "KIND", "TARGET", "STATE", "PROGRESS", "RATE", "ETA", "LIMIT",
+];
+
+pub fn job_list(jobs: &[JobInfo]) -> String {
+    let mut t = table(&JOB_COLUMNS);
+    for j in jobs {
+        t.add_row(vec![
+            j.id.to_string(),
+            j.kind.clone(),
+            j.target.clone(),
+            j.state.to_string(),
+            percent(j),
+            format_rate(j.bytes_per_sec),
+            eta(j),
+            limit(j),
+        ]);
+    }
+    t.to_string()
+}
+
+pub fn job(j: &JobInfo) -> String {
+    let bytes = |units: u64| format_size(units.saturating_mul(j.unit_bytes));
+    fields(vec![
+        ("id", j.id.to_string()),
+        ("kind", j.kind.clone()),
+        ("target", j.target.clone()),
+        ("state", j.state.to_string()),
+        (
+            "progress",
+            format!("{} ({} of {})", percent(j), bytes(j.done), bytes(j.total)),
+        ),
+        ("rate", format_rate(j.bytes_per_sec)),
+        ("eta", eta(j)),
+        ("rate limit", limit(j)),
+        ("message", or_dash(j.message.as_ref())),
+    ])
+}
+
+/// One line for a finished (or started) job.
+pub fn job_line(j: &JobInfo) -> String {
+    let mut line = format!("job {} {}: {} {}", j.id, j.state, j.kind, j.target);
+    if let Some(m) = &j.message {
+        line.push_str(&format!(" ({m})"));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,324 @@
+//! The API over its Unix socket, against the in-memory sim: routing, status
+//! codes, the ApiError body of every failure, parsing into actions, and the
+//! socket itself (mode 0600, stale files, a live daemon).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use common::{KINDS, Server, Sim, request};
+use ferrosan::ErrorKind;
+use ferrosan::api::{ApiFailure, kind_name, status_of};
+
+fn sim_server() -> (Arc<Sim>, Server) {
+    let sim = Arc::new(Sim::default());
+    let server = Server::start(sim.clone());
+    (sim, server)
+}
+
+fn post(s: &Server, path: &str, body: &str) -> common::Resp {
+    request(&s.socket, "POST", path, Some(body))
+}
+
+fn get(s: &Server, path: &str) -> common::Resp {
+    request(&s.socket, "GET", path, None)
+}
+
+#[test]
+fn unknown_route_is_404_json_naming_the_route() {
+    let (_, s) = sim_server();
+    for path in ["/v1/nope", "/", "/v2/disks", "/v1/disks/d0/explode"] {
+        let r = get(&s, path);
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.content_type, "application/json", "{path}");
+        let (kind, message) = r.error();
+        assert_eq!(kind, "not_found");
+        assert_eq!(
+            message,
+            format!("no such route: GET {path}; the routes are listed at /openapi.json")
+        );
+    }
+}
+
+#[test]
+fn wrong_method_is_405_json() {
+    let (_, s) = sim_server();
+    let r = request(&s.socket, "PUT", "/v1/disks", Some("{}"));
+    assert_eq!(r.status, 405);
+    let (kind, message) = r.error();
+    assert_eq!(kind, "invalid");
+    assert!(
+        message.starts_with("PUT is not allowed on /v1/disks"),
+        "{message}"
+    );
+}
+
+#[test]
+fn malformed_json_is_400_naming_the_problem() {
+    let (sim, s) = sim_server();
+    let r = post(&s, "/v1/disks", r#"{"name": "d0", "size": "#);
+    assert_eq!(r.status, 400);
+    let (kind, message) = r.error();
+    assert_eq!(kind, "invalid");
+    assert!(message.starts_with("invalid JSON body: "), "{message}");
+    assert!(message.contains("EOF"), "{message}");
+    assert!(
+        sim.log.lock().unwrap().is_empty(),
+        "nothing reached the pool"
+    );
+}
+
+#[test]
+fn empty_body_is_400_asking_for_json() {
+    let (_, s) = sim_server();
+    let r = post(&s, "/v1/volumes", "");
+    assert_eq!(r.status, 400);
+    let (_, message) = r.error();
+    assert!(message.contains("needs a JSON body"), "{message}");
+}
+
+#[test]
+fn unknown_field_is_400_naming_the_field() {
+    let (sim, s) = sim_server();
+    let r = post(
+        &s,
+        "/v1/disks",
+        r#"{"name": "d0", "size": 4096, "colour": "red"}"#,
+    );
+    assert_eq!(r.status, 400);
+    let (kind, message) = r.error();
+    assert_eq!(kind, "invalid");
+    assert!(message.contains("unknown field `colour`"), "{message}");
+    assert!(sim.log.lock().unwrap().is_empty());
+}
+
+#[test]
+fn wrong_type_is_400_naming_the_field_path() {
+    let (_, s) = sim_server();
+    let r = post(
+        &s,
+        "/v1/volumes",
+        r#"{"name": "v", "group": "g", "size": "1G"}"#,
+    );
+    assert_eq!(r.status, 400);
+    let (_, message) = r.error();
+    assert!(
+        message.contains("size: invalid type: string \"1G\""),
+        "{message}"
+    );
+
+    let body = r#"{"read_error_at": {"offset": -1}}"#;
+    let r = post(&s, "/v1/disks/d0/inject", body);
+    assert_eq!(r.status, 400);
+    let (_, message) = r.error();
+    assert!(message.contains("read_error_at.offset"), "{message}");
+
+    let r = post(
+        &s,
+        "/v1/groups",
+        r#"{"name": "g", "raid": "raid9", "disks": []}"#,
+    );
+    assert_eq!(r.status, 400);
+    let (_, message) = r.error();
+    assert!(
+        message.contains("raid: unknown variant `raid9`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_field_is_400() {
+    let (_, s) = sim_server();
+    let r = post(&s, "/v1/disks/d0/replace", "{}");
+    assert_eq!(r.status, 400);
+    let (_, message) = r.error();
+    assert!(message.contains("missing field `new`"), "{message}");
+}
+
+#[test]
+fn bad_path_and_query_values_are_400() {
+    let (sim, s) = sim_server();
+    let r = get(&s, "/v1/jobs/abc");
+    assert_eq!(r.status, 400);
+    let (_, message) = r.error();
+    assert_eq!(
+        message,
+        "invalid job id \"abc\": use the number `ferrosan job list` shows"
+    );
+    let r = request(&s.socket, "DELETE", "/v1/volumes/v0?force=maybe", None);
+    assert_eq!(r.status, 400);
+    let (_, message) = r.error();
+    assert!(message.starts_with("invalid query string: "), "{message}");
+    assert!(message.contains("force"), "{message}");
+    let r = request(&s.socket, "DELETE", "/v1/volumes/v0?forse=true", None);
+    assert_eq!(r.status, 400);
+    assert!(r.error().1.contains("unknown field `forse`"), "{}", r.body);
+    assert!(sim.log.lock().unwrap().is_empty());
+}
+
+#[test]
+fn requests_parse_into_actions() {
+    let (sim, s) = sim_server();
+    request(&s.socket, "DELETE", "/v1/volumes/v%2F0?force=true", None);
+    assert_eq!(
+        sim.last_action(),
+        r#"VolumeDelete { name: "v/0", force: true }"#
+    );
+    request(&s.socket, "DELETE", "/v1/volumes/v0", None);
+    assert_eq!(
+        sim.last_action(),
+        r#"VolumeDelete { name: "v0", force: false }"#
+    );
+    post(&s, "/v1/jobs/7/rate", r#"{"bytes_per_sec": 1048576}"#);
+    assert_eq!(
+        sim.last_action(),
+        "JobRate(7, JobRateRequest { bytes_per_sec: 1048576 })"
+    );
+    post(&s, "/v1/disks/d%20x/fail", "");
+    assert_eq!(sim.last_action(), r#"DiskFail("d x")"#);
+}
+
+#[test]
+fn creation_is_201_replace_is_202_delete_is_204() {
+    let (_, s) = sim_server();
+    for d in ["d0", "d1", "d2"] {
+        let body = format!(r#"{{"name": "{d}", "size": 1073741824}}"#);
+        let r = post(&s, "/v1/disks", &body);
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(r.json()["name"], d);
+        assert_eq!(r.json()["size"], 1073741824u64);
+    }
+    let r = post(
+        &s,
+        "/v1/groups",
+        r#"{"name": "g0", "raid": "raid1", "disks": ["d0", "d1"]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["raid"], "raid1");
+    let r = post(
+        &s,
+        "/v1/volumes",
+        r#"{"name": "v0", "group": "g0", "size": 65536}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = post(&s, "/v1/disks/d0/replace", r#"{"new": "d2"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["state"], "running");
+    let r = request(&s.socket, "DELETE", "/v1/volumes/v0", None);
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    let r = get(&s, "/v1/volumes");
+    assert_eq!((r.status, r.json()), (200, serde_json::json!([])));
+}
+
+#[test]
+fn pool_errors_map_to_statuses_with_the_message() {
+    let (_, s) = sim_server();
+    let want = [
+        ("io", 500),
+        ("out_of_range", 400),
+        ("invalid", 400),
+        ("no_space", 507),
+        ("read_only", 409),
+        ("not_found", 404),
+        ("conflict", 409),
+        ("corrupt", 500),
+        ("unsupported", 501),
+        ("shutdown", 503),
+        ("unavailable", 503),
+    ];
+    assert_eq!(want.len(), KINDS.len());
+    for (kind, status) in want {
+        let r = get(&s, &format!("/v1/disks/fail-{kind}"));
+        assert_eq!(r.status, status, "{kind}");
+        let (got_kind, message) = r.error();
+        assert_eq!(got_kind, kind);
+        assert!(
+            message.starts_with(&format!("fail-{kind}: forced")),
+            "{message}"
+        );
+    }
+    let r = get(&s, "/v1/disks/nope");
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.error().1,
+        "no disk named \"nope\": `ferrosan disk list` shows them"
+    );
+}
+
+#[test]
+fn the_mapping_function_and_the_message_chain() {
+    for (name, kind) in KINDS {
+        assert_eq!(kind_name(kind), name);
+    }
+    assert_eq!(status_of(ErrorKind::NotFound).as_u16(), 404);
+    assert_eq!(status_of(ErrorKind::NoSpace).as_u16(), 507);
+    let io = std::io::Error::other("disk on fire");
+    let err = ferrosan::Error::io("cannot create disk d0", io).context("disk add");
+    let failure = ApiFailure::from(err);
+    assert_eq!(failure.status.as_u16(), 500);
+    assert_eq!(failure.body.kind, "io");
+    assert_eq!(
+        failure.body.message,
+        "disk add: cannot create disk d0: disk on fire"
+    );
+}
+
+#[test]
+fn a_panicking_handler_is_a_500_json_and_the_server_lives() {
+    struct Panics;
+    impl ferrosan::api::Dispatch for Panics {
+        fn dispatch(&self, _: ferrosan::api::Action) -> ferrosan::Result<ferrosan::api::Reply> {
+            panic!("boom")
+        }
+    }
+    let s = Server::start(Arc::new(Panics));
+    let r = get(&s, "/v1/pool");
+    assert_eq!(r.status, 500);
+    assert_eq!(r.error().0, "internal");
+    assert_eq!(get(&s, "/v1/disks").status, 500, "still serving");
+}
+
+#[test]
+fn socket_is_0600_and_removed_at_shutdown() {
+    let (_, s) = sim_server();
+    let mode = std::fs::metadata(&s.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    let socket = s.socket.clone();
+    assert!(s.stop().is_ok());
+    assert!(!socket.exists(), "socket left behind");
+}
+
+fn serve_once(socket: &std::path::Path) -> ferrosan::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let router = ferrosan::api::router_with(Arc::new(Sim::default()));
+    rt.block_on(ferrosan::api::serve_router(router, socket, async {}))
+}
+
+#[test]
+fn a_stale_socket_is_replaced_but_a_live_one_or_a_file_is_refused() {
+    let (_, live) = sim_server();
+    let err = serve_once(&live.socket).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(err.message().contains("another ferrosan daemon"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("api.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    serve_once(&stale).unwrap();
+
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, "x").unwrap();
+    let err = serve_once(&file).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(err.message().contains("is not a socket"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "x",
+        "file untouched"
+    );
+}

@@ -1,0 +1,148 @@
+//! The OpenAPI document: it lists every route the router serves (and no
+//! other), every reference in it resolves, and the checked-in
+//! `openapi.json` is the generated one.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::{Server, Sim, request};
+use serde_json::Value;
+
+/// The routes of the management API, as designed.
+const ROUTES: [(&str, &str); 24] = [
+    ("get", "/v1/pool"),
+    ("get", "/v1/disks"),
+    ("post", "/v1/disks"),
+    ("get", "/v1/disks/{name}"),
+    ("delete", "/v1/disks/{name}"),
+    ("post", "/v1/disks/{name}/fail"),
+    ("post", "/v1/disks/{name}/replace"),
+    ("post", "/v1/disks/{name}/inject"),
+    ("get", "/v1/groups"),
+    ("post", "/v1/groups"),
+    ("get", "/v1/groups/{name}"),
+    ("delete", "/v1/groups/{name}"),
+    ("post", "/v1/groups/{name}/extend"),
+    ("get", "/v1/volumes"),
+    ("post", "/v1/volumes"),
+    ("get", "/v1/volumes/{name}"),
+    ("delete", "/v1/volumes/{name}"),
+    ("post", "/v1/volumes/{name}/grow"),
+    ("get", "/v1/jobs"),
+    ("get", "/v1/jobs/{id}"),
+    ("post", "/v1/jobs/{id}/pause"),
+    ("post", "/v1/jobs/{id}/resume"),
+    ("post", "/v1/jobs/{id}/cancel"),
+    ("post", "/v1/jobs/{id}/rate"),
+];
+
+fn doc() -> Value {
+    serde_json::from_str(&ferrosan::api::openapi_json()).unwrap()
+}
+
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let paths = doc["paths"].as_object().expect("paths");
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            let methods = item.as_object().expect("path item");
+            methods.keys().map(move |m| (m.clone(), path.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes() {
+    let want: BTreeSet<_> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented(&doc()), want);
+}
+
+#[test]
+fn every_documented_route_is_served() {
+    let s = Server::start(Arc::new(Sim::default()));
+    for (method, path) in ROUTES {
+        let concrete = path.replace("{name}", "x").replace("{id}", "1");
+        let r = request(&s.socket, &method.to_uppercase(), &concrete, Some("{}"));
+        let routed = !(r.status == 405 || r.body.contains("no such route"));
+        assert!(routed, "{method} {path}: {} {}", r.status, r.body);
+    }
+}
+
+#[test]
+fn every_operation_has_a_summary_responses_and_errors_as_api_error() {
+    let doc = doc();
+    for (method, path) in ROUTES {
+        let op = &doc["paths"][path][method];
+        let id = format!("{method} {path}");
+        assert!(op["summary"].is_string(), "{id} has no summary");
+        let responses = op["responses"].as_object().unwrap();
+        assert!(responses.keys().any(|k| k.starts_with('2')), "{id}");
+        for (status, resp) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                let schema = &resp["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(schema, "#/components/schemas/ApiError", "{id} {status}");
+            }
+        }
+        if path.contains('{') {
+            let params = op["parameters"].as_array().expect("parameters");
+            assert!(params.iter().any(|p| p["in"] == "path"), "{id}");
+        }
+    }
+}
+
+fn refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("$ref") {
+                out.push(r.clone());
+            }
+            m.values().for_each(|v| refs(v, out));
+        }
+        Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_resolves() {
+    let doc = doc();
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 20);
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").expect(&r);
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{r} dangles"
+        );
+    }
+    let add = &doc["components"]["schemas"]["DiskAddRequest"];
+    assert_eq!(add["additionalProperties"], false, "unknown fields refused");
+}
+
+#[test]
+fn served_document_is_the_generated_one() {
+    let s = Server::start(Arc::new(Sim::default()));
+    let r = request(&s.socket, "GET", "/openapi.json", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type, "application/json");
+    assert_eq!(r.json(), doc());
+}
+
+#[test]
+fn checked_in_openapi_json_matches_the_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    let generated = ferrosan::api::openapi_json();
+    assert!(
+        checked_in == generated,
+        "openapi.json differs from the API the code serves: regenerate it with\n\
+         \n    cargo run -- openapi > openapi.json\n\n\
+         and review the change before committing it"
+    );
+}
