@@ -16,6 +16,7 @@
 pub mod buf;
 pub mod disk;
 pub mod error;
+pub mod nbd;
 pub mod rt;
 pub mod stack;
 
