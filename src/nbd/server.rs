@@ -12,9 +12,11 @@
 //! finish and their replies go out, then closes. [`Server::shutdown`]
 //! resolves when the last connection is gone.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -36,6 +38,8 @@ pub struct Server {
     cfg: ServerConfig,
     stop: watch::Sender<bool>,
     conns: watch::Sender<usize>,
+    /// Connections that saw the shutdown and are finishing their work.
+    draining: AtomicUsize,
 }
 
 /// A std stream an accept loop hands to a worker.
@@ -82,6 +86,7 @@ impl Server {
             cfg,
             stop: watch::Sender::new(false),
             conns: watch::Sender::new(0),
+            draining: AtomicUsize::new(0),
         })
     }
 
@@ -125,7 +130,7 @@ impl Server {
         let mut stop = self.stop.subscribe();
         loop {
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                () = stopped(&mut stop) => return Ok(()),
                 r = accept() => match r {
                     Ok(s) => self.start(s),
                     Err(e) => {
@@ -159,8 +164,11 @@ impl Server {
     /// Runs one connection on this worker, handshake to close.
     async fn connection<S: Transport>(self: Arc<Self>, mut io: S) {
         let mut stop_rx = self.stop.subscribe();
-        let mut stop = std::pin::pin!(async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
+        let saw_stop = Cell::new(false);
+        let mut stop = std::pin::pin!(async {
+            stopped(&mut stop_rx).await;
+            saw_stop.set(true);
+            self.draining.fetch_add(1, Ordering::SeqCst);
         });
         let hs = handshake::negotiate(&mut io, &*self.provider, self.cfg.max_payload);
         let neg = tokio::select! {
@@ -176,14 +184,21 @@ impl Server {
                     return;
                 }
             },
-            _ = stop.as_mut() => return,
+            _ = stop.as_mut() => {
+                self.draining.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
         };
         let name = neg.export.name.clone();
         let set = Settings {
             payload_timeout: self.cfg.payload_timeout,
             max_payload: self.cfg.max_payload,
         };
-        match transmit::serve(io, neg, set, stop).await {
+        let end = transmit::serve(io, neg, set, stop.as_mut()).await;
+        if saw_stop.get() {
+            self.draining.fetch_sub(1, Ordering::SeqCst);
+        }
+        match end {
             End::Disc | End::Eof | End::Shutdown => {
                 tracing::debug!("nbd: connection to {name:?} closed")
             }
@@ -198,11 +213,24 @@ impl Server {
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
         let mut n = self.conns.subscribe();
-        let _ = n.wait_for(|n| *n == 0).await;
+        // An error means the sender is gone, which it is not while `self` lives.
+        let _ = n.wait_for(|n| *n == 0).await.map(drop);
+    }
+
+    /// Connections that saw the shutdown and are still finishing the
+    /// requests they had in flight.
+    pub fn draining_count(&self) -> usize {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Connections alive (in handshake or transmission).
     pub fn connection_count(&self) -> usize {
         *self.conns.borrow()
     }
+}
+
+/// Resolves once the server is shutting down.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // Drop the `Ref` at once: it holds a lock and is not `Send`.
+    let _ = rx.wait_for(|s| *s).await.map(drop);
 }

@@ -304,6 +304,9 @@ impl<'a, S: Transport> Conn<'a, S> {
 
     fn next_header(&mut self) -> Option<Result<RequestHeader, u32>> {
         let end = self.rstart.checked_add(REQUEST_LEN)?;
+        if end > self.rend {
+            return None;
+        }
         let bytes: &[u8; REQUEST_LEN] = self.rbuf.get(self.rstart..end)?.try_into().ok()?;
         let h = codec::parse_request(bytes);
         self.rstart = end;
