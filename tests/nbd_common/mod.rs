@@ -454,6 +454,12 @@ impl Raw {
     /// Reads one reply; for a simple reply, `read_len` bytes of data
     /// follow on success (the caller knows which request it answers).
     pub fn reply(&mut self, read_len: usize) -> (Got, Vec<u8>) {
+        self.reply_for(|_| read_len)
+    }
+
+    /// Like [`Raw::reply`], with the data length of a simple reply
+    /// chosen by cookie.
+    pub fn reply_for(&mut self, len_of: impl Fn(u64) -> usize) -> (Got, Vec<u8>) {
         let mut m = [0u8; 4];
         self.s.read_exact(&mut m).expect("reply magic");
         match u32::from_be_bytes(m) {
@@ -463,6 +469,7 @@ impl Raw {
                 let errno = u32::from_be_bytes(h[0..4].try_into().unwrap());
                 let cookie = u64::from_be_bytes(h[4..12].try_into().unwrap());
                 let mut data = vec![];
+                let read_len = len_of(cookie);
                 if errno == 0 && read_len > 0 {
                     data = vec![0; read_len];
                     self.s.read_exact(&mut data).expect("read data");
