@@ -47,7 +47,7 @@ pub fn take(len: usize) -> IoBuf {
 /// Returns a buffer for reuse (or drops it).
 pub fn give(mut buf: IoBuf) {
     let len = buf.len();
-    if len == 0 || len > MAX_LEN || buf.as_mut_ptr() as usize % BUF_ALIGN != 0 {
+    if len == 0 || len > MAX_LEN || !(buf.as_mut_ptr() as usize).is_multiple_of(BUF_ALIGN) {
         return;
     }
     POOL.with(|p| {
