@@ -164,3 +164,37 @@ fn shutdown_drops_connections_still_in_handshake() {
     assert!(b.closed_within(Duration::from_secs(5)));
     h.stop();
 }
+
+#[test]
+fn shutdown_does_not_wait_forever_for_a_client_that_stops_reading() {
+    let mem = Arc::new(MemDisk::new(64 * MIB));
+    let ex = Arc::new(StaticExports::new());
+    ex.add("m", "", mem.clone(), false);
+    let cfg = ServerConfig {
+        payload_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    };
+    let h = Harness::start(ex, cfg);
+    let mut c = Raw::open(h.port, "m", true);
+    // 64 MiB of replies asked for, none read: far more than the socket
+    // buffers hold.
+    for i in 0..64u64 {
+        c.request(cmd::READ, 0, i, i * MIB, MIB as u32);
+    }
+    h.wait_until("reads served", || mem.reads.load(Ordering::SeqCst) >= 8);
+    let server = Arc::clone(&h.server);
+    let t = std::time::Instant::now();
+    h.rt.block_on(async move {
+        tokio::time::timeout(Duration::from_secs(20), server.shutdown())
+            .await
+            .expect("shutdown gives up on a client that does not read");
+    });
+    // It waited for the stalled replies, then gave up.
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(c.closed_within(Duration::from_secs(5)));
+    h.stop();
+}

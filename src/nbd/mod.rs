@@ -86,8 +86,8 @@ pub struct ServerConfig {
     /// The whole option haggling must end within this.
     pub handshake_timeout: Duration,
     /// Once a request header started arriving, the rest of it (header and
-    /// write payload) must arrive within this; queued replies must also
-    /// make progress within it.
+    /// write payload) must arrive within this; while a connection winds
+    /// down, its queued replies must make progress within it.
     pub payload_timeout: Duration,
     /// Largest READ/WRITE payload (advertised as the maximum block size).
     pub max_payload: u32,

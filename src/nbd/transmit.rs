@@ -21,8 +21,9 @@
 //! buffers) per connection are in flight or waiting for their reply to
 //! be sent; beyond that the task stops reading and TCP flow control holds
 //! the client. Timeouts: a request whose bytes started arriving must be
-//! complete within `payload_timeout`, and queued replies must make
-//! progress within it, else the connection is dropped.
+//! complete within `payload_timeout`, and once the connection winds down
+//! (DISC, EOF, shutdown) its queued replies must make progress within it,
+//! else the connection is dropped.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -498,7 +499,9 @@ impl<'a, S: Transport> Conn<'a, S> {
         while !self.out.is_empty() {
             match self.io.poll_write_ready(cx) {
                 Poll::Pending => {
-                    self.stalled.get_or_insert_with(Instant::now);
+                    if self.input != Input::Open {
+                        self.stalled.get_or_insert_with(Instant::now);
+                    }
                     return Ok(progress);
                 }
                 Poll::Ready(Err(e)) => return Err(End::Io(e)),
@@ -580,7 +583,11 @@ impl<'a, S: Transport> Conn<'a, S> {
             (true, Some((id, t))) if id == self.nreq => Some((id, t)),
             (true, _) => Some((self.nreq, Instant::now())),
         };
-        if self.out.is_empty() {
+        // A client that does not read its replies only holds the buffers
+        // its own requests asked for (bounded by the in-flight limit), so
+        // it is left alone while it may still send; once the connection
+        // is winding down, it must take its replies in time.
+        if self.out.is_empty() || self.input == Input::Open {
             self.stalled = None;
         }
         let since = match (self.partial.map(|p| p.1), self.stalled) {
