@@ -33,6 +33,8 @@
 pub mod codec;
 mod exec;
 mod exports;
+#[cfg(test)]
+mod fuzz;
 mod handshake;
 mod pool;
 pub mod proto;
