@@ -153,7 +153,9 @@ fn check_replies(out: &[u8], sent: &[RequestHeader]) -> Result<usize, TestCaseEr
             match typ {
                 proto::chunk::NONE => prop_assert_eq!(len, 0),
                 proto::chunk::OFFSET_DATA => prop_assert!(len > 8),
-                proto::chunk::BLOCK_STATUS => prop_assert!(len >= 12 && (len - 4).is_multiple_of(8)),
+                proto::chunk::BLOCK_STATUS => {
+                    prop_assert!(len >= 12 && (len - 4).is_multiple_of(8))
+                }
                 proto::chunk::ERROR => {
                     prop_assert!(len >= 6);
                     let e = u32::from_be_bytes(p[..4].try_into().unwrap());

@@ -91,7 +91,8 @@ pub struct ServerConfig {
     /// write payload) must arrive within this; while a connection winds
     /// down, its queued replies must make progress within it.
     pub payload_timeout: Duration,
-    /// Largest READ/WRITE payload (advertised as the maximum block size).
+    /// Largest READ/WRITE payload (advertised as the maximum block size;
+    /// kept within 64 KiB..=256 MiB).
     pub max_payload: u32,
 }
 

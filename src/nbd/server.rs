@@ -75,11 +75,14 @@ impl Drop for ConnGuard {
 }
 
 impl Server {
+    /// A server; `cfg.max_payload` is kept within 64 KiB (at least the
+    /// largest preferred block) and 256 MiB.
     pub fn new(
         provider: Arc<dyn ExportProvider>,
         workers: Arc<Workers>,
-        cfg: ServerConfig,
+        mut cfg: ServerConfig,
     ) -> Arc<Server> {
+        cfg.max_payload = cfg.max_payload.clamp(1 << 16, 256 << 20);
         Arc::new(Server {
             provider,
             workers,
