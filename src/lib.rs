@@ -23,6 +23,7 @@ pub mod error;
 pub mod jobs;
 pub mod layout;
 pub mod meta;
+pub mod nbd;
 pub mod rt;
 pub mod stack;
 

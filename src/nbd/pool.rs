@@ -1,0 +1,108 @@
+//! A per-thread pool of I/O buffers, so a request at queue depth 32 does
+//! not pay an aligned, zeroed allocation (and for large requests an
+//! `mmap` and page faults) each time.
+//!
+//! Buffers are kept by exact length (requests of one workload repeat the
+//! same few sizes). A recycled buffer holds old bytes: it is only handed
+//! to a device read (which, by the [`BlockDev`](crate::stack::BlockDev)
+//! contract, fills all of it or fails — and a failed read sends no data)
+//! or filled completely from the socket before a write.
+
+use std::cell::RefCell;
+
+use crate::buf::{BUF_ALIGN, IoBuf};
+
+/// Buffers kept per length.
+const PER_CLASS: usize = 64;
+/// Distinct lengths kept.
+const CLASSES: usize = 8;
+/// Bytes kept per thread.
+const MAX_BYTES: usize = 64 << 20;
+/// Larger buffers are not kept.
+const MAX_LEN: usize = 4 << 20;
+
+#[derive(Default)]
+struct Pool {
+    classes: Vec<(usize, Vec<IoBuf>)>,
+    bytes: usize,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+/// A buffer of `len` bytes, recycled if one is at hand. Contents are
+/// unspecified (zeroes or old data).
+pub fn take(len: usize) -> IoBuf {
+    let got = POOL.with(|p| {
+        let mut p = p.try_borrow_mut().ok()?;
+        let i = p.classes.iter().position(|(l, _)| *l == len)?;
+        let b = p.classes.get_mut(i)?.1.pop()?;
+        p.bytes = p.bytes.saturating_sub(len);
+        Some(b)
+    });
+    got.unwrap_or_else(|| IoBuf::new(len))
+}
+
+/// Returns a buffer for reuse (or drops it).
+pub fn give(mut buf: IoBuf) {
+    let len = buf.len();
+    if len == 0 || len > MAX_LEN || !(buf.as_mut_ptr() as usize).is_multiple_of(BUF_ALIGN) {
+        return;
+    }
+    POOL.with(|p| {
+        let Ok(mut guard) = p.try_borrow_mut() else {
+            return;
+        };
+        let p = &mut *guard;
+        if p.bytes + len > MAX_BYTES {
+            return;
+        }
+        let i = match p.classes.iter().position(|(l, _)| *l == len) {
+            Some(i) => i,
+            None if p.classes.len() < CLASSES => {
+                p.classes.push((len, Vec::with_capacity(PER_CLASS)));
+                p.classes.len() - 1
+            }
+            None => match p.classes.iter().position(|(_, v)| v.is_empty()) {
+                Some(i) => {
+                    if let Some(c) = p.classes.get_mut(i) {
+                        c.0 = len;
+                    }
+                    i
+                }
+                None => return,
+            },
+        };
+        let Some((_, v)) = p.classes.get_mut(i) else {
+            return;
+        };
+        if v.len() < PER_CLASS {
+            v.push(buf);
+            p.bytes += len;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycles_by_length() {
+        let mut b = take(8192);
+        b.as_mut_slice()[0] = 42;
+        let p = b.as_slice().as_ptr();
+        give(b);
+        let c = take(8192);
+        assert_eq!(c.as_slice().as_ptr(), p);
+        assert_eq!(c.len(), 8192);
+        let d = take(4096);
+        assert_ne!(d.as_slice().as_ptr(), p);
+        // Pieces not aligned to BUF_ALIGN are not kept.
+        let (a, rest) = IoBuf::new(8192 + 512).split_at(512);
+        drop(a);
+        give(rest);
+        assert_ne!(take(8192).as_slice().as_ptr() as usize % BUF_ALIGN, 512);
+    }
+}
