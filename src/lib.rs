@@ -26,6 +26,7 @@ pub mod meta;
 pub mod nbd;
 pub mod rt;
 pub mod stack;
+pub mod units;
 
 pub use buf::IoBuf;
 pub use error::{Error, ErrorKind, Result};

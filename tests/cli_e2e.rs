@@ -1,8 +1,6 @@
 //! End to end: the real daemon (`ferrosan serve`) on a temporary pool, driven
 //! by the CLI.
 //!
-//! Ignored for now: enabled after the engine lands (the engine and daemon
-//! on this branch are skeletons). Run with `cargo test --test cli_e2e -- --ignored`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -113,7 +111,6 @@ fn names(list: &Value) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "enabled after the engine lands"]
 fn disks_groups_and_volumes_through_the_cli() {
     let d = Daemon::start();
     let p = d.path();
@@ -170,7 +167,6 @@ fn disks_groups_and_volumes_through_the_cli() {
 }
 
 #[test]
-#[ignore = "enabled after the engine lands"]
 fn errors_name_the_problem() {
     let d = Daemon::start();
     let p = d.path();
@@ -230,7 +226,6 @@ fn errors_name_the_problem() {
 }
 
 #[test]
-#[ignore = "enabled after the engine lands"]
 fn pool_show_and_socket_mode() {
     use std::os::unix::fs::PermissionsExt;
     let d = Daemon::start();

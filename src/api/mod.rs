@@ -36,7 +36,7 @@ use crate::engine::Pool;
 
 pub use action::{Action, Dispatch, Reply};
 pub use error::{ApiFailure, kind_name, status_of};
-pub use server::serve_router;
+pub use server::{bind, serve_router};
 
 /// The API router over the pool.
 pub fn router(pool: Arc<Pool>) -> axum::Router {
@@ -65,6 +65,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
     serve_router(router(pool), socket, shutdown).await
+}
+
+/// Serves the pool's API on a socket bound earlier with [`bind`] (the
+/// daemon binds every socket before it announces itself).
+pub async fn serve_bound(
+    pool: Arc<Pool>,
+    listener: tokio::net::UnixListener,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    server::serve_bound(router(pool), listener, socket, shutdown).await
 }
 
 /// The OpenAPI document of the API.

@@ -20,6 +20,17 @@ pub async fn serve_router(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let listener = bind(socket)?;
+    serve_bound(router, listener, socket, shutdown).await
+}
+
+/// Serves `router` on an already bound socket (see [`bind`]) until
+/// `shutdown` resolves, then removes the socket file.
+pub async fn serve_bound(
+    router: Router,
+    listener: UnixListener,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     tracing::info!("API listening on {}", socket.display());
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
@@ -34,7 +45,7 @@ pub async fn serve_router(
 
 /// Binds `socket` so that only the daemon's user can connect: created under
 /// umask 077 (no moment where it is open to others), then set to 0600.
-fn bind(socket: &Path) -> Result<UnixListener> {
+pub fn bind(socket: &Path) -> Result<UnixListener> {
     remove_stale(socket)?;
     let old = rustix::process::umask(Mode::from_raw_mode(0o177));
     let bound = UnixListener::bind(socket);

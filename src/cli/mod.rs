@@ -15,7 +15,7 @@ mod args;
 mod client;
 mod commands;
 mod render;
-mod size;
+use crate::units as size;
 mod wait;
 
 use std::io::Write;

@@ -1,110 +1,345 @@
 //! engine: the pool — disks, RAID groups and volumes, built from metadata.
 //!
-//! SKELETON for the API/CLI work: the signatures are final, the bodies are
-//! being written on branch `main` and replace this file at merge.
+//! ```text
+//!   Pool ── meta (redb): records, write-intent pages, job checkpoints
+//!    ├── disks:   DiskRecord + open FileDisk (Counted, FaultDisk) or a problem
+//!    ├── groups:  GroupRecord (seed 002 T1) + RaidDev + write-intent log
+//!    ├── volumes: VolumeRecord + VolumeDev (extents of a group) = NBD export
+//!    └── jobs:    rebuild / replace / resync, resumed after a restart
+//! ```
+//!
+//! Every public method is synchronous and may block on a database commit:
+//! the API calls them from `spawn_blocking`. Each change is validated,
+//! committed durably, then applied to the running stacks, so a crash at any
+//! point leaves either the old or the new configuration. Long work starts a
+//! job and returns its view at once.
 
+#![forbid(unsafe_code)]
+
+mod disks;
+pub mod exports;
+mod groups;
+mod load;
+mod rebuild;
 pub mod types;
+mod volumes;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::disk::{DiskCounters, FaultDisk, FileDisk};
+use crate::error::{Error, Result};
+use crate::jobs::Jobs;
+use crate::meta::Meta;
+use crate::meta::intent::PersistentIntent;
+use crate::meta::records::{DiskRecord, GroupRecord, PoolRecord, VolumeRecord};
+use crate::rt::Workers;
+use crate::stack::BlockDev;
+use crate::stack::raid::RaidDev;
+use crate::stack::volume::VolumeDev;
 use types::*;
 
-/// An open pool: the daemon's state. Every method is synchronous and may
-/// block (database commits, file creation): call it from
-/// `tokio::task::spawn_blocking`. Long work is started as a job and returns
-/// at once with the job's view.
-pub struct Pool {
-    dir: PathBuf,
+/// Name of the pool database inside the pool directory.
+pub const DB_FILE: &str = "ferrosan.redb";
+/// Folder of the disk files the pool creates.
+pub const DISKS_DIR: &str = "disks";
+
+/// How the pool runs.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Build fault-injecting disks (`disk inject` works).
+    pub fault_injection: bool,
+    /// Open disks with O_DIRECT.
+    pub direct_io: bool,
+    /// How often idle write-intent regions are cleared.
+    pub intent_clear_interval: Duration,
 }
 
-fn todo() -> Error {
-    Error::new(ErrorKind::Unsupported, "not built yet")
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            fault_injection: false,
+            direct_io: true,
+            intent_clear_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An open disk.
+pub(crate) struct OpenDisk {
+    file: Arc<FileDisk>,
+    /// What RAID uses: counters over (faults over) the file.
+    dev: Arc<dyn BlockDev>,
+    counters: Arc<DiskCounters>,
+    fault: Option<Arc<FaultDisk<Arc<FileDisk>>>>,
+}
+
+pub(crate) struct DiskEntry {
+    rec: DiskRecord,
+    open: Option<OpenDisk>,
+    /// Why the disk cannot be used (missing, unusable).
+    problem: Option<(DiskStatus, String)>,
+}
+
+pub(crate) struct GroupEntry {
+    rec: GroupRecord,
+    raid: Arc<RaidDev>,
+    intent: Option<Arc<PersistentIntent>>,
+}
+
+pub(crate) struct VolumeEntry {
+    rec: VolumeRecord,
+    dev: Arc<VolumeDev>,
+    conns: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub(crate) struct State {
+    pool: PoolRecord,
+    disks: BTreeMap<String, DiskEntry>,
+    groups: BTreeMap<String, GroupEntry>,
+    volumes: BTreeMap<String, VolumeEntry>,
+}
+
+/// An open pool: the daemon's state.
+pub struct Pool {
+    dir: PathBuf,
+    meta: Arc<Meta>,
+    workers: Arc<Workers>,
+    opts: PoolOptions,
+    jobs: Jobs,
+    st: Mutex<State>,
+    me: Weak<Pool>,
+    problems: Mutex<Vec<String>>,
+    nbd_url: Mutex<Option<String>>,
+    nbd_unix: Mutex<PathBuf>,
+}
+
+/// Checks a user-given name of a disk, group or volume.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid {what} name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+        )))
+    }
 }
 
 impl Pool {
+    /// Opens (or creates) the pool in `dir`: loads the database, opens the
+    /// disks (reporting by name any that are missing, foreign or
+    /// truncated), assembles groups and volumes, and resumes jobs. The
+    /// caller holds the pool lock.
+    pub fn open(dir: &Path, workers: Arc<Workers>, opts: PoolOptions) -> Result<Arc<Pool>> {
+        std::fs::create_dir_all(dir.join(DISKS_DIR))
+            .map_err(|e| Error::io(format!("cannot create pool directory {}", dir.display()), e))?;
+        let (meta, _created) = Meta::open(&dir.join(DB_FILE))?;
+        let meta = Arc::new(meta);
+        let snap = meta.load()?;
+        let pool = Arc::new_cyclic(|me| Pool {
+            dir: dir.to_path_buf(),
+            meta: Arc::clone(&meta),
+            workers: Arc::clone(&workers),
+            opts,
+            jobs: Jobs::new(Arc::clone(&meta), Arc::clone(&workers)),
+            st: Mutex::new(State {
+                pool: snap.pool.clone(),
+                disks: BTreeMap::new(),
+                groups: BTreeMap::new(),
+                volumes: BTreeMap::new(),
+            }),
+            me: me.clone(),
+            problems: Mutex::new(Vec::new()),
+            nbd_url: Mutex::new(None),
+            nbd_unix: Mutex::new(dir.join("nbd.sock")),
+        });
+        pool.load(snap)?;
+        pool.start_background();
+        Ok(pool)
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn arc(&self) -> Result<Arc<Pool>> {
+        self.me
+            .upgrade()
+            .ok_or_else(|| Error::new(crate::ErrorKind::Shutdown, "the pool is closing"))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    pub fn meta(&self) -> &Arc<Meta> {
+        &self.meta
+    }
+
+    pub fn workers(&self) -> &Arc<Workers> {
+        &self.workers
+    }
+
+    /// Problems found when the pool was opened.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn problem(&self, msg: String) {
+        tracing::warn!("{msg}");
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+    }
+
+    /// Where the daemon serves NBD (for export addresses).
+    pub fn set_nbd_addresses(&self, tcp: Option<String>, unix: PathBuf) {
+        *self.nbd_url.lock().unwrap_or_else(|p| p.into_inner()) = tcp;
+        *self.nbd_unix.lock().unwrap_or_else(|p| p.into_inner()) = unix;
+    }
+
+    pub(crate) fn export_url(&self, name: &str) -> String {
+        match &*self.nbd_url.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(u) => format!("{u}/{name}"),
+            None => format!(
+                "nbd+unix:///{name}?socket={}",
+                self.nbd_unix
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .display()
+            ),
+        }
+    }
+
+    /// True when the pool holds no disks, groups or volumes.
+    pub fn is_empty(&self) -> bool {
+        let st = self.lock();
+        st.disks.is_empty() && st.groups.is_empty() && st.volumes.is_empty()
+    }
+
     pub fn info(&self) -> PoolInfo {
-        unimplemented!()
+        let st = self.lock();
+        PoolInfo {
+            path: self.dir.clone(),
+            id: st.pool.id.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            nbd_tcp: self
+                .nbd_url
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            nbd_unix: self
+                .nbd_unix
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            api_socket: self.dir.join("api.sock"),
+            fault_injection: self.opts.fault_injection,
+            disks: st.disks.len(),
+            groups: st.groups.len(),
+            volumes: st.volumes.len(),
+            problems: self.problems(),
+        }
     }
 
-    pub fn disk_list(&self) -> Vec<DiskInfo> {
-        Vec::new()
-    }
-    pub fn disk_get(&self, _name: &str) -> Result<DiskInfo> {
-        Err(todo())
-    }
-    pub fn disk_add(&self, _req: DiskAddRequest) -> Result<DiskInfo> {
-        Err(todo())
-    }
-    /// Removes a disk that is in no group (deletes the file if the pool created it).
-    pub fn disk_remove(&self, _name: &str) -> Result<()> {
-        Err(todo())
-    }
-    pub fn disk_fail(&self, _name: &str) -> Result<DiskInfo> {
-        Err(todo())
-    }
-    /// Starts a rebuild/replace job onto `req.new`.
-    pub fn disk_replace(&self, _old: &str, _req: DiskReplaceRequest) -> Result<JobInfo> {
-        Err(todo())
-    }
-    /// Refused with ErrorKind::Invalid unless the daemon runs with --fault-injection.
-    pub fn disk_inject(&self, _name: &str, _req: InjectRequest) -> Result<DiskInfo> {
-        Err(todo())
+    /// Allocates object ids (for bitmap pages) and job ids.
+    pub(crate) fn next_object(st: &mut State) -> u64 {
+        let id = st.pool.next_object;
+        st.pool.next_object += 1;
+        id
     }
 
-    pub fn group_list(&self) -> Vec<GroupInfo> {
-        Vec::new()
-    }
-    pub fn group_get(&self, _name: &str) -> Result<GroupInfo> {
-        Err(todo())
-    }
-    pub fn group_create(&self, _req: GroupCreateRequest) -> Result<GroupInfo> {
-        Err(todo())
-    }
-    pub fn group_delete(&self, _name: &str) -> Result<()> {
-        Err(todo())
-    }
-    pub fn group_extend(&self, _name: &str, _req: GroupExtendRequest) -> Result<GroupInfo> {
-        Err(todo())
+    pub(crate) fn next_job(st: &mut State) -> u64 {
+        let id = st.pool.next_job;
+        st.pool.next_job += 1;
+        id
     }
 
-    pub fn volume_list(&self) -> Vec<VolumeInfo> {
-        Vec::new()
-    }
-    pub fn volume_get(&self, _name: &str) -> Result<VolumeInfo> {
-        Err(todo())
-    }
-    pub fn volume_create(&self, _req: VolumeCreateRequest) -> Result<VolumeInfo> {
-        Err(todo())
-    }
-    /// Refused with ErrorKind::Conflict while NBD clients are connected unless `force`.
-    pub fn volume_delete(&self, _name: &str, _force: bool) -> Result<()> {
-        Err(todo())
-    }
-    pub fn volume_grow(&self, _name: &str, _req: VolumeGrowRequest) -> Result<VolumeInfo> {
-        Err(todo())
+    /// The embedded default of a new pool: 4 sparse 1 GiB disks, a RAID-5
+    /// group `g0` and a 2 GiB volume `vol0`.
+    pub fn provision_default(&self) -> Result<()> {
+        let names = ["d0", "d1", "d2", "d3"];
+        for n in names {
+            self.disk_add(DiskAddRequest {
+                name: n.into(),
+                size: Some(1 << 30),
+                path: None,
+                spare: false,
+            })?;
+        }
+        self.group_create(GroupCreateRequest {
+            name: "g0".into(),
+            raid: RaidLevelName::Raid5,
+            disks: names.iter().map(|s| s.to_string()).collect(),
+            stripe_size: None,
+        })?;
+        self.volume_create(VolumeCreateRequest {
+            name: "vol0".into(),
+            group: "g0".into(),
+            size: 2 << 30,
+            track_size: None,
+            read_only: false,
+        })?;
+        Ok(())
     }
 
-    pub fn job_list(&self) -> Vec<JobInfo> {
-        Vec::new()
+    /// Periodic work: clearing idle write-intent regions.
+    fn start_background(&self) {
+        let me = self.me.clone();
+        let every = self.opts.intent_clear_interval;
+        self.workers.spawn_on(0, move || async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = me.upgrade() else { return };
+                let logs: Vec<(Arc<RaidDev>, Arc<PersistentIntent>)> = {
+                    let st = pool.lock();
+                    st.groups
+                        .values()
+                        .filter_map(|g| {
+                            g.intent
+                                .as_ref()
+                                .map(|i| (Arc::clone(&g.raid), Arc::clone(i)))
+                        })
+                        .collect()
+                };
+                drop(pool);
+                for (raid, log) in logs {
+                    if let Err(e) = log.clear_idle(raid.flush()).await {
+                        tracing::warn!("clearing write-intent marks failed: {}", e.chain());
+                    }
+                }
+            }
+        });
     }
-    pub fn job_get(&self, _id: u64) -> Result<JobInfo> {
-        Err(todo())
-    }
-    pub fn job_pause(&self, _id: u64) -> Result<JobInfo> {
-        Err(todo())
-    }
-    pub fn job_resume(&self, _id: u64) -> Result<JobInfo> {
-        Err(todo())
-    }
-    pub fn job_cancel(&self, _id: u64) -> Result<JobInfo> {
-        Err(todo())
-    }
-    pub fn job_set_rate(&self, _id: u64, _req: JobRateRequest) -> Result<JobInfo> {
-        Err(todo())
+
+    /// Flushes every group (shutdown).
+    pub async fn flush_all(&self) -> Result<()> {
+        let raids: Vec<Arc<RaidDev>> = self
+            .lock()
+            .groups
+            .values()
+            .map(|g| Arc::clone(&g.raid))
+            .collect();
+        let mut first = None;
+        for r in raids {
+            if let Err(e) = r.flush().await {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 }

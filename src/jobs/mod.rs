@@ -219,6 +219,11 @@ impl Jobs {
         Ok(info(&c))
     }
 
+    /// The record of job `id` as it stands.
+    pub fn record(&self, id: u64) -> Option<JobRecord> {
+        self.get(id).ok().map(|c| c.rec())
+    }
+
     /// Kinds of the jobs not finished, by id.
     pub fn active(&self) -> Vec<(u64, JobKind)> {
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());

@@ -74,6 +74,8 @@ pub struct GroupRecord {
     pub level: RaidLevelName,
     pub stripe_size: u64,
     pub slots: Vec<SlotRecord>,
+    /// Data bytes each slot holds (a replacement must be at least this big).
+    pub member_sizes: Vec<u64>,
     /// Bytes of group address space per write-intent bit.
     pub intent_region: u64,
     pub created: u64,

@@ -25,6 +25,7 @@ fn group(name: &str, object: u64) -> GroupRecord {
                 state: SlotState::Failed,
             },
         ],
+        member_sizes: vec![1 << 30, 1 << 30],
         intent_region: 4 << 20,
         created: 1,
     }

@@ -169,3 +169,31 @@ pub fn coalesce(extents: Vec<Extent>) -> Vec<Extent> {
     }
     out
 }
+
+/// A shared device is a device: stacks hold their children as `Arc`s.
+impl<T: BlockDev + ?Sized> BlockDev for std::sync::Arc<T> {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+    fn block_size(&self) -> u32 {
+        (**self).block_size()
+    }
+    fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
+        (**self).read(off, buf)
+    }
+    fn write(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
+        (**self).write(off, buf, fua)
+    }
+    fn flush(&self) -> DevFuture<'_, Result<()>> {
+        (**self).flush()
+    }
+    fn discard(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        (**self).discard(off, len)
+    }
+    fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
+        (**self).write_zeroes(off, len, flags)
+    }
+    fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
+        (**self).block_status(off, len)
+    }
+}

@@ -40,12 +40,19 @@ pub fn extents_from(pairs: &[(u64, u64)]) -> Vec<VExtent> {
         .collect()
 }
 
+/// The group device and where the volume lives in it.
+struct Mapping {
+    group: Arc<dyn BlockDev>,
+    extents: Vec<VExtent>,
+}
+
 /// A volume over a group device.
 pub struct VolumeDev {
-    group: Arc<dyn BlockDev>,
-    map: RwLock<Arc<Vec<VExtent>>>,
+    map: RwLock<Arc<Mapping>>,
     size: AtomicU64,
     read_only: AtomicBool,
+    /// Set when the volume is deleted under open connections.
+    revoked: AtomicBool,
 }
 
 /// A piece of a volume request: where it goes and how long it is.
@@ -62,30 +69,59 @@ impl VolumeDev {
         read_only: bool,
     ) -> VolumeDev {
         VolumeDev {
-            group,
-            map: RwLock::new(Arc::new(extents)),
+            map: RwLock::new(Arc::new(Mapping { group, extents })),
             size: AtomicU64::new(size),
             read_only: AtomicBool::new(read_only),
+            revoked: AtomicBool::new(false),
         }
     }
 
-    /// Replaces the mapping (grow); `size` must be covered by `extents`.
+    fn mapping(&self) -> Arc<Mapping> {
+        Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the extents (grow); `size` must be covered by `extents`.
     pub fn remap(&self, extents: Vec<VExtent>, size: u64) {
-        *self.map.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(extents);
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        *m = Arc::new(Mapping {
+            group: Arc::clone(&m.group),
+            extents,
+        });
         self.size.store(size, Ordering::SeqCst);
+    }
+
+    /// Replaces the group device (a concat group that grew).
+    pub fn set_group(&self, group: Arc<dyn BlockDev>) {
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        *m = Arc::new(Mapping {
+            group,
+            extents: m.extents.clone(),
+        });
+    }
+
+    /// Makes every later I/O fail: the volume was deleted while clients
+    /// still had it open.
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::SeqCst);
     }
 
     pub fn set_read_only(&self, ro: bool) {
         self.read_only.store(ro, Ordering::SeqCst);
     }
 
-    pub fn group(&self) -> &Arc<dyn BlockDev> {
-        &self.group
+    pub fn group(&self) -> Arc<dyn BlockDev> {
+        Arc::clone(&self.mapping().group)
     }
 
-    fn pieces(&self, off: u64, len: u64) -> Result<Vec<Piece>> {
+    /// Splits a request into pieces of the group, with the group to send
+    /// them to.
+    fn pieces(&self, off: u64, len: u64) -> Result<(Arc<dyn BlockDev>, Vec<Piece>)> {
+        if self.revoked.load(Ordering::Relaxed) {
+            return Err(Error::new(ErrorKind::Unavailable, "the volume was deleted"));
+        }
         check_range(off, len, self.size())?;
-        let map = Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()));
+        let m = self.mapping();
+        let map = &m.extents;
         let mut out = Vec::with_capacity(1);
         let mut pos = off;
         let end = off + len;
@@ -110,7 +146,7 @@ impl VolumeDev {
                 format!("volume map does not cover offset {pos}"),
             ));
         }
-        Ok(out)
+        Ok((Arc::clone(&m.group), out))
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -121,19 +157,19 @@ impl VolumeDev {
     }
 
     async fn rw(&self, off: u64, buf: IoBuf, write: Option<bool>) -> BufResult {
-        if let Some(_fua) = write {
-            if let Err(e) = self.check_writable() {
-                return (buf, Err(e));
-            }
+        if write.is_some()
+            && let Err(e) = self.check_writable()
+        {
+            return (buf, Err(e));
         }
-        let pieces = match self.pieces(off, buf.len() as u64) {
+        let (group, pieces) = match self.pieces(off, buf.len() as u64) {
             Ok(p) => p,
             Err(e) => return (buf, Err(e)),
         };
         if let [p] = pieces.as_slice() {
             return match write {
-                None => self.group.read(p.group_off, buf).await,
-                Some(fua) => self.group.write(p.group_off, buf, fua).await,
+                None => group.read(p.group_off, buf).await,
+                Some(fua) => group.write(p.group_off, buf, fua).await,
             };
         }
         let lens: Vec<usize> = pieces
@@ -142,8 +178,8 @@ impl VolumeDev {
             .collect();
         let bufs = buf.split_many(&lens);
         let futs = pieces.iter().zip(bufs).map(|(p, b)| match write {
-            None => self.group.read(p.group_off, b),
-            Some(fua) => self.group.write(p.group_off, b, fua),
+            None => group.read(p.group_off, b),
+            Some(fua) => group.write(p.group_off, b, fua),
         });
         let results = join_all(futs).await;
         let mut first_err = None;
@@ -164,7 +200,7 @@ impl BlockDev for VolumeDev {
     }
 
     fn block_size(&self) -> u32 {
-        self.group.block_size()
+        self.mapping().group.block_size()
     }
 
     fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
@@ -176,14 +212,16 @@ impl BlockDev for VolumeDev {
     }
 
     fn flush(&self) -> DevFuture<'_, Result<()>> {
-        self.group.flush()
+        let group = self.group();
+        Box::pin(async move { group.flush().await })
     }
 
     fn discard(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
             self.check_writable()?;
-            for p in self.pieces(off, len)? {
-                self.group.discard(p.group_off, p.len).await?;
+            let (group, pieces) = self.pieces(off, len)?;
+            for p in pieces {
+                group.discard(p.group_off, p.len).await?;
             }
             Ok(())
         })
@@ -192,8 +230,9 @@ impl BlockDev for VolumeDev {
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
             self.check_writable()?;
-            for p in self.pieces(off, len)? {
-                self.group.write_zeroes(p.group_off, p.len, flags).await?;
+            let (group, pieces) = self.pieces(off, len)?;
+            for p in pieces {
+                group.write_zeroes(p.group_off, p.len, flags).await?;
             }
             Ok(())
         })
@@ -202,14 +241,12 @@ impl BlockDev for VolumeDev {
     fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
         Box::pin(async move {
             let mut out = Vec::new();
-            for p in self.pieces(off, len)? {
+            let (group, pieces) = self.pieces(off, len)?;
+            for p in pieces {
                 let mut got = 0;
                 // A device may answer short: ask again until the piece is covered.
                 while got < p.len {
-                    let ext = self
-                        .group
-                        .block_status(p.group_off + got, p.len - got)
-                        .await?;
+                    let ext = group.block_status(p.group_off + got, p.len - got).await?;
                     let n: u64 = ext.iter().map(|e| e.len).sum();
                     if n == 0 {
                         out.push(Extent {

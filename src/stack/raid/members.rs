@@ -97,6 +97,29 @@ impl Slot {
     }
 }
 
+/// What stopping an unfinished rebuild or hot replace left in its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortOutcome {
+    /// A hot replace: the old member serves again, as before.
+    RestoredOld,
+    /// A rebuild from redundancy: the slot is failed again.
+    Failed,
+    /// Nothing was in progress (the rebuild had finished, or the slot had
+    /// failed meanwhile).
+    NothingToAbort,
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::Optimal => "optimal",
+            Health::Degraded => "degraded",
+            Health::Rebuilding => "rebuilding",
+            Health::Failed => "failed",
+        })
+    }
+}
+
 /// What a slot's failure handling decided.
 enum Verdict {
     /// The device is no longer used; nothing to record.
@@ -264,6 +287,35 @@ impl Members {
                 recorded.map_err(|e| e.context(format!("recording the failure of member {idx}")))
             }
         }
+    }
+
+    /// Stops an unfinished rebuild or hot replace of slot `idx`.
+    pub(super) fn abort(&self, idx: usize) -> Result<AbortOutcome> {
+        let mut g = self.lock();
+        let slot = g
+            .get_mut(idx)
+            .ok_or_else(|| Error::not_found(format!("the group has no member {idx}")))?;
+        if !matches!(slot.state, MemberState::Rebuilding { .. }) {
+            return Ok(AbortOutcome::NothingToAbort);
+        }
+        Ok(match slot.old.take() {
+            Some(old) => {
+                *slot = Slot {
+                    state: MemberState::Ok,
+                    dev: Some(old),
+                    old: None,
+                };
+                AbortOutcome::RestoredOld
+            }
+            None => {
+                *slot = Slot {
+                    state: MemberState::Failed,
+                    dev: None,
+                    old: None,
+                };
+                AbortOutcome::Failed
+            }
+        })
     }
 
     /// Admin fail: stops using slot `idx` at once.

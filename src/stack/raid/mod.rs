@@ -36,7 +36,7 @@ mod tests;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-pub use members::{Health, MemberState, NoHooks, RaidHooks};
+pub use members::{AbortOutcome, Health, MemberState, NoHooks, RaidHooks};
 use members::{Members, Slot};
 
 use crate::buf::IoBuf;

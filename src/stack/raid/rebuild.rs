@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
+use super::members::AbortOutcome;
 use super::members::{Dev, MemberState};
 use super::{Health, RaidDev};
 use crate::buf::{IoBuf, xor_into};
@@ -51,6 +52,13 @@ impl RaidDev {
             self.members.finish(idx);
         }
         Ok(())
+    }
+
+    /// Stops an unfinished rebuild or hot replace of slot `idx` (a cancelled
+    /// or failed job): a hot replace keeps its old member, a rebuild leaves
+    /// the slot failed.
+    pub fn abort_replace(&self, idx: usize) -> Result<AbortOutcome> {
+        self.members.abort(idx)
     }
 
     /// Rebuilds rows `from..to` of slot `idx`, each under its row lock, and

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what the tests need on a fresh
+# Debian machine, then runs formatting and lint checks, unit, property and
+# end-to-end tests. CI runs it through .ci/run on a clean clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# Test clients: qemu-io/qemu-img (qemu-utils), fio (nbd engine), nbdinfo/nbdcopy (libnbd-bin).
+need=()
+command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)
+command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+command -v fio >/dev/null 2>&1 || need+=(fio)
+command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
+command -v nbdcopy >/dev/null 2>&1 || need+=(libnbd-bin)
+if [ ${#need[@]} -gt 0 ]; then
+  say "installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # shellcheck disable=SC2068
+  $sudo apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+fi
+for t in qemu-io qemu-img fio nbdinfo nbdcopy; do
+  command -v "$t" >/dev/null 2>&1 || { echo "error: $t is still missing after installing" >&2; exit 1; }
+done
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo is missing: install Rust (https://rustup.rs)" >&2
+  exit 1
+fi
+
+say "format"
+cargo fmt --all --check
+
+say "lint"
+cargo clippy --all-targets --locked -- -D warnings
+
+say "unit, property and end-to-end tests"
+# The end-to-end tests start the real daemon (built by cargo as a test
+# dependency) on free ports and temporary pools.
+cargo test --all-targets --locked -- --test-threads="${FERROSAN_TEST_THREADS:-2}"
+
+say "all tests passed"

@@ -1,0 +1,494 @@
+//! RAID groups (seed 002, FIG. 2A, table T1: group, volumes, disks, RAID
+//! level): assembly from records, creation, member failure, hot spares.
+
+use std::sync::{Arc, Weak};
+
+use super::types::*;
+use super::{GroupEntry, Pool, State, check_name};
+use crate::error::{Error, ErrorKind, Result};
+use crate::layout::Layout;
+use crate::meta::intent::{DEFAULT_REGION, IntentHandle, PersistentIntent};
+use crate::meta::records::{GroupRecord, SlotRecord, SlotState, now};
+use crate::stack::raid::{MemberState, RaidDev, RaidHooks};
+use crate::stack::{BlockDev, DevFuture, NoIntent, WriteIntent};
+
+/// Default strip size.
+pub const DEFAULT_STRIPE: u64 = 64 << 10;
+
+pub(crate) fn is_redundant(level: RaidLevelName) -> bool {
+    matches!(level, RaidLevelName::Raid1 | RaidLevelName::Raid5)
+}
+
+pub(crate) fn layout_level(level: RaidLevelName) -> crate::layout::RaidLevel {
+    match level {
+        RaidLevelName::Concat => crate::layout::RaidLevel::Concat,
+        RaidLevelName::Raid0 => crate::layout::RaidLevel::Raid0,
+        RaidLevelName::Raid1 => crate::layout::RaidLevel::Raid1,
+        RaidLevelName::Raid5 => crate::layout::RaidLevel::Raid5,
+    }
+}
+
+/// Bytes of group address space in one full stripe row: volumes are
+/// allocated in whole rows so that aligned host writes fill rows.
+pub(crate) fn row_bytes(rec: &GroupRecord) -> u64 {
+    let n = rec.slots.len() as u64;
+    match rec.level {
+        RaidLevelName::Concat | RaidLevelName::Raid1 => rec.stripe_size,
+        RaidLevelName::Raid0 => rec.stripe_size * n,
+        RaidLevelName::Raid5 => rec.stripe_size * n.saturating_sub(1).max(1),
+    }
+}
+
+/// What the RAID node calls back into the pool with.
+struct Hooks {
+    pool: Weak<Pool>,
+    group: String,
+}
+
+impl RaidHooks for Hooks {
+    fn member_failed(&self, idx: usize, err: &Error) -> DevFuture<'_, Result<()>> {
+        let pool = self.pool.clone();
+        let group = self.group.clone();
+        let msg = format!("I/O error: {}", err.chain());
+        Box::pin(async move {
+            let Some(pool) = pool.upgrade() else {
+                return Err(Error::new(ErrorKind::Shutdown, "the pool is closing"));
+            };
+            let r =
+                tokio::task::spawn_blocking(move || pool.record_member_failed(&group, idx, &msg))
+                    .await;
+            match r {
+                Ok(r) => r,
+                Err(e) => Err(Error::new(
+                    ErrorKind::Io,
+                    format!("recording a failed member: {e}"),
+                )),
+            }
+        })
+    }
+}
+
+impl Pool {
+    pub(super) fn group_entry_locked(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::MutexGuard<'_, State>> {
+        let st = self.lock();
+        if !st.groups.contains_key(name) {
+            return Err(Error::not_found(format!(
+                "unknown group {name:?}: see `ferrosan group list`"
+            )));
+        }
+        Ok(st)
+    }
+
+    /// Builds the running RAID node of a group from its record.
+    /// `hot` lists slots of hot replaces in progress with the old disk that
+    /// serves them until the copy is done.
+    pub(super) fn assemble(
+        &self,
+        st: &State,
+        rec: &GroupRecord,
+        rebuild_cursor: &dyn Fn(u64) -> Option<u64>,
+        hot: &[(usize, String)],
+    ) -> Result<GroupEntry> {
+        let layout = Layout::new(layout_level(rec.level), rec.stripe_size, &rec.member_sizes)?;
+        let mut members = Vec::with_capacity(rec.slots.len());
+        let mut states = Vec::with_capacity(rec.slots.len());
+        let open = |d: Option<&String>| -> Option<Arc<dyn BlockDev>> {
+            d.and_then(|d| st.disks.get(d))
+                .and_then(|e| e.open.as_ref())
+                .map(|o| Arc::clone(&o.dev))
+        };
+        for (i, slot) in rec.slots.iter().enumerate() {
+            if let Some((_, old)) = hot.iter().find(|h| h.0 == i) {
+                members.push(open(Some(old)));
+                states.push(MemberState::Ok);
+                continue;
+            }
+            let dev = open(slot.disk.as_ref());
+            match (&slot.state, dev) {
+                (SlotState::Ok, Some(d)) => {
+                    members.push(Some(d));
+                    states.push(MemberState::Ok);
+                }
+                (SlotState::Rebuilding { job }, Some(d)) => match rebuild_cursor(*job) {
+                    Some(cursor) => {
+                        members.push(Some(d));
+                        states.push(MemberState::Rebuilding { cursor });
+                    }
+                    None => {
+                        members.push(None);
+                        states.push(MemberState::Failed);
+                    }
+                },
+                _ => {
+                    members.push(None);
+                    states.push(MemberState::Failed);
+                }
+            }
+        }
+        let intent = if is_redundant(rec.level) {
+            let (log, _) =
+                PersistentIntent::load(Arc::clone(&self.meta), rec.object, rec.intent_region)?;
+            Some(log)
+        } else {
+            None
+        };
+        let wi: Arc<dyn WriteIntent> = match &intent {
+            Some(l) => Arc::new(IntentHandle(Arc::clone(l))),
+            None => Arc::new(NoIntent),
+        };
+        let hooks = Arc::new(Hooks {
+            pool: self.me.clone(),
+            group: rec.name.clone(),
+        });
+        let raid = RaidDev::new(layout, members, states, wi, hooks)?;
+        Ok(GroupEntry {
+            rec: rec.clone(),
+            raid: Arc::new(raid),
+            intent,
+        })
+    }
+
+    pub(super) fn group_view(&self, st: &State, g: &GroupEntry) -> GroupInfo {
+        let volumes: Vec<String> = st
+            .volumes
+            .values()
+            .filter(|v| v.rec.group == g.rec.name)
+            .map(|v| v.rec.name.clone())
+            .collect();
+        let capacity = g.raid.size();
+        let used: u64 = st
+            .volumes
+            .values()
+            .filter(|v| v.rec.group == g.rec.name)
+            .flat_map(|v| v.rec.extents.iter().map(|e| e.1))
+            .sum();
+        let members: Vec<MemberInfo> = g
+            .rec
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let (state, progress) = match g.raid.member_state(i) {
+                    MemberState::Ok => ("ok".to_string(), None),
+                    MemberState::Failed => {
+                        let missing = s
+                            .disk
+                            .as_ref()
+                            .and_then(|d| st.disks.get(d))
+                            .is_some_and(|e| e.open.is_none());
+                        (if missing { "missing" } else { "failed" }.to_string(), None)
+                    }
+                    MemberState::Rebuilding { cursor } => {
+                        let rows = g.raid.rows().max(1);
+                        ("rebuilding".to_string(), Some(cursor as f64 / rows as f64))
+                    }
+                };
+                MemberInfo {
+                    slot: i,
+                    disk: s.disk.clone(),
+                    state,
+                    progress,
+                }
+            })
+            .collect();
+        GroupInfo {
+            name: g.rec.name.clone(),
+            raid: g.rec.level,
+            stripe_size: g.rec.stripe_size,
+            disks: g.rec.slots.iter().filter_map(|s| s.disk.clone()).collect(),
+            volumes,
+            capacity,
+            free: capacity.saturating_sub(used),
+            health: g.raid.health().to_string(),
+            members,
+        }
+    }
+
+    pub fn group_list(&self) -> Vec<GroupInfo> {
+        let st = self.lock();
+        st.groups
+            .values()
+            .map(|g| self.group_view(&st, g))
+            .collect()
+    }
+
+    pub fn group_get(&self, name: &str) -> Result<GroupInfo> {
+        let st = self.group_entry_locked(name)?;
+        let g = st
+            .groups
+            .get(name)
+            .ok_or_else(|| Error::not_found(name.to_string()))?;
+        Ok(self.group_view(&st, g))
+    }
+
+    /// Checks that `disks` can join a group: known, open, healthy, no spare,
+    /// in no group, named once.
+    fn check_free_disks(st: &State, disks: &[String]) -> Result<Vec<u64>> {
+        let mut sizes = Vec::with_capacity(disks.len());
+        for (i, d) in disks.iter().enumerate() {
+            if disks[..i].contains(d) {
+                return Err(Error::invalid(format!("disk {d} is named twice")));
+            }
+            let e = Self::disk_entry(st, d)?;
+            if let Some((g, _)) = Self::disk_slot(st, d) {
+                return Err(Error::conflict(format!("disk {d} is already in group {g}")));
+            }
+            if let Some((_, why)) = &e.problem {
+                return Err(Error::invalid(format!("disk {d} cannot be used: {why}")));
+            }
+            if let Some(why) = &e.rec.failed {
+                return Err(Error::invalid(format!(
+                    "disk {d} has failed ({why}): remove it"
+                )));
+            }
+            if e.rec.spare {
+                return Err(Error::conflict(format!(
+                    "disk {d} is a hot spare: spares join groups by `disk replace` or automatically"
+                )));
+            }
+            sizes.push(e.rec.data_size);
+        }
+        Ok(sizes)
+    }
+
+    pub fn group_create(&self, req: GroupCreateRequest) -> Result<GroupInfo> {
+        check_name("group", &req.name)?;
+        let stripe = req.stripe_size.unwrap_or(DEFAULT_STRIPE);
+        if !stripe.is_power_of_two() || !(4096..=(16 << 20)).contains(&stripe) {
+            return Err(Error::invalid(format!(
+                "stripe size {stripe} must be a power of two between 4 KiB and 16 MiB"
+            )));
+        }
+        if req.disks.is_empty() {
+            return Err(Error::invalid(
+                "a group needs at least one disk (--disks a,b,c)",
+            ));
+        }
+        let mut st = self.lock();
+        if st.groups.contains_key(&req.name) {
+            return Err(Error::conflict(format!(
+                "group {} already exists",
+                req.name
+            )));
+        }
+        let sizes = Self::check_free_disks(&st, &req.disks)?;
+        let member_sizes = match req.raid {
+            RaidLevelName::Concat => sizes.iter().map(|s| s / stripe * stripe).collect(),
+            _ => {
+                let min = sizes.iter().copied().min().unwrap_or(0) / stripe * stripe;
+                vec![min; sizes.len()]
+            }
+        };
+        // Validates counts and sizes with the layout's own messages.
+        Layout::new(layout_level(req.raid), stripe, &member_sizes)?;
+        let object = Pool::next_object(&mut st);
+        let rec = GroupRecord {
+            object,
+            name: req.name.clone(),
+            level: req.raid,
+            stripe_size: stripe,
+            slots: req
+                .disks
+                .iter()
+                .map(|d| SlotRecord {
+                    disk: Some(d.clone()),
+                    state: SlotState::Ok,
+                })
+                .collect(),
+            member_sizes,
+            intent_region: DEFAULT_REGION,
+            created: now(),
+        };
+        let entry = self.assemble(&st, &rec, &|_| None, &[])?;
+        let pool_rec = st.pool.clone();
+        self.meta.write(true, |tx| {
+            tx.put_pool(&pool_rec)?;
+            tx.put_group(&rec)
+        })?;
+        let view = self.group_view(&st, &entry);
+        st.groups.insert(rec.name.clone(), entry);
+        Ok(view)
+    }
+
+    pub fn group_delete(&self, name: &str) -> Result<()> {
+        let mut st = self.group_entry_locked(name)?;
+        let vols: Vec<&String> = st
+            .volumes
+            .values()
+            .filter(|v| v.rec.group == name)
+            .map(|v| &v.rec.name)
+            .collect();
+        if !vols.is_empty() {
+            let list: Vec<&str> = vols.iter().map(|s| s.as_str()).collect();
+            return Err(Error::conflict(format!(
+                "group {name} still holds volumes {}: delete them first",
+                list.join(", ")
+            )));
+        }
+        if self
+            .jobs
+            .active()
+            .iter()
+            .any(|(_, k)| crate::engine::rebuild::job_group(k) == name)
+        {
+            return Err(Error::conflict(format!(
+                "group {name} has a job running: cancel it first"
+            )));
+        }
+        let object = st.groups.get(name).map(|g| g.rec.object).unwrap_or(0);
+        self.meta.write(true, |tx| {
+            tx.del_pages(object)?;
+            tx.del_group(name)
+        })?;
+        st.groups.remove(name);
+        Ok(())
+    }
+
+    /// Appends disks to a concat group: the capacity grows at once and no
+    /// data moves (seed 004, background: concatenated meta devices).
+    pub fn group_extend(&self, name: &str, req: GroupExtendRequest) -> Result<GroupInfo> {
+        let mut st = self.group_entry_locked(name)?;
+        let g = st
+            .groups
+            .get(name)
+            .ok_or_else(|| Error::not_found(name.to_string()))?;
+        if g.rec.level != RaidLevelName::Concat {
+            return Err(Error::invalid(format!(
+                "group {name} is {}: only concat groups extend by adding disks (restriping comes with `reshape`)",
+                g.rec.level
+            )));
+        }
+        if req.disks.is_empty() {
+            return Err(Error::invalid("name the disks to add (--disks a,b)"));
+        }
+        if self
+            .jobs
+            .active()
+            .iter()
+            .any(|(_, k)| crate::engine::rebuild::job_group(k) == name)
+        {
+            return Err(Error::conflict(format!(
+                "group {name} has a job running: wait for it first"
+            )));
+        }
+        let sizes = Self::check_free_disks(&st, &req.disks)?;
+        let mut rec = g.rec.clone();
+        for (d, s) in req.disks.iter().zip(sizes) {
+            rec.slots.push(SlotRecord {
+                disk: Some(d.clone()),
+                state: SlotState::Ok,
+            });
+            rec.member_sizes.push(s / rec.stripe_size * rec.stripe_size);
+        }
+        let entry = self.assemble(&st, &rec, &|_| None, &[])?;
+        self.meta.write(true, |tx| tx.put_group(&rec))?;
+        let raid: Arc<dyn BlockDev> = entry.raid.clone();
+        for v in st.volumes.values().filter(|v| v.rec.group == name) {
+            v.dev.set_group(Arc::clone(&raid));
+        }
+        let view = self.group_view(&st, &entry);
+        st.groups.insert(name.to_string(), entry);
+        Ok(view)
+    }
+
+    /// Records that member `slot` of `group` failed (durably), then puts a
+    /// hot spare in its place if there is one. Idempotent.
+    pub(crate) fn record_member_failed(&self, group: &str, slot: usize, why: &str) -> Result<()> {
+        {
+            let mut st = self.group_entry_locked(group)?;
+            let Some(g) = st.groups.get(group) else {
+                return Ok(());
+            };
+            let Some(s) = g.rec.slots.get(slot) else {
+                return Err(Error::invalid(format!("group {group} has no slot {slot}")));
+            };
+            if s.state == SlotState::Failed {
+                return Ok(());
+            }
+            let mut rec = g.rec.clone();
+            rec.slots[slot].state = SlotState::Failed;
+            let disk = rec.slots[slot].disk.clone();
+            let mut drec = disk
+                .as_ref()
+                .and_then(|d| st.disks.get(d))
+                .map(|e| e.rec.clone());
+            if let Some(d) = drec.as_mut() {
+                d.failed = Some(why.to_string());
+            }
+            self.meta.write(true, |tx| {
+                tx.put_group(&rec)?;
+                if let Some(d) = &drec {
+                    tx.put_disk(d)?;
+                }
+                Ok(())
+            })?;
+            tracing::warn!(
+                "group {group}: slot {slot} (disk {}) failed: {why}",
+                disk.as_deref().unwrap_or("-")
+            );
+            if let Some(g) = st.groups.get_mut(group) {
+                g.rec = rec;
+            }
+            if let (Some(d), Some(name)) = (drec, disk) {
+                if let Some(e) = st.disks.get_mut(&name) {
+                    e.rec = d;
+                }
+            }
+        }
+        self.use_spares();
+        Ok(())
+    }
+
+    /// Puts hot spares into failed slots of redundant groups.
+    pub(crate) fn use_spares(&self) {
+        loop {
+            let pick = {
+                let st = self.lock();
+                let active = self.jobs.active();
+                let mut pick = None;
+                'outer: for g in st.groups.values() {
+                    if !is_redundant(g.rec.level) {
+                        continue;
+                    }
+                    for (i, s) in g.rec.slots.iter().enumerate() {
+                        if s.state != SlotState::Failed {
+                            continue;
+                        }
+                        let busy = active.iter().any(|(_, k)| {
+                            matches!(k, crate::meta::records::JobKind::Rebuild { group, slot, .. } if *group == g.rec.name && *slot == i)
+                        });
+                        if busy {
+                            continue;
+                        }
+                        let need = g.rec.member_sizes.get(i).copied().unwrap_or(u64::MAX);
+                        let spare = st.disks.values().find(|e| {
+                            e.rec.spare
+                                && e.open.is_some()
+                                && e.rec.failed.is_none()
+                                && e.rec.data_size >= need
+                        });
+                        if let Some(sp) = spare {
+                            pick = Some((g.rec.name.clone(), i, sp.rec.name.clone()));
+                            break 'outer;
+                        }
+                    }
+                }
+                pick
+            };
+            let Some((group, slot, spare)) = pick else {
+                return;
+            };
+            tracing::info!("group {group}: hot spare {spare} replaces slot {slot}");
+            if let Err(e) = self.start_rebuild(&group, slot, &spare) {
+                tracing::error!(
+                    "starting a rebuild onto spare {spare} failed: {}",
+                    e.chain()
+                );
+                return;
+            }
+        }
+    }
+}

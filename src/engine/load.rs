@@ -1,0 +1,207 @@
+//! Opening a pool: disks, then groups, then volumes, then jobs — and a
+//! resync of whatever the write-intent logs had marked at a crash.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::Pool;
+use super::groups::is_redundant;
+use crate::error::Result;
+use crate::meta::Snapshot;
+use crate::meta::records::{GroupRecord, JobKind, JobRecord, SlotState};
+use crate::stack::BlockDev;
+
+impl Pool {
+    pub(super) fn load(&self, snap: Snapshot) -> Result<()> {
+        let pool_id = snap.pool.id;
+        let jobs: HashMap<u64, JobRecord> = snap.jobs.iter().map(|j| (j.id, j.clone())).collect();
+        let mut resumes: Vec<JobRecord> = Vec::new();
+        let mut resyncs: Vec<(String, Vec<(u64, u64)>)> = Vec::new();
+        let mut hot_restarts: Vec<(String, usize)> = Vec::new();
+        {
+            let mut st = self.lock();
+            for rec in &snap.disks {
+                let e = self.open_recorded(rec, pool_id);
+                st.disks.insert(rec.name.clone(), e);
+            }
+            for rec in &snap.groups {
+                let (rec, changed, hot) = self.check_slots(&st, rec, &jobs);
+                if changed {
+                    self.meta.write(true, |tx| tx.put_group(&rec))?;
+                }
+                let cursor = |job: u64| {
+                    jobs.get(&job)
+                        .filter(|j| !j.state.is_finished())
+                        .map(|j| j.done)
+                };
+                let entry = match self.assemble(&st, &rec, &cursor, &hot) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.problem(format!(
+                            "group {} cannot be assembled: {}; its volumes are not served",
+                            rec.name,
+                            e.chain()
+                        ));
+                        continue;
+                    }
+                };
+                if let Some(log) = &entry.intent {
+                    let marked = log.marked();
+                    if !marked.is_empty() {
+                        let bytes: u64 = marked.iter().map(|r| r.1).sum();
+                        tracing::warn!(
+                            "group {}: {} regions ({bytes} bytes) were being written at the last stop; resyncing them",
+                            rec.name,
+                            marked.len()
+                        );
+                        resyncs.push((rec.name.clone(), marked));
+                    }
+                }
+                hot_restarts.extend(hot.into_iter().map(|(slot, _)| (rec.name.clone(), slot)));
+                st.groups.insert(rec.name.clone(), entry);
+            }
+            for rec in &snap.volumes {
+                let Some(g) = st.groups.get(&rec.group) else {
+                    self.problem(format!(
+                        "volume {}: its group {} is not available",
+                        rec.name, rec.group
+                    ));
+                    continue;
+                };
+                let raid: Arc<dyn BlockDev> = g.raid.clone();
+                let entry = self.volume_entry(rec, raid);
+                st.volumes.insert(rec.name.clone(), entry);
+            }
+        }
+        for j in snap.jobs {
+            match &j.kind {
+                _ if j.state.is_finished() => self.jobs.add_finished(j),
+                JobKind::Resync { .. } => {
+                    // Superseded: the marks it was resyncing are still
+                    // held, and the resync below covers them.
+                    let mut j = j;
+                    j.state = crate::engine::types::JobState::Cancelled;
+                    j.message = Some("superseded by the resync started at restart".into());
+                    self.meta.write(true, |tx| tx.put_job(&j))?;
+                    self.jobs.add_finished(j);
+                }
+                JobKind::Rebuild { group, slot, .. } => {
+                    let live = self.lock().groups.get(group).is_some_and(|g| {
+                        g.rec.slots.get(*slot).map(|s| &s.state)
+                            == Some(&SlotState::Rebuilding { job: j.id })
+                    });
+                    if live {
+                        resumes.push(j);
+                    } else {
+                        let mut j = j;
+                        j.state = crate::engine::types::JobState::Failed;
+                        j.message = Some("its slot is no longer being rebuilt".into());
+                        self.meta.write(true, |tx| tx.put_job(&j))?;
+                        self.jobs.add_finished(j);
+                    }
+                }
+            }
+        }
+        for mut j in resumes {
+            if let JobKind::Rebuild {
+                group,
+                slot,
+                disk,
+                old_disk: Some(_),
+            } = &j.kind
+            {
+                // A hot replace starts its copy again from the beginning:
+                // the old disk serves meanwhile, redundancy is never lost.
+                if hot_restarts.iter().any(|h| h.0 == *group && h.1 == *slot) {
+                    let dev = self
+                        .lock()
+                        .disks
+                        .get(disk)
+                        .and_then(|e| e.open.as_ref())
+                        .map(|o| Arc::clone(&o.dev));
+                    let raid = self.lock().groups.get(group).map(|g| Arc::clone(&g.raid));
+                    if let (Some(dev), Some(raid)) = (dev, raid) {
+                        raid.replace_member(*slot, dev)?;
+                        j.done = 0;
+                    }
+                }
+            }
+            tracing::info!("resuming job {} at {}/{}", j.id, j.done, j.total);
+            let make = self.make_work(&j)?;
+            self.jobs.start(j, make);
+        }
+        for (group, ranges) in resyncs {
+            self.start_resync(&group, ranges)?;
+        }
+        self.use_spares();
+        Ok(())
+    }
+
+    /// Checks a group's slots against the disks found: a slot whose disk is
+    /// missing or unusable is failed (if that disk comes back it holds stale
+    /// data and must be replaced, never silently reused); a rebuild whose
+    /// job is gone is failed. Returns the fixed record, whether it changed,
+    /// and the slots of hot replaces in progress with their old disks: they
+    /// are assembled with the old disk serving and their copy restarts.
+    fn check_slots(
+        &self,
+        st: &super::State,
+        rec: &GroupRecord,
+        jobs: &HashMap<u64, JobRecord>,
+    ) -> (GroupRecord, bool, Vec<(usize, String)>) {
+        let mut rec = rec.clone();
+        let mut changed = false;
+        let mut hot = Vec::new();
+        let usable = |d: &Option<String>| {
+            d.as_ref()
+                .and_then(|d| st.disks.get(d))
+                .is_some_and(|e| e.open.is_some())
+        };
+        for i in 0..rec.slots.len() {
+            let slot = rec.slots[i].clone();
+            match &slot.state {
+                SlotState::Failed => {}
+                SlotState::Ok => {
+                    if !usable(&slot.disk) {
+                        self.problem(format!(
+                            "group {}: slot {i} (disk {}) is unavailable; the group runs {}",
+                            rec.name,
+                            slot.disk.as_deref().unwrap_or("-"),
+                            if is_redundant(rec.level) {
+                                "degraded"
+                            } else {
+                                "failed"
+                            }
+                        ));
+                        rec.slots[i].state = SlotState::Failed;
+                        changed = true;
+                    }
+                }
+                SlotState::Rebuilding { job } => {
+                    let j = jobs.get(job).filter(|j| !j.state.is_finished());
+                    match j.map(|j| &j.kind) {
+                        Some(JobKind::Rebuild {
+                            old_disk: Some(old),
+                            disk,
+                            ..
+                        }) if usable(&Some(old.clone())) && usable(&Some(disk.clone())) => {
+                            // Serve from the old disk while the copy restarts.
+                            hot.push((i, old.clone()));
+                        }
+                        Some(JobKind::Rebuild { .. })
+                            if usable(&slot.disk) && is_redundant(rec.level) => {}
+                        _ => {
+                            self.problem(format!(
+                                "group {}: the rebuild of slot {i} cannot continue; the slot is failed",
+                                rec.name
+                            ));
+                            rec.slots[i].state = SlotState::Failed;
+                            changed = true;
+                        }
+                    }
+                }
+            }
+        }
+        (rec, changed, hot)
+    }
+}

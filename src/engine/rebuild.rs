@@ -1,0 +1,368 @@
+//! Jobs of the pool: rebuild onto a new disk (from redundancy, or by copying
+//! a still-readable disk: a hot replace, md's model), and resync of the
+//! regions the write-intent log had marked at a crash.
+
+use std::sync::Arc;
+
+use super::Pool;
+use super::groups::is_redundant;
+use super::types::*;
+use crate::error::{Error, ErrorKind, Result};
+use crate::jobs::{MakeWork, Work};
+use crate::meta::intent::PersistentIntent;
+use crate::meta::records::{JobKind, JobRecord, SlotState, now};
+use crate::stack::raid::{AbortOutcome, MemberState, RaidDev};
+use crate::stack::{BlockDev, DevFuture};
+
+/// Bytes per unit of a resync job.
+const RESYNC_UNIT: u64 = 1 << 20;
+
+/// The group a job works on.
+pub(crate) fn job_group(k: &JobKind) -> &str {
+    match k {
+        JobKind::Rebuild { group, .. } | JobKind::Resync { group, .. } => group,
+    }
+}
+
+struct RebuildWork {
+    pool: Arc<Pool>,
+    raid: Arc<RaidDev>,
+    group: String,
+    slot: usize,
+    job: u64,
+}
+
+impl Work for RebuildWork {
+    fn step(&mut self, from: u64, n: u64) -> DevFuture<'_, Result<()>> {
+        Box::pin(self.raid.rebuild_rows(self.slot, from, from + n))
+    }
+
+    fn checkpoint(&mut self) -> DevFuture<'_, Result<()>> {
+        self.raid.flush()
+    }
+
+    fn finish(&mut self) -> DevFuture<'_, Result<()>> {
+        let pool = Arc::clone(&self.pool);
+        let (group, slot, job) = (self.group.clone(), self.slot, self.job);
+        Box::pin(async move { blocking(move || pool.complete_rebuild(&group, slot, job)).await })
+    }
+
+    fn abort(&mut self, _cancelled: bool) -> DevFuture<'_, Result<()>> {
+        let pool = Arc::clone(&self.pool);
+        let (group, slot, job) = (self.group.clone(), self.slot, self.job);
+        Box::pin(async move { blocking(move || pool.abort_rebuild(&group, slot, job)).await })
+    }
+}
+
+struct ResyncWork {
+    raid: Arc<RaidDev>,
+    intent: Arc<PersistentIntent>,
+    ranges: Vec<(u64, u64)>,
+}
+
+impl ResyncWork {
+    fn unit_range(&self, mut unit: u64) -> Option<(u64, u64)> {
+        for &(off, len) in &self.ranges {
+            let units = len.div_ceil(RESYNC_UNIT);
+            if unit < units {
+                let o = off + unit * RESYNC_UNIT;
+                let end = (off + len).min(self.raid.size());
+                return (o < end).then(|| (o, (end - o).min(RESYNC_UNIT)));
+            }
+            unit -= units;
+        }
+        None
+    }
+}
+
+impl Work for ResyncWork {
+    fn step(&mut self, from: u64, n: u64) -> DevFuture<'_, Result<()>> {
+        Box::pin(async move {
+            for u in from..from + n {
+                if let Some((off, len)) = self.unit_range(u) {
+                    self.raid.resync(off, len).await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn checkpoint(&mut self) -> DevFuture<'_, Result<()>> {
+        self.raid.flush()
+    }
+
+    fn finish(&mut self) -> DevFuture<'_, Result<()>> {
+        for &(off, len) in &self.ranges {
+            self.intent.release(off, len);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn abort(&mut self, _cancelled: bool) -> DevFuture<'_, Result<()>> {
+        // The marks stay held: the next start resyncs them again.
+        Box::pin(async { Ok(()) })
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(Error::new(ErrorKind::Io, format!("a pool task died: {e}"))),
+    }
+}
+
+impl Pool {
+    /// Makes the work of a job from its record (at start or at resume).
+    pub(super) fn make_work(&self, rec: &JobRecord) -> Result<MakeWork> {
+        let pool = self.arc()?;
+        let st = self.lock();
+        let group = job_group(&rec.kind).to_string();
+        let g = st
+            .groups
+            .get(&group)
+            .ok_or_else(|| Error::not_found(format!("group {group} of job {} is gone", rec.id)))?;
+        let raid = Arc::clone(&g.raid);
+        Ok(match &rec.kind {
+            JobKind::Rebuild { slot, .. } => {
+                let (slot, job) = (*slot, rec.id);
+                Box::new(move || {
+                    Ok(Box::new(RebuildWork {
+                        pool,
+                        raid,
+                        group,
+                        slot,
+                        job,
+                    }) as Box<dyn Work>)
+                })
+            }
+            JobKind::Resync { ranges, .. } => {
+                let intent = g.intent.clone().ok_or_else(|| {
+                    Error::invalid(format!("group {group} keeps no write-intent log"))
+                })?;
+                let ranges = ranges.clone();
+                Box::new(move || {
+                    Ok(Box::new(ResyncWork {
+                        raid,
+                        intent,
+                        ranges,
+                    }) as Box<dyn Work>)
+                })
+            }
+        })
+    }
+
+    /// Starts rebuilding slot `slot` of `group` onto disk `disk`.
+    pub(crate) fn start_rebuild(&self, group: &str, slot: usize, disk: &str) -> Result<JobInfo> {
+        let mut st = self.group_entry_locked(group)?;
+        let g = st
+            .groups
+            .get(group)
+            .ok_or_else(|| Error::not_found(group.to_string()))?;
+        let old = g
+            .rec
+            .slots
+            .get(slot)
+            .ok_or_else(|| Error::invalid(format!("group {group} has no slot {slot}")))?
+            .clone();
+        if let SlotState::Rebuilding { job } = old.state {
+            return Err(Error::conflict(format!(
+                "slot {slot} of group {group} is already being rebuilt by job {job}"
+            )));
+        }
+        let hot = g.raid.member_state(slot) == MemberState::Ok;
+        if !hot && !is_redundant(g.rec.level) {
+            return Err(Error::invalid(format!(
+                "group {group} is {} and slot {slot} has failed: without redundancy its data cannot be rebuilt",
+                g.rec.level
+            )));
+        }
+        let need = g.rec.member_sizes.get(slot).copied().unwrap_or(0);
+        let e = Self::disk_entry(&st, disk)?;
+        if let Some((g2, s2)) = Self::disk_slot(&st, disk) {
+            return Err(Error::conflict(format!(
+                "disk {disk} is already in group {g2} (slot {s2})"
+            )));
+        }
+        if let Some((_, why)) = &e.problem {
+            return Err(Error::invalid(format!("disk {disk} cannot be used: {why}")));
+        }
+        if let Some(why) = &e.rec.failed {
+            return Err(Error::invalid(format!("disk {disk} has failed ({why})")));
+        }
+        if e.rec.data_size < need {
+            return Err(Error::invalid(format!(
+                "disk {disk} holds {} data bytes; slot {slot} of group {group} needs {need}",
+                e.rec.data_size
+            )));
+        }
+        let Some(new_dev) = e.open.as_ref().map(|o| Arc::clone(&o.dev)) else {
+            return Err(Error::invalid(format!("disk {disk} is not open")));
+        };
+        let mut new_rec = e.rec.clone();
+        new_rec.spare = false;
+        let raid = Arc::clone(&g.raid);
+        let mut grec = g.rec.clone();
+        let id = Pool::next_job(&mut st);
+        grec.slots[slot] = crate::meta::records::SlotRecord {
+            disk: Some(disk.to_string()),
+            state: SlotState::Rebuilding { job: id },
+        };
+        let job = JobRecord {
+            id,
+            kind: JobKind::Rebuild {
+                group: group.to_string(),
+                slot,
+                disk: disk.to_string(),
+                old_disk: if hot { old.disk.clone() } else { None },
+            },
+            state: JobState::Running,
+            done: 0,
+            total: raid.rows(),
+            unit_bytes: grec.stripe_size,
+            rate_limit: 0,
+            message: None,
+            created: now(),
+            updated: now(),
+        };
+        let pool_rec = st.pool.clone();
+        self.meta.write(true, |tx| {
+            tx.put_pool(&pool_rec)?;
+            tx.put_disk(&new_rec)?;
+            tx.put_group(&grec)?;
+            tx.put_job(&job)
+        })?;
+        raid.replace_member(slot, new_dev)?;
+        if let Some(e) = st.disks.get_mut(disk) {
+            e.rec = new_rec;
+        }
+        if let Some(g) = st.groups.get_mut(group) {
+            g.rec = grec;
+        }
+        drop(st);
+        let make = self.make_work(&job)?;
+        Ok(self.jobs.start(job, make))
+    }
+
+    /// `disk replace OLD NEW`.
+    pub fn disk_replace(&self, old: &str, req: DiskReplaceRequest) -> Result<JobInfo> {
+        let (group, slot) = {
+            let st = self.lock();
+            Self::disk_entry(&st, old)?;
+            Self::disk_slot(&st, old).ok_or_else(|| {
+                Error::invalid(format!("disk {old} is in no group: nothing to replace"))
+            })?
+        };
+        self.start_rebuild(&group, slot, &req.new)
+    }
+
+    fn complete_rebuild(&self, group: &str, slot: usize, job: u64) -> Result<()> {
+        let mut st = self.group_entry_locked(group)?;
+        let Some(g) = st.groups.get_mut(group) else {
+            return Ok(());
+        };
+        if g.rec.slots.get(slot).map(|s| &s.state) != Some(&SlotState::Rebuilding { job }) {
+            return Ok(());
+        }
+        let mut rec = g.rec.clone();
+        rec.slots[slot].state = SlotState::Ok;
+        self.meta.write(true, |tx| tx.put_group(&rec))?;
+        tracing::info!(
+            "group {group}: slot {slot} rebuilt onto disk {:?}",
+            rec.slots[slot].disk
+        );
+        g.rec = rec;
+        Ok(())
+    }
+
+    fn abort_rebuild(&self, group: &str, slot: usize, job: u64) -> Result<()> {
+        let mut st = self.group_entry_locked(group)?;
+        let Some(g) = st.groups.get_mut(group) else {
+            return Ok(());
+        };
+        if g.rec.slots.get(slot).map(|s| &s.state) != Some(&SlotState::Rebuilding { job }) {
+            return Ok(());
+        }
+        let mut rec = g.rec.clone();
+        match g.raid.abort_replace(slot)? {
+            AbortOutcome::RestoredOld => {
+                rec.slots[slot].state = SlotState::Ok;
+                if let Some(JobKind::Rebuild {
+                    old_disk: Some(old),
+                    ..
+                }) = self.jobs.record(job).map(|r| r.kind)
+                {
+                    rec.slots[slot].disk = Some(old);
+                }
+            }
+            AbortOutcome::Failed => rec.slots[slot].state = SlotState::Failed,
+            AbortOutcome::NothingToAbort => {
+                rec.slots[slot].state = match g.raid.member_state(slot) {
+                    MemberState::Ok => SlotState::Ok,
+                    _ => SlotState::Failed,
+                };
+            }
+        }
+        self.meta.write(true, |tx| tx.put_group(&rec))?;
+        g.rec = rec;
+        Ok(())
+    }
+
+    pub fn job_list(&self) -> Vec<JobInfo> {
+        self.jobs.list()
+    }
+
+    pub fn job_get(&self, id: u64) -> Result<JobInfo> {
+        self.jobs.info(id)
+    }
+
+    pub fn job_pause(&self, id: u64) -> Result<JobInfo> {
+        self.jobs.pause(id)
+    }
+
+    pub fn job_resume(&self, id: u64) -> Result<JobInfo> {
+        self.jobs.resume(id)
+    }
+
+    pub fn job_cancel(&self, id: u64) -> Result<JobInfo> {
+        self.jobs.cancel(id)
+    }
+
+    pub fn job_set_rate(&self, id: u64, req: JobRateRequest) -> Result<JobInfo> {
+        self.jobs.set_rate(id, req.bytes_per_sec)
+    }
+
+    /// Waits for a job to finish.
+    pub async fn job_wait(&self, id: u64) -> Result<JobInfo> {
+        self.jobs.wait(id).await
+    }
+
+    /// Starts a resync of the marked `ranges` of `group`.
+    pub(super) fn start_resync(&self, group: &str, ranges: Vec<(u64, u64)>) -> Result<JobInfo> {
+        let mut st = self.group_entry_locked(group)?;
+        let id = Pool::next_job(&mut st);
+        let total = ranges.iter().map(|r| r.1.div_ceil(RESYNC_UNIT)).sum();
+        let job = JobRecord {
+            id,
+            kind: JobKind::Resync {
+                group: group.to_string(),
+                ranges,
+            },
+            state: JobState::Running,
+            done: 0,
+            total,
+            unit_bytes: RESYNC_UNIT,
+            rate_limit: 0,
+            message: None,
+            created: now(),
+            updated: now(),
+        };
+        let pool_rec = st.pool.clone();
+        self.meta.write(true, |tx| {
+            tx.put_pool(&pool_rec)?;
+            tx.put_job(&job)
+        })?;
+        drop(st);
+        let make = self.make_work(&job)?;
+        Ok(self.jobs.start(job, make))
+    }
+}

@@ -1,0 +1,350 @@
+//! Volumes: extents of a group's address space, each one an NBD export.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::groups::row_bytes;
+use super::types::*;
+use super::{Pool, State, VolumeEntry, check_name};
+use crate::error::{Error, ErrorKind, Result};
+use crate::meta::records::{VolumeRecord, now};
+use crate::stack::BlockDev;
+use crate::stack::volume::{VolumeDev, extents_from};
+use crate::units::format_size;
+
+/// Default track size: the grain of copies and bitmaps (DESIGN "Granules").
+pub const DEFAULT_TRACK: u64 = 64 << 10;
+
+/// Free pieces of a group's address space, as (offset, length), in order.
+pub(crate) fn free_extents(capacity: u64, used: &mut Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    used.sort_unstable();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    for &(off, len) in used.iter() {
+        if off > pos {
+            out.push((pos, off - pos));
+        }
+        pos = pos.max(off + len);
+    }
+    if pos < capacity {
+        out.push((pos, capacity - pos));
+    }
+    out
+}
+
+/// Takes `want` bytes from `free` (first fit, whole `unit`s, aligned to
+/// `unit`), preferring one piece; None if the group is too full.
+pub(crate) fn allocate(free: &[(u64, u64)], want: u64, unit: u64) -> Option<Vec<(u64, u64)>> {
+    let align = |x: u64| x.div_ceil(unit) * unit;
+    let usable: Vec<(u64, u64)> = free
+        .iter()
+        .filter_map(|&(off, len)| {
+            let start = align(off);
+            let end = (off + len) / unit * unit;
+            (end > start).then_some((start, end - start))
+        })
+        .collect();
+    if let Some(&(off, _)) = usable.iter().find(|&&(_, len)| len >= want) {
+        return Some(vec![(off, want)]);
+    }
+    let mut out = Vec::new();
+    let mut left = want;
+    for &(off, len) in &usable {
+        let take = len.min(left);
+        out.push((off, take));
+        left -= take;
+        if left == 0 {
+            return Some(out);
+        }
+    }
+    None
+}
+
+fn used_in(st: &State, group: &str) -> Vec<(u64, u64)> {
+    st.volumes
+        .values()
+        .filter(|v| v.rec.group == group)
+        .flat_map(|v| v.rec.extents.iter().copied())
+        .collect()
+}
+
+struct ConnGuard(Arc<AtomicUsize>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Pool {
+    pub(super) fn volume_view(&self, v: &VolumeEntry) -> VolumeInfo {
+        VolumeInfo {
+            name: v.rec.name.clone(),
+            group: v.rec.group.clone(),
+            size: v.rec.size,
+            track_size: v.rec.track_size,
+            read_only: v.rec.read_only,
+            connections: v.conns.load(Ordering::SeqCst),
+            export: self.export_url(&v.rec.name),
+            extents: v.rec.extents.clone(),
+        }
+    }
+
+    pub(super) fn volume_entry(&self, rec: &VolumeRecord, raid: Arc<dyn BlockDev>) -> VolumeEntry {
+        VolumeEntry {
+            rec: rec.clone(),
+            dev: Arc::new(VolumeDev::new(
+                raid,
+                extents_from(&rec.extents),
+                rec.size,
+                rec.read_only,
+            )),
+            conns: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn volume_list(&self) -> Vec<VolumeInfo> {
+        let st = self.lock();
+        st.volumes.values().map(|v| self.volume_view(v)).collect()
+    }
+
+    pub fn volume_get(&self, name: &str) -> Result<VolumeInfo> {
+        let st = self.lock();
+        let v = st.volumes.get(name).ok_or_else(|| {
+            Error::not_found(format!(
+                "unknown volume {name:?}: see `ferrosan volume list`"
+            ))
+        })?;
+        Ok(self.volume_view(v))
+    }
+
+    fn check_size(size: u64, track: u64) -> Result<()> {
+        if size == 0 {
+            return Err(Error::invalid("a volume needs a size above zero"));
+        }
+        if size % track != 0 {
+            return Err(Error::invalid(format!(
+                "size {size} is not a multiple of the track size {track}: use a multiple of {} KiB",
+                track >> 10
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn volume_create(&self, req: VolumeCreateRequest) -> Result<VolumeInfo> {
+        check_name("volume", &req.name)?;
+        let track = req.track_size.unwrap_or(DEFAULT_TRACK);
+        if !track.is_power_of_two() || !(4096..=(1 << 20)).contains(&track) {
+            return Err(Error::invalid(format!(
+                "track size {track} must be a power of two between 4 KiB and 1 MiB"
+            )));
+        }
+        Self::check_size(req.size, track)?;
+        let mut st = self.lock();
+        if st.volumes.contains_key(&req.name) {
+            return Err(Error::conflict(format!(
+                "volume {} already exists",
+                req.name
+            )));
+        }
+        let g = st.groups.get(&req.group).ok_or_else(|| {
+            Error::not_found(format!(
+                "unknown group {:?}: see `ferrosan group list`",
+                req.group
+            ))
+        })?;
+        let unit = row_bytes(&g.rec);
+        let capacity = g.raid.size();
+        let raid: Arc<dyn BlockDev> = g.raid.clone();
+        let want = req.size.div_ceil(unit) * unit;
+        let free = free_extents(capacity, &mut used_in(&st, &req.group));
+        let extents = allocate(&free, want, unit).ok_or_else(|| {
+            let avail: u64 = free.iter().map(|f| f.1).sum();
+            Error::new(
+                ErrorKind::NoSpace,
+                format!(
+                    "group {} has not enough free space: {} free, {} asked; add disks or pick a smaller size",
+                    req.group,
+                    format_size(avail),
+                    format_size(req.size)
+                ),
+            )
+        })?;
+        let object = Pool::next_object(&mut st);
+        let rec = VolumeRecord {
+            object,
+            name: req.name.clone(),
+            group: req.group.clone(),
+            size: req.size,
+            track_size: track,
+            extents,
+            read_only: req.read_only,
+            created: now(),
+        };
+        let pool_rec = st.pool.clone();
+        self.meta.write(true, |tx| {
+            tx.put_pool(&pool_rec)?;
+            tx.put_volume(&rec)
+        })?;
+        let entry = self.volume_entry(&rec, raid);
+        let view = self.volume_view(&entry);
+        st.volumes.insert(rec.name.clone(), entry);
+        Ok(view)
+    }
+
+    pub fn volume_delete(&self, name: &str, force: bool) -> Result<()> {
+        let mut st = self.lock();
+        let v = st.volumes.get(name).ok_or_else(|| {
+            Error::not_found(format!(
+                "unknown volume {name:?}: see `ferrosan volume list`"
+            ))
+        })?;
+        let conns = v.conns.load(Ordering::SeqCst);
+        if conns > 0 && !force {
+            return Err(Error::conflict(format!(
+                "volume {name} is in use by {conns} NBD connection(s): disconnect them, or delete with --force (their I/O then fails)"
+            )));
+        }
+        let object = v.rec.object;
+        let extents = v.rec.extents.clone();
+        let group = st.groups.get(&v.rec.group).map(|g| Arc::clone(&g.raid));
+        self.meta.write(true, |tx| {
+            tx.del_pages(object)?;
+            tx.del_volume(name)
+        })?;
+        if let Some(v) = st.volumes.remove(name) {
+            v.dev.revoke();
+        }
+        drop(st);
+        // Give the space back to the disks (sparse files shrink again).
+        if let Some(raid) = group {
+            self.workers.spawn(move || async move {
+                for (off, len) in extents {
+                    if let Err(e) = raid.discard(off, len).await {
+                        tracing::warn!("discarding a deleted volume's space failed: {}", e.chain());
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Grows a volume to `req.size`: new extents are appended, no data
+    /// moves, clients see the new size on their next connection.
+    pub fn volume_grow(&self, name: &str, req: VolumeGrowRequest) -> Result<VolumeInfo> {
+        let mut st = self.lock();
+        let v = st.volumes.get(name).ok_or_else(|| {
+            Error::not_found(format!(
+                "unknown volume {name:?}: see `ferrosan volume list`"
+            ))
+        })?;
+        let mut rec = v.rec.clone();
+        if req.size < rec.size {
+            return Err(Error::invalid(format!(
+                "volume {name} is {} bytes; shrinking to {} is not supported",
+                rec.size, req.size
+            )));
+        }
+        if req.size == rec.size {
+            return Ok(self.volume_view(v));
+        }
+        Self::check_size(req.size, rec.track_size)?;
+        let g = st.groups.get(&rec.group).ok_or_else(|| {
+            Error::not_found(format!("group {} of volume {name} is gone", rec.group))
+        })?;
+        let unit = row_bytes(&g.rec);
+        let have: u64 = rec.extents.iter().map(|e| e.1).sum();
+        let want = req.size.div_ceil(unit) * unit;
+        if want > have {
+            let free = free_extents(g.raid.size(), &mut used_in(&st, &rec.group));
+            let more = allocate(&free, want - have, unit).ok_or_else(|| {
+                let avail: u64 = free.iter().map(|f| f.1).sum();
+                Error::new(
+                    ErrorKind::NoSpace,
+                    format!(
+                        "group {} has not enough free space: {} free, {} more needed; add disks (`group extend` on concat groups)",
+                        rec.group,
+                        format_size(avail),
+                        format_size(want - have)
+                    ),
+                )
+            })?;
+            // Merge a new extent that directly follows the last one.
+            for (off, len) in more {
+                match rec.extents.last_mut() {
+                    Some(last) if last.0 + last.1 == off => last.1 += len,
+                    _ => rec.extents.push((off, len)),
+                }
+            }
+        }
+        rec.size = req.size;
+        self.meta.write(true, |tx| tx.put_volume(&rec))?;
+        let Some(v) = st.volumes.get_mut(name) else {
+            return Err(Error::not_found(name.to_string()));
+        };
+        v.dev.remap(extents_from(&rec.extents), rec.size);
+        v.rec = rec;
+        Ok(self.volume_view(v))
+    }
+
+    /// Opens a volume for an NBD connection; the guard counts it.
+    pub(crate) fn open_volume(
+        &self,
+        name: &str,
+    ) -> Result<(
+        VolumeInfo,
+        Arc<VolumeDev>,
+        Box<dyn std::any::Any + Send + Sync>,
+    )> {
+        let st = self.lock();
+        let name = if name.is_empty() {
+            let mut names = st.volumes.keys();
+            match (names.next(), names.next()) {
+                (Some(only), None) => only.clone(),
+                _ => {
+                    let all: Vec<&str> = st.volumes.keys().map(|s| s.as_str()).collect();
+                    return Err(Error::not_found(format!(
+                        "no default export: name one of {}",
+                        all.join(", ")
+                    )));
+                }
+            }
+        } else {
+            name.to_string()
+        };
+        let v = st
+            .volumes
+            .get(&name)
+            .ok_or_else(|| Error::not_found(format!("no volume named {name:?}")))?;
+        v.conns.fetch_add(1, Ordering::SeqCst);
+        let guard = Box::new(ConnGuard(Arc::clone(&v.conns)));
+        Ok((self.volume_view(v), Arc::clone(&v.dev), guard))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_and_first_fit() {
+        let mut used = vec![(4 << 20, 1 << 20), (0, 1 << 20)];
+        let free = free_extents(8 << 20, &mut used);
+        assert_eq!(free, vec![(1 << 20, 3 << 20), (5 << 20, 3 << 20)]);
+        // Fits in one piece: the first that is big enough.
+        assert_eq!(
+            allocate(&free, 2 << 20, 1 << 20),
+            Some(vec![(1 << 20, 2 << 20)])
+        );
+        // Needs both pieces.
+        assert_eq!(
+            allocate(&free, 5 << 20, 1 << 20),
+            Some(vec![(1 << 20, 3 << 20), (5 << 20, 2 << 20)])
+        );
+        assert_eq!(allocate(&free, 7 << 20, 1 << 20), None);
+        // Alignment to a 192 KiB row.
+        let row = 192 << 10;
+        let got = allocate(&[(100, 10 * row)], 2 * row, row).unwrap();
+        assert_eq!(got, vec![(row, 2 * row)]);
+    }
+}

@@ -1,0 +1,263 @@
+//! Test harness for end-to-end tests: a real `ferrosan serve` daemon on a
+//! temporary pool and a free port, driven by the real CLI and real NBD
+//! clients (qemu-io, qemu-img, nbdinfo, nbdcopy, fio).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferrosan");
+
+/// Whether every named tool is on PATH; prints which is missing.
+pub fn have(tools: &[&str]) -> bool {
+    for t in tools {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("SKIP: {t} is not installed (scripts/test.sh installs it)");
+            return false;
+        }
+    }
+    true
+}
+
+/// A temporary pool directory under the target dir (same filesystem as the
+/// build, so O_DIRECT works).
+pub fn pool_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("pool-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("temp pool dir")
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub pool: PathBuf,
+    pub child: Option<Child>,
+    /// `nbd://127.0.0.1:PORT`
+    pub url: String,
+    pub extra: Vec<String>,
+    pub stdout: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts `ferrosan --pool DIR serve --listen 127.0.0.1:0 EXTRA` and
+    /// waits (bounded) until it prints its NBD address and its API socket
+    /// answers.
+    pub fn start(pool: &Path, extra: &[&str]) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--pool")
+            .arg(pool)
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0");
+        cmd.args(extra);
+        cmd.env("RUST_LOG", "warn");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn ferrosan serve");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut url = None;
+        while url.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.trim().strip_prefix("NBD") {
+                        let u = rest.trim().split_whitespace().next().unwrap_or("");
+                        url = Some(u.trim_end_matches("/<volume>").to_string());
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("daemon did not print its NBD address within 60 s");
+                }
+            }
+        }
+        let d = Daemon {
+            pool: pool.to_path_buf(),
+            child: Some(child),
+            url: url.unwrap_or_default(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            stdout: rx,
+        };
+        // The banner is printed after every socket is bound.
+        assert!(
+            d.pool.join("api.sock").exists(),
+            "api.sock missing after the banner"
+        );
+        d
+    }
+
+    /// `nbd://127.0.0.1:PORT/NAME`
+    pub fn export(&self, name: &str) -> String {
+        format!("{}/{}", self.url, name)
+    }
+
+    /// Runs the CLI against this pool.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.pool, args)
+    }
+
+    /// Runs the CLI and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "ferrosan {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs the CLI with --json and parses the output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let s = self.ok(&a);
+        serde_json::from_str(&s)
+            .unwrap_or_else(|e| panic!("ferrosan {a:?} printed no JSON ({e}): {s}"))
+    }
+
+    /// Runs the CLI, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            !o.status.success(),
+            "ferrosan {args:?} should have failed: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&c),
+                rustix::process::Signal::TERM,
+            );
+            let st = wait_timeout(&mut c, Duration::from_secs(60));
+            assert!(
+                st.is_some_and(|s| s.success()),
+                "daemon did not stop cleanly: {st:?}"
+            );
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the daemon cleanly and starts it again on the same pool.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.respawn();
+    }
+
+    /// Starts the daemon again on the same pool (after `stop` or `kill9`).
+    pub fn respawn(&mut self) {
+        let extra: Vec<&str> = self.extra.iter().map(|s| s.as_str()).collect();
+        let mut d = Daemon::start(&self.pool, &extra);
+        self.url = std::mem::take(&mut d.url);
+        self.child = d.child.take();
+        self.stdout = std::mem::replace(&mut d.stdout, mpsc::channel().1);
+    }
+
+    /// Waits for job `id` to finish (bounded) and returns its JSON.
+    pub fn wait_job(&self, id: u64) -> serde_json::Value {
+        let o = self.cli(&["--json", "job", "wait", &id.to_string()]);
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        serde_json::from_str(&s).unwrap_or_else(|e| {
+            panic!(
+                "job wait {id}: {e}: {s}{}",
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_timeout(c: &mut Child, t: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + t;
+    loop {
+        match c.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = c.kill();
+                return None;
+            }
+        }
+    }
+}
+
+/// Runs the CLI against a pool.
+pub fn cli(pool: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--pool")
+        .arg(pool)
+        .args(args)
+        .output()
+        .expect("run ferrosan")
+}
+
+/// Runs a command and returns (success, stdout+stderr).
+pub fn run(prog: &str, args: &[&str]) -> (bool, String) {
+    let o = Command::new(prog)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{prog}: {e}"));
+    let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&o.stderr));
+    (o.status.success(), s)
+}
+
+/// qemu-io on an NBD URL with the given commands; asserts success and no
+/// failed verification, returns the output.
+pub fn qemu_io(url: &str, cmds: &[&str]) -> String {
+    let mut args = vec!["-f", "raw"];
+    for c in cmds {
+        args.push("-c");
+        args.push(c);
+    }
+    args.push(url);
+    let (ok, out) = run("qemu-io", &args);
+    assert!(ok, "qemu-io {cmds:?} failed: {out}");
+    assert!(
+        !out.contains("Pattern verification failed"),
+        "qemu-io {cmds:?}: {out}"
+    );
+    assert!(
+        !out.to_lowercase().contains("error"),
+        "qemu-io {cmds:?}: {out}"
+    );
+    out
+}
