@@ -33,7 +33,7 @@ fn exercise(disk: &FileDisk) {
                 let d = pattern(4096, i as u8);
                 async move {
                     let (_, r) = disk
-                        .write(1 << 20 | i * 4096, IoBuf::from_slice(&d), i % 7 == 0)
+                        .write((1 << 20) | (i * 4096), IoBuf::from_slice(&d), i % 7 == 0)
                         .await;
                     r
                 }
@@ -44,7 +44,7 @@ fn exercise(disk: &FileDisk) {
         }
         for i in 0..64u64 {
             assert_eq!(
-                read_vec(disk, 1 << 20 | i * 4096, 4096).await.unwrap(),
+                read_vec(disk, (1 << 20) | (i * 4096), 4096).await.unwrap(),
                 pattern(4096, i as u8)
             );
         }

@@ -275,14 +275,14 @@ impl Pool {
                 e.rec.name
             )));
         }
-        if let Ok((_, label)) = FileDisk::open(path, OpenOptions { direct: false }) {
-            if label.pool_id != *pool_id.as_bytes() {
-                return Err(Error::conflict(format!(
-                    "{} is a disk of another ferrosan pool ({}): refusing to overwrite it; wipe its first 8 KiB if you mean to reuse it",
-                    path.display(),
-                    uuid::Uuid::from_bytes(label.pool_id)
-                )));
-            }
+        if let Ok((_, label)) = FileDisk::open(path, OpenOptions { direct: false })
+            && label.pool_id != *pool_id.as_bytes()
+        {
+            return Err(Error::conflict(format!(
+                "{} is a disk of another ferrosan pool ({}): refusing to overwrite it; wipe its first 8 KiB if you mean to reuse it",
+                path.display(),
+                uuid::Uuid::from_bytes(label.pool_id)
+            )));
         }
         Ok(())
     }
@@ -299,13 +299,13 @@ impl Pool {
         self.meta.write(true, |tx| tx.del_disk(name))?;
         st.disks.remove(name);
         drop(st);
-        if rec.owned_file {
-            if let Err(e) = std::fs::remove_file(&rec.path) {
-                tracing::warn!(
-                    "disk {name} removed, but deleting {} failed: {e}",
-                    rec.path.display()
-                );
-            }
+        if rec.owned_file
+            && let Err(e) = std::fs::remove_file(&rec.path)
+        {
+            tracing::warn!(
+                "disk {name} removed, but deleting {} failed: {e}",
+                rec.path.display()
+            );
         }
         Ok(())
     }

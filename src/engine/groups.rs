@@ -432,10 +432,10 @@ impl Pool {
             if let Some(g) = st.groups.get_mut(group) {
                 g.rec = rec;
             }
-            if let (Some(d), Some(name)) = (drec, disk) {
-                if let Some(e) = st.disks.get_mut(&name) {
-                    e.rec = d;
-                }
+            if let (Some(d), Some(name)) = (drec, disk)
+                && let Some(e) = st.disks.get_mut(&name)
+            {
+                e.rec = d;
             }
         }
         self.use_spares();

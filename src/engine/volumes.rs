@@ -16,7 +16,7 @@ use crate::units::format_size;
 pub const DEFAULT_TRACK: u64 = 64 << 10;
 
 /// Free pieces of a group's address space, as (offset, length), in order.
-pub(crate) fn free_extents(capacity: u64, used: &mut Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+pub(crate) fn free_extents(capacity: u64, used: &mut [(u64, u64)]) -> Vec<(u64, u64)> {
     used.sort_unstable();
     let mut out = Vec::new();
     let mut pos = 0;
@@ -122,7 +122,7 @@ impl Pool {
         if size == 0 {
             return Err(Error::invalid("a volume needs a size above zero"));
         }
-        if size % track != 0 {
+        if !size.is_multiple_of(track) {
             return Err(Error::invalid(format!(
                 "size {size} is not a multiple of the track size {track}: use a multiple of {} KiB",
                 track >> 10

@@ -76,6 +76,9 @@ fn set(bits: &mut Vec<u64>, r: u64, v: bool) {
     }
 }
 
+/// Byte ranges as (offset, length).
+pub type Ranges = Vec<(u64, u64)>;
+
 /// Outcome of the last commit: (sequence number done, error if it failed).
 type Done = (u64, Option<Arc<str>>);
 
@@ -92,7 +95,7 @@ impl PersistentIntent {
     /// Loads the log of `object`; the regions found marked are returned as
     /// (offset, length) ranges — the ranges to resync — and stay held until
     /// [`PersistentIntent::release`].
-    pub fn load(meta: Arc<Meta>, object: u64, region: u64) -> Result<(Arc<Self>, Vec<(u64, u64)>)> {
+    pub fn load(meta: Arc<Meta>, object: u64, region: u64) -> Result<(Arc<Self>, Ranges)> {
         let region = region.max(4096);
         let mut st = St {
             next_seq: 1,

@@ -78,7 +78,7 @@ impl Daemon {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.trim().strip_prefix("NBD") {
-                        let u = rest.trim().split_whitespace().next().unwrap_or("");
+                        let u = rest.split_whitespace().next().unwrap_or("");
                         url = Some(u.trim_end_matches("/<volume>").to_string());
                     }
                 }
