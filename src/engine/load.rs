@@ -54,6 +54,7 @@ impl Pool {
                             rec.name,
                             marked.len()
                         );
+                        entry.raid.mark_unsynced(&marked);
                         resyncs.push((rec.name.clone(), marked));
                     }
                 }

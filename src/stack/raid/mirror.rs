@@ -24,6 +24,11 @@ impl RaidDev {
                 .iter()
                 .all(|s| s.0.is_some())
         };
+        if self.unsynced.overlaps(off, len) {
+            // Legs may disagree until resynced: read the leg resync copies
+            // from (the first with current data), then the others in order.
+            return (0..n).filter(full).collect();
+        }
         let mut legs: Vec<usize> = (0..n).map(|i| (start + i) % n).filter(full).collect();
         legs.sort_by_key(|&i| self.members.reads_in_flight(i));
         legs

@@ -34,7 +34,7 @@ mod target;
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use members::{AbortOutcome, Health, MemberState, NoHooks, RaidHooks};
 use members::{Members, Slot};
@@ -55,6 +55,58 @@ pub struct RaidDev {
     block_size: u32,
     /// Rotates raid1 leg choice among equally busy legs.
     next_leg: AtomicUsize,
+    /// Ranges written when the daemon last stopped uncleanly, not yet
+    /// resynced: raid1 legs may disagree there, so reads use one leg only.
+    unsynced: Unsynced,
+}
+
+/// Byte ranges awaiting resync, with a lock-free "none" fast path.
+#[derive(Default)]
+struct Unsynced {
+    any: std::sync::atomic::AtomicBool,
+    ranges: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+impl Unsynced {
+    fn overlaps(&self, off: u64, len: u64) -> bool {
+        if !self.any.load(Ordering::Acquire) {
+            return false;
+        }
+        let end = off + len.max(1);
+        let r = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().any(|&(o, l)| o < end && off < o + l)
+    }
+
+    fn add(&self, ranges: &[(u64, u64)]) {
+        let mut r = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
+        r.extend_from_slice(ranges);
+        self.any.store(!r.is_empty(), Ordering::Release);
+    }
+
+    /// Removes `off..off+len` from every range.
+    fn remove(&self, off: u64, len: u64) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        let end = off + len;
+        let mut r = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::with_capacity(r.len());
+        for &(o, l) in r.iter() {
+            let e = o + l;
+            if e <= off || o >= end {
+                out.push((o, l));
+                continue;
+            }
+            if o < off {
+                out.push((o, off - o));
+            }
+            if e > end {
+                out.push((end, e - end));
+            }
+        }
+        *r = out;
+        self.any.store(!r.is_empty(), Ordering::Release);
+    }
 }
 
 fn check_slot(
@@ -130,7 +182,16 @@ impl RaidDev {
             locks: RangeLock::new(),
             block_size,
             next_leg: AtomicUsize::new(0),
+            unsynced: Unsynced::default(),
         })
+    }
+
+    /// Declares ranges that may be inconsistent (marked in the write-intent
+    /// log at an unclean stop) until [`RaidDev::resync`] covers them. Until
+    /// then raid1 reads there all come from the leg resync copies from, so
+    /// two reads never disagree.
+    pub fn mark_unsynced(&self, ranges: &[(u64, u64)]) {
+        self.unsynced.add(ranges);
     }
 
     pub fn layout(&self) -> &Layout {

@@ -203,6 +203,7 @@ impl RaidDev {
                 RaidLevel::Raid1 => self.resync_mirror_row(row).await?,
                 _ => self.resync_parity_row(row).await?,
             }
+            self.unsynced.remove(addr, g);
         }
         Ok(())
     }
