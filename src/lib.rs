@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod buf;
+pub mod copy;
 pub mod cli;
 pub mod daemon;
 pub mod disk;

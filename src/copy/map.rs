@@ -1,0 +1,160 @@
+//! The per-node track map of an instant copy: the five metadata schemes of
+//! seed 000/001 FIG. 17 behind one interface.
+//!
+//! ```text
+//!   FIG. 17 "INSTANT COPY META-DATA TYPE"
+//!   original mapping      scheme                      where a track's data is
+//!   full pointer scheme   full pointer table          any slot (one entry per track)
+//!                         pointers for changed only   any slot (entries for changed tracks)
+//!   load point & offset   full bit map, copied area   area load point + offset
+//!                         multi-level bit maps        area load point + offset
+//!                         partial area bit maps       partial area's load point + offset
+//! ```
+//!
+//! A map answers, per track, "unchanged" (`None`: look further up the copy
+//! tree) or "here" (an [`Entry`]: the store slot holding this node's data
+//! for the track, with a mask of the valid granules — sub-track valid bits,
+//! so a 4 KiB write into a 64 KiB track neither copies nor redirects more
+//! than it must: US 6,779,095 claim 8, "portions of different sizes").
+//!
+//! Pointer schemes accept any slot; load-point schemes place each track at
+//! a fixed position of an area they reserve (whole at creation for the full
+//! and multi-level bitmaps, per partial area on first touch for the
+//! partial-area bitmaps) and so never share or adopt another node's slot.
+
+#![forbid(unsafe_code)]
+
+use crate::error::Result;
+
+/// `Entry::slot` value meaning "reads as zeroes, no slot" (a zeroed or
+/// discarded track).
+pub const ZERO_SLOT: u64 = u64::MAX;
+
+/// Entries per persisted page (16 bytes each: 4 KiB pages).
+pub const PAGE_ENTRIES: u64 = 256;
+
+/// A node's data for one track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Store slot holding the track's data, or [`ZERO_SLOT`].
+    pub slot: u64,
+    /// Granules of the track valid in this entry (bit g = granule g);
+    /// never zero in a stored entry.
+    pub valid: u64,
+}
+
+/// The five metadata schemes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    FullPointer,
+    ChangedPointer,
+    Bitmap,
+    MultilevelBitmap,
+    PartialBitmap,
+}
+
+impl Scheme {
+    pub const ALL: [Scheme; 5] = [
+        Scheme::FullPointer,
+        Scheme::ChangedPointer,
+        Scheme::Bitmap,
+        Scheme::MultilevelBitmap,
+        Scheme::PartialBitmap,
+    ];
+
+    /// Load point & offset: each track's slot is fixed by the map.
+    pub fn load_point(self) -> bool {
+        matches!(self, Scheme::Bitmap | Scheme::MultilevelBitmap | Scheme::PartialBitmap)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::FullPointer => "full-pointer",
+            Scheme::ChangedPointer => "changed-pointer",
+            Scheme::Bitmap => "bitmap",
+            Scheme::MultilevelBitmap => "multilevel-bitmap",
+            Scheme::PartialBitmap => "partial-bitmap",
+        }
+    }
+}
+
+impl std::fmt::Display for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Scheme {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scheme, String> {
+        Scheme::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown metadata scheme {s:?}: use full-pointer, changed-pointer, bitmap, multilevel-bitmap or partial-bitmap"
+                )
+            })
+    }
+}
+
+/// Where maps get store slots from.
+pub trait SlotSource {
+    /// One free slot, anywhere.
+    fn alloc_slot(&mut self) -> Result<u64>;
+    /// A run of `n` contiguous free slots; returns the first.
+    fn alloc_area(&mut self, n: u64) -> Result<u64>;
+}
+
+/// A reserved run of slots: (first slot, count).
+pub type Area = (u64, u64);
+
+/// One node's track map.
+pub trait TrackMap: Send + Sync {
+    fn scheme(&self) -> Scheme;
+
+    /// Tracks the map covers.
+    fn tracks(&self) -> u64;
+
+    /// The entry of track `t`, if this node holds data for it.
+    fn get(&self, t: u64) -> Option<Entry>;
+
+    /// The slot a new entry for `t` must use. Load-point schemes return
+    /// their fixed position (reserving the partial area on first touch);
+    /// pointer schemes take a fresh slot from `src`.
+    fn place(&mut self, t: u64, src: &mut dyn SlotSource) -> Result<u64>;
+
+    /// Sets (or replaces) the entry of `t`. Load-point schemes accept only
+    /// the slot `place` gave for `t`, or [`ZERO_SLOT`]; see
+    /// [`TrackMap::accepts`].
+    fn set(&mut self, t: u64, e: Entry);
+
+    /// Removes the entry of `t`.
+    fn remove(&mut self, t: u64) -> Option<Entry>;
+
+    /// Whether `set(t, Entry { slot, .. })` is allowed: always for pointer
+    /// schemes, only for the track's own position (or zero) for load-point
+    /// schemes.
+    fn accepts(&self, t: u64, slot: u64) -> bool;
+
+    /// Tracks with an entry ("tracks diverged").
+    fn len(&self) -> u64;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every entry, in ascending track order.
+    fn entries(&self) -> Box<dyn Iterator<Item = (u64, Entry)> + '_>;
+
+    /// Areas the map has reserved (load-point schemes); their slots belong
+    /// to the map whether or not an entry uses them.
+    fn areas(&self) -> Vec<Area>;
+
+    /// Heap bytes the map's metadata occupies.
+    fn memory_bytes(&self) -> usize;
+}
+
+/// Tracks per partial area of [`Scheme::PartialBitmap`].
+pub const PARTIAL_AREA_TRACKS: u64 = 1024;
