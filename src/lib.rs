@@ -15,8 +15,8 @@
 
 pub mod api;
 pub mod buf;
-pub mod copy;
 pub mod cli;
+pub mod copy;
 pub mod daemon;
 pub mod disk;
 pub mod engine;

@@ -44,7 +44,9 @@ pub struct Entry {
 }
 
 /// The five metadata schemes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scheme {
     FullPointer,
@@ -65,7 +67,10 @@ impl Scheme {
 
     /// Load point & offset: each track's slot is fixed by the map.
     pub fn load_point(self) -> bool {
-        matches!(self, Scheme::Bitmap | Scheme::MultilevelBitmap | Scheme::PartialBitmap)
+        matches!(
+            self,
+            Scheme::Bitmap | Scheme::MultilevelBitmap | Scheme::PartialBitmap
+        )
     }
 
     pub fn name(self) -> &'static str {

@@ -387,7 +387,7 @@ impl Pool {
         self.meta.write(true, |tx| tx.put_group(&rec))?;
         let raid: Arc<dyn BlockDev> = entry.raid.clone();
         for v in st.volumes.values().filter(|v| v.rec.group == name) {
-            v.dev.set_group(Arc::clone(&raid));
+            v.thick.set_group(Arc::clone(&raid));
         }
         let view = self.group_view(&st, &entry);
         st.groups.insert(name.to_string(), entry);

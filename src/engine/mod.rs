@@ -38,6 +38,7 @@ use crate::meta::records::{DiskRecord, GroupRecord, PoolRecord, VolumeRecord};
 use crate::rt::Workers;
 use crate::stack::BlockDev;
 use crate::stack::raid::RaidDev;
+use crate::stack::switch::Switch;
 use crate::stack::volume::VolumeDev;
 use types::*;
 
@@ -91,7 +92,10 @@ pub(crate) struct GroupEntry {
 
 pub(crate) struct VolumeEntry {
     rec: VolumeRecord,
-    dev: Arc<VolumeDev>,
+    /// The volume's own extents (its thick layout; an instant copy's base).
+    thick: Arc<VolumeDev>,
+    /// What NBD serves: a switch over the thick volume or its copy image.
+    dev: Arc<Switch>,
     conns: Arc<std::sync::atomic::AtomicUsize>,
 }
 

@@ -341,3 +341,137 @@ pub struct ApiError {
     /// What went wrong and what to do.
     pub message: String,
 }
+
+// ---------------------------------------------------------------- copies
+
+/// How an instant copy keeps the two images apart (seed 000/001 FIG. 17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyMode {
+    /// A1, "old data to new memory space": before a source track is first
+    /// overwritten, its old contents go to new space for the copy.
+    Cow,
+    /// A2, "new data to new memory space": new writes of either image go
+    /// to new space; the initial area stays as it was.
+    Row,
+}
+
+impl std::fmt::Display for CopyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CopyMode::Cow => "cow",
+            CopyMode::Row => "row",
+        })
+    }
+}
+
+impl std::str::FromStr for CopyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cow" | "a1" => Ok(CopyMode::Cow),
+            "row" | "a2" => Ok(CopyMode::Row),
+            other => Err(format!("unknown copy mode {other:?}: use cow or row")),
+        }
+    }
+}
+
+/// `copy create SRC NAME`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CopyCreateRequest {
+    /// The volume (or copy) to copy.
+    pub source: String,
+    /// Name of the new copy (a new volume).
+    pub name: String,
+    /// Default: row (or the mode the source's family already uses).
+    pub mode: Option<CopyMode>,
+    /// Metadata scheme; default follows the source's mapping type.
+    pub meta: Option<crate::copy::map::Scheme>,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Group the new space comes from; default the source's group.
+    pub pool_group: Option<String>,
+}
+
+/// One instant copy, as `copy list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CopyInfo {
+    pub name: String,
+    /// The image it was copied from.
+    pub source: String,
+    /// The family's origin volume (the initial area's owner).
+    pub origin: String,
+    pub mode: CopyMode,
+    pub scheme: crate::copy::map::Scheme,
+    pub read_only: bool,
+    pub size: u64,
+    pub track_size: u64,
+    /// Tracks where this copy holds data of its own.
+    pub tracks_diverged: u64,
+    /// Bytes of new space its tracks occupy.
+    pub space_used: u64,
+    /// Bytes of memory its metadata occupies.
+    pub metadata_memory: u64,
+    /// Nodes a read may walk through (its depth in the copy tree).
+    pub depth: u64,
+    /// False when an A1 copy ran out of space: its reads fail.
+    pub valid: bool,
+    /// A warning, e.g. when the new space is over 80% full.
+    pub warning: Option<String>,
+    pub created: u64,
+}
+
+/// Which set of new data `copy split` moves into the initial area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitPolicy {
+    MoveSmaller,
+    MoveLarger,
+}
+
+impl std::str::FromStr for SplitPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "move-smaller" => Ok(SplitPolicy::MoveSmaller),
+            "move-larger" => Ok(SplitPolicy::MoveLarger),
+            other => Err(format!(
+                "unknown split policy {other:?}: use move-smaller or move-larger"
+            )),
+        }
+    }
+}
+
+/// `copy split NAME`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CopySplitRequest {
+    /// Default: move-smaller.
+    pub policy: Option<SplitPolicy>,
+}
+
+/// What `copy split` measured and started (US 6,779,094 claims 7-9).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CopySplitInfo {
+    /// Tracks of new data belonging to the original.
+    pub n_orig: u64,
+    /// Tracks of new data belonging to the copy.
+    pub n_copy: u64,
+    pub policy: SplitPolicy,
+    /// The image whose new data moves into the initial area.
+    pub moving: String,
+    /// The job doing it (absent when nothing has to move).
+    pub job: Option<JobInfo>,
+}
+
+/// What `copy restore` did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CopyRestoreInfo {
+    /// The volume restored.
+    pub volume: String,
+    /// The copy whose image it now shows.
+    pub from: String,
+    /// The background job moving data (absent when nothing has to move).
+    pub job: Option<JobInfo>,
+}

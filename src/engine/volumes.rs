@@ -9,6 +9,7 @@ use super::{Pool, State, VolumeEntry, check_name};
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::records::{VolumeRecord, now};
 use crate::stack::BlockDev;
+use crate::stack::switch::Switch;
 use crate::stack::volume::{VolumeDev, extents_from};
 use crate::units::format_size;
 
@@ -91,14 +92,16 @@ impl Pool {
     }
 
     pub(super) fn volume_entry(&self, rec: &VolumeRecord, raid: Arc<dyn BlockDev>) -> VolumeEntry {
+        let thick = Arc::new(VolumeDev::new(
+            raid,
+            extents_from(&rec.extents),
+            rec.size,
+            rec.read_only,
+        ));
         VolumeEntry {
             rec: rec.clone(),
-            dev: Arc::new(VolumeDev::new(
-                raid,
-                extents_from(&rec.extents),
-                rec.size,
-                rec.read_only,
-            )),
+            dev: Arc::new(Switch::new(Arc::clone(&thick) as Arc<dyn BlockDev>)),
+            thick,
             conns: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -214,6 +217,7 @@ impl Pool {
         })?;
         if let Some(v) = st.volumes.remove(name) {
             v.dev.revoke();
+            v.thick.revoke();
         }
         drop(st);
         // Give the space back to the disks (sparse files shrink again).
@@ -282,7 +286,7 @@ impl Pool {
         let Some(v) = st.volumes.get_mut(name) else {
             return Err(Error::not_found(name.to_string()));
         };
-        v.dev.remap(extents_from(&rec.extents), rec.size);
+        v.thick.remap(extents_from(&rec.extents), rec.size);
         v.rec = rec;
         Ok(self.volume_view(v))
     }
@@ -293,7 +297,7 @@ impl Pool {
         name: &str,
     ) -> Result<(
         VolumeInfo,
-        Arc<VolumeDev>,
+        Arc<Switch>,
         Box<dyn std::any::Any + Send + Sync>,
     )> {
         let st = self.lock();

@@ -5,9 +5,11 @@
 //! is generic over it. Nodes compose like device-mapper targets.
 
 mod dev;
+pub mod gate;
 pub mod intent;
 pub mod lock;
 pub mod raid;
+pub mod switch;
 pub mod volume;
 
 pub use dev::{

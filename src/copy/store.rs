@@ -1,0 +1,334 @@
+//! The additional physical storage area of a copy family (SEED-SPECS A.b.5,
+//! "new memory space"): slots of one track each, in chunks of a RAID
+//! group's address space.
+//!
+//! ```text
+//!   chunk (group offset, n slots)   slot ids first..first+n, numbered
+//!   ┌────┬────┬────┬────┬─ ─ ─┐    across chunks in the order they came;
+//!   │ s0 │ s1 │ s2 │ s3 │ ... │    a chunk that empties goes back to the
+//!   └────┴────┴────┴────┴─ ─ ─┘    group (its space is discarded)
+//! ```
+//!
+//! Single slots (pointer schemes) come from any chunk with room, else from
+//! a new chunk of [`CHUNK_SLOTS`]; an area (load-point schemes) is a chunk
+//! of its own. Freed slots are *pending* until the next metadata commit —
+//! a slot may not be reused while the committed metadata still points at it.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use crate::copy::map::SlotSource;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Slots per chunk for single-slot allocation (64 MiB at 64 KiB tracks).
+pub const CHUNK_SLOTS: u64 = 1024;
+
+/// Gets space from the group: returns the group offset of `bytes` new
+/// bytes, or `ErrorKind::NoSpace`.
+pub type Grow = Box<dyn FnMut(u64) -> Result<u64> + Send + Sync>;
+
+/// One chunk of the store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Chunk {
+    pub first_slot: u64,
+    pub group_off: u64,
+    pub slots: u64,
+}
+
+struct ChunkState {
+    chunk: Chunk,
+    /// One bit per slot: in use (or pending free).
+    used: Vec<u64>,
+    in_use: u64,
+    /// Whether single slots may be taken from it (not an area chunk).
+    shared: bool,
+}
+
+impl ChunkState {
+    fn get(&self, i: u64) -> bool {
+        let w = usize::try_from(i / 64).unwrap_or(usize::MAX);
+        self.used.get(w).is_some_and(|x| x & (1 << (i % 64)) != 0)
+    }
+
+    fn set(&mut self, i: u64, v: bool) {
+        let w = usize::try_from(i / 64).unwrap_or(usize::MAX);
+        if let Some(x) = self.used.get_mut(w) {
+            let was = *x & (1 << (i % 64)) != 0;
+            if v {
+                *x |= 1 << (i % 64);
+            } else {
+                *x &= !(1 << (i % 64));
+            }
+            match (was, v) {
+                (false, true) => self.in_use += 1,
+                (true, false) => self.in_use -= 1,
+                _ => {}
+            }
+        }
+    }
+
+    fn first_free(&self) -> Option<u64> {
+        for (w, &x) in self.used.iter().enumerate() {
+            if x != u64::MAX {
+                let i = (w as u64) * 64 + u64::from((!x).trailing_zeros());
+                if i < self.chunk.slots {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The store of one family.
+pub struct Store {
+    track: u64,
+    chunks: BTreeMap<u64, ChunkState>,
+    next_slot: u64,
+    /// Slots freed since the last commit, released at the next one.
+    pending: Vec<u64>,
+    grow: Grow,
+    /// Chunks emptied and not yet handed back (group offset, bytes).
+    released: Vec<(u64, u64)>,
+}
+
+impl Store {
+    /// A store over `chunks` (from the family record), with every slot free;
+    /// the caller marks used slots with [`Store::mark_used`].
+    pub fn new(track: u64, chunks: Vec<Chunk>, grow: Grow) -> Store {
+        let next_slot = chunks.iter().map(|c| c.first_slot + c.slots).max().unwrap_or(0);
+        let chunks = chunks
+            .into_iter()
+            .map(|c| {
+                let words = usize::try_from(c.slots.div_ceil(64)).unwrap_or(0);
+                (
+                    c.first_slot,
+                    ChunkState {
+                        shared: true,
+                        chunk: c,
+                        used: vec![0; words],
+                        in_use: 0,
+                    },
+                )
+            })
+            .collect();
+        Store {
+            track,
+            chunks,
+            next_slot,
+            pending: Vec::new(),
+            grow,
+            released: Vec::new(),
+        }
+    }
+
+    pub fn track(&self) -> u64 {
+        self.track
+    }
+
+    fn chunk_of(&self, slot: u64) -> Option<&ChunkState> {
+        self.chunks
+            .range(..=slot)
+            .next_back()
+            .map(|(_, c)| c)
+            .filter(|c| slot < c.chunk.first_slot + c.chunk.slots)
+    }
+
+    fn chunk_of_mut(&mut self, slot: u64) -> Option<&mut ChunkState> {
+        self.chunks
+            .range_mut(..=slot)
+            .next_back()
+            .map(|(_, c)| c)
+            .filter(|c| slot < c.chunk.first_slot + c.chunk.slots)
+    }
+
+    /// Group offset of a slot.
+    pub fn offset(&self, slot: u64) -> Result<u64> {
+        let c = self.chunk_of(slot).ok_or_else(|| {
+            Error::corrupt(format!("copy metadata points at slot {slot}, which no chunk holds"))
+        })?;
+        Ok(c.chunk.group_off + (slot - c.chunk.first_slot) * self.track)
+    }
+
+    /// Marks a slot used (loading metadata, or an area's slots).
+    pub fn mark_used(&mut self, slot: u64) -> Result<()> {
+        let c = self
+            .chunk_of_mut(slot)
+            .ok_or_else(|| Error::corrupt(format!("slot {slot} lies in no chunk of the store")))?;
+        let i = slot - c.chunk.first_slot;
+        c.set(i, true);
+        Ok(())
+    }
+
+    /// Marks a run as an area: used, and never handed out as single slots.
+    pub fn mark_area(&mut self, first: u64, n: u64) -> Result<()> {
+        for s in first..first + n {
+            self.mark_used(s)?;
+        }
+        if let Some(c) = self.chunk_of_mut(first) {
+            c.shared = false;
+        }
+        Ok(())
+    }
+
+    /// Frees a slot once the metadata that no longer uses it is committed.
+    pub fn free_later(&mut self, slot: u64) {
+        self.pending.push(slot);
+    }
+
+    /// Frees an area once committed.
+    pub fn free_area_later(&mut self, first: u64, n: u64) {
+        self.pending.extend(first..first + n);
+    }
+
+    /// Slots freed and waiting for a commit.
+    pub fn take_pending(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Releases slots whose freeing is now committed; chunks that empty go
+    /// back to the group (see [`Store::take_released`]).
+    pub fn release(&mut self, slots: Vec<u64>) {
+        for s in slots {
+            if let Some(c) = self.chunk_of_mut(s) {
+                let i = s - c.chunk.first_slot;
+                c.set(i, false);
+            }
+        }
+        let empty: Vec<u64> = self
+            .chunks
+            .iter()
+            .filter(|(_, c)| c.in_use == 0)
+            .map(|(&k, _)| k)
+            .collect();
+        for k in empty {
+            if let Some(c) = self.chunks.remove(&k) {
+                self.released.push((c.chunk.group_off, c.chunk.slots * self.track));
+            }
+        }
+    }
+
+    /// Chunks handed back to the group since the last call.
+    pub fn take_released(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// The chunks, for the family record.
+    pub fn chunks(&self) -> Vec<Chunk> {
+        self.chunks.values().map(|c| c.chunk.clone()).collect()
+    }
+
+    /// Slots in use (pending frees included).
+    pub fn used_slots(&self) -> u64 {
+        self.chunks.values().map(|c| c.in_use).sum()
+    }
+
+    /// Bytes of group space the store holds.
+    pub fn bytes(&self) -> u64 {
+        self.chunks.values().map(|c| c.chunk.slots * self.track).sum()
+    }
+
+    fn add_chunk(&mut self, slots: u64, shared: bool) -> Result<u64> {
+        let bytes = slots
+            .checked_mul(self.track)
+            .ok_or_else(|| Error::new(ErrorKind::NoSpace, "copy space request overflows"))?;
+        let group_off = (self.grow)(bytes)?;
+        let first = self.next_slot;
+        self.next_slot += slots;
+        let words = usize::try_from(slots.div_ceil(64)).unwrap_or(0);
+        self.chunks.insert(
+            first,
+            ChunkState {
+                chunk: Chunk {
+                    first_slot: first,
+                    group_off,
+                    slots,
+                },
+                used: vec![0; words],
+                in_use: 0,
+                shared,
+            },
+        );
+        Ok(first)
+    }
+}
+
+impl SlotSource for Store {
+    fn alloc_slot(&mut self) -> Result<u64> {
+        let found = self
+            .chunks
+            .values()
+            .filter(|c| c.shared && c.in_use < c.chunk.slots)
+            .find_map(|c| c.first_free().map(|i| c.chunk.first_slot + i));
+        let slot = match found {
+            Some(s) => s,
+            None => self.add_chunk(CHUNK_SLOTS, true)?,
+        };
+        self.mark_used(slot)?;
+        Ok(slot)
+    }
+
+    fn alloc_area(&mut self, n: u64) -> Result<u64> {
+        let first = self.add_chunk(n.max(1), false)?;
+        self.mark_area(first, n.max(1))?;
+        Ok(first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn store(limit: u64) -> (Store, Arc<Mutex<Vec<(u64, u64)>>>) {
+        let given = Arc::new(Mutex::new(Vec::new()));
+        let g = Arc::clone(&given);
+        let mut next = 1 << 30;
+        let grow: Grow = Box::new(move |bytes| {
+            let mut gv = g.lock().unwrap();
+            let total: u64 = gv.iter().map(|x| x.1).sum();
+            if total + bytes > limit {
+                return Err(Error::new(ErrorKind::NoSpace, "group full"));
+            }
+            gv.push((next, bytes));
+            let off = next;
+            next += bytes;
+            Ok(off)
+        });
+        (Store::new(65536, Vec::new(), grow), given)
+    }
+
+    #[test]
+    fn slots_areas_release_and_space_limits() {
+        let (mut s, given) = store(3 * CHUNK_SLOTS * 65536);
+        let a = s.alloc_slot().unwrap();
+        let b = s.alloc_slot().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(s.offset(b).unwrap() - s.offset(a).unwrap(), 65536);
+        let area = s.alloc_area(10).unwrap();
+        // Single slots never come from an area chunk.
+        for _ in 0..CHUNK_SLOTS - 2 {
+            let x = s.alloc_slot().unwrap();
+            assert!(!(area..area + 10).contains(&x));
+        }
+        assert_eq!(s.used_slots(), CHUNK_SLOTS + 10);
+        // Freed slots are not reused before their commit.
+        s.free_later(a);
+        let c = s.alloc_slot().unwrap();
+        assert_ne!(c, a);
+        let pending = s.take_pending();
+        s.release(pending);
+        assert_eq!(s.alloc_slot().unwrap(), a);
+        // A chunk that empties goes back to the group.
+        s.free_area_later(area, 10);
+        let pending = s.take_pending();
+        s.release(pending);
+        assert_eq!(s.take_released(), vec![(given.lock().unwrap()[1].0, 10 * 65536)]);
+        // The group runs out: NoSpace, and nothing is half-allocated.
+        let used = s.used_slots();
+        let e = s.alloc_area(3 * CHUNK_SLOTS).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoSpace);
+        assert_eq!(s.used_slots(), used);
+    }
+}
