@@ -16,7 +16,7 @@
 #![forbid(unsafe_code)]
 
 use super::loadpoint::{LoadPointMap, Positions};
-use super::{beyond, bit, cap_bytes, check_new_area, ones, put_bit, words_for};
+use super::{beyond, bit, bitmap_words, cap_bytes, check_new_area, ones, put_bit};
 use crate::copy::map::{Area, Scheme, SlotSource};
 use crate::error::Result;
 
@@ -25,7 +25,7 @@ pub(super) type Bitmap = LoadPointMap<WholeBits>;
 
 /// A new bitmap map, its area reserved from `src`.
 pub(super) fn new(tracks: u64, src: &mut dyn SlotSource) -> Result<Bitmap> {
-    let bits = vec![0; words_for(tracks)?];
+    let bits = bitmap_words(tracks)?;
     let load_point = check_new_area(src.alloc_area(tracks)?, tracks)?;
     Ok(LoadPointMap::new(WholeBits {
         bits,
@@ -37,7 +37,7 @@ pub(super) fn new(tracks: u64, src: &mut dyn SlotSource) -> Result<Bitmap> {
 /// An empty bitmap map over an area already reserved (a restart).
 pub(super) fn restore(tracks: u64, load_point: u64) -> Result<Bitmap> {
     Ok(LoadPointMap::new(WholeBits {
-        bits: vec![0; words_for(tracks)?],
+        bits: bitmap_words(tracks)?,
         tracks,
         load_point,
     }))

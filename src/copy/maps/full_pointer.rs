@@ -8,16 +8,16 @@
 //!
 //! Stored entries never have an empty mask, so `valid == 0` marks an
 //! absent one and any slot (even [`ZERO_SLOT`]) needs no encoding. The
-//! table is allocated zeroed (`vec![[0; 2]; n]` asks the allocator for
-//! zeroed memory: calloc, fresh zero pages for a large table), so creating
-//! a 1 TiB map (16 Mi tracks, 256 MiB) is O(1) in time and the pages
-//! become resident only as tracks are written. [`TrackMap::memory_bytes`]
+//! table is allocated zeroed (fresh zero pages from the allocator), so
+//! creating a 1 TiB map (16 Mi tracks, 256 MiB) is O(1) in time and the
+//! pages become resident only as tracks are written; a table the machine
+//! cannot hold is [`crate::ErrorKind::NoSpace`], not an abort. [`TrackMap::memory_bytes`]
 //! counts the whole allocation all the same: that is what the scheme
 //! commits to.
 
 #![forbid(unsafe_code)]
 
-use super::{beyond, cap_bytes, pointer_slot_ok, storable};
+use super::{beyond, cap_bytes, pointer_slot_ok, storable, zeroed};
 use crate::copy::map::{Area, Entry, Scheme, SlotSource, TrackMap};
 use crate::error::{Error, Result};
 
@@ -31,16 +31,9 @@ pub(super) struct FullPointer {
 
 impl FullPointer {
     pub(super) fn new(tracks: u64) -> Result<FullPointer> {
-        let n = usize::try_from(tracks)
-            .ok()
-            .filter(|&n| n <= isize::MAX.unsigned_abs() / std::mem::size_of::<[u64; 2]>())
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "a full pointer table of {tracks} tracks does not fit in memory: use another scheme"
-                ))
-            })?;
+        let n = usize::try_from(tracks).unwrap_or(usize::MAX);
         Ok(FullPointer {
-            table: vec![[0; 2]; n],
+            table: zeroed(n, [0; 2])?,
             tracks,
             count: 0,
         })

@@ -2,13 +2,16 @@
 //! ("INSTANT COPY META-DATA TYPE"), each a [`TrackMap`].
 //!
 //! ```text
-//!   scheme              file                memory held             slot of track t
-//!   full-pointer        full_pointer.rs     16 B x tracks (lazy)    any (pointer)
-//!   changed-pointer     changed_pointer.rs  ~32 B x entries         any (pointer)
-//!   bitmap              bitmap.rs           1 bit x tracks          load_point + t
-//!   multilevel-bitmap   multilevel.rs       1 bit x region          load_point + t
-//!                                           + 64 B x touched region
-//!   partial-bitmap      partial.rs          ~160 B x touched area   area.load_point + (t - area.first)
+//!   scheme              file                memory held               slot of track t
+//!   full-pointer        full_pointer.rs     16 B x tracks (lazy)      any (pointer)
+//!   changed-pointer     changed_pointer.rs  ~34 B x entries           any (pointer)
+//!   bitmap              bitmap.rs           1 bit x tracks            load_point + t
+//!   multilevel-bitmap   multilevel.rs       1.5 bit x region of 512   load_point + t
+//!                                           + 68 B x touched region
+//!   partial-bitmap      partial.rs          ~200 B x touched extent   area.load_point + (t - area.first)
+//!                                           of 1024 tracks
+//!   load-point schemes add ~34 B per entry that is zeroed or has a
+//!   partial mask (the side table).
 //!
 //!   load-point schemes share loadpoint.rs: "has an entry" bits from the
 //!   scheme, plus a side table (sparse.rs) of the entries that are not
@@ -67,10 +70,12 @@ pub fn new_map(scheme: Scheme, tracks: u64, src: &mut dyn SlotSource) -> Result<
 }
 
 /// Rebuilds a map of `scheme` over `tracks` tracks from the `areas` it had
-/// reserved and its `entries` (any order). Anything inconsistent (a track
-/// beyond the map or listed twice, an empty mask, a load-point slot off its
-/// position or outside the listed areas, overlapping areas) is
-/// [`ErrorKind::Corrupt`] with a message naming it.
+/// reserved and its `entries` (any order). Anything inconsistent (no
+/// tracks, a track beyond the map or listed twice, an empty mask, a
+/// load-point slot off its position or outside the listed areas, areas
+/// that overlap, hold unstorable slots or fit no part of the map) is
+/// [`ErrorKind::Corrupt`] with a message naming it; a map too large for
+/// memory is [`ErrorKind::NoSpace`], as from [`new_map`].
 pub fn restore_map(
     scheme: Scheme,
     tracks: u64,
@@ -106,16 +111,15 @@ fn fill<M: TrackMap + ?Sized>(
 
 /// The empty map a restore fills in, holding the validated `areas`.
 fn restore_empty(scheme: Scheme, tracks: u64, areas: &[Area]) -> Result<Box<dyn TrackMap>> {
-    let pointer = |map: Box<dyn TrackMap>| match areas {
-        [] => Ok(map),
-        _ => Err(Error::corrupt(format!(
+    if !scheme.load_point() && !areas.is_empty() {
+        return Err(Error::corrupt(format!(
             "a {scheme} map reserves no areas, but {} are listed",
             areas.len()
-        ))),
-    };
+        )));
+    }
     match scheme {
-        Scheme::FullPointer => pointer(Box::new(full_pointer::FullPointer::new(tracks)?)),
-        Scheme::ChangedPointer => pointer(Box::new(changed_pointer::ChangedPointer::new(tracks))),
+        Scheme::FullPointer => Ok(Box::new(full_pointer::FullPointer::new(tracks)?)),
+        Scheme::ChangedPointer => Ok(Box::new(changed_pointer::ChangedPointer::new(tracks))),
         Scheme::Bitmap => Ok(Box::new(bitmap::restore(
             tracks,
             whole_area(scheme, tracks, areas)?,
@@ -274,10 +278,29 @@ impl Iterator for WordBits {
     }
 }
 
-/// Words of a bitmap of `bits` bits.
-fn words_for(bits: u64) -> Result<usize> {
-    usize::try_from(bits.div_ceil(64))
-        .map_err(|_| Error::invalid(format!("a bitmap of {bits} bits does not fit in memory")))
+/// A zeroed bitmap of `bits` bits.
+fn bitmap_words(bits: u64) -> Result<Vec<u64>> {
+    let words = usize::try_from(bits.div_ceil(64)).unwrap_or(usize::MAX);
+    zeroed(words, 0)
+}
+
+/// `n` copies of `zero` (an all-zero value), allocated zeroed: the
+/// allocator hands out fresh zero pages for a large vector, so this is
+/// O(1) in time and the pages become resident as they are written. An
+/// allocation that cannot be had is first probed for with `try_reserve`
+/// (which, unlike `vec!`, fails instead of aborting the process):
+/// [`ErrorKind::NoSpace`].
+fn zeroed<T: Clone>(n: usize, zero: T) -> Result<Vec<T>> {
+    Vec::<T>::new().try_reserve_exact(n).map_err(|_| {
+        Error::new(
+            ErrorKind::NoSpace,
+            format!(
+                "cannot allocate {n} x {} bytes of map metadata: use a smaller map or another scheme",
+                std::mem::size_of::<T>()
+            ),
+        )
+    })?;
+    Ok(vec![zero; n])
 }
 
 /// Heap bytes of a vector's capacity.

@@ -25,7 +25,7 @@
 #![forbid(unsafe_code)]
 
 use super::loadpoint::{LoadPointMap, Positions};
-use super::{beyond, bit, cap_bytes, check_new_area, ones, put_bit, words_for};
+use super::{beyond, bit, bitmap_words, cap_bytes, check_new_area, ones, put_bit, zeroed};
 use crate::copy::map::{Area, Scheme, SlotSource};
 use crate::error::{Error, Result};
 
@@ -79,10 +79,10 @@ impl TwoLevel {
                 "a multilevel-bitmap map of {tracks} tracks has too many regions: use another scheme"
             )));
         }
-        let words = words_for(regions)?;
+        let top = bitmap_words(regions)?;
         Ok(TwoLevel {
-            top: vec![0; words],
-            rank: vec![0; words],
+            rank: zeroed(top.len(), 0)?,
+            top,
             order: Vec::new(),
             arena: Vec::new(),
             free: Vec::new(),
@@ -137,14 +137,14 @@ impl TwoLevel {
         }
         put_bit(&mut self.top, r, true);
         self.shift_rank(r, true);
-        if let Some(i) = self.index(r) {
+        if let Some(i) = self.index(r).filter(|&i| i <= self.order.len()) {
             self.order.insert(i, a);
         }
     }
 
     /// Frees region `r`'s page (its top bit is set).
     fn drop_page(&mut self, r: u64) {
-        if let Some(i) = self.index(r) {
+        if let Some(i) = self.index(r).filter(|&i| i < self.order.len()) {
             self.free.push(self.order.remove(i));
         }
         put_bit(&mut self.top, r, false);

@@ -489,6 +489,27 @@ fn zero_tracks_is_refused() {
     }
 }
 
+/// Maps too large for the machine are refused, nothing reserved; the
+/// sparse schemes need no memory up front.
+#[test]
+fn huge_maps_are_refused_not_aborted() {
+    let tracks = 1u64 << 62;
+    for scheme in Scheme::ALL {
+        let mut src = TestSource::new();
+        match new_map(scheme, tracks, &mut src) {
+            Ok(map) => assert!(
+                matches!(scheme, Scheme::ChangedPointer | Scheme::PartialBitmap)
+                    && map.memory_bytes() == 0
+            ),
+            Err(e) => assert!(
+                matches!(e.kind(), ErrorKind::NoSpace | ErrorKind::Invalid),
+                "{scheme}: {e}"
+            ),
+        }
+        assert!(src.areas.is_empty(), "{scheme} reserved an area");
+    }
+}
+
 /// A slot source that hands out a run ending past the last storable slot.
 struct WrappingSource;
 
