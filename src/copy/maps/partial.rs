@@ -9,7 +9,7 @@
 //! ```text
 //!   areas: SparseTable<PartialArea>   key i: extent [i * 1024, +len)
 //!          PartialArea { load_point: Option<slot>, bits: [u64; 16] }
-//!   spare: [Area]                     reserved runs not yet tied to an
+//!   spare: SparseTable<u64>           reserved runs not yet tied to an
 //!                                     extent (after a restart)
 //! ```
 //!
@@ -38,7 +38,7 @@ pub(super) type Partial = LoadPointMap<Partials>;
 pub(super) fn new(tracks: u64) -> Partial {
     LoadPointMap::new(Partials {
         areas: SparseTable::new(),
-        spare: Vec::new(),
+        spare: SparseTable::new(),
         tracks,
     })
 }
@@ -60,7 +60,9 @@ pub(super) fn restore(tracks: u64, areas: &[Area]) -> Result<Partial> {
         )));
     }
     let mut map = new(tracks);
-    map.pos.spare = areas.to_vec();
+    for &(first, n) in areas {
+        map.pos.spare.insert(first, n);
+    }
     Ok(map)
 }
 
@@ -75,7 +77,8 @@ struct PartialArea {
 #[derive(Debug)]
 pub(super) struct Partials {
     areas: SparseTable<PartialArea>,
-    spare: Vec<Area>,
+    /// Reserved runs tied to no extent: first slot -> slots.
+    spare: SparseTable<u64>,
     tracks: u64,
 }
 
@@ -96,9 +99,8 @@ impl Partials {
         let Some(lp) = slot.checked_sub(t % PARTIAL_AREA_TRACKS) else {
             return;
         };
-        let run = (lp, self.extent_len(i));
-        if let Some(k) = self.spare.iter().position(|&a| a == run) {
-            self.spare.swap_remove(k);
+        if self.spare.get(lp) == Some(&self.extent_len(i)) {
+            self.spare.remove(lp);
             self.tie(i, lp);
         }
     }
@@ -119,8 +121,12 @@ impl Partials {
 
     /// A run of `n` slots: a spare one, else a new one from `src`.
     fn take_run(&mut self, n: u64, src: &mut dyn SlotSource) -> Result<u64> {
-        match self.spare.iter().position(|&(_, c)| c == n) {
-            Some(k) => Ok(self.spare.swap_remove(k).0),
+        let spare = self.spare.iter().find(|&(_, c)| c == n);
+        match spare {
+            Some((first, _)) => {
+                self.spare.remove(first);
+                Ok(first)
+            }
             None => check_new_area(src.alloc_area(n)?, n),
         }
     }
@@ -197,10 +203,10 @@ impl Positions for Partials {
     fn areas(&self) -> Vec<Area> {
         let tied = (self.areas.iter_ref())
             .filter_map(|&(i, a)| a.load_point.map(|lp| (lp, self.extent_len(i))));
-        tied.chain(self.spare.iter().copied()).collect()
+        tied.chain(self.spare.iter()).collect()
     }
 
     fn memory_bytes(&self) -> usize {
-        self.areas.memory_bytes() + super::cap_bytes(&self.spare)
+        self.areas.memory_bytes() + self.spare.memory_bytes()
     }
 }
