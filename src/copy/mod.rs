@@ -2,3 +2,5 @@
 //! 6,779,095, 6,804,755).
 
 pub mod map;
+pub mod maps;
+pub mod page;

@@ -1,0 +1,154 @@
+//! The part the three load-point schemes of FIG. 17 ("LOAD POINT &
+//! OFFSET": full bit map for copied area, multi-level bit maps, partial
+//! area bit maps) share: each scheme keeps one bit per track ("this track
+//! diverged") and knows each track's fixed slot; [`LoadPointMap`] adds the
+//! entries' masks and zeroes.
+//!
+//! ```text
+//!   get(t) = None                             bit t clear
+//!          = odd[t]                           bit t set, t in the side table
+//!          = { slot: position(t), valid: whole }   otherwise
+//! ```
+//!
+//! `whole` is the union of every mask the map has been given: a whole
+//! track's mask as soon as one whole track was written (the map is not
+//! told how many granules a track has). The side table `odd` holds only
+//! the entries that differ from the implicit one (zeroed tracks, partial
+//! masks), so a map of whole-track entries costs its bits and no more.
+//! When a new mask widens `whole`, the tracks that relied on the old one
+//! move into `odd` first; that happens at most 64 times in a map's life.
+
+#![forbid(unsafe_code)]
+
+use super::sparse::SparseTable;
+use super::storable;
+use crate::copy::map::{Area, Entry, Scheme, SlotSource, TrackMap, ZERO_SLOT};
+use crate::error::Result;
+
+/// What a load-point scheme provides: the diverged bits and positions.
+pub(super) trait Positions: Send + Sync {
+    fn scheme(&self) -> Scheme;
+    fn tracks(&self) -> u64;
+    /// Whether bit `t` is set.
+    fn test(&self, t: u64) -> bool;
+    /// Sets (`on`) or clears bit `t` (`t` in range); whether it changed.
+    fn put(&mut self, t: u64, on: bool) -> bool;
+    /// The set bits, ascending.
+    fn ones(&self) -> Box<dyn Iterator<Item = u64> + '_>;
+    /// The fixed slot of `t`, if its area is reserved.
+    fn position(&self, t: u64) -> Option<u64>;
+    /// The fixed slot of `t`, reserving its area from `src` if need be.
+    fn reserve(&mut self, t: u64, src: &mut dyn SlotSource) -> Result<u64>;
+    fn areas(&self) -> Vec<Area>;
+    fn memory_bytes(&self) -> usize;
+}
+
+/// A load-point track map over the positions `P`.
+#[derive(Debug)]
+pub(super) struct LoadPointMap<P> {
+    pub(super) pos: P,
+    odd: SparseTable<Entry>,
+    whole: u64,
+    count: u64,
+}
+
+impl<P: Positions> LoadPointMap<P> {
+    pub(super) fn new(pos: P) -> LoadPointMap<P> {
+        LoadPointMap {
+            pos,
+            odd: SparseTable::new(),
+            whole: 0,
+            count: 0,
+        }
+    }
+
+    /// Widens the implicit mask to cover `valid`, moving the tracks that
+    /// used the old one into the side table.
+    fn widen(&mut self, valid: u64) {
+        if valid & !self.whole == 0 {
+            return;
+        }
+        let old = self.whole;
+        let implicit: Vec<(u64, u64)> = (self.pos.ones())
+            .filter(|&t| self.odd.get(t).is_none())
+            .filter_map(|t| self.pos.position(t).map(|slot| (t, slot)))
+            .collect();
+        for (t, slot) in implicit {
+            self.odd.insert(t, Entry { slot, valid: old });
+        }
+        self.whole |= valid;
+    }
+}
+
+impl<P: Positions> TrackMap for LoadPointMap<P> {
+    fn scheme(&self) -> Scheme {
+        self.pos.scheme()
+    }
+
+    fn tracks(&self) -> u64 {
+        self.pos.tracks()
+    }
+
+    fn get(&self, t: u64) -> Option<Entry> {
+        if !self.pos.test(t) {
+            return None;
+        }
+        match self.odd.get(t) {
+            Some(e) => Some(*e),
+            None => self.pos.position(t).map(|slot| Entry {
+                slot,
+                valid: self.whole,
+            }),
+        }
+    }
+
+    fn place(&mut self, t: u64, src: &mut dyn SlotSource) -> Result<u64> {
+        self.pos.reserve(t, src)
+    }
+
+    fn set(&mut self, t: u64, e: Entry) {
+        if !storable(self, t, e) {
+            return;
+        }
+        self.widen(e.valid);
+        if e.slot != ZERO_SLOT && e.valid == self.whole {
+            self.odd.remove(t);
+        } else {
+            self.odd.insert(t, e);
+        }
+        if self.pos.put(t, true) {
+            self.count += 1;
+        }
+    }
+
+    fn remove(&mut self, t: u64) -> Option<Entry> {
+        let e = self.get(t)?;
+        self.odd.remove(t);
+        if self.pos.put(t, false) {
+            self.count -= 1;
+        }
+        Some(e)
+    }
+
+    fn accepts(&self, t: u64, slot: u64) -> bool {
+        t < self.tracks() && (slot == ZERO_SLOT || self.pos.position(t) == Some(slot))
+    }
+
+    fn len(&self) -> u64 {
+        self.count
+    }
+
+    fn entries(&self) -> Box<dyn Iterator<Item = (u64, Entry)> + '_> {
+        Box::new(self.pos.ones().filter_map(|t| self.get(t).map(|e| (t, e))))
+    }
+
+    fn areas(&self) -> Vec<Area> {
+        let mut a = self.pos.areas();
+        a.sort_unstable();
+        a
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.pos.memory_bytes() + self.odd.memory_bytes()
+    }
+}
