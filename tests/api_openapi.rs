@@ -11,7 +11,7 @@ use common::{Server, Sim, request};
 use serde_json::Value;
 
 /// The routes of the management API, as designed.
-const ROUTES: [(&str, &str); 24] = [
+const ROUTES: [(&str, &str); 30] = [
     ("get", "/v1/pool"),
     ("get", "/v1/disks"),
     ("post", "/v1/disks"),
@@ -36,6 +36,12 @@ const ROUTES: [(&str, &str); 24] = [
     ("post", "/v1/jobs/{id}/resume"),
     ("post", "/v1/jobs/{id}/cancel"),
     ("post", "/v1/jobs/{id}/rate"),
+    ("get", "/v1/copies"),
+    ("post", "/v1/copies"),
+    ("get", "/v1/copies/{name}"),
+    ("delete", "/v1/copies/{name}"),
+    ("post", "/v1/copies/{name}/restore"),
+    ("post", "/v1/copies/{name}/split"),
 ];
 
 fn doc() -> Value {
@@ -123,6 +129,42 @@ fn every_reference_resolves() {
     }
     let add = &doc["components"]["schemas"]["DiskAddRequest"];
     assert_eq!(add["additionalProperties"], false, "unknown fields refused");
+}
+
+#[test]
+fn copy_schemas_name_the_allowed_values_and_refuse_unknown_fields() {
+    let doc = doc();
+    let schemas = &doc["components"]["schemas"];
+    let names = |schema: &str| schemas[schema]["enum"].clone();
+    assert_eq!(names("CopyMode"), serde_json::json!(["cow", "row"]));
+    let all: Vec<String> = ferrosan::copy::map::Scheme::ALL
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(names("Scheme"), serde_json::json!(all));
+    assert_eq!(
+        names("SplitPolicy"),
+        serde_json::json!(["move-smaller", "move-larger"])
+    );
+    for body in [
+        "CopyCreateRequest",
+        "CopySplitRequest",
+        "CopyRestoreRequest",
+    ] {
+        assert_eq!(schemas[body]["additionalProperties"], false, "{body}");
+    }
+    let create = &doc["paths"]["/v1/copies"]["post"];
+    assert!(create["responses"]["201"].is_object());
+    for verb in ["restore", "split"] {
+        let op = &doc["paths"][format!("/v1/copies/{{name}}/{verb}")]["post"];
+        assert!(op["responses"]["202"].is_object(), "{verb}");
+        let body = &op["requestBody"];
+        assert_ne!(body["required"], true, "{verb}: the body may be left out");
+        let schema = &body["content"]["application/json"]["schema"]["oneOf"];
+        assert_eq!(schema[1]["type"], "null", "{verb}: {schema}");
+    }
+    let tags = doc["tags"].as_array().unwrap();
+    assert!(tags.iter().any(|t| t["name"] == "copies"));
 }
 
 #[test]

@@ -4,61 +4,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
-use common::{Server, Sim, request};
+use common::{Server, Sim, fails, ferrosan, json, ok, request};
 use serde_json::Value;
 
 const GIB: u64 = 1 << 30;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn ferrosan(pool: &Path, args: &[&str]) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_ferrosan"))
-        .arg("--pool")
-        .arg(pool)
-        .args(args)
-        .env_remove("FERROSAN_POOL")
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
-
-fn ok(pool: &Path, args: &[&str]) -> String {
-    let r = ferrosan(pool, args);
-    assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
-    assert_eq!(r.stderr, "", "{args:?}");
-    r.stdout
-}
-
-fn json(pool: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let text = ok(pool, &all);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {text}"))
-}
-
-/// exit 1 and `error: <message>` on stderr, nothing on stdout.
-fn fails(pool: &Path, args: &[&str]) -> String {
-    let r = ferrosan(pool, args);
-    assert_eq!(r.code, 1, "{args:?}: {} {}", r.stdout, r.stderr);
-    assert_eq!(r.stdout, "", "{args:?}");
-    r.stderr
-        .strip_prefix("error: ")
-        .unwrap_or_else(|| panic!("{args:?}: {}", r.stderr))
-        .trim_end()
-        .to_owned()
-}
 
 fn setup() -> Server {
     let s = Server::start(Arc::new(Sim::default()));

@@ -39,6 +39,12 @@ pub enum Action {
     JobResume(u64),
     JobCancel(u64),
     JobRate(u64, JobRateRequest),
+    CopyList,
+    CopyGet(String),
+    CopyCreate(CopyCreateRequest),
+    CopyDelete(String),
+    CopyRestore(String),
+    CopySplit(String, CopySplitRequest),
 }
 
 /// The view an action returns.
@@ -53,6 +59,10 @@ pub enum Reply {
     Volumes(Vec<VolumeInfo>),
     Job(JobInfo),
     Jobs(Vec<JobInfo>),
+    Copy(CopyInfo),
+    Copies(Vec<CopyInfo>),
+    CopyRestored(CopyRestoreInfo),
+    CopySplit(CopySplitInfo),
     /// The object is gone: 204 No Content.
     Deleted,
 }
@@ -70,6 +80,10 @@ impl Reply {
             Reply::Volumes(v) => (status, Json(v)).into_response(),
             Reply::Job(v) => (status, Json(v)).into_response(),
             Reply::Jobs(v) => (status, Json(v)).into_response(),
+            Reply::Copy(v) => (status, Json(v)).into_response(),
+            Reply::Copies(v) => (status, Json(v)).into_response(),
+            Reply::CopyRestored(v) => (status, Json(v)).into_response(),
+            Reply::CopySplit(v) => (status, Json(v)).into_response(),
             Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
         }
     }
@@ -110,6 +124,12 @@ impl Dispatch for Pool {
             Action::JobResume(id) => Reply::Job(self.job_resume(id)?),
             Action::JobCancel(id) => Reply::Job(self.job_cancel(id)?),
             Action::JobRate(id, req) => Reply::Job(self.job_set_rate(id, req)?),
+            Action::CopyList => Reply::Copies(self.copy_list()),
+            Action::CopyGet(name) => Reply::Copy(self.copy_get(&name)?),
+            Action::CopyCreate(req) => Reply::Copy(self.copy_create(req)?),
+            Action::CopyDelete(name) => self.copy_delete(&name).map(|()| Reply::Deleted)?,
+            Action::CopyRestore(name) => Reply::CopyRestored(self.copy_restore(&name)?),
+            Action::CopySplit(name, req) => Reply::CopySplit(self.copy_split(&name, req)?),
         })
     }
 }

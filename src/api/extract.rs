@@ -22,25 +22,54 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiFailure;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiFailure> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiFailure::new(
-                e.status(),
-                "invalid",
-                format!("cannot read the request body: {}", e.body_text()),
-            )
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let bytes = body_bytes(req, state).await?;
+        if is_blank(&bytes) {
             return Err(ApiFailure::invalid(
                 "the request needs a JSON body: see /openapi.json for its fields",
             ));
         }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(ApiFailure::invalid(format!(
-                "invalid JSON body: {}",
-                json_problem(&rejection)
-            ))),
+        parse(&bytes).map(Body)
+    }
+}
+
+/// A JSON request body that may be left out: an empty body, or `null`, is
+/// `T::default()`.
+pub struct OptionalBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiFailure> {
+        let bytes = body_bytes(req, state).await?;
+        if is_blank(&bytes) {
+            return Ok(OptionalBody(T::default()));
         }
+        let value: Option<T> = parse(&bytes)?;
+        Ok(OptionalBody(value.unwrap_or_default()))
+    }
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiFailure> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        ApiFailure::new(
+            e.status(),
+            "invalid",
+            format!("cannot read the request body: {}", e.body_text()),
+        )
+    })
+}
+
+fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(u8::is_ascii_whitespace)
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiFailure> {
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(value)) => Ok(value),
+        Err(rejection) => Err(ApiFailure::invalid(format!(
+            "invalid JSON body: {}",
+            json_problem(&rejection)
+        ))),
     }
 }
 

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::action::{Action, Dispatch};
 use super::error::ApiFailure;
-use super::extract::{Body, PathParams, Query, job_id};
+use super::extract::{Body, OptionalBody, PathParams, Query, job_id};
 use crate::engine::types::*;
 
 /// What every handler shares: the dispatcher.
@@ -72,7 +72,9 @@ type Answer = Result<Response, ApiFailure>;
         (name = "disks", description = "Disks: files or block devices the pool owns"),
         (name = "groups", description = "RAID groups (seed 002, table T1)"),
         (name = "volumes", description = "Volumes: the NBD exports"),
-        (name = "jobs", description = "Background jobs: rebuilds, copies, resyncs")
+        (name = "jobs", description = "Background jobs: rebuilds, copies, resyncs"),
+        (name = "copies", description = "Instant copies (seeds 000/001): point-in-time images \
+            of a volume, usable at once, that share the tracks neither side has rewritten")
     )
 )]
 struct ApiDoc;
@@ -98,6 +100,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(job_resume))
         .routes(routes!(job_cancel))
         .routes(routes!(job_rate))
+        .routes(routes!(copy_list, copy_create))
+        .routes(routes!(copy_get, copy_delete))
+        .routes(routes!(copy_restore))
+        .routes(routes!(copy_split))
 }
 
 /// Answer for a path no route matches.
@@ -423,5 +429,93 @@ async fn job_rate(
     Body(req): Body<JobRateRequest>,
 ) -> Answer {
     s.run(Action::JobRate(job_id(&id)?, req), StatusCode::OK)
+        .await
+}
+
+// ---------------------------------------------------------------- copies
+
+/// Every instant copy, with the tracks it holds and the space it uses.
+#[utoipa::path(get, path = "/v1/copies", tag = "copies",
+    responses((status = 200, description = "The copies", body = [CopyInfo])))]
+async fn copy_list(State(s): State<AppState>) -> Answer {
+    s.run(Action::CopyList, StatusCode::OK).await
+}
+
+/// Make an instant copy of a volume (or of a copy): a new volume holding
+/// the source's image now; no data moves.
+#[utoipa::path(post, path = "/v1/copies", tag = "copies", request_body = CopyCreateRequest,
+    responses(
+        (status = 201, description = "The copy, created", body = CopyInfo),
+        (status = 400, description = "Bad mode or metadata scheme, or a mode the source's family does not use", body = ApiError),
+        (status = 404, description = "No such source volume or group", body = ApiError),
+        (status = 409, description = "A volume of that name exists", body = ApiError),
+        (status = 507, description = "No space for the copy's metadata or new space", body = ApiError)))]
+async fn copy_create(State(s): State<AppState>, Body(req): Body<CopyCreateRequest>) -> Answer {
+    s.run(Action::CopyCreate(req), StatusCode::CREATED).await
+}
+
+/// One instant copy.
+#[utoipa::path(get, path = "/v1/copies/{name}", tag = "copies",
+    params(("name" = String, Path, description = "Copy name")),
+    responses(
+        (status = 200, description = "The copy", body = CopyInfo),
+        (status = 404, description = "No such copy", body = ApiError)))]
+async fn copy_get(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
+    s.run(Action::CopyGet(name), StatusCode::OK).await
+}
+
+/// Delete an instant copy (any copy, in any order); its new space goes back.
+#[utoipa::path(delete, path = "/v1/copies/{name}", tag = "copies",
+    params(("name" = String, Path, description = "Copy name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such copy", body = ApiError),
+        (status = 409, description = "The copy is in use", body = ApiError)))]
+async fn copy_delete(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
+    s.run(Action::CopyDelete(name), StatusCode::NO_CONTENT)
+        .await
+}
+
+/// Body of `POST /v1/copies/{name}/restore`: no fields; the body may be
+/// left out.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CopyRestoreRequest {}
+
+/// Return the copy's source to the copy's image, at once; a job moves the
+/// data that must move.
+#[utoipa::path(post, path = "/v1/copies/{name}/restore", tag = "copies",
+    params(("name" = String, Path, description = "Copy name")),
+    request_body = Option<CopyRestoreRequest>,
+    responses(
+        (status = 202, description = "Restored; the job moving data, if any", body = CopyRestoreInfo),
+        (status = 400, description = "A field in the body", body = ApiError),
+        (status = 404, description = "No such copy", body = ApiError),
+        (status = 409, description = "The source or the copy is busy", body = ApiError)))]
+async fn copy_restore(
+    State(s): State<AppState>,
+    PathParams(name): PathParams<String>,
+    OptionalBody(CopyRestoreRequest {}): OptionalBody<CopyRestoreRequest>,
+) -> Answer {
+    s.run(Action::CopyRestore(name), StatusCode::ACCEPTED).await
+}
+
+/// Separate a copy from its original: measures N_orig and N_copy, the
+/// tracks of new data of each, and starts a job moving one set into the
+/// initial area (US 6,779,094 claims 7-9).
+#[utoipa::path(post, path = "/v1/copies/{name}/split", tag = "copies",
+    params(("name" = String, Path, description = "Copy name")),
+    request_body = Option<CopySplitRequest>,
+    responses(
+        (status = 202, description = "What was measured; the job, if anything moves", body = CopySplitInfo),
+        (status = 400, description = "Bad policy", body = ApiError),
+        (status = 404, description = "No such copy", body = ApiError),
+        (status = 409, description = "The copy is busy or already separate", body = ApiError)))]
+async fn copy_split(
+    State(s): State<AppState>,
+    PathParams(name): PathParams<String>,
+    OptionalBody(req): OptionalBody<CopySplitRequest>,
+) -> Answer {
+    s.run(Action::CopySplit(name, req), StatusCode::ACCEPTED)
         .await
 }

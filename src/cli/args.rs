@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use super::size::parse_size;
+use crate::copy::map::Scheme;
 use crate::engine::types::{
-    ByteRange, DiskAddRequest, GroupCreateRequest, InjectRequest, RaidLevelName,
-    VolumeCreateRequest,
+    ByteRange, CopyCreateRequest, CopyMode, DiskAddRequest, GroupCreateRequest, InjectRequest,
+    RaidLevelName, SplitPolicy, VolumeCreateRequest,
 };
 
 /// A software storage array: RAID volumes served over NBD.
@@ -52,6 +53,9 @@ pub enum Command {
     /// Background jobs: progress, pause, resume, cancel, rate.
     #[command(subcommand)]
     Job(JobCmd),
+    /// Instant copies: point-in-time images of a volume, usable at once.
+    #[command(subcommand)]
+    Copy(CopyCmd),
     /// Print the API's OpenAPI document.
     #[command(hide = true)]
     Openapi,
@@ -163,6 +167,71 @@ pub enum JobCmd {
     },
     /// Wait for a job to finish, with a progress bar.
     Wait { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CopyCmd {
+    /// Make NAME an instant copy of SRC (a volume or a copy); no data moves.
+    Create(CopyCreate),
+    /// List copies: tracks diverged, space and metadata memory used.
+    List,
+    /// One copy in detail.
+    Show { name: String },
+    /// Delete a copy; its new space goes back.
+    Delete { name: String },
+    /// Return the copy's source to the copy's image.
+    Restore {
+        name: String,
+        /// Wait for the job moving data, if one started, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Separate a copy from its original: measure N_orig and N_copy and move
+    /// one set of new data into the initial area.
+    Split {
+        name: String,
+        /// move-smaller (the default) or move-larger: which set of new data moves.
+        #[arg(long, value_name = "POLICY")]
+        policy: Option<SplitPolicy>,
+        /// Wait for the job, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CopyCreate {
+    /// The volume (or copy) to copy.
+    src: String,
+    /// Name of the new copy (a new volume).
+    name: String,
+    /// cow (A1, old data to new space) or row (A2, new data to new space);
+    /// default row, or the mode of the source's family.
+    #[arg(long, value_name = "MODE")]
+    mode: Option<CopyMode>,
+    /// Metadata scheme: full-pointer, changed-pointer, bitmap,
+    /// multilevel-bitmap or partial-bitmap; default follows the source's mapping.
+    #[arg(long, value_name = "SCHEME")]
+    meta: Option<Scheme>,
+    /// Export the copy read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// The RAID group the new space comes from (default: the source's).
+    #[arg(long, value_name = "GROUP")]
+    pool_group: Option<String>,
+}
+
+impl CopyCreate {
+    pub fn request(self) -> CopyCreateRequest {
+        CopyCreateRequest {
+            source: self.src,
+            name: self.name,
+            mode: self.mode,
+            meta: self.meta,
+            read_only: self.read_only,
+            pool_group: self.pool_group,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -355,6 +424,63 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn copy_create_parses_modes_and_schemes() {
+        let argv = [
+            "ferrosan",
+            "copy",
+            "create",
+            "v0",
+            "c0",
+            "--mode",
+            "a1",
+            "--meta",
+            "multilevel-bitmap",
+            "--read-only",
+            "--pool-group",
+            "g1",
+        ];
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Copy(CopyCmd::Create(args)) => {
+                let req = args.request();
+                assert_eq!((req.source.as_str(), req.name.as_str()), ("v0", "c0"));
+                assert_eq!(req.mode, Some(CopyMode::Cow));
+                assert_eq!(req.meta, Some(Scheme::MultilevelBitmap));
+                assert!(req.read_only);
+                assert_eq!(req.pool_group.as_deref(), Some("g1"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let argv = ["ferrosan", "copy", "create", "v0", "c0"];
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Copy(CopyCmd::Create(args)) => {
+                let req = args.request();
+                assert_eq!((req.mode, req.meta, req.read_only), (None, None, false));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn copy_names_that_do_not_parse_are_usage_errors_naming_the_choices() {
+        let err = |argv: &[&str]| {
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{argv:?}");
+            e.to_string()
+        };
+        let msg = err(&["ferrosan", "copy", "create", "v", "c", "--meta", "btree"]);
+        assert!(
+            msg.contains(
+                "use full-pointer, changed-pointer, bitmap, multilevel-bitmap or partial-bitmap"
+            ),
+            "{msg}"
+        );
+        let msg = err(&["ferrosan", "copy", "create", "v", "c", "--mode", "mirror"]);
+        assert!(msg.contains("use cow or row"), "{msg}");
+        let msg = err(&["ferrosan", "copy", "split", "c", "--policy", "biggest"]);
+        assert!(msg.contains("use move-smaller or move-larger"), "{msg}");
     }
 
     #[test]

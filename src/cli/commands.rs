@@ -34,6 +34,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Group(cmd) => group(&ctx()?, cmd),
         Command::Volume(cmd) => volume(&ctx()?, cmd),
         Command::Job(cmd) => job(&ctx()?, cmd),
+        Command::Copy(cmd) => copy(&ctx()?, cmd),
     }
 }
 
@@ -220,6 +221,61 @@ fn job(ctx: &Ctx, cmd: JobCmd) -> Result<(), Failure> {
         }
         JobCmd::Wait { id } => wait::wait(ctx, ctx.get(&one(id, ""))?),
     }
+}
+
+fn copy(ctx: &Ctx, cmd: CopyCmd) -> Result<(), Failure> {
+    let one = |name: &str, verb: &str| format!("/v1/copies/{}{verb}", segment(name));
+    match cmd {
+        CopyCmd::Create(args) => {
+            let c: CopyInfo = ctx.post("/v1/copies", &args.request())?;
+            ctx.show(&c, render::copy_created)
+        }
+        CopyCmd::List => ctx.show(&ctx.get::<Vec<CopyInfo>>("/v1/copies")?, |c| {
+            render::copy_list(c)
+        }),
+        CopyCmd::Show { name } => ctx.show(&ctx.get::<CopyInfo>(&one(&name, ""))?, render::copy),
+        CopyCmd::Delete { name } => {
+            ctx.delete(&one(&name, ""))?;
+            ctx.note(format!("deleted copy {name}"))
+        }
+        CopyCmd::Restore { name, wait } => {
+            let r: CopyRestoreInfo = ctx.act(&one(&name, "/restore"))?;
+            with_job(ctx, r, |r| &mut r.job, wait, render::copy_restored)
+        }
+        CopyCmd::Split { name, policy, wait } => {
+            let req = CopySplitRequest { policy };
+            let info: CopySplitInfo = ctx.post(&one(&name, "/split"), &req)?;
+            with_job(
+                ctx,
+                info,
+                |i| &mut i.job,
+                wait,
+                |i| render::copy_split(&name, i),
+            )
+        }
+    }
+}
+
+/// Prints an answer that may carry a job. With `--wait` the job is followed
+/// first (its progress bar on stderr) and the answer shows it as it ended;
+/// a job that failed is an error, after the JSON with `--json`.
+fn with_job<T: Serialize>(
+    ctx: &Ctx,
+    mut answer: T,
+    job: fn(&mut T) -> &mut Option<JobInfo>,
+    wait: bool,
+    human: impl FnOnce(&T) -> String,
+) -> Result<(), Failure> {
+    let mut outcome = Ok(());
+    if let Some(started) = job(&mut answer).take_if(|_| wait) {
+        let ended = wait::follow(ctx, started)?;
+        outcome = wait::outcome(&ended);
+        *job(&mut answer) = Some(ended);
+    }
+    if ctx.json || outcome.is_ok() {
+        ctx.show(&answer, human)?;
+    }
+    outcome
 }
 
 /// A job was started: wait for it, or say how to follow it.

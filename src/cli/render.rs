@@ -355,5 +355,147 @@ pub fn job_line(j: &JobInfo) -> String {
     line
 }
 
+/// A job just started (or as it ended): its line, and how to follow it
+/// while it runs.
+pub fn job_started(j: &JobInfo) -> String {
+    let line = job_line(j);
+    if j.state.is_finished() {
+        return line;
+    }
+    format!("{line}\nfollow it with `ferrosan job wait {}`", j.id)
+}
+
+// ---------------------------------------------------------------- copies
+
+/// `row (A2, new data to new space)`.
+fn copy_mode(m: CopyMode) -> String {
+    let how = match m {
+        CopyMode::Cow => "A1, old data to new space",
+        CopyMode::Row => "A2, new data to new space",
+    };
+    format!("{m} ({how})")
+}
+
+fn copy_state(c: &CopyInfo) -> &'static str {
+    if c.valid { "ok" } else { "INVALID" }
+}
+
+fn policy_name(p: SplitPolicy) -> &'static str {
+    match p {
+        SplitPolicy::MoveSmaller => "move-smaller",
+        SplitPolicy::MoveLarger => "move-larger",
+    }
+}
+
+fn tracks(n: u64) -> String {
+    if n == 1 {
+        "1 track".to_owned()
+    } else {
+        format!("{n} tracks")
+    }
+}
+
+pub const COPY_COLUMNS: [&str; 10] = [
+    "NAME",
+    "SOURCE",
+    "ORIGIN",
+    "MODE",
+    "META",
+    "DIVERGED",
+    "SPACE USED",
+    "METADATA MEMORY",
+    "DEPTH",
+    "STATE",
+];
+
+/// The copies, then one `warning:` line per copy that has one.
+pub fn copy_list(copies: &[CopyInfo]) -> String {
+    let mut t = table(&COPY_COLUMNS);
+    for c in copies {
+        t.add_row(vec![
+            c.name.clone(),
+            c.source.clone(),
+            c.origin.clone(),
+            c.mode.to_string(),
+            c.scheme.to_string(),
+            c.tracks_diverged.to_string(),
+            format_size(c.space_used),
+            format_size(c.metadata_memory),
+            c.depth.to_string(),
+            copy_state(c).to_owned(),
+        ]);
+    }
+    let mut text = t.to_string();
+    for c in copies {
+        if let Some(w) = &c.warning {
+            text.push_str(&format!("\nwarning: copy {}: {w}", c.name));
+        }
+    }
+    text
+}
+
+pub fn copy(c: &CopyInfo) -> String {
+    let diverged = c.tracks_diverged.saturating_mul(c.track_size);
+    fields(vec![
+        ("name", c.name.clone()),
+        ("source", c.source.clone()),
+        ("origin", c.origin.clone()),
+        ("depth", c.depth.to_string()),
+        ("mode", copy_mode(c.mode)),
+        ("metadata", c.scheme.to_string()),
+        ("access", mode(c.read_only)),
+        ("size", format_size(c.size)),
+        ("track size", format_size(c.track_size)),
+        (
+            "diverged",
+            format!("{} ({})", tracks(c.tracks_diverged), format_size(diverged)),
+        ),
+        ("space used", format_size(c.space_used)),
+        ("metadata memory", format_size(c.metadata_memory)),
+        ("state", copy_state(c).to_owned()),
+        ("warning", or_dash(c.warning.as_ref())),
+    ])
+}
+
+pub fn copy_created(c: &CopyInfo) -> String {
+    let (name, source, scheme) = (&c.name, &c.source, c.scheme);
+    let (size, track) = (format_size(c.size), format_size(c.track_size));
+    let access = if c.read_only { ", read-only" } else { "" };
+    let mode = copy_mode(c.mode);
+    format!(
+        "created copy {name} of {source}: {mode}, {scheme} metadata, {size} in {track} tracks{access}"
+    )
+}
+
+/// What `copy restore` did, and its job.
+pub fn copy_restored(r: &CopyRestoreInfo) -> String {
+    let head = format!("volume {} now shows the image of copy {}", r.volume, r.from);
+    match &r.job {
+        Some(j) => format!("{head}\n{}", job_started(j)),
+        None => format!("{head}\nno data has to move"),
+    }
+}
+
+/// What `copy split` measured (N_orig, N_copy), what moves, and its job.
+pub fn copy_split(name: &str, s: &CopySplitInfo) -> String {
+    let policy = policy_name(s.policy);
+    let mut lines = vec![
+        format!("splitting copy {name} from its original (policy {policy})"),
+        format!("N_orig: {} of new data of the original", tracks(s.n_orig)),
+        format!("N_copy: {} of new data of the copy", tracks(s.n_copy)),
+    ];
+    let moving = &s.moving;
+    match &s.job {
+        Some(j) => {
+            lines.push(format!(
+                "moving: the new data of {moving} into the initial area"
+            ));
+            lines.push(job_started(j));
+        }
+        None => lines.push(format!("moving: nothing, {moving} has no new data to move")),
+    }
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,14 @@ use crate::engine::types::{JobInfo, JobState};
 const POLL: Duration = Duration::from_millis(500);
 
 /// Waits for `job` to finish; fails if it failed or was cancelled.
-pub fn wait(ctx: &Ctx, mut job: JobInfo) -> Result<(), Failure> {
+pub fn wait(ctx: &Ctx, job: JobInfo) -> Result<(), Failure> {
+    let job = follow(ctx, job)?;
+    finish(ctx, &job)
+}
+
+/// Polls `job` until it finishes, with a progress bar on a terminal;
+/// returns it as it ended. Prints nothing on stdout.
+pub fn follow(ctx: &Ctx, mut job: JobInfo) -> Result<JobInfo, Failure> {
     let bar = (!ctx.json && std::io::stderr().is_terminal()).then(|| new_bar(&job));
     loop {
         if let Some(bar) = &bar {
@@ -31,15 +38,20 @@ pub fn wait(ctx: &Ctx, mut job: JobInfo) -> Result<(), Failure> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    finish(ctx, &job)
+    Ok(job)
 }
 
 fn finish(ctx: &Ctx, job: &JobInfo) -> Result<(), Failure> {
-    let failed = job.state != JobState::Done;
-    if ctx.json || !failed {
+    let outcome = outcome(job);
+    if ctx.json || outcome.is_ok() {
         ctx.show(job, render::job_line)?;
     }
-    if !failed {
+    outcome
+}
+
+/// A finished job's result: an error unless it is done.
+pub fn outcome(job: &JobInfo) -> Result<(), Failure> {
+    if job.state == JobState::Done {
         return Ok(());
     }
     let why = job.message.as_deref().unwrap_or("no reason given");

@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+mod copies;
 mod disks;
 pub mod exports;
 mod groups;

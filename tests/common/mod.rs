@@ -1,6 +1,6 @@
 //! Shared by the api_* and cli_* tests: an in-memory dispatcher (a "sim"
 //! pool, so API and CLI tests run without disks or root), a server on a
-//! temporary socket, and a raw HTTP client.
+//! temporary socket, a raw HTTP client, and a runner of the binary.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrosan::api::{Action, Dispatch, Reply};
+use ferrosan::copy::map::Scheme;
 use ferrosan::disk::{CounterSnapshot, FaultRules};
 use ferrosan::engine::types::*;
 use ferrosan::{Error, ErrorKind, Result};
@@ -16,8 +17,16 @@ use ferrosan::{Error, ErrorKind, Result};
 // ---------------------------------------------------------------- sim
 
 /// A pool in memory with just enough rules to give every answer a shape.
-/// A disk, group or volume whose name starts with `fail-` followed by an
-/// error kind (`fail-no_space`) answers any lookup with that error.
+/// A disk, group, volume or copy whose name starts with `fail-` followed by
+/// an error kind (`fail-no_space`) answers any lookup with that error.
+///
+/// Instant copies: a copy is also a volume (so it can be copied in turn).
+/// Each pretends an eighth of its tracks have diverged, and, in row mode,
+/// its original a sixteenth. A copy whose name contains `full` warns that
+/// its new space is over 80% full; a cow copy whose name contains `broken`
+/// is invalid. Restoring from a cow copy starts a job (the old data moves
+/// back); from a row copy it does not (pointers switch). Split moves the
+/// set of new data the policy picks, with a job unless that set is empty.
 #[derive(Default)]
 pub struct Sim {
     state: Mutex<State>,
@@ -31,6 +40,7 @@ struct State {
     groups: BTreeMap<String, GroupInfo>,
     volumes: BTreeMap<String, VolumeInfo>,
     jobs: BTreeMap<u64, JobInfo>,
+    copies: BTreeMap<String, CopyInfo>,
 }
 
 pub const KINDS: [(&str, ErrorKind); 11] = [
@@ -174,6 +184,17 @@ impl State {
                 j.rate_limit = req.bytes_per_sec;
                 Reply::Job(j.clone())
             }
+            A::CopyList => Reply::Copies(self.copies.values().cloned().collect()),
+            A::CopyGet(n) => Reply::Copy(self.copy(&n)?.clone()),
+            A::CopyCreate(req) => Reply::Copy(self.copy_create(req)?),
+            A::CopyDelete(n) => {
+                self.copy(&n)?;
+                self.copies.remove(&n);
+                self.volumes.remove(&n);
+                Reply::Deleted
+            }
+            A::CopyRestore(n) => Reply::CopyRestored(self.copy_restore(&n)?),
+            A::CopySplit(n, req) => Reply::CopySplit(self.copy_split(&n, req)?),
         })
     }
 
@@ -330,15 +351,21 @@ impl State {
         let group = self.disk(old)?.group.clone();
         self.disk(new)?;
         let group = group.ok_or_else(|| Error::invalid(format!("disk {old} is in no group")))?;
+        let target = format!("group {group} disk {old} -> disk {new}");
+        Ok(self.new_job("replace", target, 4, 65536))
+    }
+
+    /// A running job of `total` units, advancing 2 units per look.
+    fn new_job(&mut self, kind: &str, target: String, total: u64, unit_bytes: u64) -> JobInfo {
         let id = self.jobs.len() as u64 + 1;
         let j = JobInfo {
             id,
-            kind: "replace".into(),
-            target: format!("group {group} disk {old} -> disk {new}"),
+            kind: kind.into(),
+            target,
             state: JobState::Running,
             done: 0,
-            total: 4,
-            unit_bytes: 65536,
+            total,
+            unit_bytes,
             bytes_per_sec: 1 << 20,
             eta_secs: Some(1),
             rate_limit: 0,
@@ -347,7 +374,7 @@ impl State {
             updated: 0,
         };
         self.jobs.insert(id, j.clone());
-        Ok(j)
+        j
     }
 
     fn job_mut(&mut self, id: u64) -> Result<&mut JobInfo> {
@@ -379,6 +406,140 @@ impl State {
         }
         j.state = state;
         Ok(j.clone())
+    }
+}
+
+// ---------------------------------------------------------------- sim copies
+
+impl State {
+    fn copy(&self, name: &str) -> Result<&CopyInfo> {
+        forced_error(name)?;
+        self.copies.get(name).ok_or_else(|| missing("copy", name))
+    }
+
+    fn copy_create(&mut self, req: CopyCreateRequest) -> Result<CopyInfo> {
+        forced_error(&req.name)?;
+        let src = self.volume(&req.source)?.clone();
+        if self.volumes.contains_key(&req.name) {
+            return Err(Error::conflict(format!(
+                "volume {} already exists",
+                req.name
+            )));
+        }
+        if let Some(g) = &req.pool_group {
+            self.group(g)?;
+        }
+        let parent = self.copies.get(&req.source);
+        let mode = family_mode(parent, req.mode)?;
+        let c = sim_copy(&req, &src, parent, mode);
+        let mut v = src;
+        v.name = c.name.clone();
+        v.read_only = c.read_only;
+        v.group = req.pool_group.unwrap_or(v.group);
+        v.export = format!("nbd://127.0.0.1:10809/{}", c.name);
+        self.volumes.insert(c.name.clone(), v);
+        self.copies.insert(c.name.clone(), c.clone());
+        Ok(c)
+    }
+
+    fn copy_restore(&mut self, name: &str) -> Result<CopyRestoreInfo> {
+        let c = self.copy(name)?.clone();
+        let job = (c.mode == CopyMode::Cow).then(|| {
+            let target = format!("volume {} <- copy {name}", c.source);
+            self.new_job("restore", target, c.tracks_diverged, c.track_size)
+        });
+        Ok(CopyRestoreInfo {
+            volume: c.source,
+            from: c.name,
+            job,
+        })
+    }
+
+    fn copy_split(&mut self, name: &str, req: CopySplitRequest) -> Result<CopySplitInfo> {
+        let c = self.copy(name)?.clone();
+        let policy = req.policy.unwrap_or(SplitPolicy::MoveSmaller);
+        let n_copy = c.tracks_diverged;
+        let n_orig = match c.mode {
+            CopyMode::Cow => 0,
+            CopyMode::Row => c.size / c.track_size / 16,
+        };
+        let copy_moves = match policy {
+            SplitPolicy::MoveSmaller => n_copy <= n_orig,
+            SplitPolicy::MoveLarger => n_copy > n_orig,
+        };
+        let (moving, n) = match copy_moves {
+            true => (c.name.clone(), n_copy),
+            false => (c.source.clone(), n_orig),
+        };
+        let job = (n > 0).then(|| {
+            let target = format!("copy {name}: new data of {moving} -> initial area");
+            self.new_job("split", target, n, c.track_size)
+        });
+        Ok(CopySplitInfo {
+            n_orig,
+            n_copy,
+            policy,
+            moving,
+            job,
+        })
+    }
+}
+
+/// The mode of a new copy: asked for, or its family's (default row); a
+/// family keeps one mode.
+fn family_mode(parent: Option<&CopyInfo>, asked: Option<CopyMode>) -> Result<CopyMode> {
+    match (parent.map(|p| p.mode), asked) {
+        (Some(has), Some(want)) if has != want => Err(Error::invalid(format!(
+            "the copies of this family use {has}: a copy of one of them cannot use {want}"
+        ))),
+        (Some(has), _) => Ok(has),
+        (None, asked) => Ok(asked.unwrap_or(CopyMode::Row)),
+    }
+}
+
+fn sim_copy(
+    req: &CopyCreateRequest,
+    src: &VolumeInfo,
+    parent: Option<&CopyInfo>,
+    mode: CopyMode,
+) -> CopyInfo {
+    let scheme = req.meta.unwrap_or(Scheme::ChangedPointer);
+    let tracks = src.size / src.track_size;
+    let diverged = tracks / 8;
+    let full = req.name.contains("full");
+    let valid = !(mode == CopyMode::Cow && req.name.contains("broken"));
+    let warning = match (valid, full) {
+        (false, _) => Some("its new space ran out: reads of this copy fail".to_owned()),
+        (true, true) => Some("new space is 85% full: free space or delete copies".to_owned()),
+        (true, false) => None,
+    };
+    CopyInfo {
+        name: req.name.clone(),
+        source: src.name.clone(),
+        origin: parent.map_or_else(|| src.name.clone(), |p| p.origin.clone()),
+        mode,
+        scheme,
+        read_only: req.read_only,
+        size: src.size,
+        track_size: src.track_size,
+        tracks_diverged: diverged,
+        space_used: diverged * src.track_size,
+        metadata_memory: metadata_bytes(scheme, tracks, diverged),
+        depth: parent.map_or(1, |p| p.depth + 1),
+        valid,
+        warning,
+        created: 1_700_000_000,
+    }
+}
+
+/// What each scheme's metadata would take: 16 bytes a pointer, a bit a track.
+fn metadata_bytes(scheme: Scheme, tracks: u64, diverged: u64) -> u64 {
+    match scheme {
+        Scheme::FullPointer => 16 * tracks,
+        Scheme::ChangedPointer => 16 * diverged,
+        Scheme::Bitmap => tracks.div_ceil(8),
+        Scheme::MultilevelBitmap => tracks.div_ceil(64) + diverged.div_ceil(8),
+        Scheme::PartialBitmap => 32 + diverged.div_ceil(8),
     }
 }
 
@@ -538,4 +699,57 @@ fn dechunk(mut s: &str) -> String {
         out.push_str(&rest[..n]);
         s = &rest[n + 2..];
     }
+}
+
+// ---------------------------------------------------------------- binary
+
+/// One run of the `ferrosan` binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `ferrosan --pool POOL ARGS...`.
+pub fn ferrosan(pool: &Path, args: &[&str]) -> Run {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrosan"))
+        .arg("--pool")
+        .arg(pool)
+        .args(args)
+        .env_remove("FERROSAN_POOL")
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// Exit 0, nothing on stderr: stdout.
+pub fn ok(pool: &Path, args: &[&str]) -> String {
+    let r = ferrosan(pool, args);
+    assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    assert_eq!(r.stderr, "", "{args:?}");
+    r.stdout
+}
+
+/// The output of `--json ARGS...`, parsed.
+pub fn json(pool: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let text = ok(pool, &all);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {text}"))
+}
+
+/// exit 1 and `error: <message>` on stderr, nothing on stdout: the message.
+pub fn fails(pool: &Path, args: &[&str]) -> String {
+    let r = ferrosan(pool, args);
+    assert_eq!(r.code, 1, "{args:?}: {} {}", r.stdout, r.stderr);
+    assert_eq!(r.stdout, "", "{args:?}");
+    r.stderr
+        .strip_prefix("error: ")
+        .unwrap_or_else(|| panic!("{args:?}: {}", r.stderr))
+        .trim_end()
+        .to_owned()
 }

@@ -245,3 +245,92 @@ fn fault_rules_in_one_line() {
     );
     assert_eq!(faults(&FaultRules::default()), "none");
 }
+
+fn copy_info(name: &str, valid: bool, warning: Option<&str>) -> CopyInfo {
+    CopyInfo {
+        name: name.to_owned(),
+        source: "v0".into(),
+        origin: "v0".into(),
+        mode: CopyMode::Row,
+        scheme: crate::copy::map::Scheme::PartialBitmap,
+        read_only: false,
+        size: 10 * GIB,
+        track_size: 65536,
+        tracks_diverged: 3,
+        space_used: 3 * 65536,
+        metadata_memory: 4096,
+        depth: 2,
+        valid,
+        warning: warning.map(str::to_owned),
+        created: 0,
+    }
+}
+
+#[test]
+fn copy_list_has_the_columns_and_warnings_under_the_table() {
+    let copies = [
+        copy_info("c0", true, None),
+        copy_info("c1", false, Some("new space is 91% full")),
+    ];
+    let text = copy_list(&copies);
+    let got = rows(&text);
+    assert_eq!(got[0], COPY_COLUMNS);
+    let want = [
+        "c0",
+        "v0",
+        "v0",
+        "row",
+        "partial-bitmap",
+        "3",
+        "192.0 KiB",
+        "4.0 KiB",
+        "2",
+        "ok",
+    ];
+    assert_eq!(got[1], want);
+    assert_eq!(got[2][9], "INVALID");
+    let tail: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("warning"))
+        .collect();
+    assert_eq!(tail, ["warning: copy c1: new space is 91% full"]);
+    assert!(!copy_list(&copies[..1]).contains("warning"));
+}
+
+#[test]
+fn copy_show_spells_out_the_mode_and_the_diverged_bytes() {
+    let got = rows(&copy(&copy_info("c0", true, None)));
+    let has = |k: &str, v: &str| assert!(got.contains(&vec![k.to_owned(), v.to_owned()]), "{k}");
+    has("mode", "row (A2, new data to new space)");
+    has("diverged", "3 tracks (192.0 KiB)");
+    has("metadata", "partial-bitmap");
+    has("warning", "-");
+}
+
+#[test]
+fn restore_and_split_lines_say_whether_a_job_runs() {
+    let restored = CopyRestoreInfo {
+        volume: "v0".into(),
+        from: "c0".into(),
+        job: None,
+    };
+    assert_eq!(
+        copy_restored(&restored),
+        "volume v0 now shows the image of copy c0\nno data has to move"
+    );
+    let split = CopySplitInfo {
+        n_orig: 1,
+        n_copy: 0,
+        policy: SplitPolicy::MoveLarger,
+        moving: "v0".into(),
+        job: Some(job_info(4, 4, JobState::Done)),
+    };
+    let text = copy_split("c0", &split);
+    assert!(text.contains("(policy move-larger)"), "{text}");
+    assert!(text.contains("N_orig: 1 track of"), "{text}");
+    assert!(text.contains("N_copy: 0 tracks of"), "{text}");
+    assert!(
+        text.ends_with("job 7 done: replace group g0 slot 2 -> disk d4"),
+        "{text}"
+    );
+}
