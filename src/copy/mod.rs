@@ -1,6 +1,151 @@
-//! copy: instant copies (seeds 000/001, StorageTek; US 6,779,094,
-//! 6,779,095, 6,804,755).
+//! copy: instant copies (seeds 000/001, StorageTek "Apparatus and method for
+//! instant copy of data"; US 6,779,094, 6,779,095, 6,804,755; SEED-SPECS
+//! section A).
+//!
+//! ```text
+//!   volume (switch) ──> ImageDev ──> Family: copy tree + store ──> group
+//!                                        │                  └──> base (the
+//!                                        │                       origin's thick
+//!                                        └── node maps: the five    extents)
+//!                                            FIG. 17 schemes (map, maps)
+//! ```
+//!
+//! - [`map`]: the `TrackMap` interface; [`maps`]: the five schemes; [`page`]:
+//!   their persisted pages.
+//! - [`store`]: the additional physical storage area (new space) in slots.
+//! - [`family`]: the tree of nodes every image reads through; taking,
+//!   deleting copies; A.c.1 (create), A.c.2 (read resolution).
+//! - [`image`]: the I/O: A.c.3 (A1, old data to new space), A.c.4 (A2, new
+//!   data to new space), flush and the group commit of map pages.
+//! - [`record`]: the family as persisted.
 
+pub mod family;
+pub mod image;
 pub mod map;
 pub mod maps;
 pub mod page;
+pub mod record;
+pub mod store;
+
+use family::{Head, Image, Node, NodeId, NodeKind, Restore, State};
+use map::{Scheme, ZERO_SLOT};
+use record::FamilyRecord;
+use store::{Grow, Store};
+
+use crate::engine::types::CopyMode;
+use crate::error::{Error, Result};
+
+/// The state of a new family around `origin` (`size` bytes, `track`-byte
+/// tracks). Under A2 the origin gets a leaf of its own (`leaf` node id,
+/// map from `map`); under A1 it reads and writes the base.
+pub fn new_state(
+    mode: CopyMode,
+    origin: &str,
+    track: u64,
+    size: u64,
+    store: Store,
+    origin_leaf: Option<(NodeId, Box<dyn map::TrackMap>)>,
+    scheme: Scheme,
+    created: u64,
+) -> State {
+    let tracks = size.div_ceil(track);
+    let mut st = State::new(mode, origin, track, tracks, store);
+    let head = match origin_leaf {
+        Some((id, m)) => {
+            st.add_node(id, None, NodeKind::Leaf, m);
+            Head::Leaf(id)
+        }
+        None => Head::Base,
+    };
+    st.images.insert(
+        origin.to_string(),
+        Image {
+            name: origin.to_string(),
+            head,
+            source: None,
+            scheme,
+            created,
+        },
+    );
+    st
+}
+
+/// Rebuilds a family's state from its record and its pages.
+pub fn load_state(
+    rec: &FamilyRecord,
+    pages_of: &dyn Fn(NodeId) -> Result<Vec<(u64, Vec<u8>)>>,
+    grow: Grow,
+) -> Result<State> {
+    let store = Store::new(rec.track_size, rec.chunks.clone(), grow);
+    let mut st = State::new(rec.mode, &rec.origin, rec.track_size, rec.tracks, store);
+    for n in &rec.nodes {
+        let mut entries = Vec::new();
+        for (page, bytes) in pages_of(n.id)? {
+            entries.extend(page::decode_page(page, &bytes)?);
+        }
+        let map = maps::restore_map(n.scheme, rec.tracks, &n.areas, entries)?;
+        for &(a, c) in &n.areas {
+            st.store.mark_area(a, c)?;
+        }
+        let in_area = |s: u64| n.areas.iter().any(|&(a, c)| s >= a && s < a + c);
+        let singles: Vec<u64> = map
+            .entries()
+            .map(|(_, e)| e.slot)
+            .filter(|&s| s != ZERO_SLOT && !in_area(s))
+            .collect();
+        for s in singles {
+            st.store.mark_used(s)?;
+        }
+        st.nodes.insert(
+            n.id,
+            Node {
+                id: n.id,
+                parent: n.parent,
+                kind: n.kind,
+                map,
+                invalid: n.invalid,
+            },
+        );
+    }
+    for n in &rec.nodes {
+        if let Some(p) = n.parent
+            && !st.nodes.contains_key(&p)
+        {
+            return Err(Error::corrupt(format!(
+                "copy family {}: node {} has a missing parent {p}",
+                rec.object, n.id
+            )));
+        }
+    }
+    for i in &rec.images {
+        if let Head::Leaf(l) = i.head
+            && !st.nodes.contains_key(&l)
+        {
+            return Err(Error::corrupt(format!(
+                "copy family {}: image {} starts at a missing node {l}",
+                rec.object, i.name
+            )));
+        }
+        st.images.insert(i.name.clone(), Image::from(i));
+    }
+    st.newest_view = rec.newest_view;
+    st.restore = rec.restore.as_ref().map(|r| Restore {
+        from: r.from,
+        pending: r
+            .pending
+            .iter()
+            .flat_map(|&(first, n)| first..first + n)
+            .collect(),
+        copy: r.copy.clone(),
+        job: r.job,
+    });
+    st.record_dirty = false;
+    // Chunks with no slot in use are empty: they go back to the group at
+    // the next commit.
+    let empties = st.store.take_pending();
+    st.store.release(empties);
+    Ok(st)
+}
+
+#[cfg(test)]
+mod tests;

@@ -46,11 +46,6 @@ struct ChunkState {
 }
 
 impl ChunkState {
-    fn get(&self, i: u64) -> bool {
-        let w = usize::try_from(i / 64).unwrap_or(usize::MAX);
-        self.used.get(w).is_some_and(|x| x & (1 << (i % 64)) != 0)
-    }
-
     fn set(&mut self, i: u64, v: bool) {
         let w = usize::try_from(i / 64).unwrap_or(usize::MAX);
         if let Some(x) = self.used.get_mut(w) {
@@ -91,13 +86,19 @@ pub struct Store {
     grow: Grow,
     /// Chunks emptied and not yet handed back (group offset, bytes).
     released: Vec<(u64, u64)>,
+    /// Slots of a chunk for single slots.
+    chunk_slots: u64,
 }
 
 impl Store {
     /// A store over `chunks` (from the family record), with every slot free;
     /// the caller marks used slots with [`Store::mark_used`].
     pub fn new(track: u64, chunks: Vec<Chunk>, grow: Grow) -> Store {
-        let next_slot = chunks.iter().map(|c| c.first_slot + c.slots).max().unwrap_or(0);
+        let next_slot = chunks
+            .iter()
+            .map(|c| c.first_slot + c.slots)
+            .max()
+            .unwrap_or(0);
         let chunks = chunks
             .into_iter()
             .map(|c| {
@@ -120,7 +121,14 @@ impl Store {
             pending: Vec::new(),
             grow,
             released: Vec::new(),
+            chunk_slots: CHUNK_SLOTS,
         }
+    }
+
+    /// Uses chunks of `n` slots for single slots (tests use small ones).
+    pub fn with_chunk_slots(mut self, n: u64) -> Store {
+        self.chunk_slots = n.max(1);
+        self
     }
 
     pub fn track(&self) -> u64 {
@@ -146,7 +154,9 @@ impl Store {
     /// Group offset of a slot.
     pub fn offset(&self, slot: u64) -> Result<u64> {
         let c = self.chunk_of(slot).ok_or_else(|| {
-            Error::corrupt(format!("copy metadata points at slot {slot}, which no chunk holds"))
+            Error::corrupt(format!(
+                "copy metadata points at slot {slot}, which no chunk holds"
+            ))
         })?;
         Ok(c.chunk.group_off + (slot - c.chunk.first_slot) * self.track)
     }
@@ -182,6 +192,11 @@ impl Store {
         self.pending.extend(first..first + n);
     }
 
+    /// Number of slots freed and waiting for a commit.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Slots freed and waiting for a commit.
     pub fn take_pending(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.pending)
@@ -204,7 +219,8 @@ impl Store {
             .collect();
         for k in empty {
             if let Some(c) = self.chunks.remove(&k) {
-                self.released.push((c.chunk.group_off, c.chunk.slots * self.track));
+                self.released
+                    .push((c.chunk.group_off, c.chunk.slots * self.track));
             }
         }
     }
@@ -226,7 +242,10 @@ impl Store {
 
     /// Bytes of group space the store holds.
     pub fn bytes(&self) -> u64 {
-        self.chunks.values().map(|c| c.chunk.slots * self.track).sum()
+        self.chunks
+            .values()
+            .map(|c| c.chunk.slots * self.track)
+            .sum()
     }
 
     fn add_chunk(&mut self, slots: u64, shared: bool) -> Result<u64> {
@@ -263,7 +282,7 @@ impl SlotSource for Store {
             .find_map(|c| c.first_free().map(|i| c.chunk.first_slot + i));
         let slot = match found {
             Some(s) => s,
-            None => self.add_chunk(CHUNK_SLOTS, true)?,
+            None => self.add_chunk(self.chunk_slots, true)?,
         };
         self.mark_used(slot)?;
         Ok(slot)
@@ -282,7 +301,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn store(limit: u64) -> (Store, Arc<Mutex<Vec<(u64, u64)>>>) {
-        let given = Arc::new(Mutex::new(Vec::new()));
+        let given = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
         let g = Arc::clone(&given);
         let mut next = 1 << 30;
         let grow: Grow = Box::new(move |bytes| {
@@ -324,7 +343,10 @@ mod tests {
         s.free_area_later(area, 10);
         let pending = s.take_pending();
         s.release(pending);
-        assert_eq!(s.take_released(), vec![(given.lock().unwrap()[1].0, 10 * 65536)]);
+        assert_eq!(
+            s.take_released(),
+            vec![(given.lock().unwrap()[1].0, 10 * 65536)]
+        );
         // The group runs out: NoSpace, and nothing is half-allocated.
         let used = s.used_slots();
         let e = s.alloc_area(3 * CHUNK_SLOTS).unwrap_err();

@@ -1,35 +1,806 @@
-//! SKELETON for the copy API/CLI work: signatures final, bodies written on
-//! main (this file is replaced at merge).
+//! Instant copies in the pool (seeds 000/001): creating, listing, deleting
+//! copies; their families' records and new space; loading them at start.
+//!
+//! Taking a copy (SEED-SPECS A.c.1): close the gates of the family's
+//! volumes (requests in flight finish, new ones wait), make every completed
+//! write durable, change the copy tree (O(1): no data moves), save the tree
+//! and the new volume in one durable transaction, open the gates. The pause
+//! is a flush and a commit: milliseconds, whatever the size.
 
-use super::Pool;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use super::types::*;
+use super::{Pool, State, VolumeEntry, check_name};
+use crate::copy::family::{Head, NodeId, State as FamilyState};
+use crate::copy::image::{Family, ImageDev, Persist};
+use crate::copy::map::Scheme;
+use crate::copy::record::FamilyRecord;
+use crate::copy::store::{Grow, Store};
 use crate::error::{Error, ErrorKind, Result};
+use crate::meta::Meta;
+use crate::meta::records::{VolumeRecord, now};
+use crate::stack::BlockDev;
+use crate::stack::gate::Closed;
+use crate::stack::switch::Switch;
 
-fn todo() -> Error {
-    Error::new(ErrorKind::Unsupported, "not built yet")
+/// Share of the new space past which `copy list` warns.
+const WARN_USED: f64 = 0.8;
+
+/// Saves a family through the pool database.
+struct MetaPersist(Arc<Meta>);
+
+impl Persist for MetaPersist {
+    fn save(
+        &self,
+        rec: &FamilyRecord,
+        pages: &[(NodeId, u64, Vec<u8>)],
+        dropped: &[NodeId],
+    ) -> Result<()> {
+        self.0
+            .write(true, |tx| save_family(tx, rec, pages, dropped))
+    }
+}
+
+fn save_family(
+    tx: &mut crate::meta::Tx<'_>,
+    rec: &FamilyRecord,
+    pages: &[(NodeId, u64, Vec<u8>)],
+    dropped: &[NodeId],
+) -> Result<()> {
+    for id in dropped {
+        tx.del_pages(*id)?;
+    }
+    for (id, page, bytes) in pages {
+        tx.put_page(*id, *page, bytes)?;
+    }
+    tx.put_family(rec)
+}
+
+/// The default scheme (US 6,804,755: the mechanism follows the source's
+/// mapping type): a thick source (load point & offset) gets a bitmap
+/// scheme, a source mapped by pointers a pointer scheme.
+pub fn default_scheme(pointer_mapped: bool) -> Scheme {
+    if pointer_mapped {
+        Scheme::ChangedPointer
+    } else {
+        Scheme::PartialBitmap
+    }
+}
+
+/// Runs `f` on a worker and waits for it (from a blocking context).
+fn on_worker<T: Send + 'static, Fut: std::future::Future<Output = Result<T>> + 'static>(
+    pool: &Pool,
+    f: impl FnOnce() -> Fut + Send + 'static,
+) -> Result<T> {
+    futures::executor::block_on(pool.workers.run(f))?
 }
 
 impl Pool {
-    /// `copy create SRC NAME`: NAME becomes a volume holding SRC's image now.
-    pub fn copy_create(&self, _req: CopyCreateRequest) -> Result<CopyInfo> {
-        Err(todo())
+    /// Group space held by copy families, per group: (family, offset, length).
+    pub(crate) fn copy_space_in(&self, group: &str) -> Vec<(u64, u64)> {
+        let cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
+        cs.iter()
+            .filter(|c| c.1 == group)
+            .map(|c| (c.2, c.3))
+            .collect()
     }
+
+    /// Gets `bytes` of group address space for family `family`'s store.
+    fn alloc_copy_space(&self, family: u64, group: &str, bytes: u64) -> Result<u64> {
+        let st = self.lock();
+        let g = st
+            .groups
+            .get(group)
+            .ok_or_else(|| Error::not_found(format!("group {group} of a copy family is gone")))?;
+        let unit = super::groups::row_bytes(&g.rec);
+        let capacity = g.raid.size();
+        let mut used = self.used_in(&st, group);
+        let free = super::volumes::free_extents(capacity, &mut used);
+        let want = bytes.div_ceil(unit) * unit;
+        let spot = free.iter().find_map(|&(off, len)| {
+            let start = off.div_ceil(unit) * unit;
+            (start + want <= off + len).then_some(start)
+        });
+        let Some(off) = spot else {
+            let avail: u64 = free.iter().map(|f| f.1).sum();
+            return Err(Error::new(
+                ErrorKind::NoSpace,
+                format!(
+                    "group {group} has no room for {} more bytes of copy space ({} free)",
+                    want,
+                    crate::units::format_size(avail)
+                ),
+            ));
+        };
+        drop(st);
+        self.copy_space
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((family, group.to_string(), off, want));
+        Ok(off)
+    }
+
+    fn make_grow(&self, family: u64, group: &str) -> Grow {
+        let me = self.me.clone();
+        let group = group.to_string();
+        Box::new(move |bytes| match me.upgrade() {
+            Some(p) => p.alloc_copy_space(family, &group, bytes),
+            None => Err(Error::new(ErrorKind::Shutdown, "the pool is closing")),
+        })
+    }
+
+    /// Hands back the chunks families emptied: they leave the families'
+    /// space and are discarded on the group (sparse files shrink).
+    pub(crate) fn reclaim_copy_space(&self) {
+        let fams: Vec<(Arc<Family>, Option<Arc<dyn BlockDev>>)> = {
+            let st = self.lock();
+            st.families
+                .values()
+                .map(|f| {
+                    let g = st
+                        .groups
+                        .get(&f.group_name)
+                        .map(|g| Arc::clone(&g.raid) as Arc<dyn BlockDev>);
+                    (Arc::clone(f), g)
+                })
+                .collect()
+        };
+        for (f, group) in fams {
+            let gone: Vec<(u64, u64)> =
+                std::mem::take(&mut *f.released.lock().unwrap_or_else(|p| p.into_inner()));
+            if gone.is_empty() {
+                continue;
+            }
+            {
+                let mut cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
+                cs.retain(|c| !(c.0 == f.object && gone.iter().any(|g| g.0 == c.2)));
+            }
+            if let Some(group) = group {
+                self.workers.spawn(move || async move {
+                    for (off, len) in gone {
+                        if let Err(e) = group.discard(off, len).await {
+                            tracing::warn!("discarding freed copy space failed: {}", e.chain());
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    fn family_of(&self, st: &State, name: &str) -> Option<Arc<Family>> {
+        st.volumes
+            .get(name)
+            .and_then(|v| v.rec.family)
+            .and_then(|f| st.families.get(&f))
+            .cloned()
+    }
+
+    /// Volumes whose switches a structural change of a family must pause.
+    fn family_switches(st: &State, fam: Option<u64>, extra: &str) -> Vec<Arc<Switch>> {
+        st.volumes
+            .values()
+            .filter(|v| v.rec.name == extra || (fam.is_some() && v.rec.family == fam))
+            .map(|v| Arc::clone(&v.dev))
+            .collect()
+    }
+
+    pub fn copy_create(&self, req: CopyCreateRequest) -> Result<CopyInfo> {
+        check_name("copy", &req.name)?;
+        let pool = self.arc()?;
+        let name = req.name.clone();
+        on_worker(self, move || async move {
+            pool.copy_create_on_worker(req).await
+        })?;
+        self.copy_get(&name)
+    }
+
+    async fn copy_create_on_worker(self: Arc<Self>, req: CopyCreateRequest) -> Result<()> {
+        let (src_rec, src_thick, fam, switches, group_name) = {
+            let st = self.lock();
+            if st.volumes.contains_key(&req.name) {
+                return Err(Error::conflict(format!(
+                    "a volume named {} already exists",
+                    req.name
+                )));
+            }
+            let v = st.volumes.get(&req.source).ok_or_else(|| {
+                Error::not_found(format!(
+                    "unknown volume {:?}: see `ferrosan volume list`",
+                    req.source
+                ))
+            })?;
+            let fam = self.family_of(&st, &req.source);
+            let group_name = match (&fam, &req.pool_group) {
+                (Some(f), Some(g)) if *g != f.group_name => {
+                    return Err(Error::invalid(format!(
+                        "{} already takes its copies' space from group {}; --pool-group {g} cannot change that",
+                        req.source, f.group_name
+                    )));
+                }
+                (Some(f), _) => f.group_name.clone(),
+                (None, Some(g)) => g.clone(),
+                (None, None) => v.rec.group.clone(),
+            };
+            if !st.groups.contains_key(&group_name) {
+                return Err(Error::not_found(format!("unknown group {group_name:?}")));
+            }
+            let switches = Self::family_switches(&st, v.rec.family, &req.source);
+            (
+                v.rec.clone(),
+                Arc::clone(&v.thick),
+                fam,
+                switches,
+                group_name,
+            )
+        };
+        let mut closed: Vec<Closed<'_>> = Vec::with_capacity(switches.len());
+        for s in &switches {
+            closed.push(s.close().await);
+        }
+        let t0 = std::time::Instant::now();
+        let created = now();
+        let (fam, new_family) = match fam {
+            Some(f) => (f, false),
+            None => (
+                self.new_family(&req, &src_rec, src_thick, &group_name)?,
+                true,
+            ),
+        };
+        // Everything completed so far is durable before the copy point.
+        fam.commit().await?;
+        let mode = fam.read_state().mode;
+        if let Some(m) = req.mode
+            && m != mode
+        {
+            return Err(Error::invalid(format!(
+                "the copies of {} are {mode} copies; a {m} copy cannot join them",
+                src_rec.name
+            )));
+        }
+        let scheme = req.meta.unwrap_or_else(|| {
+            default_scheme(!new_family && fam.read_state().pointer_mapped(&req.source))
+        });
+        {
+            let me = Arc::clone(&self);
+            let mut st = fam.write_state();
+            let tracks = st.tracks;
+            let mut ids = || me.take_object();
+            let mut maps =
+                |s: Scheme, store: &mut Store| crate::copy::maps::new_map(s, tracks, store);
+            st.create_copy(&req.source, &req.name, scheme, created, &mut ids, &mut maps)?;
+        }
+        let copy_rec = VolumeRecord {
+            object: self.take_object(),
+            name: req.name.clone(),
+            group: src_rec.group.clone(),
+            size: src_rec.size,
+            track_size: src_rec.track_size,
+            extents: Vec::new(),
+            read_only: req.read_only,
+            created,
+            family: Some(fam.object),
+        };
+        let mut src_new = src_rec.clone();
+        src_new.family = Some(fam.object);
+        let _one = fam.save_lock.lock().await;
+        let snap = fam.snapshot(true);
+        let pool_rec = self.lock().pool.clone();
+        let saved = {
+            let meta = Arc::clone(&self.meta);
+            let (copy_rec, src_new, snap_parts) = (
+                copy_rec.clone(),
+                src_new.clone(),
+                snap.as_ref()
+                    .map(|s| (s.rec.clone(), s.pages.clone(), s.dropped.clone())),
+            );
+            tokio::task::spawn_blocking(move || {
+                meta.write(true, |tx| {
+                    tx.put_pool(&pool_rec)?;
+                    tx.put_volume(&copy_rec)?;
+                    tx.put_volume(&src_new)?;
+                    if let Some((rec, pages, dropped)) = &snap_parts {
+                        save_family(tx, rec, pages, dropped)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("saving the copy: {e}")))
+            .and_then(|r| r)
+        };
+        if let Some(snap) = snap {
+            fam.saved(snap, saved.as_ref().map(|_| ()).map_err(Clone::clone))?;
+        }
+        if let Err(e) = saved {
+            let mut st = fam.write_state();
+            let _ = st.delete_image(&req.name);
+            return Err(e);
+        }
+        drop(_one);
+        // Running stacks: the copy's volume, and the source's switch onto
+        // its image if the family is new.
+        {
+            let mut st = self.lock();
+            if new_family {
+                st.families.insert(fam.object, Arc::clone(&fam));
+                if let Some(v) = st.volumes.get_mut(&src_rec.name) {
+                    v.rec = src_new;
+                    v.dev.set(Arc::new(ImageDev::new(
+                        Arc::clone(&fam),
+                        &src_rec.name,
+                        src_rec.size,
+                        src_rec.read_only,
+                    )));
+                }
+            }
+            let image = Arc::new(ImageDev::new(
+                Arc::clone(&fam),
+                &req.name,
+                src_rec.size,
+                req.read_only,
+            ));
+            let entry = VolumeEntry {
+                thick: Arc::clone(
+                    &st.volumes
+                        .get(&src_rec.name)
+                        .map(|v| Arc::clone(&v.thick))
+                        .ok_or_else(|| Error::not_found("source vanished"))?,
+                ),
+                dev: Arc::new(Switch::new(image)),
+                conns: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                rec: copy_rec,
+            };
+            st.volumes.insert(req.name.clone(), entry);
+        }
+        drop(closed);
+        tracing::info!(
+            "copy {} of {} taken in {:.2} ms ({scheme})",
+            req.name,
+            req.source,
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(())
+    }
+
+    /// An object id, recorded in the pool record with the next commit.
+    pub(crate) fn take_object(&self) -> u64 {
+        let mut st = self.lock();
+        Pool::next_object(&mut st)
+    }
+
+    fn new_family(
+        &self,
+        req: &CopyCreateRequest,
+        src: &VolumeRecord,
+        thick: Arc<crate::stack::volume::VolumeDev>,
+        group_name: &str,
+    ) -> Result<Arc<Family>> {
+        let object = self.take_object();
+        let group: Arc<dyn BlockDev> = {
+            let st = self.lock();
+            let g = st
+                .groups
+                .get(group_name)
+                .ok_or_else(|| Error::not_found(format!("unknown group {group_name:?}")))?;
+            Arc::clone(&g.raid) as Arc<dyn BlockDev>
+        };
+        let mode = req.mode.unwrap_or(CopyMode::Row);
+        let mut store = Store::new(
+            src.track_size,
+            Vec::new(),
+            self.make_grow(object, group_name),
+        );
+        let tracks = src.size.div_ceil(src.track_size);
+        let scheme = req.meta.unwrap_or_else(|| default_scheme(false));
+        let origin_leaf = match mode {
+            CopyMode::Row => {
+                let m = crate::copy::maps::new_map(scheme, tracks, &mut store)?;
+                Some((self.take_object(), m))
+            }
+            CopyMode::Cow => None,
+        };
+        let st = crate::copy::new_state(
+            mode,
+            &src.name,
+            src.track_size,
+            src.size,
+            store,
+            origin_leaf,
+            scheme,
+            now(),
+        );
+        Ok(Family::new(
+            object,
+            group_name.to_string(),
+            thick as Arc<dyn BlockDev>,
+            group,
+            st,
+            Arc::new(MetaPersist(Arc::clone(&self.meta))),
+        ))
+    }
+
+    fn copy_view(
+        &self,
+        fam: &Family,
+        name: &str,
+        vol: &VolumeRecord,
+        group_free: u64,
+    ) -> Result<CopyInfo> {
+        let st = fam.read_state();
+        let img = st.image(name)?.clone();
+        let own = st.own_nodes(name);
+        let mut tracks = 0;
+        let mut slots = 0;
+        let mut memory = 0;
+        for id in &own {
+            if let Some(n) = st.nodes.get(id) {
+                tracks += n.map.len();
+                memory += n.map.memory_bytes() as u64;
+                let areas: u64 = n.map.areas().iter().map(|a| a.1).sum();
+                let singles = n
+                    .map
+                    .entries()
+                    .filter(|(_, e)| e.slot != crate::copy::map::ZERO_SLOT)
+                    .filter(|(_, e)| {
+                        !n.map
+                            .areas()
+                            .iter()
+                            .any(|&(a, c)| e.slot >= a && e.slot < a + c)
+                    })
+                    .count() as u64;
+                slots += areas + singles;
+            }
+        }
+        let chain = st.chain(img.head);
+        let valid = !chain
+            .iter()
+            .any(|id| st.nodes.get(id).is_some_and(|n| n.invalid));
+        let store_bytes = st.store.bytes();
+        let used_bytes = st.store.used_slots() * st.track;
+        let room = store_bytes + group_free;
+        let warning = if room > 0 && used_bytes as f64 >= WARN_USED * room as f64 {
+            Some(format!(
+                "the new space of {}'s copies is {:.0}% used ({} of {}): add disks to group {} or delete copies",
+                st.origin,
+                used_bytes as f64 * 100.0 / room as f64,
+                crate::units::format_size(used_bytes),
+                crate::units::format_size(room),
+                fam.group_name
+            ))
+        } else if !valid {
+            Some(format!(
+                "{name} is invalid: its new space ran out while its source was written; delete it"
+            ))
+        } else {
+            None
+        };
+        Ok(CopyInfo {
+            name: name.to_string(),
+            source: img.source.clone().unwrap_or_default(),
+            origin: st.origin.clone(),
+            mode: st.mode,
+            scheme: img.scheme,
+            read_only: vol.read_only,
+            size: vol.size,
+            track_size: st.track,
+            tracks_diverged: tracks,
+            space_used: slots * st.track,
+            metadata_memory: memory,
+            depth: chain.len() as u64,
+            valid,
+            warning,
+            created: img.created,
+        })
+    }
+
+    fn group_free(&self, st: &State, group: &str) -> u64 {
+        let Some(g) = st.groups.get(group) else {
+            return 0;
+        };
+        let mut used = self.used_in(st, group);
+        super::volumes::free_extents(g.raid.size(), &mut used)
+            .iter()
+            .map(|f| f.1)
+            .sum()
+    }
+
     pub fn copy_list(&self) -> Vec<CopyInfo> {
-        Vec::new()
+        self.reclaim_copy_space();
+        let items: Vec<(Arc<Family>, VolumeRecord, u64)> = {
+            let st = self.lock();
+            st.volumes
+                .values()
+                .filter_map(|v| {
+                    let f = v.rec.family.and_then(|f| st.families.get(&f))?;
+                    Some((
+                        Arc::clone(f),
+                        v.rec.clone(),
+                        self.group_free(&st, &f.group_name),
+                    ))
+                })
+                .collect()
+        };
+        items
+            .into_iter()
+            .filter_map(|(f, v, free)| {
+                let is_origin = f.read_state().origin == v.name;
+                if is_origin {
+                    return None;
+                }
+                self.copy_view(&f, &v.name, &v, free).ok()
+            })
+            .collect()
     }
-    pub fn copy_get(&self, _name: &str) -> Result<CopyInfo> {
-        Err(todo())
+
+    pub fn copy_get(&self, name: &str) -> Result<CopyInfo> {
+        let (f, v, free) = {
+            let st = self.lock();
+            let v = st.volumes.get(name).ok_or_else(|| {
+                Error::not_found(format!("unknown copy {name:?}: see `ferrosan copy list`"))
+            })?;
+            let f = self
+                .family_of(&st, name)
+                .ok_or_else(|| Error::not_found(format!("volume {name} is not an instant copy")))?;
+            let free = self.group_free(&st, &f.group_name);
+            (f, v.rec.clone(), free)
+        };
+        if f.read_state().origin == name {
+            return Err(Error::not_found(format!(
+                "volume {name} is the origin of copies, not a copy itself"
+            )));
+        }
+        self.copy_view(&f, name, &v, free)
     }
-    /// Deletes a copy (any copy, in any order); its space goes back.
-    pub fn copy_delete(&self, _name: &str) -> Result<()> {
-        Err(todo())
+
+    pub fn copy_delete(&self, name: &str) -> Result<()> {
+        {
+            let st = self.lock();
+            let v = st.volumes.get(name).ok_or_else(|| {
+                Error::not_found(format!("unknown copy {name:?}: see `ferrosan copy list`"))
+            })?;
+            if v.conns.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                return Err(Error::conflict(format!(
+                    "copy {name} is in use by NBD connections: disconnect them first"
+                )));
+            }
+            let f = self
+                .family_of(&st, name)
+                .ok_or_else(|| Error::not_found(format!("volume {name} is not an instant copy")))?;
+            if f.read_state().origin == name {
+                return Err(Error::conflict(format!(
+                    "{name} is the origin of its copies: delete the copies first"
+                )));
+            }
+        }
+        let pool = self.arc()?;
+        let name = name.to_string();
+        on_worker(self, move || async move {
+            pool.copy_delete_on_worker(&name).await
+        })?;
+        self.reclaim_copy_space();
+        Ok(())
     }
-    /// The copy's source returns to the copy's image at once.
-    pub fn copy_restore(&self, _name: &str) -> Result<CopyRestoreInfo> {
-        Err(todo())
+
+    async fn copy_delete_on_worker(self: Arc<Self>, name: &str) -> Result<()> {
+        let (fam, switches) = {
+            let st = self.lock();
+            let f = self
+                .family_of(&st, name)
+                .ok_or_else(|| Error::not_found(format!("volume {name} is not an instant copy")))?;
+            (
+                Arc::clone(&f),
+                Self::family_switches(&st, Some(f.object), name),
+            )
+        };
+        let mut closed = Vec::with_capacity(switches.len());
+        for s in &switches {
+            closed.push(s.close().await);
+        }
+        fam.commit().await?;
+        let plan = fam.write_state().delete_image(name)?;
+        fam.run_merges(&plan).await?;
+        // A family down to its origin with nothing of its own goes away:
+        // the origin is a thick volume again.
+        let dissolve = {
+            let st = fam.read_state();
+            st.images.len() == 1 && st.nodes.values().all(|n| n.map.is_empty())
+        };
+        let origin = fam.read_state().origin.clone();
+        let _one = fam.save_lock.lock().await;
+        let snap = fam.snapshot(true);
+        let (mut origin_rec, thick) = {
+            let st = self.lock();
+            let v = st
+                .volumes
+                .get(&origin)
+                .ok_or_else(|| Error::not_found("origin vanished"))?;
+            (v.rec.clone(), Arc::clone(&v.thick))
+        };
+        if dissolve {
+            origin_rec.family = None;
+        }
+        let meta = Arc::clone(&self.meta);
+        let snap_parts = snap
+            .as_ref()
+            .map(|s| (s.rec.clone(), s.pages.clone(), s.dropped.clone()));
+        let (name_s, origin_rec_s, object) = (name.to_string(), origin_rec.clone(), fam.object);
+        let saved = tokio::task::spawn_blocking(move || {
+            meta.write(true, |tx| {
+                tx.del_volume(&name_s)?;
+                if let Some((rec, pages, dropped)) = &snap_parts {
+                    if dissolve {
+                        for n in &rec.nodes {
+                            tx.del_pages(n.id)?;
+                        }
+                        for id in dropped {
+                            tx.del_pages(*id)?;
+                        }
+                        tx.del_family(object)?;
+                    } else {
+                        save_family(tx, rec, pages, dropped)?;
+                    }
+                }
+                tx.put_volume(&origin_rec_s)
+            })
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("saving the deletion: {e}")))
+        .and_then(|r| r);
+        if let Some(snap) = snap {
+            fam.saved(snap, saved.as_ref().map(|_| ()).map_err(Clone::clone))?;
+        }
+        saved?;
+        drop(_one);
+        let mut st = self.lock();
+        if let Some(v) = st.volumes.remove(name) {
+            v.dev.revoke();
+        }
+        if dissolve {
+            st.families.remove(&fam.object);
+            if let Some(v) = st.volumes.get_mut(&origin) {
+                v.rec = origin_rec;
+                v.dev.set(thick as Arc<dyn BlockDev>);
+            }
+            drop(st);
+            // Every chunk of the family goes back.
+            let mut cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<(u64, u64)> = cs
+                .iter()
+                .filter(|c| c.0 == fam.object)
+                .map(|c| (c.2, c.3))
+                .collect();
+            cs.retain(|c| c.0 != fam.object);
+            fam.released
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(gone.clone());
+            let group = Arc::clone(fam.group());
+            drop(cs);
+            for (off, len) in gone {
+                if let Err(e) = group.discard(off, len).await {
+                    tracing::warn!("discarding freed copy space failed: {}", e.chain());
+                }
+            }
+            fam.released
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        drop(closed);
+        Ok(())
     }
-    /// Separates a copy from its source (a background job).
-    pub fn copy_split(&self, _name: &str, _req: CopySplitRequest) -> Result<CopySplitInfo> {
-        Err(todo())
+
+    /// Loads the copy families after the volumes (at start).
+    pub(super) fn load_families(&self, families: Vec<FamilyRecord>) -> Result<()> {
+        for rec in families {
+            let (thick, group, sizes) = {
+                let st = self.lock();
+                let Some(v) = st.volumes.get(&rec.origin) else {
+                    self.problem(format!(
+                        "copy family {}: its origin {} is gone",
+                        rec.object, rec.origin
+                    ));
+                    continue;
+                };
+                let Some(g) = st.groups.get(&rec.group) else {
+                    self.problem(format!(
+                        "copy family {}: its group {} is not available",
+                        rec.object, rec.group
+                    ));
+                    continue;
+                };
+                let sizes: BTreeMap<String, (u64, bool)> = st
+                    .volumes
+                    .values()
+                    .filter(|x| x.rec.family == Some(rec.object))
+                    .map(|x| (x.rec.name.clone(), (x.rec.size, x.rec.read_only)))
+                    .collect();
+                (
+                    Arc::clone(&v.thick),
+                    Arc::clone(&g.raid) as Arc<dyn BlockDev>,
+                    sizes,
+                )
+            };
+            let meta = Arc::clone(&self.meta);
+            let pages_of = move |id: NodeId| meta.pages(id);
+            let state: FamilyState = match crate::copy::load_state(
+                &rec,
+                &pages_of,
+                self.make_grow(rec.object, &rec.group),
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.problem(format!(
+                        "copy family of {} cannot be loaded: {}",
+                        rec.origin,
+                        e.chain()
+                    ));
+                    continue;
+                }
+            };
+            {
+                let mut cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
+                for c in state.store.chunks() {
+                    cs.push((
+                        rec.object,
+                        rec.group.clone(),
+                        c.group_off,
+                        c.slots * rec.track_size,
+                    ));
+                }
+            }
+            let images: Vec<(String, Head)> = state
+                .images
+                .values()
+                .map(|i| (i.name.clone(), i.head))
+                .collect();
+            let fam = Family::new(
+                rec.object,
+                rec.group.clone(),
+                thick as Arc<dyn BlockDev>,
+                group,
+                state,
+                Arc::new(MetaPersist(Arc::clone(&self.meta))),
+            );
+            let mut st = self.lock();
+            for (name, _) in images {
+                let Some(&(size, ro)) = sizes.get(&name) else {
+                    self.problem(format!(
+                        "copy family of {}: image {name} has no volume",
+                        rec.origin
+                    ));
+                    continue;
+                };
+                if let Some(v) = st.volumes.get_mut(&name) {
+                    v.dev
+                        .set(Arc::new(ImageDev::new(Arc::clone(&fam), &name, size, ro)));
+                }
+            }
+            st.families.insert(rec.object, fam);
+        }
+        Ok(())
+    }
+
+    /// Whether a volume takes part in a copy family (grow and delete refuse).
+    pub(crate) fn in_family(&self, st: &State, name: &str) -> bool {
+        st.volumes.get(name).is_some_and(|v| v.rec.family.is_some())
+    }
+
+    /// `copy restore` and `copy split` come in the next step.
+    pub fn copy_restore(&self, name: &str) -> Result<CopyRestoreInfo> {
+        let _ = name;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "copy restore is not available yet",
+        ))
+    }
+
+    pub fn copy_split(&self, name: &str, _req: CopySplitRequest) -> Result<CopySplitInfo> {
+        let _ = name;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "copy split is not available yet",
+        ))
     }
 }

@@ -159,12 +159,7 @@ impl Pool {
             .map(|v| v.rec.name.clone())
             .collect();
         let capacity = g.raid.size();
-        let used: u64 = st
-            .volumes
-            .values()
-            .filter(|v| v.rec.group == g.rec.name)
-            .flat_map(|v| v.rec.extents.iter().map(|e| e.1))
-            .sum();
+        let used: u64 = self.used_in(st, &g.rec.name).iter().map(|e| e.1).sum();
         let members: Vec<MemberInfo> = g
             .rec
             .slots

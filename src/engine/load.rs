@@ -74,6 +74,7 @@ impl Pool {
                 st.volumes.insert(rec.name.clone(), entry);
             }
         }
+        self.load_families(snap.families)?;
         for j in snap.jobs {
             match &j.kind {
                 _ if j.state.is_finished() => self.jobs.add_finished(j),

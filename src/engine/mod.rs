@@ -105,6 +105,8 @@ pub(crate) struct State {
     disks: BTreeMap<String, DiskEntry>,
     groups: BTreeMap<String, GroupEntry>,
     volumes: BTreeMap<String, VolumeEntry>,
+    /// Copy families, by object id.
+    families: BTreeMap<u64, Arc<crate::copy::image::Family>>,
 }
 
 /// An open pool: the daemon's state.
@@ -119,6 +121,8 @@ pub struct Pool {
     problems: Mutex<Vec<String>>,
     nbd_url: Mutex<Option<String>>,
     nbd_unix: Mutex<PathBuf>,
+    /// Group space held by copy families: (family, group, offset, length).
+    copy_space: Mutex<Vec<(u64, String, u64, u64)>>,
 }
 
 /// Checks a user-given name of a disk, group or volume.
@@ -160,11 +164,13 @@ impl Pool {
                 disks: BTreeMap::new(),
                 groups: BTreeMap::new(),
                 volumes: BTreeMap::new(),
+                families: BTreeMap::new(),
             }),
             me: me.clone(),
             problems: Mutex::new(Vec::new()),
             nbd_url: Mutex::new(None),
             nbd_unix: Mutex::new(dir.join("nbd.sock")),
+            copy_space: Mutex::new(Vec::new()),
         });
         pool.load(snap)?;
         pool.start_background();
@@ -321,6 +327,7 @@ impl Pool {
                         })
                         .collect()
                 };
+                pool.reclaim_copy_space();
                 drop(pool);
                 for (raid, log) in logs {
                     if let Err(e) = log.clear_idle(raid.flush()).await {

@@ -61,14 +61,6 @@ pub(crate) fn allocate(free: &[(u64, u64)], want: u64, unit: u64) -> Option<Vec<
     None
 }
 
-fn used_in(st: &State, group: &str) -> Vec<(u64, u64)> {
-    st.volumes
-        .values()
-        .filter(|v| v.rec.group == group)
-        .flat_map(|v| v.rec.extents.iter().copied())
-        .collect()
-}
-
 struct ConnGuard(Arc<AtomicUsize>);
 
 impl Drop for ConnGuard {
@@ -78,6 +70,18 @@ impl Drop for ConnGuard {
 }
 
 impl Pool {
+    /// Group space in use: volumes' extents and copy families' space.
+    pub(crate) fn used_in(&self, st: &State, group: &str) -> Vec<(u64, u64)> {
+        let mut used: Vec<(u64, u64)> = st
+            .volumes
+            .values()
+            .filter(|v| v.rec.group == group)
+            .flat_map(|v| v.rec.extents.iter().copied())
+            .collect();
+        used.extend(self.copy_space_in(group));
+        used
+    }
+
     pub(super) fn volume_view(&self, v: &VolumeEntry) -> VolumeInfo {
         VolumeInfo {
             name: v.rec.name.clone(),
@@ -160,7 +164,7 @@ impl Pool {
         let capacity = g.raid.size();
         let raid: Arc<dyn BlockDev> = g.raid.clone();
         let want = req.size.div_ceil(unit) * unit;
-        let free = free_extents(capacity, &mut used_in(&st, &req.group));
+        let free = free_extents(capacity, &mut self.used_in(&st, &req.group));
         let extents = allocate(&free, want, unit).ok_or_else(|| {
             let avail: u64 = free.iter().map(|f| f.1).sum();
             Error::new(
@@ -183,6 +187,7 @@ impl Pool {
             extents,
             read_only: req.read_only,
             created: now(),
+            family: None,
         };
         let pool_rec = st.pool.clone();
         self.meta.write(true, |tx| {
@@ -196,6 +201,13 @@ impl Pool {
     }
 
     pub fn volume_delete(&self, name: &str, force: bool) -> Result<()> {
+        {
+            let st = self.lock();
+            if self.in_family(&st, name) {
+                drop(st);
+                return self.copy_delete(name);
+            }
+        }
         let mut st = self.lock();
         let v = st.volumes.get(name).ok_or_else(|| {
             Error::not_found(format!(
@@ -243,6 +255,11 @@ impl Pool {
             ))
         })?;
         let mut rec = v.rec.clone();
+        if rec.family.is_some() {
+            return Err(Error::conflict(format!(
+                "volume {name} takes part in instant copies: its size is fixed while they exist"
+            )));
+        }
         if req.size < rec.size {
             return Err(Error::invalid(format!(
                 "volume {name} is {} bytes; shrinking to {} is not supported",
@@ -260,7 +277,7 @@ impl Pool {
         let have: u64 = rec.extents.iter().map(|e| e.1).sum();
         let want = req.size.div_ceil(unit) * unit;
         if want > have {
-            let free = free_extents(g.raid.size(), &mut used_in(&st, &rec.group));
+            let free = free_extents(g.raid.size(), &mut self.used_in(&st, &rec.group));
             let more = allocate(&free, want - have, unit).ok_or_else(|| {
                 let avail: u64 = free.iter().map(|f| f.1).sum();
                 Error::new(

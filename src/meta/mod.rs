@@ -8,7 +8,9 @@
 //!   groups     name             GroupRecord      (seed 002 table T1)
 //!   volumes    name             VolumeRecord
 //!   jobs       id               JobRecord        (state + checkpoint)
+//!   families   object           copy FamilyRecord: copy tree, images, store
 //!   pages      (object, page)   PAGE_BYTES of a per-track/per-region bitmap
+//!                               or of a copy node's track map
 //! ```
 //!
 //! Configuration changes commit durably (`Durability::Immediate`) before the
@@ -41,6 +43,7 @@ const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const PAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("pages");
+const FAMILIES: TableDefinition<u64, &[u8]> = TableDefinition::new("families");
 
 fn db_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::with_source(ErrorKind::Io, format!("pool database: {what} failed"), e)
@@ -69,6 +72,7 @@ pub struct Snapshot {
     pub groups: Vec<GroupRecord>,
     pub volumes: Vec<VolumeRecord>,
     pub jobs: Vec<JobRecord>,
+    pub families: Vec<crate::copy::record::FamilyRecord>,
 }
 
 /// The open pool database.
@@ -158,6 +162,8 @@ impl Meta {
                 .map_err(|e| db_err("opening a table", e))?;
             txn.open_table(PAGES)
                 .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(FAMILIES)
+                .map_err(|e| db_err("opening a table", e))?;
         }
         txn.commit().map_err(|e| db_err("a commit", e))?;
         Ok(created)
@@ -202,12 +208,21 @@ impl Meta {
             let (k, v) = item.map_err(|e| db_err("a scan", e))?;
             jobs.push(decode("job", &k.value().to_string(), v.value())?);
         }
+        let mut families = Vec::new();
+        let t = txn
+            .open_table(FAMILIES)
+            .map_err(|e| db_err("opening a table", e))?;
+        for item in t.iter().map_err(|e| db_err("a scan", e))? {
+            let (k, v) = item.map_err(|e| db_err("a scan", e))?;
+            families.push(decode("copy family", &k.value().to_string(), v.value())?);
+        }
         Ok(Snapshot {
             pool,
             disks,
             groups,
             volumes,
             jobs,
+            families,
         })
     }
 
@@ -322,6 +337,26 @@ impl Tx<'_> {
             .open_table(JOBS)
             .map_err(|e| db_err("opening a table", e))?;
         t.remove(id).map_err(|e| db_err("a delete", e))?;
+        Ok(())
+    }
+
+    pub fn put_family(&mut self, f: &crate::copy::record::FamilyRecord) -> Result<()> {
+        let bytes = encode(f)?;
+        let mut t = self
+            .txn
+            .open_table(FAMILIES)
+            .map_err(|e| db_err("opening a table", e))?;
+        t.insert(f.object, bytes.as_slice())
+            .map_err(|e| db_err("a write", e))?;
+        Ok(())
+    }
+
+    pub fn del_family(&mut self, object: u64) -> Result<()> {
+        let mut t = self
+            .txn
+            .open_table(FAMILIES)
+            .map_err(|e| db_err("opening a table", e))?;
+        t.remove(object).map_err(|e| db_err("a delete", e))?;
         Ok(())
     }
 

@@ -93,6 +93,10 @@ pub struct VolumeRecord {
     pub extents: Vec<(u64, u64)>,
     pub read_only: bool,
     pub created: u64,
+    /// The copy family this volume is an image of (an instant copy, or the
+    /// origin of copies).
+    #[serde(default)]
+    pub family: Option<u64>,
 }
 
 /// What a job does.

@@ -1,0 +1,923 @@
+//! A copy family: one initial area (the origin volume's thick extents,
+//! "load point & offset") and a tree of nodes holding track maps, from
+//! which every image of the family — the origin and all its copies,
+//! copies of copies included — reads (seed 000/001 FIG. 17; SEED-SPECS
+//! A.b, A.c).
+//!
+//! ```text
+//!   A2 "new data to new space" (row)          A1 "old data to new space" (cow)
+//!
+//!     leaf(origin)   leaf(copy)                origin ──writes in place──> base
+//!           \         /                          leaf(copy1)   leaf(copy2)
+//!          frozen node (origin's data             |             |
+//!           before the copy point)              view1 ──parent──> view2 ──> base
+//!               |                              (old data preserved for copy1
+//!             base (never written)              when the origin overwrote it)
+//! ```
+//!
+//! A read of an image walks from its head up the tree; the first node whose
+//! map holds the granule wins, and the initial area ("base") answers the
+//! rest. Every write of an image goes to its own leaf (new data to new
+//! space); under A1 the origin instead writes the base in place after
+//! preserving the old granules once, in the newest view — so a write costs
+//! the same whatever the number of copies (shared copy-on-write).
+//!
+//! Taking a copy is O(1): a leaf with data of its own is frozen (it becomes
+//! the shared parent of two new leaves), or, under A1, a new view is put at
+//! the head of the view chain. No data moves.
+
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::map::{Entry, PAGE_ENTRIES, Scheme, TrackMap, ZERO_SLOT};
+use super::store::Store;
+use crate::engine::types::CopyMode;
+use crate::error::{Error, ErrorKind, Result};
+
+pub type NodeId = u64;
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    /// An image's own new data; the only kind written by hosts.
+    Leaf,
+    /// A leaf frozen at a copy point: shared, never written again.
+    Frozen,
+    /// A1: old data of the base preserved for the copies taken at one copy
+    /// point, as the origin overwrote it.
+    View,
+}
+
+/// A node of the copy tree.
+pub struct Node {
+    pub id: NodeId,
+    pub parent: Option<NodeId>,
+    pub kind: NodeKind,
+    pub map: Box<dyn TrackMap>,
+    /// A view that could not preserve (out of space): images reading
+    /// through it fail.
+    pub invalid: bool,
+}
+
+/// Where an image starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "head", content = "node")]
+pub enum Head {
+    /// A1 origin: the base itself.
+    Base,
+    Leaf(NodeId),
+}
+
+/// An image of the family: the origin volume or a copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub name: String,
+    pub head: Head,
+    /// The image it was copied from (None for the origin).
+    pub source: Option<String>,
+    pub scheme: Scheme,
+    pub created: u64,
+}
+
+/// Where one run of granules is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Src {
+    Base,
+    Slot(u64),
+    Zero,
+}
+
+/// A restore in progress (A1): the origin shows `from`'s image; tracks in
+/// `pending` are still to be copied into the base.
+pub struct Restore {
+    pub from: NodeId,
+    pub pending: BTreeSet<u64>,
+    /// The copy restored from, and the job moving the data.
+    pub copy: String,
+    pub job: u64,
+}
+
+/// The state of a family, behind the family's lock.
+pub struct State {
+    pub mode: CopyMode,
+    pub track: u64,
+    pub tracks: u64,
+    pub granule: u64,
+    pub nodes: HashMap<NodeId, Node>,
+    pub images: BTreeMap<String, Image>,
+    /// The image holding the initial area.
+    pub origin: String,
+    /// A1: the view the origin preserves into.
+    pub newest_view: Option<NodeId>,
+    pub store: Store,
+    /// Pages of node maps changed since the last commit.
+    pub dirty: BTreeSet<(NodeId, u64)>,
+    /// Nodes removed since the last commit (their pages are deleted).
+    pub dropped: Vec<NodeId>,
+    /// The family record changed since the last commit.
+    pub record_dirty: bool,
+    pub restore: Option<Restore>,
+}
+
+/// Granule size of a track: 1/64 of it, at least 512 bytes.
+pub fn granule_of(track: u64) -> u64 {
+    (track / 64).max(512)
+}
+
+/// Mask of granules `g0..=g1`.
+pub fn mask(g0: u64, g1: u64) -> u64 {
+    let hi = if g1 >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (g1 + 1)) - 1
+    };
+    let lo = if g0 >= 64 { 0 } else { (1u64 << g0) - 1 };
+    hi & !lo
+}
+
+/// Runs of consecutive set bits of `m`: (first granule, count).
+pub fn runs(m: u64) -> impl Iterator<Item = (u64, u64)> {
+    let mut rest = m;
+    std::iter::from_fn(move || {
+        if rest == 0 {
+            return None;
+        }
+        let start = u64::from(rest.trailing_zeros());
+        let len = u64::from((rest >> start).trailing_ones());
+        rest &= !mask(start, start + len - 1);
+        Some((start, len))
+    })
+}
+
+impl State {
+    pub fn new(mode: CopyMode, origin: &str, track: u64, tracks: u64, store: Store) -> State {
+        State {
+            mode,
+            track,
+            tracks,
+            granule: granule_of(track),
+            nodes: HashMap::new(),
+            images: BTreeMap::new(),
+            origin: origin.to_string(),
+            newest_view: None,
+            store,
+            dirty: BTreeSet::new(),
+            dropped: Vec::new(),
+            record_dirty: true,
+            restore: None,
+        }
+    }
+
+    /// Granules in a track.
+    pub fn granules(&self) -> u64 {
+        (self.track / self.granule).min(64)
+    }
+
+    /// Mask of every granule of a track.
+    pub fn full(&self) -> u64 {
+        mask(0, self.granules() - 1)
+    }
+
+    pub fn image(&self, name: &str) -> Result<&Image> {
+        self.images
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("{name} is not an image of this copy family")))
+    }
+
+    fn node(&self, id: NodeId) -> Result<&Node> {
+        self.nodes
+            .get(&id)
+            .ok_or_else(|| Error::corrupt(format!("copy tree node {id} is missing")))
+    }
+
+    /// Marks the page of track `t` of node `id` for the next commit.
+    pub fn touch(&mut self, id: NodeId, t: u64) {
+        self.dirty.insert((id, t / PAGE_ENTRIES));
+    }
+
+    /// The node where reading `head`'s image starts (a restore in progress
+    /// redirects the origin's pending tracks).
+    fn start(&self, head: Head, t: u64) -> Option<NodeId> {
+        match head {
+            Head::Leaf(id) => Some(id),
+            Head::Base => match &self.restore {
+                Some(r) if r.pending.contains(&t) => Some(r.from),
+                _ => None,
+            },
+        }
+    }
+
+    /// Which source holds each of the `need` granules of track `t` of the
+    /// image starting at `head`. Fails if the walk meets an invalid view.
+    pub fn resolve(&self, head: Head, t: u64, need: u64, out: &mut Vec<(u64, Src)>) -> Result<()> {
+        self.resolve_from(self.start(head, t), t, need, out)
+    }
+
+    /// As [`State::resolve`], from a given node (None: the base).
+    pub fn resolve_from(
+        &self,
+        mut node: Option<NodeId>,
+        t: u64,
+        need: u64,
+        out: &mut Vec<(u64, Src)>,
+    ) -> Result<()> {
+        let mut rest = need;
+        while rest != 0 {
+            let Some(id) = node else { break };
+            let n = self.node(id)?;
+            if n.invalid {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "this copy is invalid: its new space ran out while its source was written (A1); delete it",
+                ));
+            }
+            if let Some(e) = n.map.get(t) {
+                let hit = rest & e.valid;
+                if hit != 0 {
+                    let src = if e.slot == ZERO_SLOT {
+                        Src::Zero
+                    } else {
+                        Src::Slot(e.slot)
+                    };
+                    out.push((hit, src));
+                    rest &= !hit;
+                }
+            }
+            node = n.parent;
+        }
+        if rest != 0 {
+            out.push((rest, Src::Base));
+        }
+        Ok(())
+    }
+
+    /// Nodes an image's reads may walk through, head first.
+    pub fn chain(&self, head: Head) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        let mut node = match head {
+            Head::Leaf(id) => Some(id),
+            Head::Base => None,
+        };
+        while let Some(id) = node {
+            out.push(id);
+            node = self.nodes.get(&id).and_then(|n| n.parent);
+        }
+        out
+    }
+
+    /// Nodes used by `name` alone (no other image's chain reaches them).
+    pub fn own_nodes(&self, name: &str) -> Vec<NodeId> {
+        let Ok(img) = self.image(name) else {
+            return Vec::new();
+        };
+        let mine = self.chain(img.head);
+        let others: BTreeSet<NodeId> = self
+            .images
+            .values()
+            .filter(|i| i.name != name)
+            .flat_map(|i| self.chain(i.head))
+            .collect();
+        mine.into_iter().filter(|n| !others.contains(n)).collect()
+    }
+
+    /// Children of a node (nodes whose parent it is).
+    pub fn children(&self, id: NodeId) -> usize {
+        self.nodes.values().filter(|n| n.parent == Some(id)).count()
+    }
+
+    fn is_head(&self, id: NodeId) -> bool {
+        self.images.values().any(|i| i.head == Head::Leaf(id))
+    }
+
+    /// Whether an image's data is "mapped by pointers" (P-755): its chain
+    /// holds data of its own, so it is no longer load point & offset.
+    pub fn pointer_mapped(&self, name: &str) -> bool {
+        self.image(name)
+            .map(|i| {
+                self.chain(i.head)
+                    .iter()
+                    .any(|id| self.nodes.get(id).is_some_and(|n| !n.map.is_empty()))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Adds a node.
+    pub fn add_node(
+        &mut self,
+        id: NodeId,
+        parent: Option<NodeId>,
+        kind: NodeKind,
+        map: Box<dyn TrackMap>,
+    ) {
+        self.nodes.insert(
+            id,
+            Node {
+                id,
+                parent,
+                kind,
+                map,
+                invalid: false,
+            },
+        );
+        self.record_dirty = true;
+    }
+
+    /// Removes a node and frees its slots (after the next commit).
+    pub fn remove_node(&mut self, id: NodeId) {
+        if let Some(n) = self.nodes.remove(&id) {
+            self.free_map(n.map.as_ref());
+            self.dropped.push(id);
+            self.dirty.retain(|(d, _)| *d != id);
+            self.record_dirty = true;
+        }
+    }
+
+    fn free_map(&mut self, map: &dyn TrackMap) {
+        let areas = map.areas();
+        let in_area = |s: u64| areas.iter().any(|&(a, n)| s >= a && s < a + n);
+        let singles: Vec<u64> = map
+            .entries()
+            .map(|(_, e)| e.slot)
+            .filter(|&s| s != ZERO_SLOT && !in_area(s))
+            .collect();
+        for s in singles {
+            self.store.free_later(s);
+        }
+        for (a, n) in areas {
+            self.store.free_area_later(a, n);
+        }
+    }
+
+    /// Frees one entry's slot (replaced or dropped), unless the map keeps
+    /// it reserved as part of an area.
+    pub fn free_entry_slot(&mut self, id: NodeId, e: Entry) {
+        if e.slot == ZERO_SLOT {
+            return;
+        }
+        let in_area = self.nodes.get(&id).is_some_and(|n| {
+            n.map
+                .areas()
+                .iter()
+                .any(|&(a, c)| e.slot >= a && e.slot < a + c)
+        });
+        if !in_area {
+            self.store.free_later(e.slot);
+        }
+    }
+
+    /// Takes a copy of image `src` named `copy` (instant: metadata only).
+    /// `maps` makes new maps (it may fail for want of space; then nothing
+    /// has changed); `ids` gives fresh node ids.
+    pub fn create_copy(
+        &mut self,
+        src: &str,
+        copy: &str,
+        scheme: Scheme,
+        created: u64,
+        ids: &mut dyn FnMut() -> NodeId,
+        maps: &mut dyn FnMut(Scheme, &mut Store) -> Result<Box<dyn TrackMap>>,
+    ) -> Result<()> {
+        if self.images.contains_key(copy) {
+            return Err(Error::conflict(format!("{copy} already exists")));
+        }
+        let head = self.image(src)?.head;
+        if let (Head::Base, Some(r)) = (head, &self.restore) {
+            return Err(Error::conflict(format!(
+                "{src} is being restored from {} (job {}): copy it when that job is done",
+                r.copy, r.job
+            )));
+        }
+        match head {
+            Head::Base => {
+                // A1 copy of the origin: share the newest view if nothing
+                // was preserved into it since it was made, else start one.
+                let view = match self.newest_view {
+                    Some(v)
+                        if self
+                            .nodes
+                            .get(&v)
+                            .is_some_and(|n| n.map.is_empty() && !n.invalid) =>
+                    {
+                        v
+                    }
+                    old => {
+                        let map = maps(scheme, &mut self.store)?;
+                        let v = ids();
+                        self.add_node(v, None, NodeKind::View, map);
+                        if let Some(o) = old
+                            && let Some(n) = self.nodes.get_mut(&o)
+                        {
+                            n.parent = Some(v);
+                        }
+                        self.newest_view = Some(v);
+                        v
+                    }
+                };
+                let map = maps(scheme, &mut self.store)?;
+                let leaf = ids();
+                self.add_node(leaf, Some(view), NodeKind::Leaf, map);
+                self.add_image(copy, Head::Leaf(leaf), src, scheme, created);
+            }
+            Head::Leaf(l) => {
+                let (empty, parent, src_scheme) = {
+                    let n = self.node(l)?;
+                    (n.map.is_empty(), n.parent, n.map.scheme())
+                };
+                if empty {
+                    // Nothing of its own yet: the copy shares its parent.
+                    let map = maps(scheme, &mut self.store)?;
+                    let leaf = ids();
+                    self.add_node(leaf, parent, NodeKind::Leaf, map);
+                    self.add_image(copy, Head::Leaf(leaf), src, scheme, created);
+                } else {
+                    // Freeze the source's leaf: it becomes the shared
+                    // parent of two new leaves.
+                    let map_copy = maps(scheme, &mut self.store)?;
+                    let map_src = match maps(src_scheme, &mut self.store) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.free_map(map_copy.as_ref());
+                            return Err(e);
+                        }
+                    };
+                    if let Some(n) = self.nodes.get_mut(&l) {
+                        n.kind = NodeKind::Frozen;
+                    }
+                    let (ls, lc) = (ids(), ids());
+                    self.add_node(ls, Some(l), NodeKind::Leaf, map_src);
+                    self.add_node(lc, Some(l), NodeKind::Leaf, map_copy);
+                    if let Some(img) = self.images.get_mut(src) {
+                        img.head = Head::Leaf(ls);
+                    }
+                    self.add_image(copy, Head::Leaf(lc), src, scheme, created);
+                }
+            }
+        }
+        self.record_dirty = true;
+        Ok(())
+    }
+
+    fn add_image(&mut self, name: &str, head: Head, source: &str, scheme: Scheme, created: u64) {
+        self.images.insert(
+            name.to_string(),
+            Image {
+                name: name.to_string(),
+                head,
+                source: Some(source.to_string()),
+                scheme,
+                created,
+            },
+        );
+    }
+
+    /// Removes copy `name` and every node no other image needs. Views that
+    /// lose their last copy but still serve older copies are merged into
+    /// the next older view; the returned plan lists the granules whose data
+    /// must be copied for that merge (load-point maps cannot adopt slots).
+    pub fn delete_image(&mut self, name: &str) -> Result<Vec<MergeCopy>> {
+        let img = self.image(name)?.clone();
+        if name == self.origin {
+            return Err(Error::conflict(format!(
+                "{name} is the origin of its copies: delete them first, or split one off"
+            )));
+        }
+        self.images.remove(name);
+        self.record_dirty = true;
+        let node = match img.head {
+            Head::Leaf(l) => {
+                let p = self.nodes.get(&l).and_then(|n| n.parent);
+                self.remove_node(l);
+                p
+            }
+            Head::Base => None,
+        };
+        self.prune(node)
+    }
+
+    /// Removes `node` and its ancestors while no image needs them; a view
+    /// left serving only an older view is merged into it (the plan lists
+    /// the data copies that merge needs).
+    pub fn prune(&mut self, mut node: Option<NodeId>) -> Result<Vec<MergeCopy>> {
+        let mut plan = Vec::new();
+        while let Some(id) = node {
+            if self.is_head(id) || self.restore.as_ref().is_some_and(|r| r.from == id) {
+                break;
+            }
+            let (kind, parent) = match self.nodes.get(&id) {
+                Some(n) => (n.kind, n.parent),
+                None => break,
+            };
+            let kids: Vec<NodeId> = self
+                .nodes
+                .values()
+                .filter(|n| n.parent == Some(id))
+                .map(|n| n.id)
+                .collect();
+            match (kind, kids.as_slice()) {
+                (_, []) => {
+                    if self.newest_view == Some(id) {
+                        self.newest_view = None;
+                    }
+                    self.remove_node(id);
+                    node = parent;
+                }
+                (NodeKind::View, [older])
+                    if self
+                        .nodes
+                        .get(older)
+                        .is_some_and(|n| n.kind == NodeKind::View) =>
+                {
+                    // Only an older view reads through it: merge into it.
+                    plan.extend(self.merge_view(id, *older)?);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Detaches image `name`'s head so what it shows can no longer change:
+    /// a leaf with data becomes a frozen node, an empty leaf is removed.
+    /// Returns the node now showing the image (None: the base) and leaves
+    /// the image headless (the caller gives it a new head).
+    fn detach_head(&mut self, name: &str) -> Result<Option<NodeId>> {
+        let Head::Leaf(l) = self.image(name)?.head else {
+            return Err(Error::invalid(format!("{name} reads the base directly")));
+        };
+        let (empty, parent) = {
+            let n = self.node(l)?;
+            (n.map.is_empty(), n.parent)
+        };
+        if empty {
+            self.remove_node(l);
+            Ok(parent)
+        } else {
+            if let Some(n) = self.nodes.get_mut(&l) {
+                n.kind = NodeKind::Frozen;
+            }
+            self.record_dirty = true;
+            Ok(Some(l))
+        }
+    }
+
+    /// Gives image `name` a new empty leaf over `parent`.
+    fn new_leaf(
+        &mut self,
+        name: &str,
+        parent: Option<NodeId>,
+        scheme: Scheme,
+        ids: &mut dyn FnMut() -> NodeId,
+        maps: &mut dyn FnMut(Scheme, &mut Store) -> Result<Box<dyn TrackMap>>,
+    ) -> Result<()> {
+        let map = maps(scheme, &mut self.store)?;
+        let leaf = ids();
+        self.add_node(leaf, parent, NodeKind::Leaf, map);
+        if let Some(img) = self.images.get_mut(name) {
+            img.head = Head::Leaf(leaf);
+        }
+        Ok(())
+    }
+
+    /// Tracks that any node of the chain from `node` holds.
+    fn chain_tracks(&self, node: Option<NodeId>) -> BTreeSet<u64> {
+        let mut out = BTreeSet::new();
+        let mut at = node;
+        while let Some(id) = at {
+            let Some(n) = self.nodes.get(&id) else { break };
+            out.extend(n.map.entries().map(|(t, _)| t));
+            at = n.parent;
+        }
+        out
+    }
+
+    /// `copy restore` (SEED-SPECS A.c; "reads are correct immediately"):
+    /// image `target` is made to show `copy`'s image as it is now.
+    ///
+    /// A target with a leaf (A2, or a copy of a copy) moves no data: the
+    /// copy's leaf is frozen and the target gets a new leaf over it. The A1
+    /// origin (the base) instead records a restore in progress: its reads
+    /// of the pending tracks go to the frozen image, a job copies them into
+    /// the base (preserving first for the other copies). Returns the number
+    /// of tracks the job must move (0: done), and the view merges pruning
+    /// the target's old leaf needs.
+    pub fn restore_from(
+        &mut self,
+        target: &str,
+        copy: &str,
+        job: u64,
+        ids: &mut dyn FnMut() -> NodeId,
+        maps: &mut dyn FnMut(Scheme, &mut Store) -> Result<Box<dyn TrackMap>>,
+    ) -> Result<(u64, Vec<MergeCopy>)> {
+        if let Some(r) = &self.restore {
+            return Err(Error::conflict(format!(
+                "{} is still being restored from {} (job {}): wait for that job first",
+                self.origin, r.copy, r.job
+            )));
+        }
+        let copy_img = self.image(copy)?.clone();
+        let target_head = self.image(target)?.head;
+        // Freeze what the copy shows; the copy goes on in a new leaf.
+        let from = self.detach_head(copy)?;
+        self.new_leaf(copy, from, copy_img.scheme, ids, maps)?;
+        match target_head {
+            Head::Leaf(old) => {
+                let (scheme, parent) = {
+                    let n = self.node(old)?;
+                    (n.map.scheme(), n.parent)
+                };
+                self.new_leaf(target, from, scheme, ids, maps)?;
+                self.remove_node(old);
+                self.record_dirty = true;
+                Ok((0, self.prune(parent)?))
+            }
+            Head::Base => Ok((self.start_move(from, copy, job)?, Vec::new())),
+        }
+    }
+
+    /// The base takes node `from`'s image: its tracks become pending.
+    fn start_move(&mut self, from: Option<NodeId>, copy: &str, job: u64) -> Result<u64> {
+        let pending = self.chain_tracks(from);
+        let n = pending.len() as u64;
+        if let (Some(from), false) = (from, pending.is_empty()) {
+            self.restore = Some(Restore {
+                from,
+                pending,
+                copy: copy.to_string(),
+                job,
+            });
+        }
+        self.record_dirty = true;
+        Ok(n)
+    }
+
+    /// A restore's data is all in the base: forget it and prune the frozen
+    /// image it read from.
+    pub fn finish_restore(&mut self) -> Result<Vec<MergeCopy>> {
+        match &self.restore {
+            Some(r) if r.pending.is_empty() => {
+                let from = r.from;
+                self.restore = None;
+                self.record_dirty = true;
+                self.prune(Some(from))
+            }
+            Some(r) => Err(Error::conflict(format!(
+                "the restore from {} still has {} tracks to move",
+                r.copy,
+                r.pending.len()
+            ))),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Tracks of new data each image holds alone (US 6,779,094 claim 8).
+    pub fn own_tracks(&self, name: &str) -> u64 {
+        let mut out = BTreeSet::new();
+        for id in self.own_nodes(name) {
+            if let Some(n) = self.nodes.get(&id) {
+                out.extend(n.map.entries().map(|(t, _)| t));
+            }
+        }
+        out.len() as u64
+    }
+
+    /// `copy split` (SEED-SPECS A.c.5, US 6,779,094 claims 7-9) of a
+    /// family of two images: `into` (the image whose new data moves into
+    /// the initial area) and `other`. `other` is given a view at the bottom
+    /// of the tree, so the base's old data is preserved for it as the base
+    /// changes; `into` becomes the base's writer (A1 origin), showing its
+    /// old image through a pending restore until the job has moved it.
+    /// Returns the tracks to move.
+    pub fn start_split(
+        &mut self,
+        into: &str,
+        other: &str,
+        job: u64,
+        ids: &mut dyn FnMut() -> NodeId,
+        maps: &mut dyn FnMut(Scheme, &mut Store) -> Result<Box<dyn TrackMap>>,
+    ) -> Result<u64> {
+        if let Some(r) = &self.restore {
+            return Err(Error::conflict(format!(
+                "{} is still being restored from {} (job {}): wait for that job first",
+                self.origin, r.copy, r.job
+            )));
+        }
+        if self.images.len() != 2
+            || !self.images.contains_key(into)
+            || !self.images.contains_key(other)
+        {
+            return Err(Error::conflict(format!(
+                "a split separates an original from its one copy; this family has {} images: delete the others first",
+                self.images.len()
+            )));
+        }
+        let into_head = self.image(into)?.head;
+        if into_head == Head::Base {
+            // Already the base's writer: its data is in place.
+            return Ok(0);
+        }
+        let other_img = self.image(other)?.clone();
+        let view_map = maps(other_img.scheme, &mut self.store)?;
+        let v = ids();
+        match other_img.head {
+            Head::Base => {
+                // The A1 origin steps aside: a leaf over a new newest view.
+                self.add_node(v, None, NodeKind::View, view_map);
+                if let Some(o) = self.newest_view
+                    && let Some(n) = self.nodes.get_mut(&o)
+                {
+                    n.parent = Some(v);
+                }
+                self.newest_view = Some(v);
+                self.new_leaf(other, Some(v), other_img.scheme, ids, maps)?;
+            }
+            Head::Leaf(_) => {
+                // Everything that read the base now reads it through `v`.
+                let roots: Vec<NodeId> = self
+                    .nodes
+                    .values()
+                    .filter(|n| n.parent.is_none())
+                    .map(|n| n.id)
+                    .collect();
+                self.add_node(v, None, NodeKind::View, view_map);
+                for r in roots {
+                    if let Some(n) = self.nodes.get_mut(&r) {
+                        n.parent = Some(v);
+                    }
+                }
+                self.newest_view = Some(v);
+            }
+        }
+        let from = self.detach_head(into)?;
+        if let Some(img) = self.images.get_mut(into) {
+            img.head = Head::Base;
+        }
+        self.origin = into.to_string();
+        self.mode = CopyMode::Cow;
+        self.start_move(from, other, job)
+    }
+
+    /// The origin volume goes away while copies remain: the base stops
+    /// changing and passes to `heir`, which keeps reading through its
+    /// chain. The family becomes A2 (its views are never written again).
+    pub fn hand_over_base(&mut self, heir: &str) -> Result<Vec<MergeCopy>> {
+        if let Some(r) = &self.restore {
+            return Err(Error::conflict(format!(
+                "{} is still being restored from {} (job {}): wait for that job first",
+                self.origin, r.copy, r.job
+            )));
+        }
+        let old = self.origin.clone();
+        if heir == old || !self.images.contains_key(heir) {
+            return Err(Error::invalid(format!(
+                "{heir} cannot inherit {old}'s data"
+            )));
+        }
+        let img = self.image(&old)?.clone();
+        self.images.remove(&old);
+        self.origin = heir.to_string();
+        self.mode = CopyMode::Row;
+        self.newest_view = None;
+        self.record_dirty = true;
+        let node = match img.head {
+            Head::Leaf(l) => {
+                let p = self.nodes.get(&l).and_then(|n| n.parent);
+                self.remove_node(l);
+                p
+            }
+            Head::Base => None,
+        };
+        self.prune(node)
+    }
+
+    /// Moves the entries of view `from` that view `into` lacks into `into`,
+    /// then removes `from`; `into` takes its place in the chain.
+    fn merge_view(&mut self, from: NodeId, into: NodeId) -> Result<Vec<MergeCopy>> {
+        let entries: Vec<(u64, Entry)> = self.node(from)?.map.entries().collect();
+        let parent = self.node(from)?.parent;
+        let mut plan = Vec::new();
+        let mut kept = BTreeSet::new();
+        for (t, e) in entries {
+            let have = self.nodes.get(&into).and_then(|n| n.map.get(t));
+            let want = e.valid & !have.map_or(0, |h| h.valid);
+            if want == 0 {
+                continue;
+            }
+            let accepts_slot = self
+                .nodes
+                .get(&into)
+                .is_some_and(|n| n.map.accepts(t, e.slot));
+            match have {
+                None if accepts_slot => {
+                    if let Some(n) = self.nodes.get_mut(&into) {
+                        n.map.set(
+                            t,
+                            Entry {
+                                slot: e.slot,
+                                valid: want,
+                            },
+                        );
+                    }
+                    kept.insert(e.slot);
+                    self.touch(into, t);
+                }
+                _ => {
+                    // Data must move: into the slot `into` has or places.
+                    let dst = match have {
+                        Some(h) if h.slot != ZERO_SLOT => h.slot,
+                        _ => {
+                            let n = self
+                                .nodes
+                                .get_mut(&into)
+                                .ok_or_else(|| Error::corrupt("merge target vanished"))?;
+                            n.map.place(t, &mut self.store)?
+                        }
+                    };
+                    plan.push(MergeCopy {
+                        track: t,
+                        granules: want,
+                        src: if e.slot == ZERO_SLOT {
+                            Src::Zero
+                        } else {
+                            Src::Slot(e.slot)
+                        },
+                        dst,
+                        into,
+                        valid_before: have.map_or(0, |h| h.valid),
+                    });
+                }
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(&into) {
+            n.parent = parent;
+        }
+        if self.newest_view == Some(from) {
+            self.newest_view = Some(into);
+        }
+        // Remove `from`. Slots adopted by `into` stay allocated (even inside
+        // one of `from`'s areas: the area's other slots are freed one by
+        // one, so its chunk goes back only when the adopted ones do);
+        // slots the plan still reads from are freed after their copy.
+        if let Some(n) = self.nodes.remove(&from) {
+            let reading: BTreeSet<u64> = plan
+                .iter()
+                .filter_map(|p| match p.src {
+                    Src::Slot(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            let keep = |s: u64| s == ZERO_SLOT || kept.contains(&s) || reading.contains(&s);
+            let areas = n.map.areas();
+            let in_area = |s: u64| areas.iter().any(|&(a, c)| s >= a && s < a + c);
+            let mut free: Vec<u64> = n
+                .map
+                .entries()
+                .map(|(_, e)| e.slot)
+                .filter(|&s| !in_area(s) && !keep(s))
+                .collect();
+            for &(a, c) in &areas {
+                free.extend((a..a + c).filter(|&s| !keep(s)));
+            }
+            for s in free {
+                self.store.free_later(s);
+            }
+            self.dropped.push(from);
+            self.dirty.retain(|(d, _)| *d != from);
+        }
+        self.record_dirty = true;
+        Ok(plan)
+    }
+}
+
+/// A granule copy a view merge needs: `granules` of `track` from `src`
+/// into slot `dst` of node `into`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MergeCopy {
+    pub track: u64,
+    pub granules: u64,
+    pub src: Src,
+    pub dst: u64,
+    pub into: NodeId,
+    pub valid_before: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_and_runs() {
+        assert_eq!(mask(0, 63), u64::MAX);
+        assert_eq!(mask(2, 4), 0b11100);
+        assert_eq!(mask(63, 63), 1 << 63);
+        let r: Vec<(u64, u64)> = runs(0b1110_0110).collect();
+        assert_eq!(r, vec![(1, 2), (5, 3)]);
+        assert_eq!(runs(u64::MAX).collect::<Vec<_>>(), vec![(0, 64)]);
+        assert_eq!(granule_of(65536), 1024);
+        assert_eq!(granule_of(4096), 512);
+    }
+}

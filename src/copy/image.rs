@@ -1,0 +1,1114 @@
+//! The I/O of a copy family's images: reads resolve each granule through
+//! the copy tree; writes follow A1 or A2 (seed 000/001 FIG. 17; SEED-SPECS
+//! A.c.2-A.c.4).
+//!
+//! ```text
+//!  read(image)   plan under the family lock: granule runs -> base, a store
+//!                slot, or zeroes; then read the pieces concurrently
+//!  write(leaf)   A2 / a copy's own writes (US 6,779,094 claims 1-6):
+//!                new data to the image's own slot for the track (rewrites
+//!                land in place); only the written granules become valid,
+//!                a partial granule is filled from the tree first
+//!  write(origin) A1 (US 6,779,095 claims 1-6): granules of the base not yet
+//!                preserved in the newest view are copied there (durably,
+//!                map entry committed: DESIGN rule 3), then the base is
+//!                overwritten in place
+//!  flush         data of the group(s), then the changed map pages (rule 4)
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::future::join_all;
+use tokio::sync::watch;
+
+use super::family::{Head, NodeId, NodeKind, Src, State, mask, runs};
+use super::map::{Entry, ZERO_SLOT};
+use super::record::{FamilyRecord, ImageRecord, NodeRecord};
+use crate::buf::IoBuf;
+use crate::error::{Error, ErrorKind, Result, check_range};
+use crate::stack::lock::RangeLock;
+use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
+
+/// How a family saves itself: the record, pages of node maps (an all-zero
+/// page deletes), and the pages of removed nodes dropped; durably.
+pub trait Persist: Send + Sync + 'static {
+    fn save(
+        &self,
+        rec: &FamilyRecord,
+        pages: &[(NodeId, u64, Vec<u8>)],
+        dropped: &[NodeId],
+    ) -> Result<()>;
+}
+
+#[derive(Default)]
+struct Commits {
+    /// The sequence number the next pass takes.
+    next: u64,
+    /// The highest sequence number a waiter needs.
+    wanted: u64,
+    running: bool,
+}
+
+/// A family at run time.
+pub struct Family {
+    pub object: u64,
+    pub group_name: String,
+    /// The initial area: the origin's thick volume.
+    base: Arc<dyn BlockDev>,
+    /// The group the store's slots live in.
+    group: Arc<dyn BlockDev>,
+    pub st: RwLock<State>,
+    /// Locks of base tracks: base writers and readers of base data that
+    /// the base may change under them (A1, restores, splits).
+    base_locks: RangeLock,
+    persist: Arc<dyn Persist>,
+    commits: Mutex<Commits>,
+    done: watch::Sender<(u64, Option<Arc<str>>)>,
+    /// Chunks emptied and committed away: the owner hands them back.
+    pub released: Mutex<Vec<(u64, u64)>>,
+    /// Serialises saves, so a later snapshot is never overwritten by an
+    /// earlier one.
+    pub save_lock: tokio::sync::Mutex<()>,
+}
+
+/// What one save stores.
+pub struct Snapshot {
+    pub rec: FamilyRecord,
+    pub pages: Vec<(NodeId, u64, Vec<u8>)>,
+    pub dropped: Vec<NodeId>,
+    frees: Vec<u64>,
+    dirty: std::collections::BTreeSet<(NodeId, u64)>,
+}
+
+/// One piece of a read plan.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    buf_off: u64,
+    len: u64,
+    src: PieceSrc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PieceSrc {
+    Base(u64),
+    Group(u64),
+    Zero,
+}
+
+impl PieceSrc {
+    fn follows(self, prev: PieceSrc, prev_len: u64) -> bool {
+        match (prev, self) {
+            (PieceSrc::Base(a), PieceSrc::Base(b)) | (PieceSrc::Group(a), PieceSrc::Group(b)) => {
+                a + prev_len == b
+            }
+            (PieceSrc::Zero, PieceSrc::Zero) => true,
+            _ => false,
+        }
+    }
+}
+
+fn us(x: u64) -> usize {
+    usize::try_from(x).unwrap_or(usize::MAX)
+}
+
+impl Family {
+    pub fn new(
+        object: u64,
+        group_name: String,
+        base: Arc<dyn BlockDev>,
+        group: Arc<dyn BlockDev>,
+        st: State,
+        persist: Arc<dyn Persist>,
+    ) -> Arc<Family> {
+        let (done, _) = watch::channel((0, None));
+        Arc::new(Family {
+            object,
+            group_name,
+            base,
+            group,
+            st: RwLock::new(st),
+            base_locks: RangeLock::new(),
+            persist,
+            commits: Mutex::new(Commits {
+                next: 1,
+                ..Commits::default()
+            }),
+            done,
+            released: Mutex::new(Vec::new()),
+            save_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.st.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.st.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn base(&self) -> &Arc<dyn BlockDev> {
+        &self.base
+    }
+
+    pub fn group(&self) -> &Arc<dyn BlockDev> {
+        &self.group
+    }
+
+    /// The record to persist.
+    pub fn record(&self, st: &State) -> FamilyRecord {
+        let mut nodes: Vec<NodeRecord> = st
+            .nodes
+            .values()
+            .map(|n| NodeRecord {
+                id: n.id,
+                parent: n.parent,
+                kind: n.kind,
+                scheme: n.map.scheme(),
+                areas: n.map.areas(),
+                invalid: n.invalid,
+            })
+            .collect();
+        nodes.sort_by_key(|n| n.id);
+        FamilyRecord {
+            object: self.object,
+            mode: st.mode,
+            origin: st.origin.clone(),
+            group: self.group_name.clone(),
+            track_size: st.track,
+            tracks: st.tracks,
+            chunks: st.store.chunks(),
+            nodes,
+            images: st.images.values().map(ImageRecord::from).collect(),
+            newest_view: st.newest_view,
+            restore: st.restore.as_ref().map(|r| super::record::RestoreRecord {
+                from: r.from,
+                copy: r.copy.clone(),
+                job: r.job,
+                pending: compress(&r.pending),
+            }),
+        }
+    }
+
+    /// Makes every completed write durable, data first, then the changed
+    /// metadata (one commit serves every caller waiting; group commit).
+    pub async fn commit(self: &Arc<Self>) -> Result<()> {
+        let need = {
+            let mut c = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+            let need = c.next;
+            c.wanted = c.wanted.max(need);
+            if !c.running {
+                c.running = true;
+                let me = Arc::clone(self);
+                tokio::task::spawn_local(async move { me.commit_loop().await });
+            }
+            need
+        };
+        let mut rx = self.done.subscribe();
+        let v = rx
+            .wait_for(|(seq, _)| *seq >= need)
+            .await
+            .map_err(|_| Error::new(ErrorKind::Shutdown, "copy metadata commits stopped"))?;
+        match &v.1 {
+            Some(msg) if v.0 == need => Err(Error::new(
+                ErrorKind::Io,
+                format!("saving copy metadata failed: {msg}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn commit_loop(self: Arc<Self>) {
+        // However the loop ends (even dropped with its runtime), the next
+        // commit must be able to start a new one.
+        struct Stopped<'a>(&'a Mutex<Commits>);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).running = false;
+            }
+        }
+        let _stopped = Stopped(&self.commits);
+        loop {
+            let seq = {
+                let mut c = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+                if c.wanted < c.next {
+                    return;
+                }
+                let s = c.next;
+                c.next += 1;
+                s
+            };
+            let r = self.commit_pass().await;
+            let err = r.err().map(|e| Arc::<str>::from(e.chain()));
+            if let Some(e) = &err {
+                tracing::error!("copy family {}: commit failed: {e}", self.object);
+            }
+            self.done.send_replace((seq, err));
+        }
+    }
+
+    async fn commit_pass(&self) -> Result<()> {
+        // The snapshot comes before the flush: every map entry in it points
+        // at data whose write had completed, so the flush makes that data
+        // durable before the entry is saved (DESIGN rule 4).
+        let _one = self.save_lock.lock().await;
+        let snap = self.snapshot(false);
+        let flushed = async {
+            self.group.flush().await?;
+            if !Arc::ptr_eq(&self.base, &self.group) {
+                self.base.flush().await?;
+            }
+            Ok::<(), Error>(())
+        }
+        .await;
+        let Some(snap) = snap else {
+            return flushed;
+        };
+        if let Err(e) = flushed {
+            return self.saved(snap, Err(e));
+        }
+        let persist = Arc::clone(&self.persist);
+        let (rec, pages, dropped) = (snap.rec.clone(), snap.pages.clone(), snap.dropped.clone());
+        let saved = tokio::task::spawn_blocking(move || persist.save(&rec, &pages, &dropped))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("saving copy metadata: {e}")))
+            .and_then(|r| r);
+        self.saved(snap, saved)
+    }
+
+    /// Takes what the next save must store (None if nothing changed and
+    /// `force` is false). Follow with [`Family::saved`].
+    pub fn snapshot(&self, force: bool) -> Option<Snapshot> {
+        let mut st = self.write_state();
+        if !force
+            && st.dirty.is_empty()
+            && st.dropped.is_empty()
+            && !st.record_dirty
+            && st.store.pending_len() == 0
+        {
+            return None;
+        }
+        let dirty = std::mem::take(&mut st.dirty);
+        let mut pages = Vec::with_capacity(dirty.len());
+        for &(id, page) in &dirty {
+            if let Some(n) = st.nodes.get(&id) {
+                pages.push((
+                    id,
+                    page,
+                    super::page::encode_page(n.map.as_ref(), page).to_vec(),
+                ));
+            }
+        }
+        let dropped = std::mem::take(&mut st.dropped);
+        let frees = st.store.take_pending();
+        st.record_dirty = false;
+        Some(Snapshot {
+            rec: self.record(&st),
+            pages,
+            dropped,
+            frees,
+            dirty,
+        })
+    }
+
+    /// Finishes a save of `snap`: frees what it freed, or on failure keeps
+    /// everything for the next one.
+    pub fn saved(&self, snap: Snapshot, r: Result<()>) -> Result<()> {
+        let mut st = self.write_state();
+        match r {
+            Ok(()) => {
+                st.store.release(snap.frees);
+                let gone = st.store.take_released();
+                if !gone.is_empty() {
+                    st.record_dirty = true;
+                    self.released
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(gone);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                st.dirty.extend(snap.dirty);
+                st.dropped.extend(snap.dropped);
+                for s in snap.frees {
+                    st.store.free_later(s);
+                }
+                st.record_dirty = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the base may change under readers (A1, a restore).
+    fn base_moves(st: &State) -> bool {
+        st.mode == crate::engine::types::CopyMode::Cow || st.restore.is_some()
+    }
+
+    /// The read plan of `len` bytes at `off` of the image at `head`.
+    fn plan(&self, st: &State, head: Head, off: u64, len: u64) -> Result<Vec<Piece>> {
+        let (t_sz, g_sz) = (st.track, st.granule);
+        let mut out: Vec<Piece> = Vec::new();
+        let mut found = Vec::with_capacity(2);
+        let end = off + len;
+        let mut t = off / t_sz;
+        while t * t_sz < end {
+            let t0 = t * t_sz;
+            let a = off.max(t0);
+            let b = end.min(t0 + t_sz);
+            let need = mask((a - t0) / g_sz, (b - 1 - t0) / g_sz);
+            found.clear();
+            st.resolve(head, t, need, &mut found)?;
+            let mut pieces: Vec<Piece> = Vec::with_capacity(found.len());
+            for &(m, src) in &found {
+                for (gs, gn) in runs(m) {
+                    let ra = a.max(t0 + gs * g_sz);
+                    let rb = b.min(t0 + (gs + gn) * g_sz);
+                    let src = match src {
+                        Src::Base => PieceSrc::Base(ra),
+                        Src::Slot(s) => PieceSrc::Group(st.store.offset(s)? + (ra - t0)),
+                        Src::Zero => PieceSrc::Zero,
+                    };
+                    pieces.push(Piece {
+                        buf_off: ra - off,
+                        len: rb - ra,
+                        src,
+                    });
+                }
+            }
+            pieces.sort_by_key(|p| p.buf_off);
+            for p in pieces {
+                match out.last_mut() {
+                    Some(last)
+                        if last.buf_off + last.len == p.buf_off
+                            && p.src.follows(last.src, last.len) =>
+                    {
+                        last.len += p.len
+                    }
+                    _ => out.push(p),
+                }
+            }
+            t += 1;
+        }
+        Ok(out)
+    }
+
+    async fn read_pieces(&self, plan: Vec<Piece>, buf: IoBuf) -> BufResult {
+        if let [p] = plan.as_slice() {
+            return match p.src {
+                PieceSrc::Base(o) => self.base.read(o, buf).await,
+                PieceSrc::Group(o) => self.group.read(o, buf).await,
+                PieceSrc::Zero => {
+                    let mut b = buf;
+                    b.zero();
+                    (b, Ok(()))
+                }
+            };
+        }
+        let lens: Vec<usize> = plan.iter().map(|p| us(p.len)).collect();
+        let parts = buf.split_many(&lens);
+        let futs = plan.iter().zip(parts).map(|(p, b)| async move {
+            match p.src {
+                PieceSrc::Base(o) => self.base.read(o, b).await,
+                PieceSrc::Group(o) => self.group.read(o, b).await,
+                PieceSrc::Zero => {
+                    let mut b = b;
+                    b.zero();
+                    (b, Ok(()))
+                }
+            }
+        });
+        let mut first_err = None;
+        let mut back = Vec::with_capacity(lens.len());
+        for (b, r) in join_all(futs).await {
+            if let (Err(e), None) = (r, &first_err) {
+                first_err = Some(e);
+            }
+            back.push(b);
+        }
+        (IoBuf::join(back), first_err.map_or(Ok(()), Err))
+    }
+
+    /// Reads `buf.len()` bytes at `off` of the image starting at `head`.
+    pub async fn read(&self, head: Head, off: u64, buf: IoBuf) -> BufResult {
+        let len = buf.len() as u64;
+        let (t_sz, moves) = {
+            let st = self.read_state();
+            (st.track, Self::base_moves(&st))
+        };
+        // Where the base can change, read it under the track locks so a
+        // planned base piece is not overwritten before it is read.
+        let _locks = if moves && head != Head::Base {
+            Some(
+                self.base_locks
+                    .lock(off / t_sz, (off + len).div_ceil(t_sz))
+                    .await,
+            )
+        } else {
+            None
+        };
+        let plan = {
+            let st = self.read_state();
+            self.plan(&st, head, off, len)
+        };
+        match plan {
+            Ok(p) => self.read_pieces(p, buf).await,
+            Err(e) => (buf, Err(e)),
+        }
+    }
+
+    /// Reads granules `need` of track `t` as the image at `node` (None: the
+    /// base) sees them, into `buf` (one whole track).
+    async fn read_track_from(
+        &self,
+        node: Option<NodeId>,
+        t: u64,
+        need: u64,
+        buf: IoBuf,
+    ) -> BufResult {
+        let plan = {
+            let st = self.read_state();
+            let mut found = Vec::new();
+            let r = st.resolve_from(node, t, need, &mut found).and_then(|()| {
+                let mut out = Vec::new();
+                let (t_sz, g) = (st.track, st.granule);
+                for (m, src) in found {
+                    for (gs, gn) in runs(m) {
+                        let src = match src {
+                            Src::Base => PieceSrc::Base(t * t_sz + gs * g),
+                            Src::Slot(s) => PieceSrc::Group(st.store.offset(s)? + gs * g),
+                            Src::Zero => PieceSrc::Zero,
+                        };
+                        out.push((gs * g, gn * g, src));
+                    }
+                }
+                Ok(out)
+            });
+            r
+        };
+        let pieces = match plan {
+            Ok(p) => p,
+            Err(e) => return (buf, Err(e)),
+        };
+        let mut buf = buf;
+        for (at, len, src) in pieces {
+            let piece = IoBuf::new(us(len));
+            let (piece, r) = match src {
+                PieceSrc::Base(o) => self.base.read(o, piece).await,
+                PieceSrc::Group(o) => self.group.read(o, piece).await,
+                PieceSrc::Zero => (piece, Ok(())),
+            };
+            if let Err(e) = r {
+                return (buf, Err(e));
+            }
+            buf.as_mut_slice()[us(at)..us(at + len)].copy_from_slice(piece.as_slice());
+        }
+        (buf, Ok(()))
+    }
+
+    /// Writes `buf` at `off` as image `name` (its own leaf).
+    pub async fn write_leaf(
+        self: &Arc<Self>,
+        locks: &RangeLock,
+        name: &str,
+        off: u64,
+        buf: IoBuf,
+        fua: bool,
+    ) -> BufResult {
+        let len = buf.len() as u64;
+        let (t_sz, moves) = {
+            let st = self.read_state();
+            (st.track, Self::base_moves(&st))
+        };
+        let (t0, t1) = (off / t_sz, (off + len).div_ceil(t_sz));
+        let _mine = locks.lock(t0, t1).await;
+        let _base = if moves {
+            Some(self.base_locks.lock(t0, t1).await)
+        } else {
+            None
+        };
+        let mut lens = Vec::new();
+        let mut pos = off;
+        while pos < off + len {
+            let n = ((pos / t_sz + 1) * t_sz).min(off + len) - pos;
+            lens.push(us(n));
+            pos += n;
+        }
+        let parts = buf.split_many(&lens);
+        let mut back = Vec::with_capacity(parts.len());
+        let mut first_err = None;
+        let mut at = off;
+        for p in parts {
+            let n = p.len() as u64;
+            let (b, r) = self.write_track(name, at / t_sz, at % t_sz, p, fua).await;
+            if let (Err(e), None) = (r, &first_err) {
+                first_err = Some(e);
+            }
+            back.push(b);
+            at += n;
+        }
+        let buf = IoBuf::join(back);
+        if let Some(e) = first_err {
+            return (buf, Err(e));
+        }
+        if fua && let Err(e) = self.commit().await {
+            return (buf, Err(e));
+        }
+        (buf, Ok(()))
+    }
+
+    /// Writes `data` at `at` within track `t` of image `name`'s leaf.
+    async fn write_track(&self, name: &str, t: u64, at: u64, data: IoBuf, fua: bool) -> BufResult {
+        let (leaf, entry, t_sz, g) = {
+            let st = self.read_state();
+            let head = match st.image(name) {
+                Ok(i) => i.head,
+                Err(e) => return (data, Err(e)),
+            };
+            let Head::Leaf(leaf) = head else {
+                return (
+                    data,
+                    Err(Error::invalid("the origin of an A1 family has no leaf")),
+                );
+            };
+            let entry = st.nodes.get(&leaf).and_then(|n| n.map.get(t));
+            (leaf, entry, st.track, st.granule)
+        };
+        let len = data.len() as u64;
+        let (g0, g1) = (at / g, (at + len - 1) / g);
+        let gm = mask(g0, g1);
+        let (ga, gb) = (g0 * g, (g1 + 1) * g);
+        // Edge granules only partly written and not valid here must be
+        // filled from the tree first.
+        let have = entry.filter(|e| e.slot != ZERO_SLOT).map_or(0, |e| e.valid);
+        let mut fill = 0;
+        if at > ga && have & mask(g0, g0) == 0 {
+            fill |= mask(g0, g0);
+        }
+        if at + len < gb && have & mask(g1, g1) == 0 {
+            fill |= mask(g1, g1);
+        }
+        let zeroed = entry.is_some_and(|e| e.slot == ZERO_SLOT);
+        // The slot: the leaf's own, or a new one.
+        let (slot, fresh) = match entry {
+            Some(e) if e.slot != ZERO_SLOT => (e.slot, false),
+            _ => {
+                let mut st = self.write_state();
+                let State { nodes, store, .. } = &mut *st;
+                let placed = match nodes.get_mut(&leaf) {
+                    Some(n) => n.map.place(t, store),
+                    None => Err(Error::corrupt("copy leaf vanished")),
+                };
+                match placed {
+                    Ok(s) => (s, true),
+                    Err(e) => {
+                        let e = if e.kind() == ErrorKind::NoSpace {
+                            Error::new(
+                                ErrorKind::NoSpace,
+                                format!(
+                                    "no new space left for the copies of this volume: {}",
+                                    e.message()
+                                ),
+                            )
+                        } else {
+                            e
+                        };
+                        return (data, Err(e));
+                    }
+                }
+            }
+        };
+        let slot_off = {
+            let st = self.read_state();
+            st.store.offset(slot)
+        };
+        let slot_off = match slot_off {
+            Ok(o) => o,
+            Err(e) => return (data, Err(e)),
+        };
+        // What to write: the data alone, or the data widened to whole
+        // granules (or the whole track over a zeroed entry).
+        let (w_at, img, valid) = if zeroed {
+            let mut img = IoBuf::new(us(t_sz));
+            img.as_mut_slice()[us(at)..us(at + len)].copy_from_slice(data.as_slice());
+            (0, Some(img), mask(0, (t_sz / g).min(64) - 1))
+        } else if fill != 0 {
+            let mut img = IoBuf::new(us(gb - ga));
+            let track_buf = IoBuf::new(us(t_sz));
+            let (track_buf, r) = self.read_track_from(Some(leaf), t, fill, track_buf).await;
+            if let Err(e) = r {
+                self.abandon(leaf, slot, fresh);
+                return (data, Err(e));
+            }
+            img.as_mut_slice()
+                .copy_from_slice(&track_buf.as_slice()[us(ga)..us(gb)]);
+            img.as_mut_slice()[us(at - ga)..us(at - ga + len)].copy_from_slice(data.as_slice());
+            (ga, Some(img), gm)
+        } else {
+            (at, None, gm)
+        };
+        let (data, r) = match img {
+            None => self.group.write(slot_off + w_at, data, fua).await,
+            Some(img) => {
+                let (_, r) = self.group.write(slot_off + w_at, img, fua).await;
+                (data, r)
+            }
+        };
+        if let Err(e) = r {
+            self.abandon(leaf, slot, fresh);
+            return (data, Err(e));
+        }
+        let mut st = self.write_state();
+        if let Some(n) = st.nodes.get_mut(&leaf) {
+            let old = n
+                .map
+                .get(t)
+                .filter(|e| e.slot == slot)
+                .map_or(0, |e| e.valid);
+            n.map.set(
+                t,
+                Entry {
+                    slot,
+                    valid: old | valid,
+                },
+            );
+        }
+        st.touch(leaf, t);
+        (data, Ok(()))
+    }
+
+    /// A write that placed a slot failed: give the slot back.
+    fn abandon(&self, leaf: NodeId, slot: u64, fresh: bool) {
+        if fresh {
+            let mut st = self.write_state();
+            st.free_entry_slot(leaf, Entry { slot, valid: 1 });
+        }
+    }
+
+    /// A1: writes the base as the origin, preserving first.
+    pub async fn write_origin(self: &Arc<Self>, off: u64, buf: IoBuf, fua: bool) -> BufResult {
+        let len = buf.len() as u64;
+        let t_sz = self.read_state().track;
+        let (t0, t1) = (off / t_sz, (off + len).div_ceil(t_sz));
+        let _base = self.base_locks.lock(t0, t1).await;
+        if let Err(e) = self.before_base_write(off, len).await {
+            return (buf, Err(e));
+        }
+        self.base.write(off, buf, fua).await
+    }
+
+    /// Preserves, in the newest view, the granules of the base that
+    /// `off..off+len` is about to overwrite, and finishes pending restores
+    /// of those tracks. Call with the base tracks locked.
+    async fn before_base_write(self: &Arc<Self>, off: u64, len: u64) -> Result<()> {
+        let (t_sz, g) = {
+            let st = self.read_state();
+            (st.track, st.granule)
+        };
+        let mut preserved = false;
+        let end = off + len;
+        let mut t = off / t_sz;
+        while t * t_sz < end {
+            let t0 = t * t_sz;
+            let (a, b) = (off.max(t0), end.min(t0 + t_sz));
+            let touched = mask((a - t0) / g, (b - 1 - t0) / g);
+            self.finish_restore_track(t).await?;
+            preserved |= self.preserve(t, touched).await?;
+            t += 1;
+        }
+        if preserved {
+            self.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Copies the granules `touched` of base track `t` that the newest view
+    /// lacks into it. Returns whether anything was preserved. Running out of
+    /// space invalidates the view (its copies' reads fail) instead of
+    /// failing the origin's write.
+    async fn preserve(&self, t: u64, touched: u64) -> Result<bool> {
+        let (view, have, t_sz) = {
+            let st = self.read_state();
+            let Some(v) = st.newest_view else {
+                return Ok(false);
+            };
+            let Some(n) = st.nodes.get(&v) else {
+                return Ok(false);
+            };
+            if n.invalid {
+                return Ok(false);
+            }
+            (v, n.map.get(t), st.track)
+        };
+        let need = touched & !have.map_or(0, |e| e.valid);
+        if need == 0 {
+            return Ok(false);
+        }
+        let slot = match have {
+            Some(e) if e.slot != ZERO_SLOT => e.slot,
+            _ => {
+                let mut st = self.write_state();
+                let State { nodes, store, .. } = &mut *st;
+                let placed = match nodes.get_mut(&view) {
+                    Some(n) => n.map.place(t, store),
+                    None => return Ok(false),
+                };
+                match placed {
+                    Ok(s) => s,
+                    Err(e) if e.kind() == ErrorKind::NoSpace => {
+                        tracing::warn!(
+                            "copy family {}: out of new space; the copies reading through view {view} are now invalid",
+                            self.object
+                        );
+                        if let Some(n) = st.nodes.get_mut(&view) {
+                            n.invalid = true;
+                        }
+                        st.record_dirty = true;
+                        return Ok(true);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let slot_off = self.read_state().store.offset(slot)?;
+        let g = self.read_state().granule;
+        for (gs, gn) in runs(need) {
+            let piece = IoBuf::new(us(gn * g));
+            let (piece, r) = self.base.read(t * t_sz + gs * g, piece).await;
+            r?;
+            let (_, r) = self.group.write(slot_off + gs * g, piece, true).await;
+            r?;
+        }
+        let mut st = self.write_state();
+        if let Some(n) = st.nodes.get_mut(&view) {
+            let old = n
+                .map
+                .get(t)
+                .filter(|e| e.slot == slot)
+                .map_or(0, |e| e.valid);
+            n.map.set(
+                t,
+                Entry {
+                    slot,
+                    valid: old | need,
+                },
+            );
+        }
+        st.touch(view, t);
+        Ok(true)
+    }
+
+    /// A restore in progress: if track `t` is still pending, copy it from
+    /// the restore's source into the base (preserving first). Call with
+    /// the base track locked.
+    pub async fn finish_restore_track(self: &Arc<Self>, t: u64) -> Result<()> {
+        let (from, full, t_sz) = {
+            let st = self.read_state();
+            match &st.restore {
+                Some(r) if r.pending.contains(&t) => (r.from, st.full(), st.track),
+                _ => return Ok(()),
+            }
+        };
+        let buf = IoBuf::new(us(t_sz));
+        let (buf, r) = self.read_track_from(Some(from), t, full, buf).await;
+        r?;
+        if self.preserve(t, full).await? {
+            self.commit().await?;
+        }
+        let (_, r) = self.base.write(t * t_sz, buf, false).await;
+        r?;
+        let mut st = self.write_state();
+        if let Some(r) = st.restore.as_mut() {
+            r.pending.remove(&t);
+        }
+        st.record_dirty = true;
+        Ok(())
+    }
+
+    /// Restores pending tracks `from..to` (the restore job's step).
+    pub async fn restore_tracks(self: &Arc<Self>, from: u64, to: u64) -> Result<()> {
+        let todo: Vec<u64> = match &self.read_state().restore {
+            Some(r) => r.pending.range(from..to).copied().collect(),
+            None => return Ok(()),
+        };
+        for t in todo {
+            let _l = self.base_locks.lock(t, t + 1).await;
+            self.finish_restore_track(t).await?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes whole tracks `t0..t1` of a leaf image: entries become zero
+    /// entries, their slots go back.
+    pub async fn zero_leaf_tracks(
+        self: &Arc<Self>,
+        locks: &RangeLock,
+        name: &str,
+        t0: u64,
+        t1: u64,
+    ) -> Result<()> {
+        let _mine = locks.lock(t0, t1).await;
+        let mut st = self.write_state();
+        let full = st.full();
+        let Head::Leaf(leaf) = st.image(name)?.head else {
+            return Err(Error::invalid("the origin of an A1 family has no leaf"));
+        };
+        for t in t0..t1 {
+            let old = st.nodes.get(&leaf).and_then(|n| n.map.get(t));
+            let ok = st
+                .nodes
+                .get(&leaf)
+                .is_some_and(|n| n.map.accepts(t, ZERO_SLOT));
+            if !ok {
+                continue;
+            }
+            if let Some(n) = st.nodes.get_mut(&leaf) {
+                n.map.set(
+                    t,
+                    Entry {
+                        slot: ZERO_SLOT,
+                        valid: full,
+                    },
+                );
+            }
+            if let Some(e) = old {
+                st.free_entry_slot(leaf, e);
+            }
+            st.touch(leaf, t);
+        }
+        Ok(())
+    }
+
+    /// Carries out the data copies a view merge needs (see
+    /// `State::delete_image`): granules from the merged view's slots into
+    /// the slots of the view that absorbs it. Call with the family's gates
+    /// closed.
+    pub async fn run_merges(&self, plan: &[super::family::MergeCopy]) -> Result<()> {
+        let g = self.read_state().granule;
+        for m in plan {
+            let (src_off, dst_off) = {
+                let st = self.read_state();
+                let src = match m.src {
+                    Src::Slot(s) => Some(st.store.offset(s)?),
+                    _ => None,
+                };
+                (src, st.store.offset(m.dst)?)
+            };
+            for (gs, gn) in runs(m.granules) {
+                let piece = IoBuf::new(us(gn * g));
+                let piece = match src_off {
+                    Some(o) => {
+                        let (p, r) = self.group.read(o + gs * g, piece).await;
+                        r?;
+                        p
+                    }
+                    None => piece,
+                };
+                let (_, r) = self.group.write(dst_off + gs * g, piece, false).await;
+                r?;
+            }
+            let mut st = self.write_state();
+            if let Some(n) = st.nodes.get_mut(&m.into) {
+                n.map.set(
+                    m.track,
+                    Entry {
+                        slot: m.dst,
+                        valid: m.valid_before | m.granules,
+                    },
+                );
+            }
+            st.touch(m.into, m.track);
+            if let Src::Slot(s) = m.src {
+                st.store.free_later(s);
+            }
+        }
+        Ok(())
+    }
+
+    /// The kind of node `id` (tests).
+    pub fn node_kind(&self, id: NodeId) -> Option<NodeKind> {
+        self.read_state().nodes.get(&id).map(|n| n.kind)
+    }
+}
+
+/// Compresses a set of tracks into (first, count) runs.
+pub fn compress(set: &std::collections::BTreeSet<u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &t in set {
+        match out.last_mut() {
+            Some(last) if last.0 + last.1 == t => last.1 += 1,
+            _ => out.push((t, 1)),
+        }
+    }
+    out
+}
+
+/// One image of a family as a block device.
+pub struct ImageDev {
+    family: Arc<Family>,
+    name: String,
+    size: u64,
+    read_only: bool,
+    /// Track locks of this image's writes.
+    locks: RangeLock,
+}
+
+impl ImageDev {
+    pub fn new(family: Arc<Family>, name: &str, size: u64, read_only: bool) -> ImageDev {
+        ImageDev {
+            family,
+            name: name.to_string(),
+            size,
+            read_only,
+            locks: RangeLock::new(),
+        }
+    }
+
+    pub fn family(&self) -> &Arc<Family> {
+        &self.family
+    }
+
+    fn head(&self) -> Result<Head> {
+        Ok(self.family.read_state().image(&self.name)?.head)
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                format!("{} is a read-only copy", self.name),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn do_write(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
+        if let Err(e) = self
+            .writable()
+            .and_then(|()| check_range(off, buf.len() as u64, self.size))
+        {
+            return (buf, Err(e));
+        }
+        match self.head() {
+            Ok(Head::Base) => self.family.write_origin(off, buf, fua).await,
+            Ok(Head::Leaf(_)) => {
+                self.family
+                    .write_leaf(&self.locks, &self.name, off, buf, fua)
+                    .await
+            }
+            Err(e) => (buf, Err(e)),
+        }
+    }
+
+    async fn zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> Result<()> {
+        self.writable()?;
+        check_range(off, len, self.size)?;
+        let (t_sz, head) = (self.family.read_state().track, self.head()?);
+        if head == Head::Base {
+            let (t0, t1) = (off / t_sz, (off + len).div_ceil(t_sz));
+            let _base = self.family.base_locks.lock(t0, t1).await;
+            self.family.before_base_write(off, len).await?;
+            return self.family.base.write_zeroes(off, len, flags).await;
+        }
+        // Whole tracks become zero entries; the edges are written.
+        let first = off.div_ceil(t_sz);
+        let last = (off + len) / t_sz;
+        if first >= last {
+            return crate::stack::write_zeroes_by_writing(self, off, len, flags).await;
+        }
+        if off < first * t_sz {
+            crate::stack::write_zeroes_by_writing(
+                self,
+                off,
+                first * t_sz - off,
+                ZeroFlags {
+                    fast_only: false,
+                    ..flags
+                },
+            )
+            .await?;
+        }
+        self.family
+            .zero_leaf_tracks(&self.locks, &self.name, first, last)
+            .await?;
+        if last * t_sz < off + len {
+            crate::stack::write_zeroes_by_writing(
+                self,
+                last * t_sz,
+                off + len - last * t_sz,
+                ZeroFlags {
+                    fast_only: false,
+                    ..flags
+                },
+            )
+            .await?;
+        }
+        if flags.fua {
+            self.family.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+impl BlockDev for ImageDev {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn block_size(&self) -> u32 {
+        self.family
+            .base
+            .block_size()
+            .max(self.family.group.block_size())
+    }
+
+    fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
+        Box::pin(async move {
+            if let Err(e) = check_range(off, buf.len() as u64, self.size) {
+                return (buf, Err(e));
+            }
+            match self.head() {
+                Ok(h) => self.family.read(h, off, buf).await,
+                Err(e) => (buf, Err(e)),
+            }
+        })
+    }
+
+    fn write(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
+        Box::pin(self.do_write(off, buf, fua))
+    }
+
+    fn flush(&self) -> DevFuture<'_, Result<()>> {
+        Box::pin(async move { self.family.commit().await })
+    }
+
+    fn discard(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.writable()?;
+            check_range(off, len, self.size)?;
+            // Advisory: whole tracks of a leaf give their space back.
+            let t_sz = self.family.read_state().track;
+            let (first, last) = (off.div_ceil(t_sz), (off + len) / t_sz);
+            if first < last && matches!(self.head()?, Head::Leaf(_)) {
+                self.family
+                    .zero_leaf_tracks(&self.locks, &self.name, first, last)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
+        Box::pin(self.zeroes(off, len, flags))
+    }
+
+    fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
+        let r = check_range(off, len, self.size);
+        Box::pin(async move {
+            r?;
+            Ok(vec![Extent { len, flags: 0 }])
+        })
+    }
+}
