@@ -282,7 +282,17 @@ impl SlotSource for Store {
             .find_map(|c| c.first_free().map(|i| c.chunk.first_slot + i));
         let slot = match found {
             Some(s) => s,
-            None => self.add_chunk(self.chunk_slots, true)?,
+            None => {
+                // A smaller chunk when the group has no room for a whole one.
+                let mut n = self.chunk_slots;
+                loop {
+                    match self.add_chunk(n, true) {
+                        Ok(s) => break s,
+                        Err(e) if e.kind() == ErrorKind::NoSpace && n > 1 => n /= 2,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
         };
         self.mark_used(slot)?;
         Ok(slot)

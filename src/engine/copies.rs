@@ -18,11 +18,12 @@ use crate::copy::map::Scheme;
 use crate::copy::record::FamilyRecord;
 use crate::copy::store::{Grow, Store};
 use crate::error::{Error, ErrorKind, Result};
+use crate::jobs::{MakeWork, Work};
 use crate::meta::Meta;
-use crate::meta::records::{VolumeRecord, now};
-use crate::stack::BlockDev;
+use crate::meta::records::{JobKind, JobRecord, VolumeRecord, now};
 use crate::stack::gate::Closed;
 use crate::stack::switch::Switch;
+use crate::stack::{BlockDev, DevFuture};
 
 /// Share of the new space past which `copy list` warns.
 const WARN_USED: f64 = 0.8;
@@ -554,6 +555,12 @@ impl Pool {
     }
 
     pub fn copy_delete(&self, name: &str) -> Result<()> {
+        self.family_delete(name, false)
+    }
+
+    /// Deletes a volume of a copy family: a copy, or (`origin_too`) the
+    /// original, whose initial area then passes to one of its copies.
+    pub(crate) fn family_delete(&self, name: &str, origin_too: bool) -> Result<()> {
         {
             let st = self.lock();
             let v = st.volumes.get(name).ok_or_else(|| {
@@ -567,9 +574,9 @@ impl Pool {
             let f = self
                 .family_of(&st, name)
                 .ok_or_else(|| Error::not_found(format!("volume {name} is not an instant copy")))?;
-            if f.read_state().origin == name {
+            if f.read_state().origin == name && !origin_too {
                 return Err(Error::conflict(format!(
-                    "{name} is the origin of its copies: delete the copies first"
+                    "{name} is the original of its copies, not a copy: `ferrosan volume delete {name}` deletes it and its copies keep their data"
                 )));
             }
         }
@@ -598,7 +605,22 @@ impl Pool {
             closed.push(s.close().await);
         }
         fam.commit().await?;
-        let plan = fam.write_state().delete_image(name)?;
+        // The original goes: its initial area passes to a copy (the first
+        // by name), which keeps reading through its own chain.
+        let heir = {
+            let st = fam.read_state();
+            (st.origin == name)
+                .then(|| st.images.keys().find(|k| *k != name).cloned())
+                .flatten()
+        };
+        let passed = match &heir {
+            Some(h) => Some(self.pass_extents(name, h)?),
+            None => None,
+        };
+        let plan = match &heir {
+            Some(h) => fam.write_state().hand_over_base(h)?,
+            None => fam.write_state().delete_image(name)?,
+        };
         fam.run_merges(&plan).await?;
         // A family down to its origin with nothing of its own goes away:
         // the origin is a thick volume again.
@@ -616,6 +638,19 @@ impl Pool {
                 .get(&origin)
                 .ok_or_else(|| Error::not_found("origin vanished"))?;
             (v.rec.clone(), Arc::clone(&v.thick))
+        };
+        let thick = match &passed {
+            Some(p) => {
+                if let Some(r) = p.iter().find(|r| r.name == origin) {
+                    origin_rec = r.clone();
+                }
+                self.lock()
+                    .volumes
+                    .get(name)
+                    .map(|v| Arc::clone(&v.thick))
+                    .unwrap_or(thick)
+            }
+            None => thick,
         };
         if dissolve {
             origin_rec.family = None;
@@ -655,6 +690,10 @@ impl Pool {
         let mut st = self.lock();
         if let Some(v) = st.volumes.remove(name) {
             v.dev.revoke();
+        }
+        if let Some(v) = st.volumes.get_mut(&origin) {
+            v.rec = origin_rec.clone();
+            v.thick = Arc::clone(&thick);
         }
         if dissolve {
             st.families.remove(&fam.object);
@@ -787,20 +826,404 @@ impl Pool {
         st.volumes.get(name).is_some_and(|v| v.rec.family.is_some())
     }
 
-    /// `copy restore` and `copy split` come in the next step.
-    pub fn copy_restore(&self, name: &str) -> Result<CopyRestoreInfo> {
-        let _ = name;
-        Err(Error::new(
-            ErrorKind::Unsupported,
-            "copy restore is not available yet",
-        ))
+    /// Saves a family's changed tree together with volume records to put,
+    /// volume records to delete and a job, in one durable transaction.
+    async fn save_family_with(
+        &self,
+        fam: &Arc<Family>,
+        puts: Vec<VolumeRecord>,
+        dels: Vec<String>,
+        job: Option<JobRecord>,
+    ) -> Result<()> {
+        let _one = fam.save_lock.lock().await;
+        let snap = fam.snapshot(true);
+        let pool_rec = self.lock().pool.clone();
+        let meta = Arc::clone(&self.meta);
+        let parts = snap
+            .as_ref()
+            .map(|s| (s.rec.clone(), s.pages.clone(), s.dropped.clone()));
+        let saved = tokio::task::spawn_blocking(move || {
+            meta.write(true, |tx| {
+                tx.put_pool(&pool_rec)?;
+                for d in &dels {
+                    tx.del_volume(d)?;
+                }
+                for v in &puts {
+                    tx.put_volume(v)?;
+                }
+                if let Some(j) = &job {
+                    tx.put_job(j)?;
+                }
+                if let Some((rec, pages, dropped)) = &parts {
+                    save_family(tx, rec, pages, dropped)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("saving the copy family: {e}")))
+        .and_then(|r| r);
+        if let Some(snap) = snap {
+            fam.saved(snap, saved.as_ref().map(|_| ()).map_err(Clone::clone))?;
+        }
+        saved
     }
 
-    pub fn copy_split(&self, name: &str, _req: CopySplitRequest) -> Result<CopySplitInfo> {
-        let _ = name;
-        Err(Error::new(
-            ErrorKind::Unsupported,
-            "copy split is not available yet",
-        ))
+    /// A family member's family and the switches of every member.
+    fn family_and_switches(&self, name: &str) -> Result<(Arc<Family>, Vec<Arc<Switch>>)> {
+        let st = self.lock();
+        if !st.volumes.contains_key(name) {
+            return Err(Error::not_found(format!(
+                "unknown copy {name:?}: see `ferrosan copy list`"
+            )));
+        }
+        let f = self
+            .family_of(&st, name)
+            .ok_or_else(|| Error::not_found(format!("volume {name} is not an instant copy")))?;
+        let sw = Self::family_switches(&st, Some(f.object), name);
+        Ok((f, sw))
+    }
+
+    /// The record of a job moving a family's pending tracks.
+    fn copy_move_job(&self, fam: &Family, volume: &str, from: &str, split: bool) -> JobRecord {
+        let (tracks, track) = {
+            let st = fam.read_state();
+            (st.tracks, st.track)
+        };
+        let id = {
+            let mut st = self.lock();
+            Pool::next_job(&mut st)
+        };
+        JobRecord {
+            id,
+            kind: JobKind::CopyMove {
+                group: fam.group_name.clone(),
+                family: fam.object,
+                volume: volume.to_string(),
+                from: from.to_string(),
+                split,
+            },
+            state: JobState::Running,
+            done: 0,
+            total: tracks,
+            unit_bytes: track,
+            rate_limit: 0,
+            message: None,
+            created: now(),
+            updated: now(),
+        }
+    }
+
+    /// `copy restore NAME`: NAME's source shows NAME's image at once. A
+    /// source with a leaf moves no data; the A1 origin reads its pending
+    /// tracks from the copy while a job moves them into place.
+    pub fn copy_restore(&self, name: &str) -> Result<CopyRestoreInfo> {
+        let pool = self.arc()?;
+        let n = name.to_string();
+        let (target, job) = on_worker(self, move || async move {
+            pool.copy_restore_on_worker(&n).await
+        })?;
+        let job = match job {
+            Some(j) => Some(self.start_copy_move(j)?),
+            None => None,
+        };
+        Ok(CopyRestoreInfo {
+            volume: target,
+            from: name.to_string(),
+            job,
+        })
+    }
+
+    async fn copy_restore_on_worker(
+        self: Arc<Self>,
+        name: &str,
+    ) -> Result<(String, Option<JobRecord>)> {
+        let (fam, switches) = self.family_and_switches(name)?;
+        let target = {
+            let st = fam.read_state();
+            if st.origin == name {
+                return Err(Error::invalid(format!(
+                    "{name} is the original of its copies: restore it from one of them (`ferrosan copy restore COPY`)"
+                )));
+            }
+            let src = st.image(name)?.source.clone().unwrap_or_default();
+            if !st.images.contains_key(&src) {
+                return Err(Error::conflict(format!(
+                    "{name} was copied from {src}, which no longer exists: nothing to restore"
+                )));
+            }
+            src
+        };
+        if self
+            .lock()
+            .volumes
+            .get(&target)
+            .is_some_and(|v| v.rec.read_only)
+        {
+            return Err(Error::conflict(format!(
+                "{target} is read-only: it cannot be restored"
+            )));
+        }
+        let mut closed = Vec::with_capacity(switches.len());
+        for s in &switches {
+            closed.push(s.close().await);
+        }
+        fam.commit().await?;
+        let job = self.copy_move_job(&fam, &target, name, false);
+        let (moving, plan) = {
+            let me = Arc::clone(&self);
+            let mut st = fam.write_state();
+            let tracks = st.tracks;
+            let mut ids = || me.take_object();
+            let mut maps =
+                |s: Scheme, store: &mut Store| crate::copy::maps::new_map(s, tracks, store);
+            st.restore_from(&target, name, job.id, &mut ids, &mut maps)?
+        };
+        fam.run_merges(&plan).await?;
+        let job = (moving > 0).then_some(job);
+        self.save_family_with(&fam, Vec::new(), Vec::new(), job.clone())
+            .await?;
+        drop(closed);
+        tracing::info!(
+            "{target} restored from copy {name} ({moving} tracks to move in the background)"
+        );
+        Ok((target, job))
+    }
+
+    /// `copy split NAME` (US 6,779,094 claims 7-9): measures the new data
+    /// of the original and of the copy, moves one set into the initial
+    /// area by policy, and leaves the two images independent: either can
+    /// then be deleted without the other losing anything.
+    pub fn copy_split(&self, name: &str, req: CopySplitRequest) -> Result<CopySplitInfo> {
+        let pool = self.arc()?;
+        let n = name.to_string();
+        let policy = req.policy.unwrap_or(SplitPolicy::MoveSmaller);
+        let (n_orig, n_copy, moving, job) = on_worker(self, move || async move {
+            pool.copy_split_on_worker(&n, policy).await
+        })?;
+        let job = match job {
+            Some(j) => Some(self.start_copy_move(j)?),
+            None => None,
+        };
+        Ok(CopySplitInfo {
+            n_orig,
+            n_copy,
+            policy,
+            moving,
+            job,
+        })
+    }
+
+    async fn copy_split_on_worker(
+        self: Arc<Self>,
+        name: &str,
+        policy: SplitPolicy,
+    ) -> Result<(u64, u64, String, Option<JobRecord>)> {
+        let (fam, switches) = self.family_and_switches(name)?;
+        let mut closed = Vec::with_capacity(switches.len());
+        for s in &switches {
+            closed.push(s.close().await);
+        }
+        fam.commit().await?;
+        let (origin, n_orig, n_copy) = {
+            let st = fam.read_state();
+            if st.origin == name {
+                return Err(Error::invalid(format!(
+                    "{name} is the original: split its copy (`ferrosan copy split COPY`)"
+                )));
+            }
+            if st.images.len() != 2 {
+                let others: Vec<&str> = st
+                    .images
+                    .keys()
+                    .filter(|k| **k != name && **k != st.origin)
+                    .map(String::as_str)
+                    .collect();
+                return Err(Error::conflict(format!(
+                    "a split separates an original from its only copy; {} also has {}: delete or split those first",
+                    st.origin,
+                    others.join(", ")
+                )));
+            }
+            (
+                st.origin.clone(),
+                st.own_tracks(&st.origin),
+                st.own_tracks(name),
+            )
+        };
+        let orig_moves = match policy {
+            SplitPolicy::MoveSmaller => n_orig <= n_copy,
+            SplitPolicy::MoveLarger => n_orig > n_copy,
+        };
+        let (into, other) = if orig_moves {
+            (origin.clone(), name.to_string())
+        } else {
+            (name.to_string(), origin.clone())
+        };
+        let job = self.copy_move_job(&fam, &into, &other, true);
+        let moving = {
+            let me = Arc::clone(&self);
+            let mut st = fam.write_state();
+            let tracks = st.tracks;
+            let mut ids = || me.take_object();
+            let mut maps =
+                |s: Scheme, store: &mut Store| crate::copy::maps::new_map(s, tracks, store);
+            st.start_split(&into, &other, job.id, &mut ids, &mut maps)?
+        };
+        // The image now holding the initial area carries its extents.
+        let mut puts = Vec::new();
+        if into != origin {
+            puts = self.pass_extents(&origin, &into)?;
+        }
+        let job = (moving > 0).then_some(job);
+        self.save_family_with(&fam, puts.clone(), Vec::new(), job.clone())
+            .await?;
+        self.apply_extents(&puts);
+        drop(closed);
+        tracing::info!(
+            "split {name} from {origin}: N_orig {n_orig}, N_copy {n_copy} tracks; {into}'s data moves into the initial area ({moving} tracks)"
+        );
+        Ok((n_orig, n_copy, into, job))
+    }
+
+    /// Records moving the initial area's extents from volume `from` to
+    /// volume `to` (returned for saving; see [`Pool::apply_extents`]).
+    fn pass_extents(&self, from: &str, to: &str) -> Result<Vec<VolumeRecord>> {
+        let st = self.lock();
+        let a = st
+            .volumes
+            .get(from)
+            .ok_or_else(|| Error::not_found(format!("volume {from} vanished")))?;
+        let b = st
+            .volumes
+            .get(to)
+            .ok_or_else(|| Error::not_found(format!("volume {to} vanished")))?;
+        let mut ra = a.rec.clone();
+        let mut rb = b.rec.clone();
+        rb.extents = std::mem::take(&mut ra.extents);
+        Ok(vec![ra, rb])
+    }
+
+    /// Applies saved volume records to the running entries; the one given
+    /// extents takes the thick volume over them.
+    fn apply_extents(&self, recs: &[VolumeRecord]) {
+        let mut st = self.lock();
+        let thick = recs
+            .iter()
+            .find(|r| r.extents.is_empty())
+            .and_then(|r| st.volumes.get(&r.name))
+            .map(|v| Arc::clone(&v.thick));
+        for r in recs {
+            if let Some(v) = st.volumes.get_mut(&r.name) {
+                v.rec = r.clone();
+                if !r.extents.is_empty()
+                    && let Some(t) = &thick
+                {
+                    v.thick = Arc::clone(t);
+                }
+            }
+        }
+    }
+
+    /// Starts (or resumes) a copy move job.
+    fn start_copy_move(&self, job: JobRecord) -> Result<JobInfo> {
+        let make = self.make_work(&job)?;
+        Ok(self.jobs.start(job, make))
+    }
+
+    /// The work of a copy move job.
+    pub(super) fn copy_move_work(&self, family: u64, job: u64) -> Result<MakeWork> {
+        let pool = self.arc()?;
+        let fam = self.lock().families.get(&family).cloned().ok_or_else(|| {
+            Error::not_found(format!("copy family {family} of job {job} is gone"))
+        })?;
+        Ok(Box::new(move || {
+            Ok(Box::new(CopyMoveWork { pool, fam }) as Box<dyn Work>)
+        }))
+    }
+
+    /// A copy move job's last step: with the family paused, forget the
+    /// finished restore and prune what it read from.
+    async fn finish_copy_move(self: Arc<Self>, fam: Arc<Family>) -> Result<()> {
+        let switches = {
+            let st = self.lock();
+            Self::family_switches(&st, Some(fam.object), "")
+        };
+        let mut closed = Vec::with_capacity(switches.len());
+        for s in &switches {
+            closed.push(s.close().await);
+        }
+        fam.commit().await?;
+        let plan = fam.write_state().finish_restore()?;
+        fam.run_merges(&plan).await?;
+        self.save_family_with(&fam, Vec::new(), Vec::new(), None)
+            .await?;
+        drop(closed);
+        self.reclaim_copy_space();
+        Ok(())
+    }
+
+    /// At start: a family whose restore or split is pending with no job
+    /// running gets a job again.
+    pub(super) fn resume_copy_moves(&self) -> Result<()> {
+        let active: Vec<u64> = self.jobs.active().iter().map(|(id, _)| *id).collect();
+        let fams: Vec<Arc<Family>> = self.lock().families.values().cloned().collect();
+        for fam in fams {
+            let pending = fam
+                .read_state()
+                .restore
+                .as_ref()
+                .map(|r| (r.job, r.copy.clone(), fam.read_state().origin.clone()));
+            let Some((job, from, volume)) = pending else {
+                continue;
+            };
+            if active.contains(&job) {
+                continue;
+            }
+            let rec = self.copy_move_job(&fam, &volume, &from, false);
+            let new_id = rec.id;
+            if let Some(r) = fam.write_state().restore.as_mut() {
+                r.job = new_id;
+            }
+            {
+                let mut st = fam.write_state();
+                st.record_dirty = true;
+            }
+            let pool_rec = self.lock().pool.clone();
+            self.meta.write(true, |tx| {
+                tx.put_pool(&pool_rec)?;
+                tx.put_job(&rec)
+            })?;
+            tracing::info!("restarting the data move of {volume} from {from} as job {new_id}");
+            self.start_copy_move(rec)?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves a family's pending tracks into the initial area.
+struct CopyMoveWork {
+    pool: Arc<Pool>,
+    fam: Arc<Family>,
+}
+
+impl Work for CopyMoveWork {
+    fn step(&mut self, from: u64, n: u64) -> DevFuture<'_, Result<()>> {
+        Box::pin(self.fam.restore_tracks(from, from + n))
+    }
+
+    fn checkpoint(&mut self) -> DevFuture<'_, Result<()>> {
+        Box::pin(self.fam.commit())
+    }
+
+    fn finish(&mut self) -> DevFuture<'_, Result<()>> {
+        let (pool, fam) = (Arc::clone(&self.pool), Arc::clone(&self.fam));
+        Box::pin(pool.finish_copy_move(fam))
+    }
+
+    fn abort(&mut self, _cancelled: bool) -> DevFuture<'_, Result<()>> {
+        // The restore stays pending (its reads stay correct); the next
+        // start gives it a job again.
+        Box::pin(async { Ok(()) })
     }
 }

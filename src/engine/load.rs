@@ -87,6 +87,23 @@ impl Pool {
                     self.meta.write(true, |tx| tx.put_job(&j))?;
                     self.jobs.add_finished(j);
                 }
+                JobKind::CopyMove { family, .. } => {
+                    let live = self.lock().families.get(family).is_some_and(|f| {
+                        f.read_state()
+                            .restore
+                            .as_ref()
+                            .is_some_and(|r| r.job == j.id)
+                    });
+                    if live {
+                        resumes.push(j);
+                    } else {
+                        let mut j = j;
+                        j.state = crate::engine::types::JobState::Done;
+                        j.message = Some("its data had all moved at the last stop".into());
+                        self.meta.write(true, |tx| tx.put_job(&j))?;
+                        self.jobs.add_finished(j);
+                    }
+                }
                 JobKind::Rebuild { group, slot, .. } => {
                     let live = self.lock().groups.get(group).is_some_and(|g| {
                         g.rec.slots.get(*slot).map(|s| &s.state)
@@ -135,6 +152,7 @@ impl Pool {
         for (group, ranges) in resyncs {
             self.start_resync(&group, ranges)?;
         }
+        self.resume_copy_moves()?;
         self.use_spares();
         Ok(())
     }

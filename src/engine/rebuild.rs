@@ -20,7 +20,9 @@ const RESYNC_UNIT: u64 = 1 << 20;
 /// The group a job works on.
 pub(crate) fn job_group(k: &JobKind) -> &str {
     match k {
-        JobKind::Rebuild { group, .. } | JobKind::Resync { group, .. } => group,
+        JobKind::Rebuild { group, .. }
+        | JobKind::Resync { group, .. }
+        | JobKind::CopyMove { group, .. } => group,
     }
 }
 
@@ -114,6 +116,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl Pool {
     /// Makes the work of a job from its record (at start or at resume).
     pub(super) fn make_work(&self, rec: &JobRecord) -> Result<MakeWork> {
+        if let JobKind::CopyMove { family, .. } = &rec.kind {
+            return self.copy_move_work(*family, rec.id);
+        }
         let pool = self.arc()?;
         let st = self.lock();
         let group = job_group(&rec.kind).to_string();
@@ -134,6 +139,9 @@ impl Pool {
                         job,
                     }) as Box<dyn Work>)
                 })
+            }
+            JobKind::CopyMove { .. } => {
+                return Err(Error::invalid("a copy job has no group work"));
             }
             JobKind::Resync { ranges, .. } => {
                 let intent = g.intent.clone().ok_or_else(|| {

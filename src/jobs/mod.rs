@@ -107,6 +107,19 @@ pub fn describe(kind: &JobKind) -> (String, String) {
             "rebuild".into(),
             format!("group {group} slot {slot}: rebuild onto disk {disk}"),
         ),
+        JobKind::CopyMove {
+            volume,
+            from,
+            split: false,
+            ..
+        } => (
+            "copy-restore".into(),
+            format!("volume {volume}: move {from}'s image into its initial area"),
+        ),
+        JobKind::CopyMove { volume, from, .. } => (
+            "copy-split".into(),
+            format!("split {volume} from {from}: move {volume}'s new data into the initial area"),
+        ),
         JobKind::Resync { group, ranges } => {
             let bytes: u64 = ranges.iter().map(|r| r.1).sum();
             (

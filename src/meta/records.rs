@@ -117,6 +117,16 @@ pub enum JobKind {
         group: String,
         ranges: Vec<(u64, u64)>,
     },
+    /// Move the pending tracks of copy family `family` (its new space in
+    /// `group`) into the initial area, where `volume` reads them: a
+    /// `copy restore` of an A1 origin from `from`, or a `copy split`.
+    CopyMove {
+        group: String,
+        family: u64,
+        volume: String,
+        from: String,
+        split: bool,
+    },
 }
 
 /// A background job and its checkpoint.
