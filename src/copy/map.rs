@@ -162,4 +162,4 @@ pub trait TrackMap: Send + Sync {
 }
 
 /// Tracks per partial area of [`Scheme::PartialBitmap`].
-pub const PARTIAL_AREA_TRACKS: u64 = 1024;
+pub const PARTIAL_AREA_TRACKS: u64 = 64;

@@ -460,7 +460,11 @@ impl Pool {
         let store_bytes = st.store.bytes();
         let used_bytes = st.store.used_slots() * st.track;
         let room = store_bytes + group_free;
-        let warning = if room > 0 && used_bytes as f64 >= WARN_USED * room as f64 {
+        let warning = if !valid {
+            Some(format!(
+                "{name} is invalid: its new space ran out while its source was written; delete it"
+            ))
+        } else if room > 0 && used_bytes as f64 >= WARN_USED * room as f64 {
             Some(format!(
                 "the new space of {}'s copies is {:.0}% used ({} of {}): add disks to group {} or delete copies",
                 st.origin,
@@ -468,10 +472,6 @@ impl Pool {
                 crate::units::format_size(used_bytes),
                 crate::units::format_size(room),
                 fam.group_name
-            ))
-        } else if !valid {
-            Some(format!(
-                "{name} is invalid: its new space ran out while its source was written; delete it"
             ))
         } else {
             None

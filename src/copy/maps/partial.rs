@@ -28,7 +28,7 @@ use crate::copy::map::{Area, PARTIAL_AREA_TRACKS, Scheme, SlotSource, ZERO_SLOT}
 use crate::error::{Error, Result};
 
 /// Words of one partial area's bitmap.
-const AREA_WORDS: usize = 16;
+const AREA_WORDS: usize = 1;
 const _: () = assert!(AREA_WORDS as u64 * 64 == PARTIAL_AREA_TRACKS);
 
 /// The partial-area scheme's map.

@@ -788,8 +788,11 @@ fn memory_of_the_schemes() {
     );
     for s in [Scheme::MultilevelBitmap, Scheme::PartialBitmap] {
         let clustered = memory(s, tracks, 10, true, WHOLE);
+        // Partial areas are small (4 MiB at 64 KiB tracks: space is
+        // reserved an area at a time), so they cost more than a level.
+        let factor = if s == Scheme::PartialBitmap { 2 } else { 4 };
         assert!(
-            clustered * 4 <= bitmap,
+            clustered * factor <= bitmap,
             "{s} clustered 10%: {clustered} bytes"
         );
         let scattered = memory(s, tracks, 2, false, WHOLE);
