@@ -39,6 +39,9 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub type NodeId = u64;
 
+/// Makes a new map of a scheme from the store (may fail for want of space).
+pub type MakeMap<'a> = dyn FnMut(Scheme, &mut Store) -> Result<Box<dyn TrackMap>> + 'a;
+
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -379,7 +382,7 @@ impl State {
         scheme: Scheme,
         created: u64,
         ids: &mut dyn FnMut() -> NodeId,
-        maps: &mut dyn FnMut(Scheme, &mut Store) -> Result<Box<dyn TrackMap>>,
+        maps: &mut MakeMap<'_>,
     ) -> Result<()> {
         if self.images.contains_key(copy) {
             return Err(Error::conflict(format!("{copy} already exists")));
@@ -572,7 +575,7 @@ impl State {
         parent: Option<NodeId>,
         scheme: Scheme,
         ids: &mut dyn FnMut() -> NodeId,
-        maps: &mut dyn FnMut(Scheme, &mut Store) -> Result<Box<dyn TrackMap>>,
+        maps: &mut MakeMap<'_>,
     ) -> Result<()> {
         let map = maps(scheme, &mut self.store)?;
         let leaf = ids();
@@ -611,7 +614,7 @@ impl State {
         copy: &str,
         job: u64,
         ids: &mut dyn FnMut() -> NodeId,
-        maps: &mut dyn FnMut(Scheme, &mut Store) -> Result<Box<dyn TrackMap>>,
+        maps: &mut MakeMap<'_>,
     ) -> Result<(u64, Vec<MergeCopy>)> {
         if let Some(r) = &self.restore {
             return Err(Error::conflict(format!(
@@ -698,7 +701,7 @@ impl State {
         other: &str,
         job: u64,
         ids: &mut dyn FnMut() -> NodeId,
-        maps: &mut dyn FnMut(Scheme, &mut Store) -> Result<Box<dyn TrackMap>>,
+        maps: &mut MakeMap<'_>,
     ) -> Result<u64> {
         if let Some(r) = &self.restore {
             return Err(Error::conflict(format!(

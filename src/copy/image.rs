@@ -471,7 +471,7 @@ impl Family {
         let plan = {
             let st = self.read_state();
             let mut found = Vec::new();
-            let r = st.resolve_from(node, t, need, &mut found).and_then(|()| {
+            st.resolve_from(node, t, need, &mut found).and_then(|()| {
                 let mut out = Vec::new();
                 let (t_sz, g) = (st.track, st.granule);
                 for (m, src) in found {
@@ -485,8 +485,7 @@ impl Family {
                     }
                 }
                 Ok(out)
-            });
-            r
+            })
         };
         let pieces = match plan {
             Ok(p) => p,

@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 /// The state of a new family around `origin` (`size` bytes, `track`-byte
 /// tracks). Under A2 the origin gets a leaf of its own (`leaf` node id,
 /// map from `map`); under A1 it reads and writes the base.
+#[allow(clippy::too_many_arguments)]
 pub fn new_state(
     mode: CopyMode,
     origin: &str,

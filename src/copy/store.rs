@@ -310,7 +310,9 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    fn store(limit: u64) -> (Store, Arc<Mutex<Vec<(u64, u64)>>>) {
+    type Given = Arc<Mutex<Vec<(u64, u64)>>>;
+
+    fn store(limit: u64) -> (Store, Given) {
         let given = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
         let g = Arc::clone(&given);
         let mut next = 1 << 30;

@@ -165,6 +165,7 @@ impl Rig {
         self.devs.remove(name);
     }
 
+    #[allow(clippy::type_complexity)]
     fn ids_and_maps(
         &self,
     ) -> (

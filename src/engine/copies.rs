@@ -134,7 +134,8 @@ impl Pool {
     /// Hands back the chunks families emptied: they leave the families'
     /// space and are discarded on the group (sparse files shrink).
     pub(crate) fn reclaim_copy_space(&self) {
-        let fams: Vec<(Arc<Family>, Option<Arc<dyn BlockDev>>)> = {
+        type WithGroup = (Arc<Family>, Option<Arc<dyn BlockDev>>);
+        let fams: Vec<WithGroup> = {
             let st = self.lock();
             st.families
                 .values()
@@ -687,35 +688,35 @@ impl Pool {
         }
         saved?;
         drop(_one);
-        let mut st = self.lock();
-        if let Some(v) = st.volumes.remove(name) {
-            v.dev.revoke();
-        }
-        if let Some(v) = st.volumes.get_mut(&origin) {
-            v.rec = origin_rec.clone();
-            v.thick = Arc::clone(&thick);
+        {
+            let mut st = self.lock();
+            if let Some(v) = st.volumes.remove(name) {
+                v.dev.revoke();
+            }
+            if let Some(v) = st.volumes.get_mut(&origin) {
+                v.rec = origin_rec.clone();
+                v.thick = Arc::clone(&thick);
+                if dissolve {
+                    v.dev.set(Arc::clone(&thick) as Arc<dyn BlockDev>);
+                }
+            }
+            if dissolve {
+                st.families.remove(&fam.object);
+            }
         }
         if dissolve {
-            st.families.remove(&fam.object);
-            if let Some(v) = st.volumes.get_mut(&origin) {
-                v.rec = origin_rec;
-                v.dev.set(thick as Arc<dyn BlockDev>);
-            }
-            drop(st);
             // Every chunk of the family goes back.
-            let mut cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
-            let gone: Vec<(u64, u64)> = cs
-                .iter()
-                .filter(|c| c.0 == fam.object)
-                .map(|c| (c.2, c.3))
-                .collect();
-            cs.retain(|c| c.0 != fam.object);
-            fam.released
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(gone.clone());
+            let gone: Vec<(u64, u64)> = {
+                let mut cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
+                let gone = cs
+                    .iter()
+                    .filter(|c| c.0 == fam.object)
+                    .map(|c| (c.2, c.3))
+                    .collect();
+                cs.retain(|c| c.0 != fam.object);
+                gone
+            };
             let group = Arc::clone(fam.group());
-            drop(cs);
             for (off, len) in gone {
                 if let Err(e) = group.discard(off, len).await {
                     tracing::warn!("discarding freed copy space failed: {}", e.chain());
