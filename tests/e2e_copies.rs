@@ -633,3 +633,52 @@ fn running_out_of_new_space_warns_first_then_follows_the_mode() {
         }
     }
 }
+
+#[test]
+fn the_last_copy_gone_the_original_folds_back_and_the_space_returns() {
+    if !have(&["qemu-io"]) {
+        return;
+    }
+    let dir = pool_dir();
+    let mut d = setup(dir.path(), "256M", "32M");
+    let free_before = d.json(&["group", "show", "g"])["free"].as_u64().unwrap();
+    qemu_io(&d.export("src"), &["write -P 0x11 0 32M"]);
+    copy(&d, "src", "c", "row");
+    // Under A2 the original's new data lands in the new space.
+    qemu_io(
+        &d.export("src"),
+        &["write -P 0x22 0 8M", "write -P 0x23 20M 4k"],
+    );
+    let during = d.json(&["group", "show", "g"])["free"].as_u64().unwrap();
+    assert!(during + (8 << 20) <= free_before, "{during} {free_before}");
+    d.ok(&["copy", "delete", "c"]);
+    // A job moves it back into the volume's own extents; reads stay right.
+    qemu_io(
+        &d.export("src"),
+        &["read -P 0x22 0 8M", "read -P 0x11 8M 12M"],
+    );
+    let jobs = d.json(&["job", "list"]);
+    let fold = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "copy-restore")
+        .expect("a job folds the original's data back");
+    let j = d.wait_job(fold["id"].as_u64().unwrap());
+    assert_eq!(j["state"], "done", "{j}");
+    let v = d.json(&["volume", "show", "src"]);
+    assert!(v["family"].is_null() || v.get("family").is_none(), "{v}");
+    assert!(d.json(&["copy", "list"]).as_array().unwrap().is_empty());
+    let after = d.json(&["group", "show", "g"])["free"].as_u64().unwrap();
+    assert_eq!(after, free_before, "the copies' space came back");
+    d.restart();
+    qemu_io(
+        &d.export("src"),
+        &[
+            "read -P 0x22 0 8M",
+            "read -P 0x11 8M 12M",
+            "read -P 0x23 20M 4k",
+            "read -P 0x11 20484k 12284k",
+        ],
+    );
+}

@@ -39,6 +39,15 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn serve(pool: PathBuf, args: ServeArgs) -> Result<(), Failure> {
+    // The daemon's log on stderr: warnings and up by default, more with
+    // RUST_LOG (e.g. RUST_LOG=ferrosan=info shows copy points and jobs).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let workers = match args.workers {
         Some(n) => Some(usize::try_from(n).map_err(|_| Failure::new("too many workers"))?),
         None => None,

@@ -638,24 +638,55 @@ impl State {
                 self.record_dirty = true;
                 Ok((0, self.prune(parent)?))
             }
-            Head::Base => Ok((self.start_move(from, copy, job)?, Vec::new())),
+            Head::Base => self.start_move(from, copy, job),
         }
     }
 
     /// The base takes node `from`'s image: its tracks become pending.
-    fn start_move(&mut self, from: Option<NodeId>, copy: &str, job: u64) -> Result<u64> {
+    fn start_move(
+        &mut self,
+        from: Option<NodeId>,
+        copy: &str,
+        job: u64,
+    ) -> Result<(u64, Vec<MergeCopy>)> {
         let pending = self.chain_tracks(from);
         let n = pending.len() as u64;
-        if let (Some(from), false) = (from, pending.is_empty()) {
-            self.restore = Some(Restore {
-                from,
-                pending,
-                copy: copy.to_string(),
-                job,
-            });
-        }
         self.record_dirty = true;
-        Ok(n)
+        let Some(from) = from else {
+            return Ok((0, Vec::new()));
+        };
+        if pending.is_empty() {
+            // Nothing to move: what showed the image is no longer needed.
+            return Ok((0, self.prune(Some(from))?));
+        }
+        self.restore = Some(Restore {
+            from,
+            pending,
+            copy: copy.to_string(),
+            job,
+        });
+        Ok((n, Vec::new()))
+    }
+
+    /// The last copy is gone but the original's data still lies in the new
+    /// space (A2): it moves back into the initial area (a pending restore
+    /// from the original's own frozen leaf), after which the family can
+    /// dissolve. Returns the tracks to move and the merges to run.
+    pub fn start_fold(&mut self, job: u64) -> Result<(u64, Vec<MergeCopy>)> {
+        if self.restore.is_some() || self.images.len() != 1 {
+            return Ok((0, Vec::new()));
+        }
+        let origin = self.origin.clone();
+        if self.image(&origin)?.head == Head::Base {
+            return Ok((0, Vec::new()));
+        }
+        let from = self.detach_head(&origin)?;
+        if let Some(img) = self.images.get_mut(&origin) {
+            img.head = Head::Base;
+        }
+        self.mode = CopyMode::Cow;
+        self.newest_view = None;
+        self.start_move(from, &origin, job)
     }
 
     /// A restore's data is all in the base: forget it and prune the frozen
@@ -694,7 +725,7 @@ impl State {
     /// of the tree, so the base's old data is preserved for it as the base
     /// changes; `into` becomes the base's writer (A1 origin), showing its
     /// old image through a pending restore until the job has moved it.
-    /// Returns the tracks to move.
+    /// Returns the tracks to move and the merges to run.
     pub fn start_split(
         &mut self,
         into: &str,
@@ -702,7 +733,7 @@ impl State {
         job: u64,
         ids: &mut dyn FnMut() -> NodeId,
         maps: &mut MakeMap<'_>,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Vec<MergeCopy>)> {
         if let Some(r) = &self.restore {
             return Err(Error::conflict(format!(
                 "{} is still being restored from {} (job {}): wait for that job first",
@@ -721,7 +752,7 @@ impl State {
         let into_head = self.image(into)?.head;
         if into_head == Head::Base {
             // Already the base's writer: its data is in place.
-            return Ok(0);
+            return Ok((0, Vec::new()));
         }
         let other_img = self.image(other)?.clone();
         let view_map = maps(other_img.scheme, &mut self.store)?;

@@ -161,6 +161,9 @@ impl Rig {
         self.fam.commit().await.unwrap();
         let plan = self.fam.write_state().delete_image(name).unwrap();
         self.fam.run_merges(&plan).await.unwrap();
+        // The last copy gone, the original's data folds back into the base.
+        let (_, plan) = self.fam.write_state().start_fold(1).unwrap();
+        self.fam.run_merges(&plan).await.unwrap();
         self.save_now();
         self.devs.remove(name);
     }
@@ -229,9 +232,11 @@ impl Rig {
             (copy, origin)
         };
         let (mut ids, mut maps) = self.ids_and_maps();
-        self.fam
+        let (_, plan) = self
+            .fam
             .write_state()
             .start_split(&into, &other, 1, &mut ids, &mut maps)?;
+        self.fam.run_merges(&plan).await?;
         self.save_now();
         Ok(into)
     }

@@ -236,11 +236,17 @@ impl Pool {
                 group_name,
             )
         };
+        // Make what is already written durable while I/O still flows, so
+        // the pause below only flushes what arrives meanwhile.
+        match &fam {
+            Some(f) => f.commit().await?,
+            None => src_thick.flush().await?,
+        }
+        let t0 = std::time::Instant::now();
         let mut closed: Vec<Closed<'_>> = Vec::with_capacity(switches.len());
         for s in &switches {
             closed.push(s.close().await);
         }
-        let t0 = std::time::Instant::now();
         let created = now();
         let (fam, new_family) = match fam {
             Some(f) => (f, false),
@@ -357,7 +363,7 @@ impl Pool {
         }
         drop(closed);
         tracing::info!(
-            "copy {} of {} taken in {:.2} ms ({scheme})",
+            "copy {} of {} taken in {:.2} ms of paused I/O ({scheme})",
             req.name,
             req.source,
             t0.elapsed().as_secs_f64() * 1e3
@@ -432,12 +438,10 @@ impl Pool {
         let st = fam.read_state();
         let img = st.image(name)?.clone();
         let own = st.own_nodes(name);
-        let mut tracks = 0;
         let mut slots = 0;
         let mut memory = 0;
         for id in &own {
             if let Some(n) = st.nodes.get(id) {
-                tracks += n.map.len();
                 memory += n.map.memory_bytes() as u64;
                 let areas: u64 = n.map.areas().iter().map(|a| a.1).sum();
                 let singles = n
@@ -455,6 +459,27 @@ impl Pool {
             }
         }
         let chain = st.chain(img.head);
+        // Diverged: tracks where the copy and its source (or the original,
+        // once the source is gone) may differ — what either wrote since
+        // the copy point.
+        let other = img
+            .source
+            .as_ref()
+            .and_then(|s| st.images.get(s))
+            .or_else(|| st.images.get(&st.origin))
+            .map(|i| st.chain(i.head))
+            .unwrap_or_default();
+        let mut diverged = std::collections::BTreeSet::new();
+        for id in chain
+            .iter()
+            .filter(|n| !other.contains(n))
+            .chain(other.iter().filter(|n| !chain.contains(n)))
+        {
+            if let Some(n) = st.nodes.get(id) {
+                diverged.extend(n.map.entries().map(|(t, _)| t));
+            }
+        }
+        let tracks = diverged.len() as u64;
         let valid = !chain
             .iter()
             .any(|id| st.nodes.get(id).is_some_and(|n| n.invalid));
@@ -623,6 +648,17 @@ impl Pool {
             None => fam.write_state().delete_image(name)?,
         };
         fam.run_merges(&plan).await?;
+        // Down to one image: its data in the new space folds back into the
+        // initial area in the background, then the family dissolves.
+        let fold = if fam.read_state().images.len() == 1 {
+            let origin = fam.read_state().origin.clone();
+            let job = self.copy_move_job(&fam, &origin, &origin, false);
+            let (moving, plan) = fam.write_state().start_fold(job.id)?;
+            fam.run_merges(&plan).await?;
+            (moving > 0).then_some(job)
+        } else {
+            None
+        };
         // A family down to its origin with nothing of its own goes away:
         // the origin is a thick volume again.
         let dissolve = {
@@ -661,6 +697,7 @@ impl Pool {
             .as_ref()
             .map(|s| (s.rec.clone(), s.pages.clone(), s.dropped.clone()));
         let (name_s, origin_rec_s, object) = (name.to_string(), origin_rec.clone(), fam.object);
+        let fold_s = fold.clone();
         let saved = tokio::task::spawn_blocking(move || {
             meta.write(true, |tx| {
                 tx.del_volume(&name_s)?;
@@ -676,6 +713,9 @@ impl Pool {
                     } else {
                         save_family(tx, rec, pages, dropped)?;
                     }
+                }
+                if let Some(j) = &fold_s {
+                    tx.put_job(j)?;
                 }
                 tx.put_volume(&origin_rec_s)
             })
@@ -728,6 +768,9 @@ impl Pool {
                 .clear();
         }
         drop(closed);
+        if let Some(job) = fold {
+            self.start_copy_move(job)?;
+        }
         Ok(())
     }
 
@@ -1062,7 +1105,7 @@ impl Pool {
             (name.to_string(), origin.clone())
         };
         let job = self.copy_move_job(&fam, &into, &other, true);
-        let moving = {
+        let (moving, plan) = {
             let me = Arc::clone(&self);
             let mut st = fam.write_state();
             let tracks = st.tracks;
@@ -1071,6 +1114,7 @@ impl Pool {
                 |s: Scheme, store: &mut Store| crate::copy::maps::new_map(s, tracks, store);
             st.start_split(&into, &other, job.id, &mut ids, &mut maps)?
         };
+        fam.run_merges(&plan).await?;
         // The image now holding the initial area carries its extents.
         let mut puts = Vec::new();
         if into != origin {
@@ -1157,10 +1201,85 @@ impl Pool {
         fam.commit().await?;
         let plan = fam.write_state().finish_restore()?;
         fam.run_merges(&plan).await?;
-        self.save_family_with(&fam, Vec::new(), Vec::new(), None)
-            .await?;
+        let dissolve = {
+            let st = fam.read_state();
+            st.images.len() == 1
+                && st.restore.is_none()
+                && st.nodes.values().all(|n| n.map.is_empty())
+        };
+        if dissolve {
+            self.dissolve_family(&fam).await?;
+        } else {
+            self.save_family_with(&fam, Vec::new(), Vec::new(), None)
+                .await?;
+        }
         drop(closed);
         self.reclaim_copy_space();
+        Ok(())
+    }
+
+    /// A family of one image with nothing in the new space goes away: the
+    /// image is a thick volume again and every chunk goes back. Call with
+    /// the family's gates closed.
+    async fn dissolve_family(&self, fam: &Arc<Family>) -> Result<()> {
+        let origin = fam.read_state().origin.clone();
+        let _one = fam.save_lock.lock().await;
+        let (mut rec, thick) = {
+            let st = self.lock();
+            let v = st
+                .volumes
+                .get(&origin)
+                .ok_or_else(|| Error::not_found(format!("volume {origin} vanished")))?;
+            (v.rec.clone(), Arc::clone(&v.thick))
+        };
+        rec.family = None;
+        let nodes: Vec<NodeId> = {
+            let mut st = fam.write_state();
+            let mut ids: Vec<NodeId> = st.nodes.keys().copied().collect();
+            ids.extend(std::mem::take(&mut st.dropped));
+            ids
+        };
+        let (meta, object, rec_s) = (Arc::clone(&self.meta), fam.object, rec.clone());
+        tokio::task::spawn_blocking(move || {
+            meta.write(true, |tx| {
+                for id in &nodes {
+                    tx.del_pages(*id)?;
+                }
+                tx.del_family(object)?;
+                tx.put_volume(&rec_s)
+            })
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("dissolving the copy family: {e}")))??;
+        {
+            let mut st = self.lock();
+            st.families.remove(&fam.object);
+            if let Some(v) = st.volumes.get_mut(&origin) {
+                v.rec = rec;
+                v.dev.set(Arc::clone(&thick) as Arc<dyn BlockDev>);
+            }
+        }
+        let gone: Vec<(u64, u64)> = {
+            let mut cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
+            let gone = cs
+                .iter()
+                .filter(|c| c.0 == fam.object)
+                .map(|c| (c.2, c.3))
+                .collect();
+            cs.retain(|c| c.0 != fam.object);
+            gone
+        };
+        let group = Arc::clone(fam.group());
+        for (off, len) in gone {
+            if let Err(e) = group.discard(off, len).await {
+                tracing::warn!("discarding freed copy space failed: {}", e.chain());
+            }
+        }
+        fam.released
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        tracing::info!("{origin} has no copies left and is a plain volume again");
         Ok(())
     }
 

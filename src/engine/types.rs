@@ -407,9 +407,10 @@ pub struct CopyInfo {
     pub read_only: bool,
     pub size: u64,
     pub track_size: u64,
-    /// Tracks where this copy holds data of its own.
+    /// Tracks where the copy and its source may differ: what either wrote
+    /// since the copy point.
     pub tracks_diverged: u64,
-    /// Bytes of new space its tracks occupy.
+    /// Bytes of new space only this copy holds (freed when it is deleted).
     pub space_used: u64,
     /// Bytes of memory its metadata occupies.
     pub metadata_memory: u64,
