@@ -93,7 +93,7 @@ rw_region=$((1 << 30))
 [ "$fwbytes" -ge "$rw_region" ] || { echo "error: BENCH_FW_SIZE must be at least 1G" >&2; exit 1; }
 
 # -------------------------------------------------------------- the daemon
-# RUST_LOG in case the daemon ever reads it: the log line of section 1.
+# RUST_LOG=info: the daemon logs each copy point with its paused time (section 1).
 RUST_LOG=${RUST_LOG:-info} "$bin" --pool "$pool" serve --listen 127.0.0.1:0 >"$log" 2>&1 &
 pids+=($!)
 for _ in $(seq 200); do [ -S "$pool/api.sock" ] && [ -S "$pool/nbd.sock" ] && break; sleep 0.05; done
