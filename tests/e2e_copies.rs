@@ -681,4 +681,15 @@ fn the_last_copy_gone_the_original_folds_back_and_the_space_returns() {
             "read -P 0x11 20484k 12284k",
         ],
     );
+    // A copy asked for while the fold still runs waits for it, and may
+    // take the other mode.
+    copy(&d, "src", "c3", "row");
+    qemu_io(&d.export("src"), &["write -P 0x44 0 16M"]);
+    d.ok(&["copy", "delete", "c3"]);
+    let c4 = copy(&d, "src", "c4", "cow");
+    assert_eq!(c4["mode"], "cow", "{c4}");
+    qemu_io(
+        &d.export("c4"),
+        &["read -P 0x44 0 16M", "read -P 0x11 16M 4M"],
+    );
 }

@@ -923,6 +923,10 @@ impl Family {
                 st.store.free_later(s);
             }
         }
+        // The copied data is durable before any save points at it.
+        if !plan.is_empty() {
+            self.group.flush().await?;
+        }
         Ok(())
     }
 

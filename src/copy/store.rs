@@ -173,12 +173,30 @@ impl Store {
 
     /// Marks a run as an area: used, and never handed out as single slots.
     pub fn mark_area(&mut self, first: u64, n: u64) -> Result<()> {
-        for s in first..first + n {
-            self.mark_used(s)?;
+        let c = self
+            .chunk_of_mut(first)
+            .filter(|c| first + n <= c.chunk.first_slot + c.chunk.slots)
+            .ok_or_else(|| {
+                Error::corrupt(format!(
+                    "area of {n} slots at {first} lies in no chunk of the store"
+                ))
+            })?;
+        // Whole words at once: a full-bitmap area has a slot per track.
+        let (mut i, end) = (first - c.chunk.first_slot, first - c.chunk.first_slot + n);
+        while i < end {
+            if i % 64 == 0 && end - i >= 64 {
+                let w = usize::try_from(i / 64).unwrap_or(usize::MAX);
+                if let Some(x) = c.used.get_mut(w) {
+                    c.in_use += u64::from((!*x).count_ones());
+                    *x = u64::MAX;
+                }
+                i += 64;
+            } else {
+                c.set(i, true);
+                i += 1;
+            }
         }
-        if let Some(c) = self.chunk_of_mut(first) {
-            c.shared = false;
-        }
+        c.shared = false;
         Ok(())
     }
 

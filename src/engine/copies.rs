@@ -198,6 +198,27 @@ impl Pool {
     }
 
     async fn copy_create_on_worker(self: Arc<Self>, req: CopyCreateRequest) -> Result<()> {
+        // A source whose last copy just went is folding its data back into
+        // its extents: let that finish (the family then dissolves), so the
+        // new copy starts a family of the mode asked for.
+        let folding = {
+            let st = self.lock();
+            self.family_of(&st, &req.source).and_then(|f| {
+                let s = f.read_state();
+                if s.images.len() == 1 {
+                    s.restore.as_ref().map(|r| r.job)
+                } else {
+                    None
+                }
+            })
+        };
+        if let Some(job) = folding {
+            tracing::info!(
+                "copy of {}: waiting for job {job} to fold its data back first",
+                req.source
+            );
+            self.jobs.wait(job).await?;
+        }
         let (src_rec, src_thick, fam, switches, group_name) = {
             let st = self.lock();
             if st.volumes.contains_key(&req.name) {
