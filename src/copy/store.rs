@@ -196,7 +196,6 @@ impl Store {
                 i += 1;
             }
         }
-        c.shared = false;
         Ok(())
     }
 
@@ -317,8 +316,44 @@ impl SlotSource for Store {
     }
 
     fn alloc_area(&mut self, n: u64) -> Result<u64> {
-        let first = self.add_chunk(n.max(1), false)?;
-        self.mark_area(first, n.max(1))?;
+        let n = n.max(1);
+        // Small areas (partial-bitmap extents) are carved out of shared
+        // chunks, whole words at a time: few chunks, few group allocations.
+        if n % 64 == 0 && n <= self.chunk_slots {
+            let words = usize::try_from(n / 64).unwrap_or(usize::MAX);
+            let found = self.chunks.values().filter(|c| c.shared).find_map(|c| {
+                let full = usize::try_from(c.chunk.slots / 64).unwrap_or(0);
+                let mut run = 0;
+                for w in 0..full {
+                    run = if c.used.get(w) == Some(&0) {
+                        run + 1
+                    } else {
+                        0
+                    };
+                    if run == words {
+                        return Some(c.chunk.first_slot + (w + 1 - words) as u64 * 64);
+                    }
+                }
+                None
+            });
+            let first = match found {
+                Some(f) => Some(f),
+                None => match self.add_chunk(self.chunk_slots, true) {
+                    Ok(f) => Some(f),
+                    Err(e) if e.kind() == ErrorKind::NoSpace => None,
+                    Err(e) => return Err(e),
+                },
+            };
+            if let Some(first) = first {
+                self.mark_area(first, n)?;
+                return Ok(first);
+            }
+        }
+        let first = self.add_chunk(n, false)?;
+        self.mark_area(first, n)?;
+        if let Some(c) = self.chunk_of_mut(first) {
+            c.shared = false;
+        }
         Ok(first)
     }
 }
@@ -377,6 +412,20 @@ mod tests {
             s.take_released(),
             vec![(given.lock().unwrap()[1].0, 10 * 65536)]
         );
+        // 64-slot areas are carved from shared chunks, side by side, and
+        // given back slot by slot.
+        let before = s.chunks().len();
+        let a1 = s.alloc_area(64).unwrap();
+        let a2 = s.alloc_area(64).unwrap();
+        assert_ne!(a1, a2);
+        assert!(s.chunks().len() <= before + 1, "{:?}", s.chunks());
+        for x in [s.alloc_slot().unwrap(), s.alloc_slot().unwrap()] {
+            assert!(!(a1..a1 + 64).contains(&x) && !(a2..a2 + 64).contains(&x));
+        }
+        s.free_area_later(a1, 64);
+        s.free_area_later(a2, 64);
+        let pending = s.take_pending();
+        s.release(pending);
         // The group runs out: NoSpace, and nothing is half-allocated.
         let used = s.used_slots();
         let e = s.alloc_area(3 * CHUNK_SLOTS).unwrap_err();
