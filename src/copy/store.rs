@@ -319,7 +319,7 @@ impl SlotSource for Store {
         let n = n.max(1);
         // Small areas (partial-bitmap extents) are carved out of shared
         // chunks, whole words at a time: few chunks, few group allocations.
-        if n % 64 == 0 && n <= self.chunk_slots {
+        if n.is_multiple_of(64) && n <= self.chunk_slots {
             let words = usize::try_from(n / 64).unwrap_or(usize::MAX);
             let found = self.chunks.values().filter(|c| c.shared).find_map(|c| {
                 let full = usize::try_from(c.chunk.slots / 64).unwrap_or(0);
