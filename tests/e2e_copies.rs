@@ -211,6 +211,7 @@ fn fio_verifies_on_a_source_while_copies_are_created_and_deleted() {
                     "--io_size=96M",
                     "--verify=crc32c",
                     "--verify_fatal=1",
+                    "--verify_state_save=0",
                     "--do_verify=1",
                 ],
             )

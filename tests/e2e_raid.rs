@@ -269,6 +269,7 @@ fn fio_verifies_at_queue_depth_32_over_two_connections() {
             "--verify=crc32c",
             "--do_verify=1",
             "--verify_fatal=1",
+            "--verify_state_save=0",
             "--group_reporting",
         ],
     );

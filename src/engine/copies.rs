@@ -78,15 +78,6 @@ fn on_worker<T: Send + 'static, Fut: std::future::Future<Output = Result<T>> + '
 }
 
 impl Pool {
-    /// Group space held by copy families, per group: (family, offset, length).
-    pub(crate) fn copy_space_in(&self, group: &str) -> Vec<(u64, u64)> {
-        let cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
-        cs.iter()
-            .filter(|c| c.1 == group)
-            .map(|c| (c.2, c.3))
-            .collect()
-    }
-
     /// Gets `bytes` of group address space for family `family`'s store.
     fn alloc_copy_space(&self, family: u64, group: &str, bytes: u64) -> Result<u64> {
         let st = self.lock();
@@ -115,9 +106,8 @@ impl Pool {
             ));
         };
         drop(st);
-        self.copy_space
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.held()
+            .copies
             .push((family, group.to_string(), off, want));
         Ok(off)
     }
@@ -134,39 +124,15 @@ impl Pool {
     /// Hands back the chunks families emptied: they leave the families'
     /// space and are discarded on the group (sparse files shrink).
     pub(crate) fn reclaim_copy_space(&self) {
-        type WithGroup = (Arc<Family>, Option<Arc<dyn BlockDev>>);
-        let fams: Vec<WithGroup> = {
-            let st = self.lock();
-            st.families
-                .values()
-                .map(|f| {
-                    let g = st
-                        .groups
-                        .get(&f.group_name)
-                        .map(|g| Arc::clone(&g.raid) as Arc<dyn BlockDev>);
-                    (Arc::clone(f), g)
-                })
-                .collect()
-        };
-        for (f, group) in fams {
+        let fams: Vec<Arc<Family>> = self.lock().families.values().cloned().collect();
+        for f in fams {
             let gone: Vec<(u64, u64)> =
                 std::mem::take(&mut *f.released.lock().unwrap_or_else(|p| p.into_inner()));
             if gone.is_empty() {
                 continue;
             }
-            {
-                let mut cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
-                cs.retain(|c| !(c.0 == f.object && gone.iter().any(|g| g.0 == c.2)));
-            }
-            if let Some(group) = group {
-                self.workers.spawn(move || async move {
-                    for (off, len) in gone {
-                        if let Err(e) = group.discard(off, len).await {
-                            tracing::warn!("discarding freed copy space failed: {}", e.chain());
-                        }
-                    }
-                });
-            }
+            self.held().release_chunks(f.object, &gone);
+            self.discard_held_later(&f.group_name, Arc::clone(f.group()), gone, None);
         }
     }
 
@@ -767,22 +733,9 @@ impl Pool {
         }
         if dissolve {
             // Every chunk of the family goes back.
-            let gone: Vec<(u64, u64)> = {
-                let mut cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
-                let gone = cs
-                    .iter()
-                    .filter(|c| c.0 == fam.object)
-                    .map(|c| (c.2, c.3))
-                    .collect();
-                cs.retain(|c| c.0 != fam.object);
-                gone
-            };
-            let group = Arc::clone(fam.group());
-            for (off, len) in gone {
-                if let Err(e) = group.discard(off, len).await {
-                    tracing::warn!("discarding freed copy space failed: {}", e.chain());
-                }
-            }
+            let gone = self.held().release_family(fam.object);
+            self.discard_held(&fam.group_name, Arc::clone(fam.group()), gone, None)
+                .await;
             fam.released
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -844,9 +797,9 @@ impl Pool {
                 }
             };
             {
-                let mut cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
+                let mut held = self.held();
                 for c in state.store.chunks() {
-                    cs.push((
+                    held.copies.push((
                         rec.object,
                         rec.group.clone(),
                         c.group_off,
@@ -1280,22 +1233,9 @@ impl Pool {
                 v.dev.set(Arc::clone(&thick) as Arc<dyn BlockDev>);
             }
         }
-        let gone: Vec<(u64, u64)> = {
-            let mut cs = self.copy_space.lock().unwrap_or_else(|p| p.into_inner());
-            let gone = cs
-                .iter()
-                .filter(|c| c.0 == fam.object)
-                .map(|c| (c.2, c.3))
-                .collect();
-            cs.retain(|c| c.0 != fam.object);
-            gone
-        };
-        let group = Arc::clone(fam.group());
-        for (off, len) in gone {
-            if let Err(e) = group.discard(off, len).await {
-                tracing::warn!("discarding freed copy space failed: {}", e.chain());
-            }
-        }
+        let gone = self.held().release_family(fam.object);
+        self.discard_held(&fam.group_name, Arc::clone(fam.group()), gone, None)
+            .await;
         fam.released
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -22,6 +22,7 @@ pub mod exports;
 mod groups;
 mod load;
 mod rebuild;
+mod space;
 pub mod types;
 mod volumes;
 
@@ -121,8 +122,8 @@ pub struct Pool {
     problems: Mutex<Vec<String>>,
     nbd_url: Mutex<Option<String>>,
     nbd_unix: Mutex<PathBuf>,
-    /// Group space held by copy families: (family, group, offset, length).
-    copy_space: Mutex<Vec<(u64, String, u64, u64)>>,
+    /// Group space held outside volume records (copy stores, discards).
+    held: Mutex<space::HeldSpace>,
 }
 
 /// Checks a user-given name of a disk, group or volume.
@@ -170,7 +171,7 @@ impl Pool {
             problems: Mutex::new(Vec::new()),
             nbd_url: Mutex::new(None),
             nbd_unix: Mutex::new(dir.join("nbd.sock")),
-            copy_space: Mutex::new(Vec::new()),
+            held: Mutex::new(space::HeldSpace::default()),
         });
         pool.load(snap)?;
         pool.start_background();

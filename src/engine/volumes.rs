@@ -78,7 +78,7 @@ impl Pool {
             .filter(|v| v.rec.group == group)
             .flat_map(|v| v.rec.extents.iter().copied())
             .collect();
-        used.extend(self.copy_space_in(group));
+        used.extend(self.held_space_in(group));
         used
     }
 
@@ -222,25 +222,26 @@ impl Pool {
         }
         let object = v.rec.object;
         let extents = v.rec.extents.clone();
+        let group_name = v.rec.group.clone();
         let group = st.groups.get(&v.rec.group).map(|g| Arc::clone(&g.raid));
         self.meta.write(true, |tx| {
             tx.del_pages(object)?;
             tx.del_volume(name)
         })?;
-        if let Some(v) = st.volumes.remove(name) {
-            v.dev.revoke();
-            v.thick.revoke();
+        // Give the space back to the disks (sparse files shrink again); it
+        // stays reserved until the volume's requests in flight have ended
+        // and the discard is done, so the next volume there loses nothing.
+        if group.is_some() {
+            self.hold_for_discard(&group_name, &extents);
         }
+        let Some(v) = st.volumes.remove(name) else {
+            return Ok(());
+        };
+        v.dev.revoke();
+        v.thick.revoke();
         drop(st);
-        // Give the space back to the disks (sparse files shrink again).
         if let Some(raid) = group {
-            self.workers.spawn(move || async move {
-                for (off, len) in extents {
-                    if let Err(e) = raid.discard(off, len).await {
-                        tracing::warn!("discarding a deleted volume's space failed: {}", e.chain());
-                    }
-                }
-            });
+            self.discard_held_later(&group_name, raid, extents, Some(Arc::clone(&v.dev)));
         }
         Ok(())
     }

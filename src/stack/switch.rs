@@ -45,7 +45,9 @@ impl Switch {
         self.gate.close().await
     }
 
-    /// Every later request fails: the volume is gone.
+    /// Every later request fails: the volume is gone. Requests are checked
+    /// inside the gate, so once [`Switch::close`] returns after a revoke no
+    /// request of the volume is in flight or can start.
     pub fn revoke(&self) {
         self.revoked.store(true, Ordering::SeqCst);
     }
@@ -69,10 +71,10 @@ impl BlockDev for Switch {
 
     fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
         Box::pin(async move {
+            let _pass = self.gate.pass().await;
             if let Err(e) = self.check() {
                 return (buf, Err(e));
             }
-            let _pass = self.gate.pass().await;
             let dev = self.current();
             dev.read(off, buf).await
         })
@@ -80,10 +82,10 @@ impl BlockDev for Switch {
 
     fn write(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
         Box::pin(async move {
+            let _pass = self.gate.pass().await;
             if let Err(e) = self.check() {
                 return (buf, Err(e));
             }
-            let _pass = self.gate.pass().await;
             let dev = self.current();
             dev.write(off, buf, fua).await
         })
@@ -91,8 +93,8 @@ impl BlockDev for Switch {
 
     fn flush(&self) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
-            self.check()?;
             let _pass = self.gate.pass().await;
+            self.check()?;
             let dev = self.current();
             dev.flush().await
         })
@@ -100,8 +102,8 @@ impl BlockDev for Switch {
 
     fn discard(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
-            self.check()?;
             let _pass = self.gate.pass().await;
+            self.check()?;
             let dev = self.current();
             dev.discard(off, len).await
         })
@@ -109,8 +111,8 @@ impl BlockDev for Switch {
 
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
-            self.check()?;
             let _pass = self.gate.pass().await;
+            self.check()?;
             let dev = self.current();
             dev.write_zeroes(off, len, flags).await
         })
@@ -118,10 +120,46 @@ impl BlockDev for Switch {
 
     fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
         Box::pin(async move {
-            self.check()?;
             let _pass = self.gate.pass().await;
+            self.check()?;
             let dev = self.current();
             dev.block_status(off, len).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::MemDisk;
+
+    #[test]
+    fn a_request_waiting_at_the_gate_fails_once_the_volume_is_revoked() {
+        crate::rt::block_on(async {
+            let disk = Arc::new(MemDisk::new(1 << 20));
+            let sw = Arc::new(Switch::new(Arc::clone(&disk) as Arc<dyn BlockDev>));
+            let closed = sw.close().await;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let s = Arc::clone(&sw);
+            tokio::task::spawn_local(async move {
+                let (_, r) = s.write(0, IoBuf::from_slice(&[7u8; 4096]), false).await;
+                let _ = tx.send(r);
+            });
+            tokio::task::yield_now().await;
+            sw.revoke();
+            drop(closed);
+            let r = rx.await.unwrap();
+            let e = r.expect_err("a revoked volume's write must fail");
+            assert_eq!(e.kind(), ErrorKind::Unavailable);
+            assert!(e.message().contains("deleted"), "{}", e.message());
+            assert!(
+                disk.snapshot()[..4096].iter().all(|&b| b == 0),
+                "nothing reached the disk"
+            );
+            // And once closed again after the revoke, nothing is inside.
+            let c = sw.close().await;
+            assert_eq!(sw.gate.inside(), 0);
+            drop(c);
+        });
     }
 }
