@@ -111,3 +111,32 @@ fn open_refuses_truncated_and_foreign_files() {
     let e = FileDisk::open(&dir.path().join("nope"), OpenOptions::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
 }
+
+#[test]
+fn preallocate_reserves_blocks_and_changes_no_data() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let p = dir.path().join("d0");
+    let disk = FileDisk::create(&p, 16 << 20, &label(16 << 20), OpenOptions::default()).unwrap();
+    let blocks = || std::fs::metadata(&p).unwrap().blocks() * 512;
+    rt::block_on(async {
+        write_slice(&disk, 1 << 20, &pattern(8192, 9), true)
+            .await
+            .unwrap();
+        let before = blocks();
+        disk.preallocate(0, 8 << 20).await.unwrap();
+        let after = blocks();
+        assert!(
+            after >= before + (7 << 20),
+            "8 MiB reserved: {before} -> {after} bytes allocated"
+        );
+        // Nothing reads differently: the data stays, the rest reads zeroes.
+        assert_eq!(
+            read_vec(&disk, 1 << 20, 8192).await.unwrap(),
+            pattern(8192, 9)
+        );
+        assert_eq!(read_vec(&disk, 4 << 20, 4096).await.unwrap(), vec![0; 4096]);
+        let e = disk.preallocate(12 << 20, 8 << 20).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfRange);
+    });
+}

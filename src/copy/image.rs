@@ -816,7 +816,9 @@ impl Family {
         if self.preserve(t, full).await? {
             self.commit().await?;
         }
-        let (_, r) = self.base.write(t * t_sz, buf, false).await;
+        // FUA: the track leaves `pending` below, and any save after that
+        // (a copy point saves without flushing) must find its data durable.
+        let (_, r) = self.base.write(t * t_sz, buf, true).await;
         r?;
         let mut st = self.write_state();
         if let Some(r) = st.restore.as_mut() {

@@ -137,6 +137,10 @@ impl<D: BlockDev> BlockDev for Counted<D> {
         self.inner.discard(off, len)
     }
 
+    fn preallocate(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        self.inner.preallocate(off, len)
+    }
+
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
             let r = self.inner.write_zeroes(off, len, flags).await;

@@ -155,6 +155,13 @@ impl<D: BlockDev> BlockDev for FaultDisk<D> {
         self.inner.discard(off, len)
     }
 
+    fn preallocate(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        if let Err(e) = self.check(true, off, len) {
+            return Box::pin(async move { Err(e) });
+        }
+        self.inner.preallocate(off, len)
+    }
+
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
         if let Err(e) = self.check(true, off, len) {
             return Box::pin(async move { Err(e) });

@@ -430,6 +430,21 @@ impl BlockDev for FileDisk {
         })
     }
 
+    fn preallocate(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        Box::pin(async move {
+            check_range(off, len, self.size)?;
+            if self.is_block {
+                return Ok(());
+            }
+            // Mode 0 allocates the holes (as unwritten extents) and leaves
+            // every written block as it is.
+            match self.fallocate(FallocateFlags::KEEP_SIZE, off, len).await {
+                Err(e) if e.kind() == ErrorKind::Unsupported => Ok(()),
+                r => r,
+            }
+        })
+    }
+
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
             check_range(off, len, self.size)?;

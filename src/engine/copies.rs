@@ -77,6 +77,9 @@ fn on_worker<T: Send + 'static, Fut: std::future::Future<Output = Result<T>> + '
     futures::executor::block_on(pool.workers.run(f))?
 }
 
+/// Largest piece of copy space whose storage is reserved when it is taken.
+const PREALLOCATE_MAX: u64 = 256 << 20;
+
 impl Pool {
     /// Gets `bytes` of group address space for family `family`'s store.
     fn alloc_copy_space(&self, family: u64, group: &str, bytes: u64) -> Result<u64> {
@@ -105,10 +108,24 @@ impl Pool {
                 ),
             ));
         };
-        drop(st);
+        // Held before the pool lock goes, so no other allocation takes it.
         self.held()
             .copies
             .push((family, group.to_string(), off, want));
+        // A chunk of single slots fills with first writes: its blocks are
+        // reserved now, in the background, so those writes cost what
+        // overwrites cost instead of a filesystem allocation each (sparse
+        // disk files). Advisory: it never changes data, and a whole-volume
+        // area (a load-point scheme) is left sparse.
+        if want <= PREALLOCATE_MAX {
+            let raid = Arc::clone(&g.raid);
+            self.workers.spawn(move || async move {
+                if let Err(e) = raid.preallocate(off, want).await {
+                    tracing::debug!("preallocating copy space: {}", e.chain());
+                }
+            });
+        }
+        drop(st);
         Ok(off)
     }
 
@@ -1290,7 +1307,26 @@ struct CopyMoveWork {
 
 impl Work for CopyMoveWork {
     fn step(&mut self, from: u64, n: u64) -> DevFuture<'_, Result<()>> {
-        Box::pin(self.fam.restore_tracks(from, from + n))
+        Box::pin(async move {
+            // Track by track inside the origin's gate, as host writes are:
+            // a copy point, deletion or merge never runs while a track is
+            // half moved (its view preserved into, its pending bit cleared).
+            for t in from..from + n {
+                let origin = self.fam.read_state().origin.clone();
+                let gate = self
+                    .pool
+                    .lock()
+                    .volumes
+                    .get(&origin)
+                    .map(|v| Arc::clone(&v.dev));
+                let _pass = match &gate {
+                    Some(g) => Some(g.enter().await),
+                    None => None,
+                };
+                self.fam.restore_tracks(t, t + 1).await?;
+            }
+            Ok(())
+        })
     }
 
     fn checkpoint(&mut self) -> DevFuture<'_, Result<()>> {

@@ -87,6 +87,15 @@ pub trait BlockDev: Send + Sync + 'static {
         Box::pin(write_zeroes_by_writing(self, off, len, flags))
     }
 
+    /// Advisory: reserve backing storage for the range without changing
+    /// what it reads as (a sparse file gets its blocks, as `fallocate`
+    /// does), so later writes there cost what overwrites cost. Safe at
+    /// any moment, even under concurrent writes; the default does nothing.
+    fn preallocate(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        let _ = (off, len);
+        Box::pin(async { Ok(()) })
+    }
+
     /// Allocation status from `off`; the default says "allocated, data".
     fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
         let r = crate::error::check_range(off, len, self.size());
@@ -192,6 +201,9 @@ impl<T: BlockDev + ?Sized> BlockDev for std::sync::Arc<T> {
     }
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
         (**self).write_zeroes(off, len, flags)
+    }
+    fn preallocate(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        (**self).preallocate(off, len)
     }
     fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
         (**self).block_status(off, len)

@@ -45,6 +45,12 @@ impl Switch {
         self.gate.close().await
     }
 
+    /// Enters the gate as a request does, for background work that must
+    /// not run across a structural change (a copy point, a deletion).
+    pub async fn enter(&self) -> super::gate::Pass<'_> {
+        self.gate.pass().await
+    }
+
     /// Every later request fails: the volume is gone. Requests are checked
     /// inside the gate, so once [`Switch::close`] returns after a revoke no
     /// request of the volume is in flight or can start.

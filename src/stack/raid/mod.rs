@@ -361,6 +361,10 @@ impl BlockDev for RaidDev {
         Box::pin(self.do_zeroes(off, len, flags, false))
     }
 
+    fn preallocate(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        Box::pin(self.preallocate_members(off, len))
+    }
+
     fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
         Box::pin(self.do_status(off, len))
     }

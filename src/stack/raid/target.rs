@@ -8,7 +8,8 @@ use super::RaidDev;
 use super::members::Dev;
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
-use crate::stack::{BufResult, Extent, ZeroFlags};
+use crate::layout::RaidLevel;
+use crate::stack::{BlockDev, BufResult, Extent, ZeroFlags};
 
 /// A device that failed an operation, with its slot.
 pub(super) type Failure = (usize, Dev, Error);
@@ -179,6 +180,43 @@ impl RaidDev {
         let failed: Vec<Failure> = join_all(flushes).await.into_iter().flatten().collect();
         self.absorb(failed).await?;
         self.still_served(0, self.rows())
+    }
+
+    /// Reserves the members' storage behind `off..off+len` (advisory):
+    /// on concat the pieces, otherwise the member range of the rows the
+    /// range touches, on every device of every slot.
+    pub(super) async fn preallocate_members(&self, off: u64, len: u64) -> Result<()> {
+        self.admit(off, len)?;
+        let devs = self.members.all_devices();
+        let mut ranges: Vec<(usize, u64, u64)> = Vec::new();
+        if self.layout.level() == RaidLevel::Concat {
+            for p in self.layout.map(off, len)? {
+                ranges.push((p.member, p.member_off, p.len));
+            }
+        } else {
+            let s = self.layout.stripe_size();
+            let row = self.layout.lock_grain()
+                * match self.layout.level() {
+                    RaidLevel::Raid0 => self.layout.members() as u64,
+                    _ => 1,
+                };
+            let (r0, r1) = (off / row, (off + len).div_ceil(row));
+            for i in 0..self.layout.members() {
+                let end = (r1 * s).min(self.layout.member_usable(i));
+                if end > r0 * s {
+                    ranges.push((i, r0 * s, end - r0 * s));
+                }
+            }
+        }
+        let calls = ranges.iter().flat_map(|&(i, o, l)| {
+            devs.iter()
+                .filter(move |(j, _)| *j == i)
+                .map(move |(_, d)| d.preallocate(o, l))
+        });
+        for r in join_all(calls).await {
+            r?;
+        }
+        Ok(())
     }
 
     /// Allocation status through the data pieces (concat, raid0, raid5):
