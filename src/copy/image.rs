@@ -71,7 +71,46 @@ pub struct Family {
     /// Serialises saves, so a later snapshot is never overwritten by an
     /// earlier one.
     pub save_lock: tokio::sync::Mutex<()>,
+    /// Fresh slots placed in sequence, for preallocating ahead of them.
+    ahead: Mutex<Ahead>,
 }
+
+/// The run of fresh slots placed one after the other (sequential first
+/// writes): once it is [`AHEAD_AFTER`] long, the store's space ahead of
+/// it is preallocated [`AHEAD_SLOTS`] at a time, so those first writes on
+/// a sparse disk file cost what overwrites cost instead of a filesystem
+/// allocation each. Scattered first writes preallocate nothing, so the
+/// disk file holds only what was written.
+#[derive(Default)]
+struct Ahead {
+    last: u64,
+    run: u64,
+    /// The window of slots preallocated last.
+    from: u64,
+    until: u64,
+}
+
+impl Ahead {
+    fn note(&mut self, slot: u64, chunk_end: Option<u64>) -> Option<u64> {
+        self.run = if slot == self.last.wrapping_add(1) {
+            self.run + 1
+        } else {
+            0
+        };
+        self.last = slot;
+        if self.run < AHEAD_AFTER || (self.from..self.until).contains(&slot) {
+            return None;
+        }
+        let end = (slot + AHEAD_SLOTS).min(chunk_end.unwrap_or(slot + 1));
+        (self.from, self.until) = (slot, end);
+        Some(end - slot)
+    }
+}
+
+/// Fresh slots in sequence before preallocating ahead.
+const AHEAD_AFTER: u64 = 8;
+/// Slots preallocated at a time (16 MiB of 64 KiB tracks).
+const AHEAD_SLOTS: u64 = 256;
 
 /// What one save stores.
 pub struct Snapshot {
@@ -138,6 +177,7 @@ impl Family {
             done,
             released: Mutex::new(Vec::new()),
             save_lock: tokio::sync::Mutex::new(()),
+            ahead: Mutex::new(Ahead::default()),
         })
     }
 
@@ -619,14 +659,20 @@ impl Family {
                 }
             }
         };
-        let slot_off = {
+        let (slot_off, chunk_end) = {
             let st = self.read_state();
-            st.store.offset(slot)
+            (st.store.offset(slot), st.store.chunk_end(slot))
         };
         let slot_off = match slot_off {
             Ok(o) => o,
             Err(e) => return (data, Err(e)),
         };
+        if fresh && let Some(span) = self.ahead_of(slot, chunk_end) {
+            // Advisory: a failure only leaves the space sparse.
+            if let Err(e) = self.group.preallocate(slot_off, span * t_sz).await {
+                tracing::debug!("preallocating copy space: {}", e.chain());
+            }
+        }
         // What to write: the data alone, or the data widened to whole
         // granules (or the whole track over a zeroed entry).
         let (w_at, img, valid) = if zeroed {
@@ -676,6 +722,15 @@ impl Family {
         }
         st.touch(leaf, t);
         (data, Ok(()))
+    }
+
+    /// Notes fresh slot `slot`; in a run of sequential first writes,
+    /// returns how many slots from it to preallocate (see [`Ahead`]).
+    fn ahead_of(&self, slot: u64, chunk_end: Option<u64>) -> Option<u64> {
+        self.ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(slot, chunk_end)
     }
 
     /// A write that placed a slot failed: give the slot back.
@@ -1115,5 +1170,39 @@ impl BlockDev for ImageDev {
             r?;
             Ok(vec![Extent { len, flags: 0 }])
         })
+    }
+}
+
+#[cfg(test)]
+mod ahead_tests {
+    use super::{AHEAD_AFTER, AHEAD_SLOTS, Ahead};
+
+    #[test]
+    fn only_runs_of_sequential_fresh_slots_preallocate_ahead() {
+        let mut a = Ahead::default();
+        // Scattered first writes: never.
+        for s in [500, 3, 77, 1024, 9, 4000, 12, 600, 31, 2] {
+            assert_eq!(a.note(s, Some(1 << 20)), None);
+        }
+        // A run: after AHEAD_AFTER in sequence, one window, then nothing
+        // until the run leaves it.
+        let mut got = Vec::new();
+        for s in 100..100 + AHEAD_AFTER + 2 * AHEAD_SLOTS {
+            if let Some(n) = a.note(s, Some(1 << 20)) {
+                got.push((s, n));
+            }
+        }
+        let first = 100 + AHEAD_AFTER;
+        assert_eq!(
+            got,
+            vec![(first, AHEAD_SLOTS), (first + AHEAD_SLOTS, AHEAD_SLOTS)]
+        );
+        // Never past the chunk's end.
+        let mut b = Ahead::default();
+        let mut last = None;
+        for s in 0..=AHEAD_AFTER {
+            last = b.note(s, Some(AHEAD_AFTER + 3));
+        }
+        assert_eq!(last, Some(3));
     }
 }

@@ -161,6 +161,13 @@ impl Store {
         Ok(c.chunk.group_off + (slot - c.chunk.first_slot) * self.track)
     }
 
+    /// The first slot after `slot`'s chunk (slots up to it lie at
+    /// consecutive group offsets).
+    pub fn chunk_end(&self, slot: u64) -> Option<u64> {
+        self.chunk_of(slot)
+            .map(|c| c.chunk.first_slot + c.chunk.slots)
+    }
+
     /// Marks a slot used (loading metadata, or an area's slots).
     pub fn mark_used(&mut self, slot: u64) -> Result<()> {
         let c = self

@@ -77,9 +77,6 @@ fn on_worker<T: Send + 'static, Fut: std::future::Future<Output = Result<T>> + '
     futures::executor::block_on(pool.workers.run(f))?
 }
 
-/// Largest piece of copy space whose storage is reserved when it is taken.
-const PREALLOCATE_MAX: u64 = 256 << 20;
-
 impl Pool {
     /// Gets `bytes` of group address space for family `family`'s store.
     fn alloc_copy_space(&self, family: u64, group: &str, bytes: u64) -> Result<u64> {
@@ -112,19 +109,6 @@ impl Pool {
         self.held()
             .copies
             .push((family, group.to_string(), off, want));
-        // A chunk of single slots fills with first writes: its blocks are
-        // reserved now, in the background, so those writes cost what
-        // overwrites cost instead of a filesystem allocation each (sparse
-        // disk files). Advisory: it never changes data, and a whole-volume
-        // area (a load-point scheme) is left sparse.
-        if want <= PREALLOCATE_MAX {
-            let raid = Arc::clone(&g.raid);
-            self.workers.spawn(move || async move {
-                if let Err(e) = raid.preallocate(off, want).await {
-                    tracing::debug!("preallocating copy space: {}", e.chain());
-                }
-            });
-        }
         drop(st);
         Ok(off)
     }
