@@ -694,3 +694,50 @@ fn the_last_copy_gone_the_original_folds_back_and_the_space_returns() {
         &["read -P 0x44 0 16M", "read -P 0x11 16M 4M"],
     );
 }
+
+#[test]
+fn a_copy_that_cannot_be_made_leaves_nothing_behind() {
+    if !have(&["qemu-io"]) {
+        return;
+    }
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &[]);
+    d.ok(&["disk", "add", "x0", "--size", "48M"]);
+    d.ok(&["group", "create", "g", "--raid", "concat", "--disks", "x0"]);
+    d.ok(&["volume", "create", "src", "--group", "g", "--size", "24M"]);
+    qemu_io(&d.export("src"), &["write -P 0x11 0 24M"]);
+    let free = d.json(&["group", "show", "g"])["free"].as_u64().unwrap();
+    // A full bitmap reserves a whole-volume area for each writer of an A2
+    // family: two of them do not fit in the 24 MiB left.
+    let out = d.fails(&[
+        "copy", "create", "src", "c", "--mode", "row", "--meta", "bitmap",
+    ]);
+    assert!(out.contains("no room"), "{out}");
+    assert_eq!(
+        d.json(&["group", "show", "g"])["free"].as_u64().unwrap(),
+        free
+    );
+    // Nothing was kept: no copy, all the space, and no half-made family
+    // found at the next start.
+    d.restart();
+    assert_eq!(d.json(&["copy", "list"]), serde_json::json!([]));
+    assert_eq!(
+        d.json(&["group", "show", "g"])["free"].as_u64().unwrap(),
+        free
+    );
+    let pool = d.json(&["pool", "show"]);
+    assert_eq!(pool["problems"], serde_json::json!([]), "{pool}");
+    // The source is untouched and can still be copied.
+    d.ok(&[
+        "copy",
+        "create",
+        "src",
+        "c",
+        "--mode",
+        "row",
+        "--meta",
+        "changed-pointer",
+    ]);
+    qemu_io(&d.export("c"), &["read -P 0x11 0 24M"]);
+    qemu_io(&d.export("src"), &["read -P 0x11 0 24M"]);
+}

@@ -251,10 +251,12 @@ pub struct DiskAdd {
 
 impl DiskAdd {
     pub fn request(self) -> DiskAddRequest {
+        // A relative path is the user's, relative to where the command runs.
+        let path = self.path.map(|p| std::path::absolute(&p).unwrap_or(p));
         DiskAddRequest {
             name: self.name,
             size: self.size,
-            path: self.path,
+            path,
             spare: self.spare,
         }
     }

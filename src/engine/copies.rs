@@ -236,15 +236,29 @@ impl Pool {
             closed.push(s.close().await);
         }
         let created = now();
+        // Everything completed so far is durable before the copy point. A
+        // new family is saved only with the copy's records below, so a copy
+        // that fails leaves no family behind.
         let (fam, new_family) = match fam {
-            Some(f) => (f, false),
-            None => (
-                self.new_family(&req, &src_rec, src_thick, &group_name)?,
-                true,
-            ),
+            Some(f) => {
+                f.commit().await?;
+                (f, false)
+            }
+            None => {
+                src_thick.flush().await?;
+                (
+                    self.new_family(&req, &src_rec, src_thick, &group_name)?,
+                    true,
+                )
+            }
         };
-        // Everything completed so far is durable before the copy point.
-        fam.commit().await?;
+        // A new family that fails here gives back whatever its store took.
+        let give_back = |fam: &Arc<Family>| {
+            if new_family {
+                let gone = self.held().release_family(fam.object);
+                self.discard_held_later(&fam.group_name, Arc::clone(fam.group()), gone, None);
+            }
+        };
         let mode = fam.read_state().mode;
         if let Some(m) = req.mode
             && m != mode
@@ -264,7 +278,12 @@ impl Pool {
             let mut ids = || me.take_object();
             let mut maps =
                 |s: Scheme, store: &mut Store| crate::copy::maps::new_map(s, tracks, store);
-            st.create_copy(&req.source, &req.name, scheme, created, &mut ids, &mut maps)?;
+            let made = st.create_copy(&req.source, &req.name, scheme, created, &mut ids, &mut maps);
+            if let Err(e) = made {
+                drop(st);
+                give_back(&fam);
+                return Err(e);
+            }
         }
         let copy_rec = VolumeRecord {
             object: self.take_object(),
@@ -309,8 +328,8 @@ impl Pool {
             fam.saved(snap, saved.as_ref().map(|_| ()).map_err(Clone::clone))?;
         }
         if let Err(e) = saved {
-            let mut st = fam.write_state();
-            let _ = st.delete_image(&req.name);
+            let _ = fam.write_state().delete_image(&req.name);
+            give_back(&fam);
             return Err(e);
         }
         drop(_one);
@@ -569,20 +588,23 @@ impl Pool {
     }
 
     pub fn copy_delete(&self, name: &str) -> Result<()> {
-        self.family_delete(name, false)
+        self.family_delete(name, false, false)
     }
 
     /// Deletes a volume of a copy family: a copy, or (`origin_too`) the
     /// original, whose initial area then passes to one of its copies.
-    pub(crate) fn family_delete(&self, name: &str, origin_too: bool) -> Result<()> {
+    /// `force`: even with NBD connections open (their I/O then fails).
+    pub(crate) fn family_delete(&self, name: &str, origin_too: bool, force: bool) -> Result<()> {
         {
             let st = self.lock();
             let v = st.volumes.get(name).ok_or_else(|| {
                 Error::not_found(format!("unknown copy {name:?}: see `ferrosan copy list`"))
             })?;
-            if v.conns.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            let conns = v.conns.load(std::sync::atomic::Ordering::SeqCst);
+            if conns > 0 && !force {
+                let what = if origin_too { "volume" } else { "copy" };
                 return Err(Error::conflict(format!(
-                    "copy {name} is in use by NBD connections: disconnect them first"
+                    "{what} {name} is in use by {conns} NBD connection(s): disconnect them, or delete with `ferrosan volume delete {name} --force` (their I/O then fails)"
                 )));
             }
             let f = self

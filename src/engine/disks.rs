@@ -225,6 +225,14 @@ impl Pool {
                 (file, path, DATA_OFFSET + data, true)
             }
             (None, Some(path)) => {
+                // The daemon's working directory means nothing to the user:
+                // a relative path could name (and label) an unrelated file.
+                if !path.is_absolute() {
+                    return Err(Error::invalid(format!(
+                        "disk path {} is relative: give an absolute path",
+                        path.display()
+                    )));
+                }
                 let path = std::fs::canonicalize(path)
                     .map_err(|e| Error::io(format!("cannot adopt {}", path.display()), e))?;
                 self.check_adoptable(&st, &path, pool_id)?;

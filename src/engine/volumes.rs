@@ -205,7 +205,7 @@ impl Pool {
             let st = self.lock();
             if self.in_family(&st, name) {
                 drop(st);
-                return self.family_delete(name, true);
+                return self.family_delete(name, true, force);
             }
         }
         let mut st = self.lock();

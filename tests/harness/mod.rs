@@ -11,7 +11,14 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferrosan");
 
-/// Whether every named tool is on PATH; prints which is missing.
+/// Whether the tests run in CI (`CI=true`), where a missing tool is an
+/// error: CI must never pass by skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Whether every named tool is on PATH; prints which is missing. In CI
+/// (`CI=true`) a missing tool panics instead of skipping the test.
 pub fn have(tools: &[&str]) -> bool {
     for t in tools {
         let ok = Command::new("sh")
@@ -21,6 +28,10 @@ pub fn have(tools: &[&str]) -> bool {
             .map(|o| o.status.success())
             .unwrap_or(false);
         if !ok {
+            assert!(
+                !in_ci(),
+                "{t} is not installed and CI=true: CI must run every test, not skip it (scripts/test.sh installs {t})"
+            );
             eprintln!("SKIP: {t} is not installed (scripts/test.sh installs it)");
             return false;
         }

@@ -100,11 +100,18 @@ impl Harness {
     }
 }
 
-/// Whether an external tool is installed; prints why a test is skipped.
+/// Whether an external tool is installed; prints why a test is skipped. In
+/// CI (`CI=true`) a missing tool panics instead: CI must never pass by
+/// skipping.
 pub fn have(tool: &str) -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
     if !found {
+        let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        assert!(
+            !ci,
+            "{tool} is not installed and CI=true: CI must run every test, not skip it (scripts/test.sh installs it)"
+        );
         eprintln!("SKIPPED: {tool} is not installed");
     }
     found
