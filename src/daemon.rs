@@ -33,6 +33,8 @@ pub struct ServeOptions {
     pub fault_injection: bool,
     /// Worker threads (default: number of CPUs).
     pub workers: Option<usize>,
+    /// How often idle write-intent regions are cleared.
+    pub intent_clear_interval: std::time::Duration,
 }
 
 /// The pool lock: an exclusive `flock` on `<pool>/ferrosan.lock`, held for
@@ -102,6 +104,7 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let workers = Workers::start(n).map_err(|e| anyhow::anyhow!(e.chain()))?;
     let pool_opts = PoolOptions {
         fault_injection: opts.fault_injection,
+        intent_clear_interval: opts.intent_clear_interval,
         ..PoolOptions::default()
     };
     let pool = Pool::open(&dir, Arc::clone(&workers), pool_opts)

@@ -287,7 +287,9 @@ fn a_flushed_write_survives_kill_9() {
         return;
     }
     let dir = pool_dir();
-    let mut d = Daemon::start(dir.path(), &[]);
+    // Marks are not cleared for an hour: the crash below surely finds them,
+    // however slow this machine is between the write and the kill.
+    let mut d = Daemon::start(dir.path(), &["--intent-clear-interval", "3600"]);
     group(&d, "k1", "raid1", "k", 2, "40M");
     d.ok(&["volume", "create", "kv", "--group", "k1", "--size", "32M"]);
     qemu_io(&d.export("kv"), &["write -P 0x3c 0 8M", "flush"]);

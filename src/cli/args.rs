@@ -72,6 +72,11 @@ pub struct ServeArgs {
     /// Worker threads (default: one per CPU).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub workers: Option<u64>,
+    /// Seconds a write-intent region stays marked after its last write
+    /// (longer: fewer bitmap commits, more to resync after a crash).
+    #[arg(long, value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub intent_clear_interval: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -57,6 +57,7 @@ fn serve(pool: PathBuf, args: ServeArgs) -> Result<(), Failure> {
         listen: args.listen,
         fault_injection: args.fault_injection,
         workers,
+        intent_clear_interval: std::time::Duration::from_secs(args.intent_clear_interval),
     };
     daemon::run(opts).map_err(|e| Failure::new(format!("{e:#}")))
 }
