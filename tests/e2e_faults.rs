@@ -24,20 +24,7 @@ const MIB: u64 = 1 << 20;
 
 /// Creates a disk of `size` for each name and a group over them.
 fn group(d: &Daemon, name: &str, raid: &str, disks: &[&str], size: &str) {
-    for disk in disks {
-        d.ok(&["disk", "add", disk, "--size", size]);
-    }
-    d.ok(&[
-        "group",
-        "create",
-        name,
-        "--raid",
-        raid,
-        "--disks",
-        &disks.join(","),
-        "--stripe-size",
-        "64K",
-    ]);
+    d.group(name, raid, disks, size);
 }
 
 /// One disk's entry in `disk list --json`.

@@ -9,20 +9,8 @@ use harness::*;
 /// Creates `n` disks of `size` named `{prefix}{i}` and a group over them.
 fn group(d: &Daemon, name: &str, raid: &str, prefix: &str, n: usize, size: &str) -> Vec<String> {
     let disks: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
-    for disk in &disks {
-        d.ok(&["disk", "add", disk, "--size", size]);
-    }
-    d.ok(&[
-        "group",
-        "create",
-        name,
-        "--raid",
-        raid,
-        "--disks",
-        &disks.join(","),
-        "--stripe-size",
-        "64K",
-    ]);
+    let names: Vec<&str> = disks.iter().map(String::as_str).collect();
+    d.group(name, raid, &names, size);
     disks
 }
 

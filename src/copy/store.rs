@@ -88,6 +88,13 @@ pub struct Store {
     released: Vec<(u64, u64)>,
     /// Slots of a chunk for single slots.
     chunk_slots: u64,
+    /// Every shared chunk below this key has no free slot, and below
+    /// `area_hint` no free word: the searches start there, so taking a slot
+    /// does not scan every chunk of a store that has thousands, and the
+    /// lowest chunk with room is still the one used (freed slots are
+    /// reused first, so high chunks can empty and go back).
+    hint: u64,
+    area_hint: u64,
 }
 
 impl Store {
@@ -122,6 +129,8 @@ impl Store {
             grow,
             released: Vec::new(),
             chunk_slots: CHUNK_SLOTS,
+            hint: 0,
+            area_hint: 0,
         }
     }
 
@@ -233,6 +242,9 @@ impl Store {
             if let Some(c) = self.chunk_of_mut(s) {
                 let i = s - c.chunk.first_slot;
                 c.set(i, false);
+                let k = c.chunk.first_slot;
+                self.hint = self.hint.min(k);
+                self.area_hint = self.area_hint.min(k);
             }
         }
         let empty: Vec<u64> = self
@@ -299,11 +311,12 @@ impl Store {
 
 impl SlotSource for Store {
     fn alloc_slot(&mut self) -> Result<u64> {
-        let found = self
-            .chunks
-            .values()
-            .filter(|c| c.shared && c.in_use < c.chunk.slots)
-            .find_map(|c| c.first_free().map(|i| c.chunk.first_slot + i));
+        let free = |c: &ChunkState| {
+            (c.shared && c.in_use < c.chunk.slots)
+                .then(|| c.first_free().map(|i| c.chunk.first_slot + i))
+                .flatten()
+        };
+        let found = self.chunks.range(self.hint..).find_map(|(_, c)| free(c));
         let slot = match found {
             Some(s) => s,
             None => {
@@ -319,6 +332,9 @@ impl SlotSource for Store {
             }
         };
         self.mark_used(slot)?;
+        if let Some(c) = self.chunk_of(slot) {
+            self.hint = c.chunk.first_slot;
+        }
         Ok(slot)
     }
 
@@ -328,7 +344,10 @@ impl SlotSource for Store {
         // chunks, whole words at a time: few chunks, few group allocations.
         if n.is_multiple_of(64) && n <= self.chunk_slots {
             let words = usize::try_from(n / 64).unwrap_or(usize::MAX);
-            let found = self.chunks.values().filter(|c| c.shared).find_map(|c| {
+            let run_in = |c: &ChunkState| {
+                if !c.shared || c.chunk.slots - c.in_use < n {
+                    return None;
+                }
                 let full = usize::try_from(c.chunk.slots / 64).unwrap_or(0);
                 let mut run = 0;
                 for w in 0..full {
@@ -342,7 +361,11 @@ impl SlotSource for Store {
                     }
                 }
                 None
-            });
+            };
+            let found = self
+                .chunks
+                .range(self.area_hint..)
+                .find_map(|(_, c)| run_in(c));
             let first = match found {
                 Some(f) => Some(f),
                 None => match self.add_chunk(self.chunk_slots, true) {
@@ -353,6 +376,9 @@ impl SlotSource for Store {
             };
             if let Some(first) = first {
                 self.mark_area(first, n)?;
+                if let Some(c) = self.chunk_of(first) {
+                    self.area_hint = c.chunk.first_slot;
+                }
                 return Ok(first);
             }
         }

@@ -59,6 +59,26 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Adds a sparse disk of `size` for each name and creates group `name`
+    /// over them (64 KiB strips).
+    pub fn group(&self, name: &str, raid: &str, disks: &[&str], size: &str) {
+        for disk in disks {
+            self.ok(&["disk", "add", disk, "--size", size]);
+        }
+        let list = disks.join(",");
+        self.ok(&[
+            "group",
+            "create",
+            name,
+            "--raid",
+            raid,
+            "--disks",
+            &list,
+            "--stripe-size",
+            "64K",
+        ]);
+    }
+
     /// Starts `ferrosan --pool DIR serve --listen 127.0.0.1:0 EXTRA` and
     /// waits (bounded) until it prints its NBD address and its API socket
     /// answers.
