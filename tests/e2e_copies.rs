@@ -573,10 +573,7 @@ fn running_out_of_new_space_warns_first_then_follows_the_mode() {
     }
     for mode in MODES {
         let dir = pool_dir();
-        let d = Daemon::start(dir.path(), &[]);
-        d.ok(&["disk", "add", "x0", "--size", "48M"]);
-        d.ok(&["group", "create", "g", "--raid", "concat", "--disks", "x0"]);
-        d.ok(&["volume", "create", "src", "--group", "g", "--size", "24M"]);
+        let d = setup(dir.path(), "48M", "24M");
         let src = d.export("src");
         qemu_io(&src, &["write -P 0x11 0 24M"]);
         // Pointers for changed tracks take space a track at a time (a
@@ -701,10 +698,7 @@ fn a_copy_that_cannot_be_made_leaves_nothing_behind() {
         return;
     }
     let dir = pool_dir();
-    let mut d = Daemon::start(dir.path(), &[]);
-    d.ok(&["disk", "add", "x0", "--size", "48M"]);
-    d.ok(&["group", "create", "g", "--raid", "concat", "--disks", "x0"]);
-    d.ok(&["volume", "create", "src", "--group", "g", "--size", "24M"]);
+    let mut d = setup(dir.path(), "48M", "24M");
     qemu_io(&d.export("src"), &["write -P 0x11 0 24M"]);
     let free = d.json(&["group", "show", "g"])["free"].as_u64().unwrap();
     // A full bitmap reserves a whole-volume area for each writer of an A2

@@ -22,9 +22,14 @@ const MIB: u64 = 1 << 20;
 
 // ---------------------------------------------------------------- helpers
 
-/// Creates a disk of `size` for each name and a group over them.
-fn group(d: &Daemon, name: &str, raid: &str, disks: &[&str], size: &str) {
-    d.group(name, raid, disks, size);
+/// A raid1 group `name` over two 40 MiB legs and a 16 MiB volume `vol`
+/// holding `pattern`, flushed; returns the volume's export.
+fn mirrored(d: &Daemon, name: &str, legs: [&str; 2], vol: &str, pattern: u8) -> String {
+    d.group(name, "raid1", &legs, "40M");
+    d.ok(&["volume", "create", vol, "--group", name, "--size", "16M"]);
+    let url = d.export(vol);
+    qemu_io(&url, &[&format!("write -P {pattern:#x} 0 16M"), "flush"]);
+    url
 }
 
 /// One disk's entry in `disk list --json`.
@@ -345,7 +350,7 @@ fn an_injected_write_error_fails_the_raid1_leg_and_the_write_still_succeeds() {
     }
     let dir = pool_dir();
     let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
-    group(&d, "w1", "raid1", &["wa", "wb"], "40M");
+    d.group("w1", "raid1", &["wa", "wb"], "40M");
     d.ok(&["volume", "create", "wv", "--group", "w1", "--size", "32M"]);
     let url = d.export("wv");
     qemu_io(&url, &["write -P 0x11 0 32M", "flush"]);
@@ -425,7 +430,7 @@ fn a_raid5_member_vanishing_mid_read_leaves_reads_correct_and_is_failed() {
     }
     let dir = pool_dir();
     let d = Daemon::start(dir.path(), &["--fault-injection"]);
-    group(&d, "v5", "raid5", &["va", "vb", "vc"], "40M");
+    d.group("v5", "raid5", &["va", "vb", "vc"], "40M");
     d.ok(&["volume", "create", "vv", "--group", "v5", "--size", "16M"]);
     let url = d.export("vv");
     qemu_io(&url, &["write -P 0x25 0 16M", "flush"]);
@@ -500,10 +505,7 @@ fn error_rate_one_fails_a_raid1_leg_but_fails_the_io_of_a_concat() {
     }
     let dir = pool_dir();
     let d = Daemon::start(dir.path(), &["--fault-injection"]);
-    group(&d, "e1", "raid1", &["ea", "eb"], "40M");
-    d.ok(&["volume", "create", "ev", "--group", "e1", "--size", "16M"]);
-    let url = d.export("ev");
-    qemu_io(&url, &["write -P 0x41 0 16M", "flush"]);
+    let url = mirrored(&d, "e1", ["ea", "eb"], "ev", 0x41);
 
     // Out-of-range probabilities are refused, naming the value.
     let err = d.fails(&["disk", "inject", "eb", "--error-rate", "1.5"]);
@@ -542,7 +544,7 @@ fn error_rate_one_fails_a_raid1_leg_but_fails_the_io_of_a_concat() {
 
     // Without redundancy there is no other copy: the host I/O fails, and
     // the member is not failed (there is nothing to fail over to).
-    group(&d, "c1", "concat", &["ca"], "40M");
+    d.group("c1", "concat", &["ca"], "40M");
     d.ok(&["volume", "create", "cv", "--group", "c1", "--size", "8M"]);
     let cv = d.export("cv");
     qemu_io(&cv, &["write -P 0x51 0 8M", "flush"]);
@@ -574,10 +576,7 @@ fn clear_removes_every_rule_and_the_same_io_then_succeeds() {
     }
     let dir = pool_dir();
     let d = Daemon::start(dir.path(), &["--fault-injection"]);
-    group(&d, "k1", "raid1", &["ka", "kb"], "40M");
-    d.ok(&["volume", "create", "kv", "--group", "k1", "--size", "16M"]);
-    let url = d.export("kv");
-    qemu_io(&url, &["write -P 0x31 0 16M", "flush"]);
+    let url = mirrored(&d, "k1", ["ka", "kb"], "kv", 0x31);
     let base = volume_start(&d, "kv");
     let woff = base + 2 * MIB;
     let roff = base + 8 * MIB;
@@ -827,7 +826,7 @@ fn sigterm_under_fio_load_exits_0_and_keeps_flushed_data() {
     }
     let dir = pool_dir();
     let mut d = Daemon::start(dir.path(), &[]);
-    group(&d, "t1", "raid1", &["ta", "tb"], "40M");
+    d.group("t1", "raid1", &["ta", "tb"], "40M");
     d.ok(&["volume", "create", "tv", "--group", "t1", "--size", "32M"]);
     let url = d.export("tv");
     qemu_io(
@@ -915,7 +914,7 @@ fn a_volume_in_use_is_deleted_only_with_force_and_its_client_then_fails() {
     }
     let dir = pool_dir();
     let d = Daemon::start(dir.path(), &[]);
-    group(&d, "u1", "concat", &["ua"], "64M");
+    d.group("u1", "concat", &["ua"], "64M");
     for v in ["uv", "uw"] {
         d.ok(&["volume", "create", v, "--group", "u1", "--size", "16M"]);
         qemu_io(&d.export(v), &["write -P 0x77 0 1M", "flush"]);
@@ -975,7 +974,7 @@ fn force_deletes_an_original_with_copies_while_in_use() {
     }
     let dir = pool_dir();
     let d = Daemon::start(dir.path(), &[]);
-    group(&d, "o1", "concat", &["oa"], "64M");
+    d.group("o1", "concat", &["oa"], "64M");
     d.ok(&["volume", "create", "ov", "--group", "o1", "--size", "16M"]);
     qemu_io(&d.export("ov"), &["write -P 0x61 0 1M", "flush"]);
     d.ok(&["copy", "create", "ov", "oc"]);
@@ -1013,7 +1012,7 @@ fn a_read_only_volume_refuses_writes_and_serves_reads() {
     }
     let dir = pool_dir();
     let d = Daemon::start(dir.path(), &[]);
-    group(&d, "r1", "concat", &["ra"], "64M");
+    d.group("r1", "concat", &["ra"], "64M");
     d.ok(&[
         "volume",
         "create",
@@ -1111,7 +1110,7 @@ fn the_unix_socket_serves_the_same_volumes_as_tcp() {
             .file_type();
         assert!(ft.is_socket(), "{} is not a socket", sock.display());
     }
-    group(&d, "n1", "raid1", &["na", "nb"], "40M");
+    d.group("n1", "raid1", &["na", "nb"], "40M");
     d.ok(&["volume", "create", "nv", "--group", "n1", "--size", "32M"]);
     let tcp = d.export("nv");
     let unix = format!("nbd+unix:///nv?socket={}", sock.display());
