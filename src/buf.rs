@@ -27,13 +27,22 @@ use std::sync::Arc;
 /// the disks ferrosan drives with O_DIRECT.
 pub const BUF_ALIGN: usize = 4096;
 
+/// Buffers at least this large are mapped on their own, 2 MiB aligned and
+/// advised for transparent huge pages (see [`Storage::map`]).
+pub const HUGE_MIN: usize = 1 << 20;
+/// The huge page size on x86-64 and arm64 (4 KiB base pages).
+pub const HUGE_PAGE: usize = 2 << 20;
+
 struct Storage {
     ptr: NonNull<u8>,
     cap: usize,
+    /// Bytes mapped with `mmap` (0: a heap allocation of `cap` bytes).
+    mapped: usize,
 }
 
-// SAFETY: `Storage` is a plain heap allocation; access to its bytes is
-// partitioned between `IoBuf` pieces (see `IoBuf`), never shared mutably.
+// SAFETY: `Storage` is a plain heap allocation or private anonymous
+// mapping; access to its bytes is partitioned between `IoBuf` pieces (see
+// `IoBuf`), never shared mutably.
 unsafe impl Send for Storage {}
 // SAFETY: as above; `&Storage` only exposes the pointer, not the bytes.
 unsafe impl Sync for Storage {}
@@ -41,6 +50,11 @@ unsafe impl Sync for Storage {}
 impl Storage {
     fn new(len: usize) -> Storage {
         let cap = len.max(1).next_multiple_of(BUF_ALIGN);
+        if cap >= HUGE_MIN
+            && let Some(s) = Storage::map(cap)
+        {
+            return s;
+        }
         let layout = Layout::from_size_align(cap, BUF_ALIGN).unwrap_or_else(|_| {
             // A request this large was rejected at the protocol edge; reaching
             // here is a logic error, and aborting is the only safe answer.
@@ -51,12 +65,74 @@ impl Storage {
         let Some(ptr) = NonNull::new(raw) else {
             std::alloc::handle_alloc_error(layout)
         };
-        Storage { ptr, cap }
+        Storage {
+            ptr,
+            cap,
+            mapped: 0,
+        }
+    }
+
+    /// A zeroed mapping of at least `cap` bytes on a 2 MiB boundary,
+    /// advised for transparent huge pages; `None` where `mmap` fails (the
+    /// caller falls back to the heap).
+    ///
+    /// Why: a disk request is split where its buffer needs more
+    /// scatter-gather segments than the device takes (`max_segments`, 254
+    /// on virtio-blk). A 1 MiB buffer of scattered 4 KiB pages needs 256, so
+    /// every 1 MiB read went to the disk as 1016 KiB + 8 KiB — two device
+    /// round trips, measured as 10-15% of sequential bandwidth. A huge page
+    /// is physically contiguous: one segment, one request. Where THP is
+    /// off the advice is ignored and the buffer works as before.
+    fn map(cap: usize) -> Option<Storage> {
+        let mapped = cap.checked_next_multiple_of(HUGE_PAGE)?;
+        let span = mapped.checked_add(HUGE_PAGE)?;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is
+        // touched.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                span,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let base = raw as usize;
+        let start = base.next_multiple_of(HUGE_PAGE);
+        let head = start - base;
+        let tail = span - head - mapped;
+        // SAFETY: head and tail lie inside the mapping made above and are
+        // outside the range kept; madvise only advises.
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw, head);
+            }
+            if tail > 0 {
+                libc::munmap((start + mapped) as *mut libc::c_void, tail);
+            }
+            libc::madvise(start as *mut libc::c_void, mapped, libc::MADV_HUGEPAGE);
+        }
+        Some(Storage {
+            ptr: NonNull::new(start as *mut u8)?,
+            cap,
+            mapped,
+        })
     }
 }
 
 impl Drop for Storage {
     fn drop(&mut self) {
+        if self.mapped > 0 {
+            // SAFETY: mapped in `Storage::map` with exactly this range.
+            unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), self.mapped);
+            }
+            return;
+        }
         // SAFETY: allocated in `Storage::new` with exactly this layout
         // (size/alignment were validated there).
         unsafe {
@@ -264,6 +340,28 @@ mod tests {
         let c = IoBuf::from_slice(&[6]);
         let j = IoBuf::join(vec![a, b, c]);
         assert_eq!(j.as_slice(), &[1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn large_buffers_are_zeroed_huge_page_aligned_mappings() {
+        for len in [HUGE_MIN, HUGE_MIN + 512, 5 << 20] {
+            let mut b = IoBuf::new(len);
+            assert_eq!(b.len(), len);
+            assert_eq!(b.as_slice().as_ptr() as usize % HUGE_PAGE, 0, "len {len}");
+            assert!(b.as_slice().iter().all(|&x| x == 0));
+            // Every byte is writable, the last one included.
+            b.as_mut_slice().fill(0xa5);
+            let (head, tail) = b.split_at(len / 2);
+            assert!(tail.as_slice().iter().all(|&x| x == 0xa5));
+            let j = match head.unsplit(tail) {
+                Ok(j) => j,
+                Err(_) => panic!("neighbours of one mapping must unsplit"),
+            };
+            assert_eq!(j.len(), len);
+        }
+        // Below the threshold buffers come from the heap, still aligned.
+        let small = IoBuf::new(HUGE_MIN - BUF_ALIGN);
+        assert_eq!(small.as_slice().as_ptr() as usize % BUF_ALIGN, 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 
-use crate::buf::{BUF_ALIGN, IoBuf};
+use crate::buf::{BUF_ALIGN, HUGE_MIN, HUGE_PAGE, IoBuf};
 
 /// Buffers kept per length.
 const PER_CLASS: usize = 64;
@@ -31,6 +31,15 @@ thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
+/// Memory a buffer of `len` bytes holds: large ones are whole huge pages.
+fn footprint(len: usize) -> usize {
+    if len >= HUGE_MIN {
+        len.next_multiple_of(HUGE_PAGE)
+    } else {
+        len
+    }
+}
+
 /// A buffer of `len` bytes, recycled if one is at hand. Contents are
 /// unspecified (zeroes or old data).
 pub fn take(len: usize) -> IoBuf {
@@ -38,7 +47,7 @@ pub fn take(len: usize) -> IoBuf {
         let mut p = p.try_borrow_mut().ok()?;
         let i = p.classes.iter().position(|(l, _)| *l == len)?;
         let b = p.classes.get_mut(i)?.1.pop()?;
-        p.bytes = p.bytes.saturating_sub(len);
+        p.bytes = p.bytes.saturating_sub(footprint(len));
         Some(b)
     });
     got.unwrap_or_else(|| IoBuf::new(len))
@@ -55,7 +64,7 @@ pub fn give(mut buf: IoBuf) {
             return;
         };
         let p = &mut *guard;
-        if p.bytes + len > MAX_BYTES {
+        if p.bytes + footprint(len) > MAX_BYTES {
             return;
         }
         let i = match p.classes.iter().position(|(l, _)| *l == len) {
@@ -79,7 +88,7 @@ pub fn give(mut buf: IoBuf) {
         };
         if v.len() < PER_CLASS {
             v.push(buf);
-            p.bytes += len;
+            p.bytes += footprint(len);
         }
     });
 }
