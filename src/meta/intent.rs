@@ -32,6 +32,8 @@ use crate::stack::{DevFuture, IntentGuard, WriteIntent};
 
 /// Default bytes of group address space per bit.
 pub const DEFAULT_REGION: u64 = 4 << 20;
+/// The largest group address space a write-intent log covers (1 PiB).
+const MAX_SPACE: u64 = 1 << 50;
 
 #[derive(Default)]
 struct Region {
@@ -101,7 +103,21 @@ impl PersistentIntent {
             next_seq: 1,
             ..St::default()
         };
+        // Bits past 1 PiB of address space cannot be a group's: a page key
+        // that points there is damage, not a region to resync (and would
+        // grow the bitmaps without bound).
+        let limit = MAX_SPACE / region;
         for (page, bytes) in meta.pages(object)? {
+            let past = page
+                .checked_mul(PAGE_BITS)
+                .and_then(|b| b.checked_add(bytes.len() as u64 * 8))
+                .is_none_or(|end| end > limit);
+            if past {
+                return Err(Error::corrupt(format!(
+                    "write-intent page {page} of object {object} lies beyond any group's \
+                     address space (region {region} bytes): the metadata is damaged"
+                )));
+            }
             for (i, chunk) in bytes.chunks(8).enumerate() {
                 let mut a = [0u8; 8];
                 a[..chunk.len()].copy_from_slice(chunk);

@@ -157,3 +157,28 @@ fn held_regions_stay_until_released() {
         assert_eq!(log.clear_idle(flush).await.unwrap(), 2);
     });
 }
+
+#[test]
+fn an_intent_page_past_any_address_space_is_refused_as_damage() {
+    let d = tmp();
+    let p = d.path().join("pool.redb");
+    let meta = Arc::new(Meta::open(&p).unwrap().0);
+    let region = 1 << 20;
+    // A page key no group can reach (a damaged database): refused, with
+    // no attempt to size bitmaps for it.
+    for page in [u64::MAX, 1 << 40] {
+        meta.write(true, |tx| tx.put_page(11, page, &[0xff; 8]))
+            .unwrap();
+        let e = match PersistentIntent::load(Arc::clone(&meta), 11, region) {
+            Ok(_) => panic!("page {page} was accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt, "{e}");
+        assert!(e.message().contains(&format!("page {page}")), "{e}");
+        meta.write(true, |tx| tx.del_pages(11)).unwrap();
+    }
+    // A page in range loads its marks.
+    meta.write(true, |tx| tx.put_page(11, 1, &[0x01])).unwrap();
+    let (_, pending) = PersistentIntent::load(Arc::clone(&meta), 11, region).unwrap();
+    assert_eq!(pending, vec![(crate::meta::PAGE_BITS * region, region)]);
+}
