@@ -88,11 +88,17 @@ fn damaged_record_names_itself() {
     assert!(e.message().contains("\"d7\""), "{e}");
 }
 
+/// A fresh pool database for the write-intent tests (the directory lives
+/// as long as the guard).
+fn intent_db() -> (tempfile::TempDir, Arc<Meta>) {
+    let d = tmp();
+    let meta = Arc::new(Meta::open(&d.path().join("pool.redb")).unwrap().0);
+    (d, meta)
+}
+
 #[test]
 fn intent_marks_are_durable_before_the_write_and_clear_when_idle() {
-    let d = tmp();
-    let p = d.path().join("pool.redb");
-    let meta = Arc::new(Meta::open(&p).unwrap().0);
+    let (_d, meta) = intent_db();
     let region = 1 << 20;
     let (log, pending) = PersistentIntent::load(Arc::clone(&meta), 5, region).unwrap();
     assert!(pending.is_empty());
@@ -129,9 +135,7 @@ fn intent_marks_are_durable_before_the_write_and_clear_when_idle() {
 
 #[test]
 fn held_regions_stay_until_released() {
-    let d = tmp();
-    let p = d.path().join("pool.redb");
-    let meta = Arc::new(Meta::open(&p).unwrap().0);
+    let (_d, meta) = intent_db();
     let region = 1 << 20;
     {
         let (log, _) = PersistentIntent::load(Arc::clone(&meta), 9, region).unwrap();
@@ -160,9 +164,7 @@ fn held_regions_stay_until_released() {
 
 #[test]
 fn an_intent_page_past_any_address_space_is_refused_as_damage() {
-    let d = tmp();
-    let p = d.path().join("pool.redb");
-    let meta = Arc::new(Meta::open(&p).unwrap().0);
+    let (_d, meta) = intent_db();
     let region = 1 << 20;
     // A page key no group can reach (a damaged database): refused, with
     // no attempt to size bitmaps for it.
