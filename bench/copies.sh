@@ -12,8 +12,9 @@
 # 2. Metadata memory per TiB at 0/1/50% diverged per scheme: the table of
 #    `cargo bench --bench copy_meta` (bench/copy_meta.rs, 1 TiB source).
 # 3. 4k random-write IOPS (fio nbd engine, qd32, direct) to the SOURCE of
-#    copies on a single-disk concat group, row (A2) and cow (A1), with 1,
-#    10 and 64 live copies, against the same volume with no copy:
+#    copies, each source on a single-disk concat group of its own, row
+#    (A2) and cow (A1), with 1, 10 and 64 live copies, against the same
+#    volume with no copy:
 #    - first writes: every write hits a track never written since the
 #      newest copy, which is made fresh for each measurement. fio's strided
 #      zones (64 KiB zone, 4 KiB per zone) put one 4 KiB write at a random
@@ -32,14 +33,19 @@
 #    contents on the same filesystem, same two workloads.
 # All volumes and the backing file are filled with data first, so copy-out
 # and qcow2 COW read real blocks, not holes. Rounds alternate the order of
-# the targets; every figure is the median over rounds.
+# the targets; every figure is the median over rounds, every ratio the
+# median of the ratios within each round. A deletion that starts a fold
+# job (the last copy gone) waits for it (`copy delete --wait`), so no
+# background move runs into the next measurement.
 #
 # Environment: BENCH_DIR (default target/bench-copies), BENCH_RUNTIME
 # seconds per run (default 10), BENCH_ROUNDS (default 3), BENCH_FW_SIZE
 # the first-write region and volume size (default 4G), BENCH_CREATES copies
 # timed per source (default 5), BENCH_BIG_DISK size of each of the two
 # sparse disks of the 1 TiB group (default 3584G: room for the 1 TiB
-# bitmap areas), BENCH_META=0 skips the copy_meta run.
+# bitmap areas), BENCH_META=0 skips the copy_meta run, BENCH_CREATION=0
+# skips section 1, BENCH_TARGETS (default "nc row1 row10 row64 cow1 cow10
+# cow64 qcow2") picks the section 3/4 targets.
 # --quick: 1 round, 3 s runs, 2G region, 3 creations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -158,18 +164,19 @@ run() { # name target fio-args...
       "$wl" "$tgt" "$(grep -m1 -i error "$dir/fio.err")" >>"$results"
     return 0
   fi
-  python3 - "$wl" "$tgt" "$dir/last.json" <<'PY' >>"$results"
+  python3 - "$wl" "$tgt" "$dir/last.json" "${cur_round:-0}" <<'PY' >>"$results"
 import json,sys
 t=open(sys.argv[3]).read()
 d=json.loads(t[t.index("{"):])
 j=d["jobs"][0]
 w=j["write"]
-print(json.dumps({"wl":sys.argv[1],"target":sys.argv[2],"iops":w["iops"],"ios":w["total_ios"],
+print(json.dumps({"wl":sys.argv[1],"target":sys.argv[2],"round":int(sys.argv[4]),"iops":w["iops"],"ios":w["total_ios"],
   "runtime_ms":w["runtime"],"lat_us":w["clat_ns"]["mean"]/1000,
   "p99_us":w["clat_ns"].get("percentile",{}).get("99.000000",0)/1000}))
 PY
 }
 # ------------------------------------------------- 1. copy creation time
+if [ "${BENCH_CREATION:-1}" != 0 ]; then
 echo "1. copy creation: 1 GiB and 1 TiB sources..." >&2
 fs disk add h0 --size "$bigdisk"
 fs disk add h1 --size "$bigdisk"
@@ -218,7 +225,8 @@ done
 # The copies go again: the I/O runs below start from a quiet pool.
 "$bin" --pool "$pool" --json copy list >"$dir/copies1.json"
 python3 -c "import json,sys;[print(c['name']) for c in json.load(open(sys.argv[1]))]" "$dir/copies1.json" |
-  while read -r c; do fs copy delete "$c" </dev/null; done
+  while read -r c; do fs copy delete "$c" --wait </dev/null; done
+fi
 
 # ------------------------------------------------------- 2. copy_meta
 # Its memory figures are deterministic (fixed seed), so it runs during the
@@ -237,57 +245,63 @@ else
 fi
 
 # --------------------------------------- 3./4. setup: volumes and copies
-echo "3. I/O setup: filling 7 volumes and a raw file of $fw..." >&2
-# Sparse and logically large: after each copy, random writes to the source
-# take new space in whole partial-bitmap areas (512 random 4k writes to a
-# 2 GiB source took 2 GiB of group space), so 72 generations of copies per
-# mode need a lot of logical room; the file only holds what is written.
-bdisk=$(( 256 * fwbytes + (64 << 30) ))
-fs disk add b0 --size $bdisk
-fs group create g --raid concat --disks b0
-space() { # label: group g's free space and b0's physical size, for the report
-  local f
-  f=$("$bin" --pool "$pool" --json group show g | python3 -c "import json,sys;g=json.load(sys.stdin);print(g['capacity'],g['free'])")
-  echo "{\"label\":\"$1\",\"capacity\":${f% *},\"free\":${f#* },\"disk_bytes\":$(du -B1 "$pool/disks/b0.img" | cut -f1)}" >>"$dir/space.jsonl"
+targets=(${BENCH_TARGETS:-nc row1 row10 row64 cow1 cow10 cow64 qcow2})
+vols=()
+for t in "${targets[@]}"; do [ "$t" != qcow2 ] && vols+=("$t"); done
+echo "3. I/O setup: filling ${#vols[@]} volumes and a raw file of $fw..." >&2
+# Each source has a disk (and a concat group) of its own, so that what one
+# source's copies did to their disk file (its extents, its holes) cannot
+# slow another source's writes: the figures compare copy counts, not
+# places in one shared file. Sparse and logically large: after each copy,
+# random writes to the source take new space in whole partial-bitmap
+# areas (512 random 4k writes to a 2 GiB source took 2 GiB of group
+# space), so 64 generations of copies need a lot of logical room; the
+# file only holds what is written.
+bdisk=$(( 64 * fwbytes + (64 << 30) ))
+space() { # label: each group's free space and its disk's physical size, for the report
+  local v f
+  for v in "${vols[@]}"; do
+    f=$("$bin" --pool "$pool" --json group show "g-$v" | python3 -c "import json,sys;g=json.load(sys.stdin);print(g['capacity'],g['free'])")
+    echo "{\"label\":\"$1\",\"group\":\"g-$v\",\"capacity\":${f% *},\"free\":${f#* },\"disk_bytes\":$(du -B1 "$pool/disks/d-$v.img" | cut -f1),\"extents\":$(filefrag "$pool/disks/d-$v.img" 2>/dev/null | grep -oE '[0-9]+ extents? found' | grep -oE '^[0-9]+' || echo null)}" >>"$dir/space.jsonl"
+  done
 }
 : > "$dir/space.jsonl"
-vols=(nc row1 row10 row64 cow1 cow10 cow64)
-for v in "${vols[@]}"; do fs volume create "$v" --group g --size "$fwbytes"; done
+for v in "${vols[@]}"; do
+  fs disk add "d-$v" --size $bdisk
+  fs group create "g-$v" --raid concat --disks "d-$v"
+  fs volume create "$v" --group "g-$v" --size "$fwbytes"
+done
 fillargs=(--output=/dev/null --rw=write --bs=1M --iodepth=8 --size="$fwbytes")
-# two at a time: one NBD connection does not fill the disk on its own
-fioq --name=a --ioengine=nbd --uri="nbd+unix:///nc?socket=$fsock" "${fillargs[@]}" \
-    --name=b --ioengine=nbd --uri="nbd+unix:///row1?socket=$fsock" "${fillargs[@]}"
-fioq --name=a --ioengine=nbd --uri="nbd+unix:///row10?socket=$fsock" "${fillargs[@]}" \
-    --name=b --ioengine=nbd --uri="nbd+unix:///row64?socket=$fsock" "${fillargs[@]}"
-fioq --name=a --ioengine=nbd --uri="nbd+unix:///cow1?socket=$fsock" "${fillargs[@]}" \
-    --name=b --ioengine=nbd --uri="nbd+unix:///cow10?socket=$fsock" "${fillargs[@]}"
+for v in "${vols[@]}"; do
+  fioq --name=a --ioengine=nbd --uri="nbd+unix:///$v?socket=$fsock" "${fillargs[@]}"
+done
 base=$dir/base.raw
 truncate -s "$fwbytes" "$base"
-fioq --name=a --ioengine=nbd --uri="nbd+unix:///cow64?socket=$fsock" "${fillargs[@]}" \
-    --name=b --ioengine=io_uring --direct=1 --filename="$base" "${fillargs[@]}"
+fioq --name=b --ioengine=io_uring --direct=1 --filename="$base" "${fillargs[@]}"
 
 scatter() { # 512 random 4k writes to volume $1
   fioq --name=s --output=/dev/null --ioengine=nbd --uri="nbd+unix:///$1?socket=$fsock" \
     --rw=randwrite --bs=4k --iodepth=32 --size="$fwbytes" --number_ios=512 --randrepeat=0
 }
-space "after filling the 7 volumes"
-echo "making 9 + 63 older copies per mode..." >&2
-for mode in row cow; do
-  for n in 10 64; do
-    for i in $(seq $((n - 1))); do
-      scatter $mode$n
-      fs copy create $mode$n $mode$n-old$i --mode $mode
-    done
-  done
-done
-
-# row1 and cow1: one copy made and deleted, so that their family exists
-# like those of row10/row64 and every round measures the same state.
-for mode in row cow; do
-  scatter ${mode}1
-  fs copy create ${mode}1 ${mode}1-prime --mode $mode
-  scatter ${mode}1
-  fs copy delete ${mode}1-prime
+space "after filling the volumes"
+echo "making the older copies (9 for 10 copies, 63 for 64)..." >&2
+for v in "${vols[@]}"; do
+  n=${v##*[a-z]}
+  mode=${v%%[0-9]*}
+  case $v in
+    nc) ;;
+    *1) # one copy made and deleted, so that its family was made and
+        # folded once like every later round's
+      scatter "$v"
+      fs copy create "$v" "$v-prime" --mode "$mode"
+      scatter "$v"
+      fs copy delete "$v-prime" --wait ;;
+    *)
+      for i in $(seq $((n - 1))); do
+        scatter "$v"
+        fs copy create "$v" "$v-old$i" --mode "$mode"
+      done ;;
+  esac
 done
 space "after making the older copies"
 
@@ -306,7 +320,9 @@ measure_copy() { # tgt round: fresh copy of source tgt, first writes, rewrites
   "$bin" --pool "$pool" --json copy show "$tgt-fresh$round" >"$dir/show-$tgt-$round.json" 2>/dev/null || true
   seqfill "${uri[@]}"
   run rewrite "$tgt" "${uri[@]}" "${rewrite_args[@]}"
-  fs copy delete "$tgt-fresh$round"
+  # --wait: the last copy gone, its fold job must not run into the next
+  # target's measurement
+  fs copy delete "$tgt-fresh$round" --wait
 }
 
 measure_qcow2() { # round: fresh overlay over the raw file under qemu-nbd
@@ -329,8 +345,8 @@ if [ -n "$meta_pid" ]; then
   wait "$meta_pid" || true
 fi
 
-targets=(nc row1 row10 row64 cow1 cow10 cow64 qcow2)
 for round in $(seq "$rounds"); do
+  cur_round=$round
   echo "round $round/$rounds..." >&2
   order=("${targets[@]}")
   if [ $((round % 2)) = 0 ]; then
@@ -460,27 +476,35 @@ print(f"\nfirst writes: at most {tracks} writes (one per track) or {runtime} s; 
       f"({', '.join(sorted(set(r['target'] for r in short))) or 'none'}).")
 
 print("\n### ratios and goals\n")
-print("| ratio | value | goal | |")
+print("value: the median over rounds of the ratio of the two figures measured in the same "
+      "round (the machine's spells move both), with its range; a figure missing from a "
+      "round leaves that round out.\n")
+print("| ratio | value (range) | goal | |")
 print("|---|---|---|---|")
+def per_round(wl,t):
+    return {r["round"]:r["iops"] for r in res if r["wl"]==wl and r["target"]==t and "iops" in r}
 def ratio(label,a,b,goal=None):
-    if a is None or not b:
-        print(f"| {label} | - | {goal or '-'} | |"); return
-    v=a/b
-    ok="" if goal is None else ("met" if v>=goal else "NOT met")
-    print(f"| {label} | {v:.2f} | {'>= '+str(goal) if goal else '-'} | {ok} |")
-ratio("A2 rewrites / no copy",iops("rewrite","row1"),iops("rewrite","nc"),0.9)
-ratio("A2 first writes / no copy (same pattern)",iops("first","row1"),iops("first","nc"),0.5)
-ratio("A2 first writes / no copy (random 1 GiB)",iops("first","row1"),iops("rewrite","nc"))
+    ra,rb=per_round(*a),per_round(*b)
+    v=[ra[k]/rb[k] for k in ra if k in rb and rb[k]]
+    if not v:
+        print(f"| {label} | - | {'>= '+str(goal) if goal else '-'} | |"); return
+    m=statistics.median(v)
+    ok="" if goal is None else ("met" if m>=goal else "NOT met")
+    span=f" ({min(v):.2f}-{max(v):.2f})" if len(v)>1 else ""
+    print(f"| {label} | {m:.2f}{span} | {'>= '+str(goal) if goal else '-'} | {ok} |")
+ratio("A2 rewrites / no copy",("rewrite","row1"),("rewrite","nc"),0.9)
+ratio("A2 first writes / no copy (same pattern)",("first","row1"),("first","nc"),0.5)
+ratio("A2 first writes / no copy (random 1 GiB)",("first","row1"),("rewrite","nc"))
 for m,n in [("row","A2"),("cow","A1")]:
     for wl in ["first","rewrite"]:
-        ratio(f"{n} {wl} writes, 10 copies / 1 copy",iops(wl,m+"10"),iops(wl,m+"1"),0.9)
-        ratio(f"{n} {wl} writes, 64 copies / 1 copy",iops(wl,m+"64"),iops(wl,m+"1"))
-ratio("A2 / qcow2 overlay, first writes",iops("first","row1"),iops("first","qcow2"),1.2)
-ratio("A2 / qcow2 overlay, rewrites",iops("rewrite","row1"),iops("rewrite","qcow2"),1.2)
-ratio("A1 rewrites / no copy",iops("rewrite","cow1"),iops("rewrite","nc"))
-ratio("A1 first writes / no copy (same pattern)",iops("first","cow1"),iops("first","nc"))
-ratio("A1 / qcow2 overlay, first writes",iops("first","cow1"),iops("first","qcow2"))
-ratio("A1 / qcow2 overlay, rewrites",iops("rewrite","cow1"),iops("rewrite","qcow2"))
+        ratio(f"{n} {wl} writes, 10 copies / 1 copy",(wl,m+"10"),(wl,m+"1"),0.9)
+        ratio(f"{n} {wl} writes, 64 copies / 1 copy",(wl,m+"64"),(wl,m+"1"))
+ratio("A2 / qcow2 overlay, first writes",("first","row1"),("first","qcow2"),1.2)
+ratio("A2 / qcow2 overlay, rewrites",("rewrite","row1"),("rewrite","qcow2"),1.2)
+ratio("A1 rewrites / no copy",("rewrite","cow1"),("rewrite","nc"))
+ratio("A1 first writes / no copy (same pattern)",("first","cow1"),("first","nc"))
+ratio("A1 / qcow2 overlay, first writes",("first","cow1"),("first","qcow2"))
+ratio("A1 / qcow2 overlay, rewrites",("rewrite","cow1"),("rewrite","qcow2"))
 
 shows=sorted(glob.glob(os.path.join(d,"show-*.json")))
 if shows:
@@ -497,13 +521,13 @@ if failed:
     for r in failed[:8]: print(f"    {r['wl']} on {r['target']}: {r['error']}")
 sp=os.path.join(d,"space.jsonl")
 if os.path.exists(sp):
-    print("\nspace of group g (one sparse disk file; the volumes take 7 x the region):\n")
-    print("| when | group capacity | group free | disk file on the filesystem |")
-    print("|---|---|---|---|")
+    print("\nspace of each source's group (one sparse disk file each):\n")
+    print("| when | group | group capacity | group free | disk file on the filesystem | its extents (filefrag) |")
+    print("|---|---|---|---|---|---|")
     gib=lambda b: f"{b/2**30:,.1f} GiB"
     for l in open(sp):
         x=json.loads(l)
-        print(f"| {x['label']} | {gib(x['capacity'])} | {gib(x['free'])} | {gib(x['disk_bytes'])} |")
+        print(f"| {x['label']} | {x.get('group','g')} | {gib(x['capacity'])} | {gib(x['free'])} | {gib(x['disk_bytes'])} | {x.get('extents')} |")
 errs=[l for l in open(logf) if re.search(r"error|panic|warn",l,re.I)]
 if errs:
     print(f"\ndaemon log: {len(errs)} error/warning lines, first ones:\n")

@@ -75,8 +75,13 @@ fn every_copy_route_answers_with_its_status_and_shape() {
         Some(("split".into(), 16))
     );
 
-    let r = request(&s.socket, "DELETE", "/v1/copies/c0", None);
-    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    let r: CopyDeleteInfo = answer(&request(&s.socket, "DELETE", "/v1/copies/c0", None), 200);
+    assert_eq!(r.name, "c0");
+    assert_eq!(
+        r.job.map(|j| (j.kind, j.total)),
+        Some(("copy-fold".into(), 16)),
+        "the last copy of a row original: its data folds back"
+    );
     assert_eq!(get(&s, "/v1/copies/c0").status, 404);
     let none: Vec<CopyInfo> = answer(&get(&s, "/v1/copies"), 200);
     assert!(none.is_empty());

@@ -201,14 +201,36 @@ fn show_is_a_field_table() {
 }
 
 #[test]
-fn delete_prints_a_line_or_nothing_with_json() {
+fn delete_prints_a_line_and_the_fold_job_or_the_json() {
     let s = setup();
     let p = s.pool();
-    ok(p, &["copy", "create", "v0", "c0"]);
-    ok(p, &["copy", "create", "v0", "c1"]);
+    for c in ["c0", "c1", "c2", "c3"] {
+        ok(p, &["copy", "create", "v0", c]);
+    }
     assert_eq!(ok(p, &["copy", "delete", "c0"]), "deleted copy c0\n");
-    assert_eq!(ok(p, &["--json", "copy", "delete", "c1"]), "");
+    let r: CopyDeleteInfo = typed(p, &["copy", "delete", "c1"]);
+    assert_eq!((r.name.as_str(), r.job.is_none()), ("c1", true));
+    ok(p, &["copy", "delete", "c2"]);
+    // The last copy of an A2 original: a job folds its data back.
+    assert_eq!(
+        ok(p, &["copy", "delete", "c3"]),
+        "deleted copy c3\n\
+         its original's data folds back into its initial area:\n\
+         job 1 running: copy-fold volume v0: fold its new data back into its initial area\n\
+         follow it with `ferrosan job wait 1`\n"
+    );
     assert_eq!(json(p, &["copy", "list"]), serde_json::json!([]));
+    ok(p, &["copy", "create", "v0", "c4"]);
+    assert_eq!(
+        ok(p, &["copy", "delete", "c4", "--wait"]),
+        "deleted copy c4\n\
+         its original's data folds back into its initial area:\n\
+         job 2 done: copy-fold volume v0: fold its new data back into its initial area\n"
+    );
+    ok(p, &["copy", "create", "v0", "c5"]);
+    let r: CopyDeleteInfo = typed(p, &["copy", "delete", "c5", "--wait"]);
+    let job = r.job.expect("a fold job");
+    assert_eq!((job.state, job.done), (JobState::Done, 1), "as it ended");
 }
 
 #[test]

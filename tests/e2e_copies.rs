@@ -649,19 +649,20 @@ fn the_last_copy_gone_the_original_folds_back_and_the_space_returns() {
     );
     let during = d.json(&["group", "show", "g"])["free"].as_u64().unwrap();
     assert!(during + (8 << 20) <= free_before, "{during} {free_before}");
-    d.ok(&["copy", "delete", "c"]);
-    // A job moves it back into the volume's own extents; reads stay right.
+    // The deletion names the job that moves it back into the volume's own
+    // extents; reads stay right meanwhile.
+    let del = d.json(&["copy", "delete", "c"]);
+    assert_eq!(del["name"], "c", "{del}");
+    let fold = &del["job"];
+    assert_eq!(fold["kind"], "copy-fold", "{del}");
+    assert_eq!(
+        fold["target"], "volume src: fold its new data back into its initial area",
+        "{del}"
+    );
     qemu_io(
         &d.export("src"),
         &["read -P 0x22 0 8M", "read -P 0x11 8M 12M"],
     );
-    let jobs = d.json(&["job", "list"]);
-    let fold = jobs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["kind"] == "copy-restore")
-        .expect("a job folds the original's data back");
     let j = d.wait_job(fold["id"].as_u64().unwrap());
     assert_eq!(j["state"], "done", "{j}");
     let v = d.json(&["volume", "show", "src"]);

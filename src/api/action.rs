@@ -61,6 +61,7 @@ pub enum Reply {
     Jobs(Vec<JobInfo>),
     Copy(CopyInfo),
     Copies(Vec<CopyInfo>),
+    CopyDeleted(CopyDeleteInfo),
     CopyRestored(CopyRestoreInfo),
     CopySplit(CopySplitInfo),
     /// The object is gone: 204 No Content.
@@ -82,6 +83,7 @@ impl Reply {
             Reply::Jobs(v) => (status, Json(v)).into_response(),
             Reply::Copy(v) => (status, Json(v)).into_response(),
             Reply::Copies(v) => (status, Json(v)).into_response(),
+            Reply::CopyDeleted(v) => (status, Json(v)).into_response(),
             Reply::CopyRestored(v) => (status, Json(v)).into_response(),
             Reply::CopySplit(v) => (status, Json(v)).into_response(),
             Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
@@ -127,7 +129,7 @@ impl Dispatch for Pool {
             Action::CopyList => Reply::Copies(self.copy_list()),
             Action::CopyGet(name) => Reply::Copy(self.copy_get(&name)?),
             Action::CopyCreate(req) => Reply::Copy(self.copy_create(req)?),
-            Action::CopyDelete(name) => self.copy_delete(&name).map(|()| Reply::Deleted)?,
+            Action::CopyDelete(name) => Reply::CopyDeleted(self.copy_delete(&name)?),
             Action::CopyRestore(name) => Reply::CopyRestored(self.copy_restore(&name)?),
             Action::CopySplit(name, req) => Reply::CopySplit(self.copy_split(&name, req)?),
         })

@@ -465,15 +465,16 @@ async fn copy_get(State(s): State<AppState>, PathParams(name): PathParams<String
 }
 
 /// Delete an instant copy (any copy, in any order); its new space goes back.
+/// When the last copy goes, a job folds the original's data back into its
+/// initial area: the answer names it.
 #[utoipa::path(delete, path = "/v1/copies/{name}", tag = "copies",
     params(("name" = String, Path, description = "Copy name")),
     responses(
-        (status = 204, description = "Deleted"),
+        (status = 200, description = "Deleted; the job folding data back, if any", body = CopyDeleteInfo),
         (status = 404, description = "No such copy", body = ApiError),
         (status = 409, description = "The copy is in use", body = ApiError)))]
 async fn copy_delete(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
-    s.run(Action::CopyDelete(name), StatusCode::NO_CONTENT)
-        .await
+    s.run(Action::CopyDelete(name), StatusCode::OK).await
 }
 
 /// Body of `POST /v1/copies/{name}/restore`: no fields; the body may be

@@ -182,8 +182,14 @@ pub enum CopyCmd {
     List,
     /// One copy in detail.
     Show { name: String },
-    /// Delete a copy; its new space goes back.
-    Delete { name: String },
+    /// Delete a copy; its new space goes back. When the last copy goes, a
+    /// job folds the original's data back into its initial area.
+    Delete {
+        name: String,
+        /// Wait for that job, if one started, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Return the copy's source to the copy's image.
     Restore {
         name: String,

@@ -91,6 +91,11 @@ impl Ctx {
         decode(path, &self.client.call(Method::POST, path, None)?)
     }
 
+    /// A DELETE whose answer has a body.
+    fn remove<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        decode(path, &self.client.call(Method::DELETE, path, None)?)
+    }
+
     fn delete(&self, path: &str) -> Result<(), Failure> {
         self.client.call(Method::DELETE, path, None).map(drop)
     }
@@ -244,9 +249,9 @@ fn copy(ctx: &Ctx, cmd: CopyCmd) -> Result<(), Failure> {
             render::copy_list(c)
         }),
         CopyCmd::Show { name } => ctx.show(&ctx.get::<CopyInfo>(&one(&name, ""))?, render::copy),
-        CopyCmd::Delete { name } => {
-            ctx.delete(&one(&name, ""))?;
-            ctx.note(format!("deleted copy {name}"))
+        CopyCmd::Delete { name, wait } => {
+            let r: CopyDeleteInfo = ctx.remove(&one(&name, ""))?;
+            with_job(ctx, r, |r| &mut r.job, wait, render::copy_deleted)
         }
         CopyCmd::Restore { name, wait } => {
             let r: CopyRestoreInfo = ctx.act(&one(&name, "/restore"))?;

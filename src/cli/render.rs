@@ -476,6 +476,18 @@ pub fn copy_restored(r: &CopyRestoreInfo) -> String {
     }
 }
 
+/// What `copy delete` did, and the job folding data back, if any.
+pub fn copy_deleted(r: &CopyDeleteInfo) -> String {
+    let head = format!("deleted copy {}", r.name);
+    match &r.job {
+        Some(j) => format!(
+            "{head}\nits original's data folds back into its initial area:\n{}",
+            job_started(j)
+        ),
+        None => head,
+    }
+}
+
 /// What `copy split` measured (N_orig, N_copy), what moves, and its job.
 pub fn copy_split(name: &str, s: &CopySplitInfo) -> String {
     let policy = policy_name(s.policy);

@@ -587,14 +587,26 @@ impl Pool {
         self.copy_view(&f, name, &v, free)
     }
 
-    pub fn copy_delete(&self, name: &str) -> Result<()> {
-        self.family_delete(name, false, false)
+    /// Deletes copy `name`; the job folding the original's data back, if
+    /// the last copy went and data must move.
+    pub fn copy_delete(&self, name: &str) -> Result<CopyDeleteInfo> {
+        let job = self.family_delete(name, false, false)?;
+        Ok(CopyDeleteInfo {
+            name: name.to_string(),
+            job,
+        })
     }
 
     /// Deletes a volume of a copy family: a copy, or (`origin_too`) the
     /// original, whose initial area then passes to one of its copies.
     /// `force`: even with NBD connections open (their I/O then fails).
-    pub(crate) fn family_delete(&self, name: &str, origin_too: bool, force: bool) -> Result<()> {
+    /// Returns the fold job it started (see `copy_delete_on_worker`).
+    pub(crate) fn family_delete(
+        &self,
+        name: &str,
+        origin_too: bool,
+        force: bool,
+    ) -> Result<Option<JobInfo>> {
         {
             let st = self.lock();
             let v = st.volumes.get(name).ok_or_else(|| {
@@ -618,14 +630,14 @@ impl Pool {
         }
         let pool = self.arc()?;
         let name = name.to_string();
-        on_worker(self, move || async move {
+        let job = on_worker(self, move || async move {
             pool.copy_delete_on_worker(&name).await
         })?;
         self.reclaim_copy_space();
-        Ok(())
+        Ok(job)
     }
 
-    async fn copy_delete_on_worker(self: Arc<Self>, name: &str) -> Result<()> {
+    async fn copy_delete_on_worker(self: Arc<Self>, name: &str) -> Result<Option<JobInfo>> {
         let (fam, switches) = {
             let st = self.lock();
             let f = self
@@ -765,10 +777,7 @@ impl Pool {
                 .clear();
         }
         drop(closed);
-        if let Some(job) = fold {
-            self.start_copy_move(job)?;
-        }
-        Ok(())
+        fold.map(|job| self.start_copy_move(job)).transpose()
     }
 
     /// Loads the copy families after the volumes (at start).

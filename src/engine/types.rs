@@ -466,6 +466,16 @@ pub struct CopySplitInfo {
     pub job: Option<JobInfo>,
 }
 
+/// What `copy delete` did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CopyDeleteInfo {
+    /// The copy deleted.
+    pub name: String,
+    /// The background job folding the original's data back into its
+    /// initial area, when the last copy went (absent when nothing moves).
+    pub job: Option<JobInfo>,
+}
+
 /// What `copy restore` did.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CopyRestoreInfo {

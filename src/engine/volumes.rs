@@ -205,7 +205,7 @@ impl Pool {
             let st = self.lock();
             if self.in_family(&st, name) {
                 drop(st);
-                return self.family_delete(name, true, force);
+                return self.family_delete(name, true, force).map(drop);
             }
         }
         let mut st = self.lock();

@@ -112,6 +112,15 @@ pub fn describe(kind: &JobKind) -> (String, String) {
             from,
             split: false,
             ..
+        } if volume == from => (
+            "copy-fold".into(),
+            format!("volume {volume}: fold its new data back into its initial area"),
+        ),
+        JobKind::CopyMove {
+            volume,
+            from,
+            split: false,
+            ..
         } => (
             "copy-restore".into(),
             format!("volume {volume}: move {from}'s image into its initial area"),

@@ -188,10 +188,25 @@ impl State {
             A::CopyGet(n) => Reply::Copy(self.copy(&n)?.clone()),
             A::CopyCreate(req) => Reply::Copy(self.copy_create(req)?),
             A::CopyDelete(n) => {
-                self.copy(&n)?;
+                let c = self.copy(&n)?.clone();
                 self.copies.remove(&n);
                 self.volumes.remove(&n);
-                Reply::Deleted
+                // The last copy of an A2 original: its new data (1/16 of
+                // its tracks, as in `copy_split`) folds back.
+                let last = !self.copies.values().any(|o| o.source == c.source);
+                let job = (last && c.mode == CopyMode::Row).then(|| {
+                    let target = format!(
+                        "volume {}: fold its new data back into its initial area",
+                        c.source
+                    );
+                    self.new_job(
+                        "copy-fold",
+                        target,
+                        c.size / c.track_size / 16,
+                        c.track_size,
+                    )
+                });
+                Reply::CopyDeleted(CopyDeleteInfo { name: n, job })
             }
             A::CopyRestore(n) => Reply::CopyRestored(self.copy_restore(&n)?),
             A::CopySplit(n, req) => Reply::CopySplit(self.copy_split(&n, req)?),
