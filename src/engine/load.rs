@@ -99,6 +99,8 @@ impl Pool {
                     } else {
                         let mut j = j;
                         j.state = crate::engine::types::JobState::Done;
+                        // Its last checkpoint may predate the last tracks.
+                        j.done = j.total;
                         j.message = Some("its data had all moved at the last stop".into());
                         self.meta.write(true, |tx| tx.put_job(&j))?;
                         self.jobs.add_finished(j);
@@ -223,5 +225,57 @@ impl Pool {
             }
         }
         (rec, changed, hot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::engine::types::JobState;
+    use crate::engine::{DB_FILE, Pool, PoolOptions};
+    use crate::meta::Meta;
+    use crate::meta::records::{JobKind, JobRecord};
+    use crate::rt::Workers;
+
+    #[test]
+    fn a_move_job_whose_family_is_gone_at_open_is_done_at_its_total() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (meta, _) = Meta::open(&dir.path().join(DB_FILE)).unwrap();
+            let job = JobRecord {
+                id: 7,
+                kind: JobKind::CopyMove {
+                    group: "g".into(),
+                    family: 99,
+                    volume: "v".into(),
+                    from: "v".into(),
+                    split: false,
+                },
+                state: JobState::Running,
+                // The last checkpoint, before the last tracks moved.
+                done: 199,
+                total: 200,
+                unit_bytes: 64 << 10,
+                rate_limit: 0,
+                message: None,
+                created: 1,
+                updated: 1,
+            };
+            meta.write(true, |tx| tx.put_job(&job)).unwrap();
+        }
+        let opts = PoolOptions {
+            fault_injection: false,
+            direct_io: false,
+            intent_clear_interval: Duration::from_secs(5),
+        };
+        let p = Pool::open(dir.path(), Workers::start(1).unwrap(), opts).unwrap();
+        let j = p.job_get(7).unwrap();
+        assert_eq!((j.state, j.done, j.total), (JobState::Done, 200, 200));
+        assert_eq!(
+            j.message.as_deref(),
+            Some("its data had all moved at the last stop")
+        );
+        assert_eq!(j.kind, "copy-fold");
     }
 }
