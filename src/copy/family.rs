@@ -25,6 +25,16 @@
 //! Taking a copy is O(1): a leaf with data of its own is frozen (it becomes
 //! the shared parent of two new leaves), or, under A1, a new view is put at
 //! the head of the view chain. No data moves.
+//!
+//! Collapsing frozen nodes: a frozen node with one child has one line of
+//! readers (that child, and on down while each node has one child); an
+//! entry whose granules the line holds can no longer be read and goes,
+//! with its space. Deleting the copy that shared the original's frozen
+//! data runs this over the node ([`State::prune`]); before each commit it
+//! runs over the tracks the leaves wrote ([`State::collapse_written`]), so
+//! an original that goes on rewriting gives back the old versions no
+//! copy reads any more, while the copies taken before and after live on.
+//! An emptied node leaves the tree.
 
 #![forbid(unsafe_code)]
 
@@ -538,6 +548,12 @@ impl State {
                     plan.extend(self.merge_view(id, *older)?);
                     break;
                 }
+                (NodeKind::Frozen, [_]) => {
+                    // One reader line left: what it covers is dead here,
+                    // and in the frozen nodes above that serve only it.
+                    self.collapse_up(id);
+                    break;
+                }
                 _ => break,
             }
         }
@@ -826,6 +842,184 @@ impl State {
             Head::Base => None,
         };
         self.prune(node)
+    }
+
+    /// Lists of every node's children.
+    fn child_lists(&self) -> HashMap<NodeId, Vec<NodeId>> {
+        let mut kids: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        for n in self.nodes.values() {
+            if let Some(p) = n.parent {
+                kids.entry(p).or_default().push(n.id);
+            }
+        }
+        kids
+    }
+
+    /// The nodes every read through frozen node `id` passes first, nearest
+    /// first: its only child, and on down while each has exactly one child
+    /// (None if `id` is not a frozen node with one child, or a restore is
+    /// in progress: its reads start inside the tree).
+    fn readers_line(&self, id: NodeId, kids: &HashMap<NodeId, Vec<NodeId>>) -> Option<Vec<NodeId>> {
+        if self.restore.is_some() || self.nodes.get(&id)?.kind != NodeKind::Frozen {
+            return None;
+        }
+        let [first] = kids.get(&id)?.as_slice() else {
+            return None;
+        };
+        let mut c = *first;
+        let mut line = vec![c];
+        while !self.is_head(c)
+            && let Some([next]) = kids.get(&c).map(Vec::as_slice)
+        {
+            c = *next;
+            line.push(c);
+        }
+        Some(line)
+    }
+
+    /// Drops the entry of frozen node `id` for track `t` if `cover` (the
+    /// granules the nodes before it on every read hold) includes all of
+    /// it: no read can reach it. Its slot (or its partial area, once the
+    /// area's last entry went) is freed after the next commit.
+    fn drop_covered(&mut self, id: NodeId, t: u64, cover: u64) -> bool {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        let Some(e) = n.map.get(t) else { return false };
+        if e.valid & !cover != 0 {
+            return false;
+        }
+        n.map.remove(t);
+        let shed = if n.map.scheme().load_point() {
+            n.map.shed(t)
+        } else {
+            None
+        };
+        let single = !n.map.scheme().load_point() && e.slot != ZERO_SLOT;
+        if let Some((a, c)) = shed {
+            self.store.free_area_later(a, c);
+            self.record_dirty = true;
+        }
+        if single {
+            self.store.free_later(e.slot);
+        }
+        self.touch(id, t);
+        true
+    }
+
+    /// Collapses frozen node `id` into its line of readers: drops every
+    /// entry the line covers; an emptied node leaves the tree (its child
+    /// takes its parent). Whether it left.
+    fn collapse(&mut self, id: NodeId, line: &[NodeId]) -> bool {
+        let entries: Vec<(u64, Entry)> = match self.nodes.get(&id) {
+            Some(n) => n.map.entries().collect(),
+            None => return false,
+        };
+        for (t, _) in entries {
+            let cover = line
+                .iter()
+                .filter_map(|l| self.nodes.get(l).and_then(|n| n.map.get(t)))
+                .fold(0, |acc, e| acc | e.valid);
+            self.drop_covered(id, t, cover);
+        }
+        self.splice_if_empty(id, line)
+    }
+
+    /// Takes emptied frozen node `id` out from between its parent and
+    /// `line[0]`, its only child.
+    fn splice_if_empty(&mut self, id: NodeId, line: &[NodeId]) -> bool {
+        let (empty, parent) = match self.nodes.get(&id) {
+            Some(n) => (n.map.is_empty(), n.parent),
+            None => return false,
+        };
+        let Some(&child) = line.first() else {
+            return false;
+        };
+        if !empty {
+            return false;
+        }
+        if let Some(c) = self.nodes.get_mut(&child) {
+            c.parent = parent;
+        }
+        self.remove_node(id);
+        true
+    }
+
+    /// Collapses frozen node `id` (now with one child) and the frozen
+    /// nodes above it whose only reader line now runs through it.
+    fn collapse_up(&mut self, id: NodeId) {
+        let mut at = Some(id);
+        while let Some(x) = at {
+            let kids = self.child_lists();
+            let Some(line) = self.readers_line(x, &kids) else {
+                break;
+            };
+            at = self.nodes.get(&x).and_then(|n| n.parent);
+            self.collapse(x, &line);
+        }
+    }
+
+    /// Before a commit: the tracks newly written in leaves (their dirty
+    /// pages) may have made entries of the frozen nodes above them dead
+    /// (a frozen node with one child, the leaf's line); drops those, so
+    /// a source that keeps rewriting what an old copy point froze gives
+    /// the space back while it runs (see "collapsing frozen nodes").
+    pub fn collapse_written(&mut self) {
+        if self.restore.is_some() || self.dirty.is_empty() {
+            return;
+        }
+        if !self.nodes.values().any(|n| n.kind == NodeKind::Frozen) {
+            return;
+        }
+        let kids = self.child_lists();
+        let pages: Vec<(NodeId, u64)> = self
+            .dirty
+            .iter()
+            .copied()
+            .filter(|(id, _)| self.nodes.get(id).is_some_and(|n| n.kind == NodeKind::Leaf))
+            .collect();
+        let mut emptied = BTreeSet::new();
+        for (leaf, page) in pages {
+            // The frozen nodes above the leaf with it alone as reader.
+            let mut above = Vec::new();
+            let mut at = self.nodes.get(&leaf).and_then(|n| n.parent);
+            while let Some(p) = at {
+                if self.readers_line(p, &kids).is_none() {
+                    break;
+                }
+                above.push(p);
+                at = self.nodes.get(&p).and_then(|n| n.parent);
+            }
+            if above.is_empty() {
+                continue;
+            }
+            let t0 = page * PAGE_ENTRIES;
+            for t in t0..(t0 + PAGE_ENTRIES).min(self.tracks) {
+                let mut cover = match self.nodes.get(&leaf).and_then(|n| n.map.get(t)) {
+                    Some(e) => e.valid,
+                    None => continue,
+                };
+                for &p in &above {
+                    let e = self.nodes.get(&p).and_then(|n| n.map.get(t));
+                    if !self.drop_covered(p, t, cover)
+                        && let Some(e) = e
+                    {
+                        cover |= e.valid;
+                    }
+                }
+            }
+            emptied.extend(
+                (above.iter().copied())
+                    .filter(|p| self.nodes.get(p).is_some_and(|n| n.map.is_empty())),
+            );
+        }
+        // Splice the emptied ones out (each against the tree as it is).
+        for p in emptied {
+            let kids = self.child_lists();
+            if let Some(line) = self.readers_line(p, &kids) {
+                self.splice_if_empty(p, &line);
+            }
+        }
     }
 
     /// Moves the entries of view `from` that view `into` lacks into `into`,

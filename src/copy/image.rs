@@ -330,6 +330,9 @@ impl Family {
         {
             return None;
         }
+        // Entries of frozen nodes the new writes made dead go in this same
+        // save as the entries that cover them.
+        st.collapse_written();
         let dirty = std::mem::take(&mut st.dirty);
         let mut pages = Vec::with_capacity(dirty.len());
         for &(id, page) in &dirty {

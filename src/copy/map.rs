@@ -159,6 +159,15 @@ pub trait TrackMap: Send + Sync {
 
     /// Heap bytes the map's metadata occupies.
     fn memory_bytes(&self) -> usize;
+
+    /// Gives up the reserved area holding track `t`'s position if no entry
+    /// uses it any longer, and returns it for the caller to free. Only for
+    /// a map that will not `place` again (a frozen node losing entries the
+    /// nodes below it cover). Only the partial-area scheme reserves per
+    /// extent; a whole-map area goes with its node.
+    fn shed(&mut self, _t: u64) -> Option<Area> {
+        None
+    }
 }
 
 /// Tracks per partial area of [`Scheme::PartialBitmap`].

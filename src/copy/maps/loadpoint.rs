@@ -41,6 +41,10 @@ pub(super) trait Positions: Send + Sync {
     fn reserve(&mut self, t: u64, src: &mut dyn SlotSource) -> Result<u64>;
     fn areas(&self) -> Vec<Area>;
     fn memory_bytes(&self) -> usize;
+    /// See [`TrackMap::shed`].
+    fn shed(&mut self, _t: u64) -> Option<Area> {
+        None
+    }
 }
 
 /// A load-point track map over the positions `P`.
@@ -150,5 +154,9 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
 
     fn memory_bytes(&self) -> usize {
         self.pos.memory_bytes() + self.odd.memory_bytes()
+    }
+
+    fn shed(&mut self, t: u64) -> Option<Area> {
+        self.pos.shed(t)
     }
 }

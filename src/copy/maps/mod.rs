@@ -8,8 +8,8 @@
 //!   bitmap              bitmap.rs           1 bit x tracks            load_point + t
 //!   multilevel-bitmap   multilevel.rs       1.5 bit x region of 512   load_point + t
 //!                                           + 68 B x touched region
-//!   partial-bitmap      partial.rs          ~200 B x touched extent   area.load_point + (t - area.first)
-//!                                           of 1024 tracks
+//!   partial-bitmap      partial.rs          ~24 B x touched extent    area.load_point + (t - area.first)
+//!                                           of 64 tracks
 //!   load-point schemes add ~34 B per entry that is zeroed or has a
 //!   partial mask (the side table).
 //!

@@ -7,17 +7,20 @@
 //! `area.load_point + (t - area.first)`.
 //!
 //! ```text
-//!   areas: SparseTable<PartialArea>   key i: extent [i * 1024, +len)
+//!   areas: SparseTable<PartialArea>   key i: extent [i * 64, +len)
 //!          PartialArea { load_point: Option<slot>, bits: [u64; 16] }
 //!   spare: SparseTable<u64>           reserved runs not yet tied to an
 //!                                     extent (after a restart)
 //! ```
 //!
 //! A zeroed track needs no slot, so an extent can have bits before it has
-//! a load point. Reserved runs are never given back (the [`SlotSource`]
-//! has no free); a restart that finds a listed run no entry points into
-//! keeps it as spare and hands it to the next extent of the same length
-//! that needs one.
+//! a load point. A live map never gives a reserved run back (the
+//! [`SlotSource`] has no free); a frozen one sheds the run of an extent
+//! whose last entry the nodes below it made dead
+//! ([`crate::copy::map::TrackMap::shed`]; `family.rs`, "collapsing frozen
+//! nodes"). A restart that finds a listed run no entry points into keeps
+//! it as spare and hands it to the next extent of the same length that
+//! needs one.
 
 #![forbid(unsafe_code)]
 
@@ -198,6 +201,17 @@ impl Positions for Partials {
         let lp = self.take_run(self.extent_len(i), src)?;
         self.tie(i, lp);
         Ok(lp + t % PARTIAL_AREA_TRACKS)
+    }
+
+    fn shed(&mut self, t: u64) -> Option<Area> {
+        let i = t / PARTIAL_AREA_TRACKS;
+        let a = self.areas.get(i)?;
+        if a.bits.iter().any(|&w| w != 0) {
+            return None;
+        }
+        let lp = a.load_point?;
+        self.areas.remove(i);
+        Some((lp, self.extent_len(i)))
     }
 
     fn areas(&self) -> Vec<Area> {
