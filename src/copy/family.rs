@@ -855,18 +855,23 @@ impl State {
         kids
     }
 
-    /// The nodes every read through frozen node `id` passes first, nearest
-    /// first: its only child, and on down while each has exactly one child
-    /// (None if `id` is not a frozen node with one child, or a restore is
-    /// in progress: its reads start inside the tree).
-    fn readers_line(&self, id: NodeId, kids: &HashMap<NodeId, Vec<NodeId>>) -> Option<Vec<NodeId>> {
+    /// The only child of frozen node `id`, if it has exactly one and no
+    /// restore is in progress (a restore's reads start inside the tree).
+    fn sole_child(&self, id: NodeId, kids: &HashMap<NodeId, Vec<NodeId>>) -> Option<NodeId> {
         if self.restore.is_some() || self.nodes.get(&id)?.kind != NodeKind::Frozen {
             return None;
         }
-        let [first] = kids.get(&id)?.as_slice() else {
-            return None;
-        };
-        let mut c = *first;
+        match kids.get(&id)?.as_slice() {
+            [c] => Some(*c),
+            _ => None,
+        }
+    }
+
+    /// The nodes every read through frozen node `id` passes first, nearest
+    /// first: its only child, and on down while each has exactly one child
+    /// (None: see [`State::sole_child`]).
+    fn readers_line(&self, id: NodeId, kids: &HashMap<NodeId, Vec<NodeId>>) -> Option<Vec<NodeId>> {
+        let mut c = self.sole_child(id, kids)?;
         let mut line = vec![c];
         while !self.is_head(c)
             && let Some([next]) = kids.get(&c).map(Vec::as_slice)
@@ -890,17 +895,12 @@ impl State {
             return false;
         }
         n.map.remove(t);
-        let shed = if n.map.scheme().load_point() {
-            n.map.shed(t)
-        } else {
-            None
-        };
-        let single = !n.map.scheme().load_point() && e.slot != ZERO_SLOT;
-        if let Some((a, c)) = shed {
-            self.store.free_area_later(a, c);
-            self.record_dirty = true;
-        }
-        if single {
+        if n.map.scheme().load_point() {
+            if let Some((a, c)) = n.map.shed(t) {
+                self.store.free_area_later(a, c);
+                self.record_dirty = true;
+            }
+        } else if e.slot != ZERO_SLOT {
             self.store.free_later(e.slot);
         }
         self.touch(id, t);
@@ -984,7 +984,7 @@ impl State {
             let mut above = Vec::new();
             let mut at = self.nodes.get(&leaf).and_then(|n| n.parent);
             while let Some(p) = at {
-                if self.readers_line(p, &kids).is_none() {
+                if self.sole_child(p, &kids).is_none() {
                     break;
                 }
                 above.push(p);
