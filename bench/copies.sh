@@ -16,49 +16,61 @@
 #    (A2) and cow (A1), with 1, 10 and 64 live copies, against the same
 #    volume with no copy:
 #    - first writes: every write hits a track never written since the
-#      newest copy, which is made fresh for each measurement. fio's strided
-#      zones (64 KiB zone, 4 KiB per zone) put one 4 KiB write at a random
-#      place in each track, track after track, over BENCH_FW_SIZE of the
-#      volume; at most one write per track (number_ios caps the run), so
-#      100% are first writes; the run ends at the cap or after
-#      BENCH_RUNTIME s. The no-copy baseline runs the same pattern.
-#    - rewrites: the first 1 GiB of the same source is then written once
-#      sequentially (every track diverged from the copy), and a time-based
-#      4k randwrite over that 1 GiB measures rewrites. The no-copy baseline
-#      is the same randwrite on a volume that never had a copy.
+#      newest copy, which is made fresh for each round. fio's strided
+#      zones (64 KiB zone, 4 KiB per zone) put one 4 KiB write in each
+#      track, track after track; at most one write per track (number_ios
+#      caps the run), so 100% are first writes. The region (BENCH_FW_SIZE)
+#      is cut into BENCH_SLICES slices, and slice after slice every target
+#      writes that slice, targets back to back. The no-copy baseline runs
+#      the same pattern.
+#    - rewrites: the first 1 GiB of each source is then written once
+#      sequentially (every track diverged from the copy), and BENCH_REPS
+#      time-based 4k randwrite runs per target over that 1 GiB, targets
+#      back to back, measure rewrites. The no-copy baseline is the same
+#      randwrite on a volume that never had a copy.
 #    10 and 64 copies: 9 and 63 older copies, each made after 512 random
 #    4k writes to the source (so the copies differ), plus the fresh one.
 # 4. Peer: qemu-nbd (--cache=none --aio=native) serving a fresh qcow2
 #    overlay (64 KiB clusters) over a raw backing file of the same size and
 #    contents on the same filesystem, same two workloads.
 # All volumes and the backing file are filled with data first, so copy-out
-# and qcow2 COW read real blocks, not holes. Rounds alternate the order of
-# the targets; every figure is the median over rounds, every ratio the
-# median of the ratios within each round. A deletion that starts a fold
-# job (the last copy gone) waits for it (`copy delete --wait`), so no
-# background move runs into the next measurement.
+# and qcow2 COW read real blocks, not holes. The order of the targets is
+# rotated (and reversed every other time) from slice to slice and run to
+# run. Every figure is the median over all runs; every ratio the median of
+# the ratios of runs back to back (same round and slice, or same round and
+# rewrite run), with their range. On this disk a slow spell lasts a minute
+# or two and moved the earlier one-10-s-run-per-target ratios by +-20%.
+# A deletion that starts a fold job (the last copy gone) waits for it
+# (`copy delete --wait`), so no background move runs into the next
+# measurement.
 #
 # Environment: BENCH_DIR (default target/bench-copies), BENCH_RUNTIME
-# seconds per run (default 10), BENCH_ROUNDS (default 3), BENCH_FW_SIZE
-# the first-write region and volume size (default 4G), BENCH_CREATES copies
+# seconds per rewrite run after 1 s of ramp, and the cap of a first-write
+# run (default 4), BENCH_ROUNDS (default 3), BENCH_SLICES first-write
+# slices per round (default 4), BENCH_REPS rewrite runs per target per
+# round (default 4), BENCH_FW_SIZE the first-write region and volume
+# size (default 4G), BENCH_CREATES copies
 # timed per source (default 5), BENCH_BIG_DISK size of each of the two
 # sparse disks of the 1 TiB group (default 3584G: room for the 1 TiB
 # bitmap areas), BENCH_META=0 skips the copy_meta run, BENCH_CREATION=0
 # skips section 1, BENCH_TARGETS (default "nc row1 row10 row64 cow1 cow10
 # cow64 qcow2") picks the section 3/4 targets.
-# --quick: 1 round, 3 s runs, 2G region, 3 creations.
+# --quick: 1 round, 2 slices, 2 rewrite runs of 2 s, 2G region, 3 creations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
-runtime=${BENCH_RUNTIME:-10}
+runtime=${BENCH_RUNTIME:-4}
 rounds=${BENCH_ROUNDS:-3}
+slices=${BENCH_SLICES:-4}
+reps=${BENCH_REPS:-4}
 fw=${BENCH_FW_SIZE:-4G}
 creates=${BENCH_CREATES:-5}
 if [ $quick = 1 ]; then
-  runtime=${BENCH_RUNTIME:-3}; rounds=${BENCH_ROUNDS:-1}; fw=${BENCH_FW_SIZE:-2G}; creates=${BENCH_CREATES:-3}
+  runtime=${BENCH_RUNTIME:-2}; rounds=${BENCH_ROUNDS:-1}; slices=${BENCH_SLICES:-2}; reps=${BENCH_REPS:-2}
+  fw=${BENCH_FW_SIZE:-2G}; creates=${BENCH_CREATES:-3}
 fi
 bigdisk=${BENCH_BIG_DISK:-3584G}
 dir=${BENCH_DIR:-$root/target/bench-copies}
@@ -164,13 +176,13 @@ run() { # name target fio-args...
       "$wl" "$tgt" "$(grep -m1 -i error "$dir/fio.err")" >>"$results"
     return 0
   fi
-  python3 - "$wl" "$tgt" "$dir/last.json" "${cur_round:-0}" <<'PY' >>"$results"
+  python3 - "$wl" "$tgt" "$dir/last.json" "${cur_round:-0}" "${cur_rep:-0}" <<'PY' >>"$results"
 import json,sys
 t=open(sys.argv[3]).read()
 d=json.loads(t[t.index("{"):])
 j=d["jobs"][0]
 w=j["write"]
-print(json.dumps({"wl":sys.argv[1],"target":sys.argv[2],"round":int(sys.argv[4]),"iops":w["iops"],"ios":w["total_ios"],
+print(json.dumps({"wl":sys.argv[1],"target":sys.argv[2],"round":int(sys.argv[4]),"rep":int(sys.argv[5]),"iops":w["iops"],"ios":w["total_ios"],
   "runtime_ms":w["runtime"],"lat_us":w["clat_ns"]["mean"]/1000,
   "p99_us":w["clat_ns"].get("percentile",{}).get("99.000000",0)/1000}))
 PY
@@ -305,39 +317,61 @@ for v in "${vols[@]}"; do
 done
 space "after making the older copies"
 
-first_args=(--rw=randwrite --zonemode=strided --zonerange=64k --zonesize=4k --size="$fwbytes"
-            --number_ios="$tracks" --runtime="$runtime")
+# Each round measures every target side by side in short runs, so that
+# a ratio compares runs seconds apart: on this disk a slow spell lasts a
+# minute or two and moved one-run-per-target ratios by +-20%.
+# - first writes: the region is cut into $slices slices; slice after slice,
+#   every target writes that slice (order rotated), so each target's runs
+#   of a round are first writes to tracks never written since its copy.
+# - rewrites: $reps runs per target (order rotated), each a time-based
+#   4k randwrite over the already diverged first 1 GiB.
+# A ratio is the median over all (round, slice) or (round, run) pairs.
+slice_bytes=$((fwbytes / slices))
+slice_bytes=$((slice_bytes / 65536 * 65536))
+slice_tracks=$((slice_bytes / 65536))
 rewrite_args=(--rw=randwrite --size=$rw_region --time_based --runtime="$runtime" --ramp_time=1)
 seqfill() { # $1: fio target args; writes the rewrite region once
   fioq --name=f --output=/dev/null --rw=write --bs=1M --iodepth=8 --size=$rw_region "$@" || true
 }
-
-measure_copy() { # tgt round: fresh copy of source tgt, first writes, rewrites
-  local tgt=$1 round=$2 mode=${1%%[0-9]*}
-  local uri=(--ioengine=nbd --uri="nbd+unix:///$tgt?socket=$fsock")
-  copy_cli "$tgt" "$tgt-fresh$round" "fresh $tgt" --mode "$mode"
-  run first "$tgt" "${uri[@]}" "${first_args[@]}"
-  "$bin" --pool "$pool" --json copy show "$tgt-fresh$round" >"$dir/show-$tgt-$round.json" 2>/dev/null || true
-  seqfill "${uri[@]}"
-  run rewrite "$tgt" "${uri[@]}" "${rewrite_args[@]}"
-  # --wait: the last copy gone, its fold job must not run into the next
-  # target's measurement
-  fs copy delete "$tgt-fresh$round" --wait
+qsock=$dir/qemu.sock
+uri_of() { # target: sets uri to its fio engine args
+  if [ "$1" = qcow2 ]; then
+    uri=(--ioengine=nbd --uri="nbd+unix:///bench?socket=$qsock")
+  else
+    uri=(--ioengine=nbd --uri="nbd+unix:///$1?socket=$fsock")
+  fi
 }
-
-measure_qcow2() { # round: fresh overlay over the raw file under qemu-nbd
-  local ov=$dir/overlay.qcow2 qsock=$dir/qemu.sock
-  rm -f "$ov" "$qsock"
-  qemu-img create -q -f qcow2 -o cluster_size=64k -b "$base" -F raw "$ov"
-  qemu-nbd -f qcow2 --cache=none --aio=native --persistent --shared=8 -x bench -k "$qsock" "$ov" &
-  qpid=$!
-  for _ in $(seq 200); do [ -S "$qsock" ] && break; sleep 0.05; done
-  local uri=(--ioengine=nbd --uri="nbd+unix:///bench?socket=$qsock")
-  run first qcow2 "${uri[@]}" "${first_args[@]}"
-  seqfill "${uri[@]}"
-  run rewrite qcow2 "${uri[@]}" "${rewrite_args[@]}"
-  kill "$qpid"; wait "$qpid" 2>/dev/null || true; qpid=
-  rm -f "$ov"
+setup_target() { # target round: a fresh copy, or a fresh qcow2 overlay under qemu-nbd
+  local t=$1 round=$2
+  case $t in
+    nc) ;;
+    qcow2)
+      local ov=$dir/overlay.qcow2
+      rm -f "$ov" "$qsock"
+      qemu-img create -q -f qcow2 -o cluster_size=64k -b "$base" -F raw "$ov"
+      qemu-nbd -f qcow2 --cache=none --aio=native --persistent --shared=8 -x bench -k "$qsock" "$ov" &
+      qpid=$!
+      for _ in $(seq 200); do [ -S "$qsock" ] && break; sleep 0.05; done ;;
+    *) copy_cli "$t" "$t-fresh$round" "fresh $t" --mode "${t%%[0-9]*}" ;;
+  esac
+}
+teardown_target() { # target round
+  local t=$1 round=$2
+  case $t in
+    nc) ;;
+    qcow2) kill "$qpid"; wait "$qpid" 2>/dev/null || true; qpid=; rm -f "$dir/overlay.qcow2" ;;
+    # --wait: the last copy gone, its fold job must not run into the next
+    # round's measurements
+    *) fs copy delete "$t-fresh$round" --wait ;;
+  esac
+}
+rotated() { # k: the targets, rotated by k (reversed on odd k)
+  local k=$1 n=${#targets[@]} i out=()
+  for ((i = 0; i < n; i++)); do out+=("${targets[$(( (i + k) % n ))]}"); done
+  if [ $((k % 2)) = 1 ]; then
+    local rev=(); for ((i = n - 1; i >= 0; i--)); do rev+=("${out[$i]}"); done; out=("${rev[@]}")
+  fi
+  echo "${out[@]}"
 }
 
 if [ -n "$meta_pid" ]; then
@@ -347,39 +381,51 @@ fi
 
 for round in $(seq "$rounds"); do
   cur_round=$round
-  echo "round $round/$rounds..." >&2
-  order=("${targets[@]}")
-  if [ $((round % 2)) = 0 ]; then
-    order=(); for ((i=${#targets[@]}-1; i>=0; i--)); do order+=("${targets[$i]}"); done
-  fi
-  for t in "${order[@]}"; do
-    case $t in
-      nc) # no copy: the strided pattern may wrap, so it runs the full time
-        run first nc --ioengine=nbd --uri="nbd+unix:///nc?socket=$fsock" --rw=randwrite --zonemode=strided \
-          --zonerange=64k --zonesize=4k --size="$fwbytes" --time_based --runtime="$runtime" --ramp_time=1
-        run rewrite nc --ioengine=nbd --uri="nbd+unix:///nc?socket=$fsock" "${rewrite_args[@]}" ;;
-      qcow2) measure_qcow2 "$round" ;;
-      *) measure_copy "$t" "$round" ;;
-    esac
+  echo "round $round/$rounds: $slices first-write slices, $reps rewrite runs per target..." >&2
+  for t in "${targets[@]}"; do setup_target "$t" "$round"; done
+  for ((s = 0; s < slices; s++)); do
+    cur_rep=$s
+    for t in $(rotated $((round * slices + s))); do
+      uri_of "$t"
+      run first "$t" "${uri[@]}" --rw=randwrite --zonemode=strided --zonerange=64k --zonesize=4k \
+        --offset=$((s * slice_bytes)) --size=$slice_bytes --number_ios=$slice_tracks --runtime="$runtime"
+    done
   done
+  for t in "${targets[@]}"; do
+    case $t in
+      nc|qcow2) ;;
+      *) "$bin" --pool "$pool" --json copy show "$t-fresh$round" >"$dir/show-$t-$round.json" 2>/dev/null || true ;;
+    esac
+    uri_of "$t"
+    [ "$t" = nc ] || seqfill "${uri[@]}"
+  done
+  for ((k = 0; k < reps; k++)); do
+    cur_rep=$k
+    for t in $(rotated $((round * reps + k))); do
+      uri_of "$t"
+      run rewrite "$t" "${uri[@]}" "${rewrite_args[@]}"
+    done
+  done
+  for t in "${targets[@]}"; do teardown_target "$t" "$round"; done
 done
 "$bin" --pool "$pool" --json copy list >"$dir/copies3.json"
 space "at the end"
 
 # ------------------------------------------------------------ the report
 python3 - "$creations" "$results" "$meta_out" "$log" "$dir" "$fw" "$tracks" "$runtime" "$rounds" \
-  "$(( $(date +%s) - t_start ))" <<'PY'
+  "$(( $(date +%s) - t_start ))" "$slices" "$reps" "$slice_tracks" <<'PY'
 import json,sys,statistics,re,glob,os
 cre=[json.loads(l) for l in open(sys.argv[1])]
 res=[json.loads(l) for l in open(sys.argv[2])]
 meta=open(sys.argv[3]).read()
-logf,d,fw,tracks,runtime,rounds,elapsed=sys.argv[4:11]
-tracks=int(tracks)
+logf,d,fw,tracks,runtime,rounds,elapsed,slices,reps,slice_tracks=sys.argv[4:14]
+tracks=int(tracks); slice_tracks=int(slice_tracks)
 med=lambda v: statistics.median(v) if v else None
 def ms(v): return "-" if v is None else f"{v:.1f} ms"
 
 print("\n## instant copies: ferrosan benchmark (issue 3)\n")
-print(f"rounds {rounds}, {runtime} s runs, first-write region {fw} ({tracks} tracks of 64 KiB), total {elapsed} s\n")
+print(f"rounds {rounds}; per round per target: {slices} first-write runs of {slice_tracks} tracks "
+      f"(first-write region {fw}, {tracks} tracks of 64 KiB) and {reps} rewrite runs of {runtime} s; total {elapsed} s\n")
 
 print("### 1. copy creation (goal < 20 ms)\n")
 print("| source | mode | first copy (new family), CLI | next copies, CLI: median (max) | next copies, API: median (max) | daemon log figure |")
@@ -443,7 +489,7 @@ if hdr:
 else:
     print(meta.strip()[:2000])
 
-print("\n### 3./4. 4k random-write IOPS to the source (fio nbd, qd32, direct; median of rounds)\n")
+print("\n### 3./4. 4k random-write IOPS to the source (fio nbd, qd32, direct; median of runs)\n")
 def iops(wl,t):
     return med([r["iops"] for r in res if r["wl"]==wl and r["target"]==t and "iops" in r])
 def lat(wl,t):
@@ -458,8 +504,8 @@ for wl,name in [("first","first writes (fresh tracks)"),("rewrite","rewrites (1 
 def rng(wl,t):
     v=[r["iops"] for r in res if r["wl"]==wl and r["target"]==t and "iops" in r]
     return f"{min(v)/1e3:.1f}-{max(v)/1e3:.1f}k" if len(v)>1 else "-"
-if int(rounds)>1:
-    for wl,name in [("first","first writes, range over rounds"),("rewrite","rewrites, range over rounds")]:
+if len(res)>len(cols):
+    for wl,name in [("first","first writes, range over runs"),("rewrite","rewrites, range over runs")]:
         print(f"| {name} | "+" | ".join(rng(wl,t) for t,_ in cols)+" |")
 for wl,name in [("first","first writes, mean lat us"),("rewrite","rewrites, mean lat us")]:
     print(f"| {name} | "+" | ".join(fmt(lat(wl,t)) for t,_ in cols)+" |")
@@ -470,19 +516,19 @@ for m,n in [("row","A2"),("cow","A1")]:
         print(f"\nfirst writes after the FIRST copy of a thick 1 GiB volume (new family, single run, 1 GiB region), {n}: "
               f"{v:,.0f} IOPS" + (f" = {v/nc:.2f} x no copy" if nc else ""))
 fi=[r for r in res if r["wl"]=="first" and "iops" in r and r["target"]!="nc" and not r["target"].startswith("newfam")]
-short=[r for r in fi if r["ios"]<tracks]
-print(f"\nfirst writes: at most {tracks} writes (one per track) or {runtime} s; "
+short=[r for r in fi if r["ios"]<slice_tracks]
+print(f"\nfirst writes: at most {slice_tracks} writes per run (one per track) or {runtime} s; "
       f"runs that hit the time limit first: {len(short)} of {len(fi)} "
       f"({', '.join(sorted(set(r['target'] for r in short))) or 'none'}).")
 
 print("\n### ratios and goals\n")
-print("value: the median over rounds of the ratio of the two figures measured in the same "
-      "round (the machine's spells move both), with its range; a figure missing from a "
-      "round leaves that round out.\n")
+print("value: the median of the ratios of the two figures measured back to back (same round and "
+      "slice, or same round and rewrite run: the machine's spells move both), with the range and "
+      "the number of pairs; a figure missing from a pair leaves that pair out.\n")
 print("| ratio | value (range) | goal | |")
 print("|---|---|---|---|")
 def per_round(wl,t):
-    return {r["round"]:r["iops"] for r in res if r["wl"]==wl and r["target"]==t and "iops" in r}
+    return {(r["round"],r.get("rep",0)):r["iops"] for r in res if r["wl"]==wl and r["target"]==t and "iops" in r}
 def ratio(label,a,b,goal=None):
     ra,rb=per_round(*a),per_round(*b)
     v=[ra[k]/rb[k] for k in ra if k in rb and rb[k]]
@@ -490,7 +536,7 @@ def ratio(label,a,b,goal=None):
         print(f"| {label} | - | {'>= '+str(goal) if goal else '-'} | |"); return
     m=statistics.median(v)
     ok="" if goal is None else ("met" if m>=goal else "NOT met")
-    span=f" ({min(v):.2f}-{max(v):.2f})" if len(v)>1 else ""
+    span=f" ({min(v):.2f}-{max(v):.2f}, n={len(v)})" if len(v)>1 else ""
     print(f"| {label} | {m:.2f}{span} | {'>= '+str(goal) if goal else '-'} | {ok} |")
 ratio("A2 rewrites / no copy",("rewrite","row1"),("rewrite","nc"),0.9)
 ratio("A2 first writes / no copy (same pattern)",("first","row1"),("first","nc"),0.5)
