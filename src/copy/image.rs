@@ -571,6 +571,17 @@ impl Family {
         } else {
             None
         };
+        if t1 == t0 + 1 {
+            // Within one track (a 4k write): no splitting and joining.
+            let (buf, r) = self.write_track(name, t0, off % t_sz, buf, fua).await;
+            if let Err(e) = r {
+                return (buf, Err(e));
+            }
+            if fua && let Err(e) = self.commit().await {
+                return (buf, Err(e));
+            }
+            return (buf, Ok(()));
+        }
         let mut lens = Vec::new();
         let mut pos = off;
         while pos < off + len {
@@ -603,7 +614,7 @@ impl Family {
 
     /// Writes `data` at `at` within track `t` of image `name`'s leaf.
     async fn write_track(&self, name: &str, t: u64, at: u64, data: IoBuf, fua: bool) -> BufResult {
-        let (leaf, entry, t_sz, g) = {
+        let (leaf, entry, at_slot, t_sz, g) = {
             let st = self.read_state();
             let head = match st.image(name) {
                 Ok(i) => i.head,
@@ -616,7 +627,11 @@ impl Family {
                 );
             };
             let entry = st.nodes.get(&leaf).and_then(|n| n.map.get(t));
-            (leaf, entry, st.track, st.granule)
+            // A slot the leaf holds: where it lies, under this same lock.
+            let at_slot = entry
+                .filter(|e| e.slot != ZERO_SLOT)
+                .map(|e| (st.store.offset(e.slot), st.store.chunk_end(e.slot)));
+            (leaf, entry, at_slot, st.track, st.granule)
         };
         let len = data.len() as u64;
         let (g0, g1) = (at / g, (at + len - 1) / g);
@@ -662,9 +677,12 @@ impl Family {
                 }
             }
         };
-        let (slot_off, chunk_end) = {
-            let st = self.read_state();
-            (st.store.offset(slot), st.store.chunk_end(slot))
+        let (slot_off, chunk_end) = match at_slot {
+            Some(a) if !fresh => a,
+            _ => {
+                let st = self.read_state();
+                (st.store.offset(slot), st.store.chunk_end(slot))
+            }
         };
         let slot_off = match slot_off {
             Ok(o) => o,
@@ -707,6 +725,11 @@ impl Family {
         if let Err(e) = r {
             self.abandon(leaf, slot, fresh);
             return (data, Err(e));
+        }
+        if !fresh && have & valid == valid {
+            // A rewrite in place of granules already valid: the entry is
+            // unchanged (the track lock keeps it so), nothing to save.
+            return (data, Ok(()));
         }
         let mut st = self.write_state();
         if let Some(n) = st.nodes.get_mut(&leaf) {
