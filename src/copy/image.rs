@@ -571,17 +571,32 @@ impl Family {
         } else {
             None
         };
-        if t1 == t0 + 1 {
+        let (buf, r) = if t1 == t0 + 1 {
             // Within one track (a 4k write): no splitting and joining.
-            let (buf, r) = self.write_track(name, t0, off % t_sz, buf, fua).await;
-            if let Err(e) = r {
-                return (buf, Err(e));
-            }
-            if fua && let Err(e) = self.commit().await {
-                return (buf, Err(e));
-            }
-            return (buf, Ok(()));
+            self.write_track(name, t0, off % t_sz, buf, fua).await
+        } else {
+            self.write_tracks(name, off, buf, t_sz, fua).await
+        };
+        if let Err(e) = r {
+            return (buf, Err(e));
         }
+        if fua && let Err(e) = self.commit().await {
+            return (buf, Err(e));
+        }
+        (buf, Ok(()))
+    }
+
+    /// Writes `buf` at `off` of image `name`'s leaf track by track (the
+    /// caller holds the tracks' locks); the first error.
+    async fn write_tracks(
+        &self,
+        name: &str,
+        off: u64,
+        buf: IoBuf,
+        t_sz: u64,
+        fua: bool,
+    ) -> BufResult {
+        let len = buf.len() as u64;
         let mut lens = Vec::new();
         let mut pos = off;
         while pos < off + len {
@@ -603,13 +618,10 @@ impl Family {
             at += n;
         }
         let buf = IoBuf::join(back);
-        if let Some(e) = first_err {
-            return (buf, Err(e));
+        match first_err {
+            Some(e) => (buf, Err(e)),
+            None => (buf, Ok(())),
         }
-        if fua && let Err(e) = self.commit().await {
-            return (buf, Err(e));
-        }
-        (buf, Ok(()))
     }
 
     /// Writes `data` at `at` within track `t` of image `name`'s leaf.
