@@ -134,6 +134,9 @@ pub struct State {
     /// The family record changed since the last commit.
     pub record_dirty: bool,
     pub restore: Option<Restore>,
+    /// The record as last saved (None: not saved since the family was
+    /// loaded or made), so a commit stores it only when it changed.
+    pub saved_rec: Option<super::record::FamilyRecord>,
 }
 
 /// Granule size of a track: 1/64 of it, at least 512 bytes.
@@ -182,6 +185,7 @@ impl State {
             dropped: Vec::new(),
             record_dirty: true,
             restore: None,
+            saved_rec: None,
         }
     }
 

@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::join_all;
@@ -25,21 +26,17 @@ use tokio::sync::watch;
 
 use super::family::{Head, NodeId, NodeKind, Src, State, mask, runs};
 use super::map::{Entry, ZERO_SLOT};
-use super::record::{FamilyRecord, ImageRecord, NodeRecord};
+use super::record::{FamilyRecord, FamilySave, ImageRecord, NodeRecord};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result, check_range};
 use crate::stack::lock::RangeLock;
 use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 
-/// How a family saves itself: the record, pages of node maps (an all-zero
-/// page deletes), and the pages of removed nodes dropped; durably.
+/// How a family saves itself, durably and in one transaction: the record if
+/// it changed, the chunks and areas that changed, pages of node maps (an
+/// all-zero page deletes), and the removed nodes' pages and areas dropped.
 pub trait Persist: Send + Sync + 'static {
-    fn save(
-        &self,
-        rec: &FamilyRecord,
-        pages: &[(NodeId, u64, Vec<u8>)],
-        dropped: &[NodeId],
-    ) -> Result<()>;
+    fn save(&self, save: &FamilySave) -> Result<()>;
 }
 
 #[derive(Default)]
@@ -114,9 +111,7 @@ const AHEAD_SLOTS: u64 = 256;
 
 /// What one save stores.
 pub struct Snapshot {
-    pub rec: FamilyRecord,
-    pub pages: Vec<(NodeId, u64, Vec<u8>)>,
-    pub dropped: Vec<NodeId>,
+    pub save: FamilySave,
     frees: Vec<u64>,
     dirty: std::collections::BTreeSet<(NodeId, u64)>,
 }
@@ -207,7 +202,8 @@ impl Family {
                 parent: n.parent,
                 kind: n.kind,
                 scheme: n.map.scheme(),
-                areas: n.map.areas(),
+                // Rows of their own (FamilySave::areas).
+                areas: Vec::new(),
                 invalid: n.invalid,
             })
             .collect();
@@ -219,7 +215,8 @@ impl Family {
             group: self.group_name.clone(),
             track_size: st.track,
             tracks: st.tracks,
-            chunks: st.store.chunks(),
+            // Rows of their own (FamilySave::chunks).
+            chunks: Vec::new(),
             nodes,
             images: st.images.values().map(ImageRecord::from).collect(),
             newest_view: st.newest_view,
@@ -310,8 +307,8 @@ impl Family {
             return self.saved(snap, Err(e));
         }
         let persist = Arc::clone(&self.persist);
-        let (rec, pages, dropped) = (snap.rec.clone(), snap.pages.clone(), snap.dropped.clone());
-        let saved = tokio::task::spawn_blocking(move || persist.save(&rec, &pages, &dropped))
+        let save = snap.save.clone();
+        let saved = tokio::task::spawn_blocking(move || persist.save(&save))
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("saving copy metadata: {e}")))
             .and_then(|r| r);
@@ -327,11 +324,13 @@ impl Family {
             && st.dropped.is_empty()
             && !st.record_dirty
             && st.store.pending_len() == 0
+            && !st.store.chunks_changed()
+            && !st.nodes.values().any(|n| n.map.areas_changed())
         {
             return None;
         }
-        // Entries of frozen nodes the new writes made dead go in this same
-        // save as the entries that cover them.
+        // Entries of frozen nodes the new writes made dead (and the areas
+        // they shed) go in this same save as the entries that cover them.
         st.collapse_written();
         let dirty = std::mem::take(&mut st.dirty);
         let mut pages = Vec::with_capacity(dirty.len());
@@ -347,10 +346,28 @@ impl Family {
         let dropped = std::mem::take(&mut st.dropped);
         let frees = st.store.take_pending();
         st.record_dirty = false;
+        let chunks = st.store.take_chunk_changes();
+        let mut areas = Vec::new();
+        for n in st.nodes.values_mut() {
+            let id = n.id;
+            areas.extend(
+                n.map
+                    .take_area_changes()
+                    .into_iter()
+                    .map(|(f, c)| (id, f, c)),
+            );
+        }
+        let rec = self.record(&st);
+        let put_rec = force || st.saved_rec.as_ref() != Some(&rec);
         Some(Snapshot {
-            rec: self.record(&st),
-            pages,
-            dropped,
+            save: FamilySave {
+                rec,
+                put_rec,
+                chunks,
+                areas,
+                pages,
+                dropped,
+            },
             frees,
             dirty,
         })
@@ -362,6 +379,9 @@ impl Family {
         let mut st = self.write_state();
         match r {
             Ok(()) => {
+                if snap.save.put_rec {
+                    st.saved_rec = Some(snap.save.rec);
+                }
                 st.store.release(snap.frees);
                 let gone = st.store.take_released();
                 if !gone.is_empty() {
@@ -375,7 +395,17 @@ impl Family {
             }
             Err(e) => {
                 st.dirty.extend(snap.dirty);
-                st.dropped.extend(snap.dropped);
+                st.dropped.extend(snap.save.dropped);
+                st.store.keep_chunk_changes(snap.save.chunks);
+                let mut by_node: BTreeMap<NodeId, Vec<(u64, Option<u64>)>> = BTreeMap::new();
+                for (id, f, c) in snap.save.areas {
+                    by_node.entry(id).or_default().push((f, c));
+                }
+                for (id, changes) in by_node {
+                    if let Some(n) = st.nodes.get_mut(&id) {
+                        n.map.keep_area_changes(changes);
+                    }
+                }
                 for s in snap.frees {
                     st.store.free_later(s);
                 }

@@ -168,6 +168,26 @@ pub trait TrackMap: Send + Sync {
     fn shed(&mut self, _t: u64) -> Option<Area> {
         None
     }
+
+    /// Areas reserved (`Some(slots)`) or given back (`None`) since the last
+    /// call, by first slot: what the next save stores. Pointer schemes
+    /// reserve none.
+    fn take_area_changes(&mut self) -> Vec<(u64, Option<u64>)> {
+        Vec::new()
+    }
+
+    /// A save of `changes` failed: they are still to store (behind any
+    /// newer change of the same area).
+    fn keep_area_changes(&mut self, _changes: Vec<(u64, Option<u64>)>) {}
+
+    /// Logs every area as reserved: a new map, or one rebuilt from a record
+    /// that held its areas inline (pool format 1).
+    fn log_all_areas(&mut self) {}
+
+    /// Whether area changes wait for a save.
+    fn areas_changed(&self) -> bool {
+        false
+    }
 }
 
 /// Tracks per partial area of [`Scheme::PartialBitmap`].

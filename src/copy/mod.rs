@@ -71,24 +71,53 @@ pub fn new_state(
     st
 }
 
-/// Rebuilds a family's state from its record and its pages.
-pub fn load_state(
-    rec: &FamilyRecord,
-    pages_of: &dyn Fn(NodeId) -> Result<Vec<(u64, Vec<u8>)>>,
-    grow: Grow,
-) -> Result<State> {
-    let store = Store::new(rec.track_size, rec.chunks.clone(), grow);
+/// What a family's rows hold besides its record: the store's chunks
+/// (`chunks`, read already) and, per node, its map pages and areas.
+pub struct Rows<'a> {
+    pub chunks: Vec<store::Chunk>,
+    pub pages_of: &'a dyn Fn(NodeId) -> Result<Vec<(u64, Vec<u8>)>>,
+    pub areas_of: &'a dyn Fn(NodeId) -> Result<Vec<map::Area>>,
+}
+
+/// Rebuilds a family's state from its record and its rows. A record of
+/// pool format 1 holds its chunks and areas inline: they are used, and
+/// logged so the next save moves them to rows of their own.
+pub fn load_state(rec: &FamilyRecord, rows: Rows<'_>, grow: Grow) -> Result<State> {
+    let inline_chunks = !rec.chunks.is_empty();
+    let chunks = if inline_chunks {
+        rec.chunks.clone()
+    } else {
+        rows.chunks
+    };
+    let mut store = Store::new(rec.track_size, chunks, grow);
+    if inline_chunks {
+        store.log_all_chunks();
+    }
     let mut st = State::new(rec.mode, &rec.origin, rec.track_size, rec.tracks, store);
     for n in &rec.nodes {
         let mut entries = Vec::new();
-        for (page, bytes) in pages_of(n.id)? {
+        for (page, bytes) in (rows.pages_of)(n.id)? {
             entries.extend(page::decode_page(page, &bytes)?);
         }
-        let map = maps::restore_map(n.scheme, rec.tracks, &n.areas, entries)?;
-        for &(a, c) in &n.areas {
+        let inline_areas = !n.areas.is_empty();
+        let areas = if inline_areas {
+            n.areas.clone()
+        } else {
+            (rows.areas_of)(n.id)?
+        };
+        let mut map = maps::restore_map(n.scheme, rec.tracks, &areas, entries)?;
+        if inline_areas {
+            map.log_all_areas();
+        }
+        for &(a, c) in &areas {
             st.store.mark_area(a, c)?;
         }
-        let in_area = |s: u64| n.areas.iter().any(|&(a, c)| s >= a && s < a + c);
+        let mut sorted = areas.clone();
+        sorted.sort_unstable();
+        let in_area = |s: u64| {
+            let i = sorted.partition_point(|&(a, _)| a <= s);
+            i > 0 && sorted.get(i - 1).is_some_and(|&(a, c)| s < a + c)
+        };
         let singles: Vec<u64> = map
             .entries()
             .map(|(_, e)| e.slot)

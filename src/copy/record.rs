@@ -1,6 +1,8 @@
-//! The persisted form of a copy family: the tree, the images, the store's
-//! chunks and the load-point areas. Node maps are stored separately as
-//! pages of entries keyed by (node id, page) — see `copy/page.rs`.
+//! The persisted form of a copy family: the tree and the images. Node maps
+//! are stored separately as pages of entries keyed by (node id, page) —
+//! see `copy/page.rs` — and the store's chunks and the nodes' load-point
+//! areas as rows of their own (`meta`, tables `copy_chunks` and
+//! `copy_areas`), each saved when it changes ([`FamilySave`]).
 
 #![forbid(unsafe_code)]
 
@@ -18,7 +20,9 @@ pub struct NodeRecord {
     pub parent: Option<NodeId>,
     pub kind: NodeKind,
     pub scheme: Scheme,
-    /// Areas a load-point map reserved (load points).
+    /// Areas a load-point map reserved (load points): only in records
+    /// of pool format 1; since format 2 they are rows of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub areas: Vec<Area>,
     pub invalid: bool,
 }
@@ -44,6 +48,9 @@ pub struct FamilyRecord {
     pub group: String,
     pub track_size: u64,
     pub tracks: u64,
+    /// The store's chunks: only in records of pool format 1; since
+    /// format 2 they are rows of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<Chunk>,
     pub nodes: Vec<NodeRecord>,
     pub images: Vec<ImageRecord>,
@@ -83,4 +90,22 @@ impl From<&ImageRecord> for Image {
             created: i.created,
         }
     }
+}
+
+/// What one save of a family stores, in one transaction.
+#[derive(Debug, Clone)]
+pub struct FamilySave {
+    /// The record (chunks and areas empty); stored only if `put_rec`.
+    pub rec: FamilyRecord,
+    /// Whether the record changed since the last save.
+    pub put_rec: bool,
+    /// Chunks added (`Some`) or given back (`None`), by first slot.
+    pub chunks: Vec<(u64, Option<Chunk>)>,
+    /// Areas reserved (`Some(slots)`) or given back (`None`): (node, first
+    /// slot, slots).
+    pub areas: Vec<(NodeId, u64, Option<u64>)>,
+    /// Pages of node maps: (node, page, bytes; an all-zero page deletes).
+    pub pages: Vec<(NodeId, u64, Vec<u8>)>,
+    /// Nodes removed: their pages and areas are deleted.
+    pub dropped: Vec<NodeId>,
 }

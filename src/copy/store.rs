@@ -95,6 +95,9 @@ pub struct Store {
     /// reused first, so high chunks can empty and go back).
     hint: u64,
     area_hint: u64,
+    /// Chunks added (`Some`) or removed (`None`) since the last save took
+    /// them, by first slot: what the next save stores.
+    log: BTreeMap<u64, Option<Chunk>>,
 }
 
 impl Store {
@@ -131,6 +134,7 @@ impl Store {
             chunk_slots: CHUNK_SLOTS,
             hint: 0,
             area_hint: 0,
+            log: BTreeMap::new(),
         }
     }
 
@@ -257,6 +261,7 @@ impl Store {
             if let Some(c) = self.chunks.remove(&k) {
                 self.released
                     .push((c.chunk.group_off, c.chunk.slots * self.track));
+                self.log.insert(k, None);
             }
         }
     }
@@ -266,7 +271,34 @@ impl Store {
         std::mem::take(&mut self.released)
     }
 
-    /// The chunks, for the family record.
+    /// Chunks added (`Some`) or removed (`None`) since the last call, by
+    /// first slot.
+    pub fn take_chunk_changes(&mut self) -> Vec<(u64, Option<Chunk>)> {
+        std::mem::take(&mut self.log).into_iter().collect()
+    }
+
+    /// A save of `changes` failed: they are still to store (behind any
+    /// newer change of the same chunk).
+    pub fn keep_chunk_changes(&mut self, changes: Vec<(u64, Option<Chunk>)>) {
+        for (k, c) in changes {
+            self.log.entry(k).or_insert(c);
+        }
+    }
+
+    /// Logs every chunk as added: the chunks came from a record that held
+    /// them inline (pool format 1) and must get rows of their own.
+    pub fn log_all_chunks(&mut self) {
+        for (&k, c) in &self.chunks {
+            self.log.insert(k, Some(c.chunk.clone()));
+        }
+    }
+
+    /// Whether chunk changes wait for a save.
+    pub fn chunks_changed(&self) -> bool {
+        !self.log.is_empty()
+    }
+
+    /// The chunks.
     pub fn chunks(&self) -> Vec<Chunk> {
         self.chunks.values().map(|c| c.chunk.clone()).collect()
     }
@@ -292,14 +324,16 @@ impl Store {
         let first = self.next_slot;
         self.next_slot += slots;
         let words = usize::try_from(slots.div_ceil(64)).unwrap_or(0);
+        let chunk = Chunk {
+            first_slot: first,
+            group_off,
+            slots,
+        };
+        self.log.insert(first, Some(chunk.clone()));
         self.chunks.insert(
             first,
             ChunkState {
-                chunk: Chunk {
-                    first_slot: first,
-                    group_off,
-                    slots,
-                },
+                chunk,
                 used: vec![0; words],
                 in_use: 0,
                 shared,

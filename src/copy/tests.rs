@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use super::family::NodeId;
 use super::image::{Family, ImageDev, Persist};
 use super::map::Scheme;
-use super::record::FamilyRecord;
-use super::store::{Grow, Store};
+use super::record::{FamilyRecord, FamilySave};
+use super::store::{Chunk, Grow, Store};
 use crate::buf::IoBuf;
 use crate::disk::MemDisk;
 use crate::engine::types::CopyMode;
@@ -24,11 +24,16 @@ const TRACK: u64 = 8192;
 const TRACKS: u64 = 24;
 const SIZE: u64 = TRACK * TRACKS;
 
+/// What MemPersist holds: the rows of the pool database's tables.
 #[derive(Default)]
 struct Saved {
     rec: Option<FamilyRecord>,
     pages: HashMap<(NodeId, u64), Vec<u8>>,
+    chunks: BTreeMap<u64, Chunk>,
+    areas: BTreeMap<(NodeId, u64), u64>,
     saves: u64,
+    /// Saves that stored the record.
+    rec_saves: u64,
 }
 
 /// Saves into memory, "durably" at once (like a redb commit).
@@ -36,24 +41,35 @@ struct Saved {
 struct MemPersist(Arc<Mutex<Saved>>);
 
 impl Persist for MemPersist {
-    fn save(
-        &self,
-        rec: &FamilyRecord,
-        pages: &[(NodeId, u64, Vec<u8>)],
-        dropped: &[NodeId],
-    ) -> Result<()> {
+    fn save(&self, save: &FamilySave) -> Result<()> {
         let mut s = self.0.lock().unwrap();
-        for id in dropped {
+        for id in &save.dropped {
             s.pages.retain(|(n, _), _| n != id);
+            s.areas.retain(|(n, _), _| n != id);
         }
-        for (id, page, bytes) in pages {
+        for (id, page, bytes) in &save.pages {
             if super::page::is_empty_page(bytes) {
                 s.pages.remove(&(*id, *page));
             } else {
                 s.pages.insert((*id, *page), bytes.clone());
             }
         }
-        s.rec = Some(rec.clone());
+        for &(id, first, n) in &save.areas {
+            match n {
+                Some(n) => s.areas.insert((id, first), n),
+                None => s.areas.remove(&(id, first)),
+            };
+        }
+        for (first, c) in &save.chunks {
+            match c {
+                Some(c) => s.chunks.insert(*first, c.clone()),
+                None => s.chunks.remove(first),
+            };
+        }
+        if save.put_rec {
+            s.rec = Some(save.rec.clone());
+            s.rec_saves += 1;
+        }
         s.saves += 1;
         Ok(())
     }
@@ -130,7 +146,7 @@ impl Rig {
             .try_lock()
             .expect("no other save in tests");
         if let Some(snap) = self.fam.snapshot(true) {
-            let r = self.persist.save(&snap.rec, &snap.pages, &snap.dropped);
+            let r = self.persist.save(&snap.save);
             self.fam.saved(snap, r).unwrap();
         }
     }
@@ -264,6 +280,22 @@ impl Rig {
         self.base.crash(&mut *keep);
         let rec = self.persist.0.lock().unwrap().rec.clone().unwrap();
         let pages = self.persist.0.lock().unwrap().pages.clone();
+        let chunks: Vec<Chunk> = self
+            .persist
+            .0
+            .lock()
+            .unwrap()
+            .chunks
+            .values()
+            .cloned()
+            .collect();
+        let areas = self.persist.0.lock().unwrap().areas.clone();
+        let areas_of = move |id: NodeId| -> Result<Vec<(u64, u64)>> {
+            Ok(areas
+                .range((id, 0)..=(id, u64::MAX))
+                .map(|(&(_, f), &n)| (f, n))
+                .collect())
+        };
         let pages_of = move |id: NodeId| -> Result<Vec<(u64, Vec<u8>)>> {
             let mut v: Vec<(u64, Vec<u8>)> = pages
                 .iter()
@@ -275,8 +307,7 @@ impl Rig {
         };
         // The store's chunks are where the record says; new chunks go after
         // the furthest one.
-        let end = rec
-            .chunks
+        let end = chunks
             .iter()
             .map(|c| c.group_off + c.slots * TRACK)
             .max()
@@ -285,7 +316,12 @@ impl Rig {
             let mut off = self.next_off.lock().unwrap();
             *off = (*off).max(end);
         }
-        let st = super::load_state(&rec, &pages_of, grow(&self.next_off, self.limit)).unwrap();
+        let rows = super::Rows {
+            chunks,
+            pages_of: &pages_of,
+            areas_of: &areas_of,
+        };
+        let st = super::load_state(&rec, rows, grow(&self.next_off, self.limit)).unwrap();
         self.fam = Family::new(
             7,
             "g".into(),
@@ -975,5 +1011,157 @@ fn a_rewrite_in_place_saves_no_metadata() {
                 "{scheme}"
             );
         });
+    }
+}
+
+/// The family's record (the tree and the images) is stored only when it
+/// changes: a commit of new writes to a family of several copies stores
+/// their pages and the chunk and area rows they added, not the record,
+/// and no record holds chunks or areas inline (pool format 2). Both
+/// images read right after a crash.
+#[test]
+fn a_commit_of_new_writes_stores_rows_not_the_record() {
+    for mode in [CopyMode::Row, CopyMode::Cow] {
+        for scheme in Scheme::ALL {
+            crate::rt::block_on(async {
+                let mut rig = Rig::new(mode, scheme, 64 << 20);
+                w(&rig, 0, SIZE as usize, 1).await;
+                for (i, name) in ["c1", "c2", "c3"].into_iter().enumerate() {
+                    rig.copy("o", name, scheme).await.unwrap();
+                    w(&rig, i as u64 * TRACK, 512, 2 + i as u8).await;
+                }
+                rig.fam.commit().await.unwrap();
+                let counts = |r: &Rig| {
+                    let s = r.persist.0.lock().unwrap();
+                    (s.saves, s.rec_saves)
+                };
+                let (saves, rec_saves) = counts(&rig);
+                // First writes to tracks no image has written since c3.
+                for t in 10..20 {
+                    w(&rig, t * TRACK + 1024, 2048, 9).await;
+                }
+                rig.fam.commit().await.unwrap();
+                let (saves2, rec_saves2) = counts(&rig);
+                let what = format!("{mode:?} {scheme}");
+                assert!(saves2 > saves, "{what}: the new writes were saved");
+                assert_eq!(rec_saves2, rec_saves, "{what}: the record was stored again");
+                {
+                    let s = rig.persist.0.lock().unwrap();
+                    let rec = s.rec.as_ref().unwrap();
+                    assert!(rec.chunks.is_empty(), "{what}: chunks inline");
+                    assert!(
+                        rec.nodes.iter().all(|n| n.areas.is_empty()),
+                        "{what}: areas inline"
+                    );
+                    assert!(!s.chunks.is_empty(), "{what}: no chunk rows");
+                    if scheme.load_point() {
+                        assert!(!s.areas.is_empty(), "{what}: no area rows");
+                    } else {
+                        assert!(s.areas.is_empty(), "{what}: area rows of a pointer scheme");
+                    }
+                }
+                let mut want = vec![1u8; SIZE as usize];
+                for i in 0..3usize {
+                    let t = i * TRACK as usize;
+                    want[t..t + 512].fill(2 + i as u8);
+                }
+                for t in 10..20usize {
+                    let at = t * TRACK as usize + 1024;
+                    want[at..at + 2048].fill(9);
+                }
+                let c3 = {
+                    let mut v = want.clone();
+                    for t in 10..20usize {
+                        let at = t * TRACK as usize + 1024;
+                        v[at..at + 2048].fill(1);
+                    }
+                    v[2 * TRACK as usize..2 * TRACK as usize + 512].fill(1);
+                    v
+                };
+                assert_eq!(rig.read("o").await.unwrap(), want, "{what}");
+                assert_eq!(rig.read("c3").await.unwrap(), c3, "{what}");
+                rig.crash(&mut |_| false);
+                assert_eq!(rig.read("o").await.unwrap(), want, "{what}: after a crash");
+                assert_eq!(rig.read("c3").await.unwrap(), c3, "{what}: after a crash");
+                assert_eq!(
+                    rig.read("c1").await.unwrap(),
+                    vec![1; SIZE as usize],
+                    "{what}: after a crash"
+                );
+            });
+        }
+    }
+}
+
+/// A record of pool format 1 held the store's chunks and the nodes' areas
+/// inline: it loads as it is, and the next save moves both to rows of
+/// their own and stores the record without them.
+#[test]
+fn a_format_1_record_loads_and_moves_its_chunks_and_areas_to_rows() {
+    for mode in [CopyMode::Row, CopyMode::Cow] {
+        for scheme in Scheme::ALL {
+            crate::rt::block_on(async {
+                let mut rig = Rig::new(mode, scheme, 64 << 20);
+                w(&rig, 0, SIZE as usize, 1).await;
+                rig.copy("o", "c", scheme).await.unwrap();
+                for t in [1, 5, 17] {
+                    w(&rig, t * TRACK, 4096, 2).await;
+                }
+                rig.fam.commit().await.unwrap();
+                let what = format!("{mode:?} {scheme}");
+                // What format 1 stored: everything in the record.
+                {
+                    let mut s = rig.persist.0.lock().unwrap();
+                    let mut rec = s.rec.clone().unwrap();
+                    rec.chunks = std::mem::take(&mut s.chunks).into_values().collect();
+                    let areas = std::mem::take(&mut s.areas);
+                    for n in &mut rec.nodes {
+                        n.areas = areas
+                            .range((n.id, 0)..=(n.id, u64::MAX))
+                            .map(|(&(_, f), &c)| (f, c))
+                            .collect();
+                    }
+                    assert!(!rec.chunks.is_empty(), "{what}: no chunks to move");
+                    s.rec = Some(rec);
+                }
+                let mut want = vec![1u8; SIZE as usize];
+                for t in [1usize, 5, 17] {
+                    want[t * TRACK as usize..t * TRACK as usize + 4096].fill(2);
+                }
+                rig.crash(&mut |_| false);
+                assert_eq!(rig.read("o").await.unwrap(), want, "{what}: format 1");
+                assert_eq!(
+                    rig.read("c").await.unwrap(),
+                    vec![1; SIZE as usize],
+                    "{what}"
+                );
+                // The next save (a write to a track already diverged).
+                w(&rig, TRACK, 512, 3).await;
+                want[TRACK as usize..TRACK as usize + 512].fill(3);
+                rig.fam.commit().await.unwrap();
+                {
+                    let s = rig.persist.0.lock().unwrap();
+                    let rec = s.rec.as_ref().unwrap();
+                    assert!(rec.chunks.is_empty(), "{what}: chunks still inline");
+                    assert!(
+                        rec.nodes.iter().all(|n| n.areas.is_empty()),
+                        "{what}: areas inline"
+                    );
+                    assert!(!s.chunks.is_empty(), "{what}: chunks not moved to rows");
+                    assert_eq!(
+                        s.areas.is_empty(),
+                        !scheme.load_point(),
+                        "{what}: areas not moved to rows"
+                    );
+                }
+                rig.crash(&mut |_| false);
+                assert_eq!(rig.read("o").await.unwrap(), want, "{what}: format 2");
+                assert_eq!(
+                    rig.read("c").await.unwrap(),
+                    vec![1; SIZE as usize],
+                    "{what}"
+                );
+            });
+        }
     }
 }

@@ -15,7 +15,7 @@ use super::{Pool, State, VolumeEntry, check_name};
 use crate::copy::family::{Head, NodeId, State as FamilyState};
 use crate::copy::image::{Family, ImageDev, Persist};
 use crate::copy::map::Scheme;
-use crate::copy::record::FamilyRecord;
+use crate::copy::record::{FamilyRecord, FamilySave};
 use crate::copy::store::{Grow, Store};
 use crate::error::{Error, ErrorKind, Result};
 use crate::jobs::{MakeWork, Work};
@@ -32,30 +32,29 @@ const WARN_USED: f64 = 0.8;
 struct MetaPersist(Arc<Meta>);
 
 impl Persist for MetaPersist {
-    fn save(
-        &self,
-        rec: &FamilyRecord,
-        pages: &[(NodeId, u64, Vec<u8>)],
-        dropped: &[NodeId],
-    ) -> Result<()> {
-        self.0
-            .write(true, |tx| save_family(tx, rec, pages, dropped))
+    fn save(&self, save: &FamilySave) -> Result<()> {
+        self.0.write(true, |tx| save_family(tx, save))
     }
 }
 
-fn save_family(
-    tx: &mut crate::meta::Tx<'_>,
-    rec: &FamilyRecord,
-    pages: &[(NodeId, u64, Vec<u8>)],
-    dropped: &[NodeId],
-) -> Result<()> {
-    for id in dropped {
-        tx.del_pages(*id)?;
+/// Stores what changed of a family (see [`FamilySave`]).
+fn save_family(tx: &mut crate::meta::Tx<'_>, s: &FamilySave) -> Result<()> {
+    for id in &s.dropped {
+        tx.del_copy_node(*id)?;
     }
-    for (id, page, bytes) in pages {
+    for (id, page, bytes) in &s.pages {
         tx.put_page(*id, *page, bytes)?;
     }
-    tx.put_family(rec)
+    for (id, first, n) in &s.areas {
+        tx.put_copy_area(*id, *first, *n)?;
+    }
+    for (first, c) in &s.chunks {
+        tx.put_copy_chunk(s.rec.object, *first, c.as_ref())?;
+    }
+    if s.put_rec {
+        tx.put_family(&s.rec)?;
+    }
+    Ok(())
 }
 
 /// The default scheme (US 6,804,755: the mechanism follows the source's
@@ -303,19 +302,18 @@ impl Pool {
         let pool_rec = self.lock().pool.clone();
         let saved = {
             let meta = Arc::clone(&self.meta);
-            let (copy_rec, src_new, snap_parts) = (
+            let (copy_rec, src_new, snap_save) = (
                 copy_rec.clone(),
                 src_new.clone(),
-                snap.as_ref()
-                    .map(|s| (s.rec.clone(), s.pages.clone(), s.dropped.clone())),
+                snap.as_ref().map(|s| s.save.clone()),
             );
             tokio::task::spawn_blocking(move || {
                 meta.write(true, |tx| {
                     tx.put_pool(&pool_rec)?;
                     tx.put_volume(&copy_rec)?;
                     tx.put_volume(&src_new)?;
-                    if let Some((rec, pages, dropped)) = &snap_parts {
-                        save_family(tx, rec, pages, dropped)?;
+                    if let Some(save) = &snap_save {
+                        save_family(tx, save)?;
                     }
                     Ok(())
                 })
@@ -715,25 +713,23 @@ impl Pool {
             origin_rec.family = None;
         }
         let meta = Arc::clone(&self.meta);
-        let snap_parts = snap
-            .as_ref()
-            .map(|s| (s.rec.clone(), s.pages.clone(), s.dropped.clone()));
+        let snap_save = snap.as_ref().map(|s| s.save.clone());
         let (name_s, origin_rec_s, object) = (name.to_string(), origin_rec.clone(), fam.object);
         let fold_s = fold.clone();
         let saved = tokio::task::spawn_blocking(move || {
             meta.write(true, |tx| {
                 tx.del_volume(&name_s)?;
-                if let Some((rec, pages, dropped)) = &snap_parts {
+                if let Some(save) = &snap_save {
                     if dissolve {
-                        for n in &rec.nodes {
-                            tx.del_pages(n.id)?;
+                        for n in &save.rec.nodes {
+                            tx.del_copy_node(n.id)?;
                         }
-                        for id in dropped {
-                            tx.del_pages(*id)?;
+                        for id in &save.dropped {
+                            tx.del_copy_node(*id)?;
                         }
                         tx.del_family(object)?;
                     } else {
-                        save_family(tx, rec, pages, dropped)?;
+                        save_family(tx, save)?;
                     }
                 }
                 if let Some(j) = &fold_s {
@@ -811,13 +807,21 @@ impl Pool {
                     sizes,
                 )
             };
-            let meta = Arc::clone(&self.meta);
-            let pages_of = move |id: NodeId| meta.pages(id);
-            let state: FamilyState = match crate::copy::load_state(
-                &rec,
-                &pages_of,
-                self.make_grow(rec.object, &rec.group),
-            ) {
+            let (m1, m2) = (Arc::clone(&self.meta), Arc::clone(&self.meta));
+            let pages_of = move |id: NodeId| m1.pages(id);
+            let areas_of = move |id: NodeId| m2.copy_areas(id);
+            let rows = self
+                .meta
+                .copy_chunks(rec.object)
+                .map(|chunks| crate::copy::Rows {
+                    chunks,
+                    pages_of: &pages_of,
+                    areas_of: &areas_of,
+                });
+            let loaded = rows.and_then(|rows| {
+                crate::copy::load_state(&rec, rows, self.make_grow(rec.object, &rec.group))
+            });
+            let state: FamilyState = match loaded {
                 Ok(s) => s,
                 Err(e) => {
                     self.problem(format!(
@@ -889,9 +893,7 @@ impl Pool {
         let snap = fam.snapshot(true);
         let pool_rec = self.lock().pool.clone();
         let meta = Arc::clone(&self.meta);
-        let parts = snap
-            .as_ref()
-            .map(|s| (s.rec.clone(), s.pages.clone(), s.dropped.clone()));
+        let parts = snap.as_ref().map(|s| s.save.clone());
         let saved = tokio::task::spawn_blocking(move || {
             meta.write(true, |tx| {
                 tx.put_pool(&pool_rec)?;
@@ -904,8 +906,8 @@ impl Pool {
                 if let Some(j) = &job {
                     tx.put_job(j)?;
                 }
-                if let Some((rec, pages, dropped)) = &parts {
-                    save_family(tx, rec, pages, dropped)?;
+                if let Some(save) = &parts {
+                    save_family(tx, save)?;
                 }
                 Ok(())
             })
@@ -1249,7 +1251,7 @@ impl Pool {
         tokio::task::spawn_blocking(move || {
             meta.write(true, |tx| {
                 for id in &nodes {
-                    tx.del_pages(*id)?;
+                    tx.del_copy_node(*id)?;
                 }
                 tx.del_family(object)?;
                 tx.put_volume(&rec_s)

@@ -8,10 +8,22 @@
 //!   groups     name             GroupRecord      (seed 002 table T1)
 //!   volumes    name             VolumeRecord
 //!   jobs       id               JobRecord        (state + checkpoint)
-//!   families   object           copy FamilyRecord: copy tree, images, store
+//!   families   object           copy FamilyRecord: copy tree, images
 //!   pages      (object, page)   PAGE_BYTES of a per-track/per-region bitmap
 //!                               or of a copy node's track map
+//!   copy_chunks (family, first slot)  (group offset, slots): the store's
+//!                               chunks of new space
+//!   copy_areas  (node, first slot)    slots: the areas a load-point map
+//!                               reserved (load points)
 //! ```
+//!
+//! A copy family's chunks and areas have rows of their own, not fields of
+//! its record: a save stores the rows that changed since the last one, so
+//! what a metadata commit writes does not grow with the number of copies
+//! or with the new space they took (format 1 kept both in the record, and
+//! a family of 64 copies rewrote a record of about a megabyte at every
+//! commit; format 1 records are read and moved to the rows at the next
+//! save).
 //!
 //! Configuration changes commit durably (`Durability::Immediate`) before the
 //! API answers. Per-track and per-region bitmaps live in memory and are
@@ -44,6 +56,8 @@ const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const PAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("pages");
 const FAMILIES: TableDefinition<u64, &[u8]> = TableDefinition::new("families");
+const COPY_CHUNKS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("copy_chunks");
+const COPY_AREAS: TableDefinition<(u64, u64), u64> = TableDefinition::new("copy_areas");
 
 fn db_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::with_source(ErrorKind::Io, format!("pool database: {what} failed"), e)
@@ -136,7 +150,16 @@ impl Meta {
                         self.path.display()
                     )));
                 }
-                Some(_) => created = false,
+                Some(v) => {
+                    // An older format is read as it is; from now on it is
+                    // written in this one, which the older ferrosan must
+                    // not open.
+                    if v < FORMAT_VERSION {
+                        t.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
+                            .map_err(|e| db_err("a write", e))?;
+                    }
+                    created = false;
+                }
                 None => {
                     t.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
                         .map_err(|e| db_err("a write", e))?;
@@ -163,6 +186,10 @@ impl Meta {
             txn.open_table(PAGES)
                 .map_err(|e| db_err("opening a table", e))?;
             txn.open_table(FAMILIES)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(COPY_CHUNKS)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(COPY_AREAS)
                 .map_err(|e| db_err("opening a table", e))?;
         }
         txn.commit().map_err(|e| db_err("a commit", e))?;
@@ -246,14 +273,20 @@ impl Meta {
         Ok(out)
     }
 
-    /// Reads the pages of `object`, as (page number, bytes).
-    pub fn pages(&self, object: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+    /// Reads the rows of `object` in a table keyed by (object, n), as
+    /// `f(n, value)` in ascending n.
+    fn rows<V: redb::Value + 'static, T>(
+        &self,
+        def: TableDefinition<(u64, u64), V>,
+        object: u64,
+        f: impl Fn(u64, V::SelfType<'_>) -> T,
+    ) -> Result<Vec<T>> {
         let txn = self
             .db
             .begin_read()
             .map_err(|e| db_err("a read transaction", e))?;
         let t = txn
-            .open_table(PAGES)
+            .open_table(def)
             .map_err(|e| db_err("opening a table", e))?;
         let mut out = Vec::new();
         for item in t
@@ -261,9 +294,30 @@ impl Meta {
             .map_err(|e| db_err("a scan", e))?
         {
             let (k, v) = item.map_err(|e| db_err("a scan", e))?;
-            out.push((k.value().1, v.value().to_vec()));
+            out.push(f(k.value().1, v.value()));
         }
         Ok(out)
+    }
+
+    /// Reads the pages of `object`, as (page number, bytes).
+    pub fn pages(&self, object: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.rows(PAGES, object, |page, b| (page, b.to_vec()))
+    }
+
+    /// Reads the store chunks of copy family `object`, by first slot.
+    pub fn copy_chunks(&self, object: u64) -> Result<Vec<crate::copy::store::Chunk>> {
+        self.rows(COPY_CHUNKS, object, |first_slot, (group_off, slots)| {
+            crate::copy::store::Chunk {
+                first_slot,
+                group_off,
+                slots,
+            }
+        })
+    }
+
+    /// Reads the areas copy node `node` reserved, as (first slot, slots).
+    pub fn copy_areas(&self, node: u64) -> Result<Vec<(u64, u64)>> {
+        self.rows(COPY_AREAS, node, |first, n| (first, n))
     }
 }
 
@@ -351,12 +405,75 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Deletes copy family `object`'s record and its chunks (its nodes'
+    /// pages and areas go with [`Tx::del_copy_node`]).
     pub fn del_family(&mut self, object: u64) -> Result<()> {
         let mut t = self
             .txn
             .open_table(FAMILIES)
             .map_err(|e| db_err("opening a table", e))?;
         t.remove(object).map_err(|e| db_err("a delete", e))?;
+        let mut c = self
+            .txn
+            .open_table(COPY_CHUNKS)
+            .map_err(|e| db_err("opening a table", e))?;
+        c.retain_in((object, 0)..=(object, u64::MAX), |_, _| false)
+            .map_err(|e| db_err("a delete", e))?;
+        Ok(())
+    }
+
+    /// Stores (`Some(chunk)`) or deletes (`None`) the chunk of copy family
+    /// `object` starting at slot `first`.
+    pub fn put_copy_chunk(
+        &mut self,
+        object: u64,
+        first: u64,
+        chunk: Option<&crate::copy::store::Chunk>,
+    ) -> Result<()> {
+        let mut t = self
+            .txn
+            .open_table(COPY_CHUNKS)
+            .map_err(|e| db_err("opening a table", e))?;
+        match chunk {
+            Some(c) => t
+                .insert((object, first), (c.group_off, c.slots))
+                .map(|_| ())
+                .map_err(|e| db_err("a write", e)),
+            None => t
+                .remove((object, first))
+                .map(|_| ())
+                .map_err(|e| db_err("a delete", e)),
+        }
+    }
+
+    /// Stores (`Some(slots)`) or deletes (`None`) the area of copy node
+    /// `node` starting at slot `first`.
+    pub fn put_copy_area(&mut self, node: u64, first: u64, slots: Option<u64>) -> Result<()> {
+        let mut t = self
+            .txn
+            .open_table(COPY_AREAS)
+            .map_err(|e| db_err("opening a table", e))?;
+        match slots {
+            Some(n) => t
+                .insert((node, first), n)
+                .map(|_| ())
+                .map_err(|e| db_err("a write", e)),
+            None => t
+                .remove((node, first))
+                .map(|_| ())
+                .map_err(|e| db_err("a delete", e)),
+        }
+    }
+
+    /// Deletes everything of copy node `node`: its map pages and areas.
+    pub fn del_copy_node(&mut self, node: u64) -> Result<()> {
+        self.del_pages(node)?;
+        let mut t = self
+            .txn
+            .open_table(COPY_AREAS)
+            .map_err(|e| db_err("opening a table", e))?;
+        t.retain_in((node, 0)..=(node, u64::MAX), |_, _| false)
+            .map_err(|e| db_err("a delete", e))?;
         Ok(())
     }
 

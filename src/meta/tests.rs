@@ -184,3 +184,83 @@ fn an_intent_page_past_any_address_space_is_refused_as_damage() {
     let (_, pending) = PersistentIntent::load(Arc::clone(&meta), 11, region).unwrap();
     assert_eq!(pending, vec![(crate::meta::PAGE_BITS * region, region)]);
 }
+
+fn format_of(p: &std::path::Path) -> u32 {
+    let db = redb::Database::open(p).unwrap();
+    let t = db.begin_read().unwrap();
+    let v = t.open_table(POOL).unwrap().get("format").unwrap().unwrap();
+    u32::from_le_bytes(v.value().try_into().unwrap())
+}
+
+/// A format 1 database (copy chunks and areas inside the family record)
+/// opens, and is marked with this format from then on, so a ferrosan that
+/// knows only format 1 refuses it rather than misreading the rows.
+#[test]
+fn an_older_format_opens_and_is_marked_current() {
+    let d = tmp();
+    let p = d.path().join("pool.redb");
+    drop(Meta::open(&p).unwrap());
+    {
+        let db = redb::Database::open(&p).unwrap();
+        let t = db.begin_write().unwrap();
+        t.open_table(POOL)
+            .unwrap()
+            .insert("format", 1u32.to_le_bytes().as_slice())
+            .unwrap();
+        t.commit().unwrap();
+    }
+    assert_eq!(format_of(&p), 1);
+    drop(Meta::open(&p).unwrap());
+    assert_eq!(format_of(&p), FORMAT_VERSION);
+    const { assert!(FORMAT_VERSION >= 2) };
+}
+
+/// Copy chunk and area rows: stored, replaced and deleted one by one, a
+/// node's rows (pages and areas) deleted together, a family's chunks with
+/// its record; other families' and nodes' rows are left alone.
+#[test]
+fn copy_chunk_and_area_rows() {
+    use crate::copy::store::Chunk;
+    let d = tmp();
+    let (m, _) = Meta::open(&d.path().join("pool.redb")).unwrap();
+    let c = |first: u64, off: u64| Chunk {
+        first_slot: first,
+        group_off: off,
+        slots: 64,
+    };
+    m.write(true, |tx| {
+        tx.put_copy_chunk(7, 0, Some(&c(0, 1 << 20)))?;
+        tx.put_copy_chunk(7, 64, Some(&c(64, 2 << 20)))?;
+        tx.put_copy_chunk(8, 0, Some(&c(0, 9 << 20)))?;
+        tx.put_copy_area(11, 0, Some(64))?;
+        tx.put_copy_area(11, 128, Some(64))?;
+        tx.put_copy_area(12, 64, Some(32))?;
+        tx.put_page(11, 0, &[1; 8])?;
+        tx.put_page(12, 0, &[2; 8])
+    })
+    .unwrap();
+    assert_eq!(
+        m.copy_chunks(7).unwrap(),
+        vec![c(0, 1 << 20), c(64, 2 << 20)]
+    );
+    assert_eq!(m.copy_areas(11).unwrap(), vec![(0, 64), (128, 64)]);
+    m.write(true, |tx| {
+        tx.put_copy_chunk(7, 0, None)?;
+        tx.put_copy_chunk(7, 64, Some(&c(64, 5 << 20)))?;
+        tx.put_copy_area(11, 0, None)
+    })
+    .unwrap();
+    assert_eq!(m.copy_chunks(7).unwrap(), vec![c(64, 5 << 20)]);
+    assert_eq!(m.copy_areas(11).unwrap(), vec![(128, 64)]);
+    m.write(true, |tx| {
+        tx.del_copy_node(11)?;
+        tx.del_family(7)
+    })
+    .unwrap();
+    assert!(m.copy_areas(11).unwrap().is_empty());
+    assert!(m.pages(11).unwrap().is_empty());
+    assert!(m.copy_chunks(7).unwrap().is_empty());
+    assert_eq!(m.copy_areas(12).unwrap(), vec![(64, 32)]);
+    assert_eq!(m.pages(12).unwrap().len(), 1);
+    assert_eq!(m.copy_chunks(8).unwrap(), vec![c(0, 9 << 20)]);
+}

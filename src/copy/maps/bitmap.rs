@@ -81,6 +81,10 @@ impl Positions for WholeBits {
             .ok_or_else(|| beyond(Scheme::Bitmap, t, self.tracks))
     }
 
+    fn area_of(&self, t: u64) -> Option<Area> {
+        (t < self.tracks).then_some((self.load_point, self.tracks))
+    }
+
     fn areas(&self) -> Vec<Area> {
         vec![(self.load_point, self.tracks)]
     }

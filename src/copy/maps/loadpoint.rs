@@ -39,6 +39,8 @@ pub(super) trait Positions: Send + Sync {
     fn position(&self, t: u64) -> Option<u64>;
     /// The fixed slot of `t`, reserving its area from `src` if need be.
     fn reserve(&mut self, t: u64, src: &mut dyn SlotSource) -> Result<u64>;
+    /// The reserved area holding `t`'s position.
+    fn area_of(&self, t: u64) -> Option<Area>;
     fn areas(&self) -> Vec<Area>;
     fn memory_bytes(&self) -> usize;
     /// See [`TrackMap::shed`].
@@ -54,6 +56,9 @@ pub(super) struct LoadPointMap<P> {
     odd: SparseTable<Entry>,
     whole: u64,
     count: u64,
+    /// Areas reserved (`Some(slots)`) or shed (`None`) since the last save
+    /// took them, by first slot.
+    log: std::collections::BTreeMap<u64, Option<u64>>,
 }
 
 impl<P: Positions> LoadPointMap<P> {
@@ -63,6 +68,7 @@ impl<P: Positions> LoadPointMap<P> {
             odd: SparseTable::new(),
             whole: 0,
             count: 0,
+            log: std::collections::BTreeMap::new(),
         }
     }
 
@@ -107,7 +113,14 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
     }
 
     fn place(&mut self, t: u64, src: &mut dyn SlotSource) -> Result<u64> {
-        self.pos.reserve(t, src)
+        if self.pos.position(t).is_some() {
+            return self.pos.reserve(t, src);
+        }
+        let slot = self.pos.reserve(t, src)?;
+        if let Some((first, n)) = self.pos.area_of(t) {
+            self.log.insert(first, Some(n));
+        }
+        Ok(slot)
     }
 
     fn set(&mut self, t: u64, e: Entry) {
@@ -157,6 +170,28 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
     }
 
     fn shed(&mut self, t: u64) -> Option<Area> {
-        self.pos.shed(t)
+        let a = self.pos.shed(t)?;
+        self.log.insert(a.0, None);
+        Some(a)
+    }
+
+    fn take_area_changes(&mut self) -> Vec<(u64, Option<u64>)> {
+        std::mem::take(&mut self.log).into_iter().collect()
+    }
+
+    fn keep_area_changes(&mut self, changes: Vec<(u64, Option<u64>)>) {
+        for (first, n) in changes {
+            self.log.entry(first).or_insert(n);
+        }
+    }
+
+    fn log_all_areas(&mut self) {
+        for (first, n) in self.pos.areas() {
+            self.log.insert(first, Some(n));
+        }
+    }
+
+    fn areas_changed(&self) -> bool {
+        !self.log.is_empty()
     }
 }

@@ -60,13 +60,16 @@ pub const MAX_SLOT: u64 = u64::MAX - 2;
 /// fails, the error is `src`'s and nothing is held.
 pub fn new_map(scheme: Scheme, tracks: u64, src: &mut dyn SlotSource) -> Result<Box<dyn TrackMap>> {
     check_tracks(tracks)?;
-    Ok(match scheme {
+    let mut map: Box<dyn TrackMap> = match scheme {
         Scheme::FullPointer => Box::new(full_pointer::FullPointer::new(tracks)?),
         Scheme::ChangedPointer => Box::new(changed_pointer::ChangedPointer::new(tracks)),
         Scheme::Bitmap => Box::new(bitmap::new(tracks, src)?),
         Scheme::MultilevelBitmap => Box::new(multilevel::new(tracks, src)?),
         Scheme::PartialBitmap => Box::new(partial::new(tracks)),
-    })
+    };
+    // A whole-map area is reserved now: the first save stores it.
+    map.log_all_areas();
+    Ok(map)
 }
 
 /// Rebuilds a map of `scheme` over `tracks` tracks from the `areas` it had

@@ -210,6 +210,10 @@ impl Positions for TwoLevel {
             .ok_or_else(|| beyond(Scheme::MultilevelBitmap, t, self.tracks))
     }
 
+    fn area_of(&self, t: u64) -> Option<Area> {
+        (t < self.tracks).then_some((self.load_point, self.tracks))
+    }
+
     fn areas(&self) -> Vec<Area> {
         vec![(self.load_point, self.tracks)]
     }

@@ -203,6 +203,12 @@ impl Positions for Partials {
         Ok(lp + t % PARTIAL_AREA_TRACKS)
     }
 
+    fn area_of(&self, t: u64) -> Option<Area> {
+        let i = t / PARTIAL_AREA_TRACKS;
+        let lp = self.areas.get(i)?.load_point?;
+        Some((lp, self.extent_len(i)))
+    }
+
     fn shed(&mut self, t: u64) -> Option<Area> {
         let i = t / PARTIAL_AREA_TRACKS;
         let a = self.areas.get(i)?;
