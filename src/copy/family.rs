@@ -65,6 +65,31 @@ pub enum NodeKind {
     View,
 }
 
+/// Hashes node ids (pool object ids, not chosen by any client) with one
+/// multiply: every host read and write looks its leaf up, and SipHash's
+/// resistance to chosen keys buys nothing here.
+pub type NodeIdHash = std::hash::BuildHasherDefault<IdHasher>;
+
+/// See [`NodeIdHash`].
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// A node of the copy tree.
 pub struct Node {
     pub id: NodeId,
@@ -120,7 +145,7 @@ pub struct State {
     pub track: u64,
     pub tracks: u64,
     pub granule: u64,
-    pub nodes: HashMap<NodeId, Node>,
+    pub nodes: HashMap<NodeId, Node, NodeIdHash>,
     pub images: BTreeMap<String, Image>,
     /// The image holding the initial area.
     pub origin: String,
@@ -176,7 +201,7 @@ impl State {
             track,
             tracks,
             granule: granule_of(track),
-            nodes: HashMap::new(),
+            nodes: HashMap::default(),
             images: BTreeMap::new(),
             origin: origin.to_string(),
             newest_view: None,

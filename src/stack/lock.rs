@@ -6,10 +6,16 @@
 //! requests can never wait on each other in a cycle. Waiters are woken
 //! when any range is released and retry; there is no queue, so a request
 //! that can go ahead never waits behind one that cannot.
+//!
+//! Uncontended (the usual case: every host write takes one or two of
+//! these), a lock and its release are one mutex round each: a request
+//! registers for wake-ups only after its first try failed, and a release
+//! wakes only when someone waits.
 
 #![forbid(unsafe_code)]
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
@@ -17,7 +23,18 @@ use tokio::sync::Notify;
 #[derive(Default)]
 pub struct RangeLock {
     held: Mutex<Vec<(u64, u64)>>,
+    /// Requests waiting for a range (registered before their retry).
+    waiting: AtomicUsize,
     released: Notify,
+}
+
+/// Counts one waiter while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Holds keys `start..end` of a [`RangeLock`] until dropped.
@@ -43,20 +60,29 @@ impl RangeLock {
 
     /// Locks keys `start..end` (an empty range locks nothing).
     pub async fn lock(&self, start: u64, end: u64) -> RangeGuard<'_> {
-        let guard = RangeGuard {
-            lock: self,
-            range: (start, end),
-        };
-        if start >= end {
-            return guard;
+        // A guard is made only once the range is ours: a request dropped
+        // while it waits must not release a range another one holds.
+        if start >= end || self.try_take(start, end) {
+            return RangeGuard {
+                lock: self,
+                range: (start, end),
+            };
         }
+        // Counted before the retry below: a release that does not see the
+        // count happened before that retry's look at the held ranges
+        // (both go through `held`), so the retry sees it.
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
             // Registered before the check, so a release in between wakes us.
             released.as_mut().enable();
             if self.try_take(start, end) {
-                return guard;
+                return RangeGuard {
+                    lock: self,
+                    range: (start, end),
+                };
             }
             released.await;
         }
@@ -79,7 +105,9 @@ impl Drop for RangeGuard<'_> {
             held.swap_remove(i);
         }
         drop(held);
-        self.lock.released.notify_waiters();
+        if self.lock.waiting.load(Ordering::SeqCst) > 0 {
+            self.lock.released.notify_waiters();
+        }
     }
 }
 
@@ -112,5 +140,37 @@ mod tests {
         });
         assert_eq!(*log.borrow(), vec!["disjoint", "release", "overlap"]);
         assert_eq!(lock.held(), 0);
+    }
+
+    /// A request dropped while it waits (its client went away) leaves the
+    /// range it waited for with its holder: an identical range asked for
+    /// next still waits.
+    #[test]
+    fn a_waiter_dropped_leaves_the_holders_range_held() {
+        use futures::FutureExt;
+        let lock = RangeLock::new();
+        let g = futures::executor::block_on(lock.lock(3, 5));
+        {
+            let mut waiter = Box::pin(lock.lock(3, 5));
+            assert!(
+                (&mut waiter).now_or_never().is_none(),
+                "a held range was taken"
+            );
+        }
+        assert_eq!(
+            lock.held(),
+            1,
+            "the dropped waiter released the holder's range"
+        );
+        assert!(
+            lock.lock(3, 5).now_or_never().is_none(),
+            "the range is free while held"
+        );
+        drop(g);
+        assert_eq!(lock.held(), 0);
+        assert!(
+            lock.lock(3, 5).now_or_never().is_some(),
+            "the released range is free"
+        );
     }
 }

@@ -37,6 +37,11 @@ pub(super) trait Positions: Send + Sync {
     fn ones(&self) -> Box<dyn Iterator<Item = u64> + '_>;
     /// The fixed slot of `t`, if its area is reserved.
     fn position(&self, t: u64) -> Option<u64>;
+    /// `Some(position(t))` if bit `t` is set, else `None`: the two looks
+    /// of every read and write in one.
+    fn probe(&self, t: u64) -> Option<Option<u64>> {
+        self.test(t).then(|| self.position(t))
+    }
     /// The fixed slot of `t`, reserving its area from `src` if need be.
     fn reserve(&mut self, t: u64, src: &mut dyn SlotSource) -> Result<u64>;
     /// The reserved area holding `t`'s position.
@@ -100,16 +105,14 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
     }
 
     fn get(&self, t: u64) -> Option<Entry> {
-        if !self.pos.test(t) {
-            return None;
+        let position = self.pos.probe(t)?;
+        if let Some(e) = (!self.odd.is_empty()).then(|| self.odd.get(t)).flatten() {
+            return Some(*e);
         }
-        match self.odd.get(t) {
-            Some(e) => Some(*e),
-            None => self.pos.position(t).map(|slot| Entry {
-                slot,
-                valid: self.whole,
-            }),
-        }
+        position.map(|slot| Entry {
+            slot,
+            valid: self.whole,
+        })
     }
 
     fn place(&mut self, t: u64, src: &mut dyn SlotSource) -> Result<u64> {

@@ -203,6 +203,12 @@ impl Positions for Partials {
         Ok(lp + t % PARTIAL_AREA_TRACKS)
     }
 
+    fn probe(&self, t: u64) -> Option<Option<u64>> {
+        let i = t % PARTIAL_AREA_TRACKS;
+        let a = self.areas.get(t / PARTIAL_AREA_TRACKS)?;
+        bit(&a.bits, i).then(|| a.load_point.map(|lp| lp + i))
+    }
+
     fn area_of(&self, t: u64) -> Option<Area> {
         let i = t / PARTIAL_AREA_TRACKS;
         let lp = self.areas.get(i)?.load_point?;
