@@ -40,6 +40,9 @@
 # the ratios of runs back to back (same round and slice, or same round and
 # rewrite run), with their range. On this disk a slow spell lasts a minute
 # or two and moved the earlier one-10-s-run-per-target ratios by +-20%.
+# Before each run the disk is let drain (no request in flight in
+# /proc/diskstats, at most 5 s; BENCH_SETTLE=0 skips it): A2 first writes
+# run right after the A1 targets' flush-heavy runs fell to 2-5k IOPS.
 # A deletion that starts a fold job (the last copy gone) waits for it
 # (`copy delete --wait`), so no background move runs into the next
 # measurement.
@@ -167,8 +170,24 @@ else:
 PY
 }
 
+# The disk under $dir, by its /proc/diskstats name (none on some
+# filesystems: then settle does nothing).
+ddev=$(basename "$(df --output=source "$dir" | tail -1)")
+settle() { # until the disk has no request in flight (at most 5 s)
+  [ "${BENCH_SETTLE:-1}" = 0 ] && return 0
+  local i n
+  for i in $(seq 100); do
+    n=$(awk -v d="$ddev" '$3 == d {print $12}' /proc/diskstats)
+    [ "${n:-0}" = 0 ] && return 0
+    sleep 0.05
+  done
+}
+
 run() { # name target fio-args...
   local wl=$1 tgt=$2; shift 2
+  # The previous target's writes (and the filesystem's journal after
+  # them) drained first, so one target's traffic does not slow the next.
+  settle
   if ! fio --name=b --output-format=json --output="$dir/last.json" --numjobs=1 --group_reporting \
       --bs=4k --iodepth=32 "$@" 2>"$dir/fio.err"; then
     echo "warning: $wl on $tgt failed: $(grep -m1 -i error "$dir/fio.err")" >&2
