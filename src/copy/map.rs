@@ -24,6 +24,8 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
+
 use crate::error::Result;
 
 /// `Entry::slot` value meaning "reads as zeroes, no slot" (a zeroed or
@@ -192,3 +194,38 @@ pub trait TrackMap: Send + Sync {
 
 /// Tracks per partial area of [`Scheme::PartialBitmap`].
 pub const PARTIAL_AREA_TRACKS: u64 = 64;
+
+/// Rows added or changed (`Some`) or removed (`None`) since the last save
+/// took them, by key (a first slot): what the next save stores of a store's
+/// chunks or a map's areas. The newest change of a key wins.
+#[derive(Debug)]
+pub struct ChangeLog<V>(BTreeMap<u64, Option<V>>);
+
+impl<V> Default for ChangeLog<V> {
+    fn default() -> Self {
+        ChangeLog(BTreeMap::new())
+    }
+}
+
+impl<V> ChangeLog<V> {
+    pub fn note(&mut self, key: u64, v: Option<V>) {
+        self.0.insert(key, v);
+    }
+
+    /// The changes, for a save; the log starts empty again.
+    pub fn take(&mut self) -> Vec<(u64, Option<V>)> {
+        std::mem::take(&mut self.0).into_iter().collect()
+    }
+
+    /// A save of `changes` failed: they are still to store, behind any
+    /// newer change of the same key.
+    pub fn keep(&mut self, changes: Vec<(u64, Option<V>)>) {
+        for (k, v) in changes {
+            self.0.entry(k).or_insert(v);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::copy::map::SlotSource;
+use crate::copy::map::{ChangeLog, SlotSource};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Slots per chunk for single-slot allocation (64 MiB at 64 KiB tracks).
@@ -97,7 +97,7 @@ pub struct Store {
     area_hint: u64,
     /// Chunks added (`Some`) or removed (`None`) since the last save took
     /// them, by first slot: what the next save stores.
-    log: BTreeMap<u64, Option<Chunk>>,
+    log: ChangeLog<Chunk>,
 }
 
 impl Store {
@@ -134,7 +134,7 @@ impl Store {
             chunk_slots: CHUNK_SLOTS,
             hint: 0,
             area_hint: 0,
-            log: BTreeMap::new(),
+            log: ChangeLog::default(),
         }
     }
 
@@ -261,7 +261,7 @@ impl Store {
             if let Some(c) = self.chunks.remove(&k) {
                 self.released
                     .push((c.chunk.group_off, c.chunk.slots * self.track));
-                self.log.insert(k, None);
+                self.log.note(k, None);
             }
         }
     }
@@ -274,22 +274,20 @@ impl Store {
     /// Chunks added (`Some`) or removed (`None`) since the last call, by
     /// first slot.
     pub fn take_chunk_changes(&mut self) -> Vec<(u64, Option<Chunk>)> {
-        std::mem::take(&mut self.log).into_iter().collect()
+        self.log.take()
     }
 
     /// A save of `changes` failed: they are still to store (behind any
     /// newer change of the same chunk).
     pub fn keep_chunk_changes(&mut self, changes: Vec<(u64, Option<Chunk>)>) {
-        for (k, c) in changes {
-            self.log.entry(k).or_insert(c);
-        }
+        self.log.keep(changes);
     }
 
     /// Logs every chunk as added: the chunks came from a record that held
     /// them inline (pool format 1) and must get rows of their own.
     pub fn log_all_chunks(&mut self) {
         for (&k, c) in &self.chunks {
-            self.log.insert(k, Some(c.chunk.clone()));
+            self.log.note(k, Some(c.chunk.clone()));
         }
     }
 
@@ -329,7 +327,7 @@ impl Store {
             group_off,
             slots,
         };
-        self.log.insert(first, Some(chunk.clone()));
+        self.log.note(first, Some(chunk.clone()));
         self.chunks.insert(
             first,
             ChunkState {

@@ -22,7 +22,7 @@
 
 use super::sparse::SparseTable;
 use super::storable;
-use crate::copy::map::{Area, Entry, Scheme, SlotSource, TrackMap, ZERO_SLOT};
+use crate::copy::map::{Area, ChangeLog, Entry, Scheme, SlotSource, TrackMap, ZERO_SLOT};
 use crate::error::Result;
 
 /// What a load-point scheme provides: the diverged bits and positions.
@@ -63,7 +63,7 @@ pub(super) struct LoadPointMap<P> {
     count: u64,
     /// Areas reserved (`Some(slots)`) or shed (`None`) since the last save
     /// took them, by first slot.
-    log: std::collections::BTreeMap<u64, Option<u64>>,
+    log: ChangeLog<u64>,
 }
 
 impl<P: Positions> LoadPointMap<P> {
@@ -73,7 +73,7 @@ impl<P: Positions> LoadPointMap<P> {
             odd: SparseTable::new(),
             whole: 0,
             count: 0,
-            log: std::collections::BTreeMap::new(),
+            log: ChangeLog::default(),
         }
     }
 
@@ -106,7 +106,7 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
 
     fn get(&self, t: u64) -> Option<Entry> {
         let position = self.pos.probe(t)?;
-        if let Some(e) = (!self.odd.is_empty()).then(|| self.odd.get(t)).flatten() {
+        if let Some(e) = self.odd.get(t) {
             return Some(*e);
         }
         position.map(|slot| Entry {
@@ -116,12 +116,10 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
     }
 
     fn place(&mut self, t: u64, src: &mut dyn SlotSource) -> Result<u64> {
-        if self.pos.position(t).is_some() {
-            return self.pos.reserve(t, src);
-        }
+        let new_area = self.pos.position(t).is_none();
         let slot = self.pos.reserve(t, src)?;
-        if let Some((first, n)) = self.pos.area_of(t) {
-            self.log.insert(first, Some(n));
+        if let Some((first, n)) = self.pos.area_of(t).filter(|_| new_area) {
+            self.log.note(first, Some(n));
         }
         Ok(slot)
     }
@@ -174,23 +172,21 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
 
     fn shed(&mut self, t: u64) -> Option<Area> {
         let a = self.pos.shed(t)?;
-        self.log.insert(a.0, None);
+        self.log.note(a.0, None);
         Some(a)
     }
 
     fn take_area_changes(&mut self) -> Vec<(u64, Option<u64>)> {
-        std::mem::take(&mut self.log).into_iter().collect()
+        self.log.take()
     }
 
     fn keep_area_changes(&mut self, changes: Vec<(u64, Option<u64>)>) {
-        for (first, n) in changes {
-            self.log.entry(first).or_insert(n);
-        }
+        self.log.keep(changes);
     }
 
     fn log_all_areas(&mut self) {
         for (first, n) in self.pos.areas() {
-            self.log.insert(first, Some(n));
+            self.log.note(first, Some(n));
         }
     }
 
