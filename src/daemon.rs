@@ -91,12 +91,33 @@ fn bind_unix(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
     Ok(l)
 }
 
+/// Binds the NBD TCP address; warns when it is reachable from other
+/// machines, since NBD carries no authentication or encryption.
+fn bind_nbd(listen: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let tcp = std::net::TcpListener::bind(listen).with_context(|| {
+        format!(
+            "cannot listen for NBD on {listen} (another NBD server there? choose another address with --listen)"
+        )
+    })?;
+    if !listen.ip().is_loopback() {
+        eprintln!(
+            "ferrosan: warning: NBD listens on {listen}, reachable from other machines: \
+             NBD has no authentication or encryption, so anyone who can reach it can read \
+             and write every volume; listen on 127.0.0.1 unless the network is trusted"
+        );
+    }
+    Ok(tcp)
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let dir = opts.pool.clone();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create pool directory {}", dir.display()))?;
     let _lock = lock_pool(&dir)?;
+    // The port first: a pool is not provisioned (4 GiB of disk files on a
+    // new one) for a daemon that cannot serve it.
+    let tcp = bind_nbd(opts.listen)?;
     let fresh = !dir.join(DB_FILE).exists();
     let n = opts
         .workers
@@ -117,12 +138,6 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let tcp = std::net::TcpListener::bind(opts.listen).with_context(|| {
-        format!(
-            "cannot listen for NBD on {} (another NBD server there? use --listen)",
-            opts.listen
-        )
-    })?;
     let addr = tcp.local_addr()?;
     let nbd_sock = dir.join("nbd.sock");
     let unix = bind_unix(&nbd_sock)?;

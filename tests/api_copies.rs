@@ -158,7 +158,7 @@ fn unknown_fields_are_400_naming_the_field() {
             r#"{"polcy": "move-larger"}"#,
             "polcy",
         ),
-        ("/v1/copies/c0/restore", r#"{"force": true}"#, "force"),
+        ("/v1/copies/c0/restore", r#"{"forse": true}"#, "forse"),
     ] {
         let r = post(&s, path, body);
         assert_eq!(r.status, 400, "{path}");
@@ -184,7 +184,10 @@ fn restore_and_split_bodies_may_be_left_out() {
     for body in ["", "{}", "null", " \n"] {
         let r = post(&s, "/v1/copies/c0/restore", body);
         assert_eq!(r.status, 202, "{body:?}: {}", r.body);
-        assert_eq!(sim.last_action(), r#"CopyRestore("c0")"#);
+        assert_eq!(
+            sim.last_action(),
+            r#"CopyRestore("c0", CopyRestoreRequest { force: false })"#
+        );
         let r = post(&s, "/v1/copies/c0/split", body);
         assert_eq!(r.status, 202, "{body:?}: {}", r.body);
         assert_eq!(

@@ -176,7 +176,10 @@ fn requests_parse_into_actions() {
         "JobRate(7, JobRateRequest { bytes_per_sec: 1048576 })"
     );
     post(&s, "/v1/disks/d%20x/fail", "");
-    assert_eq!(sim.last_action(), r#"DiskFail("d x")"#);
+    assert_eq!(
+        sim.last_action(),
+        r#"DiskFail("d x", DiskFailRequest { force: false })"#
+    );
 }
 
 #[test]

@@ -11,13 +11,14 @@ use common::{Server, Sim, request};
 use serde_json::Value;
 
 /// The routes of the management API, as designed.
-const ROUTES: [(&str, &str); 30] = [
+const ROUTES: [(&str, &str); 31] = [
     ("get", "/v1/pool"),
     ("get", "/v1/disks"),
     ("post", "/v1/disks"),
     ("get", "/v1/disks/{name}"),
     ("delete", "/v1/disks/{name}"),
     ("post", "/v1/disks/{name}/fail"),
+    ("post", "/v1/disks/{name}/reinstate"),
     ("post", "/v1/disks/{name}/replace"),
     ("post", "/v1/disks/{name}/inject"),
     ("get", "/v1/groups"),

@@ -20,7 +20,8 @@ pub enum Action {
     DiskGet(String),
     DiskAdd(DiskAddRequest),
     DiskRemove(String),
-    DiskFail(String),
+    DiskFail(String, DiskFailRequest),
+    DiskReinstate(String),
     DiskReplace(String, DiskReplaceRequest),
     DiskInject(String, InjectRequest),
     GroupList,
@@ -43,7 +44,7 @@ pub enum Action {
     CopyGet(String),
     CopyCreate(CopyCreateRequest),
     CopyDelete(String),
-    CopyRestore(String),
+    CopyRestore(String, CopyRestoreRequest),
     CopySplit(String, CopySplitRequest),
 }
 
@@ -63,6 +64,7 @@ pub enum Reply {
     Copies(Vec<CopyInfo>),
     CopyDeleted(CopyDeleteInfo),
     CopyRestored(CopyRestoreInfo),
+    Reinstated(DiskReinstateInfo),
     CopySplit(CopySplitInfo),
     /// The object is gone: 204 No Content.
     Deleted,
@@ -85,6 +87,7 @@ impl Reply {
             Reply::Copies(v) => (status, Json(v)).into_response(),
             Reply::CopyDeleted(v) => (status, Json(v)).into_response(),
             Reply::CopyRestored(v) => (status, Json(v)).into_response(),
+            Reply::Reinstated(v) => (status, Json(v)).into_response(),
             Reply::CopySplit(v) => (status, Json(v)).into_response(),
             Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
         }
@@ -105,7 +108,8 @@ impl Dispatch for Pool {
             Action::DiskGet(name) => Reply::Disk(self.disk_get(&name)?),
             Action::DiskAdd(req) => Reply::Disk(self.disk_add(req)?),
             Action::DiskRemove(name) => self.disk_remove(&name).map(|()| Reply::Deleted)?,
-            Action::DiskFail(name) => Reply::Disk(self.disk_fail(&name)?),
+            Action::DiskFail(name, req) => Reply::Disk(self.disk_fail(&name, req.force)?),
+            Action::DiskReinstate(name) => Reply::Reinstated(self.disk_reinstate(&name)?),
             Action::DiskReplace(old, req) => Reply::Job(self.disk_replace(&old, req)?),
             Action::DiskInject(name, req) => Reply::Disk(self.disk_inject(&name, req)?),
             Action::GroupList => Reply::Groups(self.group_list()),
@@ -130,7 +134,9 @@ impl Dispatch for Pool {
             Action::CopyGet(name) => Reply::Copy(self.copy_get(&name)?),
             Action::CopyCreate(req) => Reply::Copy(self.copy_create(req)?),
             Action::CopyDelete(name) => Reply::CopyDeleted(self.copy_delete(&name)?),
-            Action::CopyRestore(name) => Reply::CopyRestored(self.copy_restore(&name)?),
+            Action::CopyRestore(name, req) => {
+                Reply::CopyRestored(self.copy_restore(&name, req.force)?)
+            }
             Action::CopySplit(name, req) => Reply::CopySplit(self.copy_split(&name, req)?),
         })
     }

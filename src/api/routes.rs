@@ -86,6 +86,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(disk_list, disk_add))
         .routes(routes!(disk_get, disk_remove))
         .routes(routes!(disk_fail))
+        .routes(routes!(disk_reinstate))
         .routes(routes!(disk_replace))
         .routes(routes!(disk_inject))
         .routes(routes!(group_list, group_create))
@@ -181,15 +182,36 @@ async fn disk_remove(State(s): State<AppState>, PathParams(name): PathParams<Str
         .await
 }
 
-/// Mark a disk failed: its group runs degraded.
+/// Mark a disk failed: its group runs degraded. Refused (409) when the
+/// group would stop serving, unless `force`.
 #[utoipa::path(post, path = "/v1/disks/{name}/fail", tag = "disks",
     params(("name" = String, Path, description = "Disk name")),
+    request_body = Option<DiskFailRequest>,
     responses(
         (status = 200, description = "The disk, failed", body = DiskInfo),
+        (status = 400, description = "Not a group member, or a bad body", body = ApiError),
         (status = 404, description = "No such disk", body = ApiError),
-        (status = 409, description = "Failing it would lose data", body = ApiError)))]
-async fn disk_fail(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
-    s.run(Action::DiskFail(name), StatusCode::OK).await
+        (status = 409, description = "Failing it would stop its group (use force), or it has failed already", body = ApiError)))]
+async fn disk_fail(
+    State(s): State<AppState>,
+    PathParams(name): PathParams<String>,
+    OptionalBody(req): OptionalBody<DiskFailRequest>,
+) -> Answer {
+    s.run(Action::DiskFail(name, req), StatusCode::OK).await
+}
+
+/// Take back a disk that failed while its data was current: it rejoins its
+/// slot, and a job resyncs only what was written while it was out.
+#[utoipa::path(post, path = "/v1/disks/{name}/reinstate", tag = "disks",
+    params(("name" = String, Path, description = "Disk name")),
+    responses(
+        (status = 202, description = "Reinstated; the resync job, if anything was written meanwhile", body = DiskReinstateInfo),
+        (status = 400, description = "The disk is missing or unusable, or has nothing to reinstate", body = ApiError),
+        (status = 404, description = "No such disk", body = ApiError),
+        (status = 409, description = "Its data is incomplete, or another disk must come back first", body = ApiError)))]
+async fn disk_reinstate(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
+    s.run(Action::DiskReinstate(name), StatusCode::ACCEPTED)
+        .await
 }
 
 /// Replace a group member by another disk: starts a rebuild or copy job.
@@ -477,12 +499,6 @@ async fn copy_delete(State(s): State<AppState>, PathParams(name): PathParams<Str
     s.run(Action::CopyDelete(name), StatusCode::OK).await
 }
 
-/// Body of `POST /v1/copies/{name}/restore`: no fields; the body may be
-/// left out.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CopyRestoreRequest {}
-
 /// Return the copy's source to the copy's image, at once; a job moves the
 /// data that must move.
 #[utoipa::path(post, path = "/v1/copies/{name}/restore", tag = "copies",
@@ -492,13 +508,14 @@ struct CopyRestoreRequest {}
         (status = 202, description = "Restored; the job moving data, if any", body = CopyRestoreInfo),
         (status = 400, description = "A field in the body", body = ApiError),
         (status = 404, description = "No such copy", body = ApiError),
-        (status = 409, description = "The source or the copy is busy", body = ApiError)))]
+        (status = 409, description = "The source or the copy is busy, or NBD clients use the source: use force", body = ApiError)))]
 async fn copy_restore(
     State(s): State<AppState>,
     PathParams(name): PathParams<String>,
-    OptionalBody(CopyRestoreRequest {}): OptionalBody<CopyRestoreRequest>,
+    OptionalBody(req): OptionalBody<CopyRestoreRequest>,
 ) -> Answer {
-    s.run(Action::CopyRestore(name), StatusCode::ACCEPTED).await
+    s.run(Action::CopyRestore(name, req), StatusCode::ACCEPTED)
+        .await
 }
 
 /// Separate a copy from its original: measures N_orig and N_copy, the

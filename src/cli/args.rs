@@ -95,8 +95,23 @@ pub enum DiskCmd {
     Show { name: String },
     /// Remove a disk that is in no group.
     Remove { name: String },
-    /// Mark a disk failed.
-    Fail { name: String },
+    /// Take a disk out of its group, as if it had failed (its group runs
+    /// degraded; refused if the group would stop, unless --force).
+    Fail {
+        name: String,
+        /// Even if its group then stops serving: every volume of the group
+        /// fails its I/O until the disk is reinstated.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Take back a failed disk whose data is intact: only what was written
+    /// while it was out is copied to it (md's --re-add).
+    Reinstate {
+        name: String,
+        /// Wait for the resync, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Replace OLD by NEW (a free disk or spare): starts a rebuild job.
     Replace {
         old: String,
@@ -196,6 +211,10 @@ pub enum CopyCmd {
         /// Wait for the job moving data, if one started, with a progress bar.
         #[arg(long)]
         wait: bool,
+        /// Even while NBD clients use the source: its contents change under
+        /// them, and what they wrote since the copy is gone.
+        #[arg(long)]
+        force: bool,
     },
     /// Separate a copy from its original: measure N_orig and N_copy and move
     /// one set of new data into the initial area.
@@ -258,6 +277,10 @@ pub struct DiskAdd {
     /// Add as a hot spare.
     #[arg(long)]
     spare: bool,
+    /// With --path: adopt it even if it holds data or another pool's label
+    /// (that data is lost).
+    #[arg(long, requires = "path")]
+    force: bool,
 }
 
 impl DiskAdd {
@@ -269,6 +292,7 @@ impl DiskAdd {
             size: self.size,
             path,
             spare: self.spare,
+            force: self.force,
         }
     }
 }

@@ -145,9 +145,19 @@ fn disk(ctx: &Ctx, cmd: DiskCmd) -> Result<(), Failure> {
             ctx.delete(&one(&name, ""))?;
             ctx.note(format!("removed disk {name}"))
         }
-        DiskCmd::Fail { name } => {
-            let d: DiskInfo = ctx.act(&one(&name, "/fail"))?;
-            ctx.show(&d, |d| format!("disk {} is {}", d.name, d.status))
+        DiskCmd::Fail { name, force } => {
+            let d: DiskInfo = ctx.post(&one(&name, "/fail"), &DiskFailRequest { force })?;
+            let group = match &d.group {
+                Some(g) if !ctx.json => {
+                    Some(ctx.get::<GroupInfo>(&format!("/v1/groups/{}", segment(g)))?)
+                }
+                _ => None,
+            };
+            ctx.show(&d, |d| render::disk_failed(d, group.as_ref()))
+        }
+        DiskCmd::Reinstate { name, wait } => {
+            let r: DiskReinstateInfo = ctx.act(&one(&name, "/reinstate"))?;
+            with_job(ctx, r, |r| &mut r.job, wait, render::disk_reinstated)
         }
         DiskCmd::Replace { old, new, wait } => {
             let j: JobInfo = ctx.post(&one(&old, "/replace"), &DiskReplaceRequest { new })?;
@@ -253,8 +263,9 @@ fn copy(ctx: &Ctx, cmd: CopyCmd) -> Result<(), Failure> {
             let r: CopyDeleteInfo = ctx.remove(&one(&name, ""))?;
             with_job(ctx, r, |r| &mut r.job, wait, render::copy_deleted)
         }
-        CopyCmd::Restore { name, wait } => {
-            let r: CopyRestoreInfo = ctx.act(&one(&name, "/restore"))?;
+        CopyCmd::Restore { name, wait, force } => {
+            let req = CopyRestoreRequest { force };
+            let r: CopyRestoreInfo = ctx.post(&one(&name, "/restore"), &req)?;
             with_job(ctx, r, |r| &mut r.job, wait, render::copy_restored)
         }
         CopyCmd::Split { name, policy, wait } => {

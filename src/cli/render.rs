@@ -202,16 +202,21 @@ pub fn group(g: &GroupInfo) -> String {
         ("free", format_size(g.free)),
         ("health", g.health.clone()),
         ("volumes", join_or_dash(&g.volumes)),
+        ("write-intent marks", format_size(g.intent_marked)),
     ]);
     if g.members.is_empty() {
         return summary;
     }
     let mut members = table(&["SLOT", "DISK", "STATE", "PROGRESS"]);
     for m in &g.members {
+        let state = match (&m.disk, m.reinstatable) {
+            (Some(d), true) => format!("{} (disk reinstate {d})", m.state),
+            _ => m.state.clone(),
+        };
         members.add_row(vec![
             m.slot.to_string(),
             or_dash(m.disk.as_ref()),
-            m.state.clone(),
+            state,
             or_dash(m.progress.map(|p| format!("{:.1}%", p * 100.0))),
         ]);
     }
@@ -467,9 +472,49 @@ pub fn copy_created(c: &CopyInfo) -> String {
     )
 }
 
+/// What `disk fail` did to the disk and its group.
+pub fn disk_failed(d: &DiskInfo, group: Option<&GroupInfo>) -> String {
+    let head = format!("disk {} is {}", d.name, d.status);
+    match group {
+        Some(g) if g.health == "failed" => format!(
+            "{head}\ngroup {} has stopped: {} until `ferrosan disk reinstate {}`",
+            g.name,
+            if g.volumes.is_empty() {
+                "it holds no volume".to_string()
+            } else {
+                format!("volume {} fail their I/O", g.volumes.join(", "))
+            },
+            d.name
+        ),
+        Some(g) => format!("{head}\ngroup {} is {}", g.name, g.health),
+        None => head,
+    }
+}
+
+/// What `disk reinstate` did, and its resync job.
+pub fn disk_reinstated(r: &DiskReinstateInfo) -> String {
+    let (Some(group), Some(slot)) = (&r.group, r.slot) else {
+        return format!("disk {} can be used again (it is in no group)", r.disk);
+    };
+    let head = format!("disk {} serves slot {slot} of group {group} again", r.disk);
+    match &r.job {
+        Some(j) => format!(
+            "{head}\nresyncing what was written while it was out:\n{}",
+            job_started(j)
+        ),
+        None => format!("{head}\nit missed no write: nothing to resync"),
+    }
+}
+
 /// What `copy restore` did, and its job.
 pub fn copy_restored(r: &CopyRestoreInfo) -> String {
-    let head = format!("volume {} now shows the image of copy {}", r.volume, r.from);
+    let mut head = format!("volume {} now shows the image of copy {}", r.volume, r.from);
+    if r.connections > 0 {
+        head.push_str(&format!(
+            "\nwarning: its {} connected clients now read the copy's image; what they wrote since the copy is gone, and data they cached is stale (remount or restart what uses it)",
+            r.connections
+        ));
+    }
     match &r.job {
         Some(j) => format!("{head}\n{}", job_started(j)),
         None => format!("{head}\nno data has to move"),

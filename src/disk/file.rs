@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use rustix::fs::{FallocateFlags, FileType, Mode, OFlags, SeekFrom};
 
+use super::identity::{Identity, identity_of, lock_exclusive};
 use super::label::{DATA_OFFSET, LABEL_COPIES, LABEL_SIZE, Label};
 use super::sync;
 use super::uring::{self, Completion, Op};
@@ -103,10 +104,18 @@ impl FileDisk {
         let what = path.display().to_string();
         let fd = open_fd(path, true, opts.direct)
             .map_err(|e| Error::io(format!("cannot create disk file {what}"), e))?;
+        lock_exclusive(&fd, path)?;
         let total = DATA_OFFSET + data_size;
         if let Err(e) = rustix::fs::ftruncate(&fd, total) {
             let _ = std::fs::remove_file(path);
-            return Err(Error::io(format!("cannot size disk file {what}"), e.into()));
+            return Err(match e {
+                // The size, not the machine: the filesystem's file size limit.
+                rustix::io::Errno::FBIG | rustix::io::Errno::INVAL => Error::invalid(format!(
+                    "a disk file of {} is larger than the filesystem of {what} allows: give a smaller --size",
+                    crate::units::format_size(total)
+                )),
+                e => Error::io(format!("cannot size disk file {what}"), e.into()),
+            });
         }
         let disk = FileDisk {
             path: path.to_path_buf(),
@@ -133,6 +142,7 @@ impl FileDisk {
         let what = path.display().to_string();
         let fd = open_fd(path, false, opts.direct)
             .map_err(|e| Error::io(format!("cannot open {what}"), e))?;
+        lock_exclusive(&fd, path)?;
         let (total, is_block) =
             device_size(&fd).map_err(|e| Error::io(format!("cannot size {what}"), e))?;
         if total < DATA_OFFSET * 2 {
@@ -166,6 +176,7 @@ impl FileDisk {
                 Error::io(format!("cannot open {what}"), e)
             }
         })?;
+        lock_exclusive(&fd, path)?;
         let (total, is_block) =
             device_size(&fd).map_err(|e| Error::io(format!("cannot size {what}"), e))?;
         let mut disk = FileDisk {
@@ -197,6 +208,11 @@ impl FileDisk {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What the open file or device is, whatever path named it.
+    pub fn identity(&self) -> Result<Identity> {
+        identity_of(&*self.fd)
     }
 
     pub fn is_block_device(&self) -> bool {

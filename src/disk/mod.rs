@@ -15,6 +15,7 @@
 mod counters;
 mod fault;
 mod file;
+pub mod identity;
 pub mod label;
 mod mem;
 mod sync;
@@ -23,5 +24,6 @@ pub mod uring;
 pub use counters::{Counted, CounterSnapshot, DiskCounters};
 pub use fault::{FaultDisk, FaultRules};
 pub use file::{FileDisk, OpenOptions};
+pub use identity::Identity;
 pub use label::{DATA_OFFSET, Label};
 pub use mem::MemDisk;

@@ -969,11 +969,14 @@ impl Pool {
     /// `copy restore NAME`: NAME's source shows NAME's image at once. A
     /// source with a leaf moves no data; the A1 origin reads its pending
     /// tracks from the copy while a job moves them into place.
-    pub fn copy_restore(&self, name: &str) -> Result<CopyRestoreInfo> {
+    /// `copy restore NAME`: NAME's source shows NAME's image. Refused while
+    /// NBD clients use the source, unless `force`: their volume's contents
+    /// would change under them.
+    pub fn copy_restore(&self, name: &str, force: bool) -> Result<CopyRestoreInfo> {
         let pool = self.arc()?;
         let n = name.to_string();
-        let (target, job) = on_worker(self, move || async move {
-            pool.copy_restore_on_worker(&n).await
+        let (target, job, connections) = on_worker(self, move || async move {
+            pool.copy_restore_on_worker(&n, force).await
         })?;
         let job = match job {
             Some(j) => Some(self.start_copy_move(j)?),
@@ -983,13 +986,31 @@ impl Pool {
             volume: target,
             from: name.to_string(),
             job,
+            connections,
         })
+    }
+
+    /// Refuses to change what `target` reads while clients use it, unless
+    /// `force`; returns its connections.
+    fn check_unused(&self, target: &str, force: bool, what: &str) -> Result<usize> {
+        let conns = self
+            .lock()
+            .volumes
+            .get(target)
+            .map_or(0, |v| v.conns.load(std::sync::atomic::Ordering::SeqCst));
+        if conns > 0 && !force {
+            return Err(Error::conflict(format!(
+                "volume {target} is in use by {conns} NBD connection(s): {what} would change its contents under them; disconnect them first, or add --force (they then read the new contents, and what they wrote since is gone)"
+            )));
+        }
+        Ok(conns)
     }
 
     async fn copy_restore_on_worker(
         self: Arc<Self>,
         name: &str,
-    ) -> Result<(String, Option<JobRecord>)> {
+        force: bool,
+    ) -> Result<(String, Option<JobRecord>, usize)> {
         let (fam, switches) = self.family_and_switches(name)?;
         let target = {
             let st = fam.read_state();
@@ -1016,6 +1037,8 @@ impl Pool {
                 "{target} is read-only: it cannot be restored"
             )));
         }
+        let connections =
+            self.check_unused(&target, force, &format!("restoring it from copy {name}"))?;
         let mut closed = Vec::with_capacity(switches.len());
         for s in &switches {
             closed.push(s.close().await);
@@ -1039,7 +1062,7 @@ impl Pool {
         tracing::info!(
             "{target} restored from copy {name} ({moving} tracks to move in the background)"
         );
-        Ok((target, job))
+        Ok((target, job, connections))
     }
 
     /// `copy split NAME` (US 6,779,094 claims 7-9): measures the new data

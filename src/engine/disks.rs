@@ -1,19 +1,24 @@
 //! Disks: adding, opening, checking labels, listing, failing, fault rules.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::types::*;
 use super::{DISKS_DIR, DiskEntry, OpenDisk, Pool, State, check_name};
+use crate::disk::identity::{first_data, identify, read_label};
 use crate::disk::{
     Counted, DATA_OFFSET, DiskCounters, FaultDisk, FaultRules, FileDisk, Label, OpenOptions,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::records::{DiskRecord, SlotState, now};
 use crate::stack::BlockDev;
+use crate::units::format_size;
 
 /// Smallest disk ferrosan accepts: label area plus 1 MiB of data.
 const MIN_DISK: u64 = DATA_OFFSET + (1 << 20);
+/// Largest disk file ferrosan makes: 1 EiB (a sparse file's limit on ext4
+/// is 16 TiB, on XFS 8 EiB; the filesystem refuses what it cannot hold).
+const MAX_DISK: u64 = 1 << 60;
 
 impl Pool {
     fn disk_options(&self) -> OpenOptions {
@@ -42,8 +47,9 @@ impl Pool {
     /// Opens a recorded disk and checks its label against the record.
     pub(super) fn open_recorded(&self, rec: &DiskRecord, pool_id: uuid::Uuid) -> DiskEntry {
         let name = &rec.name;
-        let shown = rec.path.display();
-        let (open, problem) = match FileDisk::open(&rec.path, self.disk_options()) {
+        let path = self.disk_path(rec);
+        let shown = path.display();
+        let (open, problem) = match FileDisk::open(&path, self.disk_options()) {
             Err(e) if e.kind() == ErrorKind::NotFound => (
                 None,
                 Some((
@@ -141,7 +147,7 @@ impl Pool {
             .or_else(|| e.rec.failed.clone());
         DiskInfo {
             name: e.rec.name.clone(),
-            path: e.rec.path.clone(),
+            path: self.disk_path(&e.rec),
             size: e.rec.total_size,
             data_size: e.rec.data_size,
             allocated: e.open.as_ref().map_or(0, |o| o.file.allocated_bytes()),
@@ -195,7 +201,7 @@ impl Pool {
             seq: 1,
             name: req.name.clone(),
         };
-        let (file, path, total, owned) = match (&req.size, &req.path) {
+        let (file, path, owned) = match (req.size, &req.path) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(
                     "give either --size (a new file) or --path (an existing file or device), not both",
@@ -207,45 +213,20 @@ impl Pool {
                 ));
             }
             (Some(size), None) => {
-                let size = *size;
-                if size < MIN_DISK {
-                    return Err(Error::invalid(format!(
-                        "disk size {size} is too small: a disk needs at least {MIN_DISK} bytes (2 MiB)"
-                    )));
-                }
-                let data = (size - DATA_OFFSET) / (1 << 20) * (1 << 20);
-                let path = self.dir.join(DISKS_DIR).join(format!("{}.img", req.name));
-                if path.exists() {
-                    return Err(Error::conflict(format!(
-                        "{} already exists: remove it or adopt it with --path",
-                        path.display()
-                    )));
-                }
-                let file = FileDisk::create(&path, data, &label(data), self.disk_options())?;
-                (file, path, DATA_OFFSET + data, true)
+                let (file, path) = self.new_disk_file(&req.name, size, label)?;
+                (file, path, true)
             }
             (None, Some(path)) => {
-                // The daemon's working directory means nothing to the user:
-                // a relative path could name (and label) an unrelated file.
-                if !path.is_absolute() {
-                    return Err(Error::invalid(format!(
-                        "disk path {} is relative: give an absolute path",
-                        path.display()
-                    )));
-                }
-                let path = std::fs::canonicalize(path)
-                    .map_err(|e| Error::io(format!("cannot adopt {}", path.display()), e))?;
-                self.check_adoptable(&st, &path, pool_id)?;
+                let path = self.check_adoptable(&st, path, req.force)?;
                 let file = FileDisk::adopt(&path, label, self.disk_options())?;
-                let total = DATA_OFFSET + file.size();
-                (file, path, total, false)
+                (file, path, false)
             }
         };
         let rec = DiskRecord {
             id,
             name: req.name.clone(),
             path,
-            total_size: total,
+            total_size: DATA_OFFSET + file.size(),
             data_size: file.size(),
             owned_file: owned,
             spare: req.spare,
@@ -273,26 +254,113 @@ impl Pool {
         Ok(view)
     }
 
-    /// Refuses to adopt a device that another pool, or another disk of this
-    /// pool, already uses.
-    fn check_adoptable(&self, st: &State, path: &Path, pool_id: uuid::Uuid) -> Result<()> {
-        if let Some(e) = st.disks.values().find(|e| e.rec.path == path) {
-            return Err(Error::conflict(format!(
-                "{} is already disk {} of this pool",
-                path.display(),
-                e.rec.name
+    /// A new sparse disk file of `size` bytes in the pool's disk folder.
+    fn new_disk_file(
+        &self,
+        name: &str,
+        size: u64,
+        label: impl Fn(u64) -> Label,
+    ) -> Result<(FileDisk, PathBuf)> {
+        if size < MIN_DISK {
+            return Err(Error::invalid(format!(
+                "disk size {} is too small: a disk needs at least {}",
+                format_size(size),
+                format_size(MIN_DISK)
             )));
         }
-        if let Ok((_, label)) = FileDisk::open(path, OpenOptions { direct: false })
-            && label.pool_id != *pool_id.as_bytes()
-        {
-            return Err(Error::conflict(format!(
-                "{} is a disk of another ferrosan pool ({}): refusing to overwrite it; wipe its first 8 KiB if you mean to reuse it",
-                path.display(),
-                uuid::Uuid::from_bytes(label.pool_id)
+        if size > MAX_DISK {
+            return Err(Error::invalid(format!(
+                "disk size {} is too large: a disk file holds at most {}",
+                format_size(size),
+                format_size(MAX_DISK)
             )));
         }
-        Ok(())
+        let data = (size - DATA_OFFSET) / (1 << 20) * (1 << 20);
+        let path = self.dir.join(DISKS_DIR).join(format!("{name}.img"));
+        if path.exists() {
+            return Err(Error::conflict(format!(
+                "{} already exists: remove it or adopt it with --path",
+                path.display()
+            )));
+        }
+        let file = FileDisk::create(&path, data, &label(data), self.disk_options())?;
+        Ok((file, path))
+    }
+
+    /// Checks a file or block device before it is labelled for this pool,
+    /// and returns its canonical path. Refuses (always) anything this pool
+    /// already uses, by any path: the same file or device or a partition
+    /// of it (identity), a disk recorded at that path (even missing or
+    /// failed), a device whose label names a disk of this pool. Refuses
+    /// unless `force` a device that holds another pool's label or other
+    /// data where signatures live.
+    fn check_adoptable(&self, st: &State, path: &Path, force: bool) -> Result<PathBuf> {
+        // The daemon's working directory means nothing to the user:
+        // a relative path could name (and label) an unrelated file.
+        if !path.is_absolute() {
+            return Err(Error::invalid(format!(
+                "disk path {} is relative: give an absolute path",
+                path.display()
+            )));
+        }
+        let (ident, _) = identify(path)?;
+        let path = std::fs::canonicalize(path)
+            .map_err(|e| Error::io(format!("cannot adopt {}", path.display()), e))?;
+        let shown = path.display();
+        for e in st.disks.values() {
+            let same_path = self.disk_path(&e.rec) == path;
+            let same_dev = e
+                .open
+                .as_ref()
+                .and_then(|o| o.file.identity().ok())
+                .is_some_and(|i| i.overlaps(&ident));
+            if same_path || same_dev {
+                return Err(Error::conflict(format!(
+                    "{shown} is already disk {} of this pool (at {}): refusing to relabel it",
+                    e.rec.name,
+                    self.disk_path(&e.rec).display()
+                )));
+            }
+        }
+        match read_label(&path)? {
+            Some(label) if label.pool_id == *st.pool.id.as_bytes() => {
+                let id = uuid::Uuid::from_bytes(label.disk_id);
+                if let Some(e) = st.disks.values().find(|e| e.rec.id == id) {
+                    return Err(Error::conflict(format!(
+                        "{shown} is disk {} of this pool (its label says so; the pool knows it at {}): refusing to relabel it",
+                        e.rec.name,
+                        self.disk_path(&e.rec).display()
+                    )));
+                }
+                // A disk this pool removed earlier: free to adopt again.
+            }
+            Some(label) if !force => {
+                return Err(Error::conflict(format!(
+                    "{shown} is a disk of another ferrosan pool ({}): adopting it loses that pool's data on it; add --force if that pool is gone",
+                    uuid::Uuid::from_bytes(label.pool_id)
+                )));
+            }
+            None if !force => {
+                if let Some(off) = first_data(&path)? {
+                    return Err(Error::conflict(format!(
+                        "{shown} holds data (a nonzero byte at offset {off}, where partition tables, filesystems and RAID labels live) and no ferrosan label: adopting it overwrites it; add --force if nothing on it is needed"
+                    )));
+                }
+            }
+            _ => {}
+        }
+        Ok(path)
+    }
+
+    /// Where a recorded disk is: a disk file the pool made lives in the
+    /// pool's own disk folder (wherever the pool directory is now, and
+    /// however the daemon that made it named the pool); an adopted one at
+    /// its recorded, canonical path.
+    pub(super) fn disk_path(&self, rec: &DiskRecord) -> PathBuf {
+        match rec.path.file_name() {
+            Some(file) if rec.owned_file => self.dir.join(DISKS_DIR).join(file),
+            _ => rec.path.clone(),
+        }
     }
 
     pub fn disk_remove(&self, name: &str) -> Result<()> {
@@ -304,42 +372,19 @@ impl Pool {
             )));
         }
         let rec = e.rec.clone();
+        let path = self.disk_path(&rec);
         self.meta.write(true, |tx| tx.del_disk(name))?;
         st.disks.remove(name);
         drop(st);
         if rec.owned_file
-            && let Err(e) = std::fs::remove_file(&rec.path)
+            && let Err(e) = std::fs::remove_file(&path)
         {
             tracing::warn!(
                 "disk {name} removed, but deleting {} failed: {e}",
-                rec.path.display()
+                path.display()
             );
         }
         Ok(())
-    }
-
-    /// Marks a member failed, as a drill: the group goes degraded (and a
-    /// spare, if any, takes its place).
-    pub fn disk_fail(&self, name: &str) -> Result<DiskInfo> {
-        let (group, slot) = {
-            let st = self.lock();
-            Self::disk_entry(&st, name)?;
-            Self::disk_slot(&st, name).ok_or_else(|| {
-                Error::invalid(format!(
-                    "disk {name} is in no group: only a group member can be failed"
-                ))
-            })?
-        };
-        let raid = {
-            let st = self.group_entry_locked(&group)?;
-            st.groups
-                .get(&group)
-                .map(|g| Arc::clone(&g.raid))
-                .ok_or_else(|| Error::not_found(format!("group {group} is gone")))?
-        };
-        raid.fail_member(slot)?;
-        self.record_member_failed(&group, slot, "failed by the administrator (disk fail)")?;
-        self.disk_get(name)
     }
 
     pub fn disk_inject(&self, name: &str, req: InjectRequest) -> Result<DiskInfo> {

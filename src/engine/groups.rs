@@ -115,6 +115,7 @@ impl Pool {
                 (SlotState::Rebuilding { job }, Some(d)) => match rebuild_cursor(*job) {
                     Some(cursor) => {
                         members.push(Some(d));
+                        let cursor = cursor.min(layout.rows());
                         states.push(MemberState::Rebuilding { cursor });
                     }
                     None => {
@@ -184,6 +185,7 @@ impl Pool {
                 MemberInfo {
                     slot: i,
                     disk: s.disk.clone(),
+                    reinstatable: s.state == SlotState::Failed && s.failed_seq > 0,
                     state,
                     progress,
                 }
@@ -199,6 +201,9 @@ impl Pool {
             free: capacity.saturating_sub(used),
             health: g.raid.health().to_string(),
             members,
+            intent_marked: g.intent.as_ref().map_or(0, |l| {
+                l.marked().iter().map(|r| r.1).sum::<u64>().min(capacity)
+            }),
         }
     }
 
@@ -289,6 +294,7 @@ impl Pool {
                 .disks
                 .iter()
                 .map(|d| SlotRecord {
+                    failed_seq: 0,
                     disk: Some(d.clone()),
                     state: SlotState::Ok,
                 })
@@ -296,6 +302,7 @@ impl Pool {
             member_sizes,
             intent_region: DEFAULT_REGION,
             created: now(),
+            fail_seq: 0,
         };
         let entry = self.assemble(&st, &rec, &|_| None, &[])?;
         let pool_rec = st.pool.clone();
@@ -321,6 +328,13 @@ impl Pool {
             return Err(Error::conflict(format!(
                 "group {name} still holds volumes {}: delete them first",
                 list.join(", ")
+            )));
+        }
+        let users = self.volumes_using_group(&st, name);
+        if !users.is_empty() {
+            return Err(Error::conflict(format!(
+                "group {name} holds the new space of copies of {}: delete those copies first",
+                users.join(", ")
             )));
         }
         if self
@@ -373,6 +387,7 @@ impl Pool {
         let mut rec = g.rec.clone();
         for (d, s) in req.disks.iter().zip(sizes) {
             rec.slots.push(SlotRecord {
+                failed_seq: 0,
                 disk: Some(d.clone()),
                 state: SlotState::Ok,
             });
@@ -404,6 +419,11 @@ impl Pool {
                 return Ok(());
             }
             let mut rec = g.rec.clone();
+            if s.state == SlotState::Ok {
+                // It held current data: it may come back (disk reinstate).
+                rec.fail_seq += 1;
+                rec.slots[slot].failed_seq = rec.fail_seq;
+            }
             rec.slots[slot].state = SlotState::Failed;
             let disk = rec.slots[slot].disk.clone();
             let mut drec = disk

@@ -32,7 +32,7 @@ impl Pool {
                 let cursor = |job: u64| {
                     jobs.get(&job)
                         .filter(|j| !j.state.is_finished())
-                        .map(|j| j.done)
+                        .map(|j| super::rebuild::resume_row(&j.kind, j.done))
                 };
                 let entry = match self.assemble(&st, &rec, &cursor, &hot) {
                     Ok(e) => e,
@@ -129,6 +129,7 @@ impl Pool {
                 slot,
                 disk,
                 old_disk: Some(_),
+                ..
             } = &j.kind
             {
                 // A hot replace starts its copy again from the beginning:
@@ -196,6 +197,8 @@ impl Pool {
                             }
                         ));
                         rec.slots[i].state = SlotState::Failed;
+                        rec.fail_seq += 1;
+                        rec.slots[i].failed_seq = rec.fail_seq;
                         changed = true;
                     }
                 }

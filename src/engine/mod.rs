@@ -19,6 +19,7 @@
 mod copies;
 mod disks;
 pub mod exports;
+mod failing;
 mod groups;
 mod load;
 mod rebuild;
@@ -39,7 +40,7 @@ use crate::meta::intent::PersistentIntent;
 use crate::meta::records::{DiskRecord, GroupRecord, PoolRecord, VolumeRecord};
 use crate::rt::Workers;
 use crate::stack::BlockDev;
-use crate::stack::raid::RaidDev;
+use crate::stack::raid::{Health, RaidDev};
 use crate::stack::switch::Switch;
 use crate::stack::volume::VolumeDev;
 use types::*;
@@ -151,6 +152,14 @@ impl Pool {
     pub fn open(dir: &Path, workers: Arc<Workers>, opts: PoolOptions) -> Result<Arc<Pool>> {
         std::fs::create_dir_all(dir.join(DISKS_DIR))
             .map_err(|e| Error::io(format!("cannot create pool directory {}", dir.display()), e))?;
+        // Paths shown and recorded are absolute, whatever the daemon's
+        // working directory was.
+        let dir = &std::fs::canonicalize(dir).map_err(|e| {
+            Error::io(
+                format!("cannot resolve pool directory {}", dir.display()),
+                e,
+            )
+        })?;
         let (meta, _created) = Meta::open(&dir.join(DB_FILE))?;
         let meta = Arc::new(meta);
         let snap = meta.load()?;
@@ -289,6 +298,7 @@ impl Pool {
                 size: Some(1 << 30),
                 path: None,
                 spare: false,
+                force: false,
             })?;
         }
         self.group_create(GroupCreateRequest {
@@ -317,10 +327,13 @@ impl Pool {
             loop {
                 tick.tick().await;
                 let Some(pool) = me.upgrade() else { return };
+                // A group that is not whole keeps its marks: they say what
+                // a member that is out has missed (`disk reinstate`).
                 let logs: Vec<(Arc<RaidDev>, Arc<PersistentIntent>)> = {
                     let st = pool.lock();
                     st.groups
                         .values()
+                        .filter(|g| g.raid.health() == Health::Optimal)
                         .filter_map(|g| {
                             g.intent
                                 .as_ref()

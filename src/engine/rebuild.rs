@@ -32,11 +32,54 @@ struct RebuildWork {
     group: String,
     slot: usize,
     job: u64,
+    /// A reinstate: the stale rows `(start, end)`; units are these rows in
+    /// order. None: every row is a unit.
+    stale: Option<Vec<(u64, u64)>>,
+}
+
+/// Rows `from..from+n` of the concatenated `ranges`.
+fn nth_rows(ranges: &[(u64, u64)], from: u64, n: u64) -> Vec<u64> {
+    let mut skip = from;
+    let mut out = Vec::new();
+    for &(s, e) in ranges {
+        let len = e - s;
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let take = (len - skip).min(n - out.len() as u64);
+        out.extend(s + skip..s + skip + take);
+        skip = 0;
+        if out.len() as u64 == n {
+            break;
+        }
+    }
+    out
+}
+
+/// The rebuild cursor (a row) where unit `done` of a job resumes.
+pub(super) fn resume_row(kind: &JobKind, done: u64) -> u64 {
+    match kind {
+        JobKind::Rebuild {
+            stale: Some(ranges),
+            ..
+        } => nth_rows(ranges, done, 1)
+            .first()
+            .copied()
+            .unwrap_or(u64::MAX),
+        _ => done,
+    }
 }
 
 impl Work for RebuildWork {
     fn step(&mut self, from: u64, n: u64) -> DevFuture<'_, Result<()>> {
-        Box::pin(self.raid.rebuild_rows(self.slot, from, from + n))
+        match &self.stale {
+            None => Box::pin(self.raid.rebuild_rows(self.slot, from, from + n)),
+            Some(ranges) => {
+                let rows = nth_rows(ranges, from, n);
+                Box::pin(async move { self.raid.rebuild_stale(self.slot, &rows, false).await })
+            }
+        }
     }
 
     fn checkpoint(&mut self) -> DevFuture<'_, Result<()>> {
@@ -46,7 +89,14 @@ impl Work for RebuildWork {
     fn finish(&mut self) -> DevFuture<'_, Result<()>> {
         let pool = Arc::clone(&self.pool);
         let (group, slot, job) = (self.group.clone(), self.slot, self.job);
-        Box::pin(async move { blocking(move || pool.complete_rebuild(&group, slot, job)).await })
+        let partial = self.stale.is_some();
+        Box::pin(async move {
+            if partial {
+                // Every stale row is done: the rest was current all along.
+                self.raid.rebuild_stale(slot, &[], true).await?;
+            }
+            blocking(move || pool.complete_rebuild(&group, slot, job)).await
+        })
     }
 
     fn abort(&mut self, _cancelled: bool) -> DevFuture<'_, Result<()>> {
@@ -128,8 +178,8 @@ impl Pool {
             .ok_or_else(|| Error::not_found(format!("group {group} of job {} is gone", rec.id)))?;
         let raid = Arc::clone(&g.raid);
         Ok(match &rec.kind {
-            JobKind::Rebuild { slot, .. } => {
-                let (slot, job) = (*slot, rec.id);
+            JobKind::Rebuild { slot, stale, .. } => {
+                let (slot, job, stale) = (*slot, rec.id, stale.clone());
                 Box::new(move || {
                     Ok(Box::new(RebuildWork {
                         pool,
@@ -137,6 +187,7 @@ impl Pool {
                         group,
                         slot,
                         job,
+                        stale,
                     }) as Box<dyn Work>)
                 })
             }
@@ -212,6 +263,7 @@ impl Pool {
         let mut grec = g.rec.clone();
         let id = Pool::next_job(&mut st);
         grec.slots[slot] = crate::meta::records::SlotRecord {
+            failed_seq: 0,
             disk: Some(disk.to_string()),
             state: SlotState::Rebuilding { job: id },
         };
@@ -222,6 +274,7 @@ impl Pool {
                 slot,
                 disk: disk.to_string(),
                 old_disk: if hot { old.disk.clone() } else { None },
+                stale: None,
             },
             state: JobState::Running,
             done: 0,
@@ -273,6 +326,7 @@ impl Pool {
         }
         let mut rec = g.rec.clone();
         rec.slots[slot].state = SlotState::Ok;
+        rec.slots[slot].failed_seq = 0;
         self.meta.write(true, |tx| tx.put_group(&rec))?;
         tracing::info!(
             "group {group}: slot {slot} rebuilt onto disk {:?}",
@@ -372,5 +426,19 @@ impl Pool {
         drop(st);
         let make = self.make_work(&job)?;
         Ok(self.jobs.start(job, make))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nth_rows;
+
+    #[test]
+    fn units_of_a_reinstate_are_its_stale_rows_in_order() {
+        let ranges = [(3, 5), (10, 13), (20, 21)];
+        assert_eq!(nth_rows(&ranges, 0, 6), vec![3, 4, 10, 11, 12, 20]);
+        assert_eq!(nth_rows(&ranges, 1, 3), vec![4, 10, 11]);
+        assert_eq!(nth_rows(&ranges, 5, 4), vec![20]);
+        assert_eq!(nth_rows(&ranges, 6, 1), Vec::<u64>::new());
     }
 }

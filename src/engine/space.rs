@@ -180,6 +180,7 @@ mod tests {
             size: Some(64 << 20),
             path: None,
             spare: false,
+            force: false,
         })
         .unwrap();
         p.group_create(GroupCreateRequest {

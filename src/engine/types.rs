@@ -126,6 +126,33 @@ pub struct DiskAddRequest {
     /// Add as a hot spare.
     #[serde(default)]
     pub spare: bool,
+    /// Adopt `path` even though it holds data or another pool's label
+    /// (that data is lost). Never overrides a disk this pool uses.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `disk fail`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskFailRequest {
+    /// Fail it even if its group then stops serving (every volume of the
+    /// group fails its I/O until the disk is reinstated).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// What `disk reinstate` did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DiskReinstateInfo {
+    pub disk: String,
+    /// The group and slot it serves again (none for a free disk whose
+    /// failed flag was cleared).
+    pub group: Option<String>,
+    pub slot: Option<usize>,
+    /// The job resyncing what was written while it was out; none when it
+    /// missed nothing.
+    pub job: Option<JobInfo>,
 }
 
 /// One disk.
@@ -211,6 +238,9 @@ pub struct MemberInfo {
     pub state: String,
     /// Rebuild progress 0..=1 while rebuilding.
     pub progress: Option<f64>,
+    /// A failed member whose disk can come back with `disk reinstate`.
+    #[serde(default)]
+    pub reinstatable: bool,
 }
 
 /// One RAID group: a row of seed 002's table T1.
@@ -228,6 +258,11 @@ pub struct GroupInfo {
     /// optimal, degraded, rebuilding, failed
     pub health: String,
     pub members: Vec<MemberInfo>,
+    /// Bytes of the group's address space marked in its write-intent
+    /// bitmap: being written, or written while a member was out (what a
+    /// resync or a reinstate copies). 0 for groups without redundancy.
+    #[serde(default)]
+    pub intent_marked: u64,
 }
 
 // ---------------------------------------------------------------- volumes
@@ -485,4 +520,19 @@ pub struct CopyRestoreInfo {
     pub from: String,
     /// The background job moving data (absent when nothing has to move).
     pub job: Option<JobInfo>,
+    /// NBD connections of the volume at the restore (only with `force`):
+    /// their clients now read the copy's image, and what they cached of
+    /// the volume is stale.
+    #[serde(default)]
+    pub connections: usize,
+}
+
+/// `copy restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRestoreRequest {
+    /// Restore even while NBD clients use the volume: its contents change
+    /// under them, and what they wrote since the copy is gone.
+    #[serde(default)]
+    pub force: bool,
 }

@@ -96,7 +96,18 @@ pub fn describe(kind: &JobKind) -> (String, String) {
             group,
             slot,
             disk,
+            stale: Some(_),
+            ..
+        } => (
+            "reinstate".into(),
+            format!("group {group} slot {slot}: resync disk {disk} where it was written while out"),
+        ),
+        JobKind::Rebuild {
+            group,
+            slot,
+            disk,
             old_disk: Some(old),
+            ..
         } => (
             "replace".into(),
             format!("group {group} slot {slot}: copy disk {old} to disk {disk}"),

@@ -68,6 +68,18 @@ pub enum SlotState {
 pub struct SlotRecord {
     pub disk: Option<String>,
     pub state: SlotState,
+    /// Set when the slot's disk failed while current (an I/O error, `disk
+    /// fail`, missing at start): the group's failure count at that moment.
+    /// Such a disk can be reinstated, resyncing only what the write-intent
+    /// log marked meanwhile; when the whole group has failed, only the
+    /// disk that failed last (the highest number) can come back first.
+    /// 0: the disk's data is incomplete (it failed while being rebuilt).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_seq: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A RAID group (seed 002, table T1).
@@ -83,6 +95,9 @@ pub struct GroupRecord {
     /// Bytes of group address space per write-intent bit.
     pub intent_region: u64,
     pub created: u64,
+    /// Member failures so far: numbers [`SlotRecord::failed_seq`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fail_seq: u64,
 }
 
 /// A volume: extents of a group's address space.
@@ -114,6 +129,11 @@ pub enum JobKind {
         slot: usize,
         disk: String,
         old_disk: Option<String>,
+        /// A reinstate: only these rows `(start, end)` of the slot are
+        /// stale (written while its disk was out); the rest is current and
+        /// skipped. Units of the job are the stale rows, in order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stale: Option<Vec<(u64, u64)>>,
     },
     /// Make redundancy consistent over `ranges` (group offset, length):
     /// after a crash, the regions the write-intent log had marked.

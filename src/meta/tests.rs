@@ -19,15 +19,18 @@ fn group(name: &str, object: u64) -> GroupRecord {
             SlotRecord {
                 disk: Some("d0".into()),
                 state: SlotState::Ok,
+                failed_seq: 0,
             },
             SlotRecord {
                 disk: None,
                 state: SlotState::Failed,
+                failed_seq: 1,
             },
         ],
         member_sizes: vec![1 << 30, 1 << 30],
         intent_region: 4 << 20,
         created: 1,
+        fail_seq: 1,
     }
 }
 

@@ -107,7 +107,17 @@ impl State {
                 self.disks.remove(&n);
                 Reply::Deleted
             }
-            A::DiskFail(n) => {
+            A::DiskReinstate(n) => {
+                let d = self.disk_mut(&n)?;
+                d.status = DiskStatus::Ok;
+                Reply::Reinstated(DiskReinstateInfo {
+                    disk: n,
+                    group: d.group.clone(),
+                    slot: d.slot,
+                    job: None,
+                })
+            }
+            A::DiskFail(n, _) => {
                 let d = self.disk_mut(&n)?;
                 d.status = DiskStatus::Failed;
                 Reply::Disk(d.clone())
@@ -208,7 +218,7 @@ impl State {
                 });
                 Reply::CopyDeleted(CopyDeleteInfo { name: n, job })
             }
-            A::CopyRestore(n) => Reply::CopyRestored(self.copy_restore(&n)?),
+            A::CopyRestore(n, _) => Reply::CopyRestored(self.copy_restore(&n)?),
             A::CopySplit(n, req) => Reply::CopySplit(self.copy_split(&n, req)?),
         })
     }
@@ -318,6 +328,7 @@ impl State {
             free: capacity,
             health: "optimal".into(),
             members: vec![],
+            intent_marked: 0,
         };
         self.groups.insert(req.name, g.clone());
         Ok(g)
@@ -467,6 +478,7 @@ impl State {
             volume: c.source,
             from: c.name,
             job,
+            connections: 0,
         })
     }
 

@@ -3,9 +3,9 @@
 //! clients (qemu-io, qemu-img, nbdinfo, nbdcopy, fio).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,17 @@ impl Daemon {
     /// waits (bounded) until it prints its NBD address and its API socket
     /// answers.
     pub fn start(pool: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_in(None, pool, extra)
+    }
+
+    /// As [`Daemon::start`], with the daemon's working directory `cwd` and
+    /// `pool` given to it as written (relative to `cwd`), as a user who
+    /// runs `ferrosan serve` in a folder does.
+    pub fn start_in(cwd: Option<&Path>, pool: &Path, extra: &[&str]) -> Daemon {
         let mut cmd = Command::new(BIN);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
         cmd.arg("--pool")
             .arg(pool)
             .arg("serve")
@@ -120,7 +130,7 @@ impl Daemon {
             }
         }
         let d = Daemon {
-            pool: pool.to_path_buf(),
+            pool: cwd.map_or_else(|| pool.to_path_buf(), |c| c.join(pool)),
             child: Some(child),
             url: url.unwrap_or_default(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -291,4 +301,126 @@ pub fn qemu_io(url: &str, cmds: &[&str]) -> String {
         "qemu-io {cmds:?}: {out}"
     );
     out
+}
+
+/// Polls `cond` every 20 ms until it holds; panics after `secs`.
+pub fn poll(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ------------------------------------------------ an interactive qemu-io
+
+/// qemu-io reading commands from a pipe: one NBD connection held open for
+/// as long as the test wants, commands sent one by one or queued.
+pub struct QemuIoSession {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    transcript: Vec<String>,
+    /// Commands finished so far (a report line or a "... failed:" line).
+    /// Send the next command only once the previous one has finished:
+    /// qemu-io takes one line per wakeup of its stdin.
+    done: usize,
+}
+
+impl QemuIoSession {
+    pub fn open(url: &str) -> QemuIoSession {
+        let mut child = Command::new("qemu-io")
+            .args(["-f", "raw", url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn qemu-io");
+        let (tx, rx) = mpsc::channel();
+        let streams: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for stream in streams {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        QemuIoSession {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            transcript: Vec::new(),
+            done: 0,
+        }
+    }
+
+    pub fn send(&mut self, cmd: &str) {
+        let stdin = self.stdin.as_mut().expect("session open");
+        writeln!(stdin, "{cmd}").expect("write to qemu-io");
+        stdin.flush().expect("flush qemu-io stdin");
+    }
+
+    fn take(&mut self, line: String) {
+        if line.contains(" bytes at offset ") || line.contains(" failed: ") {
+            self.done += 1;
+        }
+        self.transcript.push(line);
+    }
+
+    /// Waits (bounded) until `n` commands have finished.
+    pub fn wait_done(&mut self, n: usize, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.done < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.take(line),
+                Err(_) => panic!(
+                    "qemu-io: {} of {n} commands finished within {secs} s:\n{}",
+                    self.done,
+                    self.text()
+                ),
+            }
+        }
+    }
+
+    /// Runs one command; the lines it printed.
+    pub fn exec(&mut self, cmd: &str) -> String {
+        let before = self.transcript.len();
+        self.send(cmd);
+        self.wait_done(self.done + 1, 60);
+        self.transcript[before..].join("\n")
+    }
+
+    pub fn text(&self) -> String {
+        self.transcript.join("\n")
+    }
+
+    /// Quits and waits (bounded) for qemu-io to exit; the whole transcript.
+    pub fn quit(mut self) -> String {
+        self.send("quit");
+        drop(self.stdin.take());
+        let st = wait_timeout(&mut self.child, Duration::from_secs(30));
+        assert!(st.is_some(), "qemu-io did not quit:\n{}", self.text());
+        // The reader threads end at EOF.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.take(line);
+        }
+        self.text()
+    }
+}
+
+impl Drop for QemuIoSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

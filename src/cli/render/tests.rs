@@ -83,6 +83,7 @@ fn group_list_is_table_t1_with_capacity() {
         free: GIB / 2,
         health: "optimal".to_owned(),
         members: vec![],
+        intent_marked: 0,
     };
     let unused = GroupInfo {
         name: "g5".to_owned(),
@@ -132,14 +133,24 @@ fn group_show_lists_members() {
                 disk: Some("d0".into()),
                 state: "ok".into(),
                 progress: None,
+                reinstatable: false,
             },
             MemberInfo {
                 slot: 1,
                 disk: None,
                 state: "rebuilding".into(),
                 progress: Some(0.25),
+                reinstatable: false,
+            },
+            MemberInfo {
+                slot: 2,
+                disk: Some("d2".into()),
+                state: "failed".into(),
+                progress: None,
+                reinstatable: true,
             },
         ],
+        intent_marked: 12 << 20,
     };
     let got = rows(&group(&g));
     assert!(got.contains(&vec!["stripe size".to_owned(), "64.0 KiB".to_owned()]));
@@ -154,6 +165,16 @@ fn group_show_lists_members() {
         "-".into(),
         "rebuilding".into(),
         "25.0%".into()
+    ]));
+    assert!(got.contains(&vec![
+        "2".into(),
+        "d2".into(),
+        "failed (disk reinstate d2)".into(),
+        "-".into()
+    ]));
+    assert!(got.contains(&vec![
+        "write-intent marks".to_owned(),
+        "12.0 MiB".to_owned()
     ]));
 }
 
@@ -313,6 +334,7 @@ fn restore_and_split_lines_say_whether_a_job_runs() {
         volume: "v0".into(),
         from: "c0".into(),
         job: None,
+        connections: 0,
     };
     assert_eq!(
         copy_restored(&restored),

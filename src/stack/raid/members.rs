@@ -203,17 +203,27 @@ impl Members {
 
     /// Slots without current data in `row`.
     pub(super) fn missing_in_row(&self, row: u64) -> Vec<usize> {
+        self.missing_in_row_without(row, None)
+    }
+
+    /// Slots without current data in `row` if slot `gone` were failed too.
+    fn missing_in_row_without(&self, row: u64, gone: Option<usize>) -> Vec<usize> {
         let g = self.lock();
         let absent = g
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.source(row).is_none());
+            .filter(|(i, s)| s.source(row).is_none() || Some(*i) == gone);
         absent.map(|(i, _)| i).collect()
     }
 
     /// The most slots missing in any row of `r0..r1`: sources change only
     /// at rebuild cursors, so those rows and `r0` are the ones to look at.
     pub(super) fn worst_missing(&self, r0: u64, r1: u64) -> usize {
+        self.worst_missing_without(r0, r1, None)
+    }
+
+    /// [`Members::worst_missing`] as it would be with slot `gone` failed.
+    pub(super) fn worst_missing_without(&self, r0: u64, r1: u64, gone: Option<usize>) -> usize {
         let cursors: Vec<u64> = self
             .lock()
             .iter()
@@ -224,7 +234,7 @@ impl Members {
             .collect();
         std::iter::once(r0)
             .chain(cursors)
-            .map(|r| self.missing_in_row(r).len())
+            .map(|r| self.missing_in_row_without(r, gone).len())
             .max()
             .unwrap_or(0)
     }
@@ -398,6 +408,49 @@ impl Members {
                 Ok(())
             }
         }
+    }
+
+    /// Puts `dev` back in failed slot `idx` as current everywhere (a
+    /// reinstated disk that missed no write).
+    pub(super) fn reinstate(&self, idx: usize, dev: Dev) -> Result<()> {
+        let mut g = self.lock();
+        let slot = g
+            .get_mut(idx)
+            .ok_or_else(|| Error::not_found(format!("the group has no member {idx}")))?;
+        if slot.state != MemberState::Failed {
+            return Err(Error::conflict(format!("member {idx} has not failed")));
+        }
+        *slot = Slot {
+            state: MemberState::Ok,
+            dev: Some(dev),
+            old: None,
+        };
+        Ok(())
+    }
+
+    /// Moves the rebuild cursor of slot `idx` forward to `row` (rows below
+    /// are current on `dev`: a reinstate skips what was not written while
+    /// the disk was out); at `rows` the slot becomes Ok.
+    pub(super) fn skip_to(&self, idx: usize, dev: &Dev, row: u64, rows: u64) -> bool {
+        let mut g = self.lock();
+        let Some(slot) = g.get_mut(idx) else {
+            return false;
+        };
+        let same = slot.dev.as_ref().is_some_and(|d| Arc::ptr_eq(d, dev));
+        let MemberState::Rebuilding { cursor } = slot.state else {
+            return false;
+        };
+        if !same {
+            return false;
+        }
+        let cursor = cursor.max(row);
+        slot.state = if cursor >= rows {
+            slot.old = None;
+            MemberState::Ok
+        } else {
+            MemberState::Rebuilding { cursor }
+        };
+        true
     }
 
     /// Ends a rebuild at once (a group without rows).

@@ -221,6 +221,21 @@ impl RaidDev {
         }
     }
 
+    /// The health the group would have with member `idx` failed too: what
+    /// an administrative fail must check before it stops a group.
+    pub fn health_without(&self, idx: usize) -> Health {
+        let worst = self
+            .members
+            .worst_missing_without(0, self.rows(), Some(idx));
+        if worst > self.layout.redundancy() {
+            Health::Failed
+        } else if worst > 0 {
+            Health::Degraded
+        } else {
+            Health::Optimal
+        }
+    }
+
     /// Admin fail (drills): stops using member `idx` at once. The caller
     /// records the new state itself.
     pub fn fail_member(&self, idx: usize) -> Result<()> {

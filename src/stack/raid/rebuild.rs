@@ -54,6 +54,53 @@ impl RaidDev {
         Ok(())
     }
 
+    /// Puts the disk of failed slot `idx` back as current everywhere: it
+    /// missed no write (the group had stopped when it failed, or nothing
+    /// was written since).
+    pub fn reinstate_member(&self, idx: usize, dev: Arc<dyn BlockDev>) -> Result<()> {
+        let need = self.layout.member_usable(idx);
+        if dev.size() < need {
+            return Err(Error::invalid(format!(
+                "the disk holds {} bytes, member {idx} needs {need}",
+                dev.size()
+            )));
+        }
+        self.members.reinstate(idx, dev)
+    }
+
+    /// Rebuilds only rows `stale` (ascending) of slot `idx`, whose new
+    /// member already holds current data everywhere else (a reinstated
+    /// disk: the rows written while it was out). The cursor jumps to each
+    /// stale row, which is rebuilt under its row lock; `last` ends the
+    /// rebuild (the slot becomes Ok). Flushes the member once at the end.
+    pub async fn rebuild_stale(&self, idx: usize, stale: &[u64], last: bool) -> Result<()> {
+        let (_, dev) = self
+            .members
+            .building(idx)
+            .ok_or_else(|| Error::invalid(format!("member {idx} is not being rebuilt")))?;
+        let rows = self.rows();
+        for &row in stale {
+            if row >= rows || !self.members.skip_to(idx, &dev, row, rows) {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("the resync of member {idx} was cancelled or is past row {row}"),
+                ));
+            }
+            self.rebuild_row(idx, &dev, row).await?;
+        }
+        if let Err(e) = dev.flush().await {
+            let what = format!("the resync of member {idx} stopped");
+            self.members
+                .device_error(&*self.hooks, idx, &dev, e.clone())
+                .await?;
+            return Err(e.context(what));
+        }
+        if last {
+            self.members.skip_to(idx, &dev, rows, rows);
+        }
+        Ok(())
+    }
+
     /// Stops an unfinished rebuild or hot replace of slot `idx` (a cancelled
     /// or failed job): a hot replace keeps its old member, a rebuild leaves
     /// the slot failed.
