@@ -278,10 +278,19 @@ fn usage_errors_exit_2() {
     assert_eq!(r.code, 2);
     assert!(
         r.stderr
-            .contains("invalid size \"12Q\": use a number with an optional K, M, G, T suffix"),
+            .contains("invalid size \"12Q\": use a number with an optional unit (K, M, G, T"),
         "{}",
         r.stderr
     );
+    let r = ferrosan(p, &["disk", "add", "d0", "--size", "-1"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("size -1 is negative: give a size of 0 or more, e.g. 10G"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("-- -1"), "{}", r.stderr);
     assert_eq!(ferrosan(p, &["volume", "frobnicate"]).code, 2);
     assert_eq!(ferrosan(p, &["job", "show", "x"]).code, 2);
     assert_eq!(ferrosan(p, &["disk", "inject", "d0"]).code, 2);

@@ -114,7 +114,7 @@ pub fn describe(kind: &JobKind) -> (String, String) {
             ..
         } if volume == from => (
             "copy-fold".into(),
-            format!("volume {volume}: fold its new data back into its initial area"),
+            format!("volume {volume}: move its new data back into its own space"),
         ),
         JobKind::CopyMove {
             volume,
@@ -123,19 +123,22 @@ pub fn describe(kind: &JobKind) -> (String, String) {
             ..
         } => (
             "copy-restore".into(),
-            format!("volume {volume}: move {from}'s image into its initial area"),
+            format!("volume {volume}: move {from}'s image into its own space"),
         ),
         JobKind::CopyMove { volume, from, .. } => (
             "copy-split".into(),
-            format!("split {volume} from {from}: move {volume}'s new data into the initial area"),
+            format!(
+                "split {volume} from {from}: move {volume}'s new data into the space both share"
+            ),
         ),
         JobKind::Resync { group, ranges } => {
             let bytes: u64 = ranges.iter().map(|r| r.1).sum();
             (
                 "resync".into(),
                 format!(
-                    "group {group}: resync {} regions ({bytes} bytes)",
-                    ranges.len()
+                    "group {group}: resync {} regions ({})",
+                    ranges.len(),
+                    crate::units::format_size(bytes)
                 ),
             )
         }

@@ -196,7 +196,7 @@ impl State {
                 let last = !self.copies.values().any(|o| o.source == c.source);
                 let job = (last && c.mode == CopyMode::Row).then(|| {
                     let target = format!(
-                        "volume {}: fold its new data back into its initial area",
+                        "volume {}: move its new data back into its own space",
                         c.source
                     );
                     self.new_job(
@@ -487,7 +487,7 @@ impl State {
             false => (c.source.clone(), n_orig),
         };
         let job = (n > 0).then(|| {
-            let target = format!("copy {name}: new data of {moving} -> initial area");
+            let target = format!("copy {name}: new data of {moving} -> shared space");
             self.new_job("split", target, n, c.track_size)
         });
         Ok(CopySplitInfo {
