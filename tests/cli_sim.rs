@@ -125,7 +125,7 @@ fn api_errors_go_to_stderr_with_exit_1() {
             p,
             &["volume", "create", "v", "--group", "g0", "--size", "1000"]
         ),
-        "volume size 1000 is not a multiple of the track size 65536"
+        "size 1000 B is not a multiple of the track size, 64.0 KiB"
     );
     assert_eq!(
         fails(

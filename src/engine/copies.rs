@@ -98,8 +98,8 @@ impl Pool {
             return Err(Error::new(
                 ErrorKind::NoSpace,
                 format!(
-                    "group {group} has no room for {} more bytes of copy space ({} free)",
-                    want,
+                    "group {group} has no room for {} more of copy space ({} free)",
+                    crate::units::format_size(want),
                     crate::units::format_size(avail)
                 ),
             ));
@@ -1134,7 +1134,7 @@ impl Pool {
         self.apply_extents(&puts);
         drop(closed);
         tracing::info!(
-            "split {name} from {origin}: N_orig {n_orig}, N_copy {n_copy} tracks; {into}'s data moves into the initial area ({moving} tracks)"
+            "split {name} from {origin}: new data in {n_orig} tracks of the original, {n_copy} of the copy; {into}'s moves into the space both share ({moving} tracks)"
         );
         Ok((n_orig, n_copy, into, job))
     }

@@ -254,7 +254,8 @@ impl Pool {
         let stripe = req.stripe_size.unwrap_or(DEFAULT_STRIPE);
         if !stripe.is_power_of_two() || !(4096..=(16 << 20)).contains(&stripe) {
             return Err(Error::invalid(format!(
-                "stripe size {stripe} must be a power of two between 4 KiB and 16 MiB"
+                "stripe size {} must be a power of two between 4 KiB and 16 MiB",
+                crate::units::format_exact(stripe)
             )));
         }
         if req.disks.is_empty() {

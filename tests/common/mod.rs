@@ -333,8 +333,9 @@ impl State {
         let track = req.track_size.unwrap_or(65536);
         if !req.size.is_multiple_of(track) {
             return Err(Error::invalid(format!(
-                "volume size {} is not a multiple of the track size {track}",
-                req.size
+                "size {} is not a multiple of the track size, {}",
+                ferrosan::units::format_exact(req.size),
+                ferrosan::units::format_size(track)
             )));
         }
         let g = self
