@@ -352,9 +352,11 @@ impl Pool {
             .get(name)
             .ok_or_else(|| Error::not_found(name.to_string()))?;
         if g.rec.level != RaidLevelName::Concat {
+            let level = g.rec.level;
             return Err(Error::invalid(format!(
-                "group {name} is {}: only concat groups extend by adding disks (restriping comes with `reshape`)",
-                g.rec.level
+                "group {name} is {level}: only concat groups grow by adding disks; \
+                 make a new group of the new disks (`ferrosan group create NAME --raid {level} --disks ...`) \
+                 and create volumes there"
             )));
         }
         if req.disks.is_empty() {

@@ -143,7 +143,10 @@ impl State {
                 if g.raid != RaidLevelName::Concat {
                     return Err(Error::new(
                         ErrorKind::Unsupported,
-                        format!("group {n} is {}: only concat groups extend", g.raid),
+                        format!(
+                            "group {n} is {}: only concat groups grow by adding disks",
+                            g.raid
+                        ),
                     ));
                 }
                 for d in &req.disks {
