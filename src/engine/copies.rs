@@ -136,7 +136,7 @@ impl Pool {
         }
     }
 
-    fn family_of(&self, st: &State, name: &str) -> Option<Arc<Family>> {
+    pub(super) fn family_of(&self, st: &State, name: &str) -> Option<Arc<Family>> {
         st.volumes
             .get(name)
             .and_then(|v| v.rec.family)
@@ -157,9 +157,11 @@ impl Pool {
         check_name("copy", &req.name)?;
         let pool = self.arc()?;
         let name = req.name.clone();
+        let plan = self.room_plan(&req);
         on_worker(self, move || async move {
             pool.copy_create_on_worker(req).await
-        })?;
+        })
+        .map_err(|e| super::copy_room::explain_no_room(e, plan.as_ref()))?;
         self.copy_get(&name)
     }
 
@@ -526,7 +528,7 @@ impl Pool {
         })
     }
 
-    fn group_free(&self, st: &State, group: &str) -> u64 {
+    pub(super) fn group_free(&self, st: &State, group: &str) -> u64 {
         let Some(g) = st.groups.get(group) else {
             return 0;
         };
