@@ -13,16 +13,15 @@
 
 const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
 
-/// The size rule in one line, for help texts and messages.
-pub const SIZE_RULE: &str = "K, M, G, T, P (or KiB, MiB, GiB, TiB, PiB) count in 1024s, \
-     kB, MB, GB, TB, PB in 1000s; a bare number is bytes";
+/// The size rule in one line, for messages.
+pub const SIZE_RULE: &str = "K, M, G, T, P or KiB, MiB, GiB, TiB, PiB (1024s); \
+     kB, MB, GB, TB, PB (1000s); none for bytes";
 
 /// Parses a size: digits with an optional fraction, then an optional unit
 /// (see the module's rule). The result must be a whole number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let junk =
-        || format!("invalid size {text:?}: use a number with an optional unit ({SIZE_RULE})");
+    let junk = || format!("invalid size {text:?}: use a number and a unit: {SIZE_RULE}");
     if let Some(rest) = t.strip_prefix('-')
         && rest.starts_with(|c: char| c.is_ascii_digit() || c == '.')
     {
@@ -191,9 +190,8 @@ mod tests {
             assert_eq!(
                 err,
                 format!(
-                    "invalid size {text:?}: use a number with an optional unit (K, M, G, T, P \
-                     (or KiB, MiB, GiB, TiB, PiB) count in 1024s, kB, MB, GB, TB, PB in 1000s; \
-                     a bare number is bytes)"
+                    "invalid size {text:?}: use a number and a unit: K, M, G, T, P or KiB, \
+                     MiB, GiB, TiB, PiB (1024s); kB, MB, GB, TB, PB (1000s); none for bytes"
                 )
             );
         }

@@ -278,7 +278,7 @@ fn usage_errors_exit_2() {
     assert_eq!(r.code, 2);
     assert!(
         r.stderr
-            .contains("invalid size \"12Q\": use a number with an optional unit (K, M, G, T"),
+            .contains("invalid size \"12Q\": use a number and a unit: K, M, G, T, P or KiB"),
         "{}",
         r.stderr
     );

@@ -117,7 +117,7 @@ fn usage_errors_say_what_is_wrong() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("invalid size \"12Q\": use a number with an optional unit (K, M, G"),
+        err.contains("invalid size \"12Q\": use a number and a unit: K, M, G, T, P or KiB"),
         "{err}"
     );
     let err = Cli::try_parse_from(["ferrosan", "disk", "add", "d0"]).unwrap_err();
