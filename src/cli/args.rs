@@ -27,6 +27,7 @@ pub struct Cli {
         long,
         global = true,
         env = "FERROSAN_POOL",
+        hide_env_values = true,
         default_value = "./ferrosan-data",
         value_name = "DIR"
     )]
@@ -348,15 +349,19 @@ pub struct CopyCreate {
     /// space (each first overwrite costs a copy).
     #[arg(long, value_name = "MODE")]
     mode: Option<CopyMode>,
-    /// How the copy records which tracks changed and where their data lies:
-    /// memory and space it takes, not what it reads.
+    /// How the copy records which tracks changed and where their data lies.
+    /// It sets the memory and new space the copy takes, never what it reads.
     ///
     /// partial-bitmap: bitmaps for the parts written, new space reserved 64
     /// tracks at a time (default for a volume's first copy).
+    ///
     /// changed-pointer: one pointer per changed track (default when SRC is a
     /// copy with data of its own).
+    ///
     /// full-pointer: a pointer for every track (16 bytes per track of memory).
+    ///
     /// bitmap: a bit per track; reserves new space for the whole volume at once.
+    ///
     /// multilevel-bitmap: two levels of bits; reserves new space for the
     /// whole volume at once.
     #[arg(long, value_name = "SCHEME")]
@@ -463,8 +468,11 @@ pub struct GroupCreate {
     ///
     /// concat: the disks end to end, no redundancy (1 disk or more; can grow
     /// with `group extend`).
+    ///
     /// raid0: striped across the disks, no redundancy (2 or more).
+    ///
     /// raid1: every disk a full mirror; survives all but one failing (2 or more).
+    ///
     /// raid5: striped with parity; survives one disk failing (3 or more).
     #[arg(long, value_name = "LEVEL")]
     raid: RaidLevelName,
