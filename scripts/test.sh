@@ -38,9 +38,15 @@ cargo fmt --all --check
 say "lint"
 cargo clippy --all-targets --locked -- -D warnings
 
+say "links"
+# Every relative link and image of README.md and docs/ resolves in this
+# clone, and nothing points at ../shared (tests/doc_links.rs).
+cargo test --locked --test doc_links
+
 say "unit, property and end-to-end tests"
 # The end-to-end tests start the real daemon (built by cargo as a test
-# dependency) on free ports and temporary pools.
+# dependency) on free ports and temporary pools; tests/cli_readme.rs runs
+# the README's command blocks as written against one.
 cargo test --all-targets --locked -- --test-threads="${FERROSAN_TEST_THREADS:-2}"
 
 say "all tests passed"

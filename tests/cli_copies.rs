@@ -51,7 +51,8 @@ fn create_prints_a_line_or_the_json() {
     assert_eq!(
         out,
         format!(
-            "created copy c0 of v0: row (A2, new data to new space), changed-pointer metadata, \
+            "created copy c0 of v0: row (redirect-on-write: new writes go to new space), \
+             changed-pointer metadata, \
              {size} in {track} tracks\n"
         )
     );
@@ -76,7 +77,10 @@ fn create_prints_a_line_or_the_json() {
     assert!(c.read_only);
     let out = ok(p, &["copy", "create", "c1", "c2", "--read-only"]);
     assert!(
-        out.starts_with("created copy c2 of c1: cow (A1, old data to new space), "),
+        out.starts_with(
+            "created copy c2 of c1: cow (copy-on-write: old data is copied to new space \
+             before it is overwritten), "
+        ),
         "{out}"
     );
     assert!(out.ends_with(", read-only\n"), "{out}");
@@ -184,7 +188,11 @@ fn show_is_a_field_table() {
         ("source", "v0".to_owned()),
         ("origin", "v0".to_owned()),
         ("depth", "1".to_owned()),
-        ("mode", "cow (A1, old data to new space)".to_owned()),
+        (
+            "mode",
+            "cow (copy-on-write: old data is copied to new space before it is overwritten)"
+                .to_owned(),
+        ),
         ("metadata", "changed-pointer".to_owned()),
         ("access", "ro".to_owned()),
         ("size", format_size(1 << 20)),
@@ -211,12 +219,12 @@ fn delete_prints_a_line_and_the_fold_job_or_the_json() {
     let r: CopyDeleteInfo = typed(p, &["copy", "delete", "c1"]);
     assert_eq!((r.name.as_str(), r.job.is_none()), ("c1", true));
     ok(p, &["copy", "delete", "c2"]);
-    // The last copy of an A2 original: a job folds its data back.
+    // The last copy of a row-mode original: a job moves its data back.
     assert_eq!(
         ok(p, &["copy", "delete", "c3"]),
         "deleted copy c3\n\
-         its original's data folds back into its initial area:\n\
-         job 1 running: copy-fold volume v0: fold its new data back into its initial area\n\
+         the original's new data moves back into its own space:\n\
+         job 1 running: copy-fold volume v0: move its new data back into its own space\n\
          follow it with `ferrosan job wait 1`\n"
     );
     assert_eq!(json(p, &["copy", "list"]), serde_json::json!([]));
@@ -224,8 +232,8 @@ fn delete_prints_a_line_and_the_fold_job_or_the_json() {
     assert_eq!(
         ok(p, &["copy", "delete", "c4", "--wait"]),
         "deleted copy c4\n\
-         its original's data folds back into its initial area:\n\
-         job 2 done: copy-fold volume v0: fold its new data back into its initial area\n"
+         the original's new data moves back into its own space:\n\
+         job 2 done: copy-fold volume v0: move its new data back into its own space\n"
     );
     ok(p, &["copy", "create", "v0", "c5"]);
     let r: CopyDeleteInfo = typed(p, &["copy", "delete", "c5", "--wait"]);
@@ -264,17 +272,17 @@ fn restore_says_what_it_restored_and_its_job() {
 }
 
 #[test]
-fn split_prints_n_orig_n_copy_what_moves_and_the_job() {
+fn split_prints_each_sides_new_data_what_moves_and_the_job() {
     let s = setup();
     let p = s.pool();
     ok(p, &["copy", "create", "v0", "c0"]);
     assert_eq!(
         ok(p, &["copy", "split", "c0"]),
         "splitting copy c0 from its original (policy move-smaller)\n\
-         N_orig: 1 track of new data of the original\n\
-         N_copy: 2 tracks of new data of the copy\n\
-         moving: the new data of v0 into the initial area\n\
-         job 1 running: split copy c0: new data of v0 -> initial area\n\
+         new data of the original: 1 track\n\
+         new data of the copy: 2 tracks\n\
+         moving: the new data of v0 into the space both share\n\
+         job 1 running: split copy c0: new data of v0 -> shared space\n\
          follow it with `ferrosan job wait 1`\n"
     );
     let out = ok(
@@ -283,11 +291,11 @@ fn split_prints_n_orig_n_copy_what_moves_and_the_job() {
     );
     assert!(out.contains("(policy move-larger)\n"), "{out}");
     assert!(
-        out.contains("moving: the new data of c0 into the initial area\n"),
+        out.contains("moving: the new data of c0 into the space both share\n"),
         "{out}"
     );
     assert!(
-        out.ends_with("job 2 done: split copy c0: new data of c0 -> initial area\n"),
+        out.ends_with("job 2 done: split copy c0: new data of c0 -> shared space\n"),
         "{out}"
     );
     let info: CopySplitInfo = typed(p, &["copy", "split", "c0", "--wait"]);
@@ -300,7 +308,7 @@ fn split_prints_n_orig_n_copy_what_moves_and_the_job() {
     ok(p, &["copy", "create", "v0", "a1", "--mode", "cow"]);
     let out = ok(p, &["copy", "split", "a1"]);
     assert!(
-        out.contains("N_orig: 0 tracks of new data of the original\n"),
+        out.contains("new data of the original: 0 tracks\n"),
         "{out}"
     );
     assert!(

@@ -238,3 +238,150 @@ fn pool_show_and_socket_mode() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// The command's whole stderr, which must be one error line (exit 1).
+fn error_line(pool: &Path, args: &[&str]) -> String {
+    let msg = error(pool, args);
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    msg.trim_end().to_owned()
+}
+
+#[test]
+fn a_copy_that_does_not_fit_names_the_scheme_its_need_and_the_one_that_fits() {
+    // The default pool: vol0 (2 GiB) in g0, a raid5 of 4 x 1 GiB with
+    // about 1 GiB free.
+    let d = Daemon::start();
+    let p = d.path();
+    let free = json(&p, &["group", "show", "g0"])["free"].as_u64().unwrap();
+    assert!(free < 2 << 30, "{free}");
+    let free = ferrosan::units::format_size(free);
+    let msg = error_line(&p, &["copy", "create", "vol0", "c0", "--meta", "bitmap"]);
+    assert_eq!(
+        msg,
+        format!(
+            "error: no room for a bitmap copy of vol0 in group g0: bitmap reserves new space the \
+             size of the whole volume up front for each set of changes it tracks (2 x 2.0 GiB = \
+             4.0 GiB here), and g0 has {free} free; partial-bitmap, changed-pointer and \
+             full-pointer take new space only as data changes: use --meta partial-bitmap (the \
+             default for vol0)"
+        )
+    );
+    let msg = error_line(
+        &p,
+        &[
+            "copy",
+            "create",
+            "vol0",
+            "c0",
+            "--meta",
+            "multilevel-bitmap",
+            "--mode",
+            "cow",
+        ],
+    );
+    assert!(
+        msg.starts_with("error: no room for a multilevel-bitmap copy of vol0 in group g0:"),
+        "{msg}"
+    );
+    // Nothing was kept, and the scheme suggested fits.
+    assert_eq!(json(&p, &["copy", "list"]), serde_json::json!([]));
+    let c = json(
+        &p,
+        &["copy", "create", "vol0", "c0", "--meta", "partial-bitmap"],
+    );
+    assert_eq!(c["scheme"], "partial-bitmap");
+}
+
+#[test]
+fn a_finished_job_refuses_a_rate_limit_as_it_refuses_a_pause() {
+    let d = Daemon::start();
+    let p = d.path();
+    for disk in ["t-a", "t-b", "t-c"] {
+        json(&p, &["disk", "add", disk, "--size", "64M"]);
+    }
+    json(
+        &p,
+        &[
+            "group", "create", "t-g", "--raid", "raid1", "--disks", "t-a,t-b",
+        ],
+    );
+    let job = json(&p, &["disk", "replace", "t-b", "t-c", "--wait"]);
+    assert_eq!(job["state"], "done", "{job}");
+    let id = job["id"].as_u64().unwrap().to_string();
+    assert_eq!(
+        error_line(&p, &["job", "pause", &id]),
+        format!("error: job {id} is done; it cannot be paused")
+    );
+    assert_eq!(
+        error_line(&p, &["job", "rate", &id, "10M"]),
+        format!("error: job {id} is done; its rate limit cannot change")
+    );
+    assert_eq!(json(&p, &["job", "show", &id])["rate_limit"], 0);
+}
+
+#[test]
+fn extending_a_raid5_group_says_what_to_do_instead() {
+    let d = Daemon::start();
+    let p = d.path();
+    json(&p, &["disk", "add", "t-d4", "--size", "64M"]);
+    let msg = error_line(&p, &["group", "extend", "g0", "--disks", "t-d4"]);
+    assert_eq!(
+        msg,
+        "error: group g0 is raid5: only concat groups grow by adding disks; make a new group \
+         of the new disks (`ferrosan group create NAME --raid raid5 --disks ...`) and create \
+         volumes there"
+    );
+    // What it says to do works.
+    json(&p, &["disk", "add", "t-d5", "--size", "64M"]);
+    json(&p, &["disk", "add", "t-d6", "--size", "64M"]);
+    let g = json(
+        &p,
+        &[
+            "group",
+            "create",
+            "t-g1",
+            "--raid",
+            "raid5",
+            "--disks",
+            "t-d4,t-d5,t-d6",
+        ],
+    );
+    assert_eq!(g["raid"], "raid5");
+}
+
+#[test]
+fn serve_refuses_json_with_a_usage_error() {
+    let pool = tempfile::tempdir().unwrap();
+    for args in [
+        &["serve", "--json", "--listen", "127.0.0.1:0"][..],
+        &["--json", "serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let child = Command::new(BIN)
+            .arg("--pool")
+            .arg(pool.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = rustix::process::Pid::from_child(&child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output()));
+        let Ok(out) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            panic!("ferrosan {args:?} served instead of refusing --json");
+        };
+        let out = out.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(out.stdout, b"", "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "error: serve has no --json output: start it without --json, then \
+             `ferrosan --json pool show` gives its addresses as JSON\n"
+        );
+    }
+    assert!(
+        !pool.path().join("ferrosan.redb").exists(),
+        "no pool was made"
+    );
+}

@@ -125,7 +125,7 @@ fn api_errors_go_to_stderr_with_exit_1() {
             p,
             &["volume", "create", "v", "--group", "g0", "--size", "1000"]
         ),
-        "volume size 1000 is not a multiple of the track size 65536"
+        "size 1000 B is not a multiple of the track size, 64.0 KiB"
     );
     assert_eq!(
         fails(
@@ -278,10 +278,19 @@ fn usage_errors_exit_2() {
     assert_eq!(r.code, 2);
     assert!(
         r.stderr
-            .contains("invalid size \"12Q\": use a number with an optional K, M, G, T suffix"),
+            .contains("invalid size \"12Q\": use a number and a unit: K, M, G, T, P or KiB"),
         "{}",
         r.stderr
     );
+    let r = ferrosan(p, &["disk", "add", "d0", "--size", "-1"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("size -1 is negative: give a size of 0 or more, e.g. 10G"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("-- -1"), "{}", r.stderr);
     assert_eq!(ferrosan(p, &["volume", "frobnicate"]).code, 2);
     assert_eq!(ferrosan(p, &["job", "show", "x"]).code, 2);
     assert_eq!(ferrosan(p, &["disk", "inject", "d0"]).code, 2);

@@ -656,7 +656,7 @@ fn the_last_copy_gone_the_original_folds_back_and_the_space_returns() {
     let fold = &del["job"];
     assert_eq!(fold["kind"], "copy-fold", "{del}");
     assert_eq!(
-        fold["target"], "volume src: fold its new data back into its initial area",
+        fold["target"], "volume src: move its new data back into its own space",
         "{del}"
     );
     qemu_io(

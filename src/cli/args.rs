@@ -14,46 +14,74 @@ use crate::engine::types::{
     RaidLevelName, SplitPolicy, VolumeCreateRequest,
 };
 
-/// A software storage array: RAID volumes served over NBD.
+/// A software storage array: RAID volumes and instant copies, served over NBD.
+///
+/// `ferrosan serve` runs the daemon on a pool directory. Every other command
+/// asks that daemon (through <pool>/api.sock) and prints a table, or the
+/// API's JSON with --json.
 #[derive(Debug, Parser)]
-#[command(name = "ferrosan", version, propagate_version = true)]
+#[command(name = "ferrosan", version, propagate_version = true, after_long_help = MAIN_AFTER)]
 pub struct Cli {
     /// Pool directory: its database, disk files and sockets.
     #[arg(
         long,
         global = true,
         env = "FERROSAN_POOL",
+        hide_env_values = true,
         default_value = "./ferrosan-data",
         value_name = "DIR"
     )]
     pub pool: PathBuf,
-    /// Print the API's JSON instead of tables.
+    /// Print the API's JSON instead of tables and lines.
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// After the main help: the size rule and a first session.
+const MAIN_AFTER: &str = "\
+Sizes: a number with an optional unit. K, M, G, T, P and KiB, MiB, GiB, TiB, PiB
+count in 1024s (10G = 10GiB = 10 x 2^30 bytes); kB, MB, GB, TB, PB count in 1000s
+(10GB = 10 x 10^9 bytes, as on a disk's label); a bare number is bytes. Sizes
+are printed in 1024s: 1.0 GiB.
+
+Examples:
+  ferrosan serve                            run the daemon on ./ferrosan-data
+  ferrosan volume list                      volumes and their NBD addresses
+  ferrosan copy create vol0 vol0-snap       an instant copy of vol0, usable at once
+  ferrosan --json job list                  jobs, as JSON";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: NBD exports and the API on <pool>/api.sock.
+    /// Run the daemon: serve every volume over NBD, and the management API.
+    ///
+    /// Serves NBD on --listen and on <pool>/nbd.sock, and the REST API (which
+    /// every other ferrosan command uses) on <pool>/api.sock, mode 0600. On a
+    /// new, empty pool it first creates a demo setup: 4 sparse 1 GiB disk
+    /// files, a RAID-5 group g0 and a 2 GiB volume vol0. Prints a banner on
+    /// stdout (the pool, the NBD address and the volumes), then runs in the
+    /// foreground until SIGTERM or Ctrl-C: it answers the requests in
+    /// flight, flushes every disk and exits.
     Serve(ServeArgs),
-    /// The pool as a whole.
+    /// The pool as a whole: where it is and how to reach its daemon.
     #[command(subcommand)]
     Pool(PoolCmd),
-    /// Disks: files or block devices of the pool.
+    /// Disks: the files or block devices that RAID groups are made of.
     #[command(subcommand)]
     Disk(DiskCmd),
-    /// RAID groups.
+    /// RAID groups: disks combined into one space that volumes are cut from.
     #[command(subcommand)]
     Group(GroupCmd),
-    /// Volumes: the NBD exports.
+    /// Volumes: block devices that clients use, each an NBD export.
     #[command(subcommand)]
     Volume(VolumeCmd),
-    /// Background jobs: progress, pause, resume, cancel, rate.
+    /// Background jobs (rebuilds, disk replacements, resyncs, copy
+    /// restores): progress, pause, resume, cancel, rate limit.
     #[command(subcommand)]
     Job(JobCmd),
-    /// Instant copies: point-in-time images of a volume, usable at once.
+    /// Instant copies: a new volume showing another one as it was at one
+    /// moment, usable at once.
     #[command(subcommand)]
     Copy(CopyCmd),
     /// Print the API's OpenAPI document.
@@ -61,43 +89,72 @@ pub enum Command {
     Openapi,
 }
 
+/// `ferrosan serve`'s options.
 #[derive(Debug, Args)]
+#[command(after_long_help = SERVE_AFTER)]
 pub struct ServeArgs {
-    /// NBD TCP address.
+    /// Address and port for NBD over TCP (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:10809", value_name = "ADDR:PORT")]
     pub listen: SocketAddr,
-    /// Allow `disk inject` (for tests).
+    /// Allow `disk inject`, which makes a disk's I/O fail on purpose (for
+    /// testing how groups cope).
     #[arg(long)]
     pub fault_injection: bool,
-    /// Worker threads (default: one per CPU).
+    /// I/O threads (default: one per CPU).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub workers: Option<u64>,
-    /// Seconds a write-intent region stays marked after its last write
-    /// (longer: fewer bitmap commits, more to resync after a crash).
+    /// Seconds a region of a RAID-1 or RAID-5 group stays marked in the
+    /// write-intent bitmap after its last write. Longer: fewer bitmap updates
+    /// while writing; shorter: less to resync after a crash.
     #[arg(long, value_name = "SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub intent_clear_interval: u64,
+    /// serve has no JSON output: it is refused with a pointer to `pool show`.
+    #[arg(long, hide = true)]
+    pub json: bool,
 }
+
+/// After `serve --help`: logging, and JSON.
+const SERVE_AFTER: &str = "\
+Logging: the daemon logs to stderr, warnings and errors only by default.
+RUST_LOG chooses more: a level, or comma-separated target=level pairs:
+  RUST_LOG=info ferrosan serve              also copies taken, jobs finished, clients dropped
+  RUST_LOG=debug ferrosan serve             everything, libraries included
+  RUST_LOG=ferrosan=debug ferrosan serve    ferrosan's own debug messages (API requests, NBD connections)
+  RUST_LOG=warn,ferrosan::nbd=debug ferrosan serve    one layer in detail
+
+The banner is text. For the same as JSON while the daemon runs, use
+`ferrosan --json pool show` (addresses) and `ferrosan --json volume list`.";
 
 #[derive(Debug, Subcommand)]
 pub enum PoolCmd {
-    /// Where the pool is and what it holds.
+    /// Where the pool is, how to reach its daemon (NBD address, sockets),
+    /// what it holds, and problems found at start (missing or foreign disks).
     Show,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DiskCmd {
-    /// Add a disk: a new sparse file (--size) or an existing file or device (--path).
+    /// Add a disk: a new sparse file in <pool>/disks (--size), or an existing
+    /// file or block device (--path).
     Add(DiskAdd),
-    /// List disks with their I/O counters.
+    /// List disks: size, space allocated, status, group and I/O counters.
     List,
-    /// One disk in detail.
-    Show { name: String },
-    /// Remove a disk that is in no group.
-    Remove { name: String },
-    /// Take a disk out of its group, as if it had failed (its group runs
-    /// degraded; refused if the group would stop, unless --force).
+    /// One disk in detail: its group and slot, I/O counters and errors.
+    Show {
+        /// The disk's name.
+        name: String,
+    },
+    /// Remove a disk that is in no group; a disk file ferrosan created is deleted.
+    Remove {
+        /// The disk's name.
+        name: String,
+    },
+    /// Take a disk out of its group, as if it had broken: its group runs
+    /// degraded, and a hot spare, if there is one, takes its place.
+    /// Refused when the group would stop serving, unless --force.
     Fail {
+        /// The disk's name.
         name: String,
         /// Even if its group then stops serving: every volume of the group
         /// fails its I/O until the disk is reinstated.
@@ -107,20 +164,28 @@ pub enum DiskCmd {
     /// Take back a failed disk whose data is intact: only what was written
     /// while it was out is copied to it (md's --re-add).
     Reinstate {
+        /// The disk's name.
         name: String,
         /// Wait for the resync, with a progress bar.
         #[arg(long)]
         wait: bool,
     },
-    /// Replace OLD by NEW (a free disk or spare): starts a rebuild job.
+    /// Replace disk OLD in its group by NEW, in a background job.
+    ///
+    /// A working OLD keeps serving while it is copied to NEW (hot replace: the
+    /// group stays redundant throughout); a failed OLD is rebuilt onto NEW from
+    /// the other disks. OLD leaves the group when the job is done.
     Replace {
+        /// The disk to take out of its group.
         old: String,
+        /// A free disk or a hot spare, at least as large as OLD's part in the group.
         new: String,
         /// Wait for the job, with a progress bar.
         #[arg(long)]
         wait: bool,
     },
-    /// Change a disk's fault rules (daemon run with --fault-injection).
+    /// Make a disk's reads or writes fail on purpose, to test how its group
+    /// copes (needs `serve --fault-injection`). Rules add up until --clear.
     Inject(DiskInject),
 }
 
@@ -128,16 +193,24 @@ pub enum DiskCmd {
 pub enum GroupCmd {
     /// Create a RAID group from free disks.
     Create(GroupCreate),
-    /// The RAID group table (seed 002, T1).
+    /// List groups: RAID level, disks, volumes, capacity, free space, health.
     List,
-    /// One group with its members.
-    Show { name: String },
-    /// Delete a group that holds no volume.
-    Delete { name: String },
-    /// Append disks to a concat group.
-    Extend {
+    /// One group in detail, with each slot's disk, state and rebuild progress.
+    Show {
+        /// The group's name.
         name: String,
-        /// Disks to append, comma-separated.
+    },
+    /// Delete a group that holds no volume; its disks become free.
+    Delete {
+        /// The group's name.
+        name: String,
+    },
+    /// Add disks to the end of a concat group: its capacity grows at once and
+    /// no data moves. Groups of other RAID levels cannot grow yet.
+    Extend {
+        /// The group's name.
+        name: String,
+        /// Free disks to append, comma-separated.
         #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
         disks: Vec<String>,
     },
@@ -145,68 +218,109 @@ pub enum GroupCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum VolumeCmd {
-    /// Create a volume in a group.
+    /// Create a volume in a group; it is served over NBD at once, under its name.
     Create(VolumeCreate),
-    /// List volumes.
+    /// List volumes: size, group, NBD address and connected clients.
     List,
-    /// One volume in detail.
-    Show { name: String },
-    /// Delete a volume and its data.
-    Delete {
+    /// One volume in detail, with where its data lies in the group.
+    Show {
+        /// The volume's name.
         name: String,
-        /// Even while NBD clients are connected.
+    },
+    /// Delete a volume and discard its data (refused while NBD clients are
+    /// connected, unless --force).
+    Delete {
+        /// The volume's name.
+        name: String,
+        /// Delete even while NBD clients are connected: their I/O then fails.
         #[arg(long)]
         force: bool,
     },
-    /// Grow a volume to a new size.
+    /// Grow a volume; no data moves, and clients see the new size when they
+    /// next connect.
     Grow {
+        /// The volume's name.
         name: String,
-        /// The new size (not the increment), e.g. 20G.
-        #[arg(long, value_parser = parse_size)]
+        /// The new size (not the increment), e.g. 20G: a multiple of the
+        /// volume's track size.
+        #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
         size: u64,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum JobCmd {
-    /// List jobs with progress, rate and ETA.
+    /// List jobs with progress, rate and time left.
     List,
     /// One job in detail.
-    Show { id: u64 },
-    /// Pause a running job.
-    Pause { id: u64 },
-    /// Resume a paused job.
-    Resume { id: u64 },
-    /// Cancel a job.
-    Cancel { id: u64 },
-    /// Limit a job's rate, in bytes per second (e.g. 100M; 0 removes the limit).
-    Rate {
+    Show {
+        /// The job's number, as `job list` shows it.
         id: u64,
-        #[arg(value_parser = parse_size)]
+    },
+    /// Pause a running job; it stays paused, across restarts too, until resumed.
+    Pause {
+        /// The job's number, as `job list` shows it.
+        id: u64,
+    },
+    /// Resume a paused job.
+    Resume {
+        /// The job's number, as `job list` shows it.
+        id: u64,
+    },
+    /// Stop a running or paused job for good.
+    Cancel {
+        /// The job's number, as `job list` shows it.
+        id: u64,
+    },
+    /// Limit a running or paused job's rate, e.g. `job rate 3 100M` for
+    /// 100 MiB/s; 0 removes the limit.
+    Rate {
+        /// The job's number, as `job list` shows it.
+        id: u64,
+        /// Bytes per second, e.g. 100M; 0 for no limit.
+        #[arg(value_parser = parse_size, allow_hyphen_values = true)]
         bytes_per_sec: u64,
     },
-    /// Wait for a job to finish, with a progress bar.
-    Wait { id: u64 },
+    /// Wait for a job to finish, with a progress bar on a terminal; fails if
+    /// the job fails or is cancelled.
+    Wait {
+        /// The job's number, as `job list` shows it.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum CopyCmd {
-    /// Make NAME an instant copy of SRC (a volume or a copy); no data moves.
+    /// Make NAME an instant copy of SRC: a new volume showing SRC as it is
+    /// now, usable at once; no data is copied now.
     Create(CopyCreate),
-    /// List copies: tracks diverged, space and metadata memory used.
+    /// List copies: source, mode, tracks changed since the copy, new space
+    /// and metadata memory used. Warns when the new space is 80% used.
     List,
     /// One copy in detail.
-    Show { name: String },
-    /// Delete a copy; its new space goes back. When the last copy goes, a
-    /// job folds the original's data back into its initial area.
+    Show {
+        /// The copy's name.
+        name: String,
+    },
+    /// Delete a copy and give back the space its changes took.
+    ///
+    /// Deleting the last copy of a volume copied in row mode starts a job that
+    /// moves the volume's own new data back into its place (copy-fold);
+    /// --wait follows it.
     Delete {
+        /// The copy's name.
         name: String,
         /// Wait for that job, if one started, with a progress bar.
         #[arg(long)]
         wait: bool,
     },
-    /// Return the copy's source to the copy's image.
+    /// Roll the copy's source back to the copy's image.
+    ///
+    /// The source shows the copy's data at once; where data has to move, a
+    /// job moves it in the background while reads already see the copy's
+    /// data. The copy itself is unchanged.
     Restore {
+        /// The copy's name.
         name: String,
         /// Wait for the job moving data, if one started, with a progress bar.
         #[arg(long)]
@@ -216,11 +330,17 @@ pub enum CopyCmd {
         #[arg(long)]
         force: bool,
     },
-    /// Separate a copy from its original: measure N_orig and N_copy and move
-    /// one set of new data into the initial area.
+    /// Make a copy independent of its original, so that either can be
+    /// deleted without touching the other.
+    ///
+    /// Counts the tracks each of the two has written since the copy, and
+    /// moves one side's new data into the space they share, in a job. Only
+    /// for a volume with one copy.
     Split {
+        /// The copy's name.
         name: String,
-        /// move-smaller (the default) or move-larger: which set of new data moves.
+        /// Which side's new data moves: move-smaller (the default: less to
+        /// copy) or move-larger.
         #[arg(long, value_name = "POLICY")]
         policy: Option<SplitPolicy>,
         /// Wait for the job, with a progress bar.
@@ -233,20 +353,42 @@ pub enum CopyCmd {
 pub struct CopyCreate {
     /// The volume (or copy) to copy.
     src: String,
-    /// Name of the new copy (a new volume).
+    /// Name of the new copy: a new volume, exported under that name.
     name: String,
-    /// cow (A1, old data to new space) or row (A2, new data to new space);
-    /// default row, or the mode of the source's family.
+    /// How writes after the copy are kept apart (default row, or the mode
+    /// of SRC's other copies).
+    ///
+    /// row: redirect-on-write: new writes, to the source or the copy, go to
+    /// new space; the data both share stays where it is. Writes cost the
+    /// same as before the copy.
+    ///
+    /// cow: copy-on-write: the source keeps writing in place; before it
+    /// overwrites data the copy still needs, that data is copied to new
+    /// space (each first overwrite costs a copy).
     #[arg(long, value_name = "MODE")]
     mode: Option<CopyMode>,
-    /// Metadata scheme: full-pointer, changed-pointer, bitmap,
-    /// multilevel-bitmap or partial-bitmap; default follows the source's mapping.
+    /// How the copy records which tracks changed and where their data lies.
+    /// It sets the memory and new space the copy takes, never what it reads.
+    ///
+    /// partial-bitmap: bitmaps for the parts written, new space reserved 64
+    /// tracks at a time (default for a volume's first copy).
+    ///
+    /// changed-pointer: one pointer per changed track (default when SRC is a
+    /// copy with data of its own).
+    ///
+    /// full-pointer: a pointer for every track (16 bytes per track of memory).
+    ///
+    /// bitmap: a bit per track; reserves new space for the whole volume at once.
+    ///
+    /// multilevel-bitmap: two levels of bits; reserves new space for the
+    /// whole volume at once.
     #[arg(long, value_name = "SCHEME")]
     meta: Option<Scheme>,
     /// Export the copy read-only.
     #[arg(long)]
     read_only: bool,
-    /// The RAID group the new space comes from (default: the source's).
+    /// The RAID group the copies' new space comes from (default: SRC's
+    /// group). All copies of one volume share it.
     #[arg(long, value_name = "GROUP")]
     pool_group: Option<String>,
 }
@@ -267,14 +409,19 @@ impl CopyCreate {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("source").required(true).args(["size", "path"])))]
 pub struct DiskAdd {
+    /// Name of the new disk in the pool.
     name: String,
-    /// Size of a new sparse disk file, e.g. 1G.
-    #[arg(long, value_parser = parse_size)]
+    /// Size of a new sparse disk file, e.g. 1G (at least 2M; its first MiB
+    /// holds ferrosan's label).
+    #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
     size: Option<u64>,
-    /// An existing file or block device to adopt.
+    /// An existing file or block device to use: it gets ferrosan's label and
+    /// its contents are overwritten (refused, unless --force, when it holds
+    /// data or another pool's label; never for a disk this pool uses).
     #[arg(long)]
     path: Option<PathBuf>,
-    /// Add as a hot spare.
+    /// Add it as a hot spare: it takes the place of a failed disk in a
+    /// RAID-1 or RAID-5 group by itself.
     #[arg(long)]
     spare: bool,
     /// With --path: adopt it even if it holds data or another pool's label
@@ -301,15 +448,21 @@ impl DiskAdd {
 #[command(group(ArgGroup::new("rule").required(true).multiple(true)
     .args(["read_error_at", "write_error_at", "error_rate", "vanish", "clear"])))]
 pub struct DiskInject {
+    /// The disk's name.
     pub name: String,
-    /// Reads of OFFSET[,LEN] fail (LEN defaults to 512).
-    #[arg(long, value_name = "OFFSET[,LEN]", value_parser = parse_range)]
+    /// Reads overlapping OFFSET[,LEN] fail; sizes, in the disk's data area
+    /// (LEN defaults to 512).
+    #[arg(long, value_name = "OFFSET[,LEN]", value_parser = parse_range,
+          allow_hyphen_values = true)]
     read_error_at: Option<ByteRange>,
-    /// Writes to OFFSET[,LEN] fail (LEN defaults to 512).
-    #[arg(long, value_name = "OFFSET[,LEN]", value_parser = parse_range)]
+    /// Writes overlapping OFFSET[,LEN] fail; sizes, in the disk's data area
+    /// (LEN defaults to 512).
+    #[arg(long, value_name = "OFFSET[,LEN]", value_parser = parse_range,
+          allow_hyphen_values = true)]
     write_error_at: Option<ByteRange>,
     /// Probability (0 to 1) that any I/O fails.
-    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    #[arg(long, value_name = "P", value_parser = parse_probability,
+          allow_hyphen_values = true)]
     error_rate: Option<f64>,
     /// Every I/O fails, as if the disk were pulled.
     #[arg(long)]
@@ -333,15 +486,27 @@ impl DiskInject {
 
 #[derive(Debug, Args)]
 pub struct GroupCreate {
+    /// Name of the new group.
     name: String,
-    /// concat, raid0, raid1 or raid5.
-    #[arg(long)]
+    /// The RAID level.
+    ///
+    /// concat: the disks end to end, no redundancy (1 disk or more; can grow
+    /// with `group extend`).
+    ///
+    /// raid0: striped across the disks, no redundancy (2 or more).
+    ///
+    /// raid1: every disk a full mirror; survives all but one failing (2 or more).
+    ///
+    /// raid5: striped with parity; survives one disk failing (3 or more).
+    #[arg(long, value_name = "LEVEL")]
     raid: RaidLevelName,
-    /// Member disks, comma-separated, in slot order.
+    /// Free disks, comma-separated, in slot order. Except in concat, each
+    /// disk is used up to the size of the smallest.
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     disks: Vec<String>,
-    /// Bytes per strip, e.g. 64K.
-    #[arg(long, value_parser = parse_size)]
+    /// How much goes on one disk before the next (raid0, raid5), e.g. 64K:
+    /// a power of two from 4K to 16M (default 64K).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
     stripe_size: Option<u64>,
 }
 
@@ -358,17 +523,19 @@ impl GroupCreate {
 
 #[derive(Debug, Args)]
 pub struct VolumeCreate {
+    /// Name of the new volume, and of its NBD export.
     name: String,
-    /// The RAID group to allocate from.
+    /// The RAID group its space comes from.
     #[arg(long)]
     group: String,
-    /// Size, e.g. 10G.
-    #[arg(long, value_parser = parse_size)]
+    /// Size, e.g. 10G: a multiple of the track size.
+    #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
     size: u64,
-    /// Track size, a power of two from 4K to 1M (default 64K).
-    #[arg(long, value_parser = parse_size)]
+    /// The unit in which instant copies copy and track changed data, e.g.
+    /// 64K: a power of two from 4K to 1M (default 64K).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
     track_size: Option<u64>,
-    /// Export read-only.
+    /// Export it read-only.
     #[arg(long)]
     read_only: bool,
 }
@@ -405,139 +572,4 @@ fn parse_probability(text: &str) -> Result<f64, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn the_command_tree_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn ranges_and_probabilities() {
-        let r = parse_range("1M,4K").unwrap();
-        assert_eq!((r.offset, r.length), (1 << 20, Some(4096)));
-        assert_eq!(parse_range("512").unwrap().length, None);
-        assert!(
-            parse_range("1M,x")
-                .unwrap_err()
-                .contains("invalid size \"x\"")
-        );
-        assert_eq!(parse_probability("0.25"), Ok(0.25));
-        assert!(parse_probability("1.5").is_err());
-        assert!(parse_probability("NaN").is_err());
-    }
-
-    #[test]
-    fn global_flags_go_anywhere() {
-        let cli =
-            Cli::try_parse_from(["ferrosan", "disk", "list", "--json", "--pool", "/p"]).unwrap();
-        assert!(cli.json);
-        assert_eq!(cli.pool, PathBuf::from("/p"));
-    }
-
-    #[test]
-    fn sizes_and_lists_parse() {
-        let cli = Cli::try_parse_from([
-            "ferrosan",
-            "group",
-            "create",
-            "g0",
-            "--raid",
-            "raid5",
-            "--disks",
-            "a,b,c",
-            "--stripe-size",
-            "64K",
-        ])
-        .unwrap();
-        match cli.command {
-            Command::Group(GroupCmd::Create(args)) => {
-                let req = args.request();
-                assert_eq!(req.raid, RaidLevelName::Raid5);
-                assert_eq!(req.disks, ["a", "b", "c"]);
-                assert_eq!(req.stripe_size, Some(65536));
-            }
-            other => panic!("parsed as {other:?}"),
-        }
-    }
-
-    #[test]
-    fn copy_create_parses_modes_and_schemes() {
-        let argv = [
-            "ferrosan",
-            "copy",
-            "create",
-            "v0",
-            "c0",
-            "--mode",
-            "a1",
-            "--meta",
-            "multilevel-bitmap",
-            "--read-only",
-            "--pool-group",
-            "g1",
-        ];
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Copy(CopyCmd::Create(args)) => {
-                let req = args.request();
-                assert_eq!((req.source.as_str(), req.name.as_str()), ("v0", "c0"));
-                assert_eq!(req.mode, Some(CopyMode::Cow));
-                assert_eq!(req.meta, Some(Scheme::MultilevelBitmap));
-                assert!(req.read_only);
-                assert_eq!(req.pool_group.as_deref(), Some("g1"));
-            }
-            other => panic!("parsed as {other:?}"),
-        }
-        let argv = ["ferrosan", "copy", "create", "v0", "c0"];
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Copy(CopyCmd::Create(args)) => {
-                let req = args.request();
-                assert_eq!((req.mode, req.meta, req.read_only), (None, None, false));
-            }
-            other => panic!("parsed as {other:?}"),
-        }
-    }
-
-    #[test]
-    fn copy_names_that_do_not_parse_are_usage_errors_naming_the_choices() {
-        let err = |argv: &[&str]| {
-            let e = Cli::try_parse_from(argv).unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{argv:?}");
-            e.to_string()
-        };
-        let msg = err(&["ferrosan", "copy", "create", "v", "c", "--meta", "btree"]);
-        assert!(
-            msg.contains(
-                "use full-pointer, changed-pointer, bitmap, multilevel-bitmap or partial-bitmap"
-            ),
-            "{msg}"
-        );
-        let msg = err(&["ferrosan", "copy", "create", "v", "c", "--mode", "mirror"]);
-        assert!(msg.contains("use cow or row"), "{msg}");
-        let msg = err(&["ferrosan", "copy", "split", "c", "--policy", "biggest"]);
-        assert!(msg.contains("use move-smaller or move-larger"), "{msg}");
-    }
-
-    #[test]
-    fn usage_errors_say_what_is_wrong() {
-        let err = Cli::try_parse_from(["ferrosan", "disk", "add", "d0", "--size", "12Q"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("invalid size \"12Q\": use a number with an optional K, M, G, T suffix"),
-            "{err}"
-        );
-        let err = Cli::try_parse_from(["ferrosan", "disk", "add", "d0"]).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        let both = [
-            "ferrosan", "disk", "add", "d0", "--size", "1G", "--path", "/x",
-        ];
-        assert!(Cli::try_parse_from(both).is_err());
-        let err = Cli::try_parse_from(["ferrosan", "group", "create", "g", "--raid", "raid9"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown RAID level"), "{err}");
-    }
-}
+mod tests;

@@ -24,7 +24,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     } = cli;
     let ctx = || Ctx::new(&pool, json);
     match command {
-        Command::Serve(args) => serve(pool.clone(), args),
+        Command::Serve(args) => serve(pool.clone(), json, args),
         Command::Openapi => out(&crate::api::openapi_json()),
         Command::Pool(PoolCmd::Show) => {
             let ctx = ctx()?;
@@ -38,7 +38,21 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn serve(pool: PathBuf, args: ServeArgs) -> Result<(), Failure> {
+/// `serve --json`: the daemon's banner is text, and a daemon's state as
+/// JSON is what the other commands give once it runs.
+fn serve_json_refused() -> Failure {
+    Failure {
+        message: "serve has no --json output: start it without --json, then \
+                  `ferrosan --json pool show` gives its addresses as JSON"
+            .to_owned(),
+        code: 2,
+    }
+}
+
+fn serve(pool: PathBuf, json: bool, args: ServeArgs) -> Result<(), Failure> {
+    if json || args.json {
+        return Err(serve_json_refused());
+    }
     // The daemon's log on stderr: warnings and up by default, more with
     // RUST_LOG (e.g. RUST_LOG=ferrosan=info shows copy points and jobs).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -372,11 +372,11 @@ pub fn job_started(j: &JobInfo) -> String {
 
 // ---------------------------------------------------------------- copies
 
-/// `row (A2, new data to new space)`.
+/// `row (redirect-on-write: new writes go to new space)`.
 fn copy_mode(m: CopyMode) -> String {
     let how = match m {
-        CopyMode::Cow => "A1, old data to new space",
-        CopyMode::Row => "A2, new data to new space",
+        CopyMode::Cow => "copy-on-write: old data is copied to new space before it is overwritten",
+        CopyMode::Row => "redirect-on-write: new writes go to new space",
     };
     format!("{m} ({how})")
 }
@@ -526,26 +526,27 @@ pub fn copy_deleted(r: &CopyDeleteInfo) -> String {
     let head = format!("deleted copy {}", r.name);
     match &r.job {
         Some(j) => format!(
-            "{head}\nits original's data folds back into its initial area:\n{}",
+            "{head}\nthe original's new data moves back into its own space:\n{}",
             job_started(j)
         ),
         None => head,
     }
 }
 
-/// What `copy split` measured (N_orig, N_copy), what moves, and its job.
+/// What `copy split` measured (the tracks each side wrote since the copy),
+/// what moves, and its job.
 pub fn copy_split(name: &str, s: &CopySplitInfo) -> String {
     let policy = policy_name(s.policy);
     let mut lines = vec![
         format!("splitting copy {name} from its original (policy {policy})"),
-        format!("N_orig: {} of new data of the original", tracks(s.n_orig)),
-        format!("N_copy: {} of new data of the copy", tracks(s.n_copy)),
+        format!("new data of the original: {}", tracks(s.n_orig)),
+        format!("new data of the copy: {}", tracks(s.n_copy)),
     ];
     let moving = &s.moving;
     match &s.job {
         Some(j) => {
             lines.push(format!(
-                "moving: the new data of {moving} into the initial area"
+                "moving: the new data of {moving} into the space both share"
             ));
             lines.push(job_started(j));
         }

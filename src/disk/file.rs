@@ -147,7 +147,8 @@ impl FileDisk {
             device_size(&fd).map_err(|e| Error::io(format!("cannot size {what}"), e))?;
         if total < DATA_OFFSET * 2 {
             return Err(Error::invalid(format!(
-                "{what} is {total} bytes; a disk needs at least 2 MiB"
+                "{what} is {}; a disk needs at least 2 MiB",
+                crate::units::format_exact(total)
             )));
         }
         let data_size = (total - DATA_OFFSET) / (1 << 20) * (1 << 20);
@@ -198,7 +199,9 @@ impl FileDisk {
         let need = label.data_offset.saturating_add(label.data_size);
         if total < need {
             return Err(Error::corrupt(format!(
-                "{what} is truncated: it holds {total} bytes but its label needs {need}"
+                "{what} is truncated: it holds {} but its label needs {}",
+                crate::units::format_exact(total),
+                crate::units::format_exact(need)
             )));
         }
         disk.data_offset = label.data_offset;

@@ -98,8 +98,8 @@ impl Pool {
             return Err(Error::new(
                 ErrorKind::NoSpace,
                 format!(
-                    "group {group} has no room for {} more bytes of copy space ({} free)",
-                    want,
+                    "group {group} has no room for {} more of copy space ({} free)",
+                    crate::units::format_size(want),
                     crate::units::format_size(avail)
                 ),
             ));
@@ -136,7 +136,7 @@ impl Pool {
         }
     }
 
-    fn family_of(&self, st: &State, name: &str) -> Option<Arc<Family>> {
+    pub(super) fn family_of(&self, st: &State, name: &str) -> Option<Arc<Family>> {
         st.volumes
             .get(name)
             .and_then(|v| v.rec.family)
@@ -157,9 +157,11 @@ impl Pool {
         check_name("copy", &req.name)?;
         let pool = self.arc()?;
         let name = req.name.clone();
+        let plan = self.room_plan(&req);
         on_worker(self, move || async move {
             pool.copy_create_on_worker(req).await
-        })?;
+        })
+        .map_err(|e| super::copy_room::explain_no_room(e, plan.as_ref()))?;
         self.copy_get(&name)
     }
 
@@ -526,7 +528,7 @@ impl Pool {
         })
     }
 
-    fn group_free(&self, st: &State, group: &str) -> u64 {
+    pub(super) fn group_free(&self, st: &State, group: &str) -> u64 {
         let Some(g) = st.groups.get(group) else {
             return 0;
         };
@@ -1157,7 +1159,7 @@ impl Pool {
         self.apply_extents(&puts);
         drop(closed);
         tracing::info!(
-            "split {name} from {origin}: N_orig {n_orig}, N_copy {n_copy} tracks; {into}'s data moves into the initial area ({moving} tracks)"
+            "split {name} from {origin}: new data in {n_orig} tracks of the original, {n_copy} of the copy; {into}'s moves into the space both share ({moving} tracks)"
         );
         Ok((n_orig, n_copy, into, job))
     }

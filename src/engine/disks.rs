@@ -90,8 +90,9 @@ impl Pool {
                         Some((
                             DiskStatus::Unusable,
                             format!(
-                                "disk {name}: {shown} is truncated: {} data bytes, {} recorded",
-                                label.data_size, rec.data_size
+                                "disk {name}: {shown} is truncated: its label says {} of data, the pool recorded {}",
+                                crate::units::format_exact(label.data_size),
+                                crate::units::format_exact(rec.data_size)
                             ),
                         )),
                     )

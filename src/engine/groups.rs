@@ -259,7 +259,8 @@ impl Pool {
         let stripe = req.stripe_size.unwrap_or(DEFAULT_STRIPE);
         if !stripe.is_power_of_two() || !(4096..=(16 << 20)).contains(&stripe) {
             return Err(Error::invalid(format!(
-                "stripe size {stripe} must be a power of two between 4 KiB and 16 MiB"
+                "stripe size {} must be a power of two between 4 KiB and 16 MiB",
+                crate::units::format_exact(stripe)
             )));
         }
         if req.disks.is_empty() {
@@ -365,9 +366,11 @@ impl Pool {
             .get(name)
             .ok_or_else(|| Error::not_found(name.to_string()))?;
         if g.rec.level != RaidLevelName::Concat {
+            let level = g.rec.level;
             return Err(Error::invalid(format!(
-                "group {name} is {}: only concat groups extend by adding disks (restriping comes with `reshape`)",
-                g.rec.level
+                "group {name} is {level}: only concat groups grow by adding disks; \
+                 make a new group of the new disks (`ferrosan group create NAME --raid {level} --disks ...`) \
+                 and create volumes there"
             )));
         }
         if req.disks.is_empty() {

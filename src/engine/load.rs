@@ -50,9 +50,10 @@ impl Pool {
                     if !marked.is_empty() {
                         let bytes: u64 = marked.iter().map(|r| r.1).sum();
                         tracing::warn!(
-                            "group {}: {} regions ({bytes} bytes) were being written at the last stop; resyncing them",
+                            "group {}: {} regions ({}) were being written at the last stop; resyncing them",
                             rec.name,
-                            marked.len()
+                            marked.len(),
+                            crate::units::format_size(bytes)
                         );
                         entry.raid.mark_unsynced(&marked);
                         resyncs.push((rec.name.clone(), marked));

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod copies;
+mod copy_room;
 mod disks;
 pub mod exports;
 mod failing;

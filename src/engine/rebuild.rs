@@ -250,8 +250,9 @@ impl Pool {
         }
         if e.rec.data_size < need {
             return Err(Error::invalid(format!(
-                "disk {disk} holds {} data bytes; slot {slot} of group {group} needs {need}",
-                e.rec.data_size
+                "disk {disk} holds {} of data; slot {slot} of group {group} needs {}",
+                crate::units::format_exact(e.rec.data_size),
+                crate::units::format_exact(need)
             )));
         }
         let Some(new_dev) = e.open.as_ref().map(|o| Arc::clone(&o.dev)) else {

@@ -11,7 +11,7 @@ use crate::meta::records::{VolumeRecord, now};
 use crate::stack::BlockDev;
 use crate::stack::switch::Switch;
 use crate::stack::volume::{VolumeDev, extents_from};
-use crate::units::format_size;
+use crate::units::{format_exact, format_size};
 
 /// Default track size: the grain of copies and bitmaps (DESIGN "Granules").
 pub const DEFAULT_TRACK: u64 = 64 << 10;
@@ -131,8 +131,9 @@ impl Pool {
         }
         if !size.is_multiple_of(track) {
             return Err(Error::invalid(format!(
-                "size {size} is not a multiple of the track size {track}: use a multiple of {} KiB",
-                track >> 10
+                "size {} is not a multiple of the track size, {}",
+                format_exact(size),
+                format_size(track)
             )));
         }
         Ok(())
@@ -143,7 +144,8 @@ impl Pool {
         let track = req.track_size.unwrap_or(DEFAULT_TRACK);
         if !track.is_power_of_two() || !(4096..=(1 << 20)).contains(&track) {
             return Err(Error::invalid(format!(
-                "track size {track} must be a power of two between 4 KiB and 1 MiB"
+                "track size {} must be a power of two between 4 KiB and 1 MiB",
+                format_exact(track)
             )));
         }
         Self::check_size(req.size, track)?;
@@ -263,8 +265,9 @@ impl Pool {
         }
         if req.size < rec.size {
             return Err(Error::invalid(format!(
-                "volume {name} is {} bytes; shrinking to {} is not supported",
-                rec.size, req.size
+                "volume {name} is {}; shrinking it to {} is not supported",
+                format_exact(rec.size),
+                format_exact(req.size)
             )));
         }
         if req.size == rec.size {

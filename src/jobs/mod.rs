@@ -125,7 +125,7 @@ pub fn describe(kind: &JobKind) -> (String, String) {
             ..
         } if volume == from => (
             "copy-fold".into(),
-            format!("volume {volume}: fold its new data back into its initial area"),
+            format!("volume {volume}: move its new data back into its own space"),
         ),
         JobKind::CopyMove {
             volume,
@@ -134,19 +134,22 @@ pub fn describe(kind: &JobKind) -> (String, String) {
             ..
         } => (
             "copy-restore".into(),
-            format!("volume {volume}: move {from}'s image into its initial area"),
+            format!("volume {volume}: move {from}'s image into its own space"),
         ),
         JobKind::CopyMove { volume, from, .. } => (
             "copy-split".into(),
-            format!("split {volume} from {from}: move {volume}'s new data into the initial area"),
+            format!(
+                "split {volume} from {from}: move {volume}'s new data into the space both share"
+            ),
         ),
         JobKind::Resync { group, ranges } => {
             let bytes: u64 = ranges.iter().map(|r| r.1).sum();
             (
                 "resync".into(),
                 format!(
-                    "group {group}: resync {} regions ({bytes} bytes)",
-                    ranges.len()
+                    "group {group}: resync {} regions ({})",
+                    ranges.len(),
+                    crate::units::format_size(bytes)
                 ),
             )
         }
@@ -267,33 +270,41 @@ impl Jobs {
             .collect()
     }
 
-    fn set_control(&self, id: u64, c: Control, verb: &str) -> Result<JobInfo> {
+    /// Job `id` if it has not finished; else a conflict saying `refused`
+    /// ("it cannot be paused": `job 3 is done; it cannot be paused`).
+    fn unfinished(&self, id: u64, refused: &str) -> Result<Arc<JobCtl>> {
         let ctl = self.get(id)?;
         let state = ctl.rec().state;
         if state.is_finished() {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                format!("job {id} is {state}; it cannot {verb}"),
+                format!("job {id} is {state}; {refused}"),
             ));
         }
+        Ok(ctl)
+    }
+
+    fn set_control(&self, id: u64, c: Control, refused: &str) -> Result<JobInfo> {
+        let ctl = self.unfinished(id, refused)?;
         ctl.control.send_replace(c);
         Ok(info(&ctl))
     }
 
     pub fn pause(&self, id: u64) -> Result<JobInfo> {
-        self.set_control(id, Control::Pause, "be paused")
+        self.set_control(id, Control::Pause, "it cannot be paused")
     }
 
     pub fn resume(&self, id: u64) -> Result<JobInfo> {
-        self.set_control(id, Control::Run, "be resumed")
+        self.set_control(id, Control::Run, "it cannot be resumed")
     }
 
     pub fn cancel(&self, id: u64) -> Result<JobInfo> {
-        self.set_control(id, Control::Cancel, "be cancelled")
+        self.set_control(id, Control::Cancel, "it cannot be cancelled")
     }
 
+    /// Sets a running or paused job's rate limit (0: none).
     pub fn set_rate(&self, id: u64, bytes_per_sec: u64) -> Result<JobInfo> {
-        let ctl = self.get(id)?;
+        let ctl = self.unfinished(id, "its rate limit cannot change")?;
         let rec = ctl.update(|r| r.rate_limit = bytes_per_sec);
         self.meta.write(true, |tx| tx.put_job(&rec))?;
         // Wake a runner sleeping on the old limit.

@@ -100,6 +100,26 @@ fn runs_from_checkpoint_to_done_and_records_it() {
     assert_eq!(finished.load(Ordering::SeqCst), 1);
     let stored = meta.load().unwrap().jobs;
     assert_eq!(stored[0].state, JobState::Done);
+    refuses_control_and_rate(&jobs, &meta, 1, "done");
+}
+
+/// A finished job refuses pause, resume, cancel and a rate limit alike,
+/// and its record keeps no limit.
+fn refuses_control_and_rate(jobs: &Jobs, meta: &Meta, id: u64, state: &str) {
+    let refused = [
+        (jobs.pause(id), "it cannot be paused"),
+        (jobs.resume(id), "it cannot be resumed"),
+        (jobs.cancel(id), "it cannot be cancelled"),
+        (jobs.set_rate(id, 1 << 20), "its rate limit cannot change"),
+    ];
+    for (got, why) in refused {
+        let e = got.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert_eq!(e.message(), format!("job {id} is {state}; {why}"));
+    }
+    assert_eq!(jobs.info(id).unwrap().rate_limit, 0);
+    let stored = meta.load().unwrap().jobs;
+    assert!(stored.iter().all(|j| j.rate_limit == 0), "{stored:?}");
 }
 
 #[test]
@@ -131,7 +151,7 @@ fn a_failing_step_fails_the_job_with_its_message() {
     assert!(msg.contains("unit 4 unreadable"), "{msg}");
     assert_eq!(finished.load(Ordering::SeqCst), 0);
     assert_eq!(meta.load().unwrap().jobs[0].state, JobState::Failed);
-    assert!(jobs.resume(2).unwrap_err().message().contains("failed"));
+    refuses_control_and_rate(&jobs, &meta, 2, "failed");
 }
 
 #[test]
@@ -166,4 +186,5 @@ fn cancel_stops_a_running_job() {
     assert_eq!(info.state, JobState::Cancelled);
     assert!(info.done < 1000);
     assert_eq!(finished.load(Ordering::SeqCst), 0);
+    refuses_control_and_rate(&jobs, &meta, 3, "cancelled");
 }

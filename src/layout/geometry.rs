@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result, check_range};
+use crate::units::format_exact;
 
 /// Default stripe size: 64 KiB on each member, one default track.
 pub const DEFAULT_STRIPE: u64 = 64 * 1024;
@@ -93,7 +94,9 @@ fn to_u64(x: usize) -> u64 {
 fn check_stripe(stripe: u64) -> Result<()> {
     if !stripe.is_power_of_two() || stripe < MIN_STRIPE {
         return Err(Error::invalid(format!(
-            "stripe size {stripe} must be a power of two of at least {MIN_STRIPE} bytes"
+            "stripe size {} must be a power of two of at least {}",
+            format_exact(stripe),
+            format_exact(MIN_STRIPE)
         )));
     }
     Ok(())
@@ -122,7 +125,9 @@ fn rounded_sizes(stripe: u64, sizes: &[u64]) -> Result<Vec<u64>> {
         let usable = size - size % stripe;
         if usable == 0 {
             return Err(Error::invalid(format!(
-                "disk {i} holds {size} bytes, less than one {stripe}-byte strip"
+                "disk {i} holds {}, less than one strip ({})",
+                format_exact(size),
+                format_exact(stripe)
             )));
         }
         out.push(usable);

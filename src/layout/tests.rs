@@ -33,10 +33,10 @@ fn validation_messages() {
         "concat needs at least 1 disk, got 0"
     );
     assert!(err_msg(RaidLevel::Raid0, 3 * 4096, &[m, m]).contains("power of two"));
-    assert!(err_msg(RaidLevel::Raid0, 2048, &[m, m]).contains("at least 4096"));
+    assert!(err_msg(RaidLevel::Raid0, 2048, &[m, m]).contains("at least 4.0 KiB"));
     assert_eq!(
         err_msg(RaidLevel::Raid0, DEFAULT_STRIPE, &[m, 1000]),
-        "disk 1 holds 1000 bytes, less than one 65536-byte strip"
+        "disk 1 holds 1000 B, less than one strip (64.0 KiB)"
     );
     assert_eq!(err_msg(RaidLevel::Raid1, 4096, &[m, m]), "ok");
 }

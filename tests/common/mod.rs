@@ -153,7 +153,10 @@ impl State {
                 if g.raid != RaidLevelName::Concat {
                     return Err(Error::new(
                         ErrorKind::Unsupported,
-                        format!("group {n} is {}: only concat groups extend", g.raid),
+                        format!(
+                            "group {n} is {}: only concat groups grow by adding disks",
+                            g.raid
+                        ),
                     ));
                 }
                 for d in &req.disks {
@@ -206,7 +209,7 @@ impl State {
                 let last = !self.copies.values().any(|o| o.source == c.source);
                 let job = (last && c.mode == CopyMode::Row).then(|| {
                     let target = format!(
-                        "volume {}: fold its new data back into its initial area",
+                        "volume {}: move its new data back into its own space",
                         c.source
                     );
                     self.new_job(
@@ -344,8 +347,9 @@ impl State {
         let track = req.track_size.unwrap_or(65536);
         if !req.size.is_multiple_of(track) {
             return Err(Error::invalid(format!(
-                "volume size {} is not a multiple of the track size {track}",
-                req.size
+                "size {} is not a multiple of the track size, {}",
+                ferrosan::units::format_exact(req.size),
+                ferrosan::units::format_size(track)
             )));
         }
         let g = self
@@ -499,7 +503,7 @@ impl State {
             false => (c.source.clone(), n_orig),
         };
         let job = (n > 0).then(|| {
-            let target = format!("copy {name}: new data of {moving} -> initial area");
+            let target = format!("copy {name}: new data of {moving} -> shared space");
             self.new_job("split", target, n, c.track_size)
         });
         Ok(CopySplitInfo {

@@ -322,7 +322,10 @@ fn copy_list_has_the_columns_and_warnings_under_the_table() {
 fn copy_show_spells_out_the_mode_and_the_diverged_bytes() {
     let got = rows(&copy(&copy_info("c0", true, None)));
     let has = |k: &str, v: &str| assert!(got.contains(&vec![k.to_owned(), v.to_owned()]), "{k}");
-    has("mode", "row (A2, new data to new space)");
+    has(
+        "mode",
+        "row (redirect-on-write: new writes go to new space)",
+    );
     has("diverged", "3 tracks (192.0 KiB)");
     has("metadata", "partial-bitmap");
     has("warning", "-");
@@ -349,8 +352,14 @@ fn restore_and_split_lines_say_whether_a_job_runs() {
     };
     let text = copy_split("c0", &split);
     assert!(text.contains("(policy move-larger)"), "{text}");
-    assert!(text.contains("N_orig: 1 track of"), "{text}");
-    assert!(text.contains("N_copy: 0 tracks of"), "{text}");
+    assert!(
+        text.contains("\nnew data of the original: 1 track\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nnew data of the copy: 0 tracks\n"),
+        "{text}"
+    );
     assert!(
         text.ends_with("job 7 done: replace group g0 slot 2 -> disk d4"),
         "{text}"

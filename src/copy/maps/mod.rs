@@ -298,8 +298,10 @@ fn zeroed<T: Clone>(n: usize, zero: T) -> Result<Vec<T>> {
         Error::new(
             ErrorKind::NoSpace,
             format!(
-                "cannot allocate {n} x {} bytes of map metadata: use a smaller map or another scheme",
-                std::mem::size_of::<T>()
+                "cannot allocate {} of map metadata ({n} entries): use a smaller volume or another scheme",
+                crate::units::format_size(
+                    u64::try_from(n.saturating_mul(std::mem::size_of::<T>())).unwrap_or(u64::MAX)
+                )
             ),
         )
     })?;
