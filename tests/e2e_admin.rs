@@ -550,3 +550,42 @@ fn a_group_holding_copies_new_space_is_not_deleted() {
         &["read -P 0x72 0 4M", "read -P 0x71 4M 12M"],
     );
 }
+
+#[test]
+fn a_reinstate_killed_midway_resumes_and_leaves_the_disk_whole() {
+    if !have(&["qemu-io"]) {
+        return;
+    }
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &["--intent-clear-interval", "1"]);
+    d.group("k1", "raid1", &["k0", "kk"], "72M");
+    d.ok(&["volume", "create", "kv", "--group", "k1", "--size", "64M"]);
+    qemu_io(&d.export("kv"), &["write -P 0x11 0 64M", "flush"]);
+    poll("the write-intent marks clear", 60, || {
+        d.json(&["group", "show", "k1"])["intent_marked"] == 0
+    });
+    d.ok(&["disk", "fail", "k0"]);
+    qemu_io(&d.export("kv"), &["write -P 0x33 0 32M", "flush"]);
+
+    let r = d.json(&["disk", "reinstate", "k0"]);
+    let id = r["job"]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no job: {r}"));
+    let sid = id.to_string();
+    d.ok(&["job", "rate", &sid, "4M"]);
+    poll("the resync makes progress", 60, || {
+        d.json(&["job", "show", &sid])["done"].as_u64().unwrap_or(0) > 0
+    });
+    d.kill9();
+    d.respawn();
+    // The job resumes by itself; the rest of the disk was current all along.
+    let done = d.wait_job(id);
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["kind"], "reinstate", "{done}");
+    assert_eq!(slot_states(&d, "k1"), ["ok", "ok"]);
+    d.ok(&["disk", "fail", "kk"]);
+    qemu_io(
+        &d.export("kv"),
+        &["read -P 0x33 0 32M", "read -P 0x11 32M 32M"],
+    );
+}

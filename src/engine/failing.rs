@@ -160,15 +160,12 @@ impl Pool {
                      newest data; reinstate it first (`ferrosan disk reinstate {other}`)"
                 )));
             }
-            drop(st);
-            return self.reinstate_whole(name, &group, slot);
+            return self.reinstate_whole(&mut st, name, &group, slot);
         }
         if !is_redundant(g.rec.level) {
-            drop(st);
-            return self.reinstate_whole(name, &group, slot);
+            return self.reinstate_whole(&mut st, name, &group, slot);
         }
-        drop(st);
-        self.reinstate_stale(name, &group, slot)
+        self.reinstate_stale(st, name, &group, slot)
     }
 
     /// A disk in no group that still carries a failed flag: usable again.
@@ -194,23 +191,28 @@ impl Pool {
     }
 
     /// Puts the disk back as current everywhere (it missed no write).
-    fn reinstate_whole(&self, name: &str, group: &str, slot: usize) -> Result<DiskReinstateInfo> {
-        let mut st = self.group_entry_locked(group)?;
-        let dev = Self::open_dev(&st, name)?;
+    fn reinstate_whole(
+        &self,
+        st: &mut State,
+        name: &str,
+        group: &str,
+        slot: usize,
+    ) -> Result<DiskReinstateInfo> {
+        let dev = Self::open_dev(st, name)?;
         let (mut grec, raid) = match st.groups.get(group) {
             Some(g) => (g.rec.clone(), Arc::clone(&g.raid)),
             None => return Err(Error::not_found(format!("group {group} is gone"))),
         };
         grec.slots[slot].state = SlotState::Ok;
         grec.slots[slot].failed_seq = 0;
-        let drec = Self::unflagged(&st, name)?;
+        let drec = Self::unflagged(st, name)?;
         self.meta.write(true, |tx| {
             tx.put_group(&grec)?;
             tx.put_disk(&drec)
         })?;
         raid.reinstate_member(slot, dev)?;
         tracing::info!("group {group}: disk {name} reinstated in slot {slot}; nothing to resync");
-        Self::apply_records(&mut st, group, grec, name, drec);
+        Self::apply_records(st, group, grec, name, drec);
         Ok(DiskReinstateInfo {
             disk: name.to_string(),
             group: Some(group.to_string()),
@@ -221,8 +223,13 @@ impl Pool {
 
     /// Rejoins the disk as a rebuilding member and starts a job that
     /// rebuilds only the rows written while it was out.
-    fn reinstate_stale(&self, name: &str, group: &str, slot: usize) -> Result<DiskReinstateInfo> {
-        let mut st = self.group_entry_locked(group)?;
+    fn reinstate_stale(
+        &self,
+        mut st: std::sync::MutexGuard<'_, State>,
+        name: &str,
+        group: &str,
+        slot: usize,
+    ) -> Result<DiskReinstateInfo> {
         let dev = Self::open_dev(&st, name)?;
         let (mut grec, raid, intent) = match st.groups.get(group) {
             Some(g) => (g.rec.clone(), Arc::clone(&g.raid), g.intent.clone()),
