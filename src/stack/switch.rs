@@ -2,13 +2,20 @@
 //! it while the volume is in use, behind a [`Gate`] that drains requests
 //! in flight first. A volume becomes an instant-copy image, or goes back to
 //! a thick volume, without its NBD clients noticing more than a pause.
+//!
+//! The switch is also where byte-granular host writes become block
+//! writes ([`super::grain`]): it holds the volume's [`Grain`], so the
+//! range lock and the lock-free/locked mode survive a swap of the device
+//! below.
 
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::gate::{Closed, Gate};
+use super::gate::{Closed, Gate, Pass};
+use super::grain::{self, Grain};
+use super::lock::RangeGuard;
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
@@ -18,6 +25,7 @@ pub struct Switch {
     gate: Gate,
     inner: RwLock<Arc<dyn BlockDev>>,
     revoked: AtomicBool,
+    grain: Grain,
 }
 
 impl Switch {
@@ -26,6 +34,7 @@ impl Switch {
             gate: Gate::new(),
             inner: RwLock::new(inner),
             revoked: AtomicBool::new(false),
+            grain: Grain::new(),
         }
     }
 
@@ -47,8 +56,13 @@ impl Switch {
 
     /// Enters the gate as a request does, for background work that must
     /// not run across a structural change (a copy point, a deletion).
-    pub async fn enter(&self) -> super::gate::Pass<'_> {
+    pub async fn enter(&self) -> Pass<'_> {
         self.gate.pass().await
+    }
+
+    /// Ranges held in the byte-granular write lock now (tests).
+    pub fn grain_held(&self) -> usize {
+        self.grain.held()
     }
 
     /// Every later request fails: the volume is gone. Requests are checked
@@ -64,6 +78,61 @@ impl Switch {
         }
         Ok(())
     }
+
+    /// Locks a write's range once byte-granular writes are on (call it
+    /// inside the gate); lock-free writes until then.
+    async fn write_lock(&self, off: u64, len: u64) -> Option<RangeGuard<'_>> {
+        if !self.grain.locking() {
+            return None;
+        }
+        Some(self.grain.lock(off, off.saturating_add(len)).await)
+    }
+
+    /// Turns byte-granular writes on, once per volume: from the mode change
+    /// on every write entering the gate locks its range, and closing the
+    /// gate waits for the writes already inside, which took no lock. Must
+    /// be called outside the gate. If the caller is dropped midway the mode
+    /// stays "draining" and the next byte-granular write drains again.
+    async fn byte_mode(&self) {
+        if self.grain.settled() {
+            return;
+        }
+        self.grain.begin();
+        let closed = self.gate.close().await;
+        if self.grain.settle() {
+            tracing::debug!(
+                "first byte-granular write to a volume: its writes now lock their blocks"
+            );
+        }
+        drop(closed);
+    }
+
+    /// Passes the gate for a byte-granular write and locks the covering
+    /// blocks of `off..off+len`.
+    async fn enter_bytes(&self, off: u64, len: u64) -> Result<ByteWrite<'_>> {
+        self.byte_mode().await;
+        let pass = self.gate.pass().await;
+        self.check()?;
+        let dev = self.current();
+        let block = u64::from(dev.block_size());
+        let (start, end) = grain::cover(off, len, block)?;
+        let held = self.grain.lock(start, end).await;
+        Ok(ByteWrite {
+            dev,
+            block,
+            _held: held,
+            _pass: pass,
+        })
+    }
+}
+
+/// A byte-granular write inside the gate with its covering blocks locked
+/// (released in field order: the lock, then the pass).
+struct ByteWrite<'a> {
+    dev: Arc<dyn BlockDev>,
+    block: u64,
+    _held: RangeGuard<'a>,
+    _pass: Pass<'a>,
 }
 
 impl BlockDev for Switch {
@@ -93,7 +162,24 @@ impl BlockDev for Switch {
                 return (buf, Err(e));
             }
             let dev = self.current();
+            let _held = self.write_lock(off, buf.len() as u64).await;
             dev.write(off, buf, fua).await
+        })
+    }
+
+    fn write_bytes(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
+        Box::pin(async move {
+            match self.enter_bytes(off, buf.len() as u64).await {
+                Ok(w) => grain::rmw_write(&*w.dev, off, buf, fua, w.block).await,
+                Err(e) => (buf, Err(e)),
+            }
+        })
+    }
+
+    fn zero_bytes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let w = self.enter_bytes(off, len).await?;
+            grain::rmw_zero(&*w.dev, off, len, flags, w.block).await
         })
     }
 
@@ -111,6 +197,7 @@ impl BlockDev for Switch {
             let _pass = self.gate.pass().await;
             self.check()?;
             let dev = self.current();
+            let _held = self.write_lock(off, len).await;
             dev.discard(off, len).await
         })
     }
@@ -120,6 +207,7 @@ impl BlockDev for Switch {
             let _pass = self.gate.pass().await;
             self.check()?;
             let dev = self.current();
+            let _held = self.write_lock(off, len).await;
             dev.write_zeroes(off, len, flags).await
         })
     }
