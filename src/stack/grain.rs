@@ -227,6 +227,10 @@ pub async fn rmw_write(
     fua: bool,
     block: u64,
 ) -> BufResult {
+    if data.is_empty() {
+        // Its covering "blocks" would be the one block around `off`.
+        return (data, Ok(()));
+    }
     if aligned(off, data.len() as u64, block) {
         return dev.write(off, data, fua).await;
     }

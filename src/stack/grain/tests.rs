@@ -213,6 +213,26 @@ fn rmw_at_every_offset_class_matches_a_reference_image() {
 }
 
 #[test]
+fn empty_unaligned_writes_and_zeroes_touch_nothing() {
+    let dev = Strict::new(512);
+    crate::rt::block_on(async {
+        write_slice(&*dev, 0, &[0x77; 1024], false).await.unwrap();
+        let (_, r) = rmw_write(&*dev, 3, IoBuf::new(0), false, 512).await;
+        r.unwrap();
+        rmw_zero(&*dev, 3, 0, ZeroFlags::default(), 512)
+            .await
+            .unwrap();
+        assert!(
+            read_vec(&*dev, 0, 1024)
+                .await
+                .unwrap()
+                .iter()
+                .all(|&b| b == 0x77)
+        );
+    });
+}
+
+#[test]
 fn fast_zero_that_cannot_be_fast_changes_nothing() {
     let dev = Strict::new(512);
     crate::rt::block_on(async {
