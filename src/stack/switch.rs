@@ -79,13 +79,11 @@ impl Switch {
         Ok(())
     }
 
-    /// Locks a write's range once byte-granular writes are on (call it
-    /// inside the gate); lock-free writes until then.
-    async fn write_lock(&self, off: u64, len: u64) -> Option<RangeGuard<'_>> {
-        if !self.grain.locking() {
-            return None;
-        }
-        Some(self.grain.lock(off, off.saturating_add(len)).await)
+    /// The range a write must lock (checked inside the gate): none until
+    /// byte-granular writes are on. A plain check, so that the lock-free
+    /// path builds no lock future.
+    fn write_range(&self, off: u64, len: u64) -> Option<(u64, u64)> {
+        self.grain.locking().then(|| (off, off.saturating_add(len)))
     }
 
     /// Turns byte-granular writes on, once per volume: from the mode change
@@ -162,7 +160,10 @@ impl BlockDev for Switch {
                 return (buf, Err(e));
             }
             let dev = self.current();
-            let _held = self.write_lock(off, buf.len() as u64).await;
+            let _held = match self.write_range(off, buf.len() as u64) {
+                Some((start, end)) => Some(self.grain.lock(start, end).await),
+                None => None,
+            };
             dev.write(off, buf, fua).await
         })
     }
@@ -197,7 +198,10 @@ impl BlockDev for Switch {
             let _pass = self.gate.pass().await;
             self.check()?;
             let dev = self.current();
-            let _held = self.write_lock(off, len).await;
+            let _held = match self.write_range(off, len) {
+                Some((start, end)) => Some(self.grain.lock(start, end).await),
+                None => None,
+            };
             dev.discard(off, len).await
         })
     }
@@ -207,7 +211,10 @@ impl BlockDev for Switch {
             let _pass = self.gate.pass().await;
             self.check()?;
             let dev = self.current();
-            let _held = self.write_lock(off, len).await;
+            let _held = match self.write_range(off, len) {
+                Some((start, end)) => Some(self.grain.lock(start, end).await),
+                None => None,
+            };
             dev.write_zeroes(off, len, flags).await
         })
     }
