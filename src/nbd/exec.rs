@@ -40,7 +40,7 @@ pub struct Ctx {
     pub meta_context: Option<u32>,
     /// The device's block size when the connection opened: requests
     /// aligned to it go straight to the device.
-    pub block: u64,
+    pub block: u32,
 }
 
 /// Serves `v` (with its WRITE payload) and builds the reply, which
@@ -94,11 +94,13 @@ pub fn fail(v: &Valid, e: &Error, ctx: Ctx) -> Reply {
 async fn read(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> Reply {
     // The length was checked against the maximum payload.
     let len = usize::try_from(v.length).unwrap_or(0);
-    let (buf, r) = if aligned(v.offset, v.length.into(), ctx.block) {
+    let (buf, r) = if aligned(v.offset, v.length.into(), ctx.block.into()) {
         dev.read(v.offset, pool::take(len)).await
     } else {
         let block = u64::from(dev.block_size());
-        grain::read_bytes(dev, v.offset, pool::take(len), block).await
+        // The unaligned paths are boxed: every request's future is as
+        // large as its largest path, and the aligned ones stay small.
+        Box::pin(grain::read_bytes(dev, v.offset, pool::take(len), block)).await
     };
     match r {
         Ok(()) if buf.len() == len => Reply::read_data(v.cookie, v.offset, buf, ctx.structured),
@@ -122,7 +124,7 @@ async fn write(
     let Some(buf) = payload else {
         return Err(Error::new(ErrorKind::Io, "write payload missing"));
     };
-    let (buf, r) = if aligned(v.offset, v.length.into(), ctx.block) {
+    let (buf, r) = if aligned(v.offset, v.length.into(), ctx.block.into()) {
         dev.write(v.offset, buf, fua(&v)).await
     } else {
         dev.write_bytes(v.offset, buf, fua(&v)).await
@@ -133,7 +135,7 @@ async fn write(
 
 async fn write_zeroes(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> crate::Result<()> {
     let (off, len, flags) = (v.offset, u64::from(v.length), zero_flags(&v));
-    if aligned(off, len, ctx.block) {
+    if aligned(off, len, ctx.block.into()) {
         dev.write_zeroes(off, len, flags).await
     } else {
         dev.zero_bytes(off, len, flags).await
@@ -142,11 +144,11 @@ async fn write_zeroes(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> crate::Result<(
 
 async fn trim(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> crate::Result<()> {
     let (off, len) = (v.offset, u64::from(v.length));
-    let r = if aligned(off, len, ctx.block) {
+    let r = if aligned(off, len, ctx.block.into()) {
         dev.discard(off, len).await
     } else {
         // Trim is advisory: only the blocks wholly inside are discarded.
-        grain::discard_bytes(dev, off, len, dev.block_size().into()).await
+        Box::pin(grain::discard_bytes(dev, off, len, dev.block_size().into())).await
     };
     match r {
         // Trim is advisory: a device that cannot is not an error.
@@ -173,10 +175,16 @@ async fn block_status(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> Reply {
         return fail(&v, &e, ctx);
     };
     let (off, len) = (v.offset, u64::from(v.length));
-    let r = if aligned(off, len, ctx.block) {
+    let r = if aligned(off, len, ctx.block.into()) {
         dev.block_status(off, len).await
     } else {
-        grain::block_status_bytes(dev, off, len, dev.block_size().into()).await
+        Box::pin(grain::block_status_bytes(
+            dev,
+            off,
+            len,
+            dev.block_size().into(),
+        ))
+        .await
     };
     match r {
         Ok(ext) => {

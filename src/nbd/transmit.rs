@@ -146,7 +146,7 @@ pub async fn serve<S: Transport>(
     let ctx = Ctx {
         structured: neg.structured,
         meta_context: neg.meta_context,
-        block: dev.block_size().into(),
+        block: dev.block_size(),
     };
     let lim = Limits {
         size: neg.size,

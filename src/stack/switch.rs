@@ -86,6 +86,18 @@ impl Switch {
         self.grain.locking().then(|| (off, off.saturating_add(len)))
     }
 
+    /// Makes a write's device call under the range lock. The caller awaits
+    /// it boxed, so that the lock-free path's future stays as small as it
+    /// was (no lock state in it).
+    async fn locked<'a, T>(
+        &'a self,
+        (start, end): (u64, u64),
+        call: impl FnOnce() -> DevFuture<'a, T>,
+    ) -> T {
+        let _held = self.grain.lock(start, end).await;
+        call().await
+    }
+
     /// Turns byte-granular writes on, once per volume: from the mode change
     /// on every write entering the gate locks its range, and closing the
     /// gate waits for the writes already inside, which took no lock. Must
@@ -160,11 +172,10 @@ impl BlockDev for Switch {
                 return (buf, Err(e));
             }
             let dev = self.current();
-            let _held = match self.write_range(off, buf.len() as u64) {
-                Some((start, end)) => Some(self.grain.lock(start, end).await),
-                None => None,
-            };
-            dev.write(off, buf, fua).await
+            match self.write_range(off, buf.len() as u64) {
+                None => dev.write(off, buf, fua).await,
+                Some(range) => Box::pin(self.locked(range, || dev.write(off, buf, fua))).await,
+            }
         })
     }
 
@@ -198,11 +209,10 @@ impl BlockDev for Switch {
             let _pass = self.gate.pass().await;
             self.check()?;
             let dev = self.current();
-            let _held = match self.write_range(off, len) {
-                Some((start, end)) => Some(self.grain.lock(start, end).await),
-                None => None,
-            };
-            dev.discard(off, len).await
+            match self.write_range(off, len) {
+                None => dev.discard(off, len).await,
+                Some(range) => Box::pin(self.locked(range, || dev.discard(off, len))).await,
+            }
         })
     }
 
@@ -211,11 +221,12 @@ impl BlockDev for Switch {
             let _pass = self.gate.pass().await;
             self.check()?;
             let dev = self.current();
-            let _held = match self.write_range(off, len) {
-                Some((start, end)) => Some(self.grain.lock(start, end).await),
-                None => None,
-            };
-            dev.write_zeroes(off, len, flags).await
+            match self.write_range(off, len) {
+                None => dev.write_zeroes(off, len, flags).await,
+                Some(range) => {
+                    Box::pin(self.locked(range, || dev.write_zeroes(off, len, flags))).await
+                }
+            }
         })
     }
 
