@@ -10,6 +10,14 @@
 //! | WRITE_ZEROES  | `write_zeroes(off, len, {may_unmap: !NO_HOLE, fast_only: FAST_ZERO, fua})` |
 //! | BLOCK_STATUS  | `block_status(off, len)` -> `base:allocation` descriptors |
 //! | CACHE         | nothing (answered by the connection at once)              |
+//!
+//! Offsets and lengths may be any bytes (the advertised minimum block is
+//! 1). A request aligned to the device's block size takes the calls above;
+//! any other goes through [`crate::stack::grain`]: a READ reads the
+//! covering blocks, WRITE and WRITE_ZEROES call the device's byte-granular
+//! `write_bytes` / `zero_bytes` (read-modify-write of the edge blocks
+//! under the volume's range lock), TRIM discards the blocks wholly inside
+//! (trim is advisory), BLOCK_STATUS asks about the covering blocks.
 
 use super::codec::{Valid, fua};
 use super::pool;
@@ -17,6 +25,7 @@ use super::proto::{Cmd, cflag, errno, wire_errno};
 use super::reply::Reply;
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind};
+use crate::stack::grain::{self, aligned};
 use crate::stack::{BlockDev, Extent, ZeroFlags, status};
 
 /// Descriptors per block-status reply (the spec's ceiling is 2^20).
@@ -29,6 +38,9 @@ const MAX_DESC_LEN: u64 = 0xFFFF_0000;
 pub struct Ctx {
     pub structured: bool,
     pub meta_context: Option<u32>,
+    /// The device's block size when the connection opened: requests
+    /// aligned to it go straight to the device.
+    pub block: u32,
 }
 
 /// Serves `v` (with its WRITE payload) and builds the reply, which
@@ -44,13 +56,10 @@ pub async fn execute(dev: &dyn BlockDev, v: Valid, payload: Option<IoBuf>, ctx: 
 async fn run(dev: &dyn BlockDev, v: Valid, payload: Option<IoBuf>, ctx: Ctx) -> Reply {
     let r = match v.cmd {
         Cmd::Read => return read(dev, v, ctx).await,
-        Cmd::Write => write(dev, v, payload).await,
+        Cmd::Write => write(dev, v, payload, ctx).await,
         Cmd::Flush => dev.flush().await,
-        Cmd::Trim => trim(dev, v).await,
-        Cmd::WriteZeroes => {
-            dev.write_zeroes(v.offset, v.length.into(), zero_flags(&v))
-                .await
-        }
+        Cmd::Trim => trim(dev, v, ctx).await,
+        Cmd::WriteZeroes => write_zeroes(dev, v, ctx).await,
         Cmd::BlockStatus => return block_status(dev, v, ctx).await,
         Cmd::Cache => Ok(()),
         Cmd::Disc | Cmd::Unknown(_) => Err(Error::invalid("not a data command")),
@@ -66,22 +75,33 @@ async fn run(dev: &dyn BlockDev, v: Valid, payload: Option<IoBuf>, ctx: Ctx) -> 
 pub fn fail(v: &Valid, e: &Error, ctx: Ctx) -> Reply {
     let fast_zero = v.cmd == Cmd::WriteZeroes && v.flags & cflag::FAST_ZERO != 0;
     let errno = wire_errno(e.kind(), fast_zero);
-    if errno != errno::ENOTSUP {
-        tracing::debug!(
-            "nbd {} of {} bytes at {} failed: {}",
-            v.cmd.name(),
-            v.length,
-            v.offset,
-            e.chain()
-        );
-    }
+    let what = if errno == errno::ENOTSUP {
+        "refused"
+    } else {
+        "failed"
+    };
+    tracing::debug!(
+        "nbd {} of {} bytes at {} (flags {:#x}) {what} with errno {errno}: {}",
+        v.cmd.name(),
+        v.length,
+        v.offset,
+        v.flags,
+        e.chain()
+    );
     Reply::error(v.cookie, errno, e.message(), ctx.structured)
 }
 
 async fn read(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> Reply {
     // The length was checked against the maximum payload.
     let len = usize::try_from(v.length).unwrap_or(0);
-    let (buf, r) = dev.read(v.offset, pool::take(len)).await;
+    let (buf, r) = if aligned(v.offset, v.length.into(), ctx.block.into()) {
+        dev.read(v.offset, pool::take(len)).await
+    } else {
+        let block = u64::from(dev.block_size());
+        // The unaligned paths are boxed: every request's future is as
+        // large as its largest path, and the aligned ones stay small.
+        Box::pin(grain::read_bytes(dev, v.offset, pool::take(len), block)).await
+    };
     match r {
         Ok(()) if buf.len() == len => Reply::read_data(v.cookie, v.offset, buf, ctx.structured),
         Ok(()) => {
@@ -95,17 +115,42 @@ async fn read(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> Reply {
     }
 }
 
-async fn write(dev: &dyn BlockDev, v: Valid, payload: Option<IoBuf>) -> crate::Result<()> {
+async fn write(
+    dev: &dyn BlockDev,
+    v: Valid,
+    payload: Option<IoBuf>,
+    ctx: Ctx,
+) -> crate::Result<()> {
     let Some(buf) = payload else {
         return Err(Error::new(ErrorKind::Io, "write payload missing"));
     };
-    let (buf, r) = dev.write(v.offset, buf, fua(&v)).await;
+    let (buf, r) = if aligned(v.offset, v.length.into(), ctx.block.into()) {
+        dev.write(v.offset, buf, fua(&v)).await
+    } else {
+        dev.write_bytes(v.offset, buf, fua(&v)).await
+    };
     pool::give(buf);
     r
 }
 
-async fn trim(dev: &dyn BlockDev, v: Valid) -> crate::Result<()> {
-    match dev.discard(v.offset, v.length.into()).await {
+async fn write_zeroes(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> crate::Result<()> {
+    let (off, len, flags) = (v.offset, u64::from(v.length), zero_flags(&v));
+    if aligned(off, len, ctx.block.into()) {
+        dev.write_zeroes(off, len, flags).await
+    } else {
+        dev.zero_bytes(off, len, flags).await
+    }
+}
+
+async fn trim(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> crate::Result<()> {
+    let (off, len) = (v.offset, u64::from(v.length));
+    let r = if aligned(off, len, ctx.block.into()) {
+        dev.discard(off, len).await
+    } else {
+        // Trim is advisory: only the blocks wholly inside are discarded.
+        Box::pin(grain::discard_bytes(dev, off, len, dev.block_size().into())).await
+    };
+    match r {
         // Trim is advisory: a device that cannot is not an error.
         Err(e) if e.kind() == ErrorKind::Unsupported => return Ok(()),
         r => r?,
@@ -129,7 +174,19 @@ async fn block_status(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> Reply {
         let e = Error::invalid("no metadata context was selected");
         return fail(&v, &e, ctx);
     };
-    match dev.block_status(v.offset, v.length.into()).await {
+    let (off, len) = (v.offset, u64::from(v.length));
+    let r = if aligned(off, len, ctx.block.into()) {
+        dev.block_status(off, len).await
+    } else {
+        Box::pin(grain::block_status_bytes(
+            dev,
+            off,
+            len,
+            dev.block_size().into(),
+        ))
+        .await
+    };
+    match r {
         Ok(ext) => {
             let req_one = v.flags & cflag::REQ_ONE != 0;
             Reply::block_status(v.cookie, id, descriptors(&ext, v.length, req_one))

@@ -1,11 +1,14 @@
 //! A fixed set of exports: for tests, tools and a daemon without an
-//! engine behind it.
+//! engine behind it. Each device is served behind its own
+//! [`Switch`], as the engine's volumes are, so that byte-granular writes
+//! get its read-modify-write under a range lock.
 
 use std::sync::{Arc, RwLock};
 
 use super::{Export, ExportProvider};
 use crate::error::{Error, Result};
 use crate::stack::BlockDev;
+use crate::stack::switch::Switch;
 
 struct Entry {
     name: String,
@@ -25,7 +28,7 @@ impl StaticExports {
         StaticExports::default()
     }
 
-    /// Adds (or replaces) an export.
+    /// Adds (or replaces) an export, behind a [`Switch`] of its own.
     pub fn add(
         &self,
         name: &str,
@@ -38,7 +41,7 @@ impl StaticExports {
         g.push(Entry {
             name: name.to_string(),
             description: description.to_string(),
-            dev,
+            dev: Arc::new(Switch::new(dev)),
             read_only,
         });
         self

@@ -46,16 +46,19 @@ pub struct BlockSizes {
 }
 
 impl BlockSizes {
-    /// Minimum 512 (or the device's block size, as a power of two up to
-    /// 64 KiB), preferred 4096 (or the minimum), maximum `max_payload`.
+    /// Minimum 1: every offset and length is served (unaligned ones by
+    /// read-modify-write of the edge blocks, see `exec.rs`), so a client
+    /// that honours the constraints may rely on that too. Preferred 4096
+    /// (or the device's block size, as a power of two up to 64 KiB): below
+    /// it writes cost a read-modify-write. Maximum `max_payload` (the
+    /// largest READ/WRITE the connection accepts, 32 MiB by default).
     pub fn for_device(dev_block: u32, max_payload: u32) -> BlockSizes {
-        let min = dev_block
-            .clamp(512, 1 << 16)
+        let preferred = dev_block
+            .clamp(4096, 1 << 16)
             .next_power_of_two()
             .min(1 << 16);
-        let preferred = min.max(4096);
         BlockSizes {
-            min,
+            min: 1,
             preferred,
             max: max_payload.max(preferred),
         }

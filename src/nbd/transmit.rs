@@ -146,6 +146,7 @@ pub async fn serve<S: Transport>(
     let ctx = Ctx {
         structured: neg.structured,
         meta_context: neg.meta_context,
+        block: dev.block_size(),
     };
     let lim = Limits {
         size: neg.size,
@@ -173,6 +174,18 @@ pub async fn serve<S: Transport>(
         linger(&mut io).await;
     }
     end
+}
+
+/// Logs a refused request at debug level: what it was, the answer, why.
+fn log_refused(h: &RequestHeader, answer: &str, why: &str) {
+    tracing::debug!(
+        "nbd {} of {} bytes at {} (flags {:#x}, cookie {}) refused ({answer}): {why}",
+        h.cmd.name(),
+        h.length,
+        h.offset,
+        h.flags,
+        h.cookie,
+    );
 }
 
 /// Half-closes and waits (briefly) for the client to close.
@@ -334,17 +347,19 @@ impl<'a, S: Transport> Conn<'a, S> {
                 errno,
                 msg,
                 discard,
-            } => {
-                tracing::debug!("nbd request refused: {msg}");
-                self.refuse(&h, errno, &msg, discard);
-            }
+            } => self.refuse(&h, errno, &msg, discard),
             Verdict::Disconnect => self.input = Input::Disc,
-            Verdict::Drop(msg) => return Err(End::Protocol(msg)),
+            Verdict::Drop(msg) => {
+                log_refused(&h, "dropping the connection", &msg);
+                return Err(End::Protocol(msg));
+            }
         }
         Ok(())
     }
 
+    /// Answers a request with an error without serving it (logged once).
     fn refuse(&mut self, h: &RequestHeader, errno: u32, msg: &str, discard: u32) {
+        log_refused(h, &format!("errno {errno}"), msg);
         // A READ must get a structured reply once they are on; error
         // chunks are structured, so every refusal uses one.
         let reply = Reply::error(h.cookie, errno, msg, self.lim.structured);

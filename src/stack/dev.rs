@@ -46,7 +46,9 @@ pub struct ZeroFlags {
 ///
 /// Contract:
 /// - `off` and the buffer length are multiples of [`BlockDev::block_size`]
-///   and lie within [`BlockDev::size`]; a node returns
+///   (except in [`BlockDev::write_bytes`] and [`BlockDev::zero_bytes`],
+///   which only the top of a stack is asked) and lie within
+///   [`BlockDev::size`]; a node returns
 ///   `ErrorKind::OutOfRange` / `Invalid` rather than touching anything
 ///   outside.
 /// - `read` fills the whole buffer or fails; `write` writes all of it or
@@ -85,6 +87,31 @@ pub trait BlockDev: Send + Sync + 'static {
     /// Makes the range read as zeroes; the default writes zero buffers.
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
         Box::pin(write_zeroes_by_writing(self, off, len, flags))
+    }
+
+    /// Byte-granular write, for host I/O at the top of a stack: `off` and
+    /// the buffer's length may be any bytes within the device. Nodes below
+    /// the top never see it. The top of a volume stack (the
+    /// [`Switch`](super::switch::Switch)) serves unaligned ranges by
+    /// read-modify-write under its range lock ([`super::grain`]); the
+    /// default passes aligned ranges to [`BlockDev::write`] and refuses
+    /// others with `ErrorKind::Invalid`, since an RMW without that lock
+    /// could lose a concurrent write.
+    fn write_bytes(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
+        let (len, block) = (buf.len() as u64, u64::from(self.block_size()));
+        if super::grain::aligned(off, len, block) {
+            return self.write(off, buf, fua);
+        }
+        Box::pin(async move { (buf, Err(super::grain::unaligned(off, len, block))) })
+    }
+
+    /// Byte-granular write-zeroes, as [`BlockDev::write_bytes`].
+    fn zero_bytes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
+        let block = u64::from(self.block_size());
+        if super::grain::aligned(off, len, block) {
+            return self.write_zeroes(off, len, flags);
+        }
+        Box::pin(async move { Err(super::grain::unaligned(off, len, block)) })
     }
 
     /// Advisory: reserve backing storage for the range without changing
@@ -201,6 +228,12 @@ impl<T: BlockDev + ?Sized> BlockDev for std::sync::Arc<T> {
     }
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
         (**self).write_zeroes(off, len, flags)
+    }
+    fn write_bytes(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
+        (**self).write_bytes(off, buf, fua)
+    }
+    fn zero_bytes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
+        (**self).zero_bytes(off, len, flags)
     }
     fn preallocate(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
         (**self).preallocate(off, len)

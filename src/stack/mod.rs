@@ -6,6 +6,7 @@
 
 mod dev;
 pub mod gate;
+pub mod grain;
 pub mod intent;
 pub mod lock;
 pub mod raid;

@@ -2,13 +2,20 @@
 //! it while the volume is in use, behind a [`Gate`] that drains requests
 //! in flight first. A volume becomes an instant-copy image, or goes back to
 //! a thick volume, without its NBD clients noticing more than a pause.
+//!
+//! The switch is also where byte-granular host writes become block
+//! writes ([`super::grain`]): it holds the volume's [`Grain`], so the
+//! range lock and the lock-free/locked mode survive a swap of the device
+//! below.
 
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::gate::{Closed, Gate};
+use super::gate::{Closed, Gate, Pass};
+use super::grain::{self, Grain};
+use super::lock::RangeGuard;
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
@@ -18,6 +25,7 @@ pub struct Switch {
     gate: Gate,
     inner: RwLock<Arc<dyn BlockDev>>,
     revoked: AtomicBool,
+    grain: Grain,
 }
 
 impl Switch {
@@ -26,6 +34,7 @@ impl Switch {
             gate: Gate::new(),
             inner: RwLock::new(inner),
             revoked: AtomicBool::new(false),
+            grain: Grain::new(),
         }
     }
 
@@ -47,8 +56,13 @@ impl Switch {
 
     /// Enters the gate as a request does, for background work that must
     /// not run across a structural change (a copy point, a deletion).
-    pub async fn enter(&self) -> super::gate::Pass<'_> {
+    pub async fn enter(&self) -> Pass<'_> {
         self.gate.pass().await
+    }
+
+    /// Ranges held in the byte-granular write lock now (tests).
+    pub fn grain_held(&self) -> usize {
+        self.grain.held()
     }
 
     /// Every later request fails: the volume is gone. Requests are checked
@@ -64,6 +78,71 @@ impl Switch {
         }
         Ok(())
     }
+
+    /// The range a write must lock (checked inside the gate): none until
+    /// byte-granular writes are on. A plain check, so that the lock-free
+    /// path builds no lock future.
+    fn write_range(&self, off: u64, len: u64) -> Option<(u64, u64)> {
+        self.grain.locking().then(|| (off, off.saturating_add(len)))
+    }
+
+    /// Makes a write's device call under the range lock. The caller awaits
+    /// it boxed, so that the lock-free path's future stays as small as it
+    /// was (no lock state in it).
+    async fn locked<'a, T>(
+        &'a self,
+        (start, end): (u64, u64),
+        call: impl FnOnce() -> DevFuture<'a, T>,
+    ) -> T {
+        let _held = self.grain.lock(start, end).await;
+        call().await
+    }
+
+    /// Turns byte-granular writes on, once per volume: from the mode change
+    /// on every write entering the gate locks its range, and closing the
+    /// gate waits for the writes already inside, which took no lock. Must
+    /// be called outside the gate. If the caller is dropped midway the mode
+    /// stays "draining" and the next byte-granular write drains again.
+    async fn byte_mode(&self) {
+        if self.grain.settled() {
+            return;
+        }
+        self.grain.begin();
+        let closed = self.gate.close().await;
+        if self.grain.settle() {
+            tracing::debug!(
+                "first byte-granular write to a volume: its writes now lock their blocks"
+            );
+        }
+        drop(closed);
+    }
+
+    /// Passes the gate for a byte-granular write and locks the covering
+    /// blocks of `off..off+len`.
+    async fn enter_bytes(&self, off: u64, len: u64) -> Result<ByteWrite<'_>> {
+        self.byte_mode().await;
+        let pass = self.gate.pass().await;
+        self.check()?;
+        let dev = self.current();
+        let block = u64::from(dev.block_size());
+        let (start, end) = grain::cover(off, len, block)?;
+        let held = self.grain.lock(start, end).await;
+        Ok(ByteWrite {
+            dev,
+            block,
+            _held: held,
+            _pass: pass,
+        })
+    }
+}
+
+/// A byte-granular write inside the gate with its covering blocks locked
+/// (released in field order: the lock, then the pass).
+struct ByteWrite<'a> {
+    dev: Arc<dyn BlockDev>,
+    block: u64,
+    _held: RangeGuard<'a>,
+    _pass: Pass<'a>,
 }
 
 impl BlockDev for Switch {
@@ -93,7 +172,26 @@ impl BlockDev for Switch {
                 return (buf, Err(e));
             }
             let dev = self.current();
-            dev.write(off, buf, fua).await
+            match self.write_range(off, buf.len() as u64) {
+                None => dev.write(off, buf, fua).await,
+                Some(range) => Box::pin(self.locked(range, || dev.write(off, buf, fua))).await,
+            }
+        })
+    }
+
+    fn write_bytes(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
+        Box::pin(async move {
+            match self.enter_bytes(off, buf.len() as u64).await {
+                Ok(w) => grain::rmw_write(&*w.dev, off, buf, fua, w.block).await,
+                Err(e) => (buf, Err(e)),
+            }
+        })
+    }
+
+    fn zero_bytes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let w = self.enter_bytes(off, len).await?;
+            grain::rmw_zero(&*w.dev, off, len, flags, w.block).await
         })
     }
 
@@ -111,7 +209,10 @@ impl BlockDev for Switch {
             let _pass = self.gate.pass().await;
             self.check()?;
             let dev = self.current();
-            dev.discard(off, len).await
+            match self.write_range(off, len) {
+                None => dev.discard(off, len).await,
+                Some(range) => Box::pin(self.locked(range, || dev.discard(off, len))).await,
+            }
         })
     }
 
@@ -120,7 +221,12 @@ impl BlockDev for Switch {
             let _pass = self.gate.pass().await;
             self.check()?;
             let dev = self.current();
-            dev.write_zeroes(off, len, flags).await
+            match self.write_range(off, len) {
+                None => dev.write_zeroes(off, len, flags).await,
+                Some(range) => {
+                    Box::pin(self.locked(range, || dev.write_zeroes(off, len, flags))).await
+                }
+            }
         })
     }
 

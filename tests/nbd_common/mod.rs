@@ -213,6 +213,102 @@ impl BlockDev for PlainDisk {
     }
 }
 
+/// A device that keeps the contract below the top of a stack strictly:
+/// unaligned I/O is refused (a test sees EINVAL), so byte-granular
+/// requests must reach it as whole blocks. Each read returns what was
+/// there when it began, `latency` later (a slow disk: the window between
+/// an RMW's read and its write is then wide enough for other connections'
+/// writes to land in it).
+pub struct StrictDisk {
+    pub inner: Arc<dyn BlockDev>,
+    pub block: u32,
+    pub latency: Duration,
+    /// Unaligned requests that reached the device.
+    pub unaligned: AtomicUsize,
+}
+
+impl StrictDisk {
+    pub fn new(inner: Arc<dyn BlockDev>, block: u32, latency: Duration) -> Arc<StrictDisk> {
+        Arc::new(StrictDisk {
+            inner,
+            block,
+            latency,
+            unaligned: AtomicUsize::new(0),
+        })
+    }
+
+    fn check(&self, off: u64, len: u64) -> Result<()> {
+        let b = u64::from(self.block);
+        if off.is_multiple_of(b) && len.is_multiple_of(b) {
+            return Ok(());
+        }
+        self.unaligned.fetch_add(1, Ordering::SeqCst);
+        Err(ferrosan::Error::invalid(format!(
+            "strict disk: {len} bytes at {off} are not whole blocks"
+        )))
+    }
+}
+
+impl BlockDev for StrictDisk {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn block_size(&self) -> u32 {
+        self.block
+    }
+    fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
+        Box::pin(async move {
+            let r = match self.check(off, buf.len() as u64) {
+                Ok(()) => self.inner.read(off, buf).await,
+                Err(e) => (buf, Err(e)),
+            };
+            // The data is what was there when the read began.
+            if !self.latency.is_zero() {
+                tokio::time::sleep(self.latency).await;
+            }
+            r
+        })
+    }
+    fn write(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
+        Box::pin(async move {
+            match self.check(off, buf.len() as u64) {
+                Ok(()) => self.inner.write(off, buf, fua).await,
+                Err(e) => (buf, Err(e)),
+            }
+        })
+    }
+    fn flush(&self) -> DevFuture<'_, Result<()>> {
+        self.inner.flush()
+    }
+    fn discard(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.check(off, len)?;
+            self.inner.discard(off, len).await
+        })
+    }
+    fn write_zeroes(
+        &self,
+        off: u64,
+        len: u64,
+        flags: ferrosan::stack::ZeroFlags,
+    ) -> DevFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.check(off, len)?;
+            self.inner.write_zeroes(off, len, flags).await
+        })
+    }
+    fn block_status(
+        &self,
+        off: u64,
+        len: u64,
+    ) -> DevFuture<'_, Result<Vec<ferrosan::stack::Extent>>> {
+        Box::pin(async move {
+            self.check(off, len)?;
+            self.inner.block_status(off, len).await
+        })
+    }
+}
+
 // ---------------------------------------------------------------------
 // A raw NBD client over std sockets.
 
@@ -428,6 +524,26 @@ impl Raw {
                 t => panic!("GO failed: {t:#x} {:?}", String::from_utf8_lossy(&d)),
             }
         }
+    }
+
+    /// The oldest way in: `NBD_OPT_EXPORT_NAME` right after the greeting,
+    /// so no block size is agreed (simple replies).
+    pub fn export_name(port: u16, name: &str) -> Raw {
+        let mut r = Raw::start(port);
+        r.option(opt::EXPORT_NAME, name.as_bytes());
+        let mut b = [0u8; 10];
+        r.s.read_exact(&mut b).expect("export info");
+        r.size = u64::from_be_bytes(b[0..8].try_into().unwrap());
+        r.flags = u16::from_be_bytes([b[8], b[9]]);
+        r
+    }
+
+    /// Sends a request without payload and reads its reply; the errno.
+    pub fn command(&mut self, cmdn: u16, flags: u16, off: u64, len: u32) -> u32 {
+        self.request(cmdn, flags, 3, off, len);
+        let (g, _) = self.reply(0);
+        assert_eq!(g.cookie(), 3);
+        g.errno()
     }
 
     /// A full handshake: structured replies and base:allocation if asked.

@@ -41,7 +41,23 @@ fn request_checks() {
         check_request(&req(Cmd::Read, 0, 0, 4096), &l),
         Verdict::Run(_)
     ));
-    // Unaligned, overflowing, past the end.
+    // The advertised minimum block is 1: any offset and length runs.
+    let bytes = Limits { min_block: 1, ..l };
+    for (cmd, off, len) in [
+        (Cmd::Read, 1, 1),
+        (Cmd::Write, 511, 14),
+        (Cmd::WriteZeroes, 4097, 513),
+        (Cmd::Trim, 1, 1000),
+        (Cmd::BlockStatus, 3, 7),
+        (Cmd::Cache, (1 << 30) - 1, 1),
+    ] {
+        let v = check_request(&req(cmd, 0, off, len), &bytes);
+        assert!(
+            matches!(v, Verdict::Run(_)),
+            "{cmd:?} {len} at {off}: {v:?}"
+        );
+    }
+    // Unaligned (to a minimum of 512), overflowing, past the end.
     assert_eq!(
         errno_of(check_request(&req(Cmd::Read, 0, 100, 512), &l)),
         errno::EINVAL
