@@ -5,7 +5,7 @@
 //! through the real daemon on a RAID-5 volume and an instant copy.
 //! Concurrent overlapping aligned and unaligned writes from several
 //! connections land whole, in some order; qemu-io's unaligned I/O works;
-//! the handshake advertises minimum 1, preferred 4096, maximum 32 MiB.
+//! the handshake advertises minimum 512, preferred 4096, maximum 32 MiB.
 
 mod harness;
 mod nbd_common;
@@ -287,26 +287,29 @@ fn block_sizes(c: &mut Raw, opt: u32, name: &str) -> Vec<u32> {
 }
 
 #[test]
-fn go_and_info_advertise_minimum_1_preferred_4096_maximum_32_mib() {
+fn go_and_info_advertise_minimum_512_preferred_4096_maximum_32_mib() {
     let ex = Arc::new(StaticExports::new());
     ex.add("m", "", Arc::new(MemDisk::new(MIB)), false);
     let big = StrictDisk::new(Arc::new(MemDisk::new(MIB)), 8192, Duration::ZERO);
     ex.add("big", "", big, false);
     let h = Harness::start(ex, ServerConfig::default());
     let mut c = Raw::start(h.port);
-    assert_eq!(block_sizes(&mut c, opt::INFO, "m"), [1, 4096, 32 << 20]);
-    // A device with larger blocks prefers them.
-    assert_eq!(block_sizes(&mut c, opt::INFO, "big"), [1, 8192, 32 << 20]);
-    assert_eq!(block_sizes(&mut c, opt::GO, "m"), [1, 4096, 32 << 20]);
-    // The client agreed to minimum 1: unaligned requests are served.
+    assert_eq!(block_sizes(&mut c, opt::INFO, "m"), [512, 4096, 32 << 20]);
+    // A device with larger blocks asks for them.
+    assert_eq!(
+        block_sizes(&mut c, opt::INFO, "big"),
+        [8192, 8192, 32 << 20]
+    );
+    assert_eq!(block_sizes(&mut c, opt::GO, "m"), [512, 4096, 32 << 20]);
+    // Unaligned requests are served even after GO.
     assert_eq!(c.write(3, &[9; 5], flag::FUA), 0);
     assert_eq!(c.read(0, 10).unwrap(), [0, 0, 0, 9, 9, 9, 9, 9, 0, 0]);
     drop(c);
     h.stop();
 }
 
-/// qemu-io honours the advertised minimum of 1: its unaligned writes and
-/// zeroes reach the server as they are and read back exactly.
+/// qemu-io's unaligned writes and zeroes (it aligns them to the advertised
+/// minimum of 512 by read-modify-write of its own) read back exactly.
 #[test]
 fn qemu_io_unaligned_writes_and_zeroes_read_back() {
     if !have("qemu-io") {

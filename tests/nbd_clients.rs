@@ -164,7 +164,7 @@ fn nbdinfo_reports_size_flags_block_sizes_and_lists_exports() {
         assert_eq!(e[f], true, "{f} in {e}");
     }
     assert_eq!(e["is_read_only"], false);
-    assert_eq!(e["block_size_minimum"], 1);
+    assert_eq!(e["block_size_minimum"], 512);
     assert_eq!(e["block_size_preferred"], 4096);
     assert_eq!(e["block_size_maximum"], 32 * MIB);
     assert_eq!(e["contexts"][0], "base:allocation");

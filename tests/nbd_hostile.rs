@@ -330,7 +330,7 @@ fn list_and_info_answer_exactly() {
                     .chunks(4)
                     .map(|x| u32::from_be_bytes(x.try_into().unwrap()))
                     .collect();
-                assert_eq!(v, [1, 4096, 32 << 20]);
+                assert_eq!(v, [512, 4096, 32 << 20]);
             }
             t => panic!("unexpected info {t}"),
         }

@@ -46,19 +46,25 @@ pub struct BlockSizes {
 }
 
 impl BlockSizes {
-    /// Minimum 1: every offset and length is served (unaligned ones by
-    /// read-modify-write of the edge blocks, see `exec.rs`), so a client
-    /// that honours the constraints may rely on that too. Preferred 4096
-    /// (or the device's block size, as a power of two up to 64 KiB): below
-    /// it writes cost a read-modify-write. Maximum `max_payload` (the
-    /// largest READ/WRITE the connection accepts, 32 MiB by default).
+    /// Minimum 512 (or the device's block size, as a power of two up to
+    /// 64 KiB), preferred 4096 (or that block size), maximum `max_payload`
+    /// (the largest READ/WRITE the connection accepts, 32 MiB by default).
+    ///
+    /// Every offset and length is *served* on every connection (unaligned
+    /// ones by read-modify-write of the edge blocks under a range lock, see
+    /// `stack/grain.rs`), so a client that negotiated nothing (EXPORT_NAME)
+    /// works. The advertised minimum is the device's block all the same: a
+    /// client that honours it (qemu) then sends whole blocks only, and the
+    /// volume keeps its lock-free write path; the first byte-granular write
+    /// puts every later write of the volume under the lock.
     pub fn for_device(dev_block: u32, max_payload: u32) -> BlockSizes {
-        let preferred = dev_block
-            .clamp(4096, 1 << 16)
+        let min = dev_block
+            .clamp(512, 1 << 16)
             .next_power_of_two()
             .min(1 << 16);
+        let preferred = min.max(4096);
         BlockSizes {
-            min: 1,
+            min,
             preferred,
             max: max_payload.max(preferred),
         }
@@ -220,14 +226,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Haggle<'_, S> {
     }
 
     fn negotiated(&self, name: &str, export: Export) -> Negotiated {
-        let sizes = BlockSizes::for_device(export.dev.block_size(), self.max_payload);
         let meta_context = match &self.meta_for {
             Some(n) if n == name => Some(proto::META_BASE_ALLOCATION_ID),
             _ => None,
         };
         Negotiated {
             size: export.dev.size(),
-            min_block: sizes.min,
+            // Served whatever the client negotiated (see `for_device`).
+            min_block: 1,
             structured: self.structured,
             meta_context,
             export,

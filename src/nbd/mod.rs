@@ -20,10 +20,10 @@
 //!
 //! Implemented from `nbd-protocol.md`: fixed newstyle negotiation (no
 //! oldstyle, no TLS: NOTLS mode), `NBD_INFO_EXPORT`, `_NAME`,
-//! `_DESCRIPTION`, `_BLOCK_SIZE` (minimum 1: any offset and length is
-//! served, unaligned ones by read-modify-write under the volume's range
-//! lock; preferred 4096 or the device's block; maximum the max payload,
-//! 32 MiB); simple and structured replies; READ
+//! `_DESCRIPTION`, `_BLOCK_SIZE` (minimum 512 or the device's block,
+//! preferred 4096, maximum the max payload, 32 MiB; yet any offset and
+//! length is served on any connection, unaligned ones by read-modify-write
+//! under the volume's range lock); simple and structured replies; READ
 //! (`OFFSET_DATA`, DF), WRITE (FUA), FLUSH, TRIM, WRITE_ZEROES (NO_HOLE,
 //! FAST_ZERO), BLOCK_STATUS (`base:allocation`, REQ_ONE), CACHE (accepted,
 //! no effect), DISC; CAN_MULTI_CONN (a flush is a flush of the whole
