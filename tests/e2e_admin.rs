@@ -589,3 +589,44 @@ fn a_reinstate_killed_midway_resumes_and_leaves_the_disk_whole() {
         &["read -P 0x33 0 32M", "read -P 0x11 32M 32M"],
     );
 }
+
+// --------------------------- a clean stop leaves nothing to resync (#17)
+
+#[test]
+fn a_clean_stop_leaves_no_write_intent_marks_and_the_start_resyncs_nothing() {
+    if !have(&["qemu-io"]) {
+        return;
+    }
+    let dir = pool_dir();
+    // Marks would stay for an hour: only the stop can clear them.
+    let mut d = Daemon::start(dir.path(), &["--intent-clear-interval", "3600"]);
+    d.group("q5", "raid5", &["q0", "q1", "q2"], "40M");
+    d.ok(&["volume", "create", "qv", "--group", "q5", "--size", "32M"]);
+    qemu_io(&d.export("qv"), &["write -P 0x6e 0 32M"]);
+    let marked = d.json(&["group", "show", "q5"])["intent_marked"]
+        .as_u64()
+        .unwrap();
+    assert!(marked >= 32 * MIB, "the writes are marked: {marked}");
+    let resyncs = |d: &Daemon| -> usize {
+        let jobs = d.json(&["job", "list"]);
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["kind"] == "resync")
+            .count()
+    };
+    let before = resyncs(&d);
+    d.restart();
+    assert_eq!(
+        resyncs(&d),
+        before,
+        "a resync job started after a clean stop"
+    );
+    assert_eq!(d.json(&["group", "show", "q5"])["intent_marked"], 0);
+    qemu_io(&d.export("qv"), &["read -P 0x6e 0 32M"]);
+    // A crash, by contrast, leaves the marks of the writes in flight.
+    qemu_io(&d.export("qv"), &["write -P 0x6f 0 8M"]);
+    d.kill9();
+    d.respawn();
+    assert_eq!(resyncs(&d), before + 1, "a crash is resynced");
+}

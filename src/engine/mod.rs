@@ -353,18 +353,31 @@ impl Pool {
         });
     }
 
-    /// Flushes every group (shutdown).
+    /// A clean stop, once no request is in flight: flushes every group,
+    /// then clears the write-intent marks of every whole group, so the
+    /// next start has nothing to resync. A group that is not whole keeps
+    /// its marks (they say what a member that is out has missed).
     pub async fn flush_all(&self) -> Result<()> {
-        let raids: Vec<Arc<RaidDev>> = self
+        let groups: Vec<(String, Arc<RaidDev>, Option<Arc<PersistentIntent>>)> = self
             .lock()
             .groups
             .values()
-            .map(|g| Arc::clone(&g.raid))
+            .map(|g| (g.rec.name.clone(), Arc::clone(&g.raid), g.intent.clone()))
             .collect();
         let mut first = None;
-        for r in raids {
-            if let Err(e) = r.flush().await {
-                first.get_or_insert(e);
+        for (name, raid, log) in groups {
+            let Some(log) = log.filter(|_| raid.health() == Health::Optimal) else {
+                if let Err(e) = raid.flush().await {
+                    first.get_or_insert(e);
+                }
+                continue;
+            };
+            match log.clear_quiesced(raid.flush()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("group {name}: {n} write-intent regions cleared at stop"),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
             }
         }
         first.map_or(Ok(()), Err)

@@ -230,6 +230,61 @@ impl PersistentIntent {
         Ok(cleared)
     }
 
+    /// Clears every mark that no write holds and no resync waits for, and
+    /// waits until that is stored: a clean stop, once every host request
+    /// has ended, so the next start resyncs nothing. `flush` must make
+    /// every completed write of the group durable; a region written after
+    /// the marks were chosen (by a background job still running) keeps its
+    /// mark. Returns the regions cleared.
+    pub async fn clear_quiesced(
+        self: &Arc<Self>,
+        flush: DevFuture<'_, Result<()>>,
+    ) -> Result<usize> {
+        let (cands, chosen_at) = {
+            let st = self.lock();
+            let mut cands = Vec::new();
+            for (w, &word) in st.committed.iter().enumerate() {
+                for b in (0..64).filter(|b| word & (1 << b) != 0) {
+                    let r = (w as u64) * 64 + b;
+                    let busy = st.active.get(&r).is_some_and(|a| a.in_flight > 0);
+                    if !busy && !get(&st.held, r) {
+                        cands.push(r);
+                    }
+                }
+            }
+            (cands, st.generation)
+        };
+        flush.await?;
+        if cands.is_empty() {
+            return Ok(0);
+        }
+        let (need, cleared) = {
+            let mut st = self.lock();
+            let mut cleared = 0;
+            for r in cands {
+                let quiet = st
+                    .active
+                    .get(&r)
+                    .is_none_or(|a| a.in_flight == 0 && a.touched <= chosen_at);
+                if quiet && !get(&st.held, r) {
+                    set(&mut st.desired, r, false);
+                    set(&mut st.committed, r, false);
+                    st.active.remove(&r);
+                    st.dirty_pages.insert(r / PAGE_BITS);
+                    cleared += 1;
+                }
+            }
+            if cleared == 0 {
+                return Ok(0);
+            }
+            let need = st.next_seq;
+            self.start_commit(&mut st);
+            (need, cleared)
+        };
+        Arc::clone(self).begin_slow(need).await?;
+        Ok(cleared)
+    }
+
     fn start_commit(self: &Arc<Self>, st: &mut St) {
         if st.committing {
             return;

@@ -137,6 +137,37 @@ fn intent_marks_are_durable_before_the_write_and_clear_when_idle() {
 }
 
 #[test]
+fn a_clean_stop_clears_every_quiet_mark_durably_and_keeps_the_rest() {
+    let (_d, meta) = intent_db();
+    let region = 1 << 20;
+    let (log, _) = PersistentIntent::load(Arc::clone(&meta), 6, region).unwrap();
+    let h = IntentHandle(Arc::clone(&log));
+    crate::rt::block_on(async {
+        // Regions 0..4 written and done just now (too recent for an idle
+        // pass); region 7 has a write still in flight.
+        for i in 0..4u64 {
+            drop(h.begin(i * region, 512).await.unwrap());
+        }
+        let busy = h.begin(7 * region, 512).await.unwrap();
+        let flush: DevFuture<'_, Result<()>> = Box::pin(async { Ok(()) });
+        assert_eq!(log.clear_quiesced(flush).await.unwrap(), 4);
+        // Stored when it returns: a crash now finds only region 7.
+        let (_, on_disk) = PersistentIntent::load(Arc::clone(&meta), 6, region).unwrap();
+        assert_eq!(on_disk, vec![(7 * region, region)]);
+        // A write that starts while the flush runs keeps its mark.
+        let log2 = Arc::clone(&log);
+        let h2 = IntentHandle(Arc::clone(&log));
+        drop(busy);
+        let flush: DevFuture<'_, Result<()>> = Box::pin(async move {
+            drop(h2.begin(9 * region, 512).await.unwrap());
+            Ok(())
+        });
+        assert_eq!(log2.clear_quiesced(flush).await.unwrap(), 1);
+        assert_eq!(log.marked(), vec![(9 * region, region)]);
+    });
+}
+
+#[test]
 fn held_regions_stay_until_released() {
     let (_d, meta) = intent_db();
     let region = 1 << 20;
