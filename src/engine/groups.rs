@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Weak};
 
+use super::limits::{STRIPE_SIZES, is_power_in};
 use super::types::*;
 use super::{GroupEntry, Pool, State, check_name};
 use crate::error::{Error, ErrorKind, Result};
@@ -252,7 +253,7 @@ impl Pool {
     pub fn group_create(&self, req: GroupCreateRequest) -> Result<GroupInfo> {
         check_name("group", &req.name)?;
         let stripe = req.stripe_size.unwrap_or(DEFAULT_STRIPE);
-        if !stripe.is_power_of_two() || !(4096..=(16 << 20)).contains(&stripe) {
+        if !is_power_in(stripe, &STRIPE_SIZES) {
             return Err(Error::invalid(format!(
                 "stripe size {stripe} must be a power of two between 4 KiB and 16 MiB"
             )));
