@@ -41,6 +41,72 @@ fn unknown_route_is_404_json_naming_the_route() {
     }
 }
 
+/// Sends a request's head, waits, then its body, then a second request on
+/// the same connection; returns everything the server answered.
+fn slow_body_then_another(s: &Server, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let body = r#"{"name": "x"}"#;
+    let mut c = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    c.write_all(body.as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {path}: the server closed before the body: {e}"));
+    c.write_all(b"GET /v1/pool HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = String::new();
+    c.read_to_string(&mut all).unwrap();
+    all
+}
+
+#[test]
+fn every_answer_waits_for_the_whole_body_and_keeps_the_connection() {
+    let (_, s) = sim_server();
+    for (method, path, status) in [
+        ("POST", "/v1/nope", "404"),
+        ("PUT", "/v1/disks", "405"),
+        ("TRACE", "/v1/disks/d0/replace", "405"),
+        ("GET", "/v1/pool", "200"),
+        ("POST", "/v1/jobs/x/pause", "400"),
+    ] {
+        let all = slow_body_then_another(&s, method, path);
+        let statuses: Vec<&str> = all
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .map(|answer| &answer[..3])
+            .collect();
+        assert_eq!(statuses, [status, "200"], "{method} {path}: {all}");
+    }
+}
+
+#[test]
+fn a_body_over_the_limit_is_413_json() {
+    use std::io::{Read, Write};
+    let (sim, s) = sim_server();
+    let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(3 << 20));
+    for path in ["/v1/disks", "/v1/nope"] {
+        let mut c = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        // The server answers once it has read 2 MiB and closes: the rest
+        // of the body may not go out.
+        let _ = c.write_all(big.as_bytes());
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413 "), "{path}: {answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let want = r#"{"kind":"invalid","message":"the request body is larger than 2 MiB"}"#;
+        assert_eq!(body, want, "{path}");
+    }
+    assert!(sim.log.lock().unwrap().is_empty());
+}
+
 #[test]
 fn wrong_method_is_405_json() {
     let (_, s) = sim_server();

@@ -9,10 +9,43 @@ use std::error::Error as _;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiFailure;
+
+/// The largest request body the API reads.
+pub const BODY_LIMIT: usize = 2 << 20;
+
+/// Middleware: reads each request's body whole before any route (or the
+/// 404 and 405 answers) sees it. An answer given while the client was still
+/// sending its body would close the connection under it, and a client or a
+/// proxy (socat) that then fails to write may drop the answer unread.
+pub async fn read_whole_body(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
+        Err(e) => unreadable_body(&e).into_response(),
+    }
+}
+
+fn unreadable_body(e: &axum::Error) -> ApiFailure {
+    let too_large = e
+        .source()
+        .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+    if too_large {
+        ApiFailure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid",
+            format!("the request body is larger than {} MiB", BODY_LIMIT >> 20),
+        )
+    } else {
+        ApiFailure::invalid(format!("cannot read the request body: {e}"))
+    }
+}
 
 /// A JSON request body. The `Content-Type` header is not required, so that
 /// `curl -d '{...}'` works as typed.

@@ -55,6 +55,7 @@ pub fn router_with(backend: Arc<dyn Dispatch>) -> axum::Router {
         .route("/openapi.json", get(serve_doc))
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::wrong_method)
+        .layer(axum::middleware::from_fn(extract::read_whole_body))
         .with_state(routes::AppState::new(backend))
 }
 
