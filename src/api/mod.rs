@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod doc;
 mod error;
 mod extract;
 mod routes;
@@ -45,7 +46,8 @@ pub fn router(pool: Arc<Pool>) -> axum::Router {
 
 /// The API router over any dispatcher (the pool, or a simulation in tests).
 pub fn router_with(backend: Arc<dyn Dispatch>) -> axum::Router {
-    let (router, doc) = routes::api_router().split_for_parts();
+    let (router, mut doc) = routes::api_router().split_for_parts();
+    doc::add_common_answers(&mut doc);
     let doc = Bytes::from(render(&doc));
     let serve_doc = move || {
         let doc = doc.clone();
@@ -81,7 +83,9 @@ pub async fn serve_bound(
 
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::api_router().into_openapi()
+    let mut doc = routes::api_router().into_openapi();
+    doc::add_common_answers(&mut doc);
+    doc
 }
 
 /// The OpenAPI document as checked in: pretty JSON with a final newline.
