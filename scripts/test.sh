@@ -43,4 +43,9 @@ say "unit, property and end-to-end tests"
 # dependency) on free ports and temporary pools.
 cargo test --all-targets --locked -- --test-threads="${FERROSAN_TEST_THREADS:-2}"
 
+say "API contract: schemathesis against the live daemon"
+# Uses the debug binary the tests built; installs socat and a pinned
+# schemathesis when missing.
+scripts/api-contract.sh
+
 say "all tests passed"
