@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -89,6 +90,53 @@ impl<'de> Visitor<'de> for OptWhole {
     }
 }
 
+/// Reads an optional object field only from a JSON object or `null`: the
+/// derived `Deserialize` of a struct also takes an array of its fields in
+/// order, which the document does not allow. Use with `#[serde(default)]`.
+pub fn object_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    d.deserialize_option(OptObject(PhantomData))
+}
+
+struct OptObject<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for OptObject<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("null or an object")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_map(Object(PhantomData)).map(Some)
+    }
+}
+
+struct Object<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map))
+    }
+}
+
 /// A byte range: where it starts and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Span {
@@ -142,6 +190,9 @@ mod tests {
             ("-0.0", 0),
             ("9223372036854775807", MAX_WHOLE),
             ("9.2e18", 9_200_000_000_000_000_000),
+            // Read to the nearest double (serde_json's float_roundtrip):
+            // the default fast path made this ...302.5.
+            ("3793079179532302.0", 3_793_079_179_532_302),
         ] {
             let got = parse(&format!(r#"{{"size": {text}}}"#));
             assert_eq!(got.map(|r| r.size), Ok(want), "{text}");
@@ -178,6 +229,36 @@ mod tests {
         let err = parse(r#"{"size": 1, "track": 0.25}"#).unwrap_err();
         assert!(
             err.contains("floating point `0.25`, expected a whole number"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn object_fields_refuse_arrays() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Range {
+            offset: u64,
+            length: u64,
+        }
+        #[derive(Debug, Deserialize)]
+        struct Req {
+            #[serde(default, deserialize_with = "object_opt")]
+            at: Option<Range>,
+        }
+        let parse = |text| serde_json::from_str::<Req>(text).map_err(|e| e.to_string());
+        let got = parse(r#"{"at": {"offset": 1, "length": 2}}"#).unwrap().at;
+        assert_eq!(
+            got,
+            Some(Range {
+                offset: 1,
+                length: 2
+            })
+        );
+        assert!(parse(r#"{"at": null}"#).unwrap().at.is_none());
+        assert!(parse("{}").unwrap().at.is_none());
+        let err = parse(r#"{"at": [1, 2]}"#).unwrap_err();
+        assert!(
+            err.contains("invalid type: sequence, expected an object"),
             "{err}"
         );
     }

@@ -428,6 +428,19 @@ fn the_daemon_answers_more_than_a_group_holds_with_409_not_507() {
 }
 
 #[test]
+fn the_daemon_refuses_to_fail_a_member_its_group_cannot_lose_with_409() {
+    let (_dir, d) = daemon();
+    let r = call(&d, "POST", "/v1/disks/d1/fail", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(&d, "POST", "/v1/disks/d2/fail", None);
+    refused(&r, 409, "conflict", "its data would be lost");
+    let r = call(&d, "GET", "/v1/groups/g0", None);
+    assert_eq!(r.json()["health"], "degraded", "{}", r.body);
+    let r = call(&d, "DELETE", "/v1/volumes/vol0", None);
+    assert_eq!(r.status, 204, "the group still serves: {}", r.body);
+}
+
+#[test]
 fn the_daemon_takes_integral_floats_and_refuses_fractions_and_huge_numbers() {
     let (_dir, d) = daemon();
     let body = r#"{"name": "f", "group": "g0", "size": 6.7108864e7, "track_size": 65536.0}"#;
@@ -453,6 +466,9 @@ fn the_daemon_takes_integral_floats_and_refuses_fractions_and_huge_numbers() {
         "invalid",
         "size: invalid value: integer `18446744073709551615`, expected a whole number",
     );
+    let body = r#"{"bytes_per_sec": 3793079179532302.0}"#;
+    let r = call(&d, "POST", "/v1/jobs/1/rate", Some(body));
+    refused(&r, 404, "not_found", "1");
     let r = call(
         &d,
         "POST",
@@ -470,7 +486,12 @@ fn the_daemon_takes_integral_floats_and_refuses_fractions_and_huge_numbers() {
 #[test]
 fn the_daemon_answers_schema_valid_but_impossible_requests_with_422() {
     let (_dir, d) = daemon();
-    let r = call(&d, "POST", "/v1/disks", Some(r#"{"name": "e0", "size": 4194304}"#));
+    let r = call(
+        &d,
+        "POST",
+        "/v1/disks",
+        Some(r#"{"name": "e0", "size": 4194304}"#),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let cases = [
         (
@@ -523,7 +544,21 @@ fn the_daemon_answers_http_mistakes_with_json() {
         "PATCH is not allowed on /v1/volumes/vol0",
     );
     let r = call(&d, "POST", "/v1/disks", Some("name=d9&size=1G"));
-    refused(&r, 400, "invalid", "invalid JSON body: expected ident");
+    refused(&r, 400, "invalid", "invalid JSON body: expected an object");
+    for body in ["[]", r#"["v", "g0", 65536]"#, "null", "7"] {
+        let r = call(&d, "POST", "/v1/volumes", Some(body));
+        refused(&r, 400, "invalid", "invalid JSON body: expected an object");
+    }
+    let r = call(&d, "POST", "/v1/copies/vol0/restore", Some("[]"));
+    refused(&r, 400, "invalid", "invalid JSON body: expected an object");
+    let body = r#"{"read_error_at": [0, 512]}"#;
+    let r = call(&d, "POST", "/v1/disks/d0/inject", Some(body));
+    refused(
+        &r,
+        400,
+        "invalid",
+        "read_error_at: invalid type: sequence, expected an object",
+    );
     let r = call(
         &d,
         "POST",

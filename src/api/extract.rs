@@ -61,6 +61,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 "the request needs a JSON body: see /openapi.json for its fields",
             ));
         }
+        require_object(&bytes, false)?;
         parse(&bytes).map(Body)
     }
 }
@@ -77,6 +78,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalB
         if is_blank(&bytes) {
             return Ok(OptionalBody(T::default()));
         }
+        require_object(&bytes, true)?;
         let value: Option<T> = parse(&bytes)?;
         Ok(OptionalBody(value.unwrap_or_default()))
     }
@@ -94,6 +96,19 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
 
 fn is_blank(bytes: &[u8]) -> bool {
     bytes.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Refuses a body that is not a JSON object (nor `null`, where the body is
+/// optional): serde would take an array of a struct's fields in order,
+/// which the document does not allow.
+fn require_object(bytes: &[u8], or_null: bool) -> Result<(), ApiFailure> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        Some(b'n') if or_null => Ok(()),
+        _ => Err(ApiFailure::invalid(
+            "invalid JSON body: expected an object (see /openapi.json for its fields)",
+        )),
+    }
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiFailure> {

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::limits::{Name, StripeSize, TrackSize};
 use crate::disk::{CounterSnapshot, FaultRules};
-use crate::json::{whole, whole_opt};
+use crate::json::{object_opt, whole, whole_opt};
 
 /// RAID level of a group (seed 002, table T1 column "RAID LEVEL").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -180,7 +180,9 @@ pub struct ByteRange {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InjectRequest {
+    #[serde(default, deserialize_with = "object_opt")]
     pub read_error_at: Option<ByteRange>,
+    #[serde(default, deserialize_with = "object_opt")]
     pub write_error_at: Option<ByteRange>,
     /// Probability 0..=1 that any I/O fails.
     #[schema(minimum = 0.0, maximum = 1.0)]
@@ -256,9 +258,9 @@ pub struct VolumeCreateRequest {
     pub name: String,
     #[schema(value_type = Name)]
     pub group: String,
-    /// Bytes: a whole number of tracks.
+    /// Bytes: a whole number of tracks (so of 4 KiB at least).
     #[serde(deserialize_with = "whole")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 4096, multiple_of = 4096)]
     pub size: u64,
     /// Track size (power of two, 4 KiB..=1 MiB); default 64 KiB.
     #[serde(default, deserialize_with = "whole_opt")]
@@ -272,9 +274,10 @@ pub struct VolumeCreateRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeGrowRequest {
-    /// Bytes: a whole number of tracks, not below the volume's size.
+    /// Bytes: a whole number of tracks (so of 4 KiB at least), not below
+    /// the volume's size.
     #[serde(deserialize_with = "whole")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 4096, multiple_of = 4096)]
     pub size: u64,
 }
 
