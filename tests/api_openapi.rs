@@ -271,3 +271,41 @@ fn no_schema_uses_tuples() {
     let extents = &doc["components"]["schemas"]["VolumeInfo"]["properties"]["extents"];
     assert_eq!(extents["items"]["$ref"], "#/components/schemas/Span");
 }
+
+#[test]
+fn links_name_operations_parameters_and_fields_that_exist() {
+    let doc = doc();
+    let mut ops = std::collections::BTreeMap::new();
+    for (method, path) in ROUTES {
+        let op = &doc["paths"][path][method];
+        ops.insert(op["operationId"].as_str().unwrap().to_owned(), op.clone());
+    }
+    let mut links = 0;
+    for op in ops.values() {
+        for answer in op["responses"].as_object().unwrap().values() {
+            let Some(all) = answer["links"].as_object() else {
+                continue;
+            };
+            for (name, link) in all {
+                links += 1;
+                let to = &ops[link["operationId"].as_str().unwrap()];
+                for param in link["parameters"].as_object().into_iter().flatten() {
+                    let params = to["parameters"].as_array().unwrap();
+                    assert!(
+                        params.iter().any(|p| p["name"] == *param.0),
+                        "{name}: {param:?}"
+                    );
+                }
+                for field in link["requestBody"].as_object().into_iter().flatten() {
+                    let schema = to["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                        .unwrap();
+                    let props = &doc["components"]["schemas"][schema]["properties"];
+                    assert!(props[field.0].is_object(), "{name}: {schema}.{}", field.0);
+                }
+            }
+        }
+    }
+    assert!(links >= 20, "{links} links");
+}

@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 
@@ -35,18 +35,24 @@ const ANY: [(&str, &str); 2] = [
 /// Adds the common answers to every operation of `doc`, keeping any that a
 /// route documents itself.
 pub fn add_common_answers(doc: &mut OpenApi) {
-    for item in doc.paths.paths.values_mut() {
-        let ops = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for op in ops.into_iter().flatten() {
-            add_to(op);
-        }
-    }
+    doc.paths
+        .paths
+        .values_mut()
+        .flat_map(operations)
+        .for_each(add_to);
+}
+
+/// The operations of a path.
+pub fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 fn add_to(op: &mut Operation) {

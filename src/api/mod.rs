@@ -22,6 +22,7 @@ mod action;
 mod doc;
 mod error;
 mod extract;
+mod links;
 mod routes;
 mod server;
 
@@ -47,7 +48,7 @@ pub fn router(pool: Arc<Pool>) -> axum::Router {
 /// The API router over any dispatcher (the pool, or a simulation in tests).
 pub fn router_with(backend: Arc<dyn Dispatch>) -> axum::Router {
     let (router, mut doc) = routes::api_router().split_for_parts();
-    doc::add_common_answers(&mut doc);
+    finish(&mut doc);
     let doc = Bytes::from(render(&doc));
     let serve_doc = move || {
         let doc = doc.clone();
@@ -84,8 +85,15 @@ pub async fn serve_bound(
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = routes::api_router().into_openapi();
-    doc::add_common_answers(&mut doc);
+    finish(&mut doc);
     doc
+}
+
+/// What the route annotations cannot say: the answers every operation
+/// shares, and how operations chain.
+fn finish(doc: &mut utoipa::openapi::OpenApi) {
+    doc::add_common_answers(doc);
+    links::add_links(doc);
 }
 
 /// The OpenAPI document as checked in: pretty JSON with a final newline.
