@@ -573,6 +573,54 @@ fn the_daemon_answers_http_mistakes_with_json() {
     assert!(r.content_type == "application/json", "{}", r.body);
 }
 
+/// One raw request with a content type; the whole answer.
+fn raw(d: &harness::Daemon, head: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(d.pool.join("api.sock")).unwrap();
+    let head = format!(
+        "{head}\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    // A body over the limit is answered before it is all sent.
+    let _ = c.write_all(body);
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn the_daemon_answers_content_types_and_oversized_bodies_with_json() {
+    let (_dir, d) = daemon();
+    let form = "POST /v1/disks HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded";
+    let answer = raw(&d, form, b"name=d9&size=4194304");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains("content-type: application/json"),
+        "{answer}"
+    );
+    assert!(answer.ends_with(r#"{"kind":"invalid","message":"invalid JSON body: expected an object (see /openapi.json for its fields)"}"#), "{answer}");
+    // The content type is not required: `curl -d '{...}'` works as typed.
+    let text = "POST /v1/disks HTTP/1.1\r\nContent-Type: text/plain";
+    let answer = raw(&d, text, br#"{"name": "d9", "size": 4194304}"#);
+    assert!(answer.starts_with("HTTP/1.1 201 "), "{answer}");
+    let big = vec![b' '; 3 << 20];
+    let answer = raw(
+        &d,
+        "POST /v1/volumes HTTP/1.1\r\nContent-Type: application/json",
+        &big,
+    );
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(
+        answer.ends_with(r#"{"kind":"invalid","message":"the request body is larger than 2 MiB"}"#),
+        "{answer}"
+    );
+    let answer = raw(&d, "DELETE /v1/pool HTTP/1.1", b"");
+    assert!(answer.starts_with("HTTP/1.1 405 "), "{answer}");
+    assert!(answer.contains("allow: GET,HEAD"), "{answer}");
+    assert!(answer.contains(r#""kind":"invalid""#), "{answer}");
+}
+
 /// `POST /v1/disks` with `path`: a path that is not there or is a
 /// directory is the client's mistake. Today it is a 500 `io`; the rewrite of
 /// `Pool::disk_add` makes it a 4xx.
