@@ -20,31 +20,55 @@ use super::error::ApiFailure;
 /// The largest request body the API reads.
 pub const BODY_LIMIT: usize = 2 << 20;
 
+/// A body over [`BODY_LIMIT`] is still read (and dropped) up to this much
+/// before the 413 goes out, so that the client, done sending, reads it.
+const DRAIN_LIMIT: usize = 64 << 20;
+
 /// Middleware: reads each request's body whole before any route (or the
 /// 404 and 405 answers) sees it. An answer given while the client was still
 /// sending its body would close the connection under it, and a client or a
 /// proxy (socat) that then fails to write may drop the answer unread.
 pub async fn read_whole_body(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, BODY_LIMIT).await {
+    match read_body(body).await {
         Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
-        Err(e) => unreadable_body(&e).into_response(),
+        Err(failure) => {
+            // What is left of such a body is not read: end the connection.
+            let mut answer = failure.into_response();
+            let close = axum::http::HeaderValue::from_static("close");
+            answer
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, close);
+            answer
+        }
     }
 }
 
-fn unreadable_body(e: &axum::Error) -> ApiFailure {
-    let too_large = e
-        .source()
-        .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-    if too_large {
-        ApiFailure::new(
+async fn read_body(mut body: axum::body::Body) -> Result<Bytes, ApiFailure> {
+    use http_body_util::BodyExt;
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiFailure::invalid(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= BODY_LIMIT {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > BODY_LIMIT {
+        return Err(ApiFailure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid",
             format!("the request body is larger than {} MiB", BODY_LIMIT >> 20),
-        )
-    } else {
-        ApiFailure::invalid(format!("cannot read the request body: {e}"))
+        ));
     }
+    Ok(Bytes::from(kept))
 }
 
 /// A JSON request body. The `Content-Type` header is not required, so that
