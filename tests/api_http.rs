@@ -436,6 +436,22 @@ fn the_daemon_refuses_to_fail_a_member_its_group_cannot_lose_with_409() {
     refused(&r, 409, "conflict", "its data would be lost");
     let r = call(&d, "GET", "/v1/groups/g0", None);
     assert_eq!(r.json()["health"], "degraded", "{}", r.body);
+    // A disk named in the body that is not there is 422: the 404 is kept
+    // for the disk the URL names.
+    let r = call(
+        &d,
+        "POST",
+        "/v1/disks/d1/replace",
+        Some(r#"{"new": "vol0"}"#),
+    );
+    refused(&r, 422, "invalid", "unknown disk \"vol0\"");
+    let r = call(
+        &d,
+        "POST",
+        "/v1/disks/nope/replace",
+        Some(r#"{"new": "d0"}"#),
+    );
+    refused(&r, 404, "not_found", "unknown disk \"nope\"");
     let r = call(&d, "DELETE", "/v1/volumes/vol0", None);
     assert_eq!(r.status, 204, "the group still serves: {}", r.body);
 }

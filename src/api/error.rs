@@ -9,7 +9,7 @@
 //!
 //! | kind          | status                      | why                                               |
 //! |---------------|-----------------------------|---------------------------------------------------|
-//! | `not_found`   | 404 Not Found               | the disk, group, volume or job named is not there  |
+//! | `not_found`   | 404 Not Found               | the disk, group, volume or job named is not there (where the URL names an object, a missing object named in the body is 422 instead, so 404 always means the URL's object) |
 //! | `invalid`     | 422 Unprocessable Content   | well-formed, but the pool cannot do it as asked: values that do not fit together or this object (a size not a whole number of tracks, a raid5 of two disks): fix the request |
 //! | `out_of_range`| 422 Unprocessable Content   | an offset or size outside the object: fix it       |
 //! | `conflict`    | 409 Conflict                | exists already or in use: change the state first   |

@@ -201,7 +201,7 @@ async fn disk_fail(State(s): State<AppState>, PathParams(name): PathParams<Strin
         (status = 202, description = "The job, started", body = JobInfo),
         (status = 404, description = "No such disk", body = ApiError),
         (status = 409, description = "A disk is busy", body = ApiError),
-        (status = 422, description = "The new disk cannot take the old one's place", body = ApiError)))]
+        (status = 422, description = "The new disk is not there or cannot take the old one's place", body = ApiError)))]
 async fn disk_replace(
     State(s): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -275,9 +275,9 @@ async fn group_delete(State(s): State<AppState>, PathParams(name): PathParams<St
     request_body = GroupExtendRequest,
     responses(
         (status = 200, description = "The group, extended", body = GroupInfo),
-        (status = 404, description = "No such group or disk", body = ApiError),
+        (status = 404, description = "No such group", body = ApiError),
         (status = 409, description = "A disk is in use, or the group has a job running", body = ApiError),
-        (status = 422, description = "Not a concat group, or a disk named twice or failed", body = ApiError)))]
+        (status = 422, description = "Not a concat group, or a disk not there, named twice or failed", body = ApiError)))]
 async fn group_extend(
     State(s): State<AppState>,
     PathParams(name): PathParams<String>,

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Weak};
 
-use super::limits::{STRIPE_SIZES, is_power_in};
+use super::limits::{STRIPE_SIZES, is_power_in, named_in_body};
 use super::types::*;
 use super::{GroupEntry, Pool, State, check_name};
 use crate::error::{Error, ErrorKind, Result};
@@ -370,7 +370,7 @@ impl Pool {
                 "group {name} has a job running: wait for it first"
             )));
         }
-        let sizes = Self::check_free_disks(&st, &req.disks)?;
+        let sizes = Self::check_free_disks(&st, &req.disks).map_err(named_in_body)?;
         let mut rec = g.rec.clone();
         for (d, s) in req.disks.iter().zip(sizes) {
             rec.slots.push(SlotRecord {

@@ -12,7 +12,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// The longest name of a disk, group, volume or copy.
 pub const NAME_MAX: usize = 64;
@@ -38,6 +38,17 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
         Err(Error::invalid(format!(
             "invalid {what} name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
         )))
+    }
+}
+
+/// A missing object named in the body of a request whose URL names another
+/// one: the request cannot be done as asked (`invalid`, 422), so that a 404
+/// always means the URL's own object is not there.
+pub(crate) fn named_in_body(e: Error) -> Error {
+    if e.kind() == ErrorKind::NotFound {
+        Error::invalid(e.message())
+    } else {
+        e
     }
 }
 
