@@ -49,4 +49,9 @@ say "unit, property and end-to-end tests"
 # the README's command blocks as written against one.
 cargo test --all-targets --locked -- --test-threads="${FERROSAN_TEST_THREADS:-2}"
 
+say "API contract: schemathesis against the live daemon"
+# Uses the debug binary the tests built; installs socat and a pinned
+# schemathesis when missing.
+scripts/api-contract.sh
+
 say "all tests passed"

@@ -22,6 +22,7 @@ pub mod disk;
 pub mod engine;
 pub mod error;
 pub mod jobs;
+pub mod json;
 pub mod layout;
 pub mod meta;
 pub mod nbd;

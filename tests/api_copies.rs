@@ -229,7 +229,7 @@ fn requests_parse_into_actions() {
 #[test]
 fn pool_errors_on_copies_map_to_statuses() {
     let (_, s) = setup();
-    for (kind, status) in [("no_space", 507), ("conflict", 409), ("io", 500)] {
+    for (kind, status) in [("no_space", 409), ("conflict", 409), ("io", 500)] {
         let r = get(&s, &format!("/v1/copies/fail-{kind}"));
         assert_eq!((r.status, r.error().0.as_str()), (status, kind));
         let body = format!(r#"{{"source": "v0", "name": "fail-{kind}"}}"#);
@@ -258,7 +258,7 @@ fn copies_of_copies_keep_their_family() {
         "/v1/copies",
         r#"{"source": "c1", "name": "c2", "mode": "row"}"#,
     );
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 422);
     assert!(r.error().1.contains("cannot use row"), "{}", r.body);
 }
 

@@ -1,8 +1,11 @@
 //! The API over its Unix socket, against the in-memory sim: routing, status
 //! codes, the ApiError body of every failure, parsing into actions, and the
-//! socket itself (mode 0600, stale files, a live daemon).
+//! socket itself (mode 0600, stale files, a live daemon). Then against the
+//! real daemon on a temporary pool: every client mistake is a 4xx JSON
+//! `{kind, message}` that says what to fix.
 
 mod common;
+mod harness;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -39,6 +42,72 @@ fn unknown_route_is_404_json_naming_the_route() {
             format!("no such route: GET {path}; the routes are listed at /openapi.json")
         );
     }
+}
+
+/// Sends a request's head, waits, then its body, then a second request on
+/// the same connection; returns everything the server answered.
+fn slow_body_then_another(s: &Server, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let body = r#"{"name": "x"}"#;
+    let mut c = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    c.write_all(body.as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {path}: the server closed before the body: {e}"));
+    c.write_all(b"GET /v1/pool HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = String::new();
+    c.read_to_string(&mut all).unwrap();
+    all
+}
+
+#[test]
+fn every_answer_waits_for_the_whole_body_and_keeps_the_connection() {
+    let (_, s) = sim_server();
+    for (method, path, status) in [
+        ("POST", "/v1/nope", "404"),
+        ("PUT", "/v1/disks", "405"),
+        ("TRACE", "/v1/disks/d0/replace", "405"),
+        ("GET", "/v1/pool", "200"),
+        ("POST", "/v1/jobs/x/pause", "400"),
+    ] {
+        let all = slow_body_then_another(&s, method, path);
+        let statuses: Vec<&str> = all
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .map(|answer| &answer[..3])
+            .collect();
+        assert_eq!(statuses, [status, "200"], "{method} {path}: {all}");
+    }
+}
+
+#[test]
+fn a_body_over_the_limit_is_413_json() {
+    use std::io::{Read, Write};
+    let (sim, s) = sim_server();
+    let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(3 << 20));
+    for path in ["/v1/disks", "/v1/nope"] {
+        let mut c = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        // The server answers once it has read 2 MiB and closes: the rest
+        // of the body may not go out.
+        let _ = c.write_all(big.as_bytes());
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413 "), "{path}: {answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let want = r#"{"kind":"invalid","message":"the request body is larger than 2 MiB"}"#;
+        assert_eq!(body, want, "{path}");
+    }
+    assert!(sim.log.lock().unwrap().is_empty());
 }
 
 #[test]
@@ -219,9 +288,9 @@ fn pool_errors_map_to_statuses_with_the_message() {
     let (_, s) = sim_server();
     let want = [
         ("io", 500),
-        ("out_of_range", 400),
-        ("invalid", 400),
-        ("no_space", 507),
+        ("out_of_range", 422),
+        ("invalid", 422),
+        ("no_space", 409),
         ("read_only", 409),
         ("not_found", 404),
         ("conflict", 409),
@@ -255,7 +324,8 @@ fn the_mapping_function_and_the_message_chain() {
         assert_eq!(kind_name(kind), name);
     }
     assert_eq!(status_of(ErrorKind::NotFound).as_u16(), 404);
-    assert_eq!(status_of(ErrorKind::NoSpace).as_u16(), 507);
+    assert_eq!(status_of(ErrorKind::NoSpace).as_u16(), 409);
+    assert_eq!(status_of(ErrorKind::Invalid).as_u16(), 422);
     let io = std::io::Error::other("disk on fire");
     let err = ferrosan::Error::io("cannot create disk d0", io).context("disk add");
     let failure = ApiFailure::from(err);
@@ -324,4 +394,269 @@ fn a_stale_socket_is_replaced_but_a_live_one_or_a_file_is_refused() {
         "x",
         "file untouched"
     );
+}
+
+// ---------------------------------------------------------------- real daemon
+
+/// A daemon on a new pool (4 disks of 1 GiB, raid5 `g0`, 2 GiB `vol0`).
+fn daemon() -> (tempfile::TempDir, harness::Daemon) {
+    let dir = harness::pool_dir();
+    let d = harness::Daemon::start(&dir.path().join("pool"), &[]);
+    (dir, d)
+}
+
+fn call(d: &harness::Daemon, method: &str, path: &str, body: Option<&str>) -> common::Resp {
+    request(&d.pool.join("api.sock"), method, path, body)
+}
+
+/// Asserts `status` with an ApiError of `kind` whose message holds `words`.
+fn refused(r: &common::Resp, status: u16, kind: &str, words: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(r.content_type, "application/json", "{}", r.body);
+    let (got, message) = r.error();
+    assert_eq!(got, kind, "{message}");
+    assert!(message.contains(words), "{message:?} lacks {words:?}");
+}
+
+#[test]
+fn the_daemon_answers_more_than_a_group_holds_with_409_not_507() {
+    let (_dir, d) = daemon();
+    let body = r#"{"name": "big", "group": "g0", "size": 4611686018427387904}"#;
+    let r = call(&d, "POST", "/v1/volumes", Some(body));
+    refused(&r, 409, "no_space", "group g0 has not enough free space");
+    assert!(r.error().1.contains("pick a smaller size"), "{}", r.body);
+    let body = r#"{"size": 9223372036854710272}"#;
+    let r = call(&d, "POST", "/v1/volumes/vol0/grow", Some(body));
+    refused(&r, 409, "no_space", "more needed; add disks");
+}
+
+#[test]
+fn the_daemon_refuses_to_fail_a_member_its_group_cannot_lose_with_409() {
+    let (_dir, d) = daemon();
+    let r = call(&d, "POST", "/v1/disks/d1/fail", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(&d, "POST", "/v1/disks/d2/fail", None);
+    refused(&r, 409, "conflict", "would stop group g0");
+    let r = call(&d, "GET", "/v1/groups/g0", None);
+    assert_eq!(r.json()["health"], "degraded", "{}", r.body);
+    // A disk named in the body that is not there is 422: the 404 is kept
+    // for the disk the URL names.
+    let r = call(
+        &d,
+        "POST",
+        "/v1/disks/d1/replace",
+        Some(r#"{"new": "vol0"}"#),
+    );
+    refused(&r, 422, "invalid", "unknown disk \"vol0\"");
+    let r = call(
+        &d,
+        "POST",
+        "/v1/disks/nope/replace",
+        Some(r#"{"new": "d0"}"#),
+    );
+    refused(&r, 404, "not_found", "unknown disk \"nope\"");
+    let r = call(&d, "DELETE", "/v1/volumes/vol0", None);
+    assert_eq!(r.status, 204, "the group still serves: {}", r.body);
+}
+
+#[test]
+fn the_daemon_takes_integral_floats_and_refuses_fractions_and_huge_numbers() {
+    let (_dir, d) = daemon();
+    let body = r#"{"name": "f", "group": "g0", "size": 6.7108864e7, "track_size": 65536.0}"#;
+    let r = call(&d, "POST", "/v1/volumes", Some(body));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        (r.json()["size"].as_u64(), r.json()["track_size"].as_u64()),
+        (Some(64 << 20), Some(65536))
+    );
+    let body = r#"{"name": "g", "group": "g0", "size": 3800.5}"#;
+    let r = call(&d, "POST", "/v1/volumes", Some(body));
+    refused(
+        &r,
+        400,
+        "invalid",
+        "size: invalid value: floating point `3800.5`, expected a whole number from 0 to 9223372036854775807",
+    );
+    let body = r#"{"name": "h", "size": 18446744073709551615}"#;
+    let r = call(&d, "POST", "/v1/disks", Some(body));
+    refused(
+        &r,
+        400,
+        "invalid",
+        "size: invalid value: integer `18446744073709551615`, expected a whole number",
+    );
+    let body = r#"{"bytes_per_sec": 3793079179532302.0}"#;
+    let r = call(&d, "POST", "/v1/jobs/1/rate", Some(body));
+    refused(&r, 404, "not_found", "1");
+    let r = call(
+        &d,
+        "POST",
+        "/v1/jobs/1/rate",
+        Some(r#"{"bytes_per_sec": -1}"#),
+    );
+    refused(
+        &r,
+        400,
+        "invalid",
+        "bytes_per_sec: invalid value: integer `-1`",
+    );
+}
+
+#[test]
+fn the_daemon_answers_schema_valid_but_impossible_requests_with_422() {
+    let (_dir, d) = daemon();
+    let r = call(
+        &d,
+        "POST",
+        "/v1/disks",
+        Some(r#"{"name": "e0", "size": 4194304}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let cases = [
+        (
+            "/v1/volumes",
+            r#"{"name": "odd", "group": "g0", "size": 1000}"#,
+            "not a multiple of the track size",
+        ),
+        (
+            "/v1/groups",
+            r#"{"name": "g1", "raid": "raid5", "disks": ["e0", "e0"]}"#,
+            "disk e0 is named twice",
+        ),
+        (
+            "/v1/disks",
+            r#"{"name": "both", "size": 4194304, "path": "/x"}"#,
+            "not both",
+        ),
+        (
+            "/v1/disks",
+            r#"{"name": "tiny", "size": 4096}"#,
+            "too small",
+        ),
+        (
+            "/v1/disks",
+            r#"{"name": ".hidden", "size": 4194304}"#,
+            "invalid disk name",
+        ),
+        (
+            "/v1/groups/g0/extend",
+            r#"{"disks": ["d0"]}"#,
+            "only concat groups grow by adding disks",
+        ),
+    ];
+    for (path, body, words) in cases {
+        let r = call(&d, "POST", path, Some(body));
+        refused(&r, 422, "invalid", words);
+    }
+}
+
+#[test]
+fn the_daemon_answers_http_mistakes_with_json() {
+    let (_dir, d) = daemon();
+    let r = call(&d, "GET", "/v1/nope", None);
+    refused(&r, 404, "not_found", "no such route: GET /v1/nope");
+    let r = call(&d, "PATCH", "/v1/volumes/vol0", Some("{}"));
+    refused(
+        &r,
+        405,
+        "invalid",
+        "PATCH is not allowed on /v1/volumes/vol0",
+    );
+    let r = call(&d, "POST", "/v1/disks", Some("name=d9&size=1G"));
+    refused(&r, 400, "invalid", "invalid JSON body: expected an object");
+    for body in ["[]", r#"["v", "g0", 65536]"#, "null", "7"] {
+        let r = call(&d, "POST", "/v1/volumes", Some(body));
+        refused(&r, 400, "invalid", "invalid JSON body: expected an object");
+    }
+    let r = call(&d, "POST", "/v1/copies/vol0/restore", Some("[]"));
+    refused(&r, 400, "invalid", "invalid JSON body: expected an object");
+    let body = r#"{"read_error_at": [0, 512]}"#;
+    let r = call(&d, "POST", "/v1/disks/d0/inject", Some(body));
+    refused(
+        &r,
+        400,
+        "invalid",
+        "read_error_at: invalid type: sequence, expected an object",
+    );
+    let r = call(
+        &d,
+        "POST",
+        "/v1/disks",
+        Some(r#"{"name": "d9", "size": 4194304, "colour": 1}"#),
+    );
+    refused(&r, 400, "invalid", "unknown field `colour`");
+    let r = call(&d, "GET", "/v1/jobs/-1", None);
+    refused(&r, 400, "invalid", "invalid job id \"-1\"");
+    let r = call(&d, "GET", "/v1/disks/d%FF", None);
+    assert!(matches!(r.status, 400 | 404), "{}", r.body);
+    assert!(r.content_type == "application/json", "{}", r.body);
+}
+
+/// One raw request with a content type; the whole answer.
+fn raw(d: &harness::Daemon, head: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(d.pool.join("api.sock")).unwrap();
+    let head = format!(
+        "{head}\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    // A body over the limit is answered before it is all sent.
+    let _ = c.write_all(body);
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn the_daemon_answers_content_types_and_oversized_bodies_with_json() {
+    let (_dir, d) = daemon();
+    let form = "POST /v1/disks HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded";
+    let answer = raw(&d, form, b"name=d9&size=4194304");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains("content-type: application/json"),
+        "{answer}"
+    );
+    assert!(answer.ends_with(r#"{"kind":"invalid","message":"invalid JSON body: expected an object (see /openapi.json for its fields)"}"#), "{answer}");
+    // The content type is not required: `curl -d '{...}'` works as typed.
+    let text = "POST /v1/disks HTTP/1.1\r\nContent-Type: text/plain";
+    let answer = raw(&d, text, br#"{"name": "d9", "size": 4194304}"#);
+    assert!(answer.starts_with("HTTP/1.1 201 "), "{answer}");
+    let big = vec![b' '; 3 << 20];
+    let answer = raw(
+        &d,
+        "POST /v1/volumes HTTP/1.1\r\nContent-Type: application/json",
+        &big,
+    );
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(
+        answer.ends_with(r#"{"kind":"invalid","message":"the request body is larger than 2 MiB"}"#),
+        "{answer}"
+    );
+    let answer = raw(&d, "DELETE /v1/pool HTTP/1.1", b"");
+    assert!(answer.starts_with("HTTP/1.1 405 "), "{answer}");
+    assert!(answer.contains("allow: GET,HEAD"), "{answer}");
+    assert!(answer.contains(r#""kind":"invalid""#), "{answer}");
+}
+
+/// `POST /v1/disks` with `path`: a path that is not there or is a
+/// directory is the client's mistake (it was a 500 `io`): 422, saying what
+/// the path is.
+#[test]
+fn the_daemon_refuses_a_disk_path_that_is_missing_or_a_directory_with_4xx() {
+    let (dir, d) = daemon();
+    let missing = dir.path().join("no-such-file");
+    let folder = dir.path().to_path_buf();
+    for path in [missing, folder, "/".into()] {
+        let body = format!(r#"{{"name": "x", "path": "{}"}}"#, path.display());
+        let r = call(&d, "POST", "/v1/disks", Some(&body));
+        assert_eq!(r.status, 422, "{}: {}", path.display(), r.body);
+        let (kind, message) = r.error();
+        assert_eq!(kind, "invalid", "{}", r.body);
+        assert!(
+            message.contains("does not exist") || message.contains("is a directory"),
+            "{message}"
+        );
+    }
 }

@@ -189,3 +189,124 @@ fn checked_in_openapi_json_matches_the_code() {
          and review the change before committing it"
     );
 }
+
+#[test]
+fn every_operation_documents_the_answers_it_can_give() {
+    let doc = doc();
+    for (method, path) in ROUTES {
+        let op = &doc["paths"][path][method];
+        let id = format!("{method} {path}");
+        let answers = op["responses"].as_object().unwrap();
+        let has = |status: &str| answers.contains_key(status);
+        assert!(has("500") && has("503"), "{id}: the machine's faults");
+        let takes_input = op["parameters"].is_array() || op["requestBody"].is_object();
+        assert_eq!(has("400"), takes_input, "{id}: 400 iff it takes input");
+        assert_eq!(has("413"), op["requestBody"].is_object(), "{id}: 413");
+        assert!(!has("507"), "{id}: no_space is a 409 now");
+        for status in answers.keys() {
+            assert!(status.starts_with(['2', '4', '5']), "{id}: {status}");
+        }
+    }
+}
+
+#[test]
+fn names_and_sizes_carry_the_engine_rules() {
+    let doc = doc();
+    let schemas = &doc["components"]["schemas"];
+    let name = &schemas["Name"];
+    assert_eq!(name["pattern"], ferrosan::engine::limits::NAME_PATTERN);
+    assert_eq!(
+        (name["minLength"].as_u64(), name["maxLength"].as_u64()),
+        (Some(1), Some(64))
+    );
+    let named = "#/components/schemas/Name";
+    for (schema, field) in [
+        ("DiskAddRequest", "name"),
+        ("GroupCreateRequest", "name"),
+        ("VolumeCreateRequest", "name"),
+        ("VolumeCreateRequest", "group"),
+        ("CopyCreateRequest", "name"),
+        ("CopyCreateRequest", "source"),
+        ("DiskReplaceRequest", "new"),
+    ] {
+        let prop = &schemas[schema]["properties"][field];
+        assert_eq!(prop["$ref"], named, "{schema}.{field}");
+    }
+    let disks = &schemas["GroupCreateRequest"]["properties"]["disks"];
+    assert_eq!(
+        (disks["items"]["$ref"].as_str(), disks["minItems"].as_u64()),
+        (Some(named), Some(1))
+    );
+    let tracks = schemas["TrackSize"]["enum"].as_array().unwrap();
+    assert_eq!(
+        (tracks.first(), tracks.last()),
+        (Some(&4096.into()), Some(&(1 << 20).into()))
+    );
+    assert_eq!(schemas["StripeSize"]["enum"].as_array().unwrap().len(), 13);
+    let size = &schemas["DiskAddRequest"]["properties"]["size"];
+    assert_eq!(size["minimum"], 2 << 20);
+    for (method, path) in ROUTES.iter().filter(|(_, p)| p.contains("{name}")) {
+        let param = &doc["paths"][path][method]["parameters"][0];
+        assert_eq!(param["schema"]["$ref"], named, "{method} {path}");
+    }
+}
+
+#[test]
+fn no_schema_uses_tuples() {
+    fn walk(v: &Value, at: &str) {
+        match v {
+            Value::Object(m) => {
+                assert!(!m.contains_key("prefixItems"), "{at} is a tuple");
+                assert!(
+                    !m.get("items").is_some_and(Value::is_array),
+                    "{at}: array items"
+                );
+                m.iter().for_each(|(k, v)| walk(v, &format!("{at}/{k}")));
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, at)),
+            _ => {}
+        }
+    }
+    let doc = doc();
+    walk(&doc, "");
+    let extents = &doc["components"]["schemas"]["VolumeInfo"]["properties"]["extents"];
+    assert_eq!(extents["items"]["$ref"], "#/components/schemas/Span");
+}
+
+#[test]
+fn links_name_operations_parameters_and_fields_that_exist() {
+    let doc = doc();
+    let mut ops = std::collections::BTreeMap::new();
+    for (method, path) in ROUTES {
+        let op = &doc["paths"][path][method];
+        ops.insert(op["operationId"].as_str().unwrap().to_owned(), op.clone());
+    }
+    let mut links = 0;
+    for op in ops.values() {
+        for answer in op["responses"].as_object().unwrap().values() {
+            let Some(all) = answer["links"].as_object() else {
+                continue;
+            };
+            for (name, link) in all {
+                links += 1;
+                let to = &ops[link["operationId"].as_str().unwrap()];
+                for param in link["parameters"].as_object().into_iter().flatten() {
+                    let params = to["parameters"].as_array().unwrap();
+                    assert!(
+                        params.iter().any(|p| p["name"] == *param.0),
+                        "{name}: {param:?}"
+                    );
+                }
+                for field in link["requestBody"].as_object().into_iter().flatten() {
+                    let schema = to["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                        .unwrap();
+                    let props = &doc["components"]["schemas"][schema]["properties"];
+                    assert!(props[field.0].is_object(), "{name}: {schema}.{}", field.0);
+                }
+            }
+        }
+    }
+    assert!(links >= 20, "{links} links");
+}

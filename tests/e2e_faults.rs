@@ -81,7 +81,7 @@ fn health(d: &Daemon, group: &str) -> (String, Vec<String>) {
 /// sits on every leg).
 fn volume_start(d: &Daemon, vol: &str) -> u64 {
     let v = d.json(&["volume", "show", vol]);
-    v["extents"][0][0]
+    v["extents"][0]["offset"]
         .as_u64()
         .unwrap_or_else(|| panic!("no extents: {v}"))
 }
@@ -243,7 +243,7 @@ fn an_injected_write_error_fails_the_raid1_leg_and_the_write_still_succeeds() {
     ]);
     assert_eq!(
         inj["faults"]["write_errors"],
-        serde_json::json!([[off, MIB]]),
+        serde_json::json!([{"offset": off, "length": MIB}]),
         "{inj}"
     );
     assert_eq!(inj["status"], "ok", "a rule alone fails nothing: {inj}");
@@ -476,8 +476,9 @@ fn clear_removes_every_rule_and_the_same_io_then_succeeds() {
         "0.5",
     ]);
     let f = d.json(&["disk", "show", "kb"])["faults"].clone();
-    assert_eq!(f["write_errors"], serde_json::json!([[woff, MIB]]), "{f}");
-    assert_eq!(f["read_errors"], serde_json::json!([[roff, MIB]]), "{f}");
+    let span = |offset: u64| serde_json::json!([{"offset": offset, "length": MIB}]);
+    assert_eq!(f["write_errors"], span(woff), "{f}");
+    assert_eq!(f["read_errors"], span(roff), "{f}");
     assert_eq!(f["error_rate"], 0.5, "{f}");
 
     let out = d.ok(&["disk", "inject", "kb", "--clear"]);

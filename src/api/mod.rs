@@ -19,8 +19,10 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod doc;
 mod error;
 mod extract;
+mod links;
 mod routes;
 mod server;
 
@@ -45,7 +47,8 @@ pub fn router(pool: Arc<Pool>) -> axum::Router {
 
 /// The API router over any dispatcher (the pool, or a simulation in tests).
 pub fn router_with(backend: Arc<dyn Dispatch>) -> axum::Router {
-    let (router, doc) = routes::api_router().split_for_parts();
+    let (router, mut doc) = routes::api_router().split_for_parts();
+    finish(&mut doc);
     let doc = Bytes::from(render(&doc));
     let serve_doc = move || {
         let doc = doc.clone();
@@ -55,6 +58,7 @@ pub fn router_with(backend: Arc<dyn Dispatch>) -> axum::Router {
         .route("/openapi.json", get(serve_doc))
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::wrong_method)
+        .layer(axum::middleware::from_fn(extract::read_whole_body))
         .with_state(routes::AppState::new(backend))
 }
 
@@ -80,7 +84,16 @@ pub async fn serve_bound(
 
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::api_router().into_openapi()
+    let mut doc = routes::api_router().into_openapi();
+    finish(&mut doc);
+    doc
+}
+
+/// What the route annotations cannot say: the answers every operation
+/// shares, and how operations chain.
+fn finish(doc: &mut utoipa::openapi::OpenApi) {
+    doc::add_common_answers(doc);
+    links::add_links(doc);
 }
 
 /// The OpenAPI document as checked in: pretty JSON with a final newline.

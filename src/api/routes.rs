@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use super::action::{Action, Dispatch};
 use super::error::ApiFailure;
 use super::extract::{Body, OptionalBody, PathParams, Query, job_id};
+use crate::engine::limits::Name;
 use crate::engine::types::*;
 
 /// What every handler shares: the dispatcher.
@@ -153,16 +154,15 @@ async fn disk_list(State(s): State<AppState>) -> Answer {
 #[utoipa::path(post, path = "/v1/disks", tag = "disks", request_body = DiskAddRequest,
     responses(
         (status = 201, description = "The disk, added", body = DiskInfo),
-        (status = 400, description = "Bad request: neither or both of size and path, bad size", body = ApiError),
-        (status = 409, description = "A disk of that name or path exists", body = ApiError),
-        (status = 507, description = "No space for the disk file", body = ApiError)))]
+        (status = 409, description = "A disk of that name or path exists, or no space for the disk file", body = ApiError),
+        (status = 422, description = "Neither or both of size and path, a size too small, a bad name", body = ApiError)))]
 async fn disk_add(State(s): State<AppState>, Body(req): Body<DiskAddRequest>) -> Answer {
     s.run(Action::DiskAdd(req), StatusCode::CREATED).await
 }
 
 /// One disk.
 #[utoipa::path(get, path = "/v1/disks/{name}", tag = "disks",
-    params(("name" = String, Path, description = "Disk name")),
+    params(("name" = Name, Path, description = "Disk name")),
     responses(
         (status = 200, description = "The disk", body = DiskInfo),
         (status = 404, description = "No such disk", body = ApiError)))]
@@ -172,7 +172,7 @@ async fn disk_get(State(s): State<AppState>, PathParams(name): PathParams<String
 
 /// Remove a disk that is in no group.
 #[utoipa::path(delete, path = "/v1/disks/{name}", tag = "disks",
-    params(("name" = String, Path, description = "Disk name")),
+    params(("name" = Name, Path, description = "Disk name")),
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No such disk", body = ApiError),
@@ -185,13 +185,13 @@ async fn disk_remove(State(s): State<AppState>, PathParams(name): PathParams<Str
 /// Mark a disk failed: its group runs degraded. Refused (409) when the
 /// group would stop serving, unless `force`.
 #[utoipa::path(post, path = "/v1/disks/{name}/fail", tag = "disks",
-    params(("name" = String, Path, description = "Disk name")),
+    params(("name" = Name, Path, description = "Disk name")),
     request_body = Option<DiskFailRequest>,
     responses(
         (status = 200, description = "The disk, failed", body = DiskInfo),
-        (status = 400, description = "Not a group member, or a bad body", body = ApiError),
         (status = 404, description = "No such disk", body = ApiError),
-        (status = 409, description = "Failing it would stop its group (use force), or it has failed already", body = ApiError)))]
+        (status = 409, description = "Failing it would stop its group (use force), or it has failed already", body = ApiError),
+        (status = 422, description = "The disk is in no group", body = ApiError)))]
 async fn disk_fail(
     State(s): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -203,12 +203,12 @@ async fn disk_fail(
 /// Take back a disk that failed while its data was current: it rejoins its
 /// slot, and a job resyncs only what was written while it was out.
 #[utoipa::path(post, path = "/v1/disks/{name}/reinstate", tag = "disks",
-    params(("name" = String, Path, description = "Disk name")),
+    params(("name" = Name, Path, description = "Disk name")),
     responses(
         (status = 202, description = "Reinstated; the resync job, if anything was written meanwhile", body = DiskReinstateInfo),
-        (status = 400, description = "The disk is missing or unusable, or has nothing to reinstate", body = ApiError),
         (status = 404, description = "No such disk", body = ApiError),
-        (status = 409, description = "Its data is incomplete, or another disk must come back first", body = ApiError)))]
+        (status = 409, description = "Its data is incomplete, or another disk must come back first", body = ApiError),
+        (status = 422, description = "The disk is missing or unusable, or has nothing to reinstate", body = ApiError)))]
 async fn disk_reinstate(State(s): State<AppState>, PathParams(name): PathParams<String>) -> Answer {
     s.run(Action::DiskReinstate(name), StatusCode::ACCEPTED)
         .await
@@ -216,13 +216,13 @@ async fn disk_reinstate(State(s): State<AppState>, PathParams(name): PathParams<
 
 /// Replace a group member by another disk: starts a rebuild or copy job.
 #[utoipa::path(post, path = "/v1/disks/{name}/replace", tag = "disks",
-    params(("name" = String, Path, description = "The disk to replace")),
+    params(("name" = Name, Path, description = "The disk to replace")),
     request_body = DiskReplaceRequest,
     responses(
         (status = 202, description = "The job, started", body = JobInfo),
-        (status = 400, description = "The new disk cannot take the old one's place", body = ApiError),
         (status = 404, description = "No such disk", body = ApiError),
-        (status = 409, description = "A disk is busy", body = ApiError)))]
+        (status = 409, description = "A disk is busy", body = ApiError),
+        (status = 422, description = "The new disk is not there or cannot take the old one's place", body = ApiError)))]
 async fn disk_replace(
     State(s): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -234,12 +234,12 @@ async fn disk_replace(
 
 /// Change a disk's fault rules (daemon started with `--fault-injection`).
 #[utoipa::path(post, path = "/v1/disks/{name}/inject", tag = "disks",
-    params(("name" = String, Path, description = "Disk name")),
+    params(("name" = Name, Path, description = "Disk name")),
     request_body = InjectRequest,
     responses(
         (status = 200, description = "The disk with its rules", body = DiskInfo),
-        (status = 400, description = "Bad rule, or fault injection is off", body = ApiError),
-        (status = 404, description = "No such disk", body = ApiError)))]
+        (status = 404, description = "No such disk", body = ApiError),
+        (status = 422, description = "Bad rule, or fault injection is off", body = ApiError)))]
 async fn disk_inject(
     State(s): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -261,16 +261,16 @@ async fn group_list(State(s): State<AppState>) -> Answer {
 #[utoipa::path(post, path = "/v1/groups", tag = "groups", request_body = GroupCreateRequest,
     responses(
         (status = 201, description = "The group, created", body = GroupInfo),
-        (status = 400, description = "Wrong number of disks, bad stripe size", body = ApiError),
         (status = 404, description = "A disk named does not exist", body = ApiError),
-        (status = 409, description = "The name exists, or a disk is in use", body = ApiError)))]
+        (status = 409, description = "The name exists, or a disk is in use", body = ApiError),
+        (status = 422, description = "Wrong number of disks for the level, a disk named twice, failed or too small", body = ApiError)))]
 async fn group_create(State(s): State<AppState>, Body(req): Body<GroupCreateRequest>) -> Answer {
     s.run(Action::GroupCreate(req), StatusCode::CREATED).await
 }
 
 /// One RAID group with its members.
 #[utoipa::path(get, path = "/v1/groups/{name}", tag = "groups",
-    params(("name" = String, Path, description = "Group name")),
+    params(("name" = Name, Path, description = "Group name")),
     responses(
         (status = 200, description = "The group", body = GroupInfo),
         (status = 404, description = "No such group", body = ApiError)))]
@@ -280,7 +280,7 @@ async fn group_get(State(s): State<AppState>, PathParams(name): PathParams<Strin
 
 /// Delete a group that holds no volume; its disks become free.
 #[utoipa::path(delete, path = "/v1/groups/{name}", tag = "groups",
-    params(("name" = String, Path, description = "Group name")),
+    params(("name" = Name, Path, description = "Group name")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such group", body = ApiError),
@@ -292,13 +292,13 @@ async fn group_delete(State(s): State<AppState>, PathParams(name): PathParams<St
 
 /// Append disks to a concat group.
 #[utoipa::path(post, path = "/v1/groups/{name}/extend", tag = "groups",
-    params(("name" = String, Path, description = "Group name")),
+    params(("name" = Name, Path, description = "Group name")),
     request_body = GroupExtendRequest,
     responses(
         (status = 200, description = "The group, extended", body = GroupInfo),
-        (status = 400, description = "Not a concat group, or no disks", body = ApiError),
-        (status = 404, description = "No such group or disk", body = ApiError),
-        (status = 409, description = "A disk is in use", body = ApiError)))]
+        (status = 404, description = "No such group", body = ApiError),
+        (status = 409, description = "A disk is in use, or the group has a job running", body = ApiError),
+        (status = 422, description = "Not a concat group, or a disk not there, named twice or failed", body = ApiError)))]
 async fn group_extend(
     State(s): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -320,17 +320,16 @@ async fn volume_list(State(s): State<AppState>) -> Answer {
 #[utoipa::path(post, path = "/v1/volumes", tag = "volumes", request_body = VolumeCreateRequest,
     responses(
         (status = 201, description = "The volume, created", body = VolumeInfo),
-        (status = 400, description = "Bad size or track size", body = ApiError),
         (status = 404, description = "No such group", body = ApiError),
-        (status = 409, description = "A volume of that name exists", body = ApiError),
-        (status = 507, description = "Not enough free space in the group", body = ApiError)))]
+        (status = 409, description = "A volume of that name exists, or the group has not that much free space", body = ApiError),
+        (status = 422, description = "The size is not a whole number of tracks", body = ApiError)))]
 async fn volume_create(State(s): State<AppState>, Body(req): Body<VolumeCreateRequest>) -> Answer {
     s.run(Action::VolumeCreate(req), StatusCode::CREATED).await
 }
 
 /// One volume.
 #[utoipa::path(get, path = "/v1/volumes/{name}", tag = "volumes",
-    params(("name" = String, Path, description = "Volume name")),
+    params(("name" = Name, Path, description = "Volume name")),
     responses(
         (status = 200, description = "The volume", body = VolumeInfo),
         (status = 404, description = "No such volume", body = ApiError)))]
@@ -350,7 +349,7 @@ struct DeleteVolumeQuery {
 
 /// Delete a volume and its data.
 #[utoipa::path(delete, path = "/v1/volumes/{name}", tag = "volumes",
-    params(("name" = String, Path, description = "Volume name"), DeleteVolumeQuery),
+    params(("name" = Name, Path, description = "Volume name"), DeleteVolumeQuery),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such volume", body = ApiError),
@@ -369,13 +368,13 @@ async fn volume_delete(
 
 /// Grow a volume to a new size.
 #[utoipa::path(post, path = "/v1/volumes/{name}/grow", tag = "volumes",
-    params(("name" = String, Path, description = "Volume name")),
+    params(("name" = Name, Path, description = "Volume name")),
     request_body = VolumeGrowRequest,
     responses(
         (status = 200, description = "The volume, grown", body = VolumeInfo),
-        (status = 400, description = "The new size is not larger, or not a whole number of tracks", body = ApiError),
         (status = 404, description = "No such volume", body = ApiError),
-        (status = 507, description = "Not enough free space in the group", body = ApiError)))]
+        (status = 409, description = "The group has not that much free space, or the volume has instant copies", body = ApiError),
+        (status = 422, description = "The new size is smaller, or not a whole number of tracks", body = ApiError)))]
 async fn volume_grow(
     State(s): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -409,6 +408,7 @@ async fn job_get(State(s): State<AppState>, PathParams(id): PathParams<String>) 
     params(("id" = u64, Path, description = "Job id")),
     responses(
         (status = 200, description = "The job, paused", body = JobInfo),
+        (status = 400, description = "The id is not a number", body = ApiError),
         (status = 404, description = "No such job", body = ApiError),
         (status = 409, description = "The job has finished", body = ApiError)))]
 async fn job_pause(State(s): State<AppState>, PathParams(id): PathParams<String>) -> Answer {
@@ -420,6 +420,7 @@ async fn job_pause(State(s): State<AppState>, PathParams(id): PathParams<String>
     params(("id" = u64, Path, description = "Job id")),
     responses(
         (status = 200, description = "The job, running", body = JobInfo),
+        (status = 400, description = "The id is not a number", body = ApiError),
         (status = 404, description = "No such job", body = ApiError),
         (status = 409, description = "The job has finished", body = ApiError)))]
 async fn job_resume(State(s): State<AppState>, PathParams(id): PathParams<String>) -> Answer {
@@ -431,6 +432,7 @@ async fn job_resume(State(s): State<AppState>, PathParams(id): PathParams<String
     params(("id" = u64, Path, description = "Job id")),
     responses(
         (status = 200, description = "The job, cancelled", body = JobInfo),
+        (status = 400, description = "The id is not a number", body = ApiError),
         (status = 404, description = "No such job", body = ApiError),
         (status = 409, description = "The job has finished", body = ApiError)))]
 async fn job_cancel(State(s): State<AppState>, PathParams(id): PathParams<String>) -> Answer {
@@ -443,7 +445,7 @@ async fn job_cancel(State(s): State<AppState>, PathParams(id): PathParams<String
     request_body = JobRateRequest,
     responses(
         (status = 200, description = "The job with its new limit", body = JobInfo),
-        (status = 400, description = "The rate is below the floor", body = ApiError),
+        (status = 400, description = "The id is not a number", body = ApiError),
         (status = 404, description = "No such job", body = ApiError)))]
 async fn job_rate(
     State(s): State<AppState>,
@@ -468,17 +470,16 @@ async fn copy_list(State(s): State<AppState>) -> Answer {
 #[utoipa::path(post, path = "/v1/copies", tag = "copies", request_body = CopyCreateRequest,
     responses(
         (status = 201, description = "The copy, created", body = CopyInfo),
-        (status = 400, description = "Bad mode or metadata scheme, or a mode the source's family does not use", body = ApiError),
         (status = 404, description = "No such source volume or group", body = ApiError),
-        (status = 409, description = "A volume of that name exists", body = ApiError),
-        (status = 507, description = "No space for the copy's metadata or new space", body = ApiError)))]
+        (status = 409, description = "A volume of that name exists, or no space for the copy's metadata or new space", body = ApiError),
+        (status = 422, description = "A mode the source's family does not use, or a bad name", body = ApiError)))]
 async fn copy_create(State(s): State<AppState>, Body(req): Body<CopyCreateRequest>) -> Answer {
     s.run(Action::CopyCreate(req), StatusCode::CREATED).await
 }
 
 /// One instant copy.
 #[utoipa::path(get, path = "/v1/copies/{name}", tag = "copies",
-    params(("name" = String, Path, description = "Copy name")),
+    params(("name" = Name, Path, description = "Copy name")),
     responses(
         (status = 200, description = "The copy", body = CopyInfo),
         (status = 404, description = "No such copy", body = ApiError)))]
@@ -490,7 +491,7 @@ async fn copy_get(State(s): State<AppState>, PathParams(name): PathParams<String
 /// When the last copy goes, a job folds the original's data back into its
 /// initial area: the answer names it.
 #[utoipa::path(delete, path = "/v1/copies/{name}", tag = "copies",
-    params(("name" = String, Path, description = "Copy name")),
+    params(("name" = Name, Path, description = "Copy name")),
     responses(
         (status = 200, description = "Deleted; the job folding data back, if any", body = CopyDeleteInfo),
         (status = 404, description = "No such copy", body = ApiError),
@@ -502,13 +503,13 @@ async fn copy_delete(State(s): State<AppState>, PathParams(name): PathParams<Str
 /// Return the copy's source to the copy's image, at once; a job moves the
 /// data that must move.
 #[utoipa::path(post, path = "/v1/copies/{name}/restore", tag = "copies",
-    params(("name" = String, Path, description = "Copy name")),
+    params(("name" = Name, Path, description = "Copy name")),
     request_body = Option<CopyRestoreRequest>,
     responses(
         (status = 202, description = "Restored; the job moving data, if any", body = CopyRestoreInfo),
-        (status = 400, description = "A field in the body", body = ApiError),
         (status = 404, description = "No such copy", body = ApiError),
-        (status = 409, description = "The source or the copy is busy, or NBD clients use the source: use force", body = ApiError)))]
+        (status = 409, description = "The source or the copy is busy, or NBD clients use the source: use force", body = ApiError),
+        (status = 422, description = "The copy cannot be restored onto its source", body = ApiError)))]
 async fn copy_restore(
     State(s): State<AppState>,
     PathParams(name): PathParams<String>,
@@ -522,13 +523,13 @@ async fn copy_restore(
 /// tracks of new data of each, and starts a job moving one set into the
 /// initial area (US 6,779,094 claims 7-9).
 #[utoipa::path(post, path = "/v1/copies/{name}/split", tag = "copies",
-    params(("name" = String, Path, description = "Copy name")),
+    params(("name" = Name, Path, description = "Copy name")),
     request_body = Option<CopySplitRequest>,
     responses(
         (status = 202, description = "What was measured; the job, if anything moves", body = CopySplitInfo),
-        (status = 400, description = "Bad policy", body = ApiError),
         (status = 404, description = "No such copy", body = ApiError),
-        (status = 409, description = "The copy is busy or already separate", body = ApiError)))]
+        (status = 409, description = "The copy is busy or already separate", body = ApiError),
+        (status = 422, description = "The copy cannot be split from its original", body = ApiError)))]
 async fn copy_split(
     State(s): State<AppState>,
     PathParams(name): PathParams<String>,

@@ -21,8 +21,12 @@ use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 )]
 pub struct FaultRules {
     /// Reads overlapping any (offset, length) range fail.
+    #[serde(with = "crate::json::spans")]
+    #[schema(value_type = Vec<crate::json::Span>)]
     pub read_errors: Vec<(u64, u64)>,
     /// Writes overlapping any (offset, length) range fail.
+    #[serde(with = "crate::json::spans")]
+    #[schema(value_type = Vec<crate::json::Span>)]
     pub write_errors: Vec<(u64, u64)>,
     /// Probability (0..=1) that any I/O fails.
     pub error_rate: f64,

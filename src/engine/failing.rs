@@ -91,7 +91,11 @@ impl Pool {
             }
             (group, slot, Arc::clone(&g.raid))
         };
-        raid.fail_member(slot)?;
+        if force {
+            raid.force_fail_member(slot)?;
+        } else {
+            raid.fail_member(slot)?;
+        }
         self.record_member_failed(&group, slot, "failed by the administrator (disk fail)")?;
         self.disk_get(name)
     }

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Weak};
 
+use super::limits::{STRIPE_SIZES, is_power_in, named_in_body};
 use super::types::*;
 use super::{GroupEntry, Pool, State, check_name};
 use crate::error::{Error, ErrorKind, Result};
@@ -257,7 +258,7 @@ impl Pool {
     pub fn group_create(&self, req: GroupCreateRequest) -> Result<GroupInfo> {
         check_name("group", &req.name)?;
         let stripe = req.stripe_size.unwrap_or(DEFAULT_STRIPE);
-        if !stripe.is_power_of_two() || !(4096..=(16 << 20)).contains(&stripe) {
+        if !is_power_in(stripe, &STRIPE_SIZES) {
             return Err(Error::invalid(format!(
                 "stripe size {} must be a power of two between 4 KiB and 16 MiB",
                 crate::units::format_exact(stripe)
@@ -386,7 +387,7 @@ impl Pool {
                 "group {name} has a job running: wait for it first"
             )));
         }
-        let sizes = Self::check_free_disks(&st, &req.disks)?;
+        let sizes = Self::check_free_disks(&st, &req.disks).map_err(named_in_body)?;
         let mut rec = g.rec.clone();
         for (d, s) in req.disks.iter().zip(sizes) {
             rec.slots.push(SlotRecord {

@@ -107,13 +107,32 @@ impl Pool {
                         self.jobs.add_finished(j);
                     }
                 }
-                JobKind::Rebuild { group, slot, .. } => {
-                    let live = self.lock().groups.get(group).is_some_and(|g| {
-                        g.rec.slots.get(*slot).map(|s| &s.state)
-                            == Some(&SlotState::Rebuilding { job: j.id })
+                JobKind::Rebuild {
+                    group, slot, disk, ..
+                } => {
+                    let slot_now = self.lock().groups.get(group).and_then(|g| {
+                        g.rec
+                            .slots
+                            .get(*slot)
+                            .map(|s| (s.state.clone(), s.disk.clone()))
                     });
+                    let live = slot_now
+                        .as_ref()
+                        .is_some_and(|s| s.0 == SlotState::Rebuilding { job: j.id });
+                    // Its last step committed the slot, and the stop came
+                    // before the job's own record said so.
+                    let finished = slot_now
+                        .as_ref()
+                        .is_some_and(|s| s.0 == SlotState::Ok && s.1.as_ref() == Some(disk));
                     if live {
                         resumes.push(j);
+                    } else if finished {
+                        let mut j = j;
+                        j.state = crate::engine::types::JobState::Done;
+                        j.done = j.total;
+                        j.message = Some("it had finished at the last stop".into());
+                        self.meta.write(true, |tx| tx.put_job(&j))?;
+                        self.jobs.add_finished(j);
                     } else {
                         let mut j = j;
                         j.state = crate::engine::types::JobState::Failed;

@@ -22,6 +22,7 @@ mod disks;
 pub mod exports;
 mod failing;
 mod groups;
+pub mod limits;
 mod load;
 mod rebuild;
 mod space;
@@ -45,6 +46,8 @@ use crate::stack::raid::{Health, RaidDev};
 use crate::stack::switch::Switch;
 use crate::stack::volume::VolumeDev;
 use types::*;
+
+pub(crate) use limits::check_name;
 
 /// Name of the pool database inside the pool directory.
 pub const DB_FILE: &str = "ferrosan.redb";
@@ -126,23 +129,6 @@ pub struct Pool {
     nbd_unix: Mutex<PathBuf>,
     /// Group space held outside volume records (copy stores, discards).
     held: Mutex<space::HeldSpace>,
-}
-
-/// Checks a user-given name of a disk, group or volume.
-pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "invalid {what} name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-        )))
-    }
 }
 
 impl Pool {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::Pool;
 use super::groups::is_redundant;
+use super::limits::named_in_body;
 use super::types::*;
 use crate::error::{Error, ErrorKind, Result};
 use crate::jobs::{MakeWork, Work};
@@ -310,6 +311,7 @@ impl Pool {
         let (group, slot) = {
             let st = self.lock();
             Self::disk_entry(&st, old)?;
+            Self::disk_entry(&st, &req.new).map_err(named_in_body)?;
             Self::disk_slot(&st, old).ok_or_else(|| {
                 Error::invalid(format!("disk {old} is in no group: nothing to replace"))
             })?

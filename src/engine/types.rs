@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::limits::{Name, StripeSize, TrackSize};
 use crate::disk::{CounterSnapshot, FaultRules};
+use crate::json::{object_opt, whole, whole_opt};
 
 /// RAID level of a group (seed 002, table T1 column "RAID LEVEL").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -117,11 +119,15 @@ impl std::fmt::Display for DiskStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskAddRequest {
+    #[schema(value_type = Name)]
     pub name: String,
-    /// Create a sparse file of this many bytes in the pool.
+    /// Create a sparse file of this many bytes in the pool (at least 2 MiB:
+    /// the label area and 1 MiB of data).
+    #[serde(default, deserialize_with = "whole_opt")]
+    #[schema(minimum = 2097152)]
     pub size: Option<u64>,
-    /// Adopt this existing file or block device instead.
-    #[schema(value_type = Option<String>)]
+    /// Adopt this existing file or block device instead (an absolute path).
+    #[schema(value_type = Option<String>, pattern = "^/")]
     pub path: Option<PathBuf>,
     /// Add as a hot spare.
     #[serde(default)]
@@ -182,6 +188,7 @@ pub struct DiskInfo {
 #[serde(deny_unknown_fields)]
 pub struct DiskReplaceRequest {
     /// The disk to rebuild onto (a free disk or a spare).
+    #[schema(value_type = Name)]
     pub new: String,
 }
 
@@ -189,8 +196,10 @@ pub struct DiskReplaceRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ByteRange {
+    #[serde(deserialize_with = "whole")]
     pub offset: u64,
     /// Defaults to 512 bytes.
+    #[serde(default, deserialize_with = "whole_opt")]
     pub length: Option<u64>,
 }
 
@@ -198,9 +207,12 @@ pub struct ByteRange {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InjectRequest {
+    #[serde(default, deserialize_with = "object_opt")]
     pub read_error_at: Option<ByteRange>,
+    #[serde(default, deserialize_with = "object_opt")]
     pub write_error_at: Option<ByteRange>,
     /// Probability 0..=1 that any I/O fails.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub error_rate: Option<f64>,
     #[serde(default)]
     pub vanish: bool,
@@ -215,10 +227,15 @@ pub struct InjectRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupCreateRequest {
+    #[schema(value_type = Name)]
     pub name: String,
     pub raid: RaidLevelName,
+    /// Free disks, in slot order (raid1 needs 2 or more, raid5 3 or more).
+    #[schema(value_type = Vec<Name>, min_items = 1)]
     pub disks: Vec<String>,
     /// Bytes per strip; default 64 KiB.
+    #[serde(default, deserialize_with = "whole_opt")]
+    #[schema(value_type = Option<StripeSize>)]
     pub stripe_size: Option<u64>,
 }
 
@@ -226,6 +243,7 @@ pub struct GroupCreateRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupExtendRequest {
+    #[schema(value_type = Vec<Name>, min_items = 1)]
     pub disks: Vec<String>,
 }
 
@@ -271,10 +289,17 @@ pub struct GroupInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeCreateRequest {
+    #[schema(value_type = Name)]
     pub name: String,
+    #[schema(value_type = Name)]
     pub group: String,
+    /// Bytes: a whole number of tracks (so of 4 KiB at least).
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 4096, multiple_of = 4096)]
     pub size: u64,
     /// Track size (power of two, 4 KiB..=1 MiB); default 64 KiB.
+    #[serde(default, deserialize_with = "whole_opt")]
+    #[schema(value_type = Option<TrackSize>)]
     pub track_size: Option<u64>,
     #[serde(default)]
     pub read_only: bool,
@@ -284,6 +309,10 @@ pub struct VolumeCreateRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeGrowRequest {
+    /// Bytes: a whole number of tracks (so of 4 KiB at least), not below
+    /// the volume's size.
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 4096, multiple_of = 4096)]
     pub size: u64,
 }
 
@@ -299,7 +328,9 @@ pub struct VolumeInfo {
     pub connections: usize,
     /// How to reach it, e.g. `nbd://127.0.0.1:10809/vol0`.
     pub export: String,
-    /// (group offset, length) pieces of the group it occupies.
+    /// Pieces of the group's address space it occupies, in volume order.
+    #[serde(with = "crate::json::spans")]
+    #[schema(value_type = Vec<crate::json::Span>)]
     pub extents: Vec<(u64, u64)>,
 }
 
@@ -365,6 +396,7 @@ pub struct JobInfo {
 #[serde(deny_unknown_fields)]
 pub struct JobRateRequest {
     /// Bytes per second; 0 removes the limit.
+    #[serde(deserialize_with = "whole")]
     pub bytes_per_sec: u64,
 }
 
@@ -416,8 +448,10 @@ impl std::str::FromStr for CopyMode {
 #[serde(deny_unknown_fields)]
 pub struct CopyCreateRequest {
     /// The volume (or copy) to copy.
+    #[schema(value_type = Name)]
     pub source: String,
     /// Name of the new copy (a new volume).
+    #[schema(value_type = Name)]
     pub name: String,
     /// Default: row (or the mode the source's family already uses).
     pub mode: Option<CopyMode>,
@@ -426,6 +460,7 @@ pub struct CopyCreateRequest {
     #[serde(default)]
     pub read_only: bool,
     /// Group the new space comes from; default the source's group.
+    #[schema(value_type = Option<Name>)]
     pub pool_group: Option<String>,
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::groups::row_bytes;
+use super::limits::{TRACK_SIZES, is_power_in};
 use super::types::*;
 use super::{Pool, State, VolumeEntry, check_name};
 use crate::error::{Error, ErrorKind, Result};
@@ -142,7 +143,7 @@ impl Pool {
     pub fn volume_create(&self, req: VolumeCreateRequest) -> Result<VolumeInfo> {
         check_name("volume", &req.name)?;
         let track = req.track_size.unwrap_or(DEFAULT_TRACK);
-        if !track.is_power_of_two() || !(4096..=(1 << 20)).contains(&track) {
+        if !is_power_in(track, &TRACK_SIZES) {
             return Err(Error::invalid(format!(
                 "track size {} must be a power of two between 4 KiB and 1 MiB",
                 format_exact(track)

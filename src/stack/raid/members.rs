@@ -91,6 +91,16 @@ impl Slot {
         }
     }
 
+    /// Whether some rows of this member hold no current data: failed, or
+    /// rebuilt onto a new device (a hot replace still has its old one).
+    fn is_missing(&self) -> bool {
+        match self.state {
+            MemberState::Ok => false,
+            MemberState::Failed => true,
+            MemberState::Rebuilding { .. } => self.old.is_none(),
+        }
+    }
+
     /// Every device a write must reach.
     fn targets(&self) -> Vec<Dev> {
         self.dev.iter().chain(self.old.iter()).cloned().collect()
@@ -328,12 +338,29 @@ impl Members {
         })
     }
 
-    /// Admin fail: stops using slot `idx` at once.
-    pub(super) fn fail(&self, idx: usize) -> Result<()> {
+    /// Admin fail: stops using slot `idx` at once, unless that would
+    /// leave more members missing than the group `survives` (a drill must
+    /// not lose data).
+    pub(super) fn fail(&self, idx: usize, survives: Option<usize>) -> Result<()> {
         let mut g = self.lock();
+        let others = g
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i != idx && s.is_missing())
+            .count();
         let slot = g
             .get_mut(idx)
             .ok_or_else(|| Error::not_found(format!("the group has no member {idx}")))?;
+        if let Some(survives) = survives
+            && slot.state != MemberState::Failed
+            && others + 1 > survives
+        {
+            return Err(Error::conflict(format!(
+                "failing member {idx} would leave {} members missing, and the group survives {survives}: \
+                 its data would be lost; replace the failed or rebuilding member first",
+                others + 1
+            )));
+        }
         *slot = Slot {
             state: MemberState::Failed,
             dev: None,

@@ -236,10 +236,19 @@ impl RaidDev {
         }
     }
 
-    /// Admin fail (drills): stops using member `idx` at once. The caller
-    /// records the new state itself.
+    /// Admin fail (drills): stops using member `idx` at once; refused
+    /// (`conflict`) when more members would be missing than the level
+    /// survives. The caller records the new state itself.
     pub fn fail_member(&self, idx: usize) -> Result<()> {
-        self.members.fail(idx)
+        self.members
+            .fail(idx, Some(self.layout.redundancy()))
+            .map_err(|e| e.context(format!("{} group", self.layout.level())))
+    }
+
+    /// Admin fail with `--force`: stops using member `idx` even if the
+    /// group then stops serving (it comes back with `disk reinstate`).
+    pub fn force_fail_member(&self, idx: usize) -> Result<()> {
+        self.members.fail(idx, None)
     }
 
     /// The error every I/O gets once the group cannot serve data.

@@ -226,6 +226,36 @@ fn replace_and_rebuild_refuse_what_cannot_work() {
     );
 }
 
+/// An admin fail never takes a group below what its level survives: a
+/// second raid5 member, a raid1's last leg, any raid0 member, or an Ok
+/// member while another is still being rebuilt.
+#[test]
+fn an_admin_fail_that_would_lose_data_is_refused() {
+    let refused = |raid: &RaidDev, idx: usize| {
+        let e = raid.fail_member(idx).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        assert!(e.message().contains("its data would be lost"), "{e}");
+    };
+    let r5 = Rig::new(RaidLevel::Raid5, 3, 8, None);
+    r5.raid.fail_member(1).unwrap();
+    r5.raid.fail_member(1).unwrap();
+    refused(&r5.raid, 0);
+    assert_eq!(r5.raid.health(), Health::Degraded);
+    r5.raid
+        .replace_member(1, Arc::new(MemDisk::new(8 * S)))
+        .unwrap();
+    refused(&r5.raid, 2);
+    r5.raid.fail_member(1).unwrap();
+
+    let r1 = Rig::new(RaidLevel::Raid1, 3, 8, None);
+    r1.raid.fail_member(0).unwrap();
+    r1.raid.fail_member(2).unwrap();
+    refused(&r1.raid, 1);
+    let r0 = Rig::new(RaidLevel::Raid0, 2, 8, None);
+    refused(&r0.raid, 0);
+    assert_eq!(r0.raid.health(), Health::Optimal);
+}
+
 /// Every row is rebuilt while a host write to that same row is in flight:
 /// the row lock must keep the copy from overwriting newer data.
 #[test]
