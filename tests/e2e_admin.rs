@@ -644,3 +644,28 @@ fn a_clean_stop_leaves_no_write_intent_marks_and_the_start_resyncs_nothing() {
     d.respawn();
     assert_eq!(resyncs(&d), before + 1, "a crash is resynced");
 }
+
+#[test]
+fn serve_beyond_loopback_warns_that_nbd_has_no_authentication() {
+    use std::io::BufRead;
+    let dir = pool_dir();
+    let mut child = Command::new(BIN)
+        .arg("--pool")
+        .arg(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ferrosan serve");
+    let err = child.stderr.take().unwrap();
+    let first = std::io::BufReader::new(err).lines().next();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = first.expect("serve printed nothing").unwrap();
+    assert!(
+        line.contains("warning")
+            && line.contains("0.0.0.0")
+            && line.contains("no authentication or encryption"),
+        "{line}"
+    );
+}
