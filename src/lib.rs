@@ -14,6 +14,7 @@
 //! See `docs/architecture.md` for the layers as built.
 
 pub mod api;
+pub mod blockdev;
 pub mod buf;
 pub mod cli;
 pub mod copy;

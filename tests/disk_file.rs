@@ -1,7 +1,7 @@
 //! The file disk engines (io_uring and synchronous) against real files.
 
+use ferrosan::blockdev::{BlockDev, ZeroFlags, read_vec, status, write_slice};
 use ferrosan::disk::{FileDisk, Label, OpenOptions};
-use ferrosan::stack::{BlockDev, ZeroFlags, read_vec, status, write_slice};
 use ferrosan::{ErrorKind, IoBuf, rt};
 
 fn label(size: u64) -> Label {

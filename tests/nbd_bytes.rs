@@ -14,9 +14,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use ferrosan::blockdev::BlockDev;
 use ferrosan::disk::MemDisk;
 use ferrosan::nbd::{ServerConfig, StaticExports};
-use ferrosan::stack::BlockDev;
 use nbd_common::*;
 
 const MIB: u64 = 1 << 20;

@@ -10,10 +10,10 @@ mod nbd_common;
 use std::process::Command;
 use std::sync::Arc;
 
+use ferrosan::blockdev::{BlockDev, read_vec, write_slice};
 use ferrosan::disk::{FileDisk, MemDisk, OpenOptions};
 use ferrosan::nbd::{ServerConfig, StaticExports};
 use ferrosan::rt;
-use ferrosan::stack::{BlockDev, read_vec, write_slice};
 use nbd_common::*;
 
 const MIB: u64 = 1 << 20;

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use ferrosan::blockdev::{BlockDev, write_slice};
 use ferrosan::disk::MemDisk;
 use ferrosan::nbd::{ServerConfig, StaticExports};
 use ferrosan::rt;
-use ferrosan::stack::{BlockDev, write_slice};
 use nbd_common::*;
 use proptest::prelude::*;
 

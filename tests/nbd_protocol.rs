@@ -8,10 +8,10 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use ferrosan::blockdev::{BlockDev, write_slice};
 use ferrosan::disk::MemDisk;
 use ferrosan::nbd::{ServerConfig, StaticExports};
 use ferrosan::rt;
-use ferrosan::stack::{BlockDev, write_slice};
 use nbd_common::*;
 
 const MIB: u64 = 1 << 20;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use ferrosan::blockdev::write_slice;
 use ferrosan::disk::MemDisk;
 use ferrosan::nbd::{ServerConfig, StaticExports};
 use ferrosan::rt;
-use ferrosan::stack::write_slice;
 use nbd_common::*;
 
 const MIB: u64 = 1 << 20;

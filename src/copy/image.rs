@@ -27,10 +27,10 @@ use tokio::sync::watch;
 use super::family::{Head, NodeId, NodeKind, Src, State, mask, runs};
 use super::map::{Entry, ZERO_SLOT};
 use super::record::{FamilyRecord, FamilySave, ImageRecord, NodeRecord};
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result, check_range};
 use crate::stack::lock::RangeLock;
-use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 
 /// How a family saves itself, durably and in one transaction: the record if
 /// it changed, the chunks and areas that changed, pages of node maps (an
@@ -1144,10 +1144,10 @@ impl ImageDev {
         let first = off.div_ceil(t_sz);
         let last = (off + len) / t_sz;
         if first >= last {
-            return crate::stack::write_zeroes_by_writing(self, off, len, flags).await;
+            return crate::blockdev::write_zeroes_by_writing(self, off, len, flags).await;
         }
         if off < first * t_sz {
-            crate::stack::write_zeroes_by_writing(
+            crate::blockdev::write_zeroes_by_writing(
                 self,
                 off,
                 first * t_sz - off,
@@ -1162,7 +1162,7 @@ impl ImageDev {
             .zero_leaf_tracks(&self.locks, &self.name, first, last)
             .await?;
         if last * t_sz < off + len {
-            crate::stack::write_zeroes_by_writing(
+            crate::blockdev::write_zeroes_by_writing(
                 self,
                 last * t_sz,
                 off + len - last * t_sz,

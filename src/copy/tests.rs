@@ -14,11 +14,11 @@ use super::image::{Family, ImageDev, Persist};
 use super::map::Scheme;
 use super::record::{FamilyRecord, FamilySave};
 use super::store::{Chunk, Grow, Store};
+use crate::blockdev::{BlockDev, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::disk::MemDisk;
 use crate::engine::types::CopyMode;
 use crate::error::{Error, ErrorKind, Result};
-use crate::stack::{BlockDev, ZeroFlags};
 
 const TRACK: u64 = 8192;
 const TRACKS: u64 = 24;

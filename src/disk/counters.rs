@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::error::Result;
-use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 
 /// Counters of one disk, shown by `disk list`.
 #[derive(Debug, Default)]

@@ -11,9 +11,9 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
-use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 
 /// The rules in force on one disk.
 #[derive(

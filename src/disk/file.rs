@@ -16,9 +16,9 @@ use super::identity::{Identity, identity_of, lock_exclusive};
 use super::label::{DATA_OFFSET, LABEL_COPIES, LABEL_SIZE, Label};
 use super::sync;
 use super::uring::{self, Completion, Op};
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, status};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result, check_range};
-use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, status};
 
 /// An open file or block device.
 pub struct FileDisk {
@@ -380,7 +380,7 @@ impl FileDisk {
                 Ok(d) => d,
                 // ENXIO: no data at or after `abs`: the rest is a hole.
                 Err(rustix::io::Errno::NXIO) => self.data_offset + end,
-                Err(_) => return Ok(crate::stack::coalesce(fallback(out, end - pos))),
+                Err(_) => return Ok(crate::blockdev::coalesce(fallback(out, end - pos))),
             };
             let data_rel = (data - self.data_offset).min(end);
             if data_rel > pos {
@@ -393,7 +393,7 @@ impl FileDisk {
             }
             let hole = match rustix::fs::seek(&*self.fd, SeekFrom::Hole(abs)) {
                 Ok(h) => h,
-                Err(_) => return Ok(crate::stack::coalesce(fallback(out, end - pos))),
+                Err(_) => return Ok(crate::blockdev::coalesce(fallback(out, end - pos))),
             };
             let hole_rel = (hole.saturating_sub(self.data_offset))
                 .min(end)
@@ -404,7 +404,7 @@ impl FileDisk {
             });
             pos = hole_rel;
         }
-        Ok(crate::stack::coalesce(out))
+        Ok(crate::blockdev::coalesce(out))
     }
 }
 
@@ -480,7 +480,7 @@ impl BlockDev for FileDisk {
                     Ok(())
                 }
                 Err(e) if e.kind() == ErrorKind::Unsupported => {
-                    crate::stack::write_zeroes_by_writing(self, off, len, flags).await
+                    crate::blockdev::write_zeroes_by_writing(self, off, len, flags).await
                 }
                 Err(e) => Err(e),
             }

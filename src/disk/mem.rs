@@ -11,9 +11,9 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, status};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result, check_range};
-use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, status};
 
 const ALLOC_GRAIN: u64 = 4096;
 
@@ -259,7 +259,7 @@ impl BlockDev for MemDisk {
                 });
                 pos = next;
             }
-            crate::stack::coalesce(out)
+            crate::blockdev::coalesce(out)
         });
         Box::pin(async move { r })
     }

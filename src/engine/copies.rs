@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::types::*;
 use super::{Pool, State, VolumeEntry, check_name};
+use crate::blockdev::{BlockDev, DevFuture};
 use crate::copy::family::{Head, NodeId, State as FamilyState};
 use crate::copy::image::{Family, ImageDev, Persist};
 use crate::copy::map::Scheme;
@@ -23,7 +24,6 @@ use crate::meta::Meta;
 use crate::meta::records::{JobKind, JobRecord, VolumeRecord, now};
 use crate::stack::gate::Closed;
 use crate::stack::switch::Switch;
-use crate::stack::{BlockDev, DevFuture};
 
 /// Share of the new space past which `copy list` warns.
 const WARN_USED: f64 = 0.8;

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use super::types::*;
 use super::{DISKS_DIR, DiskEntry, OpenDisk, Pool, State, check_name};
+use crate::blockdev::BlockDev;
 use crate::disk::identity::{first_data, identify, read_label};
 use crate::disk::{
     Counted, DATA_OFFSET, DiskCounters, FaultDisk, FaultRules, FileDisk, Label, OpenOptions,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::records::{DiskRecord, SlotState, now};
-use crate::stack::BlockDev;
 use crate::units::format_size;
 
 /// Smallest disk ferrosan accepts: label area plus 1 MiB of data.

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::Pool;
+use crate::blockdev::BlockDev;
 use crate::error::Result;
 use crate::nbd::{Export, ExportProvider};
-use crate::stack::BlockDev;
 
 /// Serves a pool's volumes over NBD.
 pub struct PoolExports(pub Arc<Pool>);

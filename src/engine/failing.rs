@@ -292,7 +292,7 @@ impl Pool {
         })
     }
 
-    fn open_dev(st: &State, name: &str) -> Result<Arc<dyn crate::stack::BlockDev>> {
+    fn open_dev(st: &State, name: &str) -> Result<Arc<dyn crate::blockdev::BlockDev>> {
         st.disks
             .get(name)
             .and_then(|e| e.open.as_ref())

@@ -6,12 +6,12 @@ use std::sync::{Arc, Weak};
 use super::limits::{STRIPE_SIZES, is_power_in, named_in_body};
 use super::types::*;
 use super::{GroupEntry, Pool, State, check_name};
+use crate::blockdev::{BlockDev, DevFuture, NoIntent, WriteIntent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::Layout;
 use crate::meta::intent::{DEFAULT_REGION, IntentHandle, PersistentIntent};
 use crate::meta::records::{GroupRecord, SlotRecord, SlotState, now};
 use crate::stack::raid::{MemberState, RaidDev, RaidHooks};
-use crate::stack::{BlockDev, DevFuture, NoIntent, WriteIntent};
 
 /// Default strip size.
 pub const DEFAULT_STRIPE: u64 = 64 << 10;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use super::Pool;
 use super::groups::is_redundant;
+use crate::blockdev::BlockDev;
 use crate::error::Result;
 use crate::meta::Snapshot;
 use crate::meta::records::{GroupRecord, JobKind, JobRecord, SlotState};
-use crate::stack::BlockDev;
 
 impl Pool {
     pub(super) fn load(&self, snap: Snapshot) -> Result<()> {

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::blockdev::BlockDev;
 use crate::disk::{DiskCounters, FaultDisk, FileDisk};
 use crate::error::{Error, Result};
 use crate::jobs::Jobs;
@@ -41,7 +42,6 @@ use crate::meta::Meta;
 use crate::meta::intent::PersistentIntent;
 use crate::meta::records::{DiskRecord, GroupRecord, PoolRecord, VolumeRecord};
 use crate::rt::Workers;
-use crate::stack::BlockDev;
 use crate::stack::raid::{Health, RaidDev};
 use crate::stack::switch::Switch;
 use crate::stack::volume::VolumeDev;

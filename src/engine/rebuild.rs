@@ -8,12 +8,12 @@ use super::Pool;
 use super::groups::is_redundant;
 use super::limits::named_in_body;
 use super::types::*;
+use crate::blockdev::{BlockDev, DevFuture};
 use crate::error::{Error, ErrorKind, Result};
 use crate::jobs::{MakeWork, Work};
 use crate::meta::intent::PersistentIntent;
 use crate::meta::records::{JobKind, JobRecord, SlotState, now};
 use crate::stack::raid::{AbortOutcome, MemberState, RaidDev};
-use crate::stack::{BlockDev, DevFuture};
 
 /// Bytes per unit of a resync job.
 const RESYNC_UNIT: u64 = 1 << 20;

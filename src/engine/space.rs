@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use super::Pool;
-use crate::stack::BlockDev;
+use crate::blockdev::BlockDev;
 use crate::stack::switch::Switch;
 
 /// What the pool holds, under one lock so space moves from one list to the

@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::blockdev::DevFuture;
 use crate::engine::types::{JobInfo, JobState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::Meta;
 use crate::meta::records::{JobKind, JobRecord, now};
 use crate::rt::Workers;
-use crate::stack::DevFuture;
 
 /// How often a running job records its checkpoint.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);

@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::{Meta, PAGE_BITS, PAGE_BYTES};
+use crate::blockdev::{DevFuture, IntentGuard, WriteIntent};
 use crate::error::{Error, ErrorKind, Result};
-use crate::stack::{DevFuture, IntentGuard, WriteIntent};
 
 /// Default bytes of group address space per bit.
 pub const DEFAULT_REGION: u64 = 4 << 20;

@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use super::intent::{IntentHandle, PersistentIntent};
 use super::*;
+use crate::blockdev::{DevFuture, WriteIntent};
 use crate::engine::types::RaidLevelName;
-use crate::stack::{DevFuture, WriteIntent};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()

@@ -23,10 +23,10 @@ use super::codec::{Valid, fua};
 use super::pool;
 use super::proto::{Cmd, cflag, errno, wire_errno};
 use super::reply::Reply;
+use crate::blockdev::{BlockDev, Extent, ZeroFlags, status};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind};
 use crate::stack::grain::{self, aligned};
-use crate::stack::{BlockDev, Extent, ZeroFlags, status};
 
 /// Descriptors per block-status reply (the spec's ceiling is 2^20).
 pub const MAX_DESCRIPTORS: usize = 1 << 16;

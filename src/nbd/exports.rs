@@ -6,8 +6,8 @@
 use std::sync::{Arc, RwLock};
 
 use super::{Export, ExportProvider};
+use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
-use crate::stack::BlockDev;
 use crate::stack::switch::Switch;
 
 struct Entry {

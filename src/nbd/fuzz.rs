@@ -15,8 +15,8 @@ use super::handshake::{self, Negotiated};
 use super::proto::{self, Cmd};
 use super::transmit::{self, Settings};
 use super::{Export, StaticExports};
+use crate::blockdev::BlockDev;
 use crate::disk::MemDisk;
-use crate::stack::BlockDev;
 
 const SIZE: u64 = 1 << 20;
 

@@ -48,7 +48,7 @@ mod transport;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::stack::BlockDev;
+use crate::blockdev::BlockDev;
 
 pub use exports::StaticExports;
 pub use handshake::BlockSizes;

@@ -4,7 +4,7 @@
 //!
 //! Buffers are kept by exact length (requests of one workload repeat the
 //! same few sizes). A recycled buffer holds old bytes: it is only handed
-//! to a device read (which, by the [`BlockDev`](crate::stack::BlockDev)
+//! to a device read (which, by the [`BlockDev`](crate::blockdev::BlockDev)
 //! contract, fills all of it or fails — and a failed read sends no data)
 //! or filled completely from the socket before a write.
 

@@ -43,8 +43,8 @@ use super::pool;
 use super::proto::{Cmd, errno};
 use super::reply::Reply;
 use super::transport::Transport;
+use crate::blockdev::BlockDev;
 use crate::buf::IoBuf;
-use crate::stack::BlockDev;
 
 /// Size of the request-header buffer.
 const RBUF_LEN: usize = 64 << 10;

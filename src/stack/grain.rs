@@ -32,9 +32,10 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::lock::{RangeGuard, RangeLock};
+use crate::blockdev::{BlockDev, BufResult, Extent, ZeroFlags};
+pub use crate::blockdev::{aligned, unaligned};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
-use crate::stack::{BlockDev, BufResult, Extent, ZeroFlags};
 
 /// No byte-granular write was seen: writes take no lock.
 const FREE: u8 = 0;
@@ -97,20 +98,6 @@ impl Grain {
     pub fn held(&self) -> usize {
         self.lock.held()
     }
-}
-
-/// Whether `off` and `len` are multiples of `block`.
-pub fn aligned(off: u64, len: u64, block: u64) -> bool {
-    block <= 1 || (off.is_multiple_of(block) && len.is_multiple_of(block))
-}
-
-/// The error for an unaligned range on a device that serves whole blocks
-/// only.
-pub fn unaligned(off: u64, len: u64, block: u64) -> Error {
-    Error::invalid(format!(
-        "{len} bytes at {off} are not whole blocks of {block} bytes, and this device \
-         serves byte-granular writes only behind a volume switch"
-    ))
 }
 
 fn overflow(off: u64, len: u64) -> Error {

@@ -16,9 +16,9 @@ use std::sync::{Arc, RwLock};
 use super::gate::{Closed, Gate, Pass};
 use super::grain::{self, Grain};
 use super::lock::RangeGuard;
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
-use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 
 /// A swappable device behind a gate.
 pub struct Switch {

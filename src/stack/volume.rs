@@ -10,9 +10,9 @@ use std::sync::{Arc, RwLock};
 
 use futures::future::join_all;
 
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, coalesce};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result, check_range};
-use crate::stack::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, coalesce};
 
 /// One extent: `len` bytes of the volume at `vol_off` live at `group_off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,8 +276,8 @@ impl BlockDev for VolumeDev {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blockdev::{read_vec, write_slice};
     use crate::disk::MemDisk;
-    use crate::stack::{read_vec, write_slice};
 
     #[test]
     fn extents_map_in_order_and_grow() {

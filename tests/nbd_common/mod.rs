@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use ferrosan::blockdev::{BlockDev, BufResult, DevFuture};
 use ferrosan::nbd::{Server, ServerConfig, StaticExports};
 use ferrosan::rt::Workers;
-use ferrosan::stack::{BlockDev, BufResult, DevFuture};
 use ferrosan::{IoBuf, Result};
 
 /// A server listening on 127.0.0.1 (random port) and a Unix socket.
@@ -290,7 +290,7 @@ impl BlockDev for StrictDisk {
         &self,
         off: u64,
         len: u64,
-        flags: ferrosan::stack::ZeroFlags,
+        flags: ferrosan::blockdev::ZeroFlags,
     ) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
             self.check(off, len)?;
@@ -301,7 +301,7 @@ impl BlockDev for StrictDisk {
         &self,
         off: u64,
         len: u64,
-    ) -> DevFuture<'_, Result<Vec<ferrosan::stack::Extent>>> {
+    ) -> DevFuture<'_, Result<Vec<ferrosan::blockdev::Extent>>> {
         Box::pin(async move {
             self.check(off, len)?;
             self.inner.block_status(off, len).await

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use futures::FutureExt;
 
 use super::*;
+use crate::blockdev::{DevFuture, read_vec, write_slice};
 use crate::disk::MemDisk;
 use crate::stack::switch::Switch;
-use crate::stack::{DevFuture, read_vec, write_slice};
 
 const SIZE: u64 = 4 << 20;
 

@@ -22,9 +22,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::blockdev::{BlockDev, DevFuture};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::Layout;
-use crate::stack::{BlockDev, DevFuture};
 
 /// A member device.
 pub(super) type Dev = Arc<dyn BlockDev>;

@@ -8,9 +8,9 @@ use futures::future::join_all;
 
 use super::RaidDev;
 use super::target::Failure;
+use crate::blockdev::{BufResult, Extent, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::error::{ErrorKind, Result};
-use crate::stack::{BufResult, Extent, ZeroFlags};
 
 impl RaidDev {
     /// Legs with current data for all of `off..off+len`, least busy first

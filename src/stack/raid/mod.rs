@@ -39,11 +39,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub use members::{AbortOutcome, Health, MemberState, NoHooks, RaidHooks};
 use members::{Members, Slot};
 
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, WriteIntent, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 pub use crate::layout::{Layout, RaidLevel};
 use crate::stack::lock::RangeLock;
-use crate::stack::{BlockDev, BufResult, DevFuture, Extent, WriteIntent, ZeroFlags};
 
 /// A RAID group: a [`BlockDev`] over member devices.
 pub struct RaidDev {
@@ -348,7 +348,7 @@ impl RaidDev {
             RaidLevel::Raid1 => self.mirror_status(off, len).await,
             _ => self.pieces_status(off, len).await,
         };
-        Ok(crate::stack::coalesce(ext))
+        Ok(crate::blockdev::coalesce(ext))
     }
 }
 

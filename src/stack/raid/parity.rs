@@ -18,10 +18,10 @@ use futures::future::join_all;
 
 use super::RaidDev;
 use super::target::{Failure, gather, lens_of};
+use crate::blockdev::{BufResult, ZeroFlags};
 use crate::buf::{IoBuf, xor_into};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::Piece;
-use crate::stack::{BufResult, ZeroFlags};
 
 /// An error of a parity computation, with the member whose read failed.
 type ColErr = (Option<usize>, Error);

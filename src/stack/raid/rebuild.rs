@@ -17,10 +17,10 @@ use futures::future::join_all;
 use super::members::AbortOutcome;
 use super::members::{Dev, MemberState};
 use super::{Health, RaidDev};
+use crate::blockdev::BlockDev;
 use crate::buf::{IoBuf, xor_into};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{RaidLevel, Role};
-use crate::stack::BlockDev;
 
 impl RaidDev {
     /// Puts `new` in slot `idx`. A failed or missing member is rebuilt from

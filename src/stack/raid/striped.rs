@@ -6,10 +6,10 @@ use futures::future::join_all;
 
 use super::RaidDev;
 use super::target::{Failure, gather, lens_of};
+use crate::blockdev::{BufResult, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::error::Result;
 use crate::layout::Piece;
-use crate::stack::{BufResult, ZeroFlags};
 
 impl RaidDev {
     fn pieces(&self, off: u64, len: u64) -> Result<Vec<Piece>> {

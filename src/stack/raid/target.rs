@@ -6,10 +6,10 @@ use futures::future::join_all;
 
 use super::RaidDev;
 use super::members::Dev;
+use crate::blockdev::{BlockDev, BufResult, Extent, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::RaidLevel;
-use crate::stack::{BlockDev, BufResult, Extent, ZeroFlags};
 
 /// A device that failed an operation, with its slot.
 pub(super) type Failure = (usize, Dev, Error);

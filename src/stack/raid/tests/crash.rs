@@ -167,7 +167,7 @@ fn unsynced_mirror_reads_one_leg_until_resynced() {
     crate::rt::block_on(async {
         for (i, d) in rig.disks.iter().enumerate() {
             let data = vec![i as u8 + 1; len];
-            crate::stack::write_slice(&**d, 2 * S, &data, false)
+            crate::blockdev::write_slice(&**d, 2 * S, &data, false)
                 .await
                 .unwrap();
         }
@@ -176,7 +176,7 @@ fn unsynced_mirror_reads_one_leg_until_resynced() {
     raid.mark_unsynced(&[(2 * S, S)]);
     crate::rt::block_on(async {
         for _ in 0..12 {
-            let got = crate::stack::read_vec(&raid, 2 * S, len).await.unwrap();
+            let got = crate::blockdev::read_vec(&raid, 2 * S, len).await.unwrap();
             assert_eq!(
                 got,
                 vec![1u8; len],
@@ -197,13 +197,13 @@ fn unsynced_mirror_reads_one_leg_until_resynced() {
     let rig2 = Rig::new(RaidLevel::Raid1, 3, 8, None);
     crate::rt::block_on(async {
         for (i, d) in rig2.disks.iter().enumerate() {
-            crate::stack::write_slice(&**d, 0, &vec![i as u8 + 1; len], false)
+            crate::blockdev::write_slice(&**d, 0, &vec![i as u8 + 1; len], false)
                 .await
                 .unwrap();
         }
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..12 {
-            seen.insert(crate::stack::read_vec(&rig2.raid, 0, len).await.unwrap()[0]);
+            seen.insert(crate::blockdev::read_vec(&rig2.raid, 0, len).await.unwrap()[0]);
         }
         assert!(seen.len() > 1, "legs are read in turn: {seen:?}");
     });

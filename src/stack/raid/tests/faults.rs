@@ -4,9 +4,9 @@
 use futures::future::join_all;
 
 use super::*;
+use crate::blockdev::{ZeroFlags, status};
 use crate::error::ErrorKind;
 use crate::layout::Role;
-use crate::stack::{ZeroFlags, status};
 
 /// A group filled with pattern data (flushed); returns the data.
 fn filled(rig: &Rig, seed: u64) -> Vec<u8> {
@@ -259,7 +259,7 @@ fn raid1_reads_spread_over_legs() {
 fn new_checks_members_and_states() {
     let layout = Layout::new(RaidLevel::Raid5, S, &[8 * S; 3]).unwrap();
     let disk = || Some(Arc::new(MemDisk::new(8 * S)) as Arc<dyn BlockDev>);
-    let intent = || Arc::new(crate::stack::NoIntent) as Arc<dyn WriteIntent>;
+    let intent = || Arc::new(crate::blockdev::NoIntent) as Arc<dyn WriteIntent>;
     let hooks = || Arc::new(NoHooks) as Arc<dyn RaidHooks>;
     let ok = vec![MemberState::Ok; 3];
     let short = RaidDev::new(

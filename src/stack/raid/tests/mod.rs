@@ -10,9 +10,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use crate::blockdev::{MemIntent, read_vec, write_slice};
 use crate::buf::xor_into;
 use crate::disk::MemDisk;
-use crate::stack::{MemIntent, read_vec, write_slice};
 
 /// Stripe size of the test groups: small, so rows are many.
 const S: u64 = 4096;

@@ -6,7 +6,7 @@ use futures::future::join_all;
 use proptest::prelude::*;
 
 use super::*;
-use crate::stack::ZeroFlags;
+use crate::blockdev::ZeroFlags;
 
 /// How a test group is hurt before the operations start.
 #[derive(Debug, Clone, Copy, PartialEq)]

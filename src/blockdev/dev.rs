@@ -99,19 +99,19 @@ pub trait BlockDev: Send + Sync + 'static {
     /// could lose a concurrent write.
     fn write_bytes(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
         let (len, block) = (buf.len() as u64, u64::from(self.block_size()));
-        if super::grain::aligned(off, len, block) {
+        if aligned(off, len, block) {
             return self.write(off, buf, fua);
         }
-        Box::pin(async move { (buf, Err(super::grain::unaligned(off, len, block))) })
+        Box::pin(async move { (buf, Err(unaligned(off, len, block))) })
     }
 
     /// Byte-granular write-zeroes, as [`BlockDev::write_bytes`].
     fn zero_bytes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
         let block = u64::from(self.block_size());
-        if super::grain::aligned(off, len, block) {
+        if aligned(off, len, block) {
             return self.write_zeroes(off, len, flags);
         }
-        Box::pin(async move { Err(super::grain::unaligned(off, len, block)) })
+        Box::pin(async move { Err(unaligned(off, len, block)) })
     }
 
     /// Advisory: reserve backing storage for the range without changing
@@ -241,4 +241,18 @@ impl<T: BlockDev + ?Sized> BlockDev for std::sync::Arc<T> {
     fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
         (**self).block_status(off, len)
     }
+}
+
+/// Whether `off` and `len` are multiples of `block`.
+pub fn aligned(off: u64, len: u64, block: u64) -> bool {
+    block <= 1 || (off.is_multiple_of(block) && len.is_multiple_of(block))
+}
+
+/// The error for an unaligned range on a device that serves whole blocks
+/// only.
+pub fn unaligned(off: u64, len: u64, block: u64) -> crate::error::Error {
+    crate::error::Error::invalid(format!(
+        "{len} bytes at {off} are not whole blocks of {block} bytes, and this device \
+         serves byte-granular writes only behind a volume switch"
+    ))
 }

@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::blockdev::DevFuture;
 use crate::error::Result;
-use crate::stack::DevFuture;
 
 /// Ends a write on drop.
 pub struct IntentGuard {
