@@ -7,8 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{Resp, Server, Sim, request};
+use ferrosan::api::views::*;
 use ferrosan::copy::map::Scheme;
-use ferrosan::engine::types::*;
 use serde::de::DeserializeOwned;
 
 /// 16 MiB in 64 KiB tracks: 256 tracks, so a sim copy holds 32 and, in row

@@ -214,7 +214,7 @@ fn names_and_sizes_carry_the_engine_rules() {
     let doc = doc();
     let schemas = &doc["components"]["schemas"];
     let name = &schemas["Name"];
-    assert_eq!(name["pattern"], ferrosan::engine::limits::NAME_PATTERN);
+    assert_eq!(name["pattern"], ferrosan::api::views::limits::NAME_PATTERN);
     assert_eq!(
         (name["minLength"].as_u64(), name["maxLength"].as_u64()),
         (Some(1), Some(64))

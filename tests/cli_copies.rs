@@ -8,9 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{Server, Sim, fails, ferrosan, json, ok, request};
+use ferrosan::api::views::*;
 use ferrosan::cli::format_size;
 use ferrosan::copy::map::Scheme;
-use ferrosan::engine::types::*;
 use serde::de::DeserializeOwned;
 
 /// 1 MiB in 64 KiB tracks: 16 tracks; a sim copy holds 2 of its own and,

@@ -8,8 +8,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::api::views::*;
 use crate::engine::Pool;
-use crate::engine::types::*;
 use crate::error::Result;
 
 /// One management request, parsed and typed.

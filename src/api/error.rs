@@ -34,7 +34,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::engine::types::ApiError;
+use crate::api::views::ApiError;
 use crate::error::{Error, ErrorKind};
 
 /// The HTTP status for an error kind.

@@ -25,6 +25,7 @@ mod extract;
 mod links;
 mod routes;
 mod server;
+pub mod views;
 
 use std::future::Future;
 use std::path::Path;

@@ -16,8 +16,8 @@ use utoipa_axum::routes;
 use super::action::{Action, Dispatch};
 use super::error::ApiFailure;
 use super::extract::{Body, OptionalBody, PathParams, Query, job_id};
-use crate::engine::limits::Name;
-use crate::engine::types::*;
+use super::views::limits::Name;
+use crate::api::views::*;
 
 /// What every handler shares: the dispatcher.
 #[derive(Clone)]
@@ -446,7 +446,8 @@ async fn job_cancel(State(s): State<AppState>, PathParams(id): PathParams<String
     responses(
         (status = 200, description = "The job with its new limit", body = JobInfo),
         (status = 400, description = "The id is not a number", body = ApiError),
-        (status = 404, description = "No such job", body = ApiError)))]
+        (status = 404, description = "No such job", body = ApiError),
+        (status = 409, description = "The job has finished", body = ApiError)))]
 async fn job_rate(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,

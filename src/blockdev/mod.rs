@@ -12,6 +12,8 @@
 //! [`WriteIntent`] is the interface between redundant nodes and the
 //! metadata that persists their write-intent marks (DESIGN rule 2).
 
+#![forbid(unsafe_code)]
+
 mod dev;
 mod intent;
 

@@ -8,10 +8,9 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use super::size::parse_size;
-use crate::copy::map::Scheme;
-use crate::engine::types::{
+use crate::api::views::{
     ByteRange, CopyCreateRequest, CopyMode, DiskAddRequest, GroupCreateRequest, InjectRequest,
-    RaidLevelName, SplitPolicy, VolumeCreateRequest,
+    RaidLevelName, Scheme, SplitPolicy, VolumeCreateRequest,
 };
 
 /// A software storage array: RAID volumes and instant copies, served over NBD.

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 use super::Failure;
-use crate::engine::types::ApiError;
+use crate::api::views::ApiError;
 
 /// How long one request may take before the CLI gives up.
 const TIMEOUT: Duration = Duration::from_secs(120);

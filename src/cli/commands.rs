@@ -12,8 +12,8 @@ use super::args::*;
 use super::client::{Client, segment};
 use super::size::format_size;
 use super::{Failure, out, render, wait};
+use crate::api::views::*;
 use crate::daemon::{self, ServeOptions};
-use crate::engine::types::*;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Failure> {

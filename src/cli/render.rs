@@ -5,8 +5,7 @@
 use comfy_table::{ContentArrangement, Table, presets};
 
 use super::size::{format_duration, format_rate, format_size};
-use crate::disk::FaultRules;
-use crate::engine::types::*;
+use crate::api::views::*;
 
 /// A table with the house style and a header row.
 fn table(header: &[&str]) -> Table {

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::commands::Ctx;
 use super::size::{format_duration, format_rate};
 use super::{Failure, render};
-use crate::engine::types::{JobInfo, JobState};
+use crate::api::views::{JobInfo, JobState};
 
 const POLL: Duration = Duration::from_millis(500);
 

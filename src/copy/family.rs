@@ -44,26 +44,11 @@ use serde::{Deserialize, Serialize};
 
 use super::map::{Entry, PAGE_ENTRIES, Scheme, TrackMap, ZERO_SLOT};
 use super::store::Store;
-use crate::engine::types::CopyMode;
 use crate::error::{Error, ErrorKind, Result};
-
-pub type NodeId = u64;
+pub use crate::meta::model::copy::{CopyMode, Head, NodeId, NodeKind};
 
 /// Makes a new map of a scheme from the store (may fail for want of space).
 pub type MakeMap<'a> = dyn FnMut(Scheme, &mut Store) -> Result<Box<dyn TrackMap>> + 'a;
-
-/// What a node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeKind {
-    /// An image's own new data; the only kind written by hosts.
-    Leaf,
-    /// A leaf frozen at a copy point: shared, never written again.
-    Frozen,
-    /// A1: old data of the base preserved for the copies taken at one copy
-    /// point, as the origin overwrote it.
-    View,
-}
 
 /// Hashes node ids (pool object ids, not chosen by any client) with one
 /// multiply: every host read and write looks its leaf up, and SipHash's
@@ -99,15 +84,6 @@ pub struct Node {
     /// A view that could not preserve (out of space): images reading
     /// through it fail.
     pub invalid: bool,
-}
-
-/// Where an image starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "head", content = "node")]
-pub enum Head {
-    /// A1 origin: the base itself.
-    Base,
-    Leaf(NodeId),
 }
 
 /// An image of the family: the origin volume or a copy.

@@ -417,7 +417,7 @@ impl Family {
 
     /// Whether the base may change under readers (A1, a restore).
     fn base_moves(st: &State) -> bool {
-        st.mode == crate::engine::types::CopyMode::Cow || st.restore.is_some()
+        st.mode == crate::meta::model::CopyMode::Cow || st.restore.is_some()
     }
 
     /// The read plan of `len` bytes at `off` of the image at `head`.

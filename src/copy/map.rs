@@ -27,6 +27,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::Result;
+pub use crate::meta::model::copy::{Area, Scheme};
 
 /// `Entry::slot` value meaning "reads as zeroes, no slot" (a zeroed or
 /// discarded track).
@@ -45,67 +46,6 @@ pub struct Entry {
     pub valid: u64,
 }
 
-/// The five metadata schemes.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scheme {
-    FullPointer,
-    ChangedPointer,
-    Bitmap,
-    MultilevelBitmap,
-    PartialBitmap,
-}
-
-impl Scheme {
-    pub const ALL: [Scheme; 5] = [
-        Scheme::FullPointer,
-        Scheme::ChangedPointer,
-        Scheme::Bitmap,
-        Scheme::MultilevelBitmap,
-        Scheme::PartialBitmap,
-    ];
-
-    /// Load point & offset: each track's slot is fixed by the map.
-    pub fn load_point(self) -> bool {
-        matches!(
-            self,
-            Scheme::Bitmap | Scheme::MultilevelBitmap | Scheme::PartialBitmap
-        )
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Scheme::FullPointer => "full-pointer",
-            Scheme::ChangedPointer => "changed-pointer",
-            Scheme::Bitmap => "bitmap",
-            Scheme::MultilevelBitmap => "multilevel-bitmap",
-            Scheme::PartialBitmap => "partial-bitmap",
-        }
-    }
-}
-
-impl std::fmt::Display for Scheme {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Scheme {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Scheme, String> {
-        Scheme::ALL
-            .into_iter()
-            .find(|x| x.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown metadata scheme {s:?}: use full-pointer, changed-pointer, bitmap, multilevel-bitmap or partial-bitmap"
-                )
-            })
-    }
-}
-
 /// Where maps get store slots from.
 pub trait SlotSource {
     /// One free slot, anywhere.
@@ -113,9 +53,6 @@ pub trait SlotSource {
     /// A run of `n` contiguous free slots; returns the first.
     fn alloc_area(&mut self, n: u64) -> Result<u64>;
 }
-
-/// A reserved run of slots: (first slot, count).
-pub type Area = (u64, u64);
 
 /// One node's track map.
 pub trait TrackMap: Send + Sync {

@@ -19,6 +19,8 @@
 //!   data to new space), flush and the group commit of map pages.
 //! - [`record`]: the family as persisted.
 
+#![forbid(unsafe_code)]
+
 pub mod family;
 pub mod image;
 pub mod map;
@@ -32,8 +34,8 @@ use map::{Scheme, ZERO_SLOT};
 use record::FamilyRecord;
 use store::{Grow, Store};
 
-use crate::engine::types::CopyMode;
 use crate::error::{Error, Result};
+use crate::meta::model::CopyMode;
 
 /// The state of a new family around `origin` (`size` bytes, `track`-byte
 /// tracks). Under A2 the origin gets a leaf of its own (`leaf` node id,

@@ -6,67 +6,9 @@
 
 #![forbid(unsafe_code)]
 
-use serde::{Deserialize, Serialize};
-
-use super::family::{Head, Image, NodeId, NodeKind};
-use super::map::{Area, Scheme};
+use super::family::{Image, NodeId};
 use super::store::Chunk;
-use crate::engine::types::CopyMode;
-
-/// One node of the copy tree.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeRecord {
-    pub id: NodeId,
-    pub parent: Option<NodeId>,
-    pub kind: NodeKind,
-    pub scheme: Scheme,
-    /// Areas a load-point map reserved (load points): only in records
-    /// of pool format 1; since format 2 they are rows of their own.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub areas: Vec<Area>,
-    pub invalid: bool,
-}
-
-/// An A1 restore in progress: the origin shows node `from`'s image; the
-/// tracks still to copy are pages of object `pending_object`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestoreRecord {
-    pub from: NodeId,
-    pub copy: String,
-    pub job: u64,
-    pub pending: Vec<(u64, u64)>,
-}
-
-/// A copy family.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FamilyRecord {
-    pub object: u64,
-    pub mode: CopyMode,
-    /// The image holding the initial area.
-    pub origin: String,
-    /// The group the new space comes from.
-    pub group: String,
-    pub track_size: u64,
-    pub tracks: u64,
-    /// The store's chunks: only in records of pool format 1; since
-    /// format 2 they are rows of their own.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub chunks: Vec<Chunk>,
-    pub nodes: Vec<NodeRecord>,
-    pub images: Vec<ImageRecord>,
-    pub newest_view: Option<NodeId>,
-    pub restore: Option<RestoreRecord>,
-}
-
-/// An image of the family.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageRecord {
-    pub name: String,
-    pub head: Head,
-    pub source: Option<String>,
-    pub scheme: Scheme,
-    pub created: u64,
-}
+pub use crate::meta::model::copy::{FamilyRecord, ImageRecord, NodeRecord, RestoreRecord};
 
 impl From<&Image> for ImageRecord {
     fn from(i: &Image) -> ImageRecord {

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use crate::copy::map::{ChangeLog, SlotSource};
 use crate::error::{Error, ErrorKind, Result};
+pub use crate::meta::model::copy::Chunk;
 
 /// Slots per chunk for single-slot allocation (64 MiB at 64 KiB tracks).
 pub const CHUNK_SLOTS: u64 = 1024;
@@ -27,14 +28,6 @@ pub const CHUNK_SLOTS: u64 = 1024;
 /// Gets space from the group: returns the group offset of `bytes` new
 /// bytes, or `ErrorKind::NoSpace`.
 pub type Grow = Box<dyn FnMut(u64) -> Result<u64> + Send + Sync>;
-
-/// One chunk of the store.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Chunk {
-    pub first_slot: u64,
-    pub group_off: u64,
-    pub slots: u64,
-}
 
 struct ChunkState {
     chunk: Chunk,

@@ -17,8 +17,8 @@ use super::store::{Chunk, Grow, Store};
 use crate::blockdev::{BlockDev, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::disk::MemDisk;
-use crate::engine::types::CopyMode;
 use crate::error::{Error, ErrorKind, Result};
+use crate::meta::model::CopyMode;
 
 const TRACK: u64 = 8192;
 const TRACKS: u64 = 24;

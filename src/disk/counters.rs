@@ -22,17 +22,7 @@ pub struct DiskCounters {
 }
 
 /// A copy of the counters at one moment.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CounterSnapshot {
     pub reads: u64,
     pub writes: u64,

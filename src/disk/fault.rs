@@ -16,17 +16,11 @@ use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The rules in force on one disk.
-#[derive(
-    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FaultRules {
     /// Reads overlapping any (offset, length) range fail.
-    #[serde(with = "crate::json::spans")]
-    #[schema(value_type = Vec<crate::json::Span>)]
     pub read_errors: Vec<(u64, u64)>,
     /// Writes overlapping any (offset, length) range fail.
-    #[serde(with = "crate::json::spans")]
-    #[schema(value_type = Vec<crate::json::Span>)]
     pub write_errors: Vec<(u64, u64)>,
     /// Probability (0..=1) that any I/O fails.
     pub error_rate: f64,

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::types::*;
 use super::{Pool, State, VolumeEntry, check_name};
+use crate::api::views::*;
 use crate::blockdev::{BlockDev, DevFuture};
 use crate::copy::family::{Head, NodeId, State as FamilyState};
 use crate::copy::image::{Family, ImageDev, Persist};
@@ -21,7 +21,7 @@ use crate::copy::store::{Grow, Store};
 use crate::error::{Error, ErrorKind, Result};
 use crate::jobs::{MakeWork, Work};
 use crate::meta::Meta;
-use crate::meta::records::{JobKind, JobRecord, VolumeRecord, now};
+use crate::meta::model::{JobKind, JobRecord, VolumeRecord, now};
 use crate::stack::gate::Closed;
 use crate::stack::switch::Switch;
 

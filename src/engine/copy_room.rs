@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use super::Pool;
 use super::copies::default_scheme;
-use super::types::CopyCreateRequest;
+use crate::api::views::CopyCreateRequest;
 use crate::copy::family::{Head, State as FamilyState};
 use crate::copy::image::Family;
 use crate::copy::map::Scheme;

@@ -3,15 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::types::*;
 use super::{DISKS_DIR, DiskEntry, OpenDisk, Pool, State, check_name};
+use crate::api::views::*;
 use crate::blockdev::BlockDev;
 use crate::disk::identity::{first_data, identify, read_label};
 use crate::disk::{
     Counted, DATA_OFFSET, DiskCounters, FaultDisk, FaultRules, FileDisk, Label, OpenOptions,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::meta::records::{DiskRecord, SlotState, now};
+use crate::meta::model::{DiskRecord, SlotState, now};
 use crate::units::format_size;
 
 /// Smallest disk ferrosan accepts: label area plus 1 MiB of data.
@@ -159,13 +159,13 @@ impl Pool {
             counters: e
                 .open
                 .as_ref()
-                .map(|o| o.counters.snapshot())
+                .map(|o| counters_view(o.counters.snapshot()))
                 .unwrap_or_default(),
             faults: e
                 .open
                 .as_ref()
                 .and_then(|o| o.fault.as_ref())
-                .map(|f| f.rules()),
+                .map(|f| faults_view(f.rules())),
         }
     }
 
@@ -437,5 +437,26 @@ impl Pool {
         }
         fault.set_rules(rules);
         Ok(self.disk_view(&st, e))
+    }
+}
+
+fn counters_view(c: crate::disk::CounterSnapshot) -> CounterSnapshot {
+    CounterSnapshot {
+        reads: c.reads,
+        writes: c.writes,
+        bytes_read: c.bytes_read,
+        bytes_written: c.bytes_written,
+        read_errors: c.read_errors,
+        write_errors: c.write_errors,
+        flushes: c.flushes,
+    }
+}
+
+fn faults_view(f: FaultRules) -> crate::api::views::FaultRules {
+    crate::api::views::FaultRules {
+        read_errors: f.read_errors,
+        write_errors: f.write_errors,
+        error_rate: f.error_rate,
+        vanished: f.vanished,
     }
 }

@@ -21,10 +21,10 @@
 use std::sync::Arc;
 
 use super::groups::is_redundant;
-use super::types::*;
 use super::{Pool, State};
+use crate::api::views::*;
 use crate::error::{Error, Result};
-use crate::meta::records::{JobKind, JobRecord, SlotState, now};
+use crate::meta::model::{JobKind, JobRecord, SlotState, now};
 use crate::stack::raid::{Health, RaidDev};
 
 /// Rows `(start, end)` of a group covering the byte ranges `marked` of its
@@ -301,7 +301,7 @@ impl Pool {
     }
 
     /// The disk's record with its failed flag cleared.
-    fn unflagged(st: &State, name: &str) -> Result<crate::meta::records::DiskRecord> {
+    fn unflagged(st: &State, name: &str) -> Result<crate::meta::model::DiskRecord> {
         let mut rec = Self::disk_entry(st, name)?.rec.clone();
         rec.failed = None;
         Ok(rec)
@@ -310,9 +310,9 @@ impl Pool {
     fn apply_records(
         st: &mut State,
         group: &str,
-        grec: crate::meta::records::GroupRecord,
+        grec: crate::meta::model::GroupRecord,
         disk: &str,
-        drec: crate::meta::records::DiskRecord,
+        drec: crate::meta::model::DiskRecord,
     ) {
         if let Some(g) = st.groups.get_mut(group) {
             g.rec = grec;

@@ -3,14 +3,14 @@
 
 use std::sync::{Arc, Weak};
 
-use super::limits::{STRIPE_SIZES, is_power_in, named_in_body};
-use super::types::*;
 use super::{GroupEntry, Pool, State, check_name};
+use crate::api::views::limits::{STRIPE_SIZES, is_power_in, named_in_body};
+use crate::api::views::*;
 use crate::blockdev::{BlockDev, DevFuture, NoIntent, WriteIntent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::Layout;
 use crate::meta::intent::{DEFAULT_REGION, IntentHandle, PersistentIntent};
-use crate::meta::records::{GroupRecord, SlotRecord, SlotState, now};
+use crate::meta::model::{GroupRecord, SlotRecord, SlotState, now};
 use crate::stack::raid::{MemberState, RaidDev, RaidHooks};
 
 /// Default strip size.
@@ -477,7 +477,7 @@ impl Pool {
                             continue;
                         }
                         let busy = active.iter().any(|(_, k)| {
-                            matches!(k, crate::meta::records::JobKind::Rebuild { group, slot, .. } if *group == g.rec.name && *slot == i)
+                            matches!(k, crate::meta::model::JobKind::Rebuild { group, slot, .. } if *group == g.rec.name && *slot == i)
                         });
                         if busy {
                             continue;

@@ -9,7 +9,7 @@ use super::groups::is_redundant;
 use crate::blockdev::BlockDev;
 use crate::error::Result;
 use crate::meta::Snapshot;
-use crate::meta::records::{GroupRecord, JobKind, JobRecord, SlotState};
+use crate::meta::model::{GroupRecord, JobKind, JobRecord, SlotState};
 
 impl Pool {
     pub(super) fn load(&self, snap: Snapshot) -> Result<()> {
@@ -83,7 +83,7 @@ impl Pool {
                     // Superseded: the marks it was resyncing are still
                     // held, and the resync below covers them.
                     let mut j = j;
-                    j.state = crate::engine::types::JobState::Cancelled;
+                    j.state = crate::api::views::JobState::Cancelled;
                     j.message = Some("superseded by the resync started at restart".into());
                     self.meta.write(true, |tx| tx.put_job(&j))?;
                     self.jobs.add_finished(j);
@@ -99,7 +99,7 @@ impl Pool {
                         resumes.push(j);
                     } else {
                         let mut j = j;
-                        j.state = crate::engine::types::JobState::Done;
+                        j.state = crate::api::views::JobState::Done;
                         // Its last checkpoint may predate the last tracks.
                         j.done = j.total;
                         j.message = Some("its data had all moved at the last stop".into());
@@ -128,14 +128,14 @@ impl Pool {
                         resumes.push(j);
                     } else if finished {
                         let mut j = j;
-                        j.state = crate::engine::types::JobState::Done;
+                        j.state = crate::api::views::JobState::Done;
                         j.done = j.total;
                         j.message = Some("it had finished at the last stop".into());
                         self.meta.write(true, |tx| tx.put_job(&j))?;
                         self.jobs.add_finished(j);
                     } else {
                         let mut j = j;
-                        j.state = crate::engine::types::JobState::Failed;
+                        j.state = crate::api::views::JobState::Failed;
                         j.message = Some("its slot is no longer being rebuilt".into());
                         self.meta.write(true, |tx| tx.put_job(&j))?;
                         self.jobs.add_finished(j);
@@ -255,10 +255,10 @@ impl Pool {
 mod tests {
     use std::time::Duration;
 
-    use crate::engine::types::JobState;
+    use crate::api::views::JobState;
     use crate::engine::{DB_FILE, Pool, PoolOptions};
     use crate::meta::Meta;
-    use crate::meta::records::{JobKind, JobRecord};
+    use crate::meta::model::{JobKind, JobRecord};
     use crate::rt::Workers;
 
     #[test]

@@ -19,14 +19,11 @@
 mod copies;
 mod copy_room;
 mod disks;
-pub mod exports;
 mod failing;
 mod groups;
-pub mod limits;
 mod load;
 mod rebuild;
 mod space;
-pub mod types;
 mod volumes;
 
 use std::collections::BTreeMap;
@@ -34,20 +31,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::api::views::*;
 use crate::blockdev::BlockDev;
 use crate::disk::{DiskCounters, FaultDisk, FileDisk};
 use crate::error::{Error, Result};
 use crate::jobs::Jobs;
 use crate::meta::Meta;
 use crate::meta::intent::PersistentIntent;
-use crate::meta::records::{DiskRecord, GroupRecord, PoolRecord, VolumeRecord};
+use crate::meta::model::{DiskRecord, GroupRecord, PoolRecord, VolumeRecord};
 use crate::rt::Workers;
 use crate::stack::raid::{Health, RaidDev};
 use crate::stack::switch::Switch;
 use crate::stack::volume::VolumeDev;
-use types::*;
 
-pub(crate) use limits::check_name;
+pub(crate) use crate::api::views::limits::check_name;
 
 /// Name of the pool database inside the pool directory.
 pub const DB_FILE: &str = "ferrosan.redb";

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use super::Pool;
 use super::groups::is_redundant;
-use super::limits::named_in_body;
-use super::types::*;
+use crate::api::views::limits::named_in_body;
+use crate::api::views::*;
 use crate::blockdev::{BlockDev, DevFuture};
 use crate::error::{Error, ErrorKind, Result};
 use crate::jobs::{MakeWork, Work};
 use crate::meta::intent::PersistentIntent;
-use crate::meta::records::{JobKind, JobRecord, SlotState, now};
+use crate::meta::model::{JobKind, JobRecord, SlotState, now};
 use crate::stack::raid::{AbortOutcome, MemberState, RaidDev};
 
 /// Bytes per unit of a resync job.
@@ -264,7 +264,7 @@ impl Pool {
         let raid = Arc::clone(&g.raid);
         let mut grec = g.rec.clone();
         let id = Pool::next_job(&mut st);
-        grec.slots[slot] = crate::meta::records::SlotRecord {
+        grec.slots[slot] = crate::meta::model::SlotRecord {
             failed_seq: 0,
             disk: Some(disk.to_string()),
             state: SlotState::Rebuilding { job: id },

@@ -154,10 +154,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::engine::PoolOptions;
-    use crate::engine::types::{
+    use crate::api::views::{
         DiskAddRequest, GroupCreateRequest, RaidLevelName, VolumeCreateRequest,
     };
+    use crate::engine::PoolOptions;
     use crate::rt::Workers;
 
     fn overlaps(a: &[(u64, u64)], b: &[(u64, u64)]) -> bool {

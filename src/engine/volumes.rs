@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::groups::row_bytes;
-use super::limits::{TRACK_SIZES, is_power_in};
-use super::types::*;
 use super::{Pool, State, VolumeEntry, check_name};
+use crate::api::views::limits::{TRACK_SIZES, is_power_in};
+use crate::api::views::*;
 use crate::blockdev::BlockDev;
 use crate::error::{Error, ErrorKind, Result};
-use crate::meta::records::{VolumeRecord, now};
+use crate::meta::model::{VolumeRecord, now};
 use crate::stack::switch::Switch;
 use crate::stack::volume::{VolumeDev, extents_from};
 use crate::units::{format_exact, format_size};

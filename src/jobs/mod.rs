@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::api::views::{JobInfo, JobState};
 use crate::blockdev::DevFuture;
-use crate::engine::types::{JobInfo, JobState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::Meta;
-use crate::meta::records::{JobKind, JobRecord, now};
+use crate::meta::model::{JobKind, JobRecord, now};
 use crate::rt::Workers;
 
 /// How often a running job records its checkpoint.

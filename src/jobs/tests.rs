@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
-use crate::meta::records::JobKind;
+use crate::meta::model::JobKind;
 
 struct Counting {
     steps: Arc<Mutex<Vec<(u64, u64)>>>,

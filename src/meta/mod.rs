@@ -33,7 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod intent;
-pub mod records;
+pub mod model;
 
 use std::path::{Path, PathBuf};
 
@@ -42,7 +42,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
-use records::*;
+use model::*;
 
 /// Bytes per bitmap page.
 pub const PAGE_BYTES: usize = 4096;
@@ -86,7 +86,7 @@ pub struct Snapshot {
     pub groups: Vec<GroupRecord>,
     pub volumes: Vec<VolumeRecord>,
     pub jobs: Vec<JobRecord>,
-    pub families: Vec<crate::copy::record::FamilyRecord>,
+    pub families: Vec<crate::meta::model::copy::FamilyRecord>,
 }
 
 /// The open pool database.
@@ -305,9 +305,9 @@ impl Meta {
     }
 
     /// Reads the store chunks of copy family `object`, by first slot.
-    pub fn copy_chunks(&self, object: u64) -> Result<Vec<crate::copy::store::Chunk>> {
+    pub fn copy_chunks(&self, object: u64) -> Result<Vec<crate::meta::model::copy::Chunk>> {
         self.rows(COPY_CHUNKS, object, |first_slot, (group_off, slots)| {
-            crate::copy::store::Chunk {
+            crate::meta::model::copy::Chunk {
                 first_slot,
                 group_off,
                 slots,
@@ -394,7 +394,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn put_family(&mut self, f: &crate::copy::record::FamilyRecord) -> Result<()> {
+    pub fn put_family(&mut self, f: &crate::meta::model::copy::FamilyRecord) -> Result<()> {
         let bytes = encode(f)?;
         let mut t = self
             .txn
@@ -428,7 +428,7 @@ impl Tx<'_> {
         &mut self,
         object: u64,
         first: u64,
-        chunk: Option<&crate::copy::store::Chunk>,
+        chunk: Option<&crate::meta::model::copy::Chunk>,
     ) -> Result<()> {
         let mut t = self
             .txn

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use super::intent::{IntentHandle, PersistentIntent};
 use super::*;
 use crate::blockdev::{DevFuture, WriteIntent};
-use crate::engine::types::RaidLevelName;
+use crate::meta::model::RaidLevelName;
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -254,7 +254,7 @@ fn an_older_format_opens_and_is_marked_current() {
 /// its record; other families' and nodes' rows are left alone.
 #[test]
 fn copy_chunk_and_area_rows() {
-    use crate::copy::store::Chunk;
+    use crate::meta::model::copy::Chunk;
     let d = tmp();
     let (m, _) = Meta::open(&d.path().join("pool.redb")).unwrap();
     let c = |first: u64, off: u64| Chunk {

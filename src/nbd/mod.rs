@@ -32,6 +32,8 @@
 //! Every parser is total ([`codec`]); [`proto::wire_errno`] is the one
 //! place an [`ErrorKind`](crate::ErrorKind) becomes a wire errno.
 
+#![forbid(unsafe_code)]
+
 pub mod codec;
 mod exec;
 mod exports;

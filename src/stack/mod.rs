@@ -5,6 +5,8 @@
 //! [`crate::blockdev::BlockDev`]; nodes compose like device-mapper
 //! targets.
 
+#![forbid(unsafe_code)]
+
 pub mod gate;
 pub mod grain;
 pub mod lock;

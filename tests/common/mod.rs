@@ -9,9 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrosan::api::{Action, Dispatch, Reply};
-use ferrosan::copy::map::Scheme;
-use ferrosan::disk::{CounterSnapshot, FaultRules};
-use ferrosan::engine::types::*;
+
+use ferrosan::api::views::*;
 use ferrosan::{Error, ErrorKind, Result};
 
 // ---------------------------------------------------------------- sim

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::disk::CounterSnapshot;
 
 const GIB: u64 = 1 << 30;
 

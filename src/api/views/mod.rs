@@ -1,8 +1,11 @@
-//! The requests the management interface accepts and the views it returns.
+//! views: the requests the management interface accepts and the views it
+//! returns — the API's JSON bodies (with their OpenAPI schemas) and the
+//! CLI's `--json` output.
 //!
-//! These are the API's JSON bodies (with their OpenAPI schemas) and the
-//! CLI's `--json` output. Persisted records live in `meta`, separately:
-//! changing a view never changes the on-disk format.
+//! A leaf: it imports only the model's enums (`meta::model`), which it
+//! shows but never defines. Persisted records live in `meta::model`,
+//! separately: changing a view never changes the on-disk format. The
+//! engine builds views, the API serves them, the CLI reads them.
 
 #![forbid(unsafe_code)]
 
@@ -11,51 +14,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::limits::{Name, StripeSize, TrackSize};
-use crate::disk::{CounterSnapshot, FaultRules};
+pub mod limits;
+
 use crate::json::{object_opt, whole, whole_opt};
-
-/// RAID level of a group (seed 002, table T1 column "RAID LEVEL").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RaidLevelName {
-    Concat,
-    Raid0,
-    Raid1,
-    Raid5,
-}
-
-impl RaidLevelName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RaidLevelName::Concat => "concat",
-            RaidLevelName::Raid0 => "raid0",
-            RaidLevelName::Raid1 => "raid1",
-            RaidLevelName::Raid5 => "raid5",
-        }
-    }
-}
-
-impl std::fmt::Display for RaidLevelName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for RaidLevelName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "concat" | "linear" => Ok(RaidLevelName::Concat),
-            "raid0" | "stripe" => Ok(RaidLevelName::Raid0),
-            "raid1" | "mirror" => Ok(RaidLevelName::Raid1),
-            "raid5" => Ok(RaidLevelName::Raid5),
-            other => Err(format!(
-                "unknown RAID level {other:?}: use concat, raid0, raid1 or raid5"
-            )),
-        }
-    }
-}
+pub use crate::meta::model::copy::{CopyMode, Scheme};
+pub use crate::meta::model::{JobState, RaidLevelName};
+use limits::{Name, StripeSize, TrackSize};
 
 // ---------------------------------------------------------------- pool
 
@@ -159,6 +123,35 @@ pub struct DiskReinstateInfo {
     /// The job resyncing what was written while it was out; none when it
     /// missed nothing.
     pub job: Option<JobInfo>,
+}
+
+/// A disk's I/O counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CounterSnapshot {
+    pub reads: u64,
+    pub writes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub read_errors: u64,
+    pub write_errors: u64,
+    pub flushes: u64,
+}
+
+/// The fault rules in force on one disk (`disk inject`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FaultRules {
+    /// Reads overlapping any (offset, length) range fail.
+    #[serde(with = "crate::json::spans")]
+    #[schema(value_type = Vec<crate::json::Span>)]
+    pub read_errors: Vec<(u64, u64)>,
+    /// Writes overlapping any (offset, length) range fail.
+    #[serde(with = "crate::json::spans")]
+    #[schema(value_type = Vec<crate::json::Span>)]
+    pub write_errors: Vec<(u64, u64)>,
+    /// Probability (0..=1) that any I/O fails.
+    pub error_rate: f64,
+    /// Every I/O fails.
+    pub vanished: bool,
 }
 
 /// One disk.
@@ -336,38 +329,6 @@ pub struct VolumeInfo {
 
 // ---------------------------------------------------------------- jobs
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Running,
-    Paused,
-    Done,
-    Failed,
-    Cancelled,
-}
-
-impl JobState {
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            JobState::Done | JobState::Failed | JobState::Cancelled
-        )
-    }
-}
-
-impl std::fmt::Display for JobState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            JobState::Running => "running",
-            JobState::Paused => "paused",
-            JobState::Done => "done",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        };
-        f.write_str(s)
-    }
-}
-
 /// A background job: rebuild, resync, and later copies and reshapes.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobInfo {
@@ -411,38 +372,6 @@ pub struct ApiError {
 
 // ---------------------------------------------------------------- copies
 
-/// How an instant copy keeps the two images apart (seed 000/001 FIG. 17).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum CopyMode {
-    /// A1, "old data to new memory space": before a source track is first
-    /// overwritten, its old contents go to new space for the copy.
-    Cow,
-    /// A2, "new data to new memory space": new writes of either image go
-    /// to new space; the initial area stays as it was.
-    Row,
-}
-
-impl std::fmt::Display for CopyMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CopyMode::Cow => "cow",
-            CopyMode::Row => "row",
-        })
-    }
-}
-
-impl std::str::FromStr for CopyMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "cow" | "a1" => Ok(CopyMode::Cow),
-            "row" | "a2" => Ok(CopyMode::Row),
-            other => Err(format!("unknown copy mode {other:?}: use cow or row")),
-        }
-    }
-}
-
 /// `copy create SRC NAME`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -456,7 +385,7 @@ pub struct CopyCreateRequest {
     /// Default: row (or the mode the source's family already uses).
     pub mode: Option<CopyMode>,
     /// Metadata scheme; default follows the source's mapping type.
-    pub meta: Option<crate::copy::map::Scheme>,
+    pub meta: Option<Scheme>,
     #[serde(default)]
     pub read_only: bool,
     /// Group the new space comes from; default the source's group.
@@ -473,7 +402,7 @@ pub struct CopyInfo {
     /// The family's origin volume (the initial area's owner).
     pub origin: String,
     pub mode: CopyMode,
-    pub scheme: crate::copy::map::Scheme,
+    pub scheme: Scheme,
     pub read_only: bool,
     pub size: u64,
     pub track_size: u64,

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use super::Pool;
 use crate::blockdev::BlockDev;
+use crate::engine::Pool;
 use crate::error::Result;
 use crate::nbd::{Export, ExportProvider};
 

@@ -1,6 +1,8 @@
-//! Persisted records: what the pool database stores, kept apart from the
-//! runtime structures and from the API's views, so that neither can change
-//! the on-disk format by accident.
+//! The model: every record and enum the pool database stores, owned here,
+//! apart from the runtime structures and from the API's views (`api::
+//! views`, which may show these enums but never define them), so that
+//! neither can change the on-disk format by accident. Copy families'
+//! records are in [`copy`].
 //!
 //! Records are JSON values in redb tables. The pool's `format` key says
 //! which version wrote them; a newer format is refused at open.
@@ -11,7 +13,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::types::{JobState, RaidLevelName};
+use utoipa::ToSchema;
+
+pub mod copy;
+
+pub use copy::CopyMode;
 
 /// Format version of the pool database. Bump it when a record changes
 /// shape, and keep a fixture of every released version.
@@ -20,6 +26,80 @@ use crate::engine::types::{JobState, RaidLevelName};
 /// - 2: chunks and areas in rows of their own (`copy_chunks`,
 ///   `copy_areas`); format 1 records are still read.
 pub const FORMAT_VERSION: u32 = 2;
+
+/// RAID level of a group (seed 002, table T1 column "RAID LEVEL").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RaidLevelName {
+    Concat,
+    Raid0,
+    Raid1,
+    Raid5,
+}
+
+impl RaidLevelName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RaidLevelName::Concat => "concat",
+            RaidLevelName::Raid0 => "raid0",
+            RaidLevelName::Raid1 => "raid1",
+            RaidLevelName::Raid5 => "raid5",
+        }
+    }
+}
+
+impl std::fmt::Display for RaidLevelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RaidLevelName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "concat" | "linear" => Ok(RaidLevelName::Concat),
+            "raid0" | "stripe" => Ok(RaidLevelName::Raid0),
+            "raid1" | "mirror" => Ok(RaidLevelName::Raid1),
+            "raid5" => Ok(RaidLevelName::Raid5),
+            other => Err(format!(
+                "unknown RAID level {other:?}: use concat, raid0, raid1 or raid5"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Running,
+    Paused,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            JobState::Running => "running",
+            JobState::Paused => "paused",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        };
+        f.write_str(s)
+    }
+}
 
 /// The pool itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,10 +17,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::engine::exports::PoolExports;
+mod exports;
+
 use crate::engine::{DB_FILE, Pool, PoolOptions};
 use crate::nbd::{Server, ServerConfig};
 use crate::rt::Workers;
+use exports::PoolExports;
 
 /// What `ferrosan serve` was asked to do.
 #[derive(Debug, Clone)]
