@@ -90,7 +90,19 @@ impl Daemon {
     /// `pool` given to it as written (relative to `cwd`), as a user who
     /// runs `ferrosan serve` in a folder does.
     pub fn start_in(cwd: Option<&Path>, pool: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_env(cwd, pool, extra, &[])
+    }
+
+    /// As [`Daemon::start_in`], with environment variables `env` set for
+    /// the daemon (test hooks).
+    pub fn start_env(
+        cwd: Option<&Path>,
+        pool: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
