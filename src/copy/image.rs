@@ -211,6 +211,7 @@ impl Family {
         FamilyRecord {
             object: self.object,
             mode: st.mode,
+            asked: (st.asked != st.mode).then_some(st.asked),
             origin: st.origin.clone(),
             group: self.group_name.clone(),
             track_size: st.track,

@@ -255,7 +255,7 @@ impl Pool {
                 self.discard_held_later(&fam.group_name, Arc::clone(fam.group()), gone, None);
             }
         };
-        let mode = fam.read_state().mode;
+        let mode = fam.read_state().asked;
         if let Some(m) = req.mode
             && m != mode
         {
@@ -508,7 +508,7 @@ impl Pool {
             name: name.to_string(),
             source: img.source.clone().unwrap_or_default(),
             origin: st.origin.clone(),
-            mode: st.mode,
+            mode: st.asked,
             scheme: img.scheme,
             read_only: vol.read_only,
             size: vol.size,
@@ -516,7 +516,7 @@ impl Pool {
             tracks_diverged: tracks,
             space_used: slots * st.track,
             metadata_memory: memory,
-            depth: chain.len() as u64,
+            depth: st.cascade_level(name),
             valid,
             warning,
             created: img.created,
@@ -1114,8 +1114,14 @@ impl Pool {
                     .filter(|k| **k != name && **k != st.origin)
                     .map(String::as_str)
                     .collect();
+                let hint = others
+                    .iter()
+                    .map(|o| format!("`ferrosan copy delete {o}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 return Err(Error::conflict(format!(
-                    "a split separates an original from its only copy; {} also has {}: delete or split those first",
+                    "a split separates an original from its only copy, and {} also has {}: \
+                     delete the other copies first ({hint}), or keep {name} as a copy",
                     st.origin,
                     others.join(", ")
                 )));
