@@ -281,6 +281,46 @@ pub fn run(prog: &str, args: &[&str]) -> (bool, String) {
     (o.status.success(), s)
 }
 
+/// What one fio run did, from its JSON report (`--output-format=json`).
+#[derive(Debug)]
+pub struct FioReport {
+    pub ok: bool,
+    /// fio's errors, summed over its jobs.
+    pub errors: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    /// stdout and stderr, for failure messages.
+    pub text: String,
+}
+
+/// Runs fio with `args` and its JSON report; asserts that the report
+/// parses. Reads of a write job with `--do_verify=1` are its verification.
+pub fn fio(args: &[&str]) -> FioReport {
+    let o = Command::new("fio")
+        .args(args)
+        .arg("--output-format=json")
+        .output()
+        .expect("run fio");
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    let json = stdout.find('{').map_or("", |i| &stdout[i..]);
+    let v: serde_json::Value = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("fio {args:?} printed no JSON report ({e}): {text}"));
+    let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !jobs.is_empty(),
+        "fio {args:?}: no jobs in its report: {text}"
+    );
+    let sum = |f: &dyn Fn(&serde_json::Value) -> u64| jobs.iter().map(f).sum::<u64>();
+    FioReport {
+        ok: o.status.success(),
+        errors: sum(&|j| j["error"].as_u64().unwrap_or(1)),
+        read_bytes: sum(&|j| j["read"]["io_bytes"].as_u64().unwrap_or(0)),
+        write_bytes: sum(&|j| j["write"]["io_bytes"].as_u64().unwrap_or(0)),
+        text,
+    }
+}
+
 /// qemu-io on an NBD URL with the given commands; asserts success and no
 /// failed verification, returns the output.
 pub fn qemu_io(url: &str, cmds: &[&str]) -> String {
