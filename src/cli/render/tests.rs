@@ -217,7 +217,9 @@ fn job_list_shows_progress_rate_and_eta() {
     let got = rows(&job_list(&[job_info(1, 3, JobState::Running)]));
     assert_eq!(
         got[0],
-        ["ID", "KIND", "TARGET", "STATE", "PROGRESS", "RATE", "ETA", "LIMIT"]
+        [
+            "ID", "KIND", "TARGET", "STATE", "PROGRESS", "RATE", "ETA", "LIMIT"
+        ]
     );
     let want = [
         "7",
