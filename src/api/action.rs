@@ -102,42 +102,71 @@ pub trait Dispatch: Send + Sync + 'static {
 
 impl Dispatch for Pool {
     fn dispatch(&self, action: Action) -> Result<Reply> {
-        Ok(match action {
-            Action::PoolInfo => Reply::Pool(self.info()),
-            Action::DiskList => Reply::Disks(self.disk_list()),
-            Action::DiskGet(name) => Reply::Disk(self.disk_get(&name)?),
-            Action::DiskAdd(req) => Reply::Disk(self.disk_add(req)?),
-            Action::DiskRemove(name) => self.disk_remove(&name).map(|()| Reply::Deleted)?,
-            Action::DiskFail(name, req) => Reply::Disk(self.disk_fail(&name, req.force)?),
-            Action::DiskReinstate(name) => Reply::Reinstated(self.disk_reinstate(&name)?),
-            Action::DiskReplace(old, req) => Reply::Job(self.disk_replace(&old, req)?),
-            Action::DiskInject(name, req) => Reply::Disk(self.disk_inject(&name, req)?),
-            Action::GroupList => Reply::Groups(self.group_list()),
-            Action::GroupGet(name) => Reply::Group(self.group_get(&name)?),
-            Action::GroupCreate(req) => Reply::Group(self.group_create(req)?),
-            Action::GroupDelete(name) => self.group_delete(&name).map(|()| Reply::Deleted)?,
-            Action::GroupExtend(name, req) => Reply::Group(self.group_extend(&name, req)?),
-            Action::VolumeList => Reply::Volumes(self.volume_list()),
-            Action::VolumeGet(name) => Reply::Volume(self.volume_get(&name)?),
-            Action::VolumeCreate(req) => Reply::Volume(self.volume_create(req)?),
-            Action::VolumeDelete { name, force } => {
-                self.volume_delete(&name, force).map(|()| Reply::Deleted)?
-            }
-            Action::VolumeGrow(name, req) => Reply::Volume(self.volume_grow(&name, req)?),
-            Action::JobList => Reply::Jobs(self.job_list()),
-            Action::JobGet(id) => Reply::Job(self.job_get(id)?),
-            Action::JobPause(id) => Reply::Job(self.job_pause(id)?),
-            Action::JobResume(id) => Reply::Job(self.job_resume(id)?),
-            Action::JobCancel(id) => Reply::Job(self.job_cancel(id)?),
-            Action::JobRate(id, req) => Reply::Job(self.job_set_rate(id, req)?),
-            Action::CopyList => Reply::Copies(self.copy_list()),
-            Action::CopyGet(name) => Reply::Copy(self.copy_get(&name)?),
-            Action::CopyCreate(req) => Reply::Copy(self.copy_create(req)?),
-            Action::CopyDelete(name) => Reply::CopyDeleted(self.copy_delete(&name)?),
-            Action::CopyRestore(name, req) => {
-                Reply::CopyRestored(self.copy_restore(&name, req.force)?)
-            }
-            Action::CopySplit(name, req) => Reply::CopySplit(self.copy_split(&name, req)?),
-        })
+        if let Some(reply) = read(self, &action) {
+            return reply;
+        }
+        // A change: it runs on the pool's one commit path, after the
+        // changes queued before it.
+        self.configure(move |pool| async move { change(&pool, action).await })
     }
+}
+
+/// Answers a read-only action at once (it takes only short locks); None
+/// for a change.
+fn read(p: &Pool, action: &Action) -> Option<Result<Reply>> {
+    Some(match action {
+        Action::PoolInfo => Ok(Reply::Pool(p.info())),
+        Action::DiskList => Ok(Reply::Disks(p.disk_list())),
+        Action::DiskGet(name) => p.disk_get(name).map(Reply::Disk),
+        Action::GroupList => Ok(Reply::Groups(p.group_list())),
+        Action::GroupGet(name) => p.group_get(name).map(Reply::Group),
+        Action::VolumeList => Ok(Reply::Volumes(p.volume_list())),
+        Action::VolumeGet(name) => p.volume_get(name).map(Reply::Volume),
+        Action::JobList => Ok(Reply::Jobs(p.job_list())),
+        Action::JobGet(id) => p.job_get(*id).map(Reply::Job),
+        Action::CopyList => Ok(Reply::Copies(p.copy_list())),
+        Action::CopyGet(name) => p.copy_get(name).map(Reply::Copy),
+        // Job controls and fault injection change no record of the pool's
+        // configuration: they need not queue behind a change.
+        Action::JobPause(id) => p.job_pause(*id).map(Reply::Job),
+        Action::JobResume(id) => p.job_resume(*id).map(Reply::Job),
+        Action::JobCancel(id) => p.job_cancel(*id).map(Reply::Job),
+        Action::JobRate(id, req) => p.job_set_rate(*id, req.clone()).map(Reply::Job),
+        Action::DiskInject(name, req) => p.disk_inject(name, req.clone()).map(Reply::Disk),
+        _ => return None,
+    })
+}
+
+/// Carries out a change, on the commit path.
+async fn change(p: &Pool, action: Action) -> Result<Reply> {
+    Ok(match action {
+        Action::DiskAdd(req) => Reply::Disk(p.disk_add(req)?),
+        Action::DiskRemove(name) => p.disk_remove(&name).map(|()| Reply::Deleted)?,
+        Action::DiskFail(name, req) => Reply::Disk(p.disk_fail(&name, req.force)?),
+        Action::DiskReinstate(name) => Reply::Reinstated(p.disk_reinstate(&name)?),
+        Action::DiskReplace(old, req) => Reply::Job(p.disk_replace(&old, req)?),
+        Action::GroupCreate(req) => Reply::Group(p.group_create(req)?),
+        Action::GroupDelete(name) => p.group_delete(&name).map(|()| Reply::Deleted)?,
+        Action::GroupExtend(name, req) => Reply::Group(p.group_extend(&name, req)?),
+        Action::VolumeCreate(req) => Reply::Volume(p.volume_create(req)?),
+        Action::VolumeDelete { name, force } => p
+            .volume_delete(&name, force)
+            .await
+            .map(|()| Reply::Deleted)?,
+        Action::VolumeGrow(name, req) => Reply::Volume(p.volume_grow(&name, req)?),
+        Action::CopyCreate(req) => Reply::Copy(p.copy_create(req).await?),
+        Action::CopyDelete(name) => Reply::CopyDeleted(p.copy_delete(&name).await?),
+        Action::CopyRestore(name, req) => {
+            Reply::CopyRestored(p.copy_restore(&name, req.force).await?)
+        }
+        Action::CopySplit(name, req) => Reply::CopySplit(p.copy_split(&name, req).await?),
+        other => match read(p, &other) {
+            Some(reply) => reply?,
+            None => {
+                return Err(crate::error::Error::invalid(format!(
+                    "{other:?} is not a change"
+                )));
+            }
+        },
+    })
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rustix::fs::{FallocateFlags, FileType, Mode, OFlags, SeekFrom};
 
-use super::identity::{Identity, identity_of, lock_exclusive};
+use super::identity::{Identity, identity_of, lock_exclusive, lock_exclusive_waiting};
 use super::label::{DATA_OFFSET, LABEL_COPIES, LABEL_SIZE, Label};
 use super::sync;
 use super::uring::{self, Completion, Op};
@@ -91,6 +91,10 @@ fn dio_align(fd: &OwnedFd) -> u32 {
         _ => 512,
     }
 }
+
+/// How long opening a disk waits for a daemon that just died to let go
+/// of it (see [`lock_exclusive_waiting`]).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl FileDisk {
     /// Creates a sparse file of `data_size` bytes of data area plus the
@@ -177,7 +181,7 @@ impl FileDisk {
                 Error::io(format!("cannot open {what}"), e)
             }
         })?;
-        lock_exclusive(&fd, path)?;
+        lock_exclusive_waiting(&fd, path, LOCK_PATIENCE)?;
         let (total, is_block) =
             device_size(&fd).map_err(|e| Error::io(format!("cannot size {what}"), e))?;
         let mut disk = FileDisk {

@@ -109,6 +109,26 @@ pub fn identity_of(fd: impl AsFd) -> Result<Identity> {
     Ok(Identity::of(&st))
 }
 
+/// [`lock_exclusive`], waiting up to `patience` for a holder to let go.
+/// Opening a pool's disks uses it: a daemon killed a moment ago may still
+/// hold the lock while the kernel tears down its io_uring instances (their
+/// requests in flight keep the files open after the process has gone).
+pub fn lock_exclusive_waiting(
+    fd: &OwnedFd,
+    path: &Path,
+    patience: std::time::Duration,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match lock_exclusive(fd, path) {
+            Err(e) if e.kind() == ErrorKind::Conflict && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Takes the exclusive lock every open disk holds; refuses if another open
 /// file (another pool, another path into this one) holds it.
 pub fn lock_exclusive(fd: &OwnedFd, path: &Path) -> Result<()> {

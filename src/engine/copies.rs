@@ -68,32 +68,30 @@ pub fn default_scheme(pointer_mapped: bool) -> Scheme {
     }
 }
 
-/// Runs `f` on a worker and waits for it (from a blocking context).
-fn on_worker<T: Send + 'static, Fut: std::future::Future<Output = Result<T>> + 'static>(
+/// Runs `f` on a worker (where the family's stacks run) and awaits it:
+/// the commit path's thread stays free for member failures meanwhile.
+async fn on_worker<T: Send + 'static, Fut: std::future::Future<Output = Result<T>> + 'static>(
     pool: &Pool,
     f: impl FnOnce() -> Fut + Send + 'static,
 ) -> Result<T> {
-    futures::executor::block_on(pool.workers.run(f))?
+    pool.workers.run(f).await?
 }
 
 impl Pool {
     /// Gets `bytes` of group address space for family `family`'s store.
+    /// Called on the data path (a copy's first write into a new chunk),
+    /// under the family's state lock: it takes only the space map's lock,
+    /// never the pool's, so it waits for no configuration change.
     fn alloc_copy_space(&self, family: u64, group: &str, bytes: u64) -> Result<u64> {
-        let st = self.lock();
-        let g = st
-            .groups
-            .get(group)
-            .ok_or_else(|| Error::not_found(format!("group {group} of a copy family is gone")))?;
-        let unit = super::groups::row_bytes(&g.rec);
-        let capacity = g.raid.size();
-        let mut used = self.used_in(&st, group);
-        let free = super::volumes::free_extents(capacity, &mut used);
+        let mut h = self.held();
+        let (free, unit) = h
+            .free_in(group)
+            .map_err(|_| Error::not_found(format!("group {group} of a copy family is gone")))?;
         let want = bytes.div_ceil(unit) * unit;
-        let spot = free.iter().find_map(|&(off, len)| {
-            let start = off.div_ceil(unit) * unit;
-            (start + want <= off + len).then_some(start)
-        });
-        let Some(off) = spot else {
+        let Some(off) = super::volumes::allocate(&free, want, unit)
+            .filter(|got| got.len() == 1)
+            .map(|got| got[0].0)
+        else {
             let avail: u64 = free.iter().map(|f| f.1).sum();
             return Err(Error::new(
                 ErrorKind::NoSpace,
@@ -104,11 +102,7 @@ impl Pool {
                 ),
             ));
         };
-        // Held before the pool lock goes, so no other allocation takes it.
-        self.held()
-            .copies
-            .push((family, group.to_string(), off, want));
-        drop(st);
+        h.copies.push((family, group.to_string(), off, want));
         Ok(off)
     }
 
@@ -153,7 +147,7 @@ impl Pool {
             .collect()
     }
 
-    pub fn copy_create(&self, req: CopyCreateRequest) -> Result<CopyInfo> {
+    pub async fn copy_create(&self, req: CopyCreateRequest) -> Result<CopyInfo> {
         check_name("copy", &req.name)?;
         let pool = self.arc()?;
         let name = req.name.clone();
@@ -161,6 +155,7 @@ impl Pool {
         on_worker(self, move || async move {
             pool.copy_create_on_worker(req).await
         })
+        .await
         .map_err(|e| super::copy_room::explain_no_room(e, plan.as_ref()))?;
         self.copy_get(&name)
     }
@@ -589,8 +584,8 @@ impl Pool {
 
     /// Deletes copy `name`; the job folding the original's data back, if
     /// the last copy went and data must move.
-    pub fn copy_delete(&self, name: &str) -> Result<CopyDeleteInfo> {
-        let job = self.family_delete(name, false, false)?;
+    pub async fn copy_delete(&self, name: &str) -> Result<CopyDeleteInfo> {
+        let job = self.family_delete(name, false, false).await?;
         Ok(CopyDeleteInfo {
             name: name.to_string(),
             job,
@@ -601,7 +596,7 @@ impl Pool {
     /// original, whose initial area then passes to one of its copies.
     /// `force`: even with NBD connections open (their I/O then fails).
     /// Returns the fold job it started (see `copy_delete_on_worker`).
-    pub(crate) fn family_delete(
+    pub(crate) async fn family_delete(
         &self,
         name: &str,
         origin_too: bool,
@@ -632,7 +627,8 @@ impl Pool {
         let name = name.to_string();
         let job = on_worker(self, move || async move {
             pool.copy_delete_on_worker(&name).await
-        })?;
+        })
+        .await?;
         self.reclaim_copy_space();
         Ok(job)
     }
@@ -974,12 +970,13 @@ impl Pool {
     /// `copy restore NAME`: NAME's source shows NAME's image. Refused while
     /// NBD clients use the source, unless `force`: their volume's contents
     /// would change under them.
-    pub fn copy_restore(&self, name: &str, force: bool) -> Result<CopyRestoreInfo> {
+    pub async fn copy_restore(&self, name: &str, force: bool) -> Result<CopyRestoreInfo> {
         let pool = self.arc()?;
         let n = name.to_string();
         let (target, job, connections) = on_worker(self, move || async move {
             pool.copy_restore_on_worker(&n, force).await
-        })?;
+        })
+        .await?;
         let job = match job {
             Some(j) => Some(self.start_copy_move(j)?),
             None => None,
@@ -1071,13 +1068,14 @@ impl Pool {
     /// of the original and of the copy, moves one set into the initial
     /// area by policy, and leaves the two images independent: either can
     /// then be deleted without the other losing anything.
-    pub fn copy_split(&self, name: &str, req: CopySplitRequest) -> Result<CopySplitInfo> {
+    pub async fn copy_split(&self, name: &str, req: CopySplitRequest) -> Result<CopySplitInfo> {
         let pool = self.arc()?;
         let n = name.to_string();
         let policy = req.policy.unwrap_or(SplitPolicy::MoveSmaller);
         let (n_orig, n_copy, moving, job) = on_worker(self, move || async move {
             pool.copy_split_on_worker(&n, policy).await
-        })?;
+        })
+        .await?;
         let job = match job {
             Some(j) => Some(self.start_copy_move(j)?),
             None => None,

@@ -188,11 +188,24 @@ impl Pool {
 
     pub fn disk_add(&self, req: DiskAddRequest) -> Result<DiskInfo> {
         check_name("disk", &req.name)?;
-        let mut st = self.lock();
-        if st.disks.contains_key(&req.name) {
-            return Err(Error::conflict(format!("disk {} already exists", req.name)));
+        if req.size.is_some() && req.path.is_some() {
+            return Err(Error::invalid(
+                "give either --size (a new file) or --path (an existing file or device), not both",
+            ));
         }
-        let pool_id = st.pool.id;
+        // Checked under a short lock; the file work and the commit run with
+        // none held (changes run one at a time on the commit path).
+        let (pool_id, adopt) = {
+            let st = self.lock();
+            if st.disks.contains_key(&req.name) {
+                return Err(Error::conflict(format!("disk {} already exists", req.name)));
+            }
+            let adopt = match (req.size, &req.path) {
+                (None, Some(path)) => Some(self.check_adoptable(&st, path, req.force)?),
+                _ => None,
+            };
+            (st.pool.id, adopt)
+        };
         let id = uuid::Uuid::new_v4();
         let label = |data_size: u64| Label {
             pool_id: *pool_id.as_bytes(),
@@ -202,25 +215,19 @@ impl Pool {
             seq: 1,
             name: req.name.clone(),
         };
-        let (file, path, owned) = match (req.size, &req.path) {
-            (Some(_), Some(_)) => {
-                return Err(Error::invalid(
-                    "give either --size (a new file) or --path (an existing file or device), not both",
-                ));
+        let (file, path, owned) = match (req.size, adopt) {
+            (Some(size), _) => {
+                let (file, path) = self.new_disk_file(&req.name, size, label)?;
+                (file, path, true)
+            }
+            (None, Some(path)) => {
+                let file = FileDisk::adopt(&path, label, self.disk_options())?;
+                (file, path, false)
             }
             (None, None) => {
                 return Err(Error::invalid(
                     "give --size to create a disk file, or --path to adopt a file or block device",
                 ));
-            }
-            (Some(size), None) => {
-                let (file, path) = self.new_disk_file(&req.name, size, label)?;
-                (file, path, true)
-            }
-            (None, Some(path)) => {
-                let path = self.check_adoptable(&st, path, req.force)?;
-                let file = FileDisk::adopt(&path, label, self.disk_options())?;
-                (file, path, false)
             }
         };
         let rec = DiskRecord {
@@ -246,9 +253,12 @@ impl Pool {
             open: Some(open),
             problem: None,
         };
-        let view = self.disk_view(&st, &entry);
-        st.disks.insert(req.name.clone(), entry);
-        drop(st);
+        let view = {
+            let mut st = self.lock();
+            let view = self.disk_view(&st, &entry);
+            st.disks.insert(req.name.clone(), entry);
+            view
+        };
         if req.spare {
             self.use_spares();
         }
@@ -365,18 +375,19 @@ impl Pool {
     }
 
     pub fn disk_remove(&self, name: &str) -> Result<()> {
-        let mut st = self.lock();
-        let e = Self::disk_entry(&st, name)?;
-        if let Some((g, slot)) = Self::disk_slot(&st, name) {
-            return Err(Error::conflict(format!(
-                "disk {name} is in group {g} (slot {slot}): replace it first with `ferrosan disk replace {name} NEW`"
-            )));
-        }
-        let rec = e.rec.clone();
+        let rec = {
+            let st = self.lock();
+            let e = Self::disk_entry(&st, name)?;
+            if let Some((g, slot)) = Self::disk_slot(&st, name) {
+                return Err(Error::conflict(format!(
+                    "disk {name} is in group {g} (slot {slot}): replace it first with `ferrosan disk replace {name} NEW`"
+                )));
+            }
+            e.rec.clone()
+        };
         let path = self.disk_path(&rec);
         self.meta.write(true, |tx| tx.del_disk(name))?;
-        st.disks.remove(name);
-        drop(st);
+        self.lock().disks.remove(name);
         if rec.owned_file
             && let Err(e) = std::fs::remove_file(&path)
         {

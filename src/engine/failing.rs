@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use super::groups::is_redundant;
-use super::{Pool, State};
+use super::{Pool, State, StateGuard};
 use crate::api::views::*;
 use crate::error::{Error, Result};
 use crate::meta::model::{JobKind, JobRecord, SlotState, now};
@@ -173,7 +173,7 @@ impl Pool {
     }
 
     /// A disk in no group that still carries a failed flag: usable again.
-    fn unflag_free_disk(&self, st: &mut State, name: &str) -> Result<DiskReinstateInfo> {
+    fn unflag_free_disk(&self, st: &mut StateGuard<'_>, name: &str) -> Result<DiskReinstateInfo> {
         let Some(e) = st.disks.get_mut(name) else {
             return Err(Error::not_found(format!("unknown disk {name:?}")));
         };
@@ -184,8 +184,10 @@ impl Pool {
         }
         let mut rec = e.rec.clone();
         rec.failed = None;
-        self.meta.write(true, |tx| tx.put_disk(&rec))?;
-        e.rec = rec;
+        Pool::unlocked(st, || self.meta.write(true, |tx| tx.put_disk(&rec)))?;
+        if let Some(e) = st.disks.get_mut(name) {
+            e.rec = rec;
+        }
         Ok(DiskReinstateInfo {
             disk: name.to_string(),
             group: None,
@@ -197,7 +199,7 @@ impl Pool {
     /// Puts the disk back as current everywhere (it missed no write).
     fn reinstate_whole(
         &self,
-        st: &mut State,
+        st: &mut StateGuard<'_>,
         name: &str,
         group: &str,
         slot: usize,
@@ -210,9 +212,11 @@ impl Pool {
         grec.slots[slot].state = SlotState::Ok;
         grec.slots[slot].failed_seq = 0;
         let drec = Self::unflagged(st, name)?;
-        self.meta.write(true, |tx| {
-            tx.put_group(&grec)?;
-            tx.put_disk(&drec)
+        Pool::unlocked(st, || {
+            self.meta.write(true, |tx| {
+                tx.put_group(&grec)?;
+                tx.put_disk(&drec)
+            })
         })?;
         raid.reinstate_member(slot, dev)?;
         tracing::info!("group {group}: disk {name} reinstated in slot {slot}; nothing to resync");
@@ -229,7 +233,7 @@ impl Pool {
     /// rebuilds only the rows written while it was out.
     fn reinstate_stale(
         &self,
-        mut st: std::sync::MutexGuard<'_, State>,
+        mut st: super::StateGuard<'_>,
         name: &str,
         group: &str,
         slot: usize,
@@ -267,11 +271,13 @@ impl Pool {
         };
         let drec = Self::unflagged(&st, name)?;
         let pool_rec = st.pool.clone();
-        let committed = self.meta.write(true, |tx| {
-            tx.put_pool(&pool_rec)?;
-            tx.put_disk(&drec)?;
-            tx.put_group(&grec)?;
-            tx.put_job(&job)
+        let committed = Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.put_pool(&pool_rec)?;
+                tx.put_disk(&drec)?;
+                tx.put_group(&grec)?;
+                tx.put_job(&job)
+            })
         });
         if let Err(e) = committed {
             let _ = raid.abort_replace(slot);

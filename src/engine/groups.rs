@@ -55,25 +55,17 @@ impl RaidHooks for Hooks {
             let Some(pool) = pool.upgrade() else {
                 return Err(Error::new(ErrorKind::Shutdown, "the pool is closing"));
             };
-            let r =
-                tokio::task::spawn_blocking(move || pool.record_member_failed(&group, idx, &msg))
-                    .await;
-            match r {
-                Ok(r) => r,
-                Err(e) => Err(Error::new(
-                    ErrorKind::Io,
-                    format!("recording a failed member: {e}"),
-                )),
-            }
+            // The urgent lane: a change may be waiting for this very
+            // request (see config.rs).
+            let record =
+                move |p: Arc<Pool>| async move { p.record_member_failed(&group, idx, &msg) };
+            pool.urgent(record).await
         })
     }
 }
 
 impl Pool {
-    pub(super) fn group_entry_locked(
-        &self,
-        name: &str,
-    ) -> Result<std::sync::MutexGuard<'_, State>> {
+    pub(super) fn group_entry_locked(&self, name: &str) -> Result<super::StateGuard<'_>> {
         let st = self.lock();
         if !st.groups.contains_key(name) {
             return Err(Error::not_found(format!(
@@ -308,9 +300,11 @@ impl Pool {
         };
         let entry = self.assemble(&st, &rec, &|_| None, &[])?;
         let pool_rec = st.pool.clone();
-        self.meta.write(true, |tx| {
-            tx.put_pool(&pool_rec)?;
-            tx.put_group(&rec)
+        Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.put_pool(&pool_rec)?;
+                tx.put_group(&rec)
+            })
         })?;
         let view = self.group_view(&st, &entry);
         st.groups.insert(rec.name.clone(), entry);
@@ -350,9 +344,11 @@ impl Pool {
             )));
         }
         let object = st.groups.get(name).map(|g| g.rec.object).unwrap_or(0);
-        self.meta.write(true, |tx| {
-            tx.del_pages(object)?;
-            tx.del_group(name)
+        Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.del_pages(object)?;
+                tx.del_group(name)
+            })
         })?;
         st.groups.remove(name);
         Ok(())
@@ -398,7 +394,7 @@ impl Pool {
             rec.member_sizes.push(s / rec.stripe_size * rec.stripe_size);
         }
         let entry = self.assemble(&st, &rec, &|_| None, &[])?;
-        self.meta.write(true, |tx| tx.put_group(&rec))?;
+        Pool::unlocked(&mut st, || self.meta.write(true, |tx| tx.put_group(&rec)))?;
         let raid: Arc<dyn BlockDev> = entry.raid.clone();
         for v in st.volumes.values().filter(|v| v.rec.group == name) {
             v.thick.set_group(Arc::clone(&raid));
@@ -437,12 +433,14 @@ impl Pool {
             if let Some(d) = drec.as_mut() {
                 d.failed = Some(why.to_string());
             }
-            self.meta.write(true, |tx| {
-                tx.put_group(&rec)?;
-                if let Some(d) = &drec {
-                    tx.put_disk(d)?;
-                }
-                Ok(())
+            Pool::unlocked(&mut st, || {
+                self.meta.write(true, |tx| {
+                    tx.put_group(&rec)?;
+                    if let Some(d) = &drec {
+                        tx.put_disk(d)?;
+                    }
+                    Ok(())
+                })
             })?;
             tracing::warn!(
                 "group {group}: slot {slot} (disk {}) failed: {why}",
@@ -457,7 +455,11 @@ impl Pool {
                 e.rec = d;
             }
         }
-        self.use_spares();
+        // A spare's rebuild is a change of its own, after this failure.
+        self.queue_change(|p| async move {
+            p.use_spares();
+            Ok(())
+        });
         Ok(())
     }
 

@@ -27,7 +27,7 @@ impl Pool {
             for rec in &snap.groups {
                 let (rec, changed, hot) = self.check_slots(&st, rec, &jobs);
                 if changed {
-                    self.meta.write(true, |tx| tx.put_group(&rec))?;
+                    Pool::unlocked(&mut st, || self.meta.write(true, |tx| tx.put_group(&rec)))?;
                 }
                 let cursor = |job: u64| {
                     jobs.get(&job)

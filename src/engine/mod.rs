@@ -8,14 +8,17 @@
 //!    └── jobs:    rebuild / replace / resync, resumed after a restart
 //! ```
 //!
-//! Every public method is synchronous and may block on a database commit:
-//! the API calls them from `spawn_blocking`. Each change is validated,
-//! committed durably, then applied to the running stacks, so a crash at any
-//! point leaves either the old or the new configuration. Long work starts a
-//! job and returns its view at once.
+//! Reads (`*_list`, `*_get`) take the pool lock briefly from any thread.
+//! Changes run on the commit path (`config.rs`), one at a time: each is
+//! validated under the lock, committed durably with no lock held, then
+//! applied to the running stacks, so a crash at any point leaves either
+//! the old or the new configuration. Long work starts a job and returns
+//! its view at once. Lock order: pool, then a family's state, then the
+//! space map (`space.rs`).
 
 #![forbid(unsafe_code)]
 
+mod config;
 mod copies;
 mod copy_room;
 mod disks;
@@ -103,6 +106,37 @@ pub(crate) struct VolumeEntry {
     conns: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// The pool lock, held. A guard through which the state was changed
+/// brings the space map up to date when it goes (see `space.rs`), so no
+/// change can forget to.
+pub(crate) struct StateGuard<'a> {
+    inner: parking_lot::MutexGuard<'a, State>,
+    owner: &'a Pool,
+    changed: bool,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.changed = true;
+        &mut self.inner
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if self.changed {
+            self.owner.sync_space(&self.inner);
+        }
+    }
+}
+
 pub(crate) struct State {
     pool: PoolRecord,
     disks: BTreeMap<String, DiskEntry>,
@@ -119,13 +153,17 @@ pub struct Pool {
     workers: Arc<Workers>,
     opts: PoolOptions,
     jobs: Jobs,
-    st: Mutex<State>,
+    /// The configuration as it runs. Taken briefly; never held across a
+    /// durable commit ([`Pool::unlocked`]) or an await.
+    st: parking_lot::Mutex<State>,
     me: Weak<Pool>,
     problems: Mutex<Vec<String>>,
     nbd_url: Mutex<Option<String>>,
     nbd_unix: Mutex<PathBuf>,
     /// Group space held outside volume records (copy stores, discards).
     held: Mutex<space::HeldSpace>,
+    /// The one path configuration changes take (`config.rs`).
+    commit: config::CommitPath,
 }
 
 impl Pool {
@@ -147,13 +185,14 @@ impl Pool {
         let (meta, _created) = Meta::open(&dir.join(DB_FILE))?;
         let meta = Arc::new(meta);
         let snap = meta.load()?;
-        let pool = Arc::new_cyclic(|me| Pool {
+        let mut commit_err = None;
+        let pool = Arc::new_cyclic(|me: &Weak<Pool>| Pool {
             dir: dir.to_path_buf(),
             meta: Arc::clone(&meta),
             workers: Arc::clone(&workers),
             opts,
             jobs: Jobs::new(Arc::clone(&meta), Arc::clone(&workers)),
-            st: Mutex::new(State {
+            st: parking_lot::Mutex::new(State {
                 pool: snap.pool.clone(),
                 disks: BTreeMap::new(),
                 groups: BTreeMap::new(),
@@ -165,14 +204,45 @@ impl Pool {
             nbd_url: Mutex::new(None),
             nbd_unix: Mutex::new(dir.join("nbd.sock")),
             held: Mutex::new(space::HeldSpace::default()),
+            commit: config::CommitPath::start(me.clone()).unwrap_or_else(|e| {
+                commit_err = Some(e);
+                config::CommitPath::closed()
+            }),
         });
+        if let Some(e) = commit_err {
+            return Err(e);
+        }
         pool.load(snap)?;
         pool.start_background();
         Ok(pool)
     }
 
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn lock(&self) -> StateGuard<'_> {
+        StateGuard {
+            inner: self.st.lock(),
+            owner: self,
+            changed: false,
+        }
+    }
+
+    /// Applies a committed group record to the running entry.
+    pub(crate) fn set_group_rec(st: &mut State, rec: GroupRecord) {
+        if let Some(g) = st.groups.get_mut(&rec.name) {
+            g.rec = rec;
+        }
+    }
+
+    /// Runs `f` — a durable commit — with the pool lock let go, and takes
+    /// the lock again. Changes run one at a time on the commit path
+    /// (`config.rs`), so what a change read before is still what it
+    /// changes after; the lock only keeps readers from seeing half an
+    /// apply. The borrow checker sees to it that no reference into the
+    /// state lives across.
+    pub(crate) fn unlocked<T>(st: &mut StateGuard<'_>, f: impl FnOnce() -> T) -> T {
+        if std::mem::take(&mut st.changed) {
+            st.owner.sync_space(&st.inner);
+        }
+        parking_lot::MutexGuard::unlocked(&mut st.inner, f)
     }
 
     fn arc(&self) -> Result<Arc<Pool>> {

@@ -9,7 +9,7 @@ use super::groups::is_redundant;
 use crate::api::views::limits::named_in_body;
 use crate::api::views::*;
 use crate::blockdev::{BlockDev, DevFuture};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::jobs::{MakeWork, Work};
 use crate::meta::intent::PersistentIntent;
 use crate::meta::model::{JobKind, JobRecord, SlotState, now};
@@ -96,14 +96,16 @@ impl Work for RebuildWork {
                 // Every stale row is done: the rest was current all along.
                 self.raid.rebuild_stale(slot, &[], true).await?;
             }
-            blocking(move || pool.complete_rebuild(&group, slot, job)).await
+            let done = move |p: Arc<Pool>| async move { p.complete_rebuild(&group, slot, job) };
+            pool.configure_async(done).await
         })
     }
 
     fn abort(&mut self, _cancelled: bool) -> DevFuture<'_, Result<()>> {
         let pool = Arc::clone(&self.pool);
         let (group, slot, job) = (self.group.clone(), self.slot, self.job);
-        Box::pin(async move { blocking(move || pool.abort_rebuild(&group, slot, job)).await })
+        let abort = move |p: Arc<Pool>| async move { p.abort_rebuild(&group, slot, job) };
+        Box::pin(async move { pool.configure_async(abort).await })
     }
 }
 
@@ -154,13 +156,6 @@ impl Work for ResyncWork {
     fn abort(&mut self, _cancelled: bool) -> DevFuture<'_, Result<()>> {
         // The marks stay held: the next start resyncs them again.
         Box::pin(async { Ok(()) })
-    }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => Err(Error::new(ErrorKind::Io, format!("a pool task died: {e}"))),
     }
 }
 
@@ -288,11 +283,13 @@ impl Pool {
             updated: now(),
         };
         let pool_rec = st.pool.clone();
-        self.meta.write(true, |tx| {
-            tx.put_pool(&pool_rec)?;
-            tx.put_disk(&new_rec)?;
-            tx.put_group(&grec)?;
-            tx.put_job(&job)
+        Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.put_pool(&pool_rec)?;
+                tx.put_disk(&new_rec)?;
+                tx.put_group(&grec)?;
+                tx.put_job(&job)
+            })
         })?;
         raid.replace_member(slot, new_dev)?;
         if let Some(e) = st.disks.get_mut(disk) {
@@ -330,12 +327,12 @@ impl Pool {
         let mut rec = g.rec.clone();
         rec.slots[slot].state = SlotState::Ok;
         rec.slots[slot].failed_seq = 0;
-        self.meta.write(true, |tx| tx.put_group(&rec))?;
+        Pool::unlocked(&mut st, || self.meta.write(true, |tx| tx.put_group(&rec)))?;
         tracing::info!(
             "group {group}: slot {slot} rebuilt onto disk {:?}",
             rec.slots[slot].disk
         );
-        g.rec = rec;
+        Pool::set_group_rec(&mut st, rec);
         Ok(())
     }
 
@@ -367,8 +364,8 @@ impl Pool {
                 };
             }
         }
-        self.meta.write(true, |tx| tx.put_group(&rec))?;
-        g.rec = rec;
+        Pool::unlocked(&mut st, || self.meta.write(true, |tx| tx.put_group(&rec)))?;
+        Pool::set_group_rec(&mut st, rec);
         Ok(())
     }
 
@@ -422,9 +419,11 @@ impl Pool {
             updated: now(),
         };
         let pool_rec = st.pool.clone();
-        self.meta.write(true, |tx| {
-            tx.put_pool(&pool_rec)?;
-            tx.put_job(&job)
+        Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.put_pool(&pool_rec)?;
+                tx.put_job(&job)
+            })
         })?;
         drop(st);
         let make = self.make_work(&job)?;

@@ -18,23 +18,55 @@
 
 use std::sync::Arc;
 
-use super::Pool;
+use super::volumes::{allocate, free_extents};
+use super::{Pool, State};
 use crate::blockdev::BlockDev;
+use crate::error::{Error, Result};
 use crate::stack::switch::Switch;
 
-/// What the pool holds, under one lock so space moves from one list to the
-/// other atomically.
+/// Who uses which group addresses, under one lock of its own so space
+/// moves from one list to the other atomically — and so a copy's first
+/// write (which may need a new chunk) never takes the pool lock.
+///
+/// Lock order: the pool lock, then a family's state, then this; nothing
+/// is called while it is held.
 #[derive(Default)]
 pub(crate) struct HeldSpace {
     /// Chunks of copy stores: (family, group, offset, length).
     pub copies: Vec<(u64, String, u64, u64)>,
     /// Space being discarded: (group, offset, length).
     pub discarding: Vec<(String, u64, u64)>,
+    /// Space taken for a volume whose record is being committed:
+    /// (token, group, offset, length).
+    pending: Vec<(u64, String, u64, u64)>,
+    next_token: u64,
+    /// The pool's volumes' extents and groups' sizes, as the pool state
+    /// last said (kept by [`Pool::sync_space`] whenever the state changes).
+    volumes: std::collections::BTreeMap<String, Vec<(u64, u64)>>,
+    /// Group: (capacity, allocation unit).
+    groups: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
+/// Space taken for a volume while its record commits; give it back with
+/// [`HeldSpace::settle`] once the volume is in the state (or the commit
+/// failed).
+#[must_use]
+pub(crate) struct Pending(u64);
+
+/// Space taken for a volume (and the extents), or the bytes free when
+/// there was not enough.
+pub(crate) type Taken = std::result::Result<(Pending, Vec<(u64, u64)>), u64>;
+
 impl HeldSpace {
-    /// Everything held in `group`.
+    /// Everything in use in `group`.
     pub fn in_group(&self, group: &str) -> Vec<(u64, u64)> {
+        let mut all = self.held_in(group);
+        all.extend(self.volumes.get(group).into_iter().flatten().copied());
+        all
+    }
+
+    /// What is in use in `group` outside volume records.
+    pub fn held_in(&self, group: &str) -> Vec<(u64, u64)> {
         self.copies
             .iter()
             .filter(|c| c.1 == group)
@@ -45,7 +77,44 @@ impl HeldSpace {
                     .filter(|d| d.0 == group)
                     .map(|d| (d.1, d.2)),
             )
+            .chain(
+                self.pending
+                    .iter()
+                    .filter(|p| p.1 == group)
+                    .map(|p| (p.2, p.3)),
+            )
             .collect()
+    }
+
+    /// Free pieces of `group`, with its allocation unit.
+    pub fn free_in(&self, group: &str) -> Result<(Vec<(u64, u64)>, u64)> {
+        let &(capacity, unit) = self
+            .groups
+            .get(group)
+            .ok_or_else(|| Error::not_found(format!("group {group} is gone")))?;
+        Ok((free_extents(capacity, &mut self.in_group(group)), unit))
+    }
+
+    /// Takes `want` bytes of `group` (first fit, whole units) for a
+    /// volume record about to be committed; `Ok(Err(free))` when the group
+    /// has only `free` bytes.
+    pub fn take_pending(&mut self, group: &str, want: u64) -> Result<Taken> {
+        let (free, unit) = self.free_in(group)?;
+        let want = want.div_ceil(unit) * unit;
+        let Some(got) = allocate(&free, want, unit) else {
+            return Ok(Err(free.iter().map(|f| f.1).sum()));
+        };
+        self.next_token += 1;
+        let t = self.next_token;
+        self.pending
+            .extend(got.iter().map(|&(o, l)| (t, group.to_string(), o, l)));
+        Ok(Ok((Pending(t), got)))
+    }
+
+    /// Ends a pending take: its space is the volume's now (the state has
+    /// it), or free again (the commit failed).
+    pub fn settle(&mut self, p: Pending) {
+        self.pending.retain(|x| x.0 != p.0);
     }
 
     /// Moves every chunk of `family` to the discarding list; returns them.
@@ -78,9 +147,33 @@ impl HeldSpace {
 }
 
 impl Pool {
+    /// Copies what the space map needs of the pool state: every volume's
+    /// extents and every group's size. Runs whenever a guard of the pool
+    /// lock that changed the state goes ([`super::StateGuard`]).
+    pub(crate) fn sync_space(&self, st: &State) {
+        let mut volumes: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
+        for v in st.volumes.values() {
+            volumes
+                .entry(v.rec.group.clone())
+                .or_default()
+                .extend(v.rec.extents.iter().copied());
+        }
+        let groups = st
+            .groups
+            .values()
+            .map(|g| {
+                let unit = super::groups::row_bytes(&g.rec);
+                (g.rec.name.clone(), (g.raid.size(), unit))
+            })
+            .collect();
+        let mut h = self.held();
+        h.volumes = volumes;
+        h.groups = groups;
+    }
+
     /// Space held in `group` outside volume records.
     pub(crate) fn held_space_in(&self, group: &str) -> Vec<(u64, u64)> {
-        self.held().in_group(group)
+        self.held().held_in(group)
     }
 
     pub(crate) fn held(&self) -> std::sync::MutexGuard<'_, HeldSpace> {
@@ -203,7 +296,7 @@ mod tests {
         };
         let a = vol("a");
         // What a deleted volume's space goes through: held, then discarded.
-        p.volume_delete("a", false).unwrap();
+        futures::executor::block_on(p.volume_delete("a", false)).unwrap();
         let held: Vec<(u64, u64)> = a.clone();
         p.hold_for_discard("g", &held);
         let b = vol("b");

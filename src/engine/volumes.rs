@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::groups::row_bytes;
 use super::{Pool, State, VolumeEntry, check_name};
 use crate::api::views::limits::{TRACK_SIZES, is_power_in};
 use crate::api::views::*;
@@ -163,13 +162,11 @@ impl Pool {
                 req.group
             ))
         })?;
-        let unit = row_bytes(&g.rec);
-        let capacity = g.raid.size();
         let raid: Arc<dyn BlockDev> = g.raid.clone();
-        let want = req.size.div_ceil(unit) * unit;
-        let free = free_extents(capacity, &mut self.used_in(&st, &req.group));
-        let extents = allocate(&free, want, unit).ok_or_else(|| {
-            let avail: u64 = free.iter().map(|f| f.1).sum();
+        // Taken from the space map at once: a copy's chunk allocation
+        // cannot take it while the record commits.
+        let taken = self.held().take_pending(&req.group, req.size)?;
+        let (pending, extents) = taken.map_err(|avail| {
             Error::new(
                 ErrorKind::NoSpace,
                 format!(
@@ -193,23 +190,30 @@ impl Pool {
             family: None,
         };
         let pool_rec = st.pool.clone();
-        self.meta.write(true, |tx| {
-            tx.put_pool(&pool_rec)?;
-            tx.put_volume(&rec)
-        })?;
+        let committed = Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.put_pool(&pool_rec)?;
+                tx.put_volume(&rec)
+            })
+        });
+        if let Err(e) = committed {
+            drop(st);
+            self.held().settle(pending);
+            return Err(e);
+        }
         let entry = self.volume_entry(&rec, raid);
         let view = self.volume_view(&entry);
         st.volumes.insert(rec.name.clone(), entry);
+        // The space map has the volume once the guard goes.
+        drop(st);
+        self.held().settle(pending);
         Ok(view)
     }
 
-    pub fn volume_delete(&self, name: &str, force: bool) -> Result<()> {
-        {
-            let st = self.lock();
-            if self.in_family(&st, name) {
-                drop(st);
-                return self.family_delete(name, true, force).map(drop);
-            }
+    pub async fn volume_delete(&self, name: &str, force: bool) -> Result<()> {
+        let in_family = self.in_family(&self.lock(), name);
+        if in_family {
+            return self.family_delete(name, true, force).await.map(drop);
         }
         let mut st = self.lock();
         let v = st.volumes.get(name).ok_or_else(|| {
@@ -227,9 +231,11 @@ impl Pool {
         let extents = v.rec.extents.clone();
         let group_name = v.rec.group.clone();
         let group = st.groups.get(&v.rec.group).map(|g| Arc::clone(&g.raid));
-        self.meta.write(true, |tx| {
-            tx.del_pages(object)?;
-            tx.del_volume(name)
+        Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.del_pages(object)?;
+                tx.del_volume(name)
+            })
         })?;
         // Give the space back to the disks (sparse files shrink again); it
         // stays reserved until the volume's requests in flight have ended
@@ -275,26 +281,28 @@ impl Pool {
             return Ok(self.volume_view(v));
         }
         Self::check_size(req.size, rec.track_size)?;
-        let g = st.groups.get(&rec.group).ok_or_else(|| {
-            Error::not_found(format!("group {} of volume {name} is gone", rec.group))
-        })?;
-        let unit = row_bytes(&g.rec);
+        if !st.groups.contains_key(&rec.group) {
+            return Err(Error::not_found(format!(
+                "group {} of volume {name} is gone",
+                rec.group
+            )));
+        }
         let have: u64 = rec.extents.iter().map(|e| e.1).sum();
-        let want = req.size.div_ceil(unit) * unit;
-        if want > have {
-            let free = free_extents(g.raid.size(), &mut self.used_in(&st, &rec.group));
-            let more = allocate(&free, want - have, unit).ok_or_else(|| {
-                let avail: u64 = free.iter().map(|f| f.1).sum();
+        let mut pending = None;
+        if req.size > have {
+            let taken = self.held().take_pending(&rec.group, req.size - have)?;
+            let (p, more) = taken.map_err(|avail| {
                 Error::new(
                     ErrorKind::NoSpace,
                     format!(
                         "group {} has not enough free space: {} free, {} more needed; add disks (`group extend` on concat groups)",
                         rec.group,
                         format_size(avail),
-                        format_size(want - have)
+                        format_size(req.size - have)
                     ),
                 )
             })?;
+            pending = Some(p);
             // Merge a new extent that directly follows the last one.
             for (off, len) in more {
                 match rec.extents.last_mut() {
@@ -304,13 +312,22 @@ impl Pool {
             }
         }
         rec.size = req.size;
-        self.meta.write(true, |tx| tx.put_volume(&rec))?;
-        let Some(v) = st.volumes.get_mut(name) else {
-            return Err(Error::not_found(name.to_string()));
-        };
-        v.thick.remap(extents_from(&rec.extents), rec.size);
-        v.rec = rec;
-        Ok(self.volume_view(v))
+        let committed = Pool::unlocked(&mut st, || self.meta.write(true, |tx| tx.put_volume(&rec)));
+        let view = committed.and_then(|()| {
+            let v = st
+                .volumes
+                .get_mut(name)
+                .ok_or_else(|| Error::not_found(name.to_string()))?;
+            v.thick.remap(extents_from(&rec.extents), rec.size);
+            v.rec = rec;
+            Ok(self.volume_view(v))
+        });
+        // The space map has the new extents once the guard goes.
+        drop(st);
+        if let Some(p) = pending {
+            self.held().settle(p);
+        }
+        view
     }
 
     /// Opens a volume for an NBD connection; the guard counts it.

@@ -93,6 +93,20 @@ pub struct Snapshot {
 pub struct Meta {
     db: Database,
     path: PathBuf,
+    /// Test hook: every durable commit takes this much longer (set by
+    /// [`COMMIT_DELAY_ENV`]), so tests can show who waits for commits.
+    commit_delay: Option<std::time::Duration>,
+}
+
+/// Environment variable of the test hook that slows every durable commit
+/// down by this many milliseconds (the stall test sets it; nothing else
+/// should).
+pub const COMMIT_DELAY_ENV: &str = "FERROSAN_TEST_COMMIT_DELAY_MS";
+
+fn commit_delay_from_env() -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var(COMMIT_DELAY_ENV).ok()?.parse().ok()?;
+    tracing::warn!("test hook {COMMIT_DELAY_ENV}: every durable commit sleeps {ms} ms");
+    Some(std::time::Duration::from_millis(ms))
 }
 
 impl Meta {
@@ -109,6 +123,7 @@ impl Meta {
         let meta = Meta {
             db,
             path: path.to_path_buf(),
+            commit_delay: commit_delay_from_env(),
         };
         let created = meta.init()?;
         Ok((meta, created))
@@ -269,6 +284,9 @@ impl Meta {
             let mut tx = Tx { txn: &txn };
             f(&mut tx)?
         };
+        if let (true, Some(d)) = (durable, self.commit_delay) {
+            std::thread::sleep(d);
+        }
         txn.commit().map_err(|e| db_err("a commit", e))?;
         Ok(out)
     }

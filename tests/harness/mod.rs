@@ -103,16 +103,29 @@ impl Daemon {
     /// `pool` given to it as written (relative to `cwd`), as a user who
     /// runs `ferrosan serve` in a folder does.
     pub fn start_in(cwd: Option<&Path>, pool: &Path, extra: &[&str]) -> Daemon {
-        Daemon::start_logging(cwd, pool, extra, Arc::new(Mutex::new(Vec::new())))
+        Daemon::start_env(cwd, pool, extra, &[])
+    }
+
+    /// As [`Daemon::start_in`], with environment variables `env` set for
+    /// the daemon (test hooks).
+    pub fn start_env(
+        cwd: Option<&Path>,
+        pool: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        Daemon::start_logging(cwd, pool, extra, env, Arc::new(Mutex::new(Vec::new())))
     }
 
     fn start_logging(
         cwd: Option<&Path>,
         pool: &Path,
         extra: &[&str],
+        env: &[(&str, &str)],
         stderr: Arc<Mutex<Vec<String>>>,
     ) -> Daemon {
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
@@ -274,7 +287,7 @@ impl Daemon {
     /// Starts the daemon again on the same pool (after `stop` or `kill9`).
     pub fn respawn(&mut self) {
         let extra: Vec<&str> = self.extra.iter().map(|s| s.as_str()).collect();
-        let mut d = Daemon::start_logging(None, &self.pool, &extra, Arc::clone(&self.stderr));
+        let mut d = Daemon::start_logging(None, &self.pool, &extra, &[], Arc::clone(&self.stderr));
         self.url = std::mem::take(&mut d.url);
         self.child = d.child.take();
         self.stdout = std::mem::replace(&mut d.stdout, mpsc::channel().1);
