@@ -73,10 +73,6 @@ install_schemathesis() {
   py="$repo/$venv/bin/python"
 }
 
-free_port() {
-  "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # Whether this user may make a mount namespace with its own tmpfs.
 can_unshare() {
   # shellcheck disable=SC2016 # $1 is the inner shell's
@@ -96,8 +92,10 @@ start_daemon() {
       trap "" XFSZ
       ulimit -f "$file_cap_kib"
     fi
-    socat -lf "$work/socat.log" \
-      "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$work/fs/pool/api.sock" &
+    # Port 0: socat binds a free port itself and logs it ("listening on");
+    # a port probed free here and bound later could be taken in between.
+    socat -d -d -lf "$work/socat.log" \
+      "TCP-LISTEN:0,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$work/fs/pool/api.sock" &
     echo $! >"$work/socat.pid"
     echo $$ >"$work/daemon.pid"
     exec "$bin" --pool "$work/fs/pool" serve --listen 127.0.0.1:0
@@ -112,23 +110,32 @@ start_daemon() {
   fi
   local launch=()
   [ "$mode" = tmpfs ] && launch=(unshare --mount --map-root-user)
-  (cd "$work" && mode=$mode work=$work port=$port bin=$bin tmpfs_size=$tmpfs_size \
+  (cd "$work" && mode=$mode work=$work bin=$bin tmpfs_size=$tmpfs_size \
     file_cap_kib=$file_cap_kib RUST_LOG=warn \
     "${launch[@]}" bash -c "$inner" >"$work/daemon.log" 2>&1 &)
   wait_ready
 }
 
-# Waits (60 s at most) until the API answers through the bridge.
+# Waits (60 s at most) until socat says which port it bound (sets $port)
+# and the API answers through it.
 wait_ready() {
-  local url="http://127.0.0.1:$port/v1/pool"
+  port=
+  local url=
   for _ in $(seq 600); do
-    if "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$url" 2>/dev/null; then
+    if [ -z "$port" ]; then
+      # (no log yet: socat has not started)
+      port=$(sed -n 's/.* listening on AF=2 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' \
+        "$work/socat.log" 2>/dev/null | head -n 1) || port=
+      url="http://127.0.0.1:$port/v1/pool"
+    fi
+    if [ -n "$port" ] &&
+      "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$url" 2>/dev/null; then
       return 0
     fi
     sleep 0.1
   done
   cat "$work/daemon.log" "$work/socat.log" >&2 2>/dev/null || true
-  die "the daemon did not answer on $url within 60 s"
+  die "the daemon did not answer through socat (port ${port:-not logged}) within 60 s"
 }
 
 stop_pid() {
@@ -168,10 +175,10 @@ main() {
   work=$(mktemp -d "${TMPDIR:-/tmp}/ferrosan-contract.XXXXXX")
   trap cleanup EXIT
   trap 'exit 130' INT TERM
-  port=$(free_port)
 
-  say "starting the daemon on a throw-away pool, API bridged to 127.0.0.1:$port"
+  say "starting the daemon on a throw-away pool, its API bridged to loopback TCP"
   start_daemon
+  echo "API at http://127.0.0.1:$port"
 
   say "schemathesis $("$st" --version | awk '{print $NF}'): $examples examples per operation and phase, every check"
   local started=$SECONDS

@@ -48,7 +48,7 @@ impl Workers {
                 .map_err(|e| Error::io("starting a worker runtime failed", e))?;
             let t = std::thread::Builder::new()
                 .name(format!("ferrosan-w{i}"))
-                .spawn(move || worker_main(rt, rx))
+                .spawn(move || worker_main(i, rt, rx))
                 .map_err(|e| Error::io("starting a worker thread failed", e))?;
             senders.push(tx);
             threads.push(t);
@@ -118,10 +118,28 @@ impl Workers {
     }
 }
 
-fn worker_main(rt: tokio::runtime::Runtime, mut rx: mpsc::UnboundedReceiver<Task>) {
+/// Workers that run without an io_uring ring (their disk I/O goes through
+/// the synchronous engine): the daemon logs each, and tests look.
+static SYNC_WORKERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many workers of this process fell back to the synchronous disk
+/// engine because they have no io_uring ring.
+pub fn sync_workers() -> usize {
+    SYNC_WORKERS.load(Ordering::Relaxed)
+}
+
+fn worker_main(i: usize, rt: tokio::runtime::Runtime, mut rx: mpsc::UnboundedReceiver<Task>) {
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        crate::disk::uring::init_thread();
+        if !crate::disk::uring::init_thread() {
+            SYNC_WORKERS.fetch_add(1, Ordering::Relaxed);
+            // Never silent: the fallback costs most of the data path's
+            // speed, and CI fails on this line (tests/harness).
+            tracing::warn!(
+                "worker {i} has no io_uring ring: its disk I/O falls back to the \
+                 synchronous disk engine (pread/pwrite on a thread pool)"
+            );
+        }
         while let Some(task) = rx.recv().await {
             tokio::task::spawn_local(task());
         }

@@ -3,11 +3,12 @@
 //! `openapi.json` is the generated one.
 
 mod common;
+mod harness;
+mod nbd_common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use common::{Server, Sim, request};
+use common::Pool;
 use serde_json::Value;
 
 /// The routes of the management API, as designed.
@@ -71,10 +72,10 @@ fn the_document_lists_exactly_the_routes() {
 
 #[test]
 fn every_documented_route_is_served() {
-    let s = Server::start(Arc::new(Sim::default()));
+    let p = Pool::start();
     for (method, path) in ROUTES {
         let concrete = path.replace("{name}", "x").replace("{id}", "1");
-        let r = request(&s.socket, &method.to_uppercase(), &concrete, Some("{}"));
+        let r = p.call(&method.to_uppercase(), &concrete, Some("{}"));
         let routed = !(r.status == 405 || r.body.contains("no such route"));
         assert!(routed, "{method} {path}: {} {}", r.status, r.body);
     }
@@ -170,8 +171,8 @@ fn copy_schemas_name_the_allowed_values_and_refuse_unknown_fields() {
 
 #[test]
 fn served_document_is_the_generated_one() {
-    let s = Server::start(Arc::new(Sim::default()));
-    let r = request(&s.socket, "GET", "/openapi.json", None);
+    let p = Pool::start();
+    let r = p.get("/openapi.json");
     assert_eq!(r.status, 200);
     assert_eq!(r.content_type, "application/json");
     assert_eq!(r.json(), doc());

@@ -1,39 +1,40 @@
-//! `ferrosan copy ...` against the API served over the in-memory sim: the
-//! human output of each command, `--json` (the API's JSON, read back into
-//! the API's types), `--wait`, and usage errors.
+//! `ferrosan copy ...` against the daemon on a temporary pool: the human
+//! output of each command (with the figures the engine computes from data
+//! written through NBD), `--json` (the API's JSON, read back into the
+//! API's types), `--wait`, and usage errors.
 
 mod common;
+mod harness;
+mod nbd_common;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use common::{Server, Sim, fails, ferrosan, json, ok, request};
+use common::{Pool, fails, ferrosan, json, ok};
 use ferrosan::api::views::*;
 use ferrosan::cli::format_size;
-use ferrosan::copy::map::Scheme;
 use serde::de::DeserializeOwned;
 
-/// 1 MiB in 64 KiB tracks: 16 tracks; a sim copy holds 2 of its own and,
-/// in row mode, its original 1 (so `--wait` needs one look at the job).
-const VOL: &str = "1M";
+const KIB: u64 = 1024;
 
-fn setup() -> Server {
-    let s = Server::start(Arc::new(Sim::default()));
-    let p = s.pool();
-    for d in ["d0", "d1"] {
-        ok(p, &["disk", "add", d, "--size", "1G"]);
+/// The default pool, plus a raid1 group g1 of two 64 MiB disks holding
+/// v0, 1 MiB: 16 tracks of 64 KiB.
+fn setup() -> Pool {
+    let p = Pool::start();
+    let pool = p.path();
+    for d in ["e0", "e1"] {
+        ok(pool, &["disk", "add", d, "--size", "64M"]);
     }
     ok(
-        p,
+        pool,
         &[
-            "group", "create", "g0", "--raid", "raid1", "--disks", "d0,d1",
+            "group", "create", "g1", "--raid", "raid1", "--disks", "e0,e1",
         ],
     );
     ok(
-        p,
-        &["volume", "create", "v0", "--group", "g0", "--size", VOL],
+        pool,
+        &["volume", "create", "v0", "--group", "g1", "--size", "1M"],
     );
-    s
+    p
 }
 
 /// `--json ARGS` read into the API's type.
@@ -44,18 +45,19 @@ fn typed<T: DeserializeOwned>(p: &Path, args: &[&str]) -> T {
 
 #[test]
 fn create_prints_a_line_or_the_json() {
-    let s = setup();
-    let p = s.pool();
-    let out = ok(p, &["copy", "create", "v0", "c0"]);
+    let p = setup();
+    let pool = p.path();
+    let out = ok(pool, &["copy", "create", "v0", "c0"]);
     let (size, track) = (format_size(1 << 20), format_size(64 << 10));
     assert_eq!(
         out,
         format!(
             "created copy c0 of v0: row (redirect-on-write: new writes go to new space), \
-             changed-pointer metadata, \
+             partial-bitmap metadata, \
              {size} in {track} tracks\n"
         )
     );
+    ok(pool, &["copy", "delete", "c0"]);
     let args = [
         "copy",
         "create",
@@ -67,15 +69,15 @@ fn create_prints_a_line_or_the_json() {
         "multilevel-bitmap",
         "--read-only",
         "--pool-group",
-        "g0",
+        "g1",
     ];
-    let c: CopyInfo = typed(p, &args);
+    let c: CopyInfo = typed(pool, &args);
     assert_eq!(
         (c.mode, c.scheme),
         (CopyMode::Cow, Scheme::MultilevelBitmap)
     );
     assert!(c.read_only);
-    let out = ok(p, &["copy", "create", "c1", "c2", "--read-only"]);
+    let out = ok(pool, &["copy", "create", "c1", "c2", "--read-only"]);
     assert!(
         out.starts_with(
             "created copy c2 of c1: cow (copy-on-write: old data is copied to new space \
@@ -88,19 +90,20 @@ fn create_prints_a_line_or_the_json() {
 
 #[test]
 fn json_output_is_the_apis_json() {
-    let s = setup();
-    let p = s.pool();
-    ok(p, &["copy", "create", "v0", "c0"]);
+    let p = setup();
+    let pool = p.path();
+    ok(pool, &["copy", "create", "v0", "c0"]);
+    p.fill("c0", 0, 128 * KIB, 7);
     for (args, path) in [
         (vec!["copy", "list"], "/v1/copies"),
         (vec!["copy", "show", "c0"], "/v1/copies/c0"),
     ] {
-        let api = request(&s.socket, "GET", path, None).json();
-        assert_eq!(json(p, &args), api, "{args:?}");
+        let api = p.get(path).json();
+        assert_eq!(json(pool, &args), api, "{args:?}");
     }
-    let list: Vec<CopyInfo> = typed(p, &["copy", "list"]);
+    let list: Vec<CopyInfo> = typed(pool, &["copy", "list"]);
     assert_eq!(list.len(), 1);
-    let one: CopyInfo = typed(p, &["copy", "show", "c0"]);
+    let one: CopyInfo = typed(pool, &["copy", "show", "c0"]);
     assert_eq!((one.name.as_str(), one.tracks_diverged), ("c0", 2));
 }
 
@@ -122,12 +125,40 @@ fn row(table: &str, first: &str) -> Vec<String> {
 
 #[test]
 fn list_is_a_table_with_warnings_under_it() {
-    let s = setup();
-    let p = s.pool();
-    ok(p, &["copy", "create", "v0", "c0", "--meta", "full-pointer"]);
-    ok(p, &["copy", "create", "c0", "full1"]);
-    ok(p, &["copy", "create", "v0", "broken2", "--mode", "cow"]);
-    let out = ok(p, &["copy", "list"]);
+    let p = setup();
+    let pool = p.path();
+    ok(
+        pool,
+        &["copy", "create", "v0", "c0", "--meta", "full-pointer"],
+    );
+    p.fill("c0", 0, 128 * KIB, 7);
+    ok(pool, &["copy", "create", "c0", "k1"]);
+    // A small group whose copy's new space runs out.
+    ok(pool, &["disk", "add", "x0", "--size", "48M"]);
+    ok(
+        pool,
+        &["group", "create", "gs", "--raid", "concat", "--disks", "x0"],
+    );
+    ok(
+        pool,
+        &["volume", "create", "s", "--group", "gs", "--size", "24M"],
+    );
+    p.fill("s", 0, 24 << 20, 0x11);
+    ok(
+        pool,
+        &[
+            "copy",
+            "create",
+            "s",
+            "broken2",
+            "--mode",
+            "cow",
+            "--meta",
+            "changed-pointer",
+        ],
+    );
+    p.fill("s", 0, 24 << 20, 0x22);
+    let out = ok(pool, &["copy", "list"]);
     let header = [
         "NAME",
         "SOURCE",
@@ -141,30 +172,32 @@ fn list_is_a_table_with_warnings_under_it() {
         "STATE",
     ];
     assert_eq!(row(&out, "NAME"), header);
-    let tracks = 16u64;
-    let c0 = [
-        "c0",
-        "v0",
-        "v0",
-        "row",
-        "full-pointer",
-        "2",
-        &format_size(2 * 65536),
-        &format_size(16 * tracks),
-        "1",
-        "ok",
+    let c0: CopyInfo = typed(pool, &["copy", "show", "c0"]);
+    let want = [
+        "c0".to_owned(),
+        "v0".to_owned(),
+        "v0".to_owned(),
+        "row".to_owned(),
+        "full-pointer".to_owned(),
+        c0.tracks_diverged.to_string(),
+        format_size(c0.space_used),
+        format_size(c0.metadata_memory),
+        c0.depth.to_string(),
+        "ok".to_owned(),
     ];
-    assert_eq!(row(&out, "c0"), c0);
-    let full1 = row(&out, "full1");
-    assert_eq!(full1[..5], ["full1", "c0", "v0", "row", "changed-pointer"]);
-    assert_eq!((full1[8].as_str(), full1[9].as_str()), ("2", "ok"));
+    assert_eq!(row(&out, "c0"), want);
+    assert_eq!(c0.tracks_diverged, 2, "{c0:?}");
+    let k1 = row(&out, "k1");
+    // A copy of a copy with data of its own: changed pointers.
+    assert_eq!(k1[..5], ["k1", "c0", "v0", "row", "changed-pointer"]);
+    assert_eq!(k1[9], "ok");
     assert_eq!(row(&out, "broken2")[9], "INVALID");
     let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning: ")).collect();
     assert_eq!(
         warnings,
         [
-            "warning: copy broken2: its new space ran out: reads of this copy fail",
-            "warning: copy full1: new space is 85% full: free space or delete copies",
+            "warning: copy broken2: broken2 is invalid: its new space ran out while its \
+             source was written; delete it"
         ]
     );
     let last = out.lines().last().unwrap();
@@ -176,165 +209,232 @@ fn list_is_a_table_with_warnings_under_it() {
 
 #[test]
 fn show_is_a_field_table() {
-    let s = setup();
-    let p = s.pool();
+    let p = setup();
+    let pool = p.path();
     ok(
-        p,
+        pool,
         &["copy", "create", "v0", "c0", "--mode", "cow", "--read-only"],
     );
-    let out = ok(p, &["copy", "show", "c0"]);
+    p.fill("v0", 0, 128 * KIB, 3);
+    let c: CopyInfo = typed(pool, &["copy", "show", "c0"]);
+    let out = ok(pool, &["copy", "show", "c0"]);
     let want = [
         ("name", "c0".to_owned()),
         ("source", "v0".to_owned()),
         ("origin", "v0".to_owned()),
-        ("depth", "1".to_owned()),
+        ("depth", c.depth.to_string()),
         (
             "mode",
             "cow (copy-on-write: old data is copied to new space before it is overwritten)"
                 .to_owned(),
         ),
-        ("metadata", "changed-pointer".to_owned()),
+        ("metadata", "partial-bitmap".to_owned()),
         ("access", "ro".to_owned()),
         ("size", format_size(1 << 20)),
         ("track size", format_size(65536)),
         ("diverged", format!("2 tracks ({})", format_size(2 * 65536))),
-        ("space used", format_size(2 * 65536)),
-        ("metadata memory", format_size(16 * 2)),
+        ("space used", format_size(c.space_used)),
+        ("metadata memory", format_size(c.metadata_memory)),
         ("state", "ok".to_owned()),
         ("warning", "-".to_owned()),
     ];
     for (field, value) in want {
         assert_eq!(row(&out, field), [field, value.as_str()], "{out}");
     }
+    assert_eq!(c.tracks_diverged, 2);
 }
 
 #[test]
 fn delete_prints_a_line_and_the_fold_job_or_the_json() {
-    let s = setup();
-    let p = s.pool();
+    let p = setup();
+    let pool = p.path();
     for c in ["c0", "c1", "c2", "c3"] {
-        ok(p, &["copy", "create", "v0", c]);
+        ok(pool, &["copy", "create", "v0", c]);
     }
-    assert_eq!(ok(p, &["copy", "delete", "c0"]), "deleted copy c0\n");
-    let r: CopyDeleteInfo = typed(p, &["copy", "delete", "c1"]);
+    // The original writes after its copy points: its new data lives in
+    // the family's new space.
+    p.fill("v0", 0, 128 * KIB, 5);
+    assert_eq!(ok(pool, &["copy", "delete", "c0"]), "deleted copy c0\n");
+    let r: CopyDeleteInfo = typed(pool, &["copy", "delete", "c1"]);
     assert_eq!((r.name.as_str(), r.job.is_none()), ("c1", true));
-    ok(p, &["copy", "delete", "c2"]);
+    ok(pool, &["copy", "delete", "c2"]);
     // The last copy of a row-mode original: a job moves its data back.
     assert_eq!(
-        ok(p, &["copy", "delete", "c3"]),
+        ok(pool, &["copy", "delete", "c3"]),
         "deleted copy c3\n\
          the original's new data moves back into its own space:\n\
          job 1 running: copy-fold volume v0: move its new data back into its own space\n\
          follow it with `ferrosan job wait 1`\n"
     );
-    assert_eq!(json(p, &["copy", "list"]), serde_json::json!([]));
-    ok(p, &["copy", "create", "v0", "c4"]);
+    p.d.wait_job(1);
+    assert_eq!(json(pool, &["copy", "list"]), serde_json::json!([]));
+    ok(pool, &["copy", "create", "v0", "c4"]);
+    p.fill("v0", 0, 64 * KIB, 6);
     assert_eq!(
-        ok(p, &["copy", "delete", "c4", "--wait"]),
+        ok(pool, &["copy", "delete", "c4", "--wait"]),
         "deleted copy c4\n\
          the original's new data moves back into its own space:\n\
          job 2 done: copy-fold volume v0: move its new data back into its own space\n"
     );
-    ok(p, &["copy", "create", "v0", "c5"]);
-    let r: CopyDeleteInfo = typed(p, &["copy", "delete", "c5", "--wait"]);
+    ok(pool, &["copy", "create", "v0", "c5"]);
+    p.fill("v0", 0, 64 * KIB, 7);
+    let r: CopyDeleteInfo = typed(pool, &["copy", "delete", "c5", "--wait"]);
     let job = r.job.expect("a fold job");
-    assert_eq!((job.state, job.done), (JobState::Done, 1), "as it ended");
+    assert_eq!(job.state, JobState::Done, "as it ended");
+    assert_eq!(job.done, job.total, "as it ended");
+    // With nothing written since the copy point there is nothing to fold.
+    ok(pool, &["copy", "create", "v0", "c6"]);
+    assert_eq!(ok(pool, &["copy", "delete", "c6"]), "deleted copy c6\n");
+}
+
+/// The newest job's id.
+fn last_job(pool: &Path) -> u64 {
+    let jobs = json(pool, &["job", "list"]);
+    jobs.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["id"].as_u64())
+        .max()
+        .unwrap_or_else(|| panic!("no job: {jobs}"))
 }
 
 #[test]
 fn restore_says_what_it_restored_and_its_job() {
-    let s = setup();
-    let p = s.pool();
-    ok(p, &["copy", "create", "v0", "r0"]);
-    ok(p, &["copy", "create", "v0", "c1", "--mode", "cow"]);
+    let p = setup();
+    let pool = p.path();
+    ok(pool, &["copy", "create", "v0", "r0"]);
     assert_eq!(
-        ok(p, &["copy", "restore", "r0"]),
+        ok(pool, &["copy", "restore", "r0"]),
         "volume v0 now shows the image of copy r0\nno data has to move\n"
     );
-    assert_eq!(
-        ok(p, &["copy", "restore", "c1"]),
-        "volume v0 now shows the image of copy c1\n\
-         job 1 running: restore volume v0 <- copy c1\n\
-         follow it with `ferrosan job wait 1`\n"
-    );
-    assert_eq!(
-        ok(p, &["copy", "restore", "c1", "--wait"]),
-        "volume v0 now shows the image of copy c1\njob 2 done: restore volume v0 <- copy c1\n"
-    );
-    let r: CopyRestoreInfo = typed(p, &["copy", "restore", "c1"]);
-    assert_eq!((r.volume.as_str(), r.from.as_str()), ("v0", "c1"));
-    assert_eq!(r.job.map(|j| j.state), Some(JobState::Running));
-    let r: CopyRestoreInfo = typed(p, &["copy", "restore", "c1", "--wait"]);
-    let job = r.job.expect("a job");
-    assert_eq!((job.state, job.done), (JobState::Done, 2), "as it ended");
-    let r: CopyRestoreInfo = typed(p, &["copy", "restore", "r0", "--wait"]);
+    let r: CopyRestoreInfo = typed(pool, &["copy", "restore", "r0", "--wait"]);
     assert!(r.job.is_none());
+    ok(
+        pool,
+        &["volume", "create", "w0", "--group", "g1", "--size", "1M"],
+    );
+    ok(pool, &["copy", "create", "w0", "c1", "--mode", "cow"]);
+    p.fill("w0", 0, 128 * KIB, 4);
+    let out = ok(pool, &["copy", "restore", "c1"]);
+    let id = last_job(pool);
+    assert_eq!(
+        out,
+        format!(
+            "volume w0 now shows the image of copy c1\n\
+             job {id} running: copy-restore volume w0: move c1's image into its own space\n\
+             follow it with `ferrosan job wait {id}`\n"
+        )
+    );
+    p.d.wait_job(id);
+    p.fill("w0", 0, 128 * KIB, 4);
+    let out = ok(pool, &["copy", "restore", "c1", "--wait"]);
+    let id = last_job(pool);
+    assert_eq!(
+        out,
+        format!(
+            "volume w0 now shows the image of copy c1\n\
+             job {id} done: copy-restore volume w0: move c1's image into its own space\n"
+        )
+    );
+    p.fill("w0", 0, 128 * KIB, 4);
+    let r: CopyRestoreInfo = typed(pool, &["copy", "restore", "c1", "--wait"]);
+    assert_eq!((r.volume.as_str(), r.from.as_str()), ("w0", "c1"));
+    let job = r.job.expect("a job");
+    assert_eq!(job.state, JobState::Done, "as it ended");
+    assert_eq!(job.done, job.total, "as it ended");
 }
 
 #[test]
 fn split_prints_each_sides_new_data_what_moves_and_the_job() {
-    let s = setup();
-    let p = s.pool();
-    ok(p, &["copy", "create", "v0", "c0"]);
+    let p = setup();
+    let pool = p.path();
+    ok(pool, &["copy", "create", "v0", "c0"]);
+    p.fill("v0", 0, 64 * KIB, 1);
+    p.fill("c0", 512 * KIB, 128 * KIB, 2);
     assert_eq!(
-        ok(p, &["copy", "split", "c0"]),
+        ok(pool, &["copy", "split", "c0"]),
         "splitting copy c0 from its original (policy move-smaller)\n\
          new data of the original: 1 track\n\
          new data of the copy: 2 tracks\n\
          moving: the new data of v0 into the space both share\n\
-         job 1 running: split copy c0: new data of v0 -> shared space\n\
+         job 1 running: copy-split split v0 from c0: move v0's new data into the space \
+         both share\n\
          follow it with `ferrosan job wait 1`\n"
     );
+    p.d.wait_job(1);
+
+    ok(
+        pool,
+        &["volume", "create", "w0", "--group", "g1", "--size", "1M"],
+    );
+    ok(pool, &["copy", "create", "w0", "k0"]);
+    p.fill("w0", 0, 64 * KIB, 1);
+    p.fill("k0", 512 * KIB, 128 * KIB, 2);
     let out = ok(
-        p,
-        &["copy", "split", "c0", "--policy", "move-larger", "--wait"],
+        pool,
+        &["copy", "split", "k0", "--policy", "move-larger", "--wait"],
     );
     assert!(out.contains("(policy move-larger)\n"), "{out}");
     assert!(
-        out.contains("moving: the new data of c0 into the space both share\n"),
+        out.contains("moving: the new data of k0 into the space both share\n"),
         "{out}"
     );
     assert!(
-        out.ends_with("job 2 done: split copy c0: new data of c0 -> shared space\n"),
+        out.ends_with(
+            "job 2 done: copy-split split k0 from w0: move k0's new data into the space \
+             both share\n"
+        ),
         "{out}"
     );
-    let info: CopySplitInfo = typed(p, &["copy", "split", "c0", "--wait"]);
+
+    ok(
+        pool,
+        &["volume", "create", "u0", "--group", "g1", "--size", "1M"],
+    );
+    ok(pool, &["copy", "create", "u0", "a1", "--mode", "cow"]);
+    let info: CopySplitInfo = typed(pool, &["copy", "split", "a1", "--wait"]);
     assert_eq!(
         (info.n_orig, info.n_copy, info.policy),
-        (1, 2, SplitPolicy::MoveSmaller)
+        (0, 0, SplitPolicy::MoveSmaller)
     );
-    assert_eq!(info.job.map(|j| j.state), Some(JobState::Done));
-
-    ok(p, &["copy", "create", "v0", "a1", "--mode", "cow"]);
-    let out = ok(p, &["copy", "split", "a1"]);
+    assert!(info.job.is_none());
+    ok(
+        pool,
+        &["volume", "create", "u1", "--group", "g1", "--size", "1M"],
+    );
+    ok(pool, &["copy", "create", "u1", "a2", "--mode", "cow"]);
+    let out = ok(pool, &["copy", "split", "a2"]);
     assert!(
         out.contains("new data of the original: 0 tracks\n"),
         "{out}"
     );
     assert!(
-        out.ends_with("moving: nothing, v0 has no new data to move\n"),
+        out.ends_with("moving: nothing, u1 has no new data to move\n"),
         "{out}"
     );
 }
 
 #[test]
 fn api_errors_exit_1_with_the_message() {
-    let s = setup();
-    let p = s.pool();
-    let missing = "no copy named \"nope\": `ferrosan copy list` shows them";
+    let p = setup();
+    let pool = p.path();
+    let missing = "unknown copy \"nope\": see `ferrosan copy list`";
     for verb in ["show", "delete", "restore", "split"] {
-        assert_eq!(fails(p, &["copy", verb, "nope"]), missing, "{verb}");
+        assert_eq!(fails(pool, &["copy", verb, "nope"]), missing, "{verb}");
     }
     assert_eq!(
-        fails(p, &["copy", "create", "v9", "c0"]),
-        "no volume named \"v9\": `ferrosan volume list` shows them"
+        fails(pool, &["copy", "create", "v9", "c0"]),
+        "unknown volume \"v9\": see `ferrosan volume list`"
     );
-    ok(p, &["copy", "create", "v0", "c0"]);
+    ok(pool, &["copy", "create", "v0", "c0"]);
     assert_eq!(
-        fails(p, &["copy", "create", "v0", "c0"]),
-        "volume c0 already exists"
+        fails(pool, &["copy", "create", "v0", "c0"]),
+        "a volume named c0 already exists"
     );
-    assert!(fails(p, &["--json", "copy", "show", "fail-no_space"]).contains("forced"));
+    assert_eq!(
+        fails(pool, &["--json", "copy", "show", "v0"]),
+        "volume v0 is the origin of copies, not a copy itself"
+    );
 }
 
 #[test]

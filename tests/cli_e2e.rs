@@ -2,7 +2,6 @@
 //! by the CLI.
 //!
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,15 +19,12 @@ struct Daemon {
 impl Daemon {
     fn start() -> Daemon {
         let pool = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Port 0: the daemon binds a free port itself. (Binding one here,
+        // dropping it and passing its number on raced other tests for it.)
         let child = Command::new(BIN)
             .arg("--pool")
             .arg(pool.path())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -669,3 +669,74 @@ fn serve_beyond_loopback_warns_that_nbd_has_no_authentication() {
         "{line}"
     );
 }
+
+// ------------------------------------ the disk engine users get
+
+/// The daemon's disk I/O goes through io_uring on files opened O_DIRECT,
+/// and no fallback to the synchronous engine or buffered I/O is logged.
+/// Seen from outside: its fds (`/proc/PID/fd`, `/proc/PID/fdinfo`). A
+/// fallback fails the test in CI (`CI=true`); elsewhere (a tmpfs, an old
+/// kernel, FERROSAN_NO_URING) it is reported and the test passes.
+#[test]
+fn disk_io_goes_through_io_uring_with_o_direct_and_fallbacks_are_logged() {
+    if !have(&["qemu-io"]) {
+        return;
+    }
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &["--workers", "2"]);
+    qemu_io(&d.export("vol0"), &["write -P 0x17 0 1M", "flush"]);
+    qemu_io(&d.export("vol0"), &["read -P 0x17 0 1M"]);
+    let pid = d.child.as_ref().unwrap().id();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    let (mut rings, mut disks, mut buffered) = (0, 0, Vec::new());
+    for fd in fds {
+        let fd = fd.unwrap();
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        let target = target.display().to_string();
+        if target == "anon_inode:[io_uring]" {
+            rings += 1;
+        } else if target.ends_with(".img") {
+            disks += 1;
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+                .unwrap_or_else(|| panic!("no flags in {info}"));
+            if flags & libc::O_DIRECT == 0 {
+                buffered.push(target);
+            }
+        }
+    }
+    assert_eq!(disks, 4, "the default pool's four disk files are open");
+    let log = d.log();
+    let logged = engine_fallbacks(&log);
+    let mut problems = Vec::new();
+    if rings < 2 {
+        problems.push(format!("{rings} io_uring rings for 2 workers"));
+    }
+    if !buffered.is_empty() {
+        problems.push(format!("opened without O_DIRECT: {buffered:?}"));
+    }
+    // What happened is also what was logged: a fallback is never silent.
+    assert_eq!(
+        problems.is_empty(),
+        logged.is_empty(),
+        "found {problems:?}, logged {logged:?}"
+    );
+    if !problems.is_empty() {
+        assert!(
+            !in_ci(),
+            "CI=true: the daemon's disk I/O left io_uring with O_DIRECT: {problems:?}\n{}",
+            logged.join("\n")
+        );
+        eprintln!("NOTE: not the fast path here: {problems:?}");
+    }
+    d.stop();
+}

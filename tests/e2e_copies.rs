@@ -198,23 +198,20 @@ fn fio_verifies_on_a_source_while_copies_are_created_and_deleted() {
         let d = setup(dir.path(), "512M", "64M");
         let uri = d.export("src");
         let fio = std::thread::spawn(move || {
-            run(
-                "fio",
-                &[
-                    "--name=verify",
-                    "--ioengine=nbd",
-                    &format!("--uri={uri}"),
-                    "--rw=randwrite",
-                    "--bs=4k",
-                    "--iodepth=32",
-                    "--size=64M",
-                    "--io_size=96M",
-                    "--verify=crc32c",
-                    "--verify_fatal=1",
-                    "--verify_state_save=0",
-                    "--do_verify=1",
-                ],
-            )
+            fio(&[
+                "--name=verify",
+                "--ioengine=nbd",
+                &format!("--uri={uri}"),
+                "--rw=randwrite",
+                "--bs=4k",
+                "--iodepth=32",
+                "--size=64M",
+                "--io_size=96M",
+                "--verify=crc32c",
+                "--verify_fatal=1",
+                "--verify_state_save=0",
+                "--do_verify=1",
+            ])
         });
         // Copies come and go while fio writes and verifies.
         let mut made = 0;
@@ -226,9 +223,17 @@ fn fio_verifies_on_a_source_while_copies_are_created_and_deleted() {
             }
             made += 1;
         }
-        let (ok, out) = fio.join().unwrap();
-        assert!(ok, "{mode}: fio verify failed: {out}");
-        assert!(out.contains("verify"), "{out}");
+        let r = fio.join().unwrap();
+        assert!(
+            r.ok && r.errors == 0,
+            "{mode}: fio verify failed: {}",
+            r.text
+        );
+        // It wrote the whole 64 MiB (fio's random map writes each block
+        // once), then read every block back to check it: a run that wrote
+        // or verified nothing fails here.
+        assert_eq!(r.write_bytes, 64 << 20, "{mode}: {}", r.text);
+        assert_eq!(r.read_bytes, r.write_bytes, "{mode}: {}", r.text);
         assert!(made >= 2, "{mode}: fio ended before copies were made");
         // The copies left read through without error, and a copy taken
         // now is byte for byte the source.
@@ -354,6 +359,14 @@ fn cascades_and_many_copies_are_all_correct_and_writable() {
             copy(&d, &prev, &name, mode);
             prev = name;
         }
+        // How deep each copy reads: k1..k4 each one node deeper than the
+        // one before (each copied from the last, after writing its own
+        // data), and k5 as deep as k4: copying k4 froze k4's data into a
+        // node the two share. An A1 image also passes the base view.
+        let depths: [u64; 5] = match mode {
+            "row" => [2, 3, 4, 5, 5],
+            _ => [3, 4, 5, 6, 6],
+        };
         for level in 1..=5u64 {
             let name = format!("k{level}");
             let mut cmds = Vec::new();
@@ -366,7 +379,19 @@ fn cascades_and_many_copies_are_all_correct_and_writable() {
             let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
             qemu_io(&d.export(&name), &refs);
             let info = d.json(&["copy", "show", &name]);
-            assert!(info["depth"].as_u64().unwrap() >= 1, "{info}");
+            let parent = if level == 1 {
+                "src".to_owned()
+            } else {
+                format!("k{}", level - 1)
+            };
+            assert_eq!(info["source"], parent.as_str(), "{mode}: {info}");
+            assert_eq!(info["origin"], "src", "{mode}: {info}");
+            assert_eq!(info["mode"], mode, "{info}");
+            assert_eq!(
+                info["depth"],
+                depths[level as usize - 1],
+                "{mode}: depth of {name}: {info}"
+            );
         }
         // 64 copies of one source, each written after it is made.
         for i in 0..64u64 {
@@ -649,6 +674,9 @@ fn the_last_copy_gone_the_original_folds_back_and_the_space_returns() {
     );
     let during = d.json(&["group", "show", "g"])["free"].as_u64().unwrap();
     assert!(during + (8 << 20) <= free_before, "{during} {free_before}");
+    // src is its family's origin while the copy lives.
+    let err = d.fails(&["copy", "show", "src"]);
+    assert!(err.contains("volume src is the origin of copies"), "{err}");
     // The deletion names the job that moves it back into the volume's own
     // extents; reads stay right meanwhile.
     let del = d.json(&["copy", "delete", "c"]);
@@ -665,12 +693,38 @@ fn the_last_copy_gone_the_original_folds_back_and_the_space_returns() {
     );
     let j = d.wait_job(fold["id"].as_u64().unwrap());
     assert_eq!(j["state"], "done", "{j}");
-    let v = d.json(&["volume", "show", "src"]);
-    assert!(v["family"].is_null() || v.get("family").is_none(), "{v}");
+    // The family dissolved: src is a plain volume again...
+    let err = d.fails(&["copy", "show", "src"]);
+    assert!(err.contains("volume src is not an instant copy"), "{err}");
     assert!(d.json(&["copy", "list"]).as_array().unwrap().is_empty());
     let after = d.json(&["group", "show", "g"])["free"].as_u64().unwrap();
     assert_eq!(after, free_before, "the copies' space came back");
-    d.restart();
+    // ...whose data lies in its own extents: read them from the disk file
+    // (group g is concat over x0 alone, so a group offset is an offset in
+    // x0's data area).
+    let v = d.json(&["volume", "show", "src"]);
+    let extents = v["extents"].as_array().unwrap();
+    assert_eq!(extents.len(), 1, "{v}");
+    let start = extents[0]["offset"].as_u64().unwrap();
+    assert_eq!(extents[0]["length"], 32u64 << 20, "{v}");
+    d.stop();
+    let img = std::fs::read(dir.path().join("disks/x0.img")).unwrap();
+    let at = |off: u64, len: u64| {
+        let from = (ferrosan::disk::DATA_OFFSET + start + off) as usize;
+        &img[from..from + len as usize]
+    };
+    let holds = |off: u64, len: u64, byte: u8| at(off, len).iter().all(|&b| b == byte);
+    assert!(
+        holds(0, 8 << 20, 0x22),
+        "src's new data is not in its extents"
+    );
+    assert!(
+        holds(20 << 20, 4096, 0x23),
+        "src's new data is not in its extents"
+    );
+    assert!(holds(8 << 20, 12 << 20, 0x11), "src's old data moved");
+    drop(img);
+    d.respawn();
     qemu_io(
         &d.export("src"),
         &[

@@ -34,7 +34,13 @@ fn beat(t0: Instant, at: &AtomicU64) {
 /// The daemon's threads' stacks, for the failure message.
 fn stacks(pid: u32) -> String {
     match Command::new("gdb")
-        .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt 30"])
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 30",
+        ])
         .output()
     {
         Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -98,7 +104,8 @@ fn no_request_or_call_waits_forever_while_copies_churn() {
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let names = ["src", "keep", "src", "solo"];
-    let beats: Arc<Vec<AtomicU64>> = Arc::new((0..=names.len()).map(|_| AtomicU64::new(0)).collect());
+    let beats: Arc<Vec<AtomicU64>> =
+        Arc::new((0..=names.len()).map(|_| AtomicU64::new(0)).collect());
     let writers: Vec<_> = names
         .iter()
         .enumerate()
@@ -147,7 +154,9 @@ fn no_request_or_call_waits_forever_while_copies_churn() {
         }
     }
     if let Some((k, ms)) = stuck {
-        let who = names.get(k).map_or("the API churn".to_string(), |n| format!("writer {k} on {n}"));
+        let who = names.get(k).map_or("the API churn".to_string(), |n| {
+            format!("writer {k} on {n}")
+        });
         let dump = stacks(pid);
         stop.store(true, Ordering::Relaxed);
         panic!("{who} got no answer for {ms} ms; the daemon's threads:\n{dump}");
@@ -155,10 +164,18 @@ fn no_request_or_call_waits_forever_while_copies_churn() {
     stop.store(true, Ordering::Relaxed);
     let written: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     let calls = churner.join().unwrap();
-    eprintln!("deadlock watchdog: writes answered ok per connection {written:?}; {calls} API calls succeeded");
-    assert!(written.iter().all(|&n| n > 100), "writers barely ran: {written:?}");
+    eprintln!(
+        "deadlock watchdog: writes answered ok per connection {written:?}; {calls} API calls succeeded"
+    );
+    assert!(
+        written.iter().all(|&n| n > 100),
+        "writers barely ran: {written:?}"
+    );
     assert!(calls >= 12, "only {calls} API calls succeeded in {RUN:?}");
     // The family still reads back what a client wrote last.
     let src = d.export("keep");
-    qemu_io(&src, &["write -P 0x77 0 64k", "flush", "read -P 0x77 0 64k"]);
+    qemu_io(
+        &src,
+        &["write -P 0x77 0 64k", "flush", "read -P 0x77 0 64k"],
+    );
 }

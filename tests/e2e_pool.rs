@@ -133,7 +133,28 @@ fn a_degraded_raid5_serves_after_a_disk_goes_missing() {
     d.ok(&["disk", "add", "m9", "--size", "40M"]);
     let job = d.json(&["disk", "replace", "m2", "m9", "--wait"]);
     assert_eq!(job["state"], "done", "{job}");
-    assert_eq!(d.json(&["group", "show", "mg"])["health"], "optimal");
+    assert_eq!(job["kind"], "rebuild", "{job}");
+    assert_eq!(job["done"], job["total"], "{job}");
+    let g = d.json(&["group", "show", "mg"]);
+    assert_eq!(g["health"], "optimal", "{g}");
+    assert_eq!(g["disks"], serde_json::json!(["m0", "m1", "m9"]), "{g}");
+    // m9 holds the rebuilt data: with m0 out, every read of the volume
+    // needs m9 (as data or as parity), across a restart too.
+    d.ok(&["disk", "fail", "m0"]);
+    let check = |d: &Daemon| {
+        qemu_io(
+            &d.export("mv"),
+            &[
+                "read -P 0x2f 0 1M",
+                "read -P 0x30 1M 1M",
+                "read -P 0x2f 2M 62M",
+            ],
+        )
+    };
+    check(&d);
+    d.restart();
+    assert_eq!(d.json(&["group", "show", "mg"])["health"], "degraded");
+    check(&d);
 }
 
 #[test]

@@ -171,7 +171,15 @@ fn requests_never_wait_for_an_unrelated_commit() {
     // 4 KiB tracks: a store chunk (1024 slots) is 4 MiB, so the source's
     // first writes take new chunks all the time.
     d.ok(&[
-        "volume", "create", "busy", "--group", "gc", "--size", "1G", "--track-size", "4K",
+        "volume",
+        "create",
+        "busy",
+        "--group",
+        "gc",
+        "--size",
+        "1G",
+        "--track-size",
+        "4K",
     ]);
     // A copy of it: the source's first write to a track goes to the
     // family's new space, which grows chunk by chunk.
@@ -199,7 +207,12 @@ fn requests_never_wait_for_an_unrelated_commit() {
         r.changes,
         r.secs
     );
-    assert!(r.changes >= 16, "only {} changes ran in {:.1} s", r.changes, r.secs);
+    assert!(
+        r.changes >= 16,
+        "only {} changes ran in {:.1} s",
+        r.changes,
+        r.secs
+    );
     // The source took many new chunks of copy space meanwhile.
     let diverged = info["tracks_diverged"].as_u64().unwrap_or(0);
     assert!(
@@ -211,7 +224,17 @@ fn requests_never_wait_for_an_unrelated_commit() {
         "{} of {} requests took over {LIMIT:?} in both rounds; the second:\n{}\nthe first:\n{}",
         r.slow.len(),
         r.reqs,
-        r.slow.iter().take(10).cloned().collect::<Vec<_>>().join("\n"),
-        first.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+        r.slow
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        first
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

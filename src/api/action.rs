@@ -149,9 +149,10 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
         Action::GroupDelete(name) => p.group_delete(&name).map(|()| Reply::Deleted)?,
         Action::GroupExtend(name, req) => Reply::Group(p.group_extend(&name, req)?),
         Action::VolumeCreate(req) => Reply::Volume(p.volume_create(req)?),
-        Action::VolumeDelete { name, force } => {
-            p.volume_delete(&name, force).await.map(|()| Reply::Deleted)?
-        }
+        Action::VolumeDelete { name, force } => p
+            .volume_delete(&name, force)
+            .await
+            .map(|()| Reply::Deleted)?,
         Action::VolumeGrow(name, req) => Reply::Volume(p.volume_grow(&name, req)?),
         Action::CopyCreate(req) => Reply::Copy(p.copy_create(req).await?),
         Action::CopyDelete(name) => Reply::CopyDeleted(p.copy_delete(&name).await?),

@@ -281,10 +281,17 @@ pub enum JobCmd {
         bytes_per_sec: u64,
     },
     /// Wait for a job to finish, with a progress bar on a terminal; fails if
-    /// the job fails or is cancelled.
+    /// the job fails or is cancelled, or makes no progress for --timeout.
     Wait {
         /// The job's number, as `job list` shows it.
         id: u64,
+        /// Give up (exit 1, naming the job and how far it got) when the job
+        /// has made no progress for this long, e.g. 30s, 10m, 2h; 0 waits
+        /// without a limit. A paused job makes no progress. The job itself
+        /// goes on.
+        #[arg(long, value_name = "DURATION", default_value = super::wait::STALL_DEFAULT,
+              value_parser = parse_timeout)]
+        timeout: Timeout,
     },
 }
 
@@ -558,6 +565,35 @@ fn parse_range(text: &str) -> Result<ByteRange, String> {
         None => (parse_size(text)?, None),
     };
     Ok(ByteRange { offset, length })
+}
+
+/// A bound on a wait; `Timeout(None)` waits without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Option<std::time::Duration>);
+
+/// A duration: a number with a unit, `ms`, `s`, `m` or `h` (a bare number
+/// is seconds); 0 is no limit.
+pub fn parse_timeout(text: &str) -> Result<Timeout, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        format!(
+            "invalid duration {text:?}: use a number and a unit, e.g. 30s, 10m or 2h (0: no limit)"
+        )
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(bad()),
+    }
+    .ok_or_else(bad)?;
+    Ok(Timeout(
+        (ms > 0).then(|| std::time::Duration::from_millis(ms)),
+    ))
 }
 
 /// A probability from 0 to 1.

@@ -258,7 +258,7 @@ fn job(ctx: &Ctx, cmd: JobCmd) -> Result<(), Failure> {
                 n => format!("job {} is limited to {}", j.id, super::size::format_rate(n)),
             })
         }
-        JobCmd::Wait { id } => wait::wait(ctx, ctx.get(&one(id, ""))?),
+        JobCmd::Wait { id, timeout } => wait::wait(ctx, ctx.get(&one(id, ""))?, timeout.0),
     }
 }
 
@@ -308,7 +308,7 @@ fn with_job<T: Serialize>(
 ) -> Result<(), Failure> {
     let mut outcome = Ok(());
     if let Some(started) = job(&mut answer).take_if(|_| wait) {
-        let ended = wait::follow(ctx, started)?;
+        let ended = wait::follow(ctx, started, wait::default_stall())?;
         outcome = wait::outcome(&ended);
         *job(&mut answer) = Some(ended);
     }
@@ -321,7 +321,7 @@ fn with_job<T: Serialize>(
 /// A job was started: wait for it, or say how to follow it.
 fn started(ctx: &Ctx, job: JobInfo, wait: bool) -> Result<(), Failure> {
     if wait {
-        return wait::wait(ctx, job);
+        return wait::wait(ctx, job, wait::default_stall());
     }
     ctx.show(&job, |j| {
         let id = j.id;

@@ -4,27 +4,43 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::commands::Ctx;
-use super::size::{format_duration, format_rate};
+use super::size::{format_duration, format_rate, format_size};
 use super::{Failure, render};
 use crate::api::views::{JobInfo, JobState};
 
 const POLL: Duration = Duration::from_millis(500);
 
-/// Waits for `job` to finish; fails if it failed or was cancelled.
-pub fn wait(ctx: &Ctx, job: JobInfo) -> Result<(), Failure> {
-    let job = follow(ctx, job)?;
+/// How long `--wait` and `job wait` follow a job that makes no progress
+/// (its state and its count of work done both unchanged) before they give
+/// up: a stuck or forgotten paused job is a failure, not a wait forever.
+pub const STALL_DEFAULT: &str = "10m";
+
+/// Waits for `job` to finish; fails if it failed or was cancelled, or made
+/// no progress for `stall` (None: no limit).
+pub fn wait(ctx: &Ctx, job: JobInfo, stall: Option<Duration>) -> Result<(), Failure> {
+    let job = follow(ctx, job, stall)?;
     finish(ctx, &job)
 }
 
+/// The bound `--wait` uses: [`STALL_DEFAULT`].
+pub fn default_stall() -> Option<Duration> {
+    super::args::parse_timeout(STALL_DEFAULT)
+        .ok()
+        .and_then(|t| t.0)
+}
+
 /// Polls `job` until it finishes, with a progress bar on a terminal;
-/// returns it as it ended. Prints nothing on stdout.
-pub fn follow(ctx: &Ctx, mut job: JobInfo) -> Result<JobInfo, Failure> {
+/// returns it as it ended. Prints nothing on stdout. Fails when the job
+/// made no progress for `stall`.
+pub fn follow(ctx: &Ctx, mut job: JobInfo, stall: Option<Duration>) -> Result<JobInfo, Failure> {
     let bar = (!ctx.json && std::io::stderr().is_terminal()).then(|| new_bar(&job));
+    let mut seen = (job.state, job.done);
+    let mut since = Instant::now();
     loop {
         if let Some(bar) = &bar {
             update(bar, &job);
@@ -32,13 +48,55 @@ pub fn follow(ctx: &Ctx, mut job: JobInfo) -> Result<JobInfo, Failure> {
         if job.state.is_finished() {
             break;
         }
-        std::thread::sleep(POLL);
+        if (job.state, job.done) != seen {
+            seen = (job.state, job.done);
+            since = Instant::now();
+        } else if let Some(limit) = stall.filter(|l| since.elapsed() >= *l) {
+            if let Some(bar) = bar {
+                bar.abandon();
+            }
+            return Err(stalled(&job, limit));
+        }
+        let left = stall.map_or(POLL, |l| l.saturating_sub(since.elapsed()));
+        std::thread::sleep(POLL.min(left).max(Duration::from_millis(10)));
         job = ctx.get(&format!("/v1/jobs/{}", job.id))?;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     Ok(job)
+}
+
+/// `job 7 (replace: group g0 slot 2 -> disk d4) made no progress for
+/// 10m00s: paused at 40.0% (400.0 MiB of 1.0 GiB) ...`
+fn stalled(job: &JobInfo, limit: Duration) -> Failure {
+    let id = job.id;
+    let unit = job.unit_bytes.max(1);
+    let hint = match job.state {
+        JobState::Paused => format!("resume it with `ferrosan job resume {id}`"),
+        _ => format!("`ferrosan job show {id}` shows it"),
+    };
+    Failure::new(format!(
+        "job {id} ({}: {}) made no progress for {}: {} at {} ({} of {}); it goes on in \
+         the daemon: {hint}, or wait longer with `ferrosan job wait {id} --timeout 1h` \
+         (0: no limit)",
+        job.kind,
+        job.target,
+        format_wait(limit),
+        job.state,
+        render::percent(job),
+        format_size(job.done.min(job.total).saturating_mul(unit)),
+        format_size(job.total.saturating_mul(unit)),
+    ))
+}
+
+/// `10m00s`, or `500ms` under a second.
+fn format_wait(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format_duration(d.as_secs())
+    }
 }
 
 fn finish(ctx: &Ctx, job: &JobInfo) -> Result<(), Failure> {

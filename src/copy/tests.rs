@@ -1188,13 +1188,23 @@ fn the_cascade_level_counts_copy_steps_not_tree_nodes() {
                 .iter()
                 .map(|n| (n.to_string(), st.cascade_level(n)))
                 .collect();
-            let want: Vec<(String, u64)> = [("o", 0), ("c1", 1), ("c2", 2), ("c3", 3), ("x1", 1), ("x2", 1)]
-                .iter()
-                .map(|(n, l)| (n.to_string(), *l))
-                .collect();
+            let want: Vec<(String, u64)> = [
+                ("o", 0),
+                ("c1", 1),
+                ("c2", 2),
+                ("c3", 3),
+                ("x1", 1),
+                ("x2", 1),
+            ]
+            .iter()
+            .map(|(n, l)| (n.to_string(), *l))
+            .collect();
             assert_eq!(levels, want, "{mode:?}");
             let nodes = st.chain(st.images["c3"].head).len() as u64;
-            assert_ne!(nodes, 3, "{mode:?}: the chain length would pass for the level");
+            assert_ne!(
+                nodes, 3,
+                "{mode:?}: the chain length would pass for the level"
+            );
         });
     }
 }

@@ -212,10 +212,12 @@ impl Pool {
         grec.slots[slot].state = SlotState::Ok;
         grec.slots[slot].failed_seq = 0;
         let drec = Self::unflagged(st, name)?;
-        Pool::unlocked(st, || self.meta.write(true, |tx| {
-            tx.put_group(&grec)?;
-            tx.put_disk(&drec)
-        }))?;
+        Pool::unlocked(st, || {
+            self.meta.write(true, |tx| {
+                tx.put_group(&grec)?;
+                tx.put_disk(&drec)
+            })
+        })?;
         raid.reinstate_member(slot, dev)?;
         tracing::info!("group {group}: disk {name} reinstated in slot {slot}; nothing to resync");
         Self::apply_records(st, group, grec, name, drec);
@@ -269,12 +271,14 @@ impl Pool {
         };
         let drec = Self::unflagged(&st, name)?;
         let pool_rec = st.pool.clone();
-        let committed = Pool::unlocked(&mut st, || self.meta.write(true, |tx| {
-            tx.put_pool(&pool_rec)?;
-            tx.put_disk(&drec)?;
-            tx.put_group(&grec)?;
-            tx.put_job(&job)
-        }));
+        let committed = Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.put_pool(&pool_rec)?;
+                tx.put_disk(&drec)?;
+                tx.put_group(&grec)?;
+                tx.put_job(&job)
+            })
+        });
         if let Err(e) = committed {
             let _ = raid.abort_replace(slot);
             return Err(e);

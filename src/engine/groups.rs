@@ -57,17 +57,15 @@ impl RaidHooks for Hooks {
             };
             // The urgent lane: a change may be waiting for this very
             // request (see config.rs).
-            let record = move |p: Arc<Pool>| async move { p.record_member_failed(&group, idx, &msg) };
+            let record =
+                move |p: Arc<Pool>| async move { p.record_member_failed(&group, idx, &msg) };
             pool.urgent(record).await
         })
     }
 }
 
 impl Pool {
-    pub(super) fn group_entry_locked(
-        &self,
-        name: &str,
-    ) -> Result<super::StateGuard<'_>> {
+    pub(super) fn group_entry_locked(&self, name: &str) -> Result<super::StateGuard<'_>> {
         let st = self.lock();
         if !st.groups.contains_key(name) {
             return Err(Error::not_found(format!(
@@ -302,10 +300,12 @@ impl Pool {
         };
         let entry = self.assemble(&st, &rec, &|_| None, &[])?;
         let pool_rec = st.pool.clone();
-        Pool::unlocked(&mut st, || self.meta.write(true, |tx| {
-            tx.put_pool(&pool_rec)?;
-            tx.put_group(&rec)
-        }))?;
+        Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.put_pool(&pool_rec)?;
+                tx.put_group(&rec)
+            })
+        })?;
         let view = self.group_view(&st, &entry);
         st.groups.insert(rec.name.clone(), entry);
         Ok(view)
@@ -344,10 +344,12 @@ impl Pool {
             )));
         }
         let object = st.groups.get(name).map(|g| g.rec.object).unwrap_or(0);
-        Pool::unlocked(&mut st, || self.meta.write(true, |tx| {
-            tx.del_pages(object)?;
-            tx.del_group(name)
-        }))?;
+        Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.del_pages(object)?;
+                tx.del_group(name)
+            })
+        })?;
         st.groups.remove(name);
         Ok(())
     }
@@ -431,13 +433,15 @@ impl Pool {
             if let Some(d) = drec.as_mut() {
                 d.failed = Some(why.to_string());
             }
-            Pool::unlocked(&mut st, || self.meta.write(true, |tx| {
-                tx.put_group(&rec)?;
-                if let Some(d) = &drec {
-                    tx.put_disk(d)?;
-                }
-                Ok(())
-            }))?;
+            Pool::unlocked(&mut st, || {
+                self.meta.write(true, |tx| {
+                    tx.put_group(&rec)?;
+                    if let Some(d) = &drec {
+                        tx.put_disk(d)?;
+                    }
+                    Ok(())
+                })
+            })?;
             tracing::warn!(
                 "group {group}: slot {slot} (disk {}) failed: {why}",
                 disk.as_deref().unwrap_or("-")

@@ -283,12 +283,14 @@ impl Pool {
             updated: now(),
         };
         let pool_rec = st.pool.clone();
-        Pool::unlocked(&mut st, || self.meta.write(true, |tx| {
-            tx.put_pool(&pool_rec)?;
-            tx.put_disk(&new_rec)?;
-            tx.put_group(&grec)?;
-            tx.put_job(&job)
-        }))?;
+        Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.put_pool(&pool_rec)?;
+                tx.put_disk(&new_rec)?;
+                tx.put_group(&grec)?;
+                tx.put_job(&job)
+            })
+        })?;
         raid.replace_member(slot, new_dev)?;
         if let Some(e) = st.disks.get_mut(disk) {
             e.rec = new_rec;
@@ -417,10 +419,12 @@ impl Pool {
             updated: now(),
         };
         let pool_rec = st.pool.clone();
-        Pool::unlocked(&mut st, || self.meta.write(true, |tx| {
-            tx.put_pool(&pool_rec)?;
-            tx.put_job(&job)
-        }))?;
+        Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.put_pool(&pool_rec)?;
+                tx.put_job(&job)
+            })
+        })?;
         drop(st);
         let make = self.make_work(&job)?;
         Ok(self.jobs.start(job, make))

@@ -88,20 +88,17 @@ impl HeldSpace {
 
     /// Free pieces of `group`, with its allocation unit.
     pub fn free_in(&self, group: &str) -> Result<(Vec<(u64, u64)>, u64)> {
-        let &(capacity, unit) = self.groups.get(group).ok_or_else(|| {
-            Error::not_found(format!("group {group} is gone"))
-        })?;
+        let &(capacity, unit) = self
+            .groups
+            .get(group)
+            .ok_or_else(|| Error::not_found(format!("group {group} is gone")))?;
         Ok((free_extents(capacity, &mut self.in_group(group)), unit))
     }
 
     /// Takes `want` bytes of `group` (first fit, whole units) for a
     /// volume record about to be committed; `Ok(Err(free))` when the group
     /// has only `free` bytes.
-    pub fn take_pending(
-        &mut self,
-        group: &str,
-        want: u64,
-    ) -> Result<Taken> {
+    pub fn take_pending(&mut self, group: &str, want: u64) -> Result<Taken> {
         let (free, unit) = self.free_in(group)?;
         let want = want.div_ceil(unit) * unit;
         let Some(got) = allocate(&free, want, unit) else {

@@ -231,10 +231,12 @@ impl Pool {
         let extents = v.rec.extents.clone();
         let group_name = v.rec.group.clone();
         let group = st.groups.get(&v.rec.group).map(|g| Arc::clone(&g.raid));
-        Pool::unlocked(&mut st, || self.meta.write(true, |tx| {
-            tx.del_pages(object)?;
-            tx.del_volume(name)
-        }))?;
+        Pool::unlocked(&mut st, || {
+            self.meta.write(true, |tx| {
+                tx.del_pages(object)?;
+                tx.del_volume(name)
+            })
+        })?;
         // Give the space back to the disks (sparse files shrink again); it
         // stays reserved until the volume's requests in flight have ended
         // and the discard is done, so the next volume there loses nothing.

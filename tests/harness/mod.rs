@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferrosan");
@@ -56,6 +56,19 @@ pub struct Daemon {
     pub url: String,
     pub extra: Vec<String>,
     pub stdout: mpsc::Receiver<String>,
+    /// Every line the daemon wrote on stderr (its log), over every start.
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Log lines of a daemon whose disk I/O left the fast path: io_uring
+/// missing (the synchronous engine) or O_DIRECT refused (buffered I/O).
+pub fn engine_fallbacks(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter(|l| {
+            l.contains("synchronous disk engine") || l.contains("does not support O_DIRECT")
+        })
+        .cloned()
+        .collect()
 }
 
 impl Daemon {
@@ -101,6 +114,16 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::start_logging(cwd, pool, extra, env, Arc::new(Mutex::new(Vec::new())))
+    }
+
+    fn start_logging(
+        cwd: Option<&Path>,
+        pool: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: Arc<Mutex<Vec<String>>>,
+    ) -> Daemon {
         let mut cmd = Command::new(BIN);
         cmd.envs(env.iter().copied());
         if let Some(dir) = cwd {
@@ -113,8 +136,19 @@ impl Daemon {
             .arg("127.0.0.1:0");
         cmd.args(extra);
         cmd.env("RUST_LOG", "warn");
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn ferrosan serve");
+        // The log goes on to the test's stderr, and is kept.
+        let err = child.stderr.take().expect("stderr");
+        let log = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                if let Ok(mut l) = log.lock() {
+                    l.push(line);
+                }
+            }
+        });
         let out = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -147,6 +181,7 @@ impl Daemon {
             url: url.unwrap_or_default(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             stdout: rx,
+            stderr,
         };
         // The banner is printed after every socket is bound.
         assert!(
@@ -198,8 +233,30 @@ impl Daemon {
         String::from_utf8_lossy(&o.stderr).into_owned()
     }
 
+    /// The daemon's log so far.
+    pub fn log(&self) -> Vec<String> {
+        self.stderr.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// In CI (`CI=true`), fails if the daemon's disk I/O fell back to the
+    /// synchronous engine or to buffered I/O: CI must measure and test the
+    /// path users get. Elsewhere (a tmpfs, an old kernel) it says so.
+    pub fn check_engine(&self) {
+        let fell = engine_fallbacks(&self.log());
+        if fell.is_empty() {
+            return;
+        }
+        assert!(
+            !in_ci(),
+            "the daemon's disk I/O fell back from io_uring with O_DIRECT (CI=true):\n{}",
+            fell.join("\n")
+        );
+        eprintln!("NOTE: disk I/O fell back: {}", fell.join("; "));
+    }
+
     /// SIGTERM and wait: a clean stop.
     pub fn stop(&mut self) {
+        self.check_engine();
         if let Some(mut c) = self.child.take() {
             let _ = rustix::process::kill_process(
                 rustix::process::Pid::from_child(&c),
@@ -230,15 +287,16 @@ impl Daemon {
     /// Starts the daemon again on the same pool (after `stop` or `kill9`).
     pub fn respawn(&mut self) {
         let extra: Vec<&str> = self.extra.iter().map(|s| s.as_str()).collect();
-        let mut d = Daemon::start(&self.pool, &extra);
+        let mut d = Daemon::start_logging(None, &self.pool, &extra, &[], Arc::clone(&self.stderr));
         self.url = std::mem::take(&mut d.url);
         self.child = d.child.take();
         self.stdout = std::mem::replace(&mut d.stdout, mpsc::channel().1);
     }
 
-    /// Waits for job `id` to finish (bounded) and returns its JSON.
+    /// Waits for job `id` to finish and returns its JSON; fails when the
+    /// job makes no progress for a minute.
     pub fn wait_job(&self, id: u64) -> serde_json::Value {
-        let o = self.cli(&["--json", "job", "wait", &id.to_string()]);
+        let o = self.cli(&["--json", "job", "wait", &id.to_string(), "--timeout", "60s"]);
         let s = String::from_utf8_lossy(&o.stdout).into_owned();
         serde_json::from_str(&s).unwrap_or_else(|e| {
             panic!(
@@ -291,6 +349,46 @@ pub fn run(prog: &str, args: &[&str]) -> (bool, String) {
     let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&o.stderr));
     (o.status.success(), s)
+}
+
+/// What one fio run did, from its JSON report (`--output-format=json`).
+#[derive(Debug)]
+pub struct FioReport {
+    pub ok: bool,
+    /// fio's errors, summed over its jobs.
+    pub errors: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    /// stdout and stderr, for failure messages.
+    pub text: String,
+}
+
+/// Runs fio with `args` and its JSON report; asserts that the report
+/// parses. Reads of a write job with `--do_verify=1` are its verification.
+pub fn fio(args: &[&str]) -> FioReport {
+    let o = Command::new("fio")
+        .args(args)
+        .arg("--output-format=json")
+        .output()
+        .expect("run fio");
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    let json = stdout.find('{').map_or("", |i| &stdout[i..]);
+    let v: serde_json::Value = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("fio {args:?} printed no JSON report ({e}): {text}"));
+    let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !jobs.is_empty(),
+        "fio {args:?}: no jobs in its report: {text}"
+    );
+    let sum = |f: &dyn Fn(&serde_json::Value) -> u64| jobs.iter().map(f).sum::<u64>();
+    FioReport {
+        ok: o.status.success(),
+        errors: sum(&|j| j["error"].as_u64().unwrap_or(1)),
+        read_bytes: sum(&|j| j["read"]["io_bytes"].as_u64().unwrap_or(0)),
+        write_bytes: sum(&|j| j["write"]["io_bytes"].as_u64().unwrap_or(0)),
+        text,
+    }
 }
 
 /// qemu-io on an NBD URL with the given commands; asserts success and no

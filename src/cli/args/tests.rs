@@ -22,6 +22,45 @@ fn ranges_and_probabilities() {
 }
 
 #[test]
+fn timeouts() {
+    use std::time::Duration;
+    let t = |s: &str| parse_timeout(s).map(|t| t.0);
+    assert_eq!(t("30s"), Ok(Some(Duration::from_secs(30))));
+    assert_eq!(t("30"), Ok(Some(Duration::from_secs(30))));
+    assert_eq!(t("10m"), Ok(Some(Duration::from_secs(600))));
+    assert_eq!(t("2h"), Ok(Some(Duration::from_secs(7200))));
+    assert_eq!(t("250ms"), Ok(Some(Duration::from_millis(250))));
+    assert_eq!(t("0"), Ok(None));
+    assert_eq!(t("0s"), Ok(None));
+    for bad in [
+        "",
+        "s",
+        "-1s",
+        "1.5m",
+        "10 minutes",
+        "1d",
+        "99999999999999999999h",
+    ] {
+        let e = t(bad).unwrap_err();
+        assert!(
+            e.starts_with(&format!("invalid duration {bad:?}")),
+            "{bad}: {e}"
+        );
+    }
+    // The default bounds job wait.
+    let cli = Cli::try_parse_from(["ferrosan", "job", "wait", "3"]).unwrap();
+    let Command::Job(JobCmd::Wait { id: 3, timeout }) = cli.command else {
+        panic!("{cli:?}");
+    };
+    assert_eq!(timeout.0, Some(Duration::from_secs(600)));
+    let cli = Cli::try_parse_from(["ferrosan", "job", "wait", "3", "--timeout", "0"]).unwrap();
+    let Command::Job(JobCmd::Wait { timeout, .. }) = cli.command else {
+        panic!("{cli:?}");
+    };
+    assert_eq!(timeout.0, None);
+}
+
+#[test]
 fn global_flags_go_anywhere() {
     let cli = Cli::try_parse_from(["ferrosan", "disk", "list", "--json", "--pool", "/p"]).unwrap();
     assert!(cli.json);

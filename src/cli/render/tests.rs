@@ -49,7 +49,24 @@ fn disk(name: &str, size: u64, group: Option<&str>) -> DiskInfo {
 fn disk_list_has_the_documented_columns_and_one_row_per_disk() {
     let disks = [disk("d0", GIB, Some("g0")), disk("d1", 2 * GIB, None)];
     let got = rows(&disk_list(&disks));
-    assert_eq!(got[0], DISK_COLUMNS);
+    // The documented columns, written out: a renamed, dropped or
+    // reordered column fails here.
+    assert_eq!(
+        got[0],
+        [
+            "NAME",
+            "PATH",
+            "SIZE",
+            "ALLOCATED",
+            "STATUS",
+            "GROUP",
+            "READS",
+            "WRITES",
+            "READ BYTES",
+            "WRITTEN BYTES",
+            "ERRORS",
+        ]
+    );
     assert_eq!(got.len(), 1 + disks.len());
     for (row, d) in got[1..].iter().zip(&disks) {
         let want = [
@@ -198,7 +215,12 @@ fn job_info(done: u64, total: u64, state: JobState) -> JobInfo {
 #[test]
 fn job_list_shows_progress_rate_and_eta() {
     let got = rows(&job_list(&[job_info(1, 3, JobState::Running)]));
-    assert_eq!(got[0], JOB_COLUMNS);
+    assert_eq!(
+        got[0],
+        [
+            "ID", "KIND", "TARGET", "STATE", "PROGRESS", "RATE", "ETA", "LIMIT"
+        ]
+    );
     let want = [
         "7",
         "replace",
@@ -233,7 +255,18 @@ fn volume_list_and_show() {
         extents: vec![(0, GIB), (2 * GIB, 9 * GIB)],
     };
     let got = rows(&volume_list(std::slice::from_ref(&v)));
-    assert_eq!(got[0], VOLUME_COLUMNS);
+    assert_eq!(
+        got[0],
+        [
+            "NAME",
+            "GROUP",
+            "SIZE",
+            "TRACK",
+            "MODE",
+            "CONNECTIONS",
+            "EXPORT"
+        ]
+    );
     let want = [
         "vol0",
         "g0",
@@ -294,7 +327,21 @@ fn copy_list_has_the_columns_and_warnings_under_the_table() {
     ];
     let text = copy_list(&copies);
     let got = rows(&text);
-    assert_eq!(got[0], COPY_COLUMNS);
+    assert_eq!(
+        got[0],
+        [
+            "NAME",
+            "SOURCE",
+            "ORIGIN",
+            "MODE",
+            "META",
+            "DIVERGED",
+            "SPACE USED",
+            "METADATA MEMORY",
+            "DEPTH",
+            "STATE",
+        ]
+    );
     let want = [
         "c0",
         "v0",

@@ -29,7 +29,10 @@ impl Pool {
     }
 
     /// Takes the copy (SEED-SPECS A.c.1): the steps in the module comment.
-    pub(super) async fn copy_create_on_worker(self: Arc<Self>, req: CopyCreateRequest) -> Result<()> {
+    pub(super) async fn copy_create_on_worker(
+        self: Arc<Self>,
+        req: CopyCreateRequest,
+    ) -> Result<()> {
         self.wait_for_fold(&req.source).await?;
         let src = self.copy_source(&req)?;
         // Make what is already written durable while I/O still flows, so

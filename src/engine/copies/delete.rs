@@ -56,7 +56,10 @@ impl Pool {
         Ok(job)
     }
 
-    pub(super) async fn copy_delete_on_worker(self: Arc<Self>, name: &str) -> Result<Option<JobInfo>> {
+    pub(super) async fn copy_delete_on_worker(
+        self: Arc<Self>,
+        name: &str,
+    ) -> Result<Option<JobInfo>> {
         let (fam, switches) = {
             let st = self.lock();
             let f = self

@@ -90,9 +90,9 @@ impl Pool {
     /// never the pool's, so it waits for no configuration change.
     pub(super) fn alloc_copy_space(&self, family: u64, group: &str, bytes: u64) -> Result<u64> {
         let mut h = self.held();
-        let (free, unit) = h.free_in(group).map_err(|_| {
-            Error::not_found(format!("group {group} of a copy family is gone"))
-        })?;
+        let (free, unit) = h
+            .free_in(group)
+            .map_err(|_| Error::not_found(format!("group {group} of a copy family is gone")))?;
         let want = bytes.div_ceil(unit) * unit;
         let Some(off) = super::volumes::allocate(&free, want, unit)
             .filter(|got| got.len() == 1)
@@ -126,8 +126,7 @@ impl Pool {
     pub(crate) fn reclaim_copy_space(&self) {
         let fams: Vec<Arc<Family>> = self.lock().families.values().cloned().collect();
         for f in fams {
-            let gone: Vec<(u64, u64)> =
-                f.take_released();
+            let gone: Vec<(u64, u64)> = f.take_released();
             if gone.is_empty() {
                 continue;
             }
@@ -191,7 +190,10 @@ impl Pool {
     }
 
     /// A family member's family and the switches of every member.
-    pub(super) fn family_and_switches(&self, name: &str) -> Result<(Arc<Family>, Vec<Arc<Switch>>)> {
+    pub(super) fn family_and_switches(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<Family>, Vec<Arc<Switch>>)> {
         let st = self.lock();
         if !st.volumes.contains_key(name) {
             return Err(Error::not_found(format!(

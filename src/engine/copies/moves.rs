@@ -6,7 +6,13 @@ use super::*;
 
 impl Pool {
     /// The record of a job moving a family's pending tracks.
-    pub(super) fn copy_move_job(&self, fam: &Family, volume: &str, from: &str, split: bool) -> JobRecord {
+    pub(super) fn copy_move_job(
+        &self,
+        fam: &Family,
+        volume: &str,
+        from: &str,
+        split: bool,
+    ) -> JobRecord {
         let (tracks, track) = {
             let st = fam.read_state();
             (st.tracks, st.track)
