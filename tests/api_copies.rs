@@ -83,8 +83,9 @@ fn every_copy_route_answers_with_its_status_and_shape() {
     let job = split.job.expect("a job moves v0's new data");
     assert_eq!(job.kind, "copy-split");
     wait(&p, &job);
-    // Split, the family is A1: v0 writes the base, c0 keeps a view.
-    assert_eq!(copy(&p, "c0").mode, CopyMode::Cow);
+    // Split, the family works as A1 inside (v0 writes the base, c0 keeps
+    // a view), but c0 is still the row copy it was made as.
+    assert_eq!(copy(&p, "c0").mode, CopyMode::Row);
 
     let r: CopyRestoreInfo = answer(&p.post("/v1/copies/c0/restore", ""), 202);
     assert_eq!((r.volume.as_str(), r.from.as_str()), ("v0", "c0"));
@@ -312,7 +313,8 @@ fn copies_of_copies_keep_their_family() {
         (c1.source.as_str(), c1.origin.as_str(), c1.mode, c1.scheme),
         ("c0", "v0", CopyMode::Cow, Scheme::PartialBitmap)
     );
-    assert_eq!(c1.depth, c0.depth, "{c0:?} {c1:?}");
+    // The cascade level: a copy of a copy is one step deeper.
+    assert_eq!((c0.depth, c1.depth), (1, 2), "{c0:?} {c1:?}");
     let r = p.post(
         "/v1/copies",
         r#"{"source": "c1", "name": "c2", "mode": "row"}"#,

@@ -147,7 +147,7 @@ fn a_format_2_pool_opens_as_it_is_and_serves_its_data_and_copies() {
     // their old data preserved for fwc.
     for (c, source, mode, scheme, diverged, used, depth) in [
         (fc, "fv", "row", "partial-bitmap", 12, 4u64 << 20, 1),
-        (fwc, "fw", "cow", "changed-pointer", 2, 128 << 10, 2),
+        (fwc, "fw", "cow", "changed-pointer", 2, 128 << 10, 1),
     ] {
         assert_eq!(c["source"], source, "{c}");
         assert_eq!(c["origin"], source, "{c}");

@@ -173,22 +173,6 @@ impl Pool {
         self.send_async(f, false).await
     }
 
-    /// Queues a change and goes on without waiting for it.
-    pub(crate) fn queue_change<F, Fut>(&self, f: F)
-    where
-        F: FnOnce(Arc<Pool>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<()>> + 'static,
-    {
-        let change = boxed(f, |r| {
-            if let Err(e) = r {
-                tracing::error!("a queued configuration change failed: {}", e.chain());
-            }
-        });
-        if self.commit.send(change, false).is_err() {
-            tracing::debug!("the pool is closing: a queued change is dropped");
-        }
-    }
-
     /// The urgent lane (see the module comment): a member failure, recorded
     /// while a change may be waiting for the very request that failed.
     pub(crate) async fn urgent<T, F, Fut>(&self, f: F) -> Result<T>

@@ -455,11 +455,10 @@ impl Pool {
                 e.rec = d;
             }
         }
-        // A spare's rebuild is a change of its own, after this failure.
-        self.queue_change(|p| async move {
-            p.use_spares();
-            Ok(())
-        });
+        // A hot spare takes the slot at once. This runs on the commit path
+        // (the urgent lane or `disk fail`), and starting a rebuild is
+        // synchronous like every group change (see config.rs).
+        self.use_spares();
         Ok(())
     }
 

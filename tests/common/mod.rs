@@ -70,6 +70,14 @@ impl Pool {
         }
         c.request(cmd::FLUSH, 0, 3, 0, 0);
         assert_eq!(c.reply(0).0.errno(), 0, "flush of {export}");
+        // Disconnect and wait until the daemon has seen it go: a change
+        // that refuses volumes in use (restore) must not see it.
+        c.request(cmd::DISC, 0, 4, 0, 0);
+        drop(c);
+        super::harness::poll(&format!("{export} has no connection"), 10, || {
+            let r = self.get(&format!("/v1/volumes/{export}"));
+            r.body.contains("\"connections\":0")
+        });
     }
 
     /// One raw HTTP request to the API.
