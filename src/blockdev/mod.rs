@@ -16,6 +16,7 @@
 
 mod dev;
 mod intent;
+pub mod probe;
 
 pub use dev::{
     BlockDev, BufResult, DevFuture, Extent, ZeroFlags, aligned, coalesce, read_vec, status,

@@ -154,6 +154,7 @@ impl PersistentIntent {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, St> {
+        crate::blockdev::probe::shared_lock(1);
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
+use crate::blockdev::probe;
+
 const CLOSED: u64 = 1 << 63;
 
 /// The gate.
@@ -37,6 +39,7 @@ impl Drop for Pass<'_> {
     fn drop(&mut self) {
         let prev = self.gate.state.fetch_sub(1, Ordering::AcqRel);
         if prev & CLOSED != 0 && prev & !CLOSED == 1 {
+            probe::shared_lock(1);
             self.gate.drained.notify_waiters();
         }
     }
@@ -51,6 +54,7 @@ pub struct Closed<'a> {
 impl Drop for Closed<'_> {
     fn drop(&mut self) {
         self.gate.state.fetch_and(!CLOSED, Ordering::AcqRel);
+        probe::shared_lock(1);
         self.gate.opened.notify_waiters();
     }
 }
@@ -63,6 +67,9 @@ impl Gate {
     /// Enters the gate, waiting while it is closed.
     pub async fn pass(&self) -> Pass<'_> {
         loop {
+            // enable() and dropping the registered future: two rounds of
+            // the Notify's waiter list lock.
+            probe::shared_lock(2);
             let opened = self.opened.notified();
             tokio::pin!(opened);
             opened.as_mut().enable();
@@ -83,9 +90,11 @@ impl Gate {
 
     /// Closes the gate and waits until no request is inside.
     pub async fn close(&self) -> Closed<'_> {
+        probe::shared_lock(1);
         let one = self.closer.lock().await;
         self.state.fetch_or(CLOSED, Ordering::AcqRel);
         loop {
+            probe::shared_lock(2);
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use super::gate::{Closed, Gate, Pass};
 use super::grain::{self, Grain};
 use super::lock::RangeGuard;
-use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, probe};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -40,12 +40,14 @@ impl Switch {
 
     /// The device below now.
     pub fn current(&self) -> Arc<dyn BlockDev> {
+        probe::shared_lock(1);
         Arc::clone(&self.inner.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Replaces the device below. Call with the gate closed (see
     /// [`Switch::close`]) so no request straddles the change.
     pub fn set(&self, dev: Arc<dyn BlockDev>) {
+        probe::shared_lock(1);
         *self.inner.write().unwrap_or_else(|p| p.into_inner()) = dev;
     }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use futures::future::join_all;
 
-use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, coalesce};
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, coalesce, probe};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result, check_range};
 
@@ -77,11 +77,13 @@ impl VolumeDev {
     }
 
     fn mapping(&self) -> Arc<Mapping> {
+        probe::shared_lock(1);
         Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Replaces the extents (grow); `size` must be covered by `extents`.
     pub fn remap(&self, extents: Vec<VExtent>, size: u64) {
+        probe::shared_lock(1);
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         *m = Arc::new(Mapping {
             group: Arc::clone(&m.group),
@@ -92,6 +94,7 @@ impl VolumeDev {
 
     /// Replaces the group device (a concat group that grew).
     pub fn set_group(&self, group: Arc<dyn BlockDev>) {
+        probe::shared_lock(1);
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         *m = Arc::new(Mapping {
             group,

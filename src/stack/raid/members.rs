@@ -163,6 +163,7 @@ impl Members {
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Vec<Slot>> {
+        crate::blockdev::probe::shared_lock(1);
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -297,6 +298,7 @@ impl Members {
         if err.kind() != ErrorKind::Io {
             return Err(err);
         }
+        crate::blockdev::probe::shared_lock(1);
         let _one_at_a_time = self.failing.lock().await;
         match self.drop_device(idx, dev) {
             Verdict::Dropped => Ok(()),

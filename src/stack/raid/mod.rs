@@ -73,11 +73,13 @@ impl Unsynced {
             return false;
         }
         let end = off + len.max(1);
+        crate::blockdev::probe::shared_lock(1);
         let r = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
         r.iter().any(|&(o, l)| o < end && off < o + l)
     }
 
     fn add(&self, ranges: &[(u64, u64)]) {
+        crate::blockdev::probe::shared_lock(1);
         let mut r = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
         r.extend_from_slice(ranges);
         self.any.store(!r.is_empty(), Ordering::Release);
@@ -89,6 +91,7 @@ impl Unsynced {
             return;
         }
         let end = off + len;
+        crate::blockdev::probe::shared_lock(1);
         let mut r = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::with_capacity(r.len());
         for &(o, l) in r.iter() {
