@@ -318,6 +318,9 @@ impl RaidDev {
     }
 
     pub(super) async fn parity_read(&self, off: u64, buf: IoBuf) -> BufResult {
+        if let Some(p) = self.single_piece(off, buf.len() as u64) {
+            return self.read_piece(p, buf).await;
+        }
         let pieces: Vec<Piece> = match self.layout.map(off, buf.len() as u64) {
             Ok(p) => p.collect(),
             Err(e) => return (buf, Err(e)),
