@@ -20,11 +20,11 @@
 //! (trim is advisory), BLOCK_STATUS asks about the covering blocks.
 
 use super::codec::{Valid, fua};
-use super::pool;
 use super::proto::{Cmd, cflag, errno, wire_errno};
 use super::reply::Reply;
 use crate::blockdev::{BlockDev, Extent, ZeroFlags, status};
 use crate::buf::IoBuf;
+use crate::buf::pool;
 use crate::error::{Error, ErrorKind};
 use crate::stack::grain::{self, aligned};
 use crate::stack::switch::Switch;

@@ -44,7 +44,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub use members::{AbortOutcome, Health, MemberState, NoHooks, RaidHooks};
 use members::{Members, Slot};
 
-use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, WriteIntent, ZeroFlags};
+use crate::blockdev::{
+    BlockDev, BufResult, DevFuture, Extent, WriteIntent, ZeroFlags, begin_write,
+};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 pub use crate::layout::{Layout, RaidLevel};
@@ -348,7 +350,7 @@ impl RaidDev {
         match self.layout.level() {
             RaidLevel::Concat | RaidLevel::Raid0 => self.striped_write(off, buf, fua).await,
             RaidLevel::Raid1 | RaidLevel::Raid5 => {
-                let guard = match self.intent.begin(off, len).await {
+                let guard = match begin_write(&*self.intent, off, len).await {
                     Ok(g) => g,
                     Err(e) => return (buf, Err(e)),
                 };
