@@ -20,18 +20,25 @@ static SHARED_LOCKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 pub const ENABLED: bool = cfg!(feature = "lock-count");
 
 /// Records `n` acquisitions of locks shared between workers.
+#[cfg(feature = "lock-count")]
 #[inline(always)]
 pub fn shared_lock(n: u64) {
-    #[cfg(feature = "lock-count")]
     SHARED_LOCKS.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(feature = "lock-count"))]
-    let _ = n;
 }
 
-/// Acquisitions counted since the start (0 without `lock-count`).
+/// Records nothing: built without `lock-count`.
+#[cfg(not(feature = "lock-count"))]
+#[inline(always)]
+pub fn shared_lock(_n: u64) {}
+
+/// Acquisitions counted since the start.
+#[cfg(feature = "lock-count")]
 pub fn shared_locks() -> u64 {
-    #[cfg(feature = "lock-count")]
-    return SHARED_LOCKS.load(std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(feature = "lock-count"))]
+    SHARED_LOCKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Always 0: built without `lock-count`.
+#[cfg(not(feature = "lock-count"))]
+pub fn shared_locks() -> u64 {
     0
 }

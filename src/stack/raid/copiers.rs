@@ -33,6 +33,8 @@ use crate::blockdev::probe;
 
 /// One active copier in `state`; below it, unlocked writes in flight.
 const COPIER: u64 = 1 << 32;
+/// The bits of `state` that count unlocked writes.
+const WRITES: u64 = COPIER - 1;
 
 #[derive(Default)]
 pub(super) struct Copiers {
@@ -72,7 +74,7 @@ impl Copiers {
 
     fn leave(&self) {
         let prev = self.state.fetch_sub(1, Ordering::SeqCst);
-        if prev >= COPIER && prev % COPIER == 1 {
+        if prev >= COPIER && prev & WRITES == 1 {
             probe::shared_lock(1);
             self.drained.notify_waiters();
         }
@@ -89,7 +91,7 @@ impl Copiers {
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            if self.state.load(Ordering::SeqCst) % COPIER == 0 {
+            if self.state.load(Ordering::SeqCst) & WRITES == 0 {
                 return active;
             }
             drained.await;
