@@ -79,7 +79,8 @@ fill --ioengine=io_uring --direct=1 --filename="$raw" --offset=$label
 pids+=($!)
 for _ in $(seq 200); do [ -S "$pool/api.sock" ] && break; sleep 0.05; done
 fs() { "$bin" --pool "$pool" "$@" >/dev/null; }
-fs disk add b0 --path "$raw"
+# --force: the file is full of fio data, signature areas included.
+fs disk add b0 --path "$raw" --force
 fs group create bench --raid concat --disks b0
 fs volume create bench --group bench --size "$bytes"
 r5size=$((bytes / 2))

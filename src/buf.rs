@@ -19,6 +19,8 @@
 //! 512 within it satisfies O_DIRECT. Allocations are zeroed, so no piece
 //! ever exposes uninitialised memory.
 
+pub mod pool;
+
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
 use std::sync::Arc;

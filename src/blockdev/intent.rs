@@ -11,33 +11,55 @@
 //! set and pay nothing.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::blockdev::DevFuture;
 use crate::error::Result;
 
 /// Ends a write on drop.
 pub struct IntentGuard {
-    end: Option<Box<dyn FnOnce() + Send>>,
+    end: End,
+}
+
+enum End {
+    Nothing,
+    Call(Box<dyn FnOnce() + Send>),
+    /// [`EndWrite::end`] of the range: no closure to box, so a write whose
+    /// mark is already set allocates nothing for its guard.
+    Range(Arc<dyn EndWrite>, u64, u64),
+}
+
+/// A log that ends a write of a range itself (see [`IntentGuard::range`]).
+pub trait EndWrite: Send + Sync + 'static {
+    fn end_write(&self, off: u64, len: u64);
 }
 
 impl IntentGuard {
     pub fn new(end: impl FnOnce() + Send + 'static) -> IntentGuard {
         IntentGuard {
-            end: Some(Box::new(end)),
+            end: End::Call(Box::new(end)),
+        }
+    }
+
+    /// A guard that calls `log.end_write(off, len)` when dropped.
+    pub fn range(log: Arc<dyn EndWrite>, off: u64, len: u64) -> IntentGuard {
+        IntentGuard {
+            end: End::Range(log, off, len),
         }
     }
 
     /// A guard with nothing to end.
     pub fn none() -> IntentGuard {
-        IntentGuard { end: None }
+        IntentGuard { end: End::Nothing }
     }
 }
 
 impl Drop for IntentGuard {
     fn drop(&mut self) {
-        if let Some(f) = self.end.take() {
-            f();
+        match std::mem::replace(&mut self.end, End::Nothing) {
+            End::Nothing => {}
+            End::Call(f) => f(),
+            End::Range(log, off, len) => log.end_write(off, len),
         }
     }
 }
@@ -47,6 +69,22 @@ pub trait WriteIntent: Send + Sync + 'static {
     /// Marks `off..off+len` as being written; resolves once the mark is
     /// durable. Dropping the guard ends the write.
     fn begin(&self, off: u64, len: u64) -> DevFuture<'_, Result<IntentGuard>>;
+
+    /// [`WriteIntent::begin`] where the mark is durable already (most
+    /// writes: marks cover coarse regions and clear lazily), without a
+    /// future; `None` when the caller must call `begin` and wait.
+    fn begin_now(&self, off: u64, len: u64) -> Option<IntentGuard> {
+        let _ = (off, len);
+        None
+    }
+}
+
+/// `begin_now`, else `begin` and its wait.
+pub async fn begin_write(log: &dyn WriteIntent, off: u64, len: u64) -> Result<IntentGuard> {
+    match log.begin_now(off, len) {
+        Some(g) => Ok(g),
+        None => log.begin(off, len).await,
+    }
 }
 
 /// No write-intent log (non-redundant layouts, or tests that do not care).
@@ -55,6 +93,10 @@ pub struct NoIntent;
 impl WriteIntent for NoIntent {
     fn begin(&self, _off: u64, _len: u64) -> DevFuture<'_, Result<IntentGuard>> {
         Box::pin(async { Ok(IntentGuard::none()) })
+    }
+
+    fn begin_now(&self, _off: u64, _len: u64) -> Option<IntentGuard> {
+        Some(IntentGuard::none())
     }
 }
 

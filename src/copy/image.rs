@@ -177,10 +177,12 @@ impl Family {
     }
 
     pub fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        crate::blockdev::probe::shared_lock(1);
         self.st.read().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        crate::blockdev::probe::shared_lock(1);
         self.st.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -826,6 +828,7 @@ impl Family {
     /// Notes fresh slot `slot`; in a run of sequential first writes,
     /// returns how many slots from it to preallocate (see [`Ahead`]).
     fn ahead_of(&self, slot: u64, chunk_end: Option<u64>) -> Option<u64> {
+        crate::blockdev::probe::shared_lock(1);
         self.ahead
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -22,7 +22,7 @@ mod exports;
 use crate::engine::{DB_FILE, Pool, PoolOptions};
 use crate::nbd::{Server, ServerConfig};
 use crate::rt::Workers;
-use exports::PoolExports;
+pub use exports::PoolExports;
 
 /// What `ferrosan serve` was asked to do.
 #[derive(Debug, Clone)]

@@ -71,6 +71,22 @@ impl<D: BlockDev> Counted<D> {
     pub fn counters(&self) -> &Arc<DiskCounters> {
         &self.counters
     }
+
+    /// [`BlockDev::read`] awaited in place (see [`BlockDev::as_any`]).
+    pub async fn read_inline(&self, off: u64, buf: IoBuf) -> BufResult {
+        let (buf, r) = super::inline::leaf_read(&self.inner, off, buf).await;
+        let c = &self.counters;
+        bump(&c.reads, &c.bytes_read, &c.read_errors, buf.len(), &r);
+        (buf, r)
+    }
+
+    /// [`BlockDev::write`] awaited in place.
+    pub async fn write_inline(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
+        let (buf, r) = super::inline::leaf_write(&self.inner, off, buf, fua).await;
+        let c = &self.counters;
+        bump(&c.writes, &c.bytes_written, &c.write_errors, buf.len(), &r);
+        (buf, r)
+    }
 }
 
 fn bump(ok: &AtomicU64, bytes: &AtomicU64, err: &AtomicU64, n: usize, r: &Result<()>) {
@@ -95,21 +111,15 @@ impl<D: BlockDev> BlockDev for Counted<D> {
     }
 
     fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
-        Box::pin(async move {
-            let (buf, r) = self.inner.read(off, buf).await;
-            let c = &self.counters;
-            bump(&c.reads, &c.bytes_read, &c.read_errors, buf.len(), &r);
-            (buf, r)
-        })
+        Box::pin(self.read_inline(off, buf))
     }
 
     fn write(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
-        Box::pin(async move {
-            let (buf, r) = self.inner.write(off, buf, fua).await;
-            let c = &self.counters;
-            bump(&c.writes, &c.bytes_written, &c.write_errors, buf.len(), &r);
-            (buf, r)
-        })
+        Box::pin(self.write_inline(off, buf, fua))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn flush(&self) -> DevFuture<'_, Result<()>> {

@@ -286,6 +286,16 @@ impl FileDisk {
         )
     }
 
+    /// [`BlockDev::read`] awaited in place (see [`BlockDev::as_any`]).
+    pub async fn read_inline(&self, off: u64, buf: IoBuf) -> BufResult {
+        self.rw(off, buf, None).await
+    }
+
+    /// [`BlockDev::write`] awaited in place.
+    pub async fn write_inline(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
+        self.rw(off, buf, Some(fua)).await
+    }
+
     async fn rw(&self, off: u64, buf: IoBuf, write: Option<bool>) -> BufResult {
         if let Err(e) = check_range(off, buf.len() as u64, self.size) {
             return (buf, Err(e));
@@ -431,6 +441,10 @@ impl BlockDev for FileDisk {
 
     fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
         Box::pin(self.rw(off, buf, None))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn write(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {

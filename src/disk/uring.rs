@@ -69,6 +69,15 @@ pub struct Ring {
     slots: RefCell<Slab<Slot>>,
     /// SQEs pushed but not yet handed to the kernel.
     unsubmitted: Cell<u32>,
+    /// The reaper's lists of completions and wakers, kept between rounds
+    /// so that reaping allocates nothing once they have grown.
+    scratch: RefCell<Scratch>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    done: Vec<(usize, i32)>,
+    wake: Vec<Waker>,
 }
 
 thread_local! {
@@ -123,6 +132,7 @@ pub fn init_thread() -> bool {
             uring: RefCell::new(r),
             slots: RefCell::new(Slab::with_capacity(RING_ENTRIES as usize)),
             unsubmitted: Cell::new(0),
+            scratch: RefCell::new(Scratch::default()),
         }),
         Err(e) => {
             tracing::warn!("creating an io_uring failed ({e}); this thread uses synchronous I/O");
@@ -326,7 +336,7 @@ impl Ring {
 
     /// Drains the completion queue and wakes the operations' futures.
     pub fn reap(&self) {
-        let mut done: Vec<(usize, i32)> = Vec::new();
+        let Scratch { mut done, mut wake } = self.scratch.take();
         {
             let mut u = self.uring.borrow_mut();
             for cqe in u.completion() {
@@ -336,10 +346,9 @@ impl Ring {
                 ));
             }
         }
-        let mut wake = Vec::with_capacity(done.len());
         {
             let mut slots = self.slots.borrow_mut();
-            for (key, res) in done {
+            for (key, res) in done.drain(..) {
                 let Some(slot) = slots.get_mut(key) else {
                     continue;
                 };
@@ -352,9 +361,10 @@ impl Ring {
                 }
             }
         }
-        for w in wake {
+        for w in wake.drain(..) {
             w.wake();
         }
+        self.scratch.replace(Scratch { done, wake });
     }
 }
 

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::{Meta, PAGE_BITS, PAGE_BYTES};
-use crate::blockdev::{DevFuture, IntentGuard, WriteIntent};
+use crate::blockdev::{DevFuture, EndWrite, IntentGuard, WriteIntent};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Default bytes of group address space per bit.
@@ -154,6 +154,7 @@ impl PersistentIntent {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, St> {
+        crate::blockdev::probe::shared_lock(1);
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -412,23 +413,60 @@ fn ranges_of(bits: &[u64], region: u64) -> Vec<(u64, u64)> {
     out
 }
 
+impl PersistentIntent {
+    /// The regions `off..off+len` touches.
+    fn regions(&self, off: u64, len: u64) -> std::ops::RangeInclusive<u64> {
+        off / self.region..=(off + len.max(1) - 1) / self.region
+    }
+
+    /// Counts a write in regions `rs` (touched in a new generation).
+    fn note_begin(st: &mut St, rs: std::ops::RangeInclusive<u64>) {
+        st.generation += 1;
+        let generation = st.generation;
+        for r in rs {
+            let a = st.active.entry(r).or_default();
+            a.in_flight += 1;
+            a.touched = generation;
+        }
+    }
+}
+
+impl EndWrite for PersistentIntent {
+    fn end_write(&self, off: u64, len: u64) {
+        let mut st = self.lock();
+        for r in self.regions(off, len) {
+            if let Some(a) = st.active.get_mut(&r) {
+                a.in_flight = a.in_flight.saturating_sub(1);
+            }
+        }
+    }
+}
+
 /// A `WriteIntent` handle on a shared [`PersistentIntent`].
 pub struct IntentHandle(pub Arc<PersistentIntent>);
 
 impl WriteIntent for IntentHandle {
+    fn begin_now(&self, off: u64, len: u64) -> Option<IntentGuard> {
+        let me = &self.0;
+        let rs = me.regions(off, len);
+        let mut st = me.lock();
+        if !rs.clone().all(|r| get(&st.committed, r)) {
+            return None;
+        }
+        PersistentIntent::note_begin(&mut st, rs);
+        drop(st);
+        let log: Arc<dyn EndWrite> = Arc::clone(me) as Arc<dyn EndWrite>;
+        Some(IntentGuard::range(log, off, len))
+    }
+
     fn begin(&self, off: u64, len: u64) -> DevFuture<'_, Result<IntentGuard>> {
         let me = &self.0;
-        let first = off / me.region;
-        let last = (off + len.max(1) - 1) / me.region;
+        let (first, last) = (off / me.region, (off + len.max(1) - 1) / me.region);
         let need = {
             let mut st = me.lock();
-            st.generation += 1;
-            let generation = st.generation;
+            PersistentIntent::note_begin(&mut st, first..=last);
             let mut need_commit = false;
             for r in first..=last {
-                let a = st.active.entry(r).or_default();
-                a.in_flight += 1;
-                a.touched = generation;
                 if !get(&st.committed, r) {
                     need_commit = true;
                     if !get(&st.desired, r) {
@@ -445,17 +483,7 @@ impl WriteIntent for IntentHandle {
                 None
             }
         };
-        let guard = {
-            let me = Arc::clone(me);
-            IntentGuard::new(move || {
-                let mut st = me.lock();
-                for r in first..=last {
-                    if let Some(a) = st.active.get_mut(&r) {
-                        a.in_flight = a.in_flight.saturating_sub(1);
-                    }
-                }
-            })
-        };
+        let guard = IntentGuard::range(Arc::clone(me) as Arc<dyn EndWrite>, off, len);
         let me = Arc::clone(me);
         Box::pin(async move {
             if let Some(need) = need {

@@ -167,6 +167,44 @@ fn a_clean_stop_clears_every_quiet_mark_durably_and_keeps_the_rest() {
     });
 }
 
+/// `begin_now` (no future, no allocation) serves only writes whose
+/// regions are marked durably already, and a write it begins holds its
+/// mark like one `begin` began.
+#[test]
+fn begin_now_serves_only_durable_marks_and_holds_them() {
+    let (_d, meta) = intent_db();
+    let region = 1 << 20;
+    let (log, _) = PersistentIntent::load(Arc::clone(&meta), 7, region).unwrap();
+    let h = IntentHandle(Arc::clone(&log));
+    assert!(h.begin_now(2 * region, 4096).is_none(), "no mark yet");
+    assert!(
+        log.marked().is_empty(),
+        "a refused begin_now marked a region"
+    );
+    crate::rt::block_on(async {
+        drop(h.begin(2 * region, 4096).await.unwrap());
+        let now = h
+            .begin_now(2 * region + 8192, 4096)
+            .expect("the mark is durable");
+        assert!(
+            h.begin_now(2 * region, region + 1).is_none(),
+            "region 3 is not marked"
+        );
+        let flush: DevFuture<'_, Result<()>> = Box::pin(async { Ok(()) });
+        assert_eq!(
+            log.clear_quiesced(flush).await.unwrap(),
+            0,
+            "a write holds it"
+        );
+        assert_eq!(log.marked(), vec![(2 * region, region)]);
+        drop(now);
+        let flush: DevFuture<'_, Result<()>> = Box::pin(async { Ok(()) });
+        assert_eq!(log.clear_quiesced(flush).await.unwrap(), 1);
+    });
+    let (_, on_disk) = PersistentIntent::load(Arc::clone(&meta), 7, region).unwrap();
+    assert!(on_disk.is_empty(), "{on_disk:?}");
+}
+
 #[test]
 fn held_regions_stay_until_released() {
     let (_d, meta) = intent_db();

@@ -20,13 +20,14 @@
 //! (trim is advisory), BLOCK_STATUS asks about the covering blocks.
 
 use super::codec::{Valid, fua};
-use super::pool;
 use super::proto::{Cmd, cflag, errno, wire_errno};
 use super::reply::Reply;
 use crate::blockdev::{BlockDev, Extent, ZeroFlags, status};
 use crate::buf::IoBuf;
+use crate::buf::pool;
 use crate::error::{Error, ErrorKind};
 use crate::stack::grain::{self, aligned};
+use crate::stack::switch::Switch;
 
 /// Descriptors per block-status reply (the spec's ceiling is 2^20).
 pub const MAX_DESCRIPTORS: usize = 1 << 16;
@@ -95,7 +96,11 @@ async fn read(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> Reply {
     // The length was checked against the maximum payload.
     let len = usize::try_from(v.length).unwrap_or(0);
     let (buf, r) = if aligned(v.offset, v.length.into(), ctx.block.into()) {
-        dev.read(v.offset, pool::take(len)).await
+        match dev.as_any().downcast_ref::<Switch>() {
+            // A volume: awaited in place, no boxed future per request.
+            Some(s) => s.read_inline(v.offset, pool::take(len)).await,
+            None => dev.read(v.offset, pool::take(len)).await,
+        }
     } else {
         let block = u64::from(dev.block_size());
         // The unaligned paths are boxed: every request's future is as
@@ -125,7 +130,10 @@ async fn write(
         return Err(Error::new(ErrorKind::Io, "write payload missing"));
     };
     let (buf, r) = if aligned(v.offset, v.length.into(), ctx.block.into()) {
-        dev.write(v.offset, buf, fua(&v)).await
+        match dev.as_any().downcast_ref::<Switch>() {
+            Some(s) => s.write_inline(v.offset, buf, fua(&v)).await,
+            None => dev.write(v.offset, buf, fua(&v)).await,
+        }
     } else {
         dev.write_bytes(v.offset, buf, fua(&v)).await
     };

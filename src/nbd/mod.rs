@@ -40,7 +40,6 @@ mod exports;
 #[cfg(test)]
 mod fuzz;
 mod handshake;
-mod pool;
 pub mod proto;
 mod reply;
 mod server;

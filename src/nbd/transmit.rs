@@ -39,12 +39,12 @@ use tokio::time::{Instant, Sleep};
 use super::codec::{self, Limits, REQUEST_LEN, RequestHeader, Valid, Verdict};
 use super::exec::{self, Ctx};
 use super::handshake::Negotiated;
-use super::pool;
 use super::proto::{Cmd, errno};
 use super::reply::Reply;
 use super::transport::Transport;
 use crate::blockdev::BlockDev;
 use crate::buf::IoBuf;
+use crate::buf::pool;
 
 /// Size of the request-header buffer.
 const RBUF_LEN: usize = 64 << 10;

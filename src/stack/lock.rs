@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
+use crate::blockdev::probe;
+
 /// A set of held, non-overlapping key ranges.
 #[derive(Default)]
 pub struct RangeLock {
@@ -50,6 +52,7 @@ impl RangeLock {
     }
 
     fn try_take(&self, start: u64, end: u64) -> bool {
+        probe::shared_lock(1);
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         if held.iter().any(|&(s, e)| s < end && start < e) {
             return false;
@@ -74,6 +77,7 @@ impl RangeLock {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiting);
         loop {
+            probe::shared_lock(2);
             let released = self.released.notified();
             tokio::pin!(released);
             // Registered before the check, so a release in between wakes us.
@@ -100,12 +104,14 @@ impl Drop for RangeGuard<'_> {
         if start >= end {
             return;
         }
+        probe::shared_lock(1);
         let mut held = self.lock.held.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = held.iter().position(|&r| r == self.range) {
             held.swap_remove(i);
         }
         drop(held);
         if self.lock.waiting.load(Ordering::SeqCst) > 0 {
+            probe::shared_lock(1);
             self.lock.released.notify_waiters();
         }
     }

@@ -10,7 +10,8 @@ use std::sync::{Arc, RwLock};
 
 use futures::future::join_all;
 
-use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, coalesce};
+use super::raid::RaidDev;
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, coalesce, probe};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result, check_range};
 
@@ -46,6 +47,17 @@ struct Mapping {
     extents: Vec<VExtent>,
 }
 
+impl Mapping {
+    /// The group offset of `off..off+len` if one extent holds all of it.
+    fn within_one(&self, off: u64, len: u64) -> Option<u64> {
+        let e = self
+            .extents
+            .iter()
+            .find(|e| e.vol_off <= off && off < e.vol_off + e.len)?;
+        (off + len <= e.vol_off + e.len).then(|| e.group_off + (off - e.vol_off))
+    }
+}
+
 /// A volume over a group device.
 pub struct VolumeDev {
     map: RwLock<Arc<Mapping>>,
@@ -77,11 +89,13 @@ impl VolumeDev {
     }
 
     fn mapping(&self) -> Arc<Mapping> {
+        probe::shared_lock(1);
         Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Replaces the extents (grow); `size` must be covered by `extents`.
     pub fn remap(&self, extents: Vec<VExtent>, size: u64) {
+        probe::shared_lock(1);
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         *m = Arc::new(Mapping {
             group: Arc::clone(&m.group),
@@ -92,6 +106,7 @@ impl VolumeDev {
 
     /// Replaces the group device (a concat group that grew).
     pub fn set_group(&self, group: Arc<dyn BlockDev>) {
+        probe::shared_lock(1);
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         *m = Arc::new(Mapping {
             group,
@@ -113,13 +128,18 @@ impl VolumeDev {
         Arc::clone(&self.mapping().group)
     }
 
-    /// Splits a request into pieces of the group, with the group to send
-    /// them to.
-    fn pieces(&self, off: u64, len: u64) -> Result<(Arc<dyn BlockDev>, Vec<Piece>)> {
+    /// Checks that the volume serves `off..off+len`.
+    fn admit(&self, off: u64, len: u64) -> Result<()> {
         if self.revoked.load(Ordering::Relaxed) {
             return Err(Error::new(ErrorKind::Unavailable, "the volume was deleted"));
         }
-        check_range(off, len, self.size())?;
+        check_range(off, len, self.size())
+    }
+
+    /// Splits a request into pieces of the group, with the group to send
+    /// them to.
+    fn pieces(&self, off: u64, len: u64) -> Result<(Arc<dyn BlockDev>, Vec<Piece>)> {
+        self.admit(off, len)?;
         let m = self.mapping();
         let map = &m.extents;
         let mut out = Vec::with_capacity(1);
@@ -156,12 +176,38 @@ impl VolumeDev {
         Ok(())
     }
 
+    /// [`BlockDev::read`] awaited in place (see [`BlockDev::as_any`]).
+    pub async fn read_inline(&self, off: u64, buf: IoBuf) -> BufResult {
+        self.rw(off, buf, None).await
+    }
+
+    /// [`BlockDev::write`] awaited in place.
+    pub async fn write_inline(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
+        self.rw(off, buf, Some(fua)).await
+    }
+
     async fn rw(&self, off: u64, buf: IoBuf, write: Option<bool>) -> BufResult {
         if write.is_some()
             && let Err(e) = self.check_writable()
         {
             return (buf, Err(e));
         }
+        let len = buf.len() as u64;
+        if let Err(e) = self.admit(off, len) {
+            return (buf, Err(e));
+        }
+        // Within one extent (nearly every request): straight to the group,
+        // awaited in place when it is a RAID group.
+        let m = self.mapping();
+        if let Some(at) = m.within_one(off, len) {
+            return match (write, m.group.as_any().downcast_ref::<RaidDev>()) {
+                (None, Some(raid)) => raid.read_inline(at, buf).await,
+                (Some(fua), Some(raid)) => raid.write_inline(at, buf, fua).await,
+                (None, None) => m.group.read(at, buf).await,
+                (Some(fua), None) => m.group.write(at, buf, fua).await,
+            };
+        }
+        drop(m);
         let (group, pieces) = match self.pieces(off, buf.len() as u64) {
             Ok(p) => p,
             Err(e) => return (buf, Err(e)),
@@ -205,6 +251,10 @@ impl BlockDev for VolumeDev {
 
     fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
         Box::pin(self.rw(off, buf, None))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn write(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {

@@ -19,7 +19,7 @@
 //! holds current data: below the cursor on the new member, at or above it
 //! on the old member.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::blockdev::{BlockDev, DevFuture};
@@ -102,10 +102,47 @@ impl Slot {
     }
 
     /// Every device a write must reach.
-    fn targets(&self) -> Vec<Dev> {
-        self.dev.iter().chain(self.old.iter()).cloned().collect()
+    fn targets(&self) -> Two<Dev> {
+        Two([self.dev.clone(), self.old.clone()])
     }
 }
+
+/// At most two of a thing, held inline: a slot's devices (the member and,
+/// during a hot replace, the old one) or a member range's runs split at a
+/// rebuild cursor. Every read and write asks for one of these, so they
+/// cost no heap allocation (a `Vec` did, per request).
+pub(super) struct Two<T>([Option<T>; 2]);
+
+impl<T> Two<T> {
+    fn one(t: T) -> Two<T> {
+        Two([Some(t), None])
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.iter().flatten().count()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().flatten()
+    }
+}
+
+impl<T> IntoIterator for Two<T> {
+    type Item = T;
+    type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<T>, 2>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter().flatten()
+    }
+}
+
+/// A run of a member range: the device holding its current data (if any),
+/// member offset, length.
+pub(super) type Run = (Option<Dev>, u64, u64);
 
 /// What stopping an unfinished rebuild or hot replace left in its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,10 +177,19 @@ enum Verdict {
     Fatal,
 }
 
-/// The slots of a group, behind one short-held lock.
+/// The slots of a group, behind one short-held lock, with the group's
+/// health kept beside them in an atomic: every request checks the health
+/// (twice per write), and computing it took the slots' lock three times.
+/// Every change of a slot goes through [`Members::edit`], whose guard
+/// stores the new health before it unlocks, so a request never sees a
+/// slot change without the health that goes with it.
 pub(super) struct Members {
     slots: Mutex<Vec<Slot>>,
+    /// [`Health`] as a `u8` ([`health_code`]).
+    health: AtomicU8,
     stripe: u64,
+    rows: u64,
+    redundancy: usize,
     redundant: bool,
     /// Reads in flight per slot (raid1 leg choice).
     pub(super) inflight: Vec<AtomicU64>,
@@ -153,17 +199,55 @@ pub(super) struct Members {
 
 impl Members {
     pub(super) fn new(layout: &Layout, slots: Vec<Slot>) -> Members {
-        Members {
+        let m = Members {
             inflight: slots.iter().map(|_| AtomicU64::new(0)).collect(),
             slots: Mutex::new(slots),
+            health: AtomicU8::new(health_code(Health::Optimal)),
             stripe: layout.stripe_size(),
+            rows: layout.rows(),
+            redundancy: layout.redundancy(),
             redundant: layout.is_redundant(),
             failing: tokio::sync::Mutex::new(()),
-        }
+        };
+        drop(m.edit());
+        m
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Vec<Slot>> {
+        crate::blockdev::probe::shared_lock(1);
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The slots, to change: the health is recomputed when the guard goes.
+    fn edit(&self) -> Edit<'_> {
+        Edit {
+            members: self,
+            slots: self.lock(),
+        }
+    }
+
+    /// The group's health now (one atomic load).
+    pub(super) fn health(&self) -> Health {
+        health_of_code(self.health.load(Ordering::Acquire))
+    }
+
+    /// The health of `slots`: too many missing in some row is Failed;
+    /// else a rebuild or hot replace is Rebuilding; else missing members
+    /// are Degraded.
+    fn health_of(&self, slots: &[Slot]) -> Health {
+        let worst = worst_missing_in(slots, 0, self.rows, None);
+        if worst > self.redundancy {
+            Health::Failed
+        } else if slots
+            .iter()
+            .any(|s| matches!(s.state, MemberState::Rebuilding { .. }))
+        {
+            Health::Rebuilding
+        } else if worst > 0 {
+            Health::Degraded
+        } else {
+            Health::Optimal
+        }
     }
 
     pub(super) fn state(&self, idx: usize) -> MemberState {
@@ -178,8 +262,10 @@ impl Members {
     }
 
     /// Every device a write to slot `idx` must reach.
-    pub(super) fn targets(&self, idx: usize) -> Vec<Dev> {
-        self.lock().get(idx).map(Slot::targets).unwrap_or_default()
+    pub(super) fn targets(&self, idx: usize) -> Two<Dev> {
+        self.lock()
+            .get(idx)
+            .map_or(Two([None, None]), Slot::targets)
     }
 
     /// Every present device of every slot, with its slot.
@@ -193,10 +279,10 @@ impl Members {
 
     /// Splits member range `off..off+len` of slot `idx` where its source
     /// changes (at the rebuild cursor): `(device, offset, length)` runs.
-    pub(super) fn sources(&self, idx: usize, off: u64, len: u64) -> Vec<(Option<Dev>, u64, u64)> {
+    pub(super) fn sources(&self, idx: usize, off: u64, len: u64) -> Two<Run> {
         let g = self.lock();
         let Some(slot) = g.get(idx) else {
-            return vec![(None, off, len)];
+            return Two::one((None, off, len));
         };
         let end = off + len;
         let split = match slot.state {
@@ -204,61 +290,38 @@ impl Members {
             _ => end,
         };
         if split <= off || split >= end {
-            return vec![(slot.source(off / self.stripe).cloned(), off, len)];
+            return Two::one((slot.source(off / self.stripe).cloned(), off, len));
         }
         let low = slot.source(off / self.stripe).cloned();
         let high = slot.source(split / self.stripe).cloned();
-        vec![(low, off, split - off), (high, split, end - split)]
+        Two([
+            Some((low, off, split - off)),
+            Some((high, split, end - split)),
+        ])
     }
 
-    /// Slots without current data in `row`.
+    /// Slots without current data in `row`. None while the group is
+    /// optimal, without a look at the slots.
     pub(super) fn missing_in_row(&self, row: u64) -> Vec<usize> {
-        self.missing_in_row_without(row, None)
+        if self.health() == Health::Optimal {
+            return Vec::new();
+        }
+        missing_in(&self.lock(), row, None).collect()
     }
 
-    /// Slots without current data in `row` if slot `gone` were failed too.
-    fn missing_in_row_without(&self, row: u64, gone: Option<usize>) -> Vec<usize> {
-        let g = self.lock();
-        let absent = g
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| s.source(row).is_none() || Some(*i) == gone);
-        absent.map(|(i, _)| i).collect()
-    }
-
-    /// The most slots missing in any row of `r0..r1`: sources change only
-    /// at rebuild cursors, so those rows and `r0` are the ones to look at.
+    /// The most slots missing in any row of `r0..r1`.
     pub(super) fn worst_missing(&self, r0: u64, r1: u64) -> usize {
         self.worst_missing_without(r0, r1, None)
     }
 
     /// [`Members::worst_missing`] as it would be with slot `gone` failed.
     pub(super) fn worst_missing_without(&self, r0: u64, r1: u64, gone: Option<usize>) -> usize {
-        let cursors: Vec<u64> = self
-            .lock()
-            .iter()
-            .filter_map(|s| match s.state {
-                MemberState::Rebuilding { cursor } if cursor > r0 && cursor < r1 => Some(cursor),
-                _ => None,
-            })
-            .collect();
-        std::iter::once(r0)
-            .chain(cursors)
-            .map(|r| self.missing_in_row_without(r, gone).len())
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Any slot rebuilding or hot-replacing?
-    pub(super) fn any_rebuilding(&self) -> bool {
-        let g = self.lock();
-        g.iter()
-            .any(|s| matches!(s.state, MemberState::Rebuilding { .. }))
+        worst_missing_in(&self.lock(), r0, r1, gone)
     }
 
     /// Takes `dev` out of use after an error; what to do next.
     fn drop_device(&self, idx: usize, dev: &Dev) -> Verdict {
-        let mut g = self.lock();
+        let mut g = self.edit();
         let Some(slot) = g.get_mut(idx) else {
             return Verdict::Dropped;
         };
@@ -297,6 +360,7 @@ impl Members {
         if err.kind() != ErrorKind::Io {
             return Err(err);
         }
+        crate::blockdev::probe::shared_lock(1);
         let _one_at_a_time = self.failing.lock().await;
         match self.drop_device(idx, dev) {
             Verdict::Dropped => Ok(()),
@@ -311,7 +375,7 @@ impl Members {
 
     /// Stops an unfinished rebuild or hot replace of slot `idx`.
     pub(super) fn abort(&self, idx: usize) -> Result<AbortOutcome> {
-        let mut g = self.lock();
+        let mut g = self.edit();
         let slot = g
             .get_mut(idx)
             .ok_or_else(|| Error::not_found(format!("the group has no member {idx}")))?;
@@ -342,7 +406,7 @@ impl Members {
     /// leave more members missing than the group `survives` (a drill must
     /// not lose data).
     pub(super) fn fail(&self, idx: usize, survives: Option<usize>) -> Result<()> {
-        let mut g = self.lock();
+        let mut g = self.edit();
         let others = g
             .iter()
             .enumerate()
@@ -373,7 +437,7 @@ impl Members {
     /// being built; at `rows` the slot becomes Ok. Returns false if the
     /// rebuild was cancelled meanwhile.
     pub(super) fn advance(&self, idx: usize, dev: &Dev, row: u64, rows: u64) -> bool {
-        let mut g = self.lock();
+        let mut g = self.edit();
         let Some(slot) = g.get_mut(idx) else {
             return false;
         };
@@ -415,7 +479,7 @@ impl Members {
     /// Puts `new` in slot `idx` as a rebuilding member; a healthy member
     /// stays as the hot-replace source.
     pub(super) fn install(&self, idx: usize, new: Dev) -> Result<()> {
-        let mut g = self.lock();
+        let mut g = self.edit();
         let slot = g
             .get_mut(idx)
             .ok_or_else(|| Error::not_found(format!("the group has no member {idx}")))?;
@@ -440,7 +504,7 @@ impl Members {
     /// Puts `dev` back in failed slot `idx` as current everywhere (a
     /// reinstated disk that missed no write).
     pub(super) fn reinstate(&self, idx: usize, dev: Dev) -> Result<()> {
-        let mut g = self.lock();
+        let mut g = self.edit();
         let slot = g
             .get_mut(idx)
             .ok_or_else(|| Error::not_found(format!("the group has no member {idx}")))?;
@@ -459,7 +523,7 @@ impl Members {
     /// are current on `dev`: a reinstate skips what was not written while
     /// the disk was out); at `rows` the slot becomes Ok.
     pub(super) fn skip_to(&self, idx: usize, dev: &Dev, row: u64, rows: u64) -> bool {
-        let mut g = self.lock();
+        let mut g = self.edit();
         let Some(slot) = g.get_mut(idx) else {
             return false;
         };
@@ -482,7 +546,7 @@ impl Members {
 
     /// Ends a rebuild at once (a group without rows).
     pub(super) fn finish(&self, idx: usize) {
-        if let Some(slot) = self.lock().get_mut(idx) {
+        if let Some(slot) = self.edit().get_mut(idx) {
             slot.old = None;
             slot.state = MemberState::Ok;
         }
@@ -502,4 +566,72 @@ impl Members {
     pub(super) fn old(&self, idx: usize) -> Option<Dev> {
         self.lock().get(idx)?.old.clone()
     }
+}
+
+/// The slots held for a change; the group's health is stored from them
+/// before they unlock.
+struct Edit<'a> {
+    members: &'a Members,
+    slots: MutexGuard<'a, Vec<Slot>>,
+}
+
+impl Drop for Edit<'_> {
+    fn drop(&mut self) {
+        let h = self.members.health_of(&self.slots);
+        self.members.health.store(health_code(h), Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for Edit<'_> {
+    type Target = Vec<Slot>;
+    fn deref(&self) -> &Vec<Slot> {
+        &self.slots
+    }
+}
+
+impl std::ops::DerefMut for Edit<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<Slot> {
+        &mut self.slots
+    }
+}
+
+fn health_code(h: Health) -> u8 {
+    match h {
+        Health::Optimal => 0,
+        Health::Degraded => 1,
+        Health::Rebuilding => 2,
+        Health::Failed => 3,
+    }
+}
+
+fn health_of_code(c: u8) -> Health {
+    match c {
+        0 => Health::Optimal,
+        1 => Health::Degraded,
+        2 => Health::Rebuilding,
+        _ => Health::Failed,
+    }
+}
+
+/// Slots of `slots` without current data in `row` (and `gone`).
+fn missing_in(slots: &[Slot], row: u64, gone: Option<usize>) -> impl Iterator<Item = usize> {
+    let absent = slots
+        .iter()
+        .enumerate()
+        .filter(move |(i, s)| s.source(row).is_none() || Some(*i) == gone);
+    absent.map(|(i, _)| i)
+}
+
+/// The most slots missing in any row of `r0..r1`: sources change only at
+/// rebuild cursors, so those rows and `r0` are the ones to look at.
+fn worst_missing_in(slots: &[Slot], r0: u64, r1: u64, gone: Option<usize>) -> usize {
+    let cursors = slots.iter().filter_map(|s| match s.state {
+        MemberState::Rebuilding { cursor } if cursor > r0 && cursor < r1 => Some(cursor),
+        _ => None,
+    });
+    std::iter::once(r0)
+        .chain(cursors)
+        .map(|r| missing_in(slots, r, gone).count())
+        .max()
+        .unwrap_or(0)
 }

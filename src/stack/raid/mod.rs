@@ -21,8 +21,13 @@
 //!   the reconstruct path. An I/O error fails the member through the
 //!   [`RaidHooks`] before the host write completes; the write succeeds
 //!   while the data is still readable.
-//! - Rebuild and resync work row by row under the same row locks.
+//! - Rebuild and resync work row by row under the same row locks. On
+//!   concat and raid0, where nothing else needs them, host writes take
+//!   row locks only while a copier runs ([`copiers`]).
+//! - The group's health is kept in an atomic beside the member slots and
+//!   stored whenever a slot changes: a request reads it without a lock.
 
+mod copiers;
 mod members;
 mod mirror;
 mod parity;
@@ -39,11 +44,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub use members::{AbortOutcome, Health, MemberState, NoHooks, RaidHooks};
 use members::{Members, Slot};
 
-use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, WriteIntent, ZeroFlags};
+use crate::blockdev::{
+    BlockDev, BufResult, DevFuture, Extent, WriteIntent, ZeroFlags, begin_write,
+};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 pub use crate::layout::{Layout, RaidLevel};
-use crate::stack::lock::RangeLock;
+use crate::stack::lock::{RangeGuard, RangeLock};
+use copiers::{Copiers, Unlocked};
 
 /// A RAID group: a [`BlockDev`] over member devices.
 pub struct RaidDev {
@@ -52,6 +60,9 @@ pub struct RaidDev {
     intent: Arc<dyn WriteIntent>,
     hooks: Arc<dyn RaidHooks>,
     locks: RangeLock,
+    /// Background copiers at work (concat and raid0 writes lock rows
+    /// only then).
+    copiers: Copiers,
     block_size: u32,
     /// Rotates raid1 leg choice among equally busy legs.
     next_leg: AtomicUsize,
@@ -73,11 +84,13 @@ impl Unsynced {
             return false;
         }
         let end = off + len.max(1);
+        crate::blockdev::probe::shared_lock(1);
         let r = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
         r.iter().any(|&(o, l)| o < end && off < o + l)
     }
 
     fn add(&self, ranges: &[(u64, u64)]) {
+        crate::blockdev::probe::shared_lock(1);
         let mut r = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
         r.extend_from_slice(ranges);
         self.any.store(!r.is_empty(), Ordering::Release);
@@ -89,6 +102,7 @@ impl Unsynced {
             return;
         }
         let end = off + len;
+        crate::blockdev::probe::shared_lock(1);
         let mut r = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::with_capacity(r.len());
         for &(o, l) in r.iter() {
@@ -107,6 +121,13 @@ impl Unsynced {
         *r = out;
         self.any.store(!r.is_empty(), Ordering::Release);
     }
+}
+
+/// A host write's hold on its rows (released when dropped): the row
+/// lock, or a count among the writes a starting copier waits for.
+struct HostRows<'a> {
+    _unlocked: Option<Unlocked<'a>>,
+    _locked: Option<RangeGuard<'a>>,
 }
 
 fn check_slot(
@@ -180,6 +201,7 @@ impl RaidDev {
             intent,
             hooks,
             locks: RangeLock::new(),
+            copiers: Copiers::default(),
             block_size,
             next_leg: AtomicUsize::new(0),
             unsynced: Unsynced::default(),
@@ -208,17 +230,9 @@ impl RaidDev {
         self.layout.rows()
     }
 
+    /// The group's health (kept up to date as members change; no lock).
     pub fn health(&self) -> Health {
-        let worst = self.members.worst_missing(0, self.rows());
-        if worst > self.layout.redundancy() {
-            Health::Failed
-        } else if self.members.any_rebuilding() {
-            Health::Rebuilding
-        } else if worst > 0 {
-            Health::Degraded
-        } else {
-            Health::Optimal
-        }
+        self.members.health()
     }
 
     /// The health the group would have with member `idx` failed too: what
@@ -287,6 +301,34 @@ impl RaidDev {
         (off / g, (off + len).div_ceil(g))
     }
 
+    /// What keeps a host write's rows to itself: the row lock of keys
+    /// `k0..k1`, or on concat and raid0 with no copier active nothing
+    /// (see [`copiers`]).
+    async fn host_rows(&self, k0: u64, k1: u64) -> HostRows<'_> {
+        if !self.layout.is_redundant()
+            && let Some(u) = self.copiers.unlocked()
+        {
+            return HostRows {
+                _unlocked: Some(u),
+                _locked: None,
+            };
+        }
+        HostRows {
+            _unlocked: None,
+            _locked: Some(self.locks.lock(k0, k1).await),
+        }
+    }
+
+    /// [`BlockDev::read`] awaited in place (see [`BlockDev::as_any`]).
+    pub async fn read_inline(&self, off: u64, buf: IoBuf) -> BufResult {
+        self.do_read(off, buf).await
+    }
+
+    /// [`BlockDev::write`] awaited in place.
+    pub async fn write_inline(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
+        self.do_write(off, buf, fua).await
+    }
+
     async fn do_read(&self, off: u64, buf: IoBuf) -> BufResult {
         if let Err(e) = self.admit(off, buf.len() as u64) {
             return (buf, Err(e));
@@ -304,11 +346,11 @@ impl RaidDev {
             return (buf, Err(e));
         }
         let (k0, k1) = self.lock_keys(off, len);
-        let _rows = self.locks.lock(k0, k1).await;
+        let _rows = self.host_rows(k0, k1).await;
         match self.layout.level() {
             RaidLevel::Concat | RaidLevel::Raid0 => self.striped_write(off, buf, fua).await,
             RaidLevel::Raid1 | RaidLevel::Raid5 => {
-                let guard = match self.intent.begin(off, len).await {
+                let guard = match begin_write(&*self.intent, off, len).await {
                     Ok(g) => g,
                     Err(e) => return (buf, Err(e)),
                 };
@@ -329,7 +371,7 @@ impl RaidDev {
             return Ok(());
         }
         let (k0, k1) = self.lock_keys(off, len);
-        let _rows = self.locks.lock(k0, k1).await;
+        let _rows = self.host_rows(k0, k1).await;
         match self.layout.level() {
             RaidLevel::Concat | RaidLevel::Raid0 => {
                 self.striped_zeroes(off, len, flags, discard).await
@@ -391,5 +433,9 @@ impl BlockDev for RaidDev {
 
     fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
         Box::pin(self.do_status(off, len))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

@@ -19,7 +19,7 @@ use futures::future::join_all;
 use super::RaidDev;
 use super::target::{Failure, gather, lens_of};
 use crate::blockdev::{BufResult, ZeroFlags};
-use crate::buf::{IoBuf, xor_into};
+use crate::buf::{IoBuf, pool, xor_into};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::Piece;
 
@@ -294,6 +294,13 @@ impl RaidDev {
     /// A raid5 write; the caller holds the row locks and the write intent.
     pub(super) async fn parity_write(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
         let len = buf.len() as u64;
+        let buf = match self.single_piece(off, len) {
+            Some(p) => match self.parity_write_strip(&p, buf, fua).await {
+                Ok(done) => return done,
+                Err(buf) => buf,
+            },
+            None => buf,
+        };
         let rows = match self.rows_of(off, buf) {
             Ok(r) => r,
             Err((buf, e)) => return (buf, Err(e)),
@@ -317,7 +324,64 @@ impl RaidDev {
         (IoBuf::join(bufs), r)
     }
 
+    /// A write within one strip (every 4 KiB write but those across a
+    /// strip's end) of an optimal group with three or more data strips
+    /// per row, where [`RaidDev::choose`] would pick read-modify-write:
+    /// the old data and parity are read into pooled buffers, and no list
+    /// of rows, pieces or futures is built, so the write allocates nothing.
+    /// Hands the buffer back (`Err`) for the general path wherever that
+    /// one must decide: a degraded or narrow group, or a failed read (it
+    /// retries around the member).
+    async fn parity_write_strip(
+        &self,
+        p: &Piece,
+        buf: IoBuf,
+        fua: bool,
+    ) -> Result<BufResult, IoBuf> {
+        if self.health() != super::Health::Optimal || self.layout.data_strips() < 3 {
+            return Err(buf);
+        }
+        let row = p.row(&self.layout);
+        let Some(pm) = self.layout.parity_member(row) else {
+            return Err(buf);
+        };
+        let par_off = row * self.layout.stripe_size() + self.intra(p);
+        let len = buf.len();
+        let (old, par) = futures::join!(
+            self.read_slot(p.member, p.member_off, pool::take(len)),
+            self.read_slot(pm, par_off, pool::take(len))
+        );
+        let par = match (old, par) {
+            ((old, Ok(())), (mut par, Ok(()))) => {
+                xor_into(par.as_mut_slice(), old.as_slice());
+                xor_into(par.as_mut_slice(), buf.as_slice());
+                pool::give(old);
+                par
+            }
+            ((old, _), (par, _)) => {
+                pool::give(old);
+                pool::give(par);
+                return Err(buf);
+            }
+        };
+        let ((buf, mut failed), (par, more)) = futures::join!(
+            self.write_slot(p.member, p.member_off, buf, fua),
+            self.write_slot(pm, par_off, par, fua)
+        );
+        pool::give(par);
+        failed.extend(more);
+        let r = if failed.is_empty() {
+            Ok(())
+        } else {
+            self.absorb(failed).await
+        };
+        Ok((buf, r.and_then(|()| self.still_served(row, row + 1))))
+    }
+
     pub(super) async fn parity_read(&self, off: u64, buf: IoBuf) -> BufResult {
+        if let Some(p) = self.single_piece(off, buf.len() as u64) {
+            return self.read_piece(p, buf).await;
+        }
         let pieces: Vec<Piece> = match self.layout.map(off, buf.len() as u64) {
             Ok(p) => p.collect(),
             Err(e) => return (buf, Err(e)),

@@ -74,6 +74,7 @@ impl RaidDev {
     /// stale row, which is rebuilt under its row lock; `last` ends the
     /// rebuild (the slot becomes Ok). Flushes the member once at the end.
     pub async fn rebuild_stale(&self, idx: usize, stale: &[u64], last: bool) -> Result<()> {
+        let _copying = self.copiers.start().await;
         let (_, dev) = self
             .members
             .building(idx)
@@ -113,6 +114,8 @@ impl RaidDev {
     /// must not be past the cursor (rows below it are copied again, which
     /// is harmless). At `rows()` the slot becomes `Ok`.
     pub async fn rebuild_rows(&self, idx: usize, from: u64, to: u64) -> Result<()> {
+        // Host writes of concat and raid0 lock their rows from here on.
+        let _copying = self.copiers.start().await;
         let (cursor, dev) = self
             .members
             .building(idx)

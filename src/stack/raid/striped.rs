@@ -16,7 +16,18 @@ impl RaidDev {
         Ok(self.layout.map(off, len)?.collect())
     }
 
+    /// The one piece `off..off+len` maps to, if it lies within one strip
+    /// (every 4 KiB request but those across a strip's end): the request
+    /// then needs no list of pieces, no split and no join.
+    pub(super) fn single_piece(&self, off: u64, len: u64) -> Option<Piece> {
+        let p = self.layout.map(off, len).ok()?.next()?;
+        (p.len == len).then_some(p)
+    }
+
     pub(super) async fn striped_read(&self, off: u64, buf: IoBuf) -> BufResult {
+        if let Some(p) = self.single_piece(off, buf.len() as u64) {
+            return self.read_slot(p.member, p.member_off, buf).await;
+        }
         let pieces = match self.pieces(off, buf.len() as u64) {
             Ok(p) => p,
             Err(e) => return (buf, Err(e)),
@@ -30,6 +41,15 @@ impl RaidDev {
     }
 
     pub(super) async fn striped_write(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
+        if let Some(p) = self.single_piece(off, buf.len() as u64) {
+            let (buf, failed) = self.write_slot(p.member, p.member_off, buf, fua).await;
+            let r = if failed.is_empty() && self.health() != super::Health::Failed {
+                Ok(())
+            } else {
+                self.striped_settle(failed).await
+            };
+            return (buf, r);
+        }
         let pieces = match self.pieces(off, buf.len() as u64) {
             Ok(p) => p,
             Err(e) => return (buf, Err(e)),

@@ -8,6 +8,7 @@ use super::RaidDev;
 use super::members::Dev;
 use crate::blockdev::{BlockDev, BufResult, Extent, ZeroFlags};
 use crate::buf::IoBuf;
+use crate::disk::{read_at, write_at};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::RaidLevel;
 
@@ -30,7 +31,7 @@ impl RaidDev {
         let runs = self.members.sources(idx, off, buf.len() as u64);
         if runs.len() == 1 {
             return match runs.into_iter().next() {
-                Some((Some(dev), o, _)) => dev.read(o, buf).await,
+                Some((Some(dev), o, _)) => read_at(&*dev, o, buf).await,
                 _ => (buf, Err(no_source(idx, off))),
             };
         }
@@ -40,7 +41,7 @@ impl RaidDev {
             .zip(parts)
             .map(|((dev, o, _), part)| async move {
                 match dev {
-                    Some(d) => d.read(o, part).await,
+                    Some(d) => read_at(&*d, o, part).await,
                     None => (part, Err(no_source(idx, o))),
                 }
             });
@@ -67,7 +68,16 @@ impl RaidDev {
                 r.err().map(|e| (idx, d, e))
             }
         });
-        let (extra, (buf, r)) = futures::join!(join_all(extra), first.write(off, buf, fua));
+        let extra: Vec<_> = extra.collect();
+        if extra.is_empty() {
+            // One device (no hot replace): no join, nothing to collect.
+            let (buf, r) = write_at(&*first, off, buf, fua).await;
+            return match r {
+                Ok(()) => (buf, Vec::new()),
+                Err(e) => (buf, vec![(idx, first, e)]),
+            };
+        }
+        let (extra, (buf, r)) = futures::join!(join_all(extra), write_at(&*first, off, buf, fua));
         let mut failed: Vec<Failure> = extra.into_iter().flatten().collect();
         if let Err(e) = r {
             failed.push((idx, first, e));
@@ -160,6 +170,11 @@ impl RaidDev {
     /// After member writes to rows `r0..r1`: the data is safe if no row
     /// lost more members than the level survives.
     pub(super) fn still_served(&self, r0: u64, r1: u64) -> Result<()> {
+        // A group that is not failed serves every row: no row misses more
+        // members than the worst one, which the health already weighed.
+        if self.health() != super::Health::Failed {
+            return Ok(());
+        }
         if self.members.worst_missing(r0, r1.max(r0 + 1)) > self.layout.redundancy() {
             return Err(self.unavailable());
         }

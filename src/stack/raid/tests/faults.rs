@@ -309,3 +309,39 @@ fn new_checks_members_and_states() {
     crate::rt::block_on(resumed.rebuild_rows(1, 3, resumed.rows())).unwrap();
     assert_eq!(resumed.health(), Health::Optimal);
 }
+
+/// The group's health is kept in an atomic (no lock per request): every
+/// way a member changes must update it, and I/O must follow it.
+#[test]
+fn the_cached_health_follows_every_member_change() {
+    let rig = Rig::new(RaidLevel::Raid5, 4, 16, None);
+    let raid = &rig.raid;
+    assert_eq!(raid.health(), Health::Optimal);
+    crate::rt::block_on(async {
+        let data: Vec<u8> = (0..3 * S as usize).map(|i| (i % 251) as u8).collect();
+        write_slice(raid, 0, &data, false).await.unwrap();
+        // An I/O error fails the member inside a write.
+        rig.disks[1].set_dead(true);
+        write_slice(raid, 0, &data, false).await.unwrap();
+        assert_eq!(rig.hooks.calls(), vec![1]);
+        assert_eq!(raid.health(), Health::Degraded);
+        assert_eq!(read_vec(raid, 0, data.len()).await.unwrap(), data);
+        // A second member out: the group stops, and I/O says so.
+        raid.force_fail_member(2).unwrap();
+        assert_eq!(raid.health(), Health::Failed);
+        let e = read_vec(raid, 0, 4096).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        // The disk that failed last comes back as it was.
+        raid.reinstate_member(2, as_dev(&rig.disks[2])).unwrap();
+        assert_eq!(raid.health(), Health::Degraded);
+        assert_eq!(read_vec(raid, 0, data.len()).await.unwrap(), data);
+        // A new member being rebuilt, then current.
+        let fresh = Arc::new(MemDisk::new(16 * S));
+        raid.replace_member(1, as_dev(&fresh)).unwrap();
+        assert_eq!(raid.health(), Health::Rebuilding);
+        raid.rebuild_rows(1, 0, raid.rows()).await.unwrap();
+        assert_eq!(raid.health(), Health::Optimal);
+        rig.disks[3].set_dead(true);
+        assert_eq!(read_vec(raid, 0, data.len()).await.unwrap(), data);
+    });
+}

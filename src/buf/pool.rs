@@ -1,6 +1,7 @@
 //! A per-thread pool of I/O buffers, so a request at queue depth 32 does
 //! not pay an aligned, zeroed allocation (and for large requests an
-//! `mmap` and page faults) each time.
+//! `mmap` and page faults) each time: the NBD server's request buffers,
+//! and the old data and parity a raid5 write reads.
 //!
 //! Buffers are kept by exact length (requests of one workload repeat the
 //! same few sizes). A recycled buffer holds old bytes: it is only handed
@@ -8,12 +9,17 @@
 //! contract, fills all of it or fails — and a failed read sends no data)
 //! or filled completely from the socket before a write.
 
+#![forbid(unsafe_code)]
+
 use std::cell::RefCell;
 
-use crate::buf::{BUF_ALIGN, HUGE_MIN, HUGE_PAGE, IoBuf};
+use super::{BUF_ALIGN, HUGE_MIN, HUGE_PAGE, IoBuf};
 
-/// Buffers kept per length.
-const PER_CLASS: usize = 64;
+/// Buffers kept per length: a connection's most requests in flight (256),
+/// since a raid5 write holds three buffers of its length at once (the
+/// payload, the old data, the old parity) and 64 ran out at queue depth
+/// 32. `MAX_BYTES` bounds what they hold.
+const PER_CLASS: usize = 256;
 /// Distinct lengths kept.
 const CLASSES: usize = 8;
 /// Bytes kept per thread.
