@@ -7,13 +7,15 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# Test clients: qemu-io/qemu-img (qemu-utils), fio (nbd engine), nbdinfo/nbdcopy (libnbd-bin).
+# Test clients: qemu-io/qemu-img (qemu-utils), fio (nbd engine), nbdinfo/nbdcopy (libnbd-bin), gdb.
 need=()
 command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v fio >/dev/null 2>&1 || need+=(fio)
 command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
 command -v nbdcopy >/dev/null 2>&1 || need+=(libnbd-bin)
+# gdb: the deadlock watchdog prints the daemon's stacks when it fails.
+command -v gdb >/dev/null 2>&1 || need+=(gdb)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing ${need[*]}"
   sudo=""

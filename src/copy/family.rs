@@ -117,7 +117,11 @@ pub struct Restore {
 
 /// The state of a family, behind the family's lock.
 pub struct State {
+    /// How the family works now.
     pub mode: CopyMode,
+    /// The mode its copies were made with (what `copy list` shows; a
+    /// split changes `mode`, not this).
+    pub asked: CopyMode,
     pub track: u64,
     pub tracks: u64,
     pub granule: u64,
@@ -174,6 +178,7 @@ impl State {
     pub fn new(mode: CopyMode, origin: &str, track: u64, tracks: u64, store: Store) -> State {
         State {
             mode,
+            asked: mode,
             track,
             tracks,
             granule: granule_of(track),
@@ -198,6 +203,23 @@ impl State {
     /// Mask of every granule of a track.
     pub fn full(&self) -> u64 {
         mask(0, self.granules() - 1)
+    }
+
+    /// How many copy steps `name` is from the original: a copy of the
+    /// original is 1, a copy of that copy 2, and so on (the original and an
+    /// unknown name: 0). An image whose source has gone (deleted, or split
+    /// away) counts from where its chain of sources ends.
+    pub fn cascade_level(&self, name: &str) -> u64 {
+        let mut level = 0;
+        let mut at = self.images.get(name);
+        while let Some(src) = at.and_then(|i| i.source.as_deref()) {
+            level += 1;
+            if level > self.images.len() as u64 {
+                break;
+            }
+            at = self.images.get(src);
+        }
+        level
     }
 
     pub fn image(&self, name: &str) -> Result<&Image> {

@@ -64,7 +64,7 @@ pub struct Family {
     commits: Mutex<Commits>,
     done: watch::Sender<(u64, Option<Arc<str>>)>,
     /// Chunks emptied and committed away: the owner hands them back.
-    pub released: Mutex<Vec<(u64, u64)>>,
+    released: Mutex<Vec<(u64, u64)>>,
     /// Serialises saves, so a later snapshot is never overwritten by an
     /// earlier one.
     pub save_lock: tokio::sync::Mutex<()>,
@@ -211,6 +211,7 @@ impl Family {
         FamilyRecord {
             object: self.object,
             mode: st.mode,
+            asked: (st.asked != st.mode).then_some(st.asked),
             origin: st.origin.clone(),
             group: self.group_name.clone(),
             track_size: st.track,
@@ -371,6 +372,36 @@ impl Family {
             frees,
             dirty,
         })
+    }
+
+    /// Saves the family's changes together with the caller's records in
+    /// one durable transaction, serialized with the family's own commits:
+    /// `commit` gets what the family must store (None if nothing changed)
+    /// and runs the transaction, on a blocking thread.
+    pub async fn save_with<F>(&self, commit: F) -> Result<()>
+    where
+        F: FnOnce(Option<&FamilySave>) -> Result<()> + Send + 'static,
+    {
+        let _one = self.save_lock.lock().await;
+        let snap = self.snapshot(true);
+        let save = snap.as_ref().map(|s| s.save.clone());
+        let saved = tokio::task::spawn_blocking(move || commit(save.as_ref()))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("saving the copy family: {e}")))
+            .and_then(|r| r);
+        match snap {
+            Some(snap) => {
+                let r = saved.as_ref().map(|_| ()).map_err(Clone::clone);
+                self.saved(snap, r).and(saved)
+            }
+            None => saved,
+        }
+    }
+
+    /// Chunks the store emptied since the last call: the pool gives them
+    /// back to the group.
+    pub fn take_released(&self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Finishes a save of `snap`: frees what it freed, or on failure keeps

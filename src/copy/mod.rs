@@ -96,6 +96,7 @@ pub fn load_state(rec: &FamilyRecord, rows: Rows<'_>, grow: Grow) -> Result<Stat
         store.log_all_chunks();
     }
     let mut st = State::new(rec.mode, &rec.origin, rec.track_size, rec.tracks, store);
+    st.asked = rec.asked.unwrap_or(rec.mode);
     for n in &rec.nodes {
         let mut entries = Vec::new();
         for (page, bytes) in (rows.pages_of)(n.id)? {

@@ -1165,3 +1165,69 @@ fn a_format_1_record_loads_and_moves_its_chunks_and_areas_to_rows() {
         }
     }
 }
+
+/// DEPTH in `copy list` is the cascade level: a copy of the original is 1,
+/// a copy of that copy 2, a copy of that 3 — however many tree nodes the
+/// chains hold.
+#[test]
+fn the_cascade_level_counts_copy_steps_not_tree_nodes() {
+    for mode in [CopyMode::Row, CopyMode::Cow] {
+        crate::rt::block_on(async {
+            let mut rig = Rig::new(mode, Scheme::ChangedPointer, 64 << 20);
+            rig.copy("o", "c1", Scheme::ChangedPointer).await.unwrap();
+            // Writes and more copies of the original between the steps add
+            // views and leaves to every chain.
+            w(&rig, 0, 4096, 1).await;
+            rig.copy("o", "x1", Scheme::ChangedPointer).await.unwrap();
+            rig.copy("c1", "c2", Scheme::ChangedPointer).await.unwrap();
+            w(&rig, TRACK, 4096, 2).await;
+            rig.copy("o", "x2", Scheme::ChangedPointer).await.unwrap();
+            rig.copy("c2", "c3", Scheme::ChangedPointer).await.unwrap();
+            let st = rig.fam.read_state();
+            let levels: Vec<(String, u64)> = ["o", "c1", "c2", "c3", "x1", "x2"]
+                .iter()
+                .map(|n| (n.to_string(), st.cascade_level(n)))
+                .collect();
+            let want: Vec<(String, u64)> = [
+                ("o", 0),
+                ("c1", 1),
+                ("c2", 2),
+                ("c3", 3),
+                ("x1", 1),
+                ("x2", 1),
+            ]
+            .iter()
+            .map(|(n, l)| (n.to_string(), *l))
+            .collect();
+            assert_eq!(levels, want, "{mode:?}");
+            let nodes = st.chain(st.images["c3"].head).len() as u64;
+            assert_ne!(
+                nodes, 3,
+                "{mode:?}: the chain length would pass for the level"
+            );
+        });
+    }
+}
+
+/// A split turns an A2 (row) family into A1 inside; the copies still show
+/// the mode they were made with, after a restart too.
+#[test]
+fn a_row_family_stays_row_for_the_user_after_a_split() {
+    crate::rt::block_on(async {
+        let mut rig = Rig::new(CopyMode::Row, Scheme::PartialBitmap, 64 << 20);
+        w(&rig, 0, SIZE as usize, 1).await;
+        rig.copy("o", "c", Scheme::PartialBitmap).await.unwrap();
+        w(&rig, TRACK, 4096, 2).await;
+        rig.split(false).await.unwrap();
+        {
+            let st = rig.fam.read_state();
+            assert_eq!(st.mode, CopyMode::Cow, "the split works as A1 inside");
+            assert_eq!(st.asked, CopyMode::Row);
+        }
+        rig.fam.commit().await.unwrap();
+        let rec = rig.persist.0.lock().unwrap().rec.clone().unwrap();
+        assert_eq!(rec.asked, Some(CopyMode::Row));
+        rig.crash(&mut |_| true);
+        assert_eq!(rig.fam.read_state().asked, CopyMode::Row, "after a restart");
+    });
+}

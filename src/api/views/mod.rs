@@ -413,7 +413,8 @@ pub struct CopyInfo {
     pub space_used: u64,
     /// Bytes of memory its metadata occupies.
     pub metadata_memory: u64,
-    /// Nodes a read may walk through (its depth in the copy tree).
+    /// Cascade level: 1 for a copy of the original, 2 for a copy of that
+    /// copy, and so on.
     pub depth: u64,
     /// False when an A1 copy ran out of space: its reads fail.
     pub valid: bool,

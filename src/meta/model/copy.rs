@@ -162,7 +162,13 @@ pub struct RestoreRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FamilyRecord {
     pub object: u64,
+    /// How the family works now (a split or a fold turns an A2 family
+    /// into A1).
     pub mode: CopyMode,
+    /// The mode its copies were made with, as the user sees it (absent in
+    /// records written before it was kept: then `mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked: Option<CopyMode>,
     /// The image holding the initial area.
     pub origin: String,
     /// The group the new space comes from.
