@@ -100,16 +100,20 @@ fn a_flush_on_another_connection_makes_raid5_writes_durable() {
     }
     r.crash();
     for (off, d) in &data {
-        assert_eq!(&b.read(*off, d.len() as u32).unwrap(), d, "at {off}");
+        same(
+            &b.read(*off, d.len() as u32).unwrap(),
+            d,
+            &format!("at {off}"),
+        );
     }
     // Parity was flushed too: without a member, every write reads back
     // through reconstruction.
     r.raid.fail_member(1).unwrap();
     for (off, d) in &data {
-        assert_eq!(
+        same(
             &a.read(*off, d.len() as u32).unwrap(),
             d,
-            "degraded, at {off}"
+            &format!("degraded, at {off}"),
         );
     }
     r.h.stop();
@@ -128,10 +132,10 @@ fn without_a_flush_a_crash_loses_raid5_writes_and_fua_keeps_them() {
     }
     r.crash();
     for (off, d) in &data {
-        assert_eq!(
-            b.read(*off, d.len() as u32).unwrap(),
-            vec![0; d.len()],
-            "at {off}"
+        same(
+            &b.read(*off, d.len() as u32).unwrap(),
+            &vec![0; d.len()],
+            &format!("lost, at {off}"),
         );
     }
     // A FUA write on one connection is durable at once, parity included,
@@ -143,9 +147,124 @@ fn without_a_flush_a_crash_loses_raid5_writes_and_fua_keeps_them() {
     r.crash();
     r.raid.fail_member(0).unwrap();
     for (off, d) in &fua {
-        assert_eq!(&b.read(*off, d.len() as u32).unwrap(), d, "at {off}");
+        same(
+            &b.read(*off, d.len() as u32).unwrap(),
+            d,
+            &format!("at {off}"),
+        );
     }
     r.h.stop();
+}
+
+#[test]
+fn a_crash_never_puts_an_older_write_over_a_fua_write_on_raid5() {
+    let r = raid5();
+    let mut a = Raw::open(r.h.port, "r5", true);
+    let mut b = Raw::open(r.h.port, "r5", false);
+    let (old, new) = (writes(10), writes(20));
+    for (off, d) in &old {
+        assert_eq!(a.write(*off, d, 0), 0);
+    }
+    for (off, d) in &new {
+        assert_eq!(b.write(*off, d, flag::FUA), 0);
+    }
+    // Every member keeps every unflushed write it had: they land first,
+    // the FUA writes (data and parity) over them.
+    for d in &r.disks {
+        d.crash(|_| true);
+    }
+    for (off, d) in &new {
+        same(
+            &a.read(*off, d.len() as u32).unwrap(),
+            d,
+            &format!("at {off}"),
+        );
+    }
+    r.raid.fail_member(2).unwrap();
+    for (off, d) in &new {
+        same(
+            &a.read(*off, d.len() as u32).unwrap(),
+            d,
+            &format!("degraded, at {off}"),
+        );
+    }
+    r.h.stop();
+}
+
+#[test]
+fn a_torn_crash_leaves_each_sector_old_or_new_and_fua_writes_whole_on_raid5() {
+    let r = raid5();
+    let mut a = Raw::open(r.h.port, "r5", true);
+    let base = pattern(2 * MIB as usize, 99);
+    assert_eq!(a.write(0, &base, 0), 0);
+    a.request(cmd::FLUSH, 0, 5, 0, 0);
+    assert_eq!(a.reply(0).0.errno(), 0);
+    // FUA writes in the first MiB, unflushed ones in the second.
+    let fua = writes(30);
+    // (The first four of them do not overlap: each sector has one new
+    // version.)
+    let plain: Vec<(u64, Vec<u8>)> = writes(40)
+        .into_iter()
+        .take(4)
+        .map(|(off, d)| (off + MIB, d))
+        .collect();
+    for (off, d) in &fua {
+        assert_eq!(a.write(*off, d, flag::FUA), 0);
+    }
+    for (off, d) in &plain {
+        assert_eq!(a.write(*off, d, 0), 0);
+    }
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for (m, d) in r.disks.iter().enumerate() {
+        d.crash_torn(|i, s| {
+            x ^= x << 13 ^ (m * 7 + i * 31 + s) as u64;
+            x ^= x >> 7;
+            x ^= x << 17;
+            !x.is_multiple_of(3)
+        });
+    }
+    let mut want = base.clone();
+    for (off, d) in &fua {
+        want[*off as usize..][..d.len()].copy_from_slice(d);
+    }
+    let got = a.read(0, MIB as u32).unwrap();
+    assert!(
+        got == want[..MIB as usize],
+        "a FUA write did not survive whole"
+    );
+    let got = a.read(MIB, MIB as u32).unwrap();
+    let mut new = want.clone();
+    for (off, d) in &plain {
+        new[*off as usize..][..d.len()].copy_from_slice(d);
+    }
+    let (mut olds, mut news) = (0, 0);
+    for (s, sector) in got.chunks(512).enumerate() {
+        let at = MIB as usize + s * 512;
+        let (o, n) = (&want[at..at + 512], &new[at..at + 512]);
+        assert!(
+            sector == o || sector == n,
+            "sector at {at} is neither old nor new"
+        );
+        if o != n {
+            if sector == n {
+                news += 1;
+            } else {
+                olds += 1;
+            }
+        }
+    }
+    // The crash tore: some written sectors landed, some did not.
+    assert!(olds > 0 && news > 0, "{olds} old, {news} new");
+    r.h.stop();
+}
+
+/// Asserts `got == want`, naming the first byte that differs (not
+/// printing megabytes).
+fn same(got: &[u8], want: &[u8], what: &str) {
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("{what}: byte {i} is {:#x}, not {:#x}", got[i], want[i]);
+    }
+    assert_eq!(got.len(), want.len(), "{what}");
 }
 
 fn port_of(url: &str) -> u16 {

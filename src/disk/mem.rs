@@ -1,12 +1,20 @@
 //! An in-memory disk with a "live" and a "durable" image: the reference disk
 //! of the model tests and the substrate of crash tests.
 //!
-//! Writes land in the live image and in a log of unflushed writes; `flush`
-//! (or a FUA write) makes them durable. [`MemDisk::crash`] throws the live
-//! image away and keeps the durable one plus whichever unflushed writes the
-//! caller chooses to let "reach the platter" — the way a power cut leaves
-//! a disk. Faults can be scheduled: fail after N more writes, fail reads of
-//! a range.
+//! Writes land in the live image and in a log of the writes since the last
+//! flush; `flush` makes the whole live image durable. A FUA write is
+//! durable on completion, and only it: it stays in the log at its place,
+//! marked durable, and the writes before it stay unflushed. (FUA
+//! write-zeroes flush, as the block layer does FUA for a device without.)
+//! [`MemDisk::crash`] throws the live image away and rebuilds it from the
+//! image of the last flush, replaying the log in issue order: every FUA
+//! write, and whichever unflushed writes the caller lets "reach the
+//! platter" — the way a power cut leaves a disk. So an older unflushed
+//! write never lands over a newer FUA write of the same sectors, and a
+//! newer unflushed one may or may not. [`MemDisk::crash_torn`] lets each
+//! 512-byte sector of an unflushed write land or not on its own (a torn
+//! write; a sector itself is atomic). Faults can be scheduled: fail after
+//! N more writes, fail reads of a range.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,12 +24,23 @@ use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result, check_range};
 
 const ALLOC_GRAIN: u64 = 4096;
+/// The unit a power cut cannot tear.
+const SECTOR: u64 = 512;
+
+/// A write since the last flush.
+struct Logged {
+    off: u64,
+    data: Vec<u8>,
+    /// A FUA write: durable when it completed.
+    fua: bool,
+}
 
 struct Inner {
     live: Vec<u8>,
+    /// The image as of the last flush.
     durable: Vec<u8>,
-    /// Writes since the last flush: (offset, data).
-    unflushed: Vec<(u64, Vec<u8>)>,
+    /// Writes since the last flush, in issue order.
+    log: Vec<Logged>,
     /// One flag per 4 KiB: ever written and not punched since.
     allocated: Vec<bool>,
 }
@@ -48,7 +67,7 @@ impl MemDisk {
             inner: Mutex::new(Inner {
                 live: vec![0; n],
                 durable: vec![0; n],
-                unflushed: Vec::new(),
+                log: Vec::new(),
                 allocated: vec![false; grains],
             }),
             writes_left: AtomicU64::new(u64::MAX),
@@ -68,26 +87,54 @@ impl MemDisk {
         self.lock().live.clone()
     }
 
-    /// Simulates a power cut: the live image becomes the durable image plus
-    /// the unflushed writes for which `keep(i)` is true (i counts unflushed
-    /// writes in issue order).
+    /// Simulates a power cut: the live image becomes the image of the last
+    /// flush, then every FUA write since and each unflushed write for
+    /// which `keep(i)` is true, in issue order (`i` counts the unflushed
+    /// writes, FUA writes not included, in issue order; `keep` is called
+    /// once for each).
     pub fn crash(&self, mut keep: impl FnMut(usize) -> bool) {
         let mut g = self.lock();
-        let log = std::mem::take(&mut g.unflushed);
-        let mut img = g.durable.clone();
-        for (i, (off, data)) in log.iter().enumerate() {
-            if keep(i) {
-                let o = usize::try_from(*off).unwrap_or(0);
-                img[o..o + data.len()].copy_from_slice(data);
-            }
-        }
-        g.durable = img.clone();
-        g.live = img;
+        let mut i = 0;
+        let lands: Vec<Lands> = g
+            .log
+            .iter()
+            .map(|e| {
+                if e.fua {
+                    return Lands::Whole(true);
+                }
+                i += 1;
+                Lands::Whole(keep(i - 1))
+            })
+            .collect();
+        replay(&mut g, &lands);
     }
 
-    /// Number of writes not yet flushed.
+    /// A power cut that tears writes: as [`MemDisk::crash`], but sector
+    /// `s` (the 512-byte sectors a write touches, counted from its first)
+    /// of unflushed write `i` lands when `keep(i, s)` is true. A FUA write
+    /// lands whole.
+    pub fn crash_torn(&self, mut keep: impl FnMut(usize, usize) -> bool) {
+        let mut g = self.lock();
+        let mut i = 0;
+        let lands: Vec<Lands> = g
+            .log
+            .iter()
+            .map(|e| {
+                if e.fua {
+                    return Lands::Whole(true);
+                }
+                i += 1;
+                let n = sectors(e.off, e.data.len()).len();
+                Lands::Sectors((0..n).map(|s| keep(i - 1, s)).collect())
+            })
+            .collect();
+        replay(&mut g, &lands);
+    }
+
+    /// Number of writes since the last flush that are not durable (FUA
+    /// writes are).
     pub fn unflushed_writes(&self) -> usize {
-        self.lock().unflushed.len()
+        self.lock().log.iter().filter(|e| !e.fua).count()
     }
 
     /// After `n` more successful writes, every write fails.
@@ -150,11 +197,11 @@ impl MemDisk {
         let mut g = self.lock();
         let o = usize::try_from(off).unwrap_or(0);
         g.live[o..o + data.len()].copy_from_slice(data);
-        if fua {
-            g.durable[o..o + data.len()].copy_from_slice(data);
-        } else {
-            g.unflushed.push((off, data.to_vec()));
-        }
+        g.log.push(Logged {
+            off,
+            data: data.to_vec(),
+            fua,
+        });
         let first = off / ALLOC_GRAIN;
         let last = (off + data.len() as u64).div_ceil(ALLOC_GRAIN);
         for i in first..last {
@@ -173,12 +220,14 @@ impl MemDisk {
             return Err(self.io_err("flush", 0));
         }
         let mut g = self.lock();
-        g.unflushed.clear();
+        g.log.clear();
         g.durable = g.live.clone();
         Ok(())
     }
 
-    fn punch(&self, off: u64, len: u64) -> Result<()> {
+    /// Zeroes `off..off+len` (durable at once with `fua`, like a FUA write)
+    /// and marks it unallocated.
+    fn punch(&self, off: u64, len: u64, fua: bool) -> Result<()> {
         check_range(off, len, self.size)?;
         if self.dead.load(Ordering::SeqCst) {
             return Err(self.io_err("discard", off));
@@ -187,7 +236,11 @@ impl MemDisk {
         let o = usize::try_from(off).unwrap_or(0);
         let l = usize::try_from(len).unwrap_or(0);
         g.live[o..o + l].fill(0);
-        g.unflushed.push((off, vec![0; l]));
+        g.log.push(Logged {
+            off,
+            data: vec![0; l],
+            fua,
+        });
         let first = off.div_ceil(ALLOC_GRAIN);
         let last = (off + len) / ALLOC_GRAIN;
         for i in first..last {
@@ -223,13 +276,17 @@ impl BlockDev for MemDisk {
     }
 
     fn discard(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
-        let r = self.punch(off, len);
+        let r = self.punch(off, len, false);
         Box::pin(async move { r })
     }
 
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
+        // FUA zeroes are modelled as the block layer does FUA on a device
+        // without it: the zeroes, then a flush, which makes every earlier
+        // write durable too. (Zeroes alone durable would be stricter; the
+        // stack's tests still count on the flush.)
         let r = self
-            .punch(off, len)
+            .punch(off, len, flags.fua)
             .and_then(|()| if flags.fua { self.do_flush() } else { Ok(()) });
         Box::pin(async move { r })
     }
@@ -264,3 +321,50 @@ impl BlockDev for MemDisk {
         Box::pin(async move { r })
     }
 }
+
+/// What of a logged write reaches the platter in a crash.
+enum Lands {
+    Whole(bool),
+    Sectors(Vec<bool>),
+}
+
+/// Rebuilds the image from the last flush and the log, each write as
+/// `lands` says, in issue order; the log is then empty.
+fn replay(g: &mut Inner, lands: &[Lands]) {
+    let log = std::mem::take(&mut g.log);
+    let mut img = g.durable.clone();
+    for (e, l) in log.iter().zip(lands) {
+        let o = usize::try_from(e.off).unwrap_or(0);
+        match l {
+            Lands::Whole(true) => img[o..o + e.data.len()].copy_from_slice(&e.data),
+            Lands::Whole(false) => {}
+            Lands::Sectors(each) => {
+                for ((from, len), &yes) in sectors(e.off, e.data.len()).into_iter().zip(each) {
+                    if yes {
+                        img[o + from..o + from + len].copy_from_slice(&e.data[from..from + len]);
+                    }
+                }
+            }
+        }
+    }
+    g.durable = img.clone();
+    g.live = img;
+}
+
+/// The pieces of a write of `len` bytes at `off` that fall in one sector
+/// each, as (offset in the write, length).
+fn sectors(off: u64, len: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < len {
+        let abs = off + pos as u64;
+        let room = usize::try_from(SECTOR - abs % SECTOR).unwrap_or(1);
+        let n = room.min(len - pos);
+        out.push((pos, n));
+        pos += n;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
