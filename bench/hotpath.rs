@@ -253,14 +253,16 @@ fn setup(dir: &Path, workers: &Arc<Workers>) -> ferrosan::Result<Arc<Pool>> {
     pool.volume_create(volume("plain", "plain"))?;
     pool.volume_create(volume("raid5", "r5"))?;
     pool.volume_create(volume("origin", "plain"))?;
-    pool.copy_create(CopyCreateRequest {
+    let req = CopyCreateRequest {
         source: "origin".into(),
         name: "copy".into(),
         mode: Some(CopyMode::Row),
         meta: None,
         read_only: false,
         pool_group: None,
-    })?;
+    };
+    // A change: it runs on the pool's commit path, as the API's do.
+    pool.configure(move |p| async move { p.copy_create(req).await })?;
     Ok(pool)
 }
 
