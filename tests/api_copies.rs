@@ -83,15 +83,14 @@ fn every_copy_route_answers_with_its_status_and_shape() {
     let job = split.job.expect("a job moves v0's new data");
     assert_eq!(job.kind, "copy-split");
     wait(&p, &job);
-    // Split, the family works as A1 inside (v0 writes the base, c0 keeps
-    // a view), but c0 is still the row copy it was made as.
+    // Split, the copies keep the mode they were made with.
     assert_eq!(copy(&p, "c0").mode, CopyMode::Row);
 
     let r: CopyRestoreInfo = answer(&p.post("/v1/copies/c0/restore", ""), 202);
     assert_eq!((r.volume.as_str(), r.from.as_str()), ("v0", "c0"));
     let job = r
         .job
-        .expect("an A1 restore moves c0's image into v0's space");
+        .expect("after the split a restore moves c0's image into v0's space");
     assert_eq!(job.kind, "copy-restore");
     wait(&p, &job);
 
@@ -313,7 +312,8 @@ fn copies_of_copies_keep_their_family() {
         (c1.source.as_str(), c1.origin.as_str(), c1.mode, c1.scheme),
         ("c0", "v0", CopyMode::Cow, Scheme::PartialBitmap)
     );
-    // The cascade level: a copy of a copy is one step deeper.
+    // DEPTH is the cascade level: a copy of the original is 1, a copy of
+    // that copy 2.
     assert_eq!((c0.depth, c1.depth), (1, 2), "{c0:?} {c1:?}");
     let r = p.post(
         "/v1/copies",

@@ -488,8 +488,6 @@ fn a_stale_socket_is_replaced() {
 }
 
 #[test]
-#[ignore = "daemon bug: `serve` refuses a file named api.sock, then deletes it on its way \
-            out (src/daemon/mod.rs removes <pool>/api.sock whether or not it bound it)"]
 fn a_file_in_the_sockets_place_is_refused_and_left_alone() {
     let mut p = Pool::start();
     let socket = p.socket();

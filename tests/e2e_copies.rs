@@ -359,8 +359,8 @@ fn cascades_and_many_copies_are_all_correct_and_writable() {
             copy(&d, &prev, &name, mode);
             prev = name;
         }
-        // DEPTH is the cascade level: k1 is a copy of src, k2 a copy of
-        // k1, ... k5 a copy of k4 — whatever the tree nodes between.
+        // DEPTH is the cascade level: k1 is a copy of src, each next one a
+        // copy of the one before, whatever the mode.
         let depths: [u64; 5] = [1, 2, 3, 4, 5];
         for level in 1..=5u64 {
             let name = format!("k{level}");

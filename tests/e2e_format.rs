@@ -144,7 +144,9 @@ fn a_format_2_pool_opens_as_it_is_and_serves_its_data_and_copies() {
     // fc: fv wrote 8 tracks and fc 4 since the copy point; fv's family
     // keeps two 4 MiB areas for its partial bitmaps, and fw's copy store
     // took the rest of the group. fwc: fw overwrote 2 tracks in place,
-    // their old data preserved for fwc.
+    // their old data preserved for fwc. Both are copies of an original
+    // (cascade level 1); their records predate FamilyRecord.asked, and
+    // the mode shown is still the one they were made with.
     for (c, source, mode, scheme, diverged, used, depth) in [
         (fc, "fv", "row", "partial-bitmap", 12, 4u64 << 20, 1),
         (fwc, "fw", "cow", "changed-pointer", 2, 128 << 10, 1),

@@ -171,8 +171,11 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
             })
             .await
         });
+        // The handlers are in place before the banner says the daemon is
+        // up: a SIGTERM right after it is a clean stop, not a kill.
+        let signals = Signals::install()?;
         banner(&pool, &dir, &url, &nbd_sock, &api_sock);
-        wait_for_signal().await?;
+        signals.wait().await;
         eprintln!("ferrosan: stopping: draining NBD connections");
         let _ = stop_tx.send(true);
         server.shutdown().await;
@@ -193,8 +196,8 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
         anyhow::Ok(())
     });
-    let _ = std::fs::remove_file(&nbd_sock);
-    let _ = std::fs::remove_file(&api_sock);
+    remove_socket(&nbd_sock);
+    remove_socket(&api_sock);
     workers.stop();
     rt.shutdown_timeout(Duration::from_secs(2));
     eprintln!("ferrosan: stopped");
@@ -242,13 +245,34 @@ fn banner(pool: &Pool, dir: &Path, url: &str, nbd_sock: &Path, api_sock: &Path) 
     let _ = std::io::stdout().flush();
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// Removes a socket this daemon made. Anything else at that path (a file
+/// the daemon refused to replace when it started) is not its to remove.
+fn remove_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
     }
-    Ok(())
+}
+
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
