@@ -670,10 +670,6 @@ fn kill_9_during_writes_to_concat_and_raid0_keeps_every_flushed_write() {
 }
 
 #[test]
-#[ignore = "engine bug: a hot replace that fails (here every write to the new disk fails) \
-            leaves the new disk in the slot as `ok` and the old one out of the group; the \
-            old disk serves until the restart, after which the volume reads the new disk's \
-            garbage"]
 fn a_failed_replace_leaves_the_old_disk_serving() {
     if !have(&["qemu-io"]) {
         return;

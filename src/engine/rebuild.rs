@@ -338,7 +338,19 @@ impl Pool {
 
     fn abort_rebuild(&self, group: &str, slot: usize, job: u64) -> Result<()> {
         let mut st = self.group_entry_locked(group)?;
-        let Some(g) = st.groups.get_mut(group) else {
+        let old_dev = |st: &super::State| match self.jobs.record(job).map(|r| r.kind) {
+            Some(JobKind::Rebuild {
+                old_disk: Some(old),
+                ..
+            }) => st
+                .disks
+                .get(&old)
+                .and_then(|e| e.open.as_ref())
+                .map(|o| (old, Arc::clone(&o.dev))),
+            _ => None,
+        };
+        let old = old_dev(&st);
+        let Some(g) = st.groups.get(group) else {
             return Ok(());
         };
         if g.rec.slots.get(slot).map(|s| &s.state) != Some(&SlotState::Rebuilding { job }) {
@@ -362,6 +374,15 @@ impl Pool {
                     MemberState::Ok => SlotState::Ok,
                     _ => SlotState::Failed,
                 };
+                // A hot replace whose new disk failed was undone by the
+                // RAID node at once: the old disk serves the slot again, and
+                // the record must say so (else the next start would read
+                // the new disk's garbage).
+                if let Some((name, dev)) = old
+                    && g.raid.member_is(slot, &dev)
+                {
+                    rec.slots[slot].disk = Some(name);
+                }
             }
         }
         Pool::unlocked(&mut st, || self.meta.write(true, |tx| tx.put_group(&rec)))?;

@@ -250,6 +250,14 @@ impl Members {
         }
     }
 
+    /// Whether slot `idx` is served by `dev` (the very device).
+    pub(super) fn serves(&self, idx: usize, dev: &Dev) -> bool {
+        self.lock()
+            .get(idx)
+            .and_then(|s| s.dev.as_ref())
+            .is_some_and(|d| Arc::ptr_eq(d, dev))
+    }
+
     pub(super) fn state(&self, idx: usize) -> MemberState {
         self.lock()
             .get(idx)

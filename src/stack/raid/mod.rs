@@ -224,6 +224,12 @@ impl RaidDev {
         self.members.state(idx)
     }
 
+    /// Whether member `idx` is `dev` now (after a hot replace whose new
+    /// disk failed, the old disk serves again).
+    pub fn member_is(&self, idx: usize, dev: &Arc<dyn BlockDev>) -> bool {
+        self.members.serves(idx, dev)
+    }
+
     /// Units of rebuild and resync progress: rows of `stripe size` bytes of
     /// member space (for raid5, stripe rows).
     pub fn rows(&self) -> u64 {
