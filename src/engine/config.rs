@@ -167,9 +167,6 @@ impl Pool {
         F: FnOnce(Arc<Pool>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + 'static,
     {
-        if on_path() {
-            return f(self.arc()?).await;
-        }
         self.send_async(f, false).await
     }
 
@@ -181,18 +178,20 @@ impl Pool {
         F: FnOnce(Arc<Pool>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + 'static,
     {
-        if on_path() {
-            return f(self.arc()?).await;
-        }
         self.send_async(f, true).await
     }
 
+    /// Sends `f` down a lane and awaits its outcome; on the commit path
+    /// itself it runs `f` in place (queueing it would wait for itself).
     async fn send_async<T, F, Fut>(&self, f: F, urgent: bool) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(Arc<Pool>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + 'static,
     {
+        if on_path() {
+            return f(self.arc()?).await;
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.commit.send(
             boxed(f, move |r| {
