@@ -33,7 +33,7 @@ if [ -n "${FERROSAN_CONTRACT_SEED:-}" ]; then
 elif [ "${CI:-}" = true ]; then
   seed=(--seed 16)
 fi
-tmpfs_size=2g
+tmpfs_size=6g # a rebuild onto a new disk writes a whole 1 GiB member
 file_cap_kib=$((4 << 20)) # 4 GiB, where there is no tmpfs
 
 apt_install() {
