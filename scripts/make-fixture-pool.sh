@@ -67,5 +67,7 @@ pid=
 mkdir -p "$out/disks"
 cp "$pool/ferrosan.redb" "$out/"
 cp "$pool"/disks/f*.img "$out/disks/"
+# Stored gzipped: 16 MiB of mostly zeroes each (tests/e2e_format.rs unpacks them).
+gzip -9 -n "$out"/disks/f*.img
 du -sh --apparent-size "$out"
 du -sh "$out"

@@ -12,6 +12,8 @@ use serde_json::json;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pool-format2");
 
+/// Copies the fixture; its disk files are stored gzipped (16 MiB of
+/// mostly zeroes each) and come out as the disks the pool recorded.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -19,6 +21,15 @@ fn copy_dir(from: &Path, to: &Path) {
         let dst = to.join(e.file_name());
         if e.file_type().unwrap().is_dir() {
             copy_dir(&e.path(), &dst);
+        } else if let Some(disk) = e.file_name().to_str().and_then(|n| n.strip_suffix(".gz")) {
+            let out = std::fs::File::create(to.join(disk)).unwrap();
+            let st = std::process::Command::new("gzip")
+                .arg("-dc")
+                .arg(e.path())
+                .stdout(out)
+                .status()
+                .expect("run gzip");
+            assert!(st.success(), "gzip -dc {}", e.path().display());
         } else {
             std::fs::copy(e.path(), &dst).unwrap();
         }
