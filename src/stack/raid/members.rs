@@ -445,6 +445,12 @@ impl Members {
     /// being built; at `rows` the slot becomes Ok. Returns false if the
     /// rebuild was cancelled meanwhile.
     pub(super) fn advance(&self, idx: usize, dev: &Dev, row: u64, rows: u64) -> bool {
+        self.move_cursor(idx, dev, rows, |c| if c == row { row + 1 } else { c })
+    }
+
+    /// Sets slot `idx`'s rebuild cursor to `to(cursor)` if `dev` is still
+    /// the one being built; at `rows` the slot becomes Ok.
+    fn move_cursor(&self, idx: usize, dev: &Dev, rows: u64, to: impl Fn(u64) -> u64) -> bool {
         let mut g = self.edit();
         let Some(slot) = g.get_mut(idx) else {
             return false;
@@ -456,7 +462,7 @@ impl Members {
         if !same {
             return false;
         }
-        let cursor = if cursor == row { row + 1 } else { cursor };
+        let cursor = to(cursor);
         slot.state = if cursor >= rows {
             slot.old = None;
             MemberState::Ok
@@ -531,25 +537,7 @@ impl Members {
     /// are current on `dev`: a reinstate skips what was not written while
     /// the disk was out); at `rows` the slot becomes Ok.
     pub(super) fn skip_to(&self, idx: usize, dev: &Dev, row: u64, rows: u64) -> bool {
-        let mut g = self.edit();
-        let Some(slot) = g.get_mut(idx) else {
-            return false;
-        };
-        let same = slot.dev.as_ref().is_some_and(|d| Arc::ptr_eq(d, dev));
-        let MemberState::Rebuilding { cursor } = slot.state else {
-            return false;
-        };
-        if !same {
-            return false;
-        }
-        let cursor = cursor.max(row);
-        slot.state = if cursor >= rows {
-            slot.old = None;
-            MemberState::Ok
-        } else {
-            MemberState::Rebuilding { cursor }
-        };
-        true
+        self.move_cursor(idx, dev, rows, |c| c.max(row))
     }
 
     /// Ends a rebuild at once (a group without rows).
