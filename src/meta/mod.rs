@@ -63,6 +63,24 @@ fn db_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Erro
     Error::with_source(ErrorKind::Io, format!("pool database: {what} failed"), e)
 }
 
+/// A storage error of a write: a full filesystem is `NoSpace` and says
+/// where room is needed.
+fn storage_err(path: &Path, what: &str, e: redb::StorageError) -> Error {
+    if let redb::StorageError::Io(io) = &e
+        && io.raw_os_error() == Some(28)
+    {
+        return Error::with_source(
+            ErrorKind::NoSpace,
+            format!(
+                "pool database: {what} failed: the filesystem of {} is full; free space there",
+                path.display()
+            ),
+            e,
+        );
+    }
+    db_err(what, e)
+}
+
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v)
         .map_err(|e| Error::with_source(ErrorKind::Invalid, "encoding a record failed", e))
@@ -91,7 +109,10 @@ pub struct Snapshot {
 
 /// The open pool database.
 pub struct Meta {
-    db: Database,
+    /// The redb database; `None` while it could not be opened again after
+    /// a failed write (see [`Meta::write`]). Transactions hold the read
+    /// side; reopening takes the write side.
+    db: parking_lot::RwLock<Option<Database>>,
     path: PathBuf,
     /// Test hook: every durable commit takes this much longer (set by
     /// [`COMMIT_DELAY_ENV`]), so tests can show who waits for commits.
@@ -121,7 +142,7 @@ impl Meta {
         }
         .map_err(|e| db_err(&format!("opening {}", path.display()), e))?;
         let meta = Meta {
-            db,
+            db: parking_lot::RwLock::new(Some(db)),
             path: path.to_path_buf(),
             commit_delay: commit_delay_from_env(),
         };
@@ -135,10 +156,8 @@ impl Meta {
 
     /// Checks the format; writes the pool record if there is none.
     fn init(&self) -> Result<bool> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| db_err("a transaction", e))?;
+        let db = self.db()?;
+        let txn = db.begin_write().map_err(|e| db_err("a transaction", e))?;
         let created;
         {
             let mut t = txn
@@ -213,8 +232,8 @@ impl Meta {
 
     /// Loads every record.
     pub fn load(&self) -> Result<Snapshot> {
-        let txn = self
-            .db
+        let db = self.db()?;
+        let txn = db
             .begin_read()
             .map_err(|e| db_err("a read transaction", e))?;
         let pool_t = txn
@@ -271,11 +290,31 @@ impl Meta {
     /// Runs `f` in one write transaction and commits it; durably unless
     /// `durable` is false (then it becomes durable with the next durable
     /// commit, or is lost in a crash).
+    ///
+    /// A write that fails on the file (its filesystem full, an I/O error)
+    /// leaves redb refusing every later transaction until it is closed and
+    /// opened again; so the database is reopened at once (redb goes back to
+    /// its last commit, as after a crash), and again at the next
+    /// transaction while that fails. What is lost is what a crash would
+    /// lose: the non-durable commits since the last durable one (job
+    /// progress only; see `jobs`).
     pub fn write<T>(&self, durable: bool, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| db_err("a transaction", e))?;
+        let out = self.write_once(durable, f);
+        if out.is_err()
+            && self.broken()
+            && let Err(e) = self.reopen()
+        {
+            tracing::error!("{}", e.chain());
+        }
+        out
+    }
+
+    fn write_once<T>(&self, durable: bool, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let db = self.db()?;
+        let mut txn = db.begin_write().map_err(|e| match e {
+            redb::TransactionError::Storage(e) => storage_err(&self.path, "a transaction", e),
+            e => db_err("a transaction", e),
+        })?;
         if !durable {
             txn.set_durability(Durability::None)
                 .map_err(|e| db_err("setting durability", e))?;
@@ -287,8 +326,59 @@ impl Meta {
         if let (true, Some(d)) = (durable, self.commit_delay) {
             std::thread::sleep(d);
         }
-        txn.commit().map_err(|e| db_err("a commit", e))?;
+        txn.commit().map_err(|e| match e {
+            redb::CommitError::Storage(e) => storage_err(&self.path, "a commit", e),
+            e => db_err("a commit", e),
+        })?;
         Ok(out)
+    }
+
+    /// The open database, opened again first if a failed write closed it.
+    fn db(&self) -> Result<parking_lot::MappedRwLockReadGuard<'_, Database>> {
+        if self.db.read().is_none() {
+            self.reopen()?;
+        }
+        parking_lot::RwLockReadGuard::try_map(self.db.read(), Option::as_ref).map_err(|_| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "pool database {}: closed after a failed write and not open again",
+                    self.path.display()
+                ),
+            )
+        })
+    }
+
+    /// Whether redb refuses transactions after a failed write.
+    fn broken(&self) -> bool {
+        let g = self.db.read();
+        let Some(db) = g.as_ref() else {
+            return true;
+        };
+        matches!(
+            db.begin_write(),
+            Err(redb::TransactionError::Storage(
+                redb::StorageError::PreviousIo | redb::StorageError::Io(_)
+            ))
+        )
+    }
+
+    /// Closes the database and opens it again (redb repairs it to its last
+    /// commit). Waits for the transactions under way to end.
+    fn reopen(&self) -> Result<()> {
+        let mut g = self.db.write();
+        if g.is_some() {
+            drop(g.take());
+            tracing::warn!(
+                "pool database {}: a write failed; closing and opening it again",
+                self.path.display()
+            );
+        }
+        let db = Database::open(&self.path)
+            .map_err(|e| db_err(&format!("opening {} again", self.path.display()), e))?;
+        *g = Some(db);
+        tracing::info!("pool database {}: open again", self.path.display());
+        Ok(())
     }
 
     /// Reads the rows of `object` in a table keyed by (object, n), as
@@ -299,8 +389,8 @@ impl Meta {
         object: u64,
         f: impl Fn(u64, V::SelfType<'_>) -> T,
     ) -> Result<Vec<T>> {
-        let txn = self
-            .db
+        let db = self.db()?;
+        let txn = db
             .begin_read()
             .map_err(|e| db_err("a read transaction", e))?;
         let t = txn

@@ -1,0 +1,182 @@
+//! The pool database's filesystem fills up, then has room again.
+//!
+//! redb stops after one failed write ("Previous I/O error occurred. Please
+//! close and re-open the database"): before the fix every later change of
+//! the configuration, and every RAID write that needed a new write-intent
+//! mark, failed until the daemon was restarted. Now the database is closed
+//! and reopened (redb repairs it to its last commit) and the daemon goes on
+//! once there is room, without a restart and without losing a change that
+//! was answered as done.
+//!
+//! The pool directory is a small tmpfs (mounting needs root; elsewhere the
+//! test says so and returns); the disks are files on the build's
+//! filesystem, so only the database runs out of room.
+
+mod harness;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use harness::*;
+
+/// A tmpfs of `size` mounted on `dir`, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let opt = format!("size={size}");
+        let (ok, out) = run("mount", &["-t", "tmpfs", "-o", &opt, "none", dir.to_str()?]);
+        if !ok {
+            assert!(!in_ci(), "CI runs as root and must mount a tmpfs: {out}");
+            eprintln!("note: cannot mount a tmpfs here ({out}); test not run");
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = run("umount", &["-l", self.0.to_str().unwrap_or("")]);
+    }
+}
+
+/// Fills the filesystem of `path` with a file there until it is full.
+fn fill_up(path: &Path) {
+    let mut f = std::fs::File::create(path).expect("filler");
+    let block = vec![0xeeu8; 64 << 10];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(28), "filling: {e}");
+                break;
+            }
+        }
+    }
+    let _ = f.sync_all();
+}
+
+#[test]
+fn database_full_then_room_again_goes_on_without_restart() {
+    let base = pool_dir();
+    let disks = pool_dir();
+    let mnt = base.path().join("fs");
+    let Some(_fs) = Tmpfs::mount(&mnt, "24m") else {
+        return;
+    };
+    let pool = mnt.join("pool");
+    let mut d = Daemon::start(&pool, &[]);
+    // The default a new pool is provisioned with lives on the tmpfs: away
+    // with it.
+    d.ok(&["volume", "delete", "vol0"]);
+    d.ok(&["group", "delete", "g0"]);
+    for n in ["d0", "d1", "d2", "d3"] {
+        d.ok(&["disk", "remove", n]);
+    }
+    for n in ["p0", "p1"] {
+        let p = disks.path().join(n);
+        std::fs::File::create(&p)
+            .and_then(|f| f.set_len(64 << 20))
+            .expect("disk file");
+        d.ok(&["disk", "add", n, "--path", p.to_str().unwrap()]);
+    }
+    d.ok(&[
+        "group", "create", "m", "--raid", "raid1", "--disks", "p0,p1",
+    ]);
+    d.ok(&["volume", "create", "v", "--group", "m", "--size", "16M"]);
+    let url = d.export("v");
+    qemu_io(&url, &["write -P 0x11 0 1M", "flush"]);
+
+    // The database's filesystem fills up: changes fail with a message that
+    // says why, and nothing is half done.
+    let filler = mnt.join("filler");
+    fill_up(&filler);
+    let mut refused = None;
+    for i in 0..400 {
+        let name = format!("x{i}");
+        let o = d.cli(&["volume", "create", &name, "--group", "m", "--size", "1M"]);
+        if !o.status.success() {
+            refused = Some((name, String::from_utf8_lossy(&o.stderr).into_owned()));
+            break;
+        }
+    }
+    let (name, err) = refused.expect("a change should fail on a full database filesystem");
+    assert!(
+        err.contains("pool database"),
+        "the error should name the pool database: {err}"
+    );
+    let list = d.json(&["volume", "list"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("volume list")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(
+        !names.contains(&name.as_str()),
+        "{name} was refused but is listed: {names:?}"
+    );
+    let made: Vec<String> = names
+        .iter()
+        .filter(|n| n.starts_with('x'))
+        .map(|n| n.to_string())
+        .collect();
+
+    // A write that needs a new write-intent mark cannot have it durable
+    // first: it fails rather than write without one.
+    let (ok, out) = run(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x33 12M 64k", &url],
+    );
+    assert!(
+        !ok && out.contains("Input/output error"),
+        "a write with no durable write-intent mark should fail: {out}"
+    );
+
+    // Room again: the next change works, without a restart.
+    std::fs::remove_file(&filler).expect("remove filler");
+    d.ok(&["volume", "create", "after", "--group", "m", "--size", "1M"]);
+    qemu_io(
+        &url,
+        &["write -P 0x22 4M 1M", "write -P 0x33 12M 64k", "flush"],
+    );
+    let out = qemu_io(
+        &url,
+        &[
+            "read -P 0x11 0 1M",
+            "read -P 0x22 4M 1M",
+            "read -P 0x33 12M 64k",
+        ],
+    );
+    assert!(!out.contains("fail"), "data after the full database: {out}");
+
+    // Every change answered as done is there after a restart.
+    d.restart();
+    let list = d.json(&["volume", "list"]);
+    let after: Vec<&str> = list
+        .as_array()
+        .expect("volume list")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for n in made.iter().map(String::as_str).chain(["v", "after"]) {
+        assert!(after.contains(&n), "{n} lost in the restart: {after:?}");
+    }
+    assert!(
+        !after.contains(&name.as_str()),
+        "{name} came back: {after:?}"
+    );
+    let url = d.export("v");
+    let out = qemu_io(
+        &url,
+        &[
+            "read -P 0x11 0 1M",
+            "read -P 0x22 4M 1M",
+            "read -P 0x33 12M 64k",
+        ],
+    );
+    assert!(!out.contains("fail"), "data after the restart: {out}");
+}
