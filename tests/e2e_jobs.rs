@@ -697,3 +697,60 @@ fn a_failed_replace_leaves_the_old_disk_serving() {
     d.ok(&["disk", "fail", "a0"]);
     qemu_io(&d.export("mv"), &["read -P 0x5a 0 32M"]);
 }
+
+/// The old disk of a hot replace fails before the copy is done: the job
+/// goes on from the other leg and the new disk takes the slot. Before the
+/// fix the old disk's failure was recorded against the slot (the new
+/// disk marked failed), the job's end changed nothing and the group
+/// stayed degraded.
+#[test]
+fn the_old_disk_failing_during_a_hot_replace_leaves_the_new_one_in_place() {
+    if !have(&["qemu-io"]) {
+        return;
+    }
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
+    d.group("m1", "raid1", &["a0", "a1"], "320M");
+    d.ok(&["volume", "create", "mv", "--group", "m1", "--size", "256M"]);
+    d.ok(&["disk", "add", "n", "--size", "320M"]);
+    qemu_io(&d.export("mv"), &["write -P 0x61 0 256M", "flush"]);
+    let job = d.json(&["disk", "replace", "a1", "n"]);
+    let id = id_of(&job);
+    let (status, body) = post_now(&d, &format!("/v1/jobs/{id}/pause"));
+    assert_eq!(status, 200, "job {id} could not be paused at once: {body}");
+    pause(&d, &id);
+    // The old disk goes; a host write finds out.
+    d.ok(&["disk", "inject", "a1", "--vanish"]);
+    qemu_io(&d.export("mv"), &["write -P 0x62 200M 8M", "flush"]);
+    let g = d.json(&["group", "show", "m1"]);
+    assert_eq!(g["disks"], serde_json::json!(["a0", "n"]), "{g}");
+    let a1 = d.json(&["disk", "show", "a1"]);
+    assert_eq!(a1["status"], "failed", "{a1}");
+    let n = d.json(&["disk", "show", "n"]);
+    assert_ne!(n["status"], "failed", "the new disk was blamed: {n}");
+    // A crash now: the job resumes as a rebuild from a0 (a1 is failed, its
+    // injected fault gone with the daemon, and must not be copied from).
+    d.kill9();
+    d.respawn();
+    let a1 = d.json(&["disk", "show", "a1"]);
+    assert_eq!(a1["status"], "failed", "{a1}");
+    d.ok(&["job", "resume", &id]);
+    let done = d.wait_job(id.parse().unwrap());
+    assert_eq!(done["state"], "done", "{done}");
+    let g = d.json(&["group", "show", "m1"]);
+    assert_eq!(g["health"], "optimal", "{g}");
+    assert_eq!(g["disks"], serde_json::json!(["a0", "n"]), "{g}");
+    d.restart();
+    let g = d.json(&["group", "show", "m1"]);
+    assert_eq!(g["health"], "optimal", "{g}");
+    // The new disk alone holds the volume.
+    d.ok(&["disk", "fail", "a0"]);
+    qemu_io(
+        &d.export("mv"),
+        &[
+            "read -P 0x61 0 200M",
+            "read -P 0x62 200M 8M",
+            "read -P 0x61 208M 48M",
+        ],
+    );
+}

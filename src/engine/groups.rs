@@ -418,6 +418,13 @@ impl Pool {
             if s.state == SlotState::Failed {
                 return Ok(());
             }
+            if let SlotState::Rebuilding { job } = s.state
+                && matches!(g.raid.member_state(slot), MemberState::Rebuilding { .. })
+            {
+                // The node still fills the slot: what failed is the old
+                // disk of a hot replace, not the new one.
+                return self.record_old_disk_failed(st, group, slot, job, why);
+            }
             let mut rec = g.rec.clone();
             if s.state == SlotState::Ok {
                 // It held current data: it may come back (disk reinstate).
@@ -459,6 +466,43 @@ impl Pool {
         // (the urgent lane or `disk fail`), and starting a rebuild is
         // synchronous like every group change (see config.rs).
         self.use_spares();
+        Ok(())
+    }
+
+    /// The old disk of hot replace `job` (slot `slot` of `group`) failed:
+    /// the RAID node goes on filling the new disk from redundancy, and the
+    /// slot stays the new disk's. Only the old disk is recorded failed, so
+    /// that a restart resumes the job as a rebuild, not a copy from it.
+    fn record_old_disk_failed(
+        &self,
+        mut st: super::StateGuard<'_>,
+        group: &str,
+        slot: usize,
+        job: u64,
+        why: &str,
+    ) -> Result<()> {
+        let old = match self.jobs.record(job).map(|r| r.kind) {
+            Some(crate::meta::model::JobKind::Rebuild {
+                old_disk: Some(old),
+                ..
+            }) => old,
+            _ => return Ok(()),
+        };
+        let Some(mut drec) = st.disks.get(&old).map(|e| e.rec.clone()) else {
+            return Ok(());
+        };
+        if drec.failed.is_some() {
+            return Ok(());
+        }
+        drec.failed = Some(why.to_string());
+        Pool::unlocked(&mut st, || self.meta.write(true, |tx| tx.put_disk(&drec)))?;
+        tracing::warn!(
+            "group {group}: disk {old}, being replaced in slot {slot}, failed: {why}; \
+             job {job} goes on from the other members"
+        );
+        if let Some(e) = st.disks.get_mut(&old) {
+            e.rec = drec;
+        }
         Ok(())
     }
 
