@@ -25,6 +25,7 @@ pub mod error;
 pub mod jobs;
 pub mod json;
 pub mod layout;
+pub mod lockorder;
 pub mod meta;
 pub mod nbd;
 pub mod rt;

@@ -10,8 +10,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Modules every module may use: error types, units, buffers, JSON helpers.
-const EVERYWHERE: &[&str] = &["error", "units", "buf", "json"];
+/// Modules every module may use: error types, units, buffers, JSON helpers,
+/// the lock order.
+const EVERYWHERE: &[&str] = &["error", "units", "buf", "json", "lockorder"];
 
 /// Each module and what it may import besides [`EVERYWHERE`], from the
 /// bottom up. Keep in step with docs/architecture.md.
@@ -20,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("units", &[]),
     ("buf", &[]),
     ("json", &[]),
+    ("lockorder", &[]),
     ("blockdev", &[]),
     ("layout", &[]),
     ("disk", &["blockdev"]),

@@ -195,6 +195,14 @@ impl State {
         }
     }
 
+    /// Every node the family has or had since its last commit: what a
+    /// dissolving family deletes the pages of. Forgets the dropped ones.
+    pub fn take_all_nodes(&mut self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        ids.extend(std::mem::take(&mut self.dropped));
+        ids
+    }
+
     /// Granules in a track.
     pub fn granules(&self) -> u64 {
         (self.track / self.granule).min(64)

@@ -30,6 +30,7 @@ use super::record::{FamilyRecord, FamilySave, ImageRecord, NodeRecord};
 use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result, check_range};
+use crate::lockorder::{Guard, Rank};
 use crate::stack::lock::RangeLock;
 
 /// How a family saves itself, durably and in one transaction: the record if
@@ -56,7 +57,7 @@ pub struct Family {
     base: Arc<dyn BlockDev>,
     /// The group the store's slots live in.
     group: Arc<dyn BlockDev>,
-    pub st: RwLock<State>,
+    st: RwLock<State>,
     /// Locks of base tracks: base writers and readers of base data that
     /// the base may change under them (A1, restores, splits).
     base_locks: RangeLock,
@@ -67,7 +68,7 @@ pub struct Family {
     released: Mutex<Vec<(u64, u64)>>,
     /// Serialises saves, so a later snapshot is never overwritten by an
     /// earlier one.
-    pub save_lock: tokio::sync::Mutex<()>,
+    pub(super) save_lock: tokio::sync::Mutex<()>,
     /// Fresh slots placed in sequence, for preallocating ahead of them.
     ahead: Mutex<Ahead>,
 }
@@ -176,14 +177,28 @@ impl Family {
         })
     }
 
-    pub fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        crate::blockdev::probe::shared_lock(1);
-        self.st.read().unwrap_or_else(|p| p.into_inner())
+    /// Holds off every save of the family until the guard goes: for an
+    /// owner that writes the family's records itself (a family dissolving
+    /// after its last copy went). An async lock, outside the lock order:
+    /// it is never taken under a ranked lock.
+    pub async fn hold_saves(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.save_lock.lock().await
     }
 
-    pub fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+    /// The family's state, to read (rank `Family` of the lock order).
+    pub fn read_state(&self) -> Guard<std::sync::RwLockReadGuard<'_, State>> {
         crate::blockdev::probe::shared_lock(1);
-        self.st.write().unwrap_or_else(|p| p.into_inner())
+        Guard::take(Rank::Family, || {
+            self.st.read().unwrap_or_else(|p| p.into_inner())
+        })
+    }
+
+    /// The family's state, to change (rank `Family` of the lock order).
+    pub fn write_state(&self) -> Guard<std::sync::RwLockWriteGuard<'_, State>> {
+        crate::blockdev::probe::shared_lock(1);
+        Guard::take(Rank::Family, || {
+            self.st.write().unwrap_or_else(|p| p.into_inner())
+        })
     }
 
     pub fn base(&self) -> &Arc<dyn BlockDev> {
@@ -1167,7 +1182,11 @@ impl ImageDev {
     async fn zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> Result<()> {
         self.writable()?;
         check_range(off, len, self.size)?;
-        let (t_sz, head) = (self.family.read_state().track, self.head()?);
+        // One statement each: the first guard is gone before `head` reads
+        // the state again (a second read lock on one thread can deadlock
+        // behind a waiting writer).
+        let t_sz = self.family.read_state().track;
+        let head = self.head()?;
         if head == Head::Base {
             let (t0, t1) = (off / t_sz, (off + len).div_ceil(t_sz));
             let _base = self.family.base_locks.lock(t0, t1).await;

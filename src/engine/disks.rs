@@ -204,7 +204,7 @@ impl Pool {
                 (None, Some(path)) => Some(self.check_adoptable(&st, path, req.force)?),
                 _ => None,
             };
-            (st.pool.id, adopt)
+            (self.ids.rec.id, adopt)
         };
         let id = uuid::Uuid::new_v4();
         let label = |data_size: u64| Label {
@@ -334,7 +334,7 @@ impl Pool {
             }
         }
         match read_label(&path)? {
-            Some(label) if label.pool_id == *st.pool.id.as_bytes() => {
+            Some(label) if label.pool_id == *self.ids.rec.id.as_bytes() => {
                 let id = uuid::Uuid::from_bytes(label.disk_id);
                 if let Some(e) = st.disks.values().find(|e| e.rec.id == id) {
                     return Err(Error::conflict(format!(

@@ -249,7 +249,7 @@ impl Pool {
         // the disk rejoined is marked; one after it reaches the disk.
         raid.replace_member(slot, dev)?;
         let stale = stale_rows(&intent.marked(), raid.layout().lock_grain(), raid.rows());
-        let id = Pool::next_job(&mut st);
+        let id = self.next_job();
         grec.slots[slot].state = SlotState::Rebuilding { job: id };
         let job = JobRecord {
             id,
@@ -270,7 +270,7 @@ impl Pool {
             updated: now(),
         };
         let drec = Self::unflagged(&st, name)?;
-        let pool_rec = st.pool.clone();
+        let pool_rec = self.pool_record();
         let committed = Pool::unlocked(&mut st, || {
             self.meta.write(true, |tx| {
                 tx.put_pool(&pool_rec)?;

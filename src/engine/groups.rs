@@ -278,7 +278,7 @@ impl Pool {
         };
         // Validates counts and sizes with the layout's own messages.
         Layout::new(layout_level(req.raid), stripe, &member_sizes)?;
-        let object = Pool::next_object(&mut st);
+        let object = self.next_object();
         let rec = GroupRecord {
             object,
             name: req.name.clone(),
@@ -299,7 +299,7 @@ impl Pool {
             fail_seq: 0,
         };
         let entry = self.assemble(&st, &rec, &|_| None, &[])?;
-        let pool_rec = st.pool.clone();
+        let pool_rec = self.pool_record();
         Pool::unlocked(&mut st, || {
             self.meta.write(true, |tx| {
                 tx.put_pool(&pool_rec)?;

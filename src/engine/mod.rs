@@ -31,6 +31,7 @@ mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ use crate::blockdev::BlockDev;
 use crate::disk::{DiskCounters, FaultDisk, FileDisk};
 use crate::error::{Error, Result};
 use crate::jobs::Jobs;
+use crate::lockorder::{Held, Rank};
 use crate::meta::Meta;
 use crate::meta::intent::PersistentIntent;
 use crate::meta::model::{DiskRecord, GroupRecord, PoolRecord, VolumeRecord};
@@ -113,6 +115,8 @@ pub(crate) struct StateGuard<'a> {
     inner: parking_lot::MutexGuard<'a, State>,
     owner: &'a Pool,
     changed: bool,
+    /// Rank `Pool` of the lock order (the first lock).
+    held: Held,
 }
 
 impl std::ops::Deref for StateGuard<'_> {
@@ -137,8 +141,15 @@ impl Drop for StateGuard<'_> {
     }
 }
 
+/// The pool's identity and its id counters: a service of its own with
+/// no lock (atomics).
+struct Ids {
+    rec: PoolRecord,
+    next_object: AtomicU64,
+    next_job: AtomicU64,
+}
+
 pub(crate) struct State {
-    pool: PoolRecord,
     disks: BTreeMap<String, DiskEntry>,
     groups: BTreeMap<String, GroupEntry>,
     volumes: BTreeMap<String, VolumeEntry>,
@@ -156,6 +167,7 @@ pub struct Pool {
     /// The configuration as it runs. Taken briefly; never held across a
     /// durable commit ([`Pool::unlocked`]) or an await.
     st: parking_lot::Mutex<State>,
+    ids: Ids,
     me: Weak<Pool>,
     problems: Mutex<Vec<String>>,
     nbd_url: Mutex<Option<String>>,
@@ -192,8 +204,12 @@ impl Pool {
             workers: Arc::clone(&workers),
             opts,
             jobs: Jobs::new(Arc::clone(&meta), Arc::clone(&workers)),
+            ids: Ids {
+                rec: snap.pool.clone(),
+                next_object: AtomicU64::new(snap.pool.next_object),
+                next_job: AtomicU64::new(snap.pool.next_job),
+            },
             st: parking_lot::Mutex::new(State {
-                pool: snap.pool.clone(),
                 disks: BTreeMap::new(),
                 groups: BTreeMap::new(),
                 volumes: BTreeMap::new(),
@@ -218,7 +234,9 @@ impl Pool {
     }
 
     pub(crate) fn lock(&self) -> StateGuard<'_> {
+        let held = crate::lockorder::acquire(Rank::Pool);
         StateGuard {
+            held,
             inner: self.st.lock(),
             owner: self,
             changed: false,
@@ -242,7 +260,8 @@ impl Pool {
         if std::mem::take(&mut st.changed) {
             st.owner.sync_space(&st.inner);
         }
-        parking_lot::MutexGuard::unlocked(&mut st.inner, f)
+        let StateGuard { inner, held, .. } = st;
+        held.released(|| parking_lot::MutexGuard::unlocked(inner, f))
     }
 
     fn arc(&self) -> Result<Arc<Pool>> {
@@ -308,7 +327,7 @@ impl Pool {
         let st = self.lock();
         PoolInfo {
             path: self.dir.clone(),
-            id: st.pool.id.to_string(),
+            id: self.ids.rec.id.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             nbd_tcp: self
                 .nbd_url
@@ -329,17 +348,26 @@ impl Pool {
         }
     }
 
-    /// Allocates object ids (for bitmap pages) and job ids.
-    pub(crate) fn next_object(st: &mut State) -> u64 {
-        let id = st.pool.next_object;
-        st.pool.next_object += 1;
-        id
+    /// A new object id (groups, volumes and copy nodes own bitmap pages
+    /// by object id). Takes no lock: a copy family takes ids under its own.
+    pub(crate) fn next_object(&self) -> u64 {
+        self.ids.next_object.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn next_job(st: &mut State) -> u64 {
-        let id = st.pool.next_job;
-        st.pool.next_job += 1;
-        id
+    /// A new job id.
+    pub(crate) fn next_job(&self) -> u64 {
+        self.ids.next_job.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The pool record with the counters as they stand: a transaction that
+    /// records a new id puts this record, taken after the id (and
+    /// `put_pool` never lowers a stored counter).
+    pub(crate) fn pool_record(&self) -> PoolRecord {
+        PoolRecord {
+            next_object: self.ids.next_object.load(Ordering::Relaxed),
+            next_job: self.ids.next_job.load(Ordering::Relaxed),
+            ..self.ids.rec.clone()
+        }
     }
 
     /// The embedded default of a new pool: 4 sparse 1 GiB disks, a RAID-5

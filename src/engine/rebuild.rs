@@ -258,7 +258,7 @@ impl Pool {
         new_rec.spare = false;
         let raid = Arc::clone(&g.raid);
         let mut grec = g.rec.clone();
-        let id = Pool::next_job(&mut st);
+        let id = self.next_job();
         grec.slots[slot] = crate::meta::model::SlotRecord {
             failed_seq: 0,
             disk: Some(disk.to_string()),
@@ -282,7 +282,7 @@ impl Pool {
             created: now(),
             updated: now(),
         };
-        let pool_rec = st.pool.clone();
+        let pool_rec = self.pool_record();
         Pool::unlocked(&mut st, || {
             self.meta.write(true, |tx| {
                 tx.put_pool(&pool_rec)?;
@@ -422,7 +422,7 @@ impl Pool {
     /// Starts a resync of the marked `ranges` of `group`.
     pub(super) fn start_resync(&self, group: &str, ranges: Vec<(u64, u64)>) -> Result<JobInfo> {
         let mut st = self.group_entry_locked(group)?;
-        let id = Pool::next_job(&mut st);
+        let id = self.next_job();
         let total = ranges.iter().map(|r| r.1.div_ceil(RESYNC_UNIT)).sum();
         let job = JobRecord {
             id,
@@ -439,7 +439,7 @@ impl Pool {
             created: now(),
             updated: now(),
         };
-        let pool_rec = st.pool.clone();
+        let pool_rec = self.pool_record();
         Pool::unlocked(&mut st, || {
             self.meta.write(true, |tx| {
                 tx.put_pool(&pool_rec)?;

@@ -22,6 +22,7 @@ use super::volumes::{allocate, free_extents};
 use super::{Pool, State};
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
+use crate::lockorder::{Guard, Rank};
 use crate::stack::switch::Switch;
 
 /// Who uses which group addresses, under one lock of its own so space
@@ -176,8 +177,11 @@ impl Pool {
         self.held().held_in(group)
     }
 
-    pub(crate) fn held(&self) -> std::sync::MutexGuard<'_, HeldSpace> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    /// The space map (rank `Space` of the lock order: the last lock).
+    pub(crate) fn held(&self) -> Guard<std::sync::MutexGuard<'_, HeldSpace>> {
+        Guard::take(Rank::Space, || {
+            self.held.lock().unwrap_or_else(|p| p.into_inner())
+        })
     }
 
     /// Reserves `extents` of `group` for discarding. Call while whatever

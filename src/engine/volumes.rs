@@ -177,7 +177,7 @@ impl Pool {
                 ),
             )
         })?;
-        let object = Pool::next_object(&mut st);
+        let object = self.next_object();
         let rec = VolumeRecord {
             object,
             name: req.name.clone(),
@@ -189,7 +189,7 @@ impl Pool {
             created: now(),
             family: None,
         };
-        let pool_rec = st.pool.clone();
+        let pool_rec = self.pool_record();
         let committed = Pool::unlocked(&mut st, || {
             self.meta.write(true, |tx| {
                 tx.put_pool(&pool_rec)?;

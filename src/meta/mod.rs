@@ -310,6 +310,7 @@ impl Meta {
     }
 
     fn write_once<T>(&self, durable: bool, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        crate::lockorder::assert_none_held("a commit of the pool database");
         let db = self.db()?;
         let mut txn = db.begin_write().map_err(|e| match e {
             redb::TransactionError::Storage(e) => storage_err(&self.path, "a transaction", e),
@@ -460,8 +461,27 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Stores the pool record. Its id counters never go down: records
+    /// taken at different times may commit in either order, and a lower
+    /// counter would hand out an id again after a restart.
     pub fn put_pool(&mut self, p: &PoolRecord) -> Result<()> {
-        self.put(POOL, "pool", p)
+        let stored: Option<PoolRecord> = {
+            let t = self
+                .txn
+                .open_table(POOL)
+                .map_err(|e| db_err("opening a table", e))?;
+            let v = t.get("pool").map_err(|e| db_err("a read", e))?;
+            match v {
+                Some(v) => Some(decode("pool", "pool", v.value())?),
+                None => None,
+            }
+        };
+        let mut p = p.clone();
+        if let Some(s) = stored {
+            p.next_object = p.next_object.max(s.next_object);
+            p.next_job = p.next_job.max(s.next_job);
+        }
+        self.put(POOL, "pool", &p)
     }
     pub fn put_disk(&mut self, d: &DiskRecord) -> Result<()> {
         self.put(DISKS, &d.name, d)

@@ -208,7 +208,7 @@ impl Pool {
         };
         let mut src_new = src_rec.clone();
         src_new.family = Some(fam.object);
-        let pool_rec = self.lock().pool.clone();
+        let pool_rec = self.pool_record();
         let meta = Arc::clone(&self.meta);
         let (rec, src) = (copy_rec.clone(), src_new.clone());
         let saved = fam
@@ -273,9 +273,9 @@ impl Pool {
     }
 
     /// An object id, recorded in the pool record with the next commit.
+    /// Taken under a family's state lock: it takes no lock itself.
     pub(crate) fn take_object(&self) -> u64 {
-        let mut st = self.lock();
-        Pool::next_object(&mut st)
+        self.next_object()
     }
 
     pub(super) fn new_family(

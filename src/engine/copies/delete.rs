@@ -192,7 +192,7 @@ impl Pool {
     /// the family's gates closed.
     pub(super) async fn dissolve_family(&self, fam: &Arc<Family>) -> Result<()> {
         let origin = fam.read_state().origin.clone();
-        let _one = fam.save_lock.lock().await;
+        let _one = fam.hold_saves().await;
         let (mut rec, thick) = {
             let st = self.lock();
             let v = st
@@ -202,12 +202,7 @@ impl Pool {
             (v.rec.clone(), Arc::clone(&v.thick))
         };
         rec.family = None;
-        let nodes: Vec<NodeId> = {
-            let mut st = fam.write_state();
-            let mut ids: Vec<NodeId> = st.nodes.keys().copied().collect();
-            ids.extend(std::mem::take(&mut st.dropped));
-            ids
-        };
+        let nodes: Vec<NodeId> = fam.write_state().take_all_nodes();
         let (meta, object, rec_s) = (Arc::clone(&self.meta), fam.object, rec.clone());
         tokio::task::spawn_blocking(move || {
             meta.write(true, |tx| {

@@ -110,11 +110,12 @@ impl Pool {
         let active: Vec<u64> = self.jobs.active().iter().map(|(id, _)| *id).collect();
         let fams: Vec<Arc<Family>> = self.lock().families.values().cloned().collect();
         for fam in fams {
-            let pending = fam
-                .read_state()
-                .restore
-                .as_ref()
-                .map(|r| (r.job, r.copy.clone(), fam.read_state().origin.clone()));
+            let pending = {
+                let st = fam.read_state();
+                st.restore
+                    .as_ref()
+                    .map(|r| (r.job, r.copy.clone(), st.origin.clone()))
+            };
             let Some((job, from, volume)) = pending else {
                 continue;
             };
@@ -130,7 +131,7 @@ impl Pool {
                 let mut st = fam.write_state();
                 st.record_dirty = true;
             }
-            let pool_rec = self.lock().pool.clone();
+            let pool_rec = self.pool_record();
             self.meta.write(true, |tx| {
                 tx.put_pool(&pool_rec)?;
                 tx.put_job(&rec)

@@ -166,7 +166,7 @@ impl Pool {
         dels: Vec<String>,
         job: Option<JobRecord>,
     ) -> Result<()> {
-        let pool_rec = self.lock().pool.clone();
+        let pool_rec = self.pool_record();
         let meta = Arc::clone(&self.meta);
         fam.save_with(move |parts| {
             meta.write(true, |tx| {

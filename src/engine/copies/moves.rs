@@ -17,10 +17,7 @@ impl Pool {
             let st = fam.read_state();
             (st.tracks, st.track)
         };
-        let id = {
-            let mut st = self.lock();
-            Pool::next_job(&mut st)
-        };
+        let id = self.next_job();
         JobRecord {
             id,
             kind: JobKind::CopyMove {
