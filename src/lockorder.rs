@@ -36,9 +36,11 @@ pub enum Rank {
     Space = 2,
 }
 
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 const RANKS: usize = 3;
 
 impl Rank {
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     fn name(self) -> &'static str {
         match self {
             Rank::Pool => "the pool lock",
