@@ -112,6 +112,16 @@ fwbytes=$(bytes "$fw")
 tracks=$((fwbytes / 65536))
 rw_region=$((1 << 30))
 [ "$fwbytes" -ge "$rw_region" ] || { echo "error: BENCH_FW_SIZE must be at least 1G" >&2; exit 1; }
+# Room on the filesystem: at fw=4G the run at d2ccfc6 took 8.1-8.2 GiB per
+# A2 target, 5.2-5.4 per A1 target, 4.1 each for no copy, the raw file and
+# the qcow2 overlay, and 2.1 for section 1 — about 14 x fw in all. A run
+# that runs out of room fails in its second round; say so before starting.
+need=$((14 * fwbytes + (2 << 30)))
+avail=$(df -B1 --output=avail "$(dirname "$dir")" | tail -1 | tr -d ' ')
+if [ "$avail" -lt "$need" ]; then
+  echo "error: the run needs about $((need >> 30)) GiB on the filesystem of $dir, which has $((avail >> 30)) GiB free; free space or set BENCH_FW_SIZE lower (ratios hold at 2G)" >&2
+  exit 1
+fi
 
 # -------------------------------------------------------------- the daemon
 # RUST_LOG=info: the daemon logs each copy point with its paused time (section 1).
