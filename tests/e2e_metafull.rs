@@ -180,3 +180,69 @@ fn database_full_then_room_again_goes_on_without_restart() {
     );
     assert!(!out.contains("fail"), "data after the restart: {out}");
 }
+
+/// Sparse disk files of a mirror on a filesystem that fills up (thin
+/// provisioning run out): writes fail with ENOSPC and no member is failed
+/// for it; once there is room the same writes go through, the group is
+/// still optimal and the two legs agree.
+#[test]
+fn sparse_disks_on_a_full_filesystem_refuse_writes_and_fail_no_member() {
+    let base = pool_dir();
+    let mnt = base.path().join("fs");
+    let Some(_fs) = Tmpfs::mount(&mnt, "48m") else {
+        return;
+    };
+    let pool = base.path().join("pool");
+    let d = Daemon::start(&pool, &[]);
+    for n in ["p0", "p1"] {
+        let p = mnt.join(n);
+        std::fs::File::create(&p)
+            .and_then(|f| f.set_len(40 << 20))
+            .expect("disk file");
+        d.ok(&["disk", "add", n, "--path", p.to_str().unwrap()]);
+    }
+    d.ok(&[
+        "group", "create", "m", "--raid", "raid1", "--disks", "p0,p1",
+    ]);
+    d.ok(&["volume", "create", "v", "--group", "m", "--size", "32M"]);
+    let url = d.export("v");
+    qemu_io(&url, &["write -P 0x41 0 4M", "flush"]);
+    // 2 x 32 MiB of mirror on 48 MiB: the second half cannot be written.
+    let (ok, out) = run(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x42 4M 28M",
+            "-c",
+            "flush",
+            &url,
+        ],
+    );
+    assert!(
+        !ok || out.contains("failed"),
+        "a write beyond the room should fail: {out}"
+    );
+    assert!(
+        out.contains("No space left on device"),
+        "the client should be told ENOSPC, not EIO: {out}"
+    );
+    let g = d.json(&["group", "show", "m"]);
+    assert_eq!(
+        g["health"], "optimal",
+        "a full filesystem failed a member: {g}"
+    );
+    for n in ["p0", "p1"] {
+        let disk = d.json(&["disk", "show", n]);
+        assert_ne!(disk["status"], "failed", "{disk}");
+    }
+    // Room again (a bigger filesystem): the same write goes through and
+    // every read of it agrees, whichever leg serves it.
+    let (ok, out) = run("mount", &["-o", "remount,size=128m", mnt.to_str().unwrap()]);
+    assert!(ok, "remount: {out}");
+    qemu_io(&url, &["write -P 0x42 4M 28M", "flush"]);
+    for _ in 0..4 {
+        qemu_io(&url, &["read -P 0x41 0 4M", "read -P 0x42 4M 28M"]);
+    }
+}
