@@ -52,6 +52,14 @@ impl IntentGuard {
     pub fn none() -> IntentGuard {
         IntentGuard { end: End::Nothing }
     }
+
+    /// Never ends the write: its range stays marked for as long as the
+    /// daemon runs (no clear pass, not even a clean stop's, takes a mark
+    /// with a write in progress), so the next start resyncs it. For a
+    /// write that left the members disagreeing.
+    pub fn keep(mut self) {
+        self.end = End::Nothing;
+    }
 }
 
 impl Drop for IntentGuard {

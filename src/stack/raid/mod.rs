@@ -92,7 +92,13 @@ impl Unsynced {
     fn add(&self, ranges: &[(u64, u64)]) {
         crate::blockdev::probe::shared_lock(1);
         let mut r = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
-        r.extend_from_slice(ranges);
+        for &(o, l) in ranges {
+            // A range inside one already listed adds nothing (a client
+            // retrying a refused write does not grow the list).
+            if !r.iter().any(|&(ro, rl)| ro <= o && o + l <= ro + rl) {
+                r.push((o, l));
+            }
+        }
         self.any.store(!r.is_empty(), Ordering::Release);
     }
 
@@ -365,7 +371,16 @@ impl RaidDev {
                 } else {
                     self.parity_write(off, buf, fua).await
                 };
-                drop(guard);
+                if out.1.as_ref().is_err_and(|e| e.kind() != ErrorKind::Io) {
+                    // Some member refused the write for want of room (or
+                    // the like) and others may have taken it: the members
+                    // may disagree here until a resync, so the mark stays
+                    // and mirror reads come from one leg.
+                    self.unsynced.add(&[(off, len)]);
+                    guard.keep();
+                } else {
+                    drop(guard);
+                }
                 out
             }
         }
