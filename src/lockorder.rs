@@ -41,6 +41,9 @@ const RANKS: usize = 3;
 
 impl Rank {
     #[cfg_attr(not(debug_assertions), allow(dead_code))]
+    const ALL: [Rank; RANKS] = [Rank::Pool, Rank::Family, Rank::Space];
+
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     fn name(self) -> &'static str {
         match self {
             Rank::Pool => "the pool lock",
@@ -74,11 +77,10 @@ pub fn acquire(rank: Rank) -> Held {
         HELD.with(|h| {
             let mut held = h.get();
             if let Some(worse) = (rank as usize..RANKS).find(|&r| held[r] > 0) {
-                let other = [Rank::Pool, Rank::Family, Rank::Space][worse];
                 panic!(
                     "lock order: taking {} while holding {} (the order is pool, family, space)",
                     rank.name(),
-                    other.name()
+                    Rank::ALL[worse].name()
                 );
             }
             held[rank as usize] += 1;
@@ -131,8 +133,7 @@ pub fn assert_none_held(what: &str) {
     HELD.with(|h| {
         let held = h.get();
         if let Some(r) = (0..RANKS).find(|&r| held[r] > 0) {
-            let rank = [Rank::Pool, Rank::Family, Rank::Space][r];
-            panic!("{what} while holding {}", rank.name());
+            panic!("{what} while holding {}", Rank::ALL[r].name());
         }
     });
     #[cfg(not(debug_assertions))]

@@ -42,6 +42,21 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A sparse file of `bytes` at `path` (a disk to add with `--path`).
+fn sparse_file(path: &Path, bytes: u64) {
+    std::fs::File::create(path)
+        .and_then(|f| f.set_len(bytes))
+        .expect("sparse disk file");
+}
+
+/// The first line of `read -v` of 512 bytes at MiB `mib` of `url`.
+fn first_bytes(url: &str, mib: u64) -> String {
+    let cmd = format!("read -v {} 512", mib << 20);
+    let (ok, out) = run("qemu-io", &["-f", "raw", "-c", &cmd, url]);
+    assert!(ok, "{out}");
+    out.lines().next().unwrap_or("").to_string()
+}
+
 /// Fills the filesystem of `path` with a file there until it is full.
 fn fill_up(path: &Path) {
     let mut f = std::fs::File::create(path).expect("filler");
@@ -78,9 +93,7 @@ fn database_full_then_room_again_goes_on_without_restart() {
     }
     for n in ["p0", "p1"] {
         let p = disks.path().join(n);
-        std::fs::File::create(&p)
-            .and_then(|f| f.set_len(64 << 20))
-            .expect("disk file");
+        sparse_file(&p, 64 << 20);
         d.ok(&["disk", "add", n, "--path", p.to_str().unwrap()]);
     }
     d.ok(&[
@@ -196,9 +209,7 @@ fn sparse_disks_on_a_full_filesystem_refuse_writes_and_fail_no_member() {
     let d = Daemon::start(&pool, &[]);
     for n in ["p0", "p1"] {
         let p = mnt.join(n);
-        std::fs::File::create(&p)
-            .and_then(|f| f.set_len(40 << 20))
-            .expect("disk file");
+        sparse_file(&p, 40 << 20);
         d.ok(&["disk", "add", n, "--path", p.to_str().unwrap()]);
     }
     d.ok(&[
@@ -263,9 +274,7 @@ fn a_write_that_reached_one_leg_only_reads_the_same_every_time() {
     let full = mnt.join("full");
     std::fs::write(&full, vec![0u8; 40 << 20]).expect("preallocated disk file");
     let sparse = mnt.join("sparse");
-    std::fs::File::create(&sparse)
-        .and_then(|f| f.set_len(40 << 20))
-        .expect("sparse disk file");
+    sparse_file(&sparse, 40 << 20);
     d.ok(&["disk", "add", "p0", "--path", full.to_str().unwrap()]);
     d.ok(&["disk", "add", "p1", "--path", sparse.to_str().unwrap()]);
     d.ok(&[
@@ -283,20 +292,7 @@ fn a_write_that_reached_one_leg_only_reads_the_same_every_time() {
     let g = d.json(&["group", "show", "m"]);
     assert_eq!(g["health"], "optimal", "{g}");
     // Whatever each MiB reads now, it reads it every time.
-    let sample = |mib: u64| -> String {
-        let (ok, out) = run(
-            "qemu-io",
-            &[
-                "-f",
-                "raw",
-                "-c",
-                &format!("read -v {} 512", mib << 20),
-                &url,
-            ],
-        );
-        assert!(ok, "{out}");
-        out.lines().next().unwrap_or("").to_string()
-    };
+    let sample = |mib: u64| first_bytes(&url, mib);
     let seen: Vec<String> = (0..32).step_by(3).map(sample).collect();
     for (i, mib) in (0..32).step_by(3).enumerate() {
         for _ in 0..3 {
@@ -312,20 +308,7 @@ fn a_write_that_reached_one_leg_only_reads_the_same_every_time() {
     // it comes from the first leg, as before the stop).
     d.restart();
     let url = d.export("v");
-    let sample = |mib: u64| -> String {
-        let (ok, out) = run(
-            "qemu-io",
-            &[
-                "-f",
-                "raw",
-                "-c",
-                &format!("read -v {} 512", mib << 20),
-                &url,
-            ],
-        );
-        assert!(ok, "{out}");
-        out.lines().next().unwrap_or("").to_string()
-    };
+    let sample = |mib: u64| first_bytes(&url, mib);
     for (i, mib) in (0..32).step_by(3).enumerate() {
         for _ in 0..3 {
             assert_eq!(sample(mib), seen[i], "MiB {mib} after a restart");

@@ -93,20 +93,7 @@ impl MemDisk {
     /// writes, FUA writes not included, in issue order; `keep` is called
     /// once for each).
     pub fn crash(&self, mut keep: impl FnMut(usize) -> bool) {
-        let mut g = self.lock();
-        let mut i = 0;
-        let lands: Vec<Lands> = g
-            .log
-            .iter()
-            .map(|e| {
-                if e.fua {
-                    return Lands::Whole(true);
-                }
-                i += 1;
-                Lands::Whole(keep(i - 1))
-            })
-            .collect();
-        replay(&mut g, &lands);
+        self.power_cut(|i, _| Lands::Whole(keep(i)));
     }
 
     /// A power cut that tears writes: as [`MemDisk::crash`], but sector
@@ -114,9 +101,18 @@ impl MemDisk {
     /// of unflushed write `i` lands when `keep(i, s)` is true. A FUA write
     /// lands whole.
     pub fn crash_torn(&self, mut keep: impl FnMut(usize, usize) -> bool) {
+        self.power_cut(|i, e| {
+            let n = sectors(e.off, e.data.len()).len();
+            Lands::Sectors((0..n).map(|s| keep(i, s)).collect())
+        });
+    }
+
+    /// A power cut: FUA writes land whole, unflushed write `i` (counted
+    /// without them, in issue order) as `lands(i, write)` says.
+    fn power_cut(&self, mut lands: impl FnMut(usize, &Logged) -> Lands) {
         let mut g = self.lock();
         let mut i = 0;
-        let lands: Vec<Lands> = g
+        let plan: Vec<Lands> = g
             .log
             .iter()
             .map(|e| {
@@ -124,11 +120,10 @@ impl MemDisk {
                     return Lands::Whole(true);
                 }
                 i += 1;
-                let n = sectors(e.off, e.data.len()).len();
-                Lands::Sectors((0..n).map(|s| keep(i - 1, s)).collect())
+                lands(i - 1, e)
             })
             .collect();
-        replay(&mut g, &lands);
+        replay(&mut g, &plan);
     }
 
     /// Number of writes since the last flush that are not durable (FUA

@@ -46,8 +46,15 @@ struct Hooks {
     group: String,
 }
 
-impl RaidHooks for Hooks {
-    fn member_failed(&self, idx: usize, err: &Error) -> DevFuture<'_, Result<()>> {
+impl Hooks {
+    /// Runs `record(pool, group, slot, why)` on the urgent lane: a change
+    /// may be waiting for this very request (see config.rs).
+    fn urgent(
+        &self,
+        idx: usize,
+        err: &Error,
+        record: fn(&Pool, &str, usize, &str) -> Result<()>,
+    ) -> DevFuture<'_, Result<()>> {
         let pool = self.pool.clone();
         let group = self.group.clone();
         let msg = format!("I/O error: {}", err.chain());
@@ -55,12 +62,19 @@ impl RaidHooks for Hooks {
             let Some(pool) = pool.upgrade() else {
                 return Err(Error::new(ErrorKind::Shutdown, "the pool is closing"));
             };
-            // The urgent lane: a change may be waiting for this very
-            // request (see config.rs).
-            let record =
-                move |p: Arc<Pool>| async move { p.record_member_failed(&group, idx, &msg) };
-            pool.urgent(record).await
+            pool.urgent(move |p: Arc<Pool>| async move { record(&p, &group, idx, &msg) })
+                .await
         })
+    }
+}
+
+impl RaidHooks for Hooks {
+    fn member_failed(&self, idx: usize, err: &Error) -> DevFuture<'_, Result<()>> {
+        self.urgent(idx, err, Pool::record_member_failed)
+    }
+
+    fn replaced_failed(&self, idx: usize, err: &Error) -> DevFuture<'_, Result<()>> {
+        self.urgent(idx, err, Pool::record_replaced_failed)
     }
 }
 
@@ -418,13 +432,6 @@ impl Pool {
             if s.state == SlotState::Failed {
                 return Ok(());
             }
-            if let SlotState::Rebuilding { job } = s.state
-                && matches!(g.raid.member_state(slot), MemberState::Rebuilding { .. })
-            {
-                // The node still fills the slot: what failed is the old
-                // disk of a hot replace, not the new one.
-                return self.record_old_disk_failed(st, group, slot, job, why);
-            }
             let mut rec = g.rec.clone();
             if s.state == SlotState::Ok {
                 // It held current data: it may come back (disk reinstate).
@@ -469,18 +476,20 @@ impl Pool {
         Ok(())
     }
 
-    /// The old disk of hot replace `job` (slot `slot` of `group`) failed:
+    /// The old disk of the hot replace of slot `slot` of `group` failed:
     /// the RAID node goes on filling the new disk from redundancy, and the
     /// slot stays the new disk's. Only the old disk is recorded failed, so
     /// that a restart resumes the job as a rebuild, not a copy from it.
-    fn record_old_disk_failed(
-        &self,
-        mut st: super::StateGuard<'_>,
-        group: &str,
-        slot: usize,
-        job: u64,
-        why: &str,
-    ) -> Result<()> {
+    /// Idempotent.
+    pub(crate) fn record_replaced_failed(&self, group: &str, slot: usize, why: &str) -> Result<()> {
+        let mut st = self.group_entry_locked(group)?;
+        let job = match st.groups.get(group).and_then(|g| g.rec.slots.get(slot)) {
+            Some(SlotRecord {
+                state: SlotState::Rebuilding { job },
+                ..
+            }) => *job,
+            _ => return Ok(()),
+        };
         let old = match self.jobs.record(job).map(|r| r.kind) {
             Some(crate::meta::model::JobKind::Rebuild {
                 old_disk: Some(old),

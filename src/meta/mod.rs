@@ -336,10 +336,12 @@ impl Meta {
 
     /// The open database, opened again first if a failed write closed it.
     fn db(&self) -> Result<parking_lot::MappedRwLockReadGuard<'_, Database>> {
-        if self.db.read().is_none() {
-            self.reopen()?;
+        let open = || parking_lot::RwLockReadGuard::try_map(self.db.read(), Option::as_ref);
+        if let Ok(g) = open() {
+            return Ok(g);
         }
-        parking_lot::RwLockReadGuard::try_map(self.db.read(), Option::as_ref).map_err(|_| {
+        self.reopen()?;
+        open().map_err(|_| {
             Error::new(
                 ErrorKind::Unavailable,
                 format!(

@@ -174,7 +174,7 @@ impl Pool {
         let me = Arc::clone(self);
         let mut st = fam.write_state();
         let tracks = st.tracks;
-        let mut ids = || me.take_object();
+        let mut ids = || me.next_object();
         let mut maps = |s: Scheme, store: &mut Store| crate::copy::maps::new_map(s, tracks, store);
         let made = st.create_copy(source, &req.name, scheme, created, &mut ids, &mut maps);
         if let Err(e) = made {
@@ -196,7 +196,7 @@ impl Pool {
         created: u64,
     ) -> (Result<VolumeRecord>, VolumeRecord) {
         let copy_rec = VolumeRecord {
-            object: self.take_object(),
+            object: self.next_object(),
             name: req.name.clone(),
             group: src_rec.group.clone(),
             size: src_rec.size,
@@ -272,12 +272,6 @@ impl Pool {
         Ok(())
     }
 
-    /// An object id, recorded in the pool record with the next commit.
-    /// Taken under a family's state lock: it takes no lock itself.
-    pub(crate) fn take_object(&self) -> u64 {
-        self.next_object()
-    }
-
     pub(super) fn new_family(
         &self,
         req: &CopyCreateRequest,
@@ -285,7 +279,7 @@ impl Pool {
         thick: Arc<crate::stack::volume::VolumeDev>,
         group_name: &str,
     ) -> Result<Arc<Family>> {
-        let object = self.take_object();
+        let object = self.next_object();
         let group: Arc<dyn BlockDev> = {
             let st = self.lock();
             let g = st
@@ -305,7 +299,7 @@ impl Pool {
         let origin_leaf = match mode {
             CopyMode::Row => {
                 let m = crate::copy::maps::new_map(scheme, tracks, &mut store)?;
-                Some((self.take_object(), m))
+                Some((self.next_object(), m))
             }
             CopyMode::Cow => None,
         };

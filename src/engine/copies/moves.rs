@@ -40,10 +40,9 @@ impl Pool {
 
     /// `copy restore NAME`: NAME's source shows NAME's image at once. A
     /// source with a leaf moves no data; the A1 origin reads its pending
-    /// tracks from the copy while a job moves them into place.
-    /// `copy restore NAME`: NAME's source shows NAME's image. Refused while
-    /// NBD clients use the source, unless `force`: their volume's contents
-    /// would change under them.
+    /// tracks from the copy while a job moves them into place. Refused
+    /// while NBD clients use the source, unless `force`: their volume's
+    /// contents would change under them.
     pub async fn copy_restore(&self, name: &str, force: bool) -> Result<CopyRestoreInfo> {
         let pool = self.arc()?;
         let n = name.to_string();
@@ -51,10 +50,7 @@ impl Pool {
             pool.copy_restore_on_worker(&n, force).await
         })
         .await?;
-        let job = match job {
-            Some(j) => Some(self.start_copy_move(j)?),
-            None => None,
-        };
+        let job = job.map(|j| self.start_copy_move(j)).transpose()?;
         Ok(CopyRestoreInfo {
             volume: target,
             from: name.to_string(),
@@ -122,7 +118,7 @@ impl Pool {
             let me = Arc::clone(&self);
             let mut st = fam.write_state();
             let tracks = st.tracks;
-            let mut ids = || me.take_object();
+            let mut ids = || me.next_object();
             let mut maps =
                 |s: Scheme, store: &mut Store| crate::copy::maps::new_map(s, tracks, store);
             st.restore_from(&target, name, job.id, &mut ids, &mut maps)?
@@ -150,10 +146,7 @@ impl Pool {
             pool.copy_split_on_worker(&n, policy).await
         })
         .await?;
-        let job = match job {
-            Some(j) => Some(self.start_copy_move(j)?),
-            None => None,
-        };
+        let job = job.map(|j| self.start_copy_move(j)).transpose()?;
         Ok(CopySplitInfo {
             n_orig,
             n_copy,
@@ -220,7 +213,7 @@ impl Pool {
             let me = Arc::clone(&self);
             let mut st = fam.write_state();
             let tracks = st.tracks;
-            let mut ids = || me.take_object();
+            let mut ids = || me.next_object();
             let mut maps =
                 |s: Scheme, store: &mut Store| crate::copy::maps::new_map(s, tracks, store);
             st.start_split(&into, &other, job.id, &mut ids, &mut maps)?

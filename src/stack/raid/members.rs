@@ -61,6 +61,14 @@ pub trait RaidHooks: Send + Sync + 'static {
     /// record it before resolving (the engine commits it to the pool
     /// database); the write that saw the error completes only after.
     fn member_failed(&self, idx: usize, err: &Error) -> DevFuture<'_, Result<()>>;
+
+    /// The old device of a hot replace of slot `idx` failed after `err`:
+    /// the slot goes on being filled, from redundancy now. Like
+    /// [`RaidHooks::member_failed`], recorded durably before resolving.
+    fn replaced_failed(&self, idx: usize, err: &Error) -> DevFuture<'_, Result<()>> {
+        let _ = (idx, err);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Hooks that record nothing (tests, or groups without a pool database).
@@ -173,6 +181,9 @@ enum Verdict {
     Dropped,
     /// The member is failed: record it through the hooks.
     Record,
+    /// The old device of a hot replace is gone; the slot goes on being
+    /// filled: record that through the hooks.
+    RecordReplaced,
     /// A non-redundant group cannot lose the device: the I/O fails.
     Fatal,
 }
@@ -348,10 +359,10 @@ impl Members {
         }
         if is(&slot.old) {
             slot.old = None;
-        } else {
-            slot.dev = None;
-            slot.state = MemberState::Failed;
+            return Verdict::RecordReplaced;
         }
+        slot.dev = None;
+        slot.state = MemberState::Failed;
         Verdict::Record
     }
 
@@ -377,6 +388,15 @@ impl Members {
                 tracing::warn!(member = idx, error = %err.chain(), "failing RAID member");
                 let recorded = hooks.member_failed(idx, &err).await;
                 recorded.map_err(|e| e.context(format!("recording the failure of member {idx}")))
+            }
+            Verdict::RecordReplaced => {
+                tracing::warn!(member = idx, error = %err.chain(), "dropping the replaced device of RAID member");
+                let recorded = hooks.replaced_failed(idx, &err).await;
+                recorded.map_err(|e| {
+                    e.context(format!(
+                        "recording the failure of member {idx}'s old device"
+                    ))
+                })
             }
         }
     }
