@@ -142,6 +142,11 @@ pub struct State {
     /// The record as last saved (None: not saved since the family was
     /// loaded or made), so a commit stores it only when it changed.
     pub saved_rec: Option<super::record::FamilyRecord>,
+    /// Free-space collection: the (frozen node, only child) pair whose
+    /// child's entries are moving into the frozen node (`copy/collect.rs`).
+    /// Set and cleared with the family's gates closed; every change of
+    /// the tree clears it.
+    pub merging: Option<(NodeId, NodeId)>,
 }
 
 /// Granule size of a track: 1/64 of it, at least 512 bytes.
@@ -192,6 +197,7 @@ impl State {
             record_dirty: true,
             restore: None,
             saved_rec: None,
+            merging: None,
         }
     }
 
@@ -429,6 +435,7 @@ impl State {
         ids: &mut dyn FnMut() -> NodeId,
         maps: &mut MakeMap<'_>,
     ) -> Result<()> {
+        self.merging = None;
         if self.images.contains_key(copy) {
             return Err(Error::conflict(format!("{copy} already exists")));
         }
@@ -527,6 +534,7 @@ impl State {
     /// the next older view; the returned plan lists the granules whose data
     /// must be copied for that merge (load-point maps cannot adopt slots).
     pub fn delete_image(&mut self, name: &str) -> Result<Vec<MergeCopy>> {
+        self.merging = None;
         let img = self.image(name)?.clone();
         if name == self.origin {
             return Err(Error::conflict(format!(
@@ -550,6 +558,7 @@ impl State {
     /// left serving only an older view is merged into it (the plan lists
     /// the data copies that merge needs).
     pub fn prune(&mut self, mut node: Option<NodeId>) -> Result<Vec<MergeCopy>> {
+        self.merging = None;
         let mut plan = Vec::new();
         while let Some(id) = node {
             if self.is_head(id) || self.restore.as_ref().is_some_and(|r| r.from == id) {
@@ -667,6 +676,7 @@ impl State {
         ids: &mut dyn FnMut() -> NodeId,
         maps: &mut MakeMap<'_>,
     ) -> Result<(u64, Vec<MergeCopy>)> {
+        self.merging = None;
         if let Some(r) = &self.restore {
             return Err(Error::conflict(format!(
                 "{} is still being restored from {} (job {}): wait for that job first",
@@ -724,6 +734,7 @@ impl State {
     /// from the original's own frozen leaf), after which the family can
     /// dissolve. Returns the tracks to move and the merges to run.
     pub fn start_fold(&mut self, job: u64) -> Result<(u64, Vec<MergeCopy>)> {
+        self.merging = None;
         if self.restore.is_some() || self.images.len() != 1 {
             return Ok((0, Vec::new()));
         }
@@ -743,6 +754,7 @@ impl State {
     /// A restore's data is all in the base: forget it and prune the frozen
     /// image it read from.
     pub fn finish_restore(&mut self) -> Result<Vec<MergeCopy>> {
+        self.merging = None;
         match &self.restore {
             Some(r) if r.pending.is_empty() => {
                 let from = r.from;
@@ -785,6 +797,7 @@ impl State {
         ids: &mut dyn FnMut() -> NodeId,
         maps: &mut MakeMap<'_>,
     ) -> Result<(u64, Vec<MergeCopy>)> {
+        self.merging = None;
         if let Some(r) = &self.restore {
             return Err(Error::conflict(format!(
                 "{} is still being restored from {} (job {}): wait for that job first",
@@ -850,6 +863,7 @@ impl State {
     /// changing and passes to `heir`, which keeps reading through its
     /// chain. The family becomes A2 (its views are never written again).
     pub fn hand_over_base(&mut self, heir: &str) -> Result<Vec<MergeCopy>> {
+        self.merging = None;
         if let Some(r) = &self.restore {
             return Err(Error::conflict(format!(
                 "{} is still being restored from {} (job {}): wait for that job first",
@@ -1000,7 +1014,7 @@ impl State {
     /// a source that keeps rewriting what an old copy point froze gives
     /// the space back while it runs (see "collapsing frozen nodes").
     pub fn collapse_written(&mut self) {
-        if self.restore.is_some() || self.dirty.is_empty() {
+        if self.restore.is_some() || self.merging.is_some() || self.dirty.is_empty() {
             return;
         }
         if !self.nodes.values().any(|n| n.kind == NodeKind::Frozen) {

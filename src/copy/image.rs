@@ -144,7 +144,7 @@ impl PieceSrc {
     }
 }
 
-fn us(x: u64) -> usize {
+pub(super) fn us(x: u64) -> usize {
     usize::try_from(x).unwrap_or(usize::MAX)
 }
 
@@ -207,6 +207,12 @@ impl Family {
 
     pub fn group(&self) -> &Arc<dyn BlockDev> {
         &self.group
+    }
+
+    /// The family's track locks (the base's writers, and the tracks a
+    /// collection moves).
+    pub(super) fn base_locks(&self) -> &RangeLock {
+        &self.base_locks
     }
 
     /// The record to persist.
@@ -640,7 +646,7 @@ impl Family {
         let len = buf.len() as u64;
         let (t_sz, moves) = {
             let st = self.read_state();
-            (st.track, Self::base_moves(&st))
+            (st.track, Self::base_moves(&st) || st.merging.is_some())
         };
         let (t0, t1) = (off / t_sz, (off + len).div_ceil(t_sz));
         let _mine = locks.lock(t0, t1).await;
@@ -702,26 +708,41 @@ impl Family {
         }
     }
 
+    /// The node a write of track `t` of image `name` goes to: its leaf, or
+    /// while a collection merges the leaf into its frozen parent, that
+    /// parent, once the leaf's entry of `t` has moved (the caller holds the
+    /// track's locks).
+    async fn writer_node(&self, name: &str, t: u64) -> Result<NodeId> {
+        let (leaf, merging) = {
+            let st = self.read_state();
+            let Head::Leaf(leaf) = st.image(name)?.head else {
+                return Err(Error::invalid("the origin of an A1 family has no leaf"));
+            };
+            (leaf, st.merging)
+        };
+        match merging {
+            Some((f, c)) if c == leaf => {
+                self.merge_track(f, c, t).await?;
+                Ok(f)
+            }
+            _ => Ok(leaf),
+        }
+    }
+
     /// Writes `data` at `at` within track `t` of image `name`'s leaf.
     async fn write_track(&self, name: &str, t: u64, at: u64, data: IoBuf, fua: bool) -> BufResult {
-        let (leaf, entry, at_slot, t_sz, g) = {
+        let leaf = match self.writer_node(name, t).await {
+            Ok(l) => l,
+            Err(e) => return (data, Err(e)),
+        };
+        let (entry, at_slot, t_sz, g) = {
             let st = self.read_state();
-            let head = match st.image(name) {
-                Ok(i) => i.head,
-                Err(e) => return (data, Err(e)),
-            };
-            let Head::Leaf(leaf) = head else {
-                return (
-                    data,
-                    Err(Error::invalid("the origin of an A1 family has no leaf")),
-                );
-            };
             let entry = st.nodes.get(&leaf).and_then(|n| n.map.get(t));
             // A slot the leaf holds: where it lies, under this same lock.
             let at_slot = entry
                 .filter(|e| e.slot != ZERO_SLOT)
                 .map(|e| (st.store.offset(e.slot), st.store.chunk_end(e.slot)));
-            (leaf, entry, at_slot, st.track, st.granule)
+            (entry, at_slot, st.track, st.granule)
         };
         let len = data.len() as u64;
         let (g0, g1) = (at / g, (at + len - 1) / g);
@@ -1023,12 +1044,16 @@ impl Family {
         t1: u64,
     ) -> Result<()> {
         let _mine = locks.lock(t0, t1).await;
-        let mut st = self.write_state();
-        let full = st.full();
-        let Head::Leaf(leaf) = st.image(name)?.head else {
-            return Err(Error::invalid("the origin of an A1 family has no leaf"));
+        let merging = self.read_state().merging.is_some();
+        let _base = if merging {
+            Some(self.base_locks.lock(t0, t1).await)
+        } else {
+            None
         };
         for t in t0..t1 {
+            let leaf = self.writer_node(name, t).await?;
+            let mut st = self.write_state();
+            let full = st.full();
             let old = st.nodes.get(&leaf).and_then(|n| n.map.get(t));
             let ok = st
                 .nodes

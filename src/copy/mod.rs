@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod collect;
 pub mod family;
 pub mod image;
 pub mod map;

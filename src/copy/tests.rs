@@ -184,6 +184,20 @@ impl Rig {
         self.devs.remove(name);
     }
 
+    /// A collection step: merges tracks `0..upto` of the next pair (the
+    /// pair stays set, so writes that follow go through it), and with
+    /// `end` ends it and saves.
+    async fn collect(&mut self, upto: u64, end: bool) -> Result<()> {
+        if self.fam.begin_merge().is_some() {
+            self.fam.merge_tracks(0, upto.min(TRACKS)).await?;
+        }
+        if end {
+            self.fam.end_merge().await?;
+            self.fam.commit().await?;
+        }
+        Ok(())
+    }
+
     #[allow(clippy::type_complexity)]
     fn ids_and_maps(
         &self,
@@ -427,6 +441,12 @@ enum Op {
         larger: bool,
     },
     DeleteOrigin,
+    /// Free-space collection: merge tracks `0..upto` of the next pair,
+    /// and end the pair if `end`.
+    Collect {
+        upto: u64,
+        end: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -451,6 +471,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::FinishRestore),
         1 => any::<bool>().prop_map(|larger| Op::Split { larger }),
         1 => Just(Op::DeleteOrigin),
+        2 => (0..=TRACKS, any::<bool>()).prop_map(|(upto, end)| Op::Collect { upto, end }),
     ]
 }
 
@@ -597,6 +618,14 @@ async fn run(mode: CopyMode, scheme: Scheme, ops: &[Op]) -> std::result::Result<
                     .map_err(|e| TestCaseError::fail(e.chain()))?;
                 m.live.remove(&gone);
                 m.settle();
+            }
+            Op::Collect { upto, end } => {
+                rig.collect(*upto, *end)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.chain()))?;
+                if *end {
+                    m.settle();
+                }
             }
             Op::Crash { keep } => {
                 let mut k = *keep | 1;
@@ -1231,3 +1260,5 @@ fn a_row_family_stays_row_for_the_user_after_a_split() {
         assert_eq!(rig.fam.read_state().asked, CopyMode::Row, "after a restart");
     });
 }
+
+mod collect;

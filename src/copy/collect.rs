@@ -1,0 +1,354 @@
+//! Free-space collection of a copy family (seed 000 FIG. 13, "free space
+//! collection"; issue 18): a frozen node with one child holds what only
+//! that child's readers can reach, so the two can become one node. The
+//! child's entries move into the frozen node track by track, and then the
+//! frozen node takes the child's place: one area per extent instead of one
+//! per copy generation, and the child's areas go back to the store.
+//!
+//! ```text
+//!   before               during (child C's entries move into F)    after
+//!   P <- F <- C(leaf)    P <- F <- C    host writes to C's image    P <- F(leaf, C's image)
+//!                                       go to F once C's entry      C's areas freed
+//!                                       for the track moved
+//! ```
+//!
+//! Why moving C into F is sound: F has one child, so every read that
+//! reaches F has passed C first; F's granules that C holds are dead, and
+//! may be overwritten with C's data before the commit that records the
+//! move (a crash before it reads them from C still). Data moves for the
+//! young side only (C: what was written since the last copy point), and
+//! a host write to a track whose entry moved goes straight to F, so C
+//! gains nothing while the pass runs.
+//!
+//! Rules: `State::merging` is set and cleared with the family's gates
+//! closed (no host write in flight); while it is set, host writes of the
+//! child take the family's track locks (`Family::write_leaf`) and the job
+//! takes the same lock per track, so a track never moves while it is
+//! written. Every change of the tree clears `merging` (the job starts the
+//! pair again if it is still one), and no collapse runs while it is set.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use super::family::{NodeId, NodeKind, Src, State, runs};
+use super::image::{Family, us};
+use super::map::{Entry, ZERO_SLOT};
+use crate::buf::IoBuf;
+use crate::error::{Error, Result};
+use crate::meta::model::CopyMode;
+use crate::meta::model::copy::Head;
+
+/// The data one track's merge must move: `pieces` (granule mask, source)
+/// into slot `dst` of the frozen node.
+#[derive(Debug, Clone)]
+pub struct TrackMove {
+    pub dst: u64,
+    /// `dst` was placed for this move (not the frozen node's entry slot).
+    pub fresh: bool,
+    pub pieces: Vec<(u64, Src)>,
+    /// The entries the move was planned from (checked again before it is
+    /// applied).
+    pub child: Entry,
+    pub frozen: Option<Entry>,
+}
+
+impl State {
+    /// The next pair to merge: a frozen node of a row family with exactly
+    /// one child, the topmost of its line (its parent is not such a node
+    /// with it as only child), lowest id first. None during a restore.
+    pub fn merge_pair(&self) -> Option<(NodeId, NodeId)> {
+        if self.mode != CopyMode::Row || self.restore.is_some() {
+            return None;
+        }
+        let mut kids: std::collections::HashMap<NodeId, Vec<NodeId>> = Default::default();
+        for n in self.nodes.values() {
+            if let Some(p) = n.parent {
+                kids.entry(p).or_default().push(n.id);
+            }
+        }
+        let sole = |id: NodeId| -> Option<NodeId> {
+            let n = self.nodes.get(&id)?;
+            if n.kind != NodeKind::Frozen || n.invalid {
+                return None;
+            }
+            match kids.get(&id)?.as_slice() {
+                [c] => Some(*c),
+                _ => None,
+            }
+        };
+        let mut pairs: Vec<(NodeId, NodeId)> = self
+            .nodes
+            .keys()
+            .filter_map(|&f| sole(f).map(|c| (f, c)))
+            .filter(|&(f, _)| {
+                let parent = self.nodes.get(&f).and_then(|n| n.parent);
+                parent.and_then(sole) != Some(f)
+            })
+            .collect();
+        pairs.sort_unstable();
+        pairs.first().copied()
+    }
+
+    /// How many pairs a collection has ahead of it (each a pass).
+    pub fn merge_pairs(&self) -> u64 {
+        if self.mode != CopyMode::Row || self.restore.is_some() {
+            return 0;
+        }
+        self.nodes
+            .values()
+            .filter(|n| n.kind == NodeKind::Frozen && !n.invalid)
+            .filter(|n| {
+                self.nodes
+                    .values()
+                    .filter(|c| c.parent == Some(n.id))
+                    .count()
+                    == 1
+            })
+            .count() as u64
+    }
+
+    /// Plans merging child `c`'s entry of track `t` into frozen node `f`.
+    /// A move that needs no data (the frozen node can take the child's
+    /// slot as it is) is done here; otherwise the data to move is
+    /// returned, for [`State::apply_move`] after it moved.
+    pub fn plan_move(&mut self, f: NodeId, c: NodeId, t: u64) -> Result<Option<TrackMove>> {
+        let Some(ec) = self.nodes.get(&c).and_then(|n| n.map.get(t)) else {
+            return Ok(None);
+        };
+        let ef = self.nodes.get(&f).and_then(|n| n.map.get(t));
+        let f_left = ef.map_or(0, |e| e.valid & !ec.valid);
+        let c_area = self.in_area(c, ec.slot);
+        let takes = !c_area
+            && self
+                .nodes
+                .get(&f)
+                .is_some_and(|n| n.map.accepts(t, ec.slot));
+        if f_left == 0 && takes {
+            // The frozen node's entry becomes the child's, slot and all.
+            if let Some(n) = self.nodes.get_mut(&f) {
+                n.map.set(t, ec);
+            }
+            if let Some(e) = ef.filter(|e| e.slot != ec.slot) {
+                self.free_entry_slot(f, e);
+            }
+            self.drop_child_entry(c, t, None);
+            self.touch(f, t);
+            return Ok(None);
+        }
+        let (dst, fresh) = match ef {
+            Some(e) if e.slot != ZERO_SLOT => (e.slot, false),
+            _ => {
+                let State { nodes, store, .. } = self;
+                let n = nodes
+                    .get_mut(&f)
+                    .ok_or_else(|| Error::corrupt("collection: the frozen node vanished"))?;
+                (n.map.place(t, store)?, true)
+            }
+        };
+        let src = if ec.slot == ZERO_SLOT {
+            Src::Zero
+        } else {
+            Src::Slot(ec.slot)
+        };
+        let mut pieces = vec![(ec.valid, src)];
+        if let Some(e) = ef.filter(|e| e.slot == ZERO_SLOT && f_left != 0) {
+            // A zeroed entry of the frozen node gets a slot: its granules
+            // the child does not cover are written as zeroes.
+            pieces.push((e.valid & !ec.valid, Src::Zero));
+        }
+        Ok(Some(TrackMove {
+            dst,
+            fresh,
+            pieces,
+            child: ec,
+            frozen: ef,
+        }))
+    }
+
+    /// Records a track move whose data is in place: the frozen node's
+    /// entry covers the child's granules, the child's entry goes. If
+    /// either entry changed meanwhile, nothing is recorded (the track is
+    /// merged again later) and a freshly placed slot goes back.
+    pub fn apply_move(&mut self, f: NodeId, c: NodeId, t: u64, m: &TrackMove) -> bool {
+        let now_c = self.nodes.get(&c).and_then(|n| n.map.get(t));
+        let now_f = self.nodes.get(&f).and_then(|n| n.map.get(t));
+        if now_c != Some(m.child) || now_f != m.frozen {
+            if m.fresh {
+                self.free_entry_slot(
+                    f,
+                    Entry {
+                        slot: m.dst,
+                        valid: 1,
+                    },
+                );
+            }
+            return false;
+        }
+        let valid = m.frozen.map_or(0, |e| e.valid) | m.child.valid;
+        if let Some(n) = self.nodes.get_mut(&f) {
+            n.map.set(t, Entry { slot: m.dst, valid });
+        }
+        self.drop_child_entry(c, t, Some(m.child));
+        self.touch(f, t);
+        true
+    }
+
+    /// Removes the child's entry of `t` (its slot freed after the next
+    /// commit unless `freed` is None: the frozen node took it), and a
+    /// partial area of the child that no entry uses any longer.
+    fn drop_child_entry(&mut self, c: NodeId, t: u64, freed: Option<Entry>) {
+        if let Some(e) = freed {
+            self.free_entry_slot(c, e);
+        }
+        let Some(n) = self.nodes.get_mut(&c) else {
+            return;
+        };
+        n.map.remove(t);
+        if n.map.scheme().load_point()
+            && let Some((a, k)) = n.map.shed(t)
+        {
+            self.store.free_area_later(a, k);
+            self.record_dirty = true;
+        }
+        self.touch(c, t);
+    }
+
+    /// Whether `slot` lies in one of node `id`'s reserved areas.
+    fn in_area(&self, id: NodeId, slot: u64) -> bool {
+        slot != ZERO_SLOT
+            && self.nodes.get(&id).is_some_and(|n| {
+                n.map
+                    .areas()
+                    .iter()
+                    .any(|&(a, k)| slot >= a && slot < a + k)
+            })
+    }
+
+    /// Ends merging `c` into `f` (call with the gates closed, `c` empty):
+    /// `f` takes `c`'s place — its kind, its children, the images whose
+    /// head it was — and `c` leaves the tree.
+    pub fn finish_merge(&mut self, f: NodeId, c: NodeId) -> Result<()> {
+        let (kind, empty) = match self.nodes.get(&c) {
+            Some(n) => (n.kind, n.map.is_empty()),
+            None => return Err(Error::corrupt("collection: the child node vanished")),
+        };
+        if !empty {
+            return Err(Error::corrupt(format!(
+                "collection: node {c} still has entries when its merge into {f} ends"
+            )));
+        }
+        for n in self.nodes.values_mut() {
+            if n.parent == Some(c) {
+                n.parent = Some(f);
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(&f) {
+            n.kind = kind;
+        }
+        for i in self.images.values_mut() {
+            if i.head == Head::Leaf(c) {
+                i.head = Head::Leaf(f);
+            }
+        }
+        if self.newest_view == Some(c) {
+            self.newest_view = Some(f);
+        }
+        self.remove_node(c);
+        self.merging = None;
+        self.record_dirty = true;
+        Ok(())
+    }
+}
+
+impl Family {
+    /// Starts merging the next pair, if there is one and none is being
+    /// merged. Call with the family's gates closed.
+    pub fn begin_merge(&self) -> Option<(NodeId, NodeId)> {
+        let mut st = self.write_state();
+        if st.merging.is_none() {
+            st.merging = st.merge_pair();
+        }
+        st.merging
+    }
+
+    /// Whether a pair could be merged (no gates needed to ask).
+    pub fn has_merge_pair(&self) -> bool {
+        let st = self.read_state();
+        st.merging.is_some() || st.merge_pair().is_some()
+    }
+
+    /// Merges tracks `t0..t1` of the pair being merged, each under its
+    /// track lock; host I/O goes on meanwhile.
+    pub async fn merge_tracks(&self, t0: u64, t1: u64) -> Result<()> {
+        for t in t0..t1 {
+            let Some((f, c)) = self.read_state().merging else {
+                return Ok(());
+            };
+            let _l = self.base_locks().lock(t, t + 1).await;
+            self.merge_track(f, c, t).await?;
+        }
+        Ok(())
+    }
+
+    /// Merges track `t` of child `c` into frozen node `f` (the caller holds
+    /// the track's lock, or the gates are closed).
+    pub(super) async fn merge_track(&self, f: NodeId, c: NodeId, t: u64) -> Result<()> {
+        let planned = self.write_state().plan_move(f, c, t)?;
+        let Some(m) = planned else { return Ok(()) };
+        let (g, dst_off, srcs) = {
+            let st = self.read_state();
+            let mut srcs = Vec::with_capacity(m.pieces.len());
+            for &(mask, src) in &m.pieces {
+                let off = match src {
+                    Src::Slot(s) => Some(st.store.offset(s)?),
+                    _ => None,
+                };
+                srcs.push((mask, off));
+            }
+            (st.granule, st.store.offset(m.dst)?, srcs)
+        };
+        for (mask, src_off) in srcs {
+            for (gs, gn) in runs(mask) {
+                let piece = IoBuf::new(us(gn * g));
+                let piece = match src_off {
+                    Some(o) => {
+                        let (p, r) = self.group().read(o + gs * g, piece).await;
+                        r?;
+                        p
+                    }
+                    None => piece,
+                };
+                let (_, r) = self.group().write(dst_off + gs * g, piece, false).await;
+                r?;
+            }
+        }
+        self.write_state().apply_move(f, c, t, &m);
+        Ok(())
+    }
+
+    /// Ends the pair being merged (or, if none is set, the next pair):
+    /// moves what the child still holds, makes it durable, and the frozen
+    /// node takes the child's place. Call with the family's gates closed;
+    /// the caller saves. Whether a pair ended.
+    pub async fn end_merge(self: &Arc<Self>) -> Result<bool> {
+        let Some((f, c)) = self.begin_merge() else {
+            return Ok(false);
+        };
+        let left: Vec<u64> = {
+            let st = self.read_state();
+            st.nodes
+                .get(&c)
+                .map(|n| n.map.entries().map(|(t, _)| t).collect())
+                .unwrap_or_default()
+        };
+        for t in left {
+            self.merge_track(f, c, t).await?;
+        }
+        // The moved data is durable, and the child's emptied map saved,
+        // before the tree changes.
+        self.commit().await?;
+        self.write_state().finish_merge(f, c)?;
+        Ok(true)
+    }
+}
