@@ -754,3 +754,70 @@ fn the_old_disk_failing_during_a_hot_replace_leaves_the_new_one_in_place() {
         ],
     );
 }
+
+/// The copy-gc job a deletion starts (free-space collection, issue 18),
+/// killed midway: it resumes by itself, the source reads every write and
+/// the long-lived copy its own image, and the space the merged copy
+/// point's child held comes back.
+#[test]
+fn kill_9_during_a_copy_gc() {
+    if !have(&["qemu-io"]) {
+        return;
+    }
+    let dir = pool_dir();
+    // Collection throttled from the start, so the job is caught midway.
+    let mut d = Daemon::start(dir.path(), &["--gc-rate", "2M"]);
+    d.group("g", "concat", &["a"], "1280M");
+    d.ok(&["volume", "create", "src", "--group", "g", "--size", "256M"]);
+    qemu_io(&d.export("src"), &["write -P 0x61 0 256M", "flush"]);
+    d.ok(&["copy", "create", "src", "c0"]);
+    qemu_io(&d.export("src"), &["write -P 0x71 0 256M", "flush"]);
+    d.ok(&["copy", "create", "src", "k"]);
+    // 4 KiB at the start of every 64 KiB track: each must move.
+    let tracks = 256 * 16;
+    let writes: Vec<String> = (0..tracks)
+        .map(|t| format!("write -P 0x72 {} 4k", t * 65536))
+        .collect();
+    let mut cmds: Vec<&str> = writes.iter().map(String::as_str).collect();
+    cmds.push("flush");
+    qemu_io(&d.export("src"), &cmds);
+    let free = |d: &Daemon| d.json(&["group", "show", "g"])["free"].as_u64().unwrap();
+    let before = free(&d);
+    d.ok(&["copy", "delete", "k"]);
+    let jobs = d.json(&["job", "list"]);
+    let job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "copy-gc")
+        .unwrap_or_else(|| panic!("no copy-gc job after the deletion: {jobs}"))
+        .clone();
+    assert_eq!(job["state"], "running", "{job}");
+    kill_midway(&mut d, &id_of(&job), "2M");
+    let reads: Vec<String> = (0..tracks)
+        .flat_map(|t| {
+            [
+                format!("read -P 0x72 {} 4k", t * 65536),
+                format!("read -P 0x71 {} 60k", t * 65536 + 4096),
+            ]
+        })
+        .collect();
+    let check = |d: &Daemon| {
+        let out = qemu_io(
+            &d.export("src"),
+            &reads.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(!out.contains("Pattern verification failed"), "{out}");
+        qemu_io(&d.export("c0"), &["read -P 0x61 0 256M"]);
+    };
+    check(&d);
+    let after = free(&d);
+    assert!(
+        after >= before + 192 * (1 << 20),
+        "the merged child's space came back: free {before} -> {after}"
+    );
+    let again = d.ok(&["copy", "gc"]);
+    assert!(again.contains("nothing to collect"), "{again}");
+    d.restart();
+    check(&d);
+}

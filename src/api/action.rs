@@ -46,6 +46,7 @@ pub enum Action {
     CopyDelete(String),
     CopyRestore(String, CopyRestoreRequest),
     CopySplit(String, CopySplitRequest),
+    CopyGc,
 }
 
 /// The view an action returns.
@@ -160,6 +161,7 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
             Reply::CopyRestored(p.copy_restore(&name, req.force).await?)
         }
         Action::CopySplit(name, req) => Reply::CopySplit(p.copy_split(&name, req).await?),
+        Action::CopyGc => Reply::Jobs(p.copy_gc().await?),
         other => match read(p, &other) {
             Some(reply) => reply?,
             None => {

@@ -84,6 +84,7 @@ struct ApiDoc;
 pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(pool_info))
+        .routes(routes!(pool_gc))
         .routes(routes!(disk_list, disk_add))
         .routes(routes!(disk_get, disk_remove))
         .routes(routes!(disk_fail))
@@ -139,6 +140,15 @@ pub async fn wrong_method(method: Method, uri: Uri) -> ApiFailure {
     responses((status = 200, description = "The pool", body = PoolInfo)))]
 async fn pool_info(State(s): State<AppState>) -> Answer {
     s.run(Action::PoolInfo, StatusCode::OK).await
+}
+
+/// Collect the free space of instant copies: every copy family with a copy
+/// point that only one line of images still reads gets a job merging it
+/// (or the job already at it is returned). Host I/O goes on meanwhile.
+#[utoipa::path(post, path = "/v1/pool/gc", tag = "pool",
+    responses((status = 202, description = "The collection jobs (empty: nothing to collect)", body = [JobInfo])))]
+async fn pool_gc(State(s): State<AppState>) -> Answer {
+    s.run(Action::CopyGc, StatusCode::ACCEPTED).await
 }
 
 // ---------------------------------------------------------------- disks

@@ -108,6 +108,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub intent_clear_interval: u64,
+    /// Bytes per second a copy-gc job may move (free-space collection of
+    /// instant copies, started by itself after a copy is deleted), e.g.
+    /// 200M, so host I/O keeps its priority; 0: no limit. `job rate`
+    /// changes a running one.
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
+    pub gc_rate: u64,
     /// serve has no JSON output: it is refused with a pointer to `pool show`.
     #[arg(long, hide = true)]
     pub json: bool,
@@ -335,6 +341,17 @@ pub enum CopyCmd {
         /// them, and what they wrote since the copy is gone.
         #[arg(long)]
         force: bool,
+    },
+    /// Give back the space of copy points no copy reads any more.
+    ///
+    /// Deleting a copy leaves the data its source had at the copy point
+    /// read only by the source; a job (copy-gc) merges it with the source's
+    /// newer data and gives back the space one of the two held. It starts
+    /// by itself after a deletion; this starts it for every volume now.
+    Gc {
+        /// Wait until nothing is left to collect, with a progress bar.
+        #[arg(long)]
+        wait: bool,
     },
     /// Make a copy independent of its original, so that either can be
     /// deleted without touching the other.

@@ -72,6 +72,7 @@ fn serve(pool: PathBuf, json: bool, args: ServeArgs) -> Result<(), Failure> {
         fault_injection: args.fault_injection,
         workers,
         intent_clear_interval: std::time::Duration::from_secs(args.intent_clear_interval),
+        gc_rate: args.gc_rate,
     };
     daemon::run(opts).map_err(|e| Failure::new(format!("{e:#}")))
 }
@@ -282,6 +283,7 @@ fn copy(ctx: &Ctx, cmd: CopyCmd) -> Result<(), Failure> {
             let r: CopyRestoreInfo = ctx.post(&one(&name, "/restore"), &req)?;
             with_job(ctx, r, |r| &mut r.job, wait, render::copy_restored)
         }
+        CopyCmd::Gc { wait } => copy_gc(ctx, wait),
         CopyCmd::Split { name, policy, wait } => {
             let req = CopySplitRequest { policy };
             let info: CopySplitInfo = ctx.post(&one(&name, "/split"), &req)?;
@@ -294,6 +296,26 @@ fn copy(ctx: &Ctx, cmd: CopyCmd) -> Result<(), Failure> {
             )
         }
     }
+}
+
+/// `copy gc`: starts collection; with `--wait`, follows the jobs and asks
+/// again until nothing is left to collect (a deletion while a job ran can
+/// leave another copy point).
+fn copy_gc(ctx: &Ctx, wait: bool) -> Result<(), Failure> {
+    let mut all: Vec<JobInfo> = Vec::new();
+    for _ in 0..64 {
+        let jobs: Vec<JobInfo> = ctx.post("/v1/pool/gc", &serde_json::json!({}))?;
+        if jobs.is_empty() || !wait {
+            all.extend(jobs);
+            break;
+        }
+        for j in jobs {
+            let ended = wait::follow(ctx, j, wait::default_stall())?;
+            wait::outcome(&ended)?;
+            all.push(ended);
+        }
+    }
+    ctx.show(&all, |jobs| render::copy_gc(jobs, wait))
 }
 
 /// Prints an answer that may carry a job. With `--wait` the job is followed

@@ -534,6 +534,22 @@ pub fn copy_deleted(r: &CopyDeleteInfo) -> String {
 
 /// What `copy split` measured (the tracks each side wrote since the copy),
 /// what moves, and its job.
+/// The answer of `copy gc`.
+pub fn copy_gc(jobs: &[JobInfo], waited: bool) -> String {
+    if jobs.is_empty() {
+        return "nothing to collect: every copy point is still read by a copy".into();
+    }
+    let mut out: Vec<String> = jobs.iter().map(job_line).collect();
+    if !waited {
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+        out.push(format!(
+            "follow with `ferrosan job wait ID` ({})",
+            ids.join(", ")
+        ));
+    }
+    out.join("\n")
+}
+
 pub fn copy_split(name: &str, s: &CopySplitInfo) -> String {
     let policy = policy_name(s.policy);
     let mut lines = vec![

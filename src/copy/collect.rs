@@ -118,8 +118,20 @@ impl State {
         };
         let ef = self.nodes.get(&f).and_then(|n| n.map.get(t));
         let f_left = ef.map_or(0, |e| e.valid & !ec.valid);
-        let c_area = self.in_area(c, ec.slot);
-        let takes = !c_area
+        // An area of the child where the frozen node has none passes to it
+        // whole (partial areas): its slots then need no copy.
+        // Only where the child's entry then passes at once, so a node
+        // never lists an area none of its entries uses.
+        if f_left == 0
+            && let Some(area) = self.area_holding(c, ec.slot)
+            && let Some(n) = self.nodes.get_mut(&f)
+            && n.map.take_area(t, area)
+        {
+            self.record_dirty = true;
+        }
+        // A slot in an area only the child holds would go with the area.
+        let c_only = self.in_area(c, ec.slot) && !self.in_area(f, ec.slot);
+        let takes = !c_only
             && self
                 .nodes
                 .get(&f)
@@ -205,10 +217,16 @@ impl State {
             return;
         };
         n.map.remove(t);
-        if n.map.scheme().load_point()
-            && let Some((a, k)) = n.map.shed(t)
-        {
-            self.store.free_area_later(a, k);
+        let shed = if n.map.scheme().load_point() {
+            n.map.shed(t)
+        } else {
+            None
+        };
+        if let Some((a, k)) = shed {
+            // Given up by the child; freed unless it passed to another node.
+            if !self.area_listed_elsewhere(c, a) {
+                self.store.free_area_later(a, k);
+            }
             self.record_dirty = true;
         }
         self.touch(c, t);
@@ -216,13 +234,29 @@ impl State {
 
     /// Whether `slot` lies in one of node `id`'s reserved areas.
     fn in_area(&self, id: NodeId, slot: u64) -> bool {
-        slot != ZERO_SLOT
-            && self.nodes.get(&id).is_some_and(|n| {
-                n.map
-                    .areas()
-                    .iter()
-                    .any(|&(a, k)| slot >= a && slot < a + k)
-            })
+        self.area_holding(id, slot).is_some()
+    }
+
+    /// Node `id`'s reserved area holding `slot`.
+    fn area_holding(&self, id: NodeId, slot: u64) -> Option<(u64, u64)> {
+        if slot == ZERO_SLOT {
+            return None;
+        }
+        let n = self.nodes.get(&id)?;
+        n.map
+            .areas()
+            .into_iter()
+            .find(|&(a, k)| slot >= a && slot < a + k)
+    }
+
+    /// Whether a node other than `id` lists the area starting at `first`
+    /// (an area a collection handed over is listed by both until the
+    /// child gives it up).
+    pub(super) fn area_listed_elsewhere(&self, id: NodeId, first: u64) -> bool {
+        self.nodes
+            .values()
+            .filter(|n| n.id != id)
+            .any(|n| n.map.areas().iter().any(|&(a, _)| a == first))
     }
 
     /// Ends merging `c` into `f` (call with the gates closed, `c` empty):

@@ -380,10 +380,15 @@ impl State {
         self.record_dirty = true;
     }
 
-    /// Removes a node and frees its slots (after the next commit).
+    /// Removes a node and frees its slots (after the next commit), but
+    /// not an area another node also lists (handed over by a collection).
     pub fn remove_node(&mut self, id: NodeId) {
         if let Some(n) = self.nodes.remove(&id) {
-            self.free_map(n.map.as_ref());
+            let shared: Vec<u64> = (n.map.areas().into_iter())
+                .map(|(a, _)| a)
+                .filter(|&a| self.area_listed_elsewhere(id, a))
+                .collect();
+            self.free_map_but(n.map.as_ref(), &shared);
             self.dropped.push(id);
             self.dirty.retain(|(d, _)| *d != id);
             self.record_dirty = true;
@@ -391,6 +396,12 @@ impl State {
     }
 
     fn free_map(&mut self, map: &dyn TrackMap) {
+        self.free_map_but(map, &[]);
+    }
+
+    /// Frees a removed map's slots and areas, except the areas starting
+    /// at `keep`.
+    fn free_map_but(&mut self, map: &dyn TrackMap, keep: &[u64]) {
         let areas = map.areas();
         let in_area = |s: u64| areas.iter().any(|&(a, n)| s >= a && s < a + n);
         let singles: Vec<u64> = map
@@ -402,7 +413,9 @@ impl State {
             self.store.free_later(s);
         }
         for (a, n) in areas {
-            self.store.free_area_later(a, n);
+            if !keep.contains(&a) {
+                self.store.free_area_later(a, n);
+            }
         }
     }
 

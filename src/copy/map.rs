@@ -108,6 +108,14 @@ pub trait TrackMap: Send + Sync {
         None
     }
 
+    /// Ties `area`, another node's area holding track `t`'s extent at the
+    /// same offsets, to `t`'s extent, if this map has no area there: a
+    /// collection hands an area over with its data instead of copying it.
+    /// Whether it did; only the partial-area scheme can.
+    fn take_area(&mut self, _t: u64, _area: Area) -> bool {
+        false
+    }
+
     /// Areas reserved (`Some(slots)`) or given back (`None`) since the last
     /// call, by first slot: what the next save stores. Pointer schemes
     /// reserve none.

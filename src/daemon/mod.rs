@@ -37,6 +37,8 @@ pub struct ServeOptions {
     pub workers: Option<usize>,
     /// How often idle write-intent regions are cleared.
     pub intent_clear_interval: std::time::Duration,
+    /// Rate limit of copy-gc jobs (bytes/s, 0 = none).
+    pub gc_rate: u64,
 }
 
 /// The pool lock: an exclusive `flock` on `<pool>/ferrosan.lock`, held for
@@ -128,6 +130,7 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let pool_opts = PoolOptions {
         fault_injection: opts.fault_injection,
         intent_clear_interval: opts.intent_clear_interval,
+        gc_rate: opts.gc_rate,
         ..PoolOptions::default()
     };
     let pool = Pool::open(&dir, Arc::clone(&workers), pool_opts)

@@ -107,6 +107,21 @@ impl Pool {
                         self.jobs.add_finished(j);
                     }
                 }
+                JobKind::CopyCollect { family, .. } => {
+                    // Resumed while its family lives (the pair it was on is
+                    // merged again from its checkpoint); else nothing is
+                    // left to collect.
+                    if self.lock().families.contains_key(family) {
+                        resumes.push(j);
+                    } else {
+                        let mut j = j;
+                        j.state = crate::api::views::JobState::Done;
+                        j.done = j.total;
+                        j.message = Some("its copy family was gone at the last stop".into());
+                        self.meta.write(true, |tx| tx.put_job(&j))?;
+                        self.jobs.add_finished(j);
+                    }
+                }
                 JobKind::Rebuild {
                     group, slot, disk, ..
                 } => {

@@ -65,6 +65,8 @@ pub struct PoolOptions {
     pub direct_io: bool,
     /// How often idle write-intent regions are cleared.
     pub intent_clear_interval: Duration,
+    /// Rate limit of copy-gc jobs (bytes/s, 0 = none).
+    pub gc_rate: u64,
 }
 
 impl Default for PoolOptions {
@@ -73,6 +75,7 @@ impl Default for PoolOptions {
             fault_injection: false,
             direct_io: true,
             intent_clear_interval: Duration::from_secs(5),
+            gc_rate: 0,
         }
     }
 }

@@ -23,7 +23,8 @@ pub(crate) fn job_group(k: &JobKind) -> &str {
     match k {
         JobKind::Rebuild { group, .. }
         | JobKind::Resync { group, .. }
-        | JobKind::CopyMove { group, .. } => group,
+        | JobKind::CopyMove { group, .. }
+        | JobKind::CopyCollect { group, .. } => group,
     }
 }
 
@@ -165,6 +166,9 @@ impl Pool {
         if let JobKind::CopyMove { family, .. } = &rec.kind {
             return self.copy_move_work(*family, rec.id);
         }
+        if let JobKind::CopyCollect { family, .. } = &rec.kind {
+            return self.copy_collect_work(*family, rec.id);
+        }
         let pool = self.arc()?;
         let st = self.lock();
         let group = job_group(&rec.kind).to_string();
@@ -187,7 +191,7 @@ impl Pool {
                     }) as Box<dyn Work>)
                 })
             }
-            JobKind::CopyMove { .. } => {
+            JobKind::CopyMove { .. } | JobKind::CopyCollect { .. } => {
                 return Err(Error::invalid("a copy job has no group work"));
             }
             JobKind::Resync { ranges, .. } => {

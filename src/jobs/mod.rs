@@ -142,6 +142,12 @@ pub fn describe(kind: &JobKind) -> (String, String) {
                 "split {volume} from {from}: move {volume}'s new data into the space both share"
             ),
         ),
+        JobKind::CopyCollect { volume, .. } => (
+            "copy-gc".into(),
+            format!(
+                "copies of {volume}: merge copy points no copy reads any more, give back their space"
+            ),
+        ),
         JobKind::Resync { group, ranges } => {
             let bytes: u64 = ranges.iter().map(|r| r.1).sum();
             (

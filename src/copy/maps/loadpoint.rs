@@ -52,6 +52,10 @@ pub(super) trait Positions: Send + Sync {
     fn shed(&mut self, _t: u64) -> Option<Area> {
         None
     }
+    /// See [`TrackMap::take_area`].
+    fn tie_area(&mut self, _t: u64, _area: Area) -> bool {
+        false
+    }
 }
 
 /// A load-point track map over the positions `P`.
@@ -174,6 +178,14 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
         let a = self.pos.shed(t)?;
         self.log.note(a.0, None);
         Some(a)
+    }
+
+    fn take_area(&mut self, t: u64, area: Area) -> bool {
+        if !self.pos.tie_area(t, area) {
+            return false;
+        }
+        self.log.note(area.0, Some(area.1));
+        true
     }
 
     fn take_area_changes(&mut self) -> Vec<(u64, Option<u64>)> {

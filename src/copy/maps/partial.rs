@@ -226,6 +226,18 @@ impl Positions for Partials {
         Some((lp, self.extent_len(i)))
     }
 
+    fn tie_area(&mut self, t: u64, (first, n): Area) -> bool {
+        if t >= self.tracks || self.position(t).is_some() {
+            return false;
+        }
+        let i = t / PARTIAL_AREA_TRACKS;
+        if n != self.extent_len(i) {
+            return false;
+        }
+        self.tie(i, first);
+        true
+    }
+
     fn areas(&self) -> Vec<Area> {
         let tied = (self.areas.iter_ref())
             .filter_map(|&(i, a)| a.load_point.map(|lp| (lp, self.extent_len(i))));

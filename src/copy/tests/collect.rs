@@ -147,3 +147,51 @@ fn writes_during_a_merge_and_a_crash_in_the_middle_lose_nothing() {
         });
     }
 }
+
+/// Where the deletion's collapse already emptied the frozen node's tracks
+/// (the original rewrote them whole), the child's slots pass to the
+/// frozen node as they are: no data is read or written (pointer schemes;
+/// partial areas pass the same way per 64-track extent, which this rig's
+/// 24 tracks cannot show, and the whole-map bitmaps copy into their fixed
+/// places).
+#[test]
+fn rewritten_areas_pass_to_the_frozen_node_without_copying() {
+    for scheme in [Scheme::ChangedPointer, Scheme::FullPointer] {
+        crate::rt::block_on(async {
+            let mut rig = Rig::new(CopyMode::Row, scheme, 64 << 20);
+            w(&rig, 0, SIZE as usize, 1).await;
+            rig.copy("o", "c0", scheme).await.unwrap();
+            w(&rig, 0, SIZE as usize, 2).await;
+            rig.copy("o", "k", scheme).await.unwrap();
+            w(&rig, 0, (12 * TRACK) as usize, 3).await;
+            rig.delete("k").await;
+            let mut want = vec![2u8; SIZE as usize];
+            want[..(12 * TRACK) as usize].fill(3);
+            let io = |r: &Rig| {
+                r.group.reads.load(std::sync::atomic::Ordering::SeqCst)
+                    + r.group.writes.load(std::sync::atomic::Ordering::SeqCst)
+            };
+            let before = (io(&rig), rig.fam.read_state().store.used_slots());
+            assert_eq!(collect_all(&mut rig).await, 1, "{scheme}");
+            let after = (io(&rig), rig.fam.read_state().store.used_slots());
+            assert_eq!(after.0, before.0, "{scheme}: data was copied");
+            assert_eq!(
+                after.1, before.1,
+                "{scheme}: nothing to give back, nothing taken"
+            );
+            assert_eq!(rig.read("o").await.unwrap(), want, "{scheme}");
+            assert_eq!(
+                rig.read("c0").await.unwrap(),
+                vec![1; SIZE as usize],
+                "{scheme}"
+            );
+            rig.crash(&mut |_| false);
+            assert_eq!(rig.read("o").await.unwrap(), want, "{scheme}: restarted");
+            assert_eq!(
+                rig.read("c0").await.unwrap(),
+                vec![1; SIZE as usize],
+                "{scheme}: restarted"
+            );
+        });
+    }
+}

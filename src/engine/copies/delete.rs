@@ -184,6 +184,12 @@ impl Pool {
             drop(fam.take_released());
         }
         drop(closed);
+        if fold.is_none() && !dissolve {
+            // A copy point only one line reads any more: collect it.
+            if let Err(e) = self.start_collect(&fam) {
+                tracing::warn!("copies of {origin}: collection not started: {}", e.chain());
+            }
+        }
         fold.map(|job| self.start_copy_move(job)).transpose()
     }
 

@@ -77,6 +77,7 @@ async fn on_worker<T: Send + 'static, Fut: std::future::Future<Output = Result<T
     pool.workers.run(f).await?
 }
 
+mod collect;
 mod create;
 mod delete;
 mod load;

@@ -231,6 +231,14 @@ pub enum JobKind {
         from: String,
         split: bool,
     },
+    /// Free-space collection of copy family `family` (new space in
+    /// `group`; `volume` is its original, for humans): merges each frozen
+    /// node with one child into it, one pair per pass of `tracks` units.
+    CopyCollect {
+        group: String,
+        family: u64,
+        volume: String,
+    },
 }
 
 /// A background job and its checkpoint.

@@ -1,0 +1,192 @@
+//! Free-space collection as a job (`copy gc`, and by itself after a
+//! deletion leaves a frozen node with one child): one pass of the
+//! family's tracks per pair, each pass merging the child into the frozen
+//! node (`copy/collect.rs`) while host I/O goes on, and ending it with the
+//! family's gates closed for the moment the tree changes.
+
+use super::*;
+
+impl Pool {
+    /// `copy gc`: starts collecting every copy family that has something
+    /// to collect (or joins the job already doing it); the jobs.
+    pub async fn copy_gc(&self) -> Result<Vec<JobInfo>> {
+        let fams: Vec<Arc<Family>> = self.lock().families.values().cloned().collect();
+        let mut out = Vec::new();
+        for fam in fams {
+            if let Some(j) = self.start_collect(&fam)? {
+                out.push(j);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts collecting `fam` if a pair is there to merge and no job is
+    /// at it; the job doing it, if any.
+    pub(super) fn start_collect(&self, fam: &Arc<Family>) -> Result<Option<JobInfo>> {
+        let running = self.jobs.active().into_iter().find_map(|(id, k)| {
+            matches!(k, JobKind::CopyCollect { family, .. } if family == fam.object).then_some(id)
+        });
+        if let Some(id) = running {
+            return self.jobs.info(id).map(Some);
+        }
+        let (pairs, tracks, track, origin) = {
+            let st = fam.read_state();
+            let pairs = st.merge_pairs() + u64::from(st.merging.is_some());
+            (pairs, st.tracks, st.track, st.origin.clone())
+        };
+        if pairs == 0 || !fam.has_merge_pair() {
+            return Ok(None);
+        }
+        let job = JobRecord {
+            id: self.next_job(),
+            kind: JobKind::CopyCollect {
+                group: fam.group_name.clone(),
+                family: fam.object,
+                volume: origin,
+            },
+            state: crate::api::views::JobState::Running,
+            done: 0,
+            total: pairs.saturating_mul(tracks),
+            unit_bytes: track,
+            rate_limit: self.opts.gc_rate,
+            message: None,
+            created: now(),
+            updated: now(),
+        };
+        self.meta.write(true, |tx| tx.put_job(&job))?;
+        let make = self.make_work(&job)?;
+        Ok(Some(self.jobs.start(job, make)))
+    }
+
+    /// The work of a collection job.
+    pub(in crate::engine) fn copy_collect_work(&self, family: u64, job: u64) -> Result<MakeWork> {
+        let pool = self.arc()?;
+        let fam = self.lock().families.get(&family).cloned().ok_or_else(|| {
+            Error::not_found(format!("copy family {family} of job {job} is gone"))
+        })?;
+        Ok(Box::new(move || {
+            let tracks = fam.read_state().tracks.max(1);
+            Ok(Box::new(CollectWork {
+                pool,
+                fam,
+                tracks,
+                started: false,
+            }) as Box<dyn Work>)
+        }))
+    }
+
+    /// The switches of `fam`'s volumes (their gates close for a change).
+    fn switches_of(&self, fam: &Family) -> Vec<Arc<Switch>> {
+        let st = self.lock();
+        Self::family_switches(&st, Some(fam.object), "")
+    }
+
+    /// Starts merging the family's next pair, with its gates closed for
+    /// the moment (host writes then take the track locks).
+    async fn begin_collect_pass(&self, fam: &Arc<Family>) {
+        if fam.read_state().merging.is_some() || !fam.has_merge_pair() {
+            return;
+        }
+        let switches = self.switches_of(fam);
+        let mut closed = Vec::with_capacity(switches.len());
+        for s in &switches {
+            closed.push(s.close().await);
+        }
+        fam.begin_merge();
+        drop(closed);
+    }
+
+    /// Ends the pair being merged: with the gates closed, the rest of the
+    /// child moves, the frozen node takes its place, the change is saved,
+    /// and emptied chunks go back to the group.
+    async fn end_collect_pass(&self, fam: &Arc<Family>) -> Result<()> {
+        if fam.read_state().merging.is_none() && !fam.has_merge_pair() {
+            return Ok(());
+        }
+        let switches = self.switches_of(fam);
+        let mut closed = Vec::with_capacity(switches.len());
+        for s in &switches {
+            closed.push(s.close().await);
+        }
+        let ended = fam.end_merge().await;
+        let saved = match ended {
+            Ok(true) => {
+                self.save_family_with(fam, Vec::new(), Vec::new(), None)
+                    .await
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        drop(closed);
+        saved?;
+        self.reclaim_copy_space();
+        Ok(())
+    }
+}
+
+/// Merges a family's pairs, one pass of its tracks per pair.
+struct CollectWork {
+    pool: Arc<Pool>,
+    fam: Arc<Family>,
+    tracks: u64,
+    /// A pass was begun since this work was made (after a restart the
+    /// pair is begun again wherever the checkpoint is).
+    started: bool,
+}
+
+impl CollectWork {
+    /// Merges tracks `t0..t1` of the current pair inside the origin's gate,
+    /// as host writes are: a copy point or deletion never runs while a
+    /// track is half moved.
+    async fn merge(&self, t0: u64, t1: u64) -> Result<()> {
+        let origin = self.fam.read_state().origin.clone();
+        let gate = self
+            .pool
+            .lock()
+            .volumes
+            .get(&origin)
+            .map(|v| Arc::clone(&v.dev));
+        let _pass = match &gate {
+            Some(g) => Some(g.enter().await),
+            None => None,
+        };
+        self.fam.merge_tracks(t0, t1).await
+    }
+}
+
+impl Work for CollectWork {
+    fn step(&mut self, from: u64, n: u64) -> DevFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut u = from;
+            while u < from + n {
+                let t = u % self.tracks;
+                let end = (t + (from + n - u)).min(self.tracks);
+                if t == 0 || !self.started {
+                    self.started = true;
+                    self.pool.begin_collect_pass(&self.fam).await;
+                }
+                self.merge(t, end).await?;
+                if end == self.tracks {
+                    self.pool.end_collect_pass(&self.fam).await?;
+                }
+                u += end - t;
+            }
+            Ok(())
+        })
+    }
+
+    fn checkpoint(&mut self) -> DevFuture<'_, Result<()>> {
+        Box::pin(self.fam.commit())
+    }
+
+    fn finish(&mut self) -> DevFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn abort(&mut self, _cancelled: bool) -> DevFuture<'_, Result<()>> {
+        // A pair half merged stays correct as it is (reads walk the child,
+        // then the frozen node); stop sending writes through the track
+        // locks at the next change of the tree.
+        Box::pin(async { Ok(()) })
+    }
+}
