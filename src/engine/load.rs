@@ -306,6 +306,7 @@ mod tests {
             fault_injection: false,
             direct_io: false,
             intent_clear_interval: Duration::from_secs(5),
+            gc_rate: 0,
         };
         let p = Pool::open(dir.path(), Workers::start(1).unwrap(), opts).unwrap();
         let j = p.job_get(7).unwrap();

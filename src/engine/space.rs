@@ -270,6 +270,7 @@ mod tests {
             fault_injection: false,
             direct_io: false,
             intent_clear_interval: Duration::from_secs(5),
+            gc_rate: 0,
         };
         let p = Pool::open(dir.path(), workers, opts).unwrap();
         p.disk_add(DiskAddRequest {
