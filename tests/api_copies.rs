@@ -252,6 +252,10 @@ fn every_field_of_a_request_reaches_the_pool() {
         "a write to a read-only copy"
     );
     drop(w);
+    // The server notices the closed connection on its own time.
+    harness::poll("c1's connection to close", 10, || {
+        p.get("/v1/volumes/c1").json()["connections"] == 0
+    });
     // Names in paths are percent-decoded: %31 is '1'.
     let one = copy(&p, "c%31");
     assert_eq!(one.name, "c1");

@@ -234,6 +234,16 @@ fn show_is_a_field_table() {
         ("track size", format_size(65536)),
         ("diverged", format!("2 tracks ({})", format_size(2 * 65536))),
         ("space used", format_size(c.space_used)),
+        ("space shared", format_size(c.space_shared)),
+        (
+            "new space",
+            format!(
+                "{} held, {} read by an image (all copies of {})",
+                format_size(c.store_held),
+                format_size(c.store_live),
+                c.origin
+            ),
+        ),
         ("metadata memory", format_size(c.metadata_memory)),
         ("state", "ok".to_owned()),
         ("warning", "-".to_owned()),

@@ -177,7 +177,7 @@ fn a_format_2_pool_opens_as_it_is_and_serves_its_data_and_copies() {
     assert_eq!(fwc["size"], 2u64 << 20, "{fwc}");
     let warning = fc["warning"].as_str().unwrap_or_default();
     assert!(
-        warning.contains("is 100% used (8.0 MiB of 8.0 MiB)"),
+        warning.contains("is 100% used (8.0 MiB held of 8.0 MiB,"),
         "{fc}"
     );
     assert_eq!(fwc["warning"], serde_json::Value::Null, "{fwc}");

@@ -455,6 +455,16 @@ pub fn copy(c: &CopyInfo) -> String {
             format!("{} ({})", tracks(c.tracks_diverged), format_size(diverged)),
         ),
         ("space used", format_size(c.space_used)),
+        ("space shared", format_size(c.space_shared)),
+        (
+            "new space",
+            format!(
+                "{} held, {} read by an image (all copies of {})",
+                format_size(c.store_held),
+                format_size(c.store_live),
+                c.origin
+            ),
+        ),
         ("metadata memory", format_size(c.metadata_memory)),
         ("state", copy_state(c).to_owned()),
         ("warning", or_dash(c.warning.as_ref())),

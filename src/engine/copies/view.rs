@@ -19,22 +19,22 @@ impl Pool {
         for id in &own {
             if let Some(n) = st.nodes.get(id) {
                 memory += n.map.memory_bytes() as u64;
-                let areas: u64 = n.map.areas().iter().map(|a| a.1).sum();
-                let singles = n
-                    .map
-                    .entries()
-                    .filter(|(_, e)| e.slot != crate::copy::map::ZERO_SLOT)
-                    .filter(|(_, e)| {
-                        !n.map
-                            .areas()
-                            .iter()
-                            .any(|&(a, c)| e.slot >= a && e.slot < a + c)
-                    })
-                    .count() as u64;
-                slots += areas + singles;
+                slots += held_slots(n.map.as_ref());
             }
         }
         let chain = st.chain(img.head);
+        let shared: u64 = (chain.iter())
+            .filter(|id| !own.contains(id))
+            .filter_map(|id| st.nodes.get(id))
+            .map(|n| held_slots(n.map.as_ref()))
+            .sum();
+        let live: u64 = (st.nodes.values())
+            .map(|n| {
+                (n.map.entries())
+                    .filter(|(_, e)| e.slot != crate::copy::map::ZERO_SLOT)
+                    .count() as u64
+            })
+            .sum();
         // Diverged: tracks where the copy and its source (or the original,
         // once the source is gone) may differ — what either wrote since
         // the copy point.
@@ -60,7 +60,7 @@ impl Pool {
             .iter()
             .any(|id| st.nodes.get(id).is_some_and(|n| n.invalid));
         let store_bytes = st.store.bytes();
-        let used_bytes = st.store.used_slots() * st.track;
+        let used_bytes = store_bytes;
         let room = store_bytes + group_free;
         let warning = if !valid {
             Some(format!(
@@ -68,11 +68,12 @@ impl Pool {
             ))
         } else if room > 0 && used_bytes as f64 >= WARN_USED * room as f64 {
             Some(format!(
-                "the new space of {}'s copies is {:.0}% used ({} of {}): add disks to group {} or delete copies",
+                "the new space of {}'s copies is {:.0}% used ({} held of {}, {} of it read by an image): add disks to group {}, delete copies, or `ferrosan copy gc` to merge copy points no copy reads",
                 st.origin,
                 used_bytes as f64 * 100.0 / room as f64,
                 crate::units::format_size(used_bytes),
                 crate::units::format_size(room),
+                crate::units::format_size(live * st.track),
                 fam.group_name
             ))
         } else {
@@ -89,6 +90,9 @@ impl Pool {
             track_size: st.track,
             tracks_diverged: tracks,
             space_used: slots * st.track,
+            space_shared: shared * st.track,
+            store_live: live * st.track,
+            store_held: store_bytes,
             metadata_memory: memory,
             depth: st.cascade_level(name),
             valid,
@@ -155,4 +159,14 @@ impl Pool {
         }
         self.copy_view(&f, name, &v, free)
     }
+}
+
+/// Slots a map holds: its areas, and its pointer slots outside them.
+fn held_slots(map: &dyn crate::copy::map::TrackMap) -> u64 {
+    let areas = map.areas();
+    let in_area = |s: u64| areas.iter().any(|&(a, c)| s >= a && s < a + c);
+    let singles = (map.entries())
+        .filter(|(_, e)| e.slot != crate::copy::map::ZERO_SLOT && !in_area(e.slot))
+        .count() as u64;
+    areas.iter().map(|a| a.1).sum::<u64>() + singles
 }
