@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# ferrosan free-space collection benchmark (issue 18), one run, one report:
+#
+#   bench/copy_gc.sh
+#
+# 1. Churn: a 4 GiB disk, a concat group, a 1 GiB source with one
+#    long-lived copy c0; fio writes 4k random at qd16 to the source for
+#    BENCH_CHURN seconds (default 60) while a copy kN is created and
+#    deleted every BENCH_EVERY seconds (default 0.5). Reports fio's errors,
+#    the copies made, the group's held space at the end, and after
+#    `copy gc --wait`, against the goal: at most 1.25 x the live data (the
+#    1 GiB source's store) plus one 64 MiB chunk per image leaf.
+# 2. Collection rate with the host idle: a 1 GiB source written whole
+#    (0x71), a copy k, every other 64 KiB track of the source rewritten
+#    (512 MiB), k deleted: the copy-gc job must move those 512 MiB into
+#    the copy point's areas. Its bytes moved per second, against the same
+#    disk's sequential write bandwidth measured just before (fio 1 MiB
+#    writes to a plain volume): goal >= 0.5x.
+# 3. Host cost: 4k random writes qd32 to a plain volume on the same disk
+#    with no job, then the same while a collection of part 2's size runs
+#    (unthrottled), each run 0.8x as long as part 2's collection took (so
+#    the collection runs through it), BENCH_ROUNDS times (default 3) side
+#    by side; goal: IOPS during collection >= 0.8x.
+#
+# Environment: BENCH_DIR (default target/bench-copy-gc), BENCH_CHURN,
+# BENCH_EVERY, BENCH_ROUNDS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+dir=${BENCH_DIR:-$root/target/bench-copy-gc}
+target=${CARGO_TARGET_DIR:-$root/target}
+churn=${BENCH_CHURN:-60}
+every=${BENCH_EVERY:-0.5}
+rounds=${BENCH_ROUNDS:-3}
+
+for t in fio python3 qemu-io; do
+  command -v $t >/dev/null || { echo "error: $t is needed (apt-get install fio qemu-utils python3)" >&2; exit 1; }
+done
+avail=$(df -B1 --output=avail "$(dirname "$dir")" | tail -1 | tr -d ' ')
+[ "$avail" -gt $((12 << 30)) ] || { echo "error: the run needs about 12 GiB free on the filesystem of $dir" >&2; exit 1; }
+
+echo "building ferrosan (release)..." >&2
+cargo build --release -q
+bin=$target/release/ferrosan
+rm -rf "$dir"
+mkdir -p "$dir"
+pool=$dir/pool
+log=$dir/ferrosan.log
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+RUST_LOG=${RUST_LOG:-info} "$bin" --pool "$pool" serve --listen 127.0.0.1:0 >"$log" 2>&1 &
+pid=$!
+for _ in $(seq 200); do [ -S "$pool/api.sock" ] && [ -S "$pool/nbd.sock" ] && break; sleep 0.05; done
+fs() { "$bin" --pool "$pool" "$@"; }
+js() { "$bin" --pool "$pool" --json "$@"; }
+uri() { echo "nbd+unix:///$1?socket=$pool/nbd.sock"; }
+free_of() { js group show "$1" | python3 -c 'import json,sys;print(json.load(sys.stdin)["free"])'; }
+fio_json() { # out.json fio-args...
+  local out=$1; shift
+  fio --output-format=json --output="$out" "$@" >/dev/null 2>"$dir/fio.err" || true
+}
+iops() { python3 -c 'import json,sys;j=json.load(open(sys.argv[1]))["jobs"][0];print(int(j["write"]["iops"]))' "$1"; }
+errs() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["jobs"][0]["error"])' "$1"; }
+mib() { echo $(( $1 >> 20 )); }
+wait_gc() { # until no copy-gc job runs
+  while js job list | python3 -c 'import json,sys;sys.exit(0 if any(j["kind"]=="copy-gc" and j["state"] in ("running","paused") for j in json.load(sys.stdin)) else 1)'; do
+    sleep 0.1
+  done
+}
+
+# ------------------------------------------------------------ 1. churn
+fs disk add a --size 4G >/dev/null
+fs group create ga --raid concat --disks a >/dev/null
+disk=$(free_of ga)
+fs volume create src --group ga --size 1G >/dev/null
+fs copy create src c0 >/dev/null
+fio_json "$dir/pre.json" --name=pre --ioengine=nbd --uri="$(uri src)" --rw=randwrite --bs=4k \
+  --iodepth=16 --time_based --runtime=8
+fio_json "$dir/churn.json" --name=churn --ioengine=nbd --uri="$(uri src)" --rw=randwrite --bs=4k \
+  --iodepth=16 --time_based --runtime="$churn" &
+fpid=$!
+n=0
+failed=0
+while kill -0 $fpid 2>/dev/null; do
+  if fs copy create src "k$n" >/dev/null 2>>"$dir/churn.err"; then
+    sleep "$every"
+    fs copy delete "k$n" >/dev/null 2>>"$dir/churn.err" || failed=$((failed + 1))
+  else
+    failed=$((failed + 1))
+  fi
+  n=$((n + 1))
+done
+wait $fpid || true
+held_end=$((disk - $(free_of ga)))
+fs copy gc --wait >/dev/null
+held_gc=$((disk - $(free_of ga)))
+vol=$((1 << 30))
+bound=$(( vol + vol * 5 / 4 + 2 * (64 << 20) ))
+echo "== 1. churn: ${churn} s of 4k random writes qd16 to a 1 GiB source with one long-lived copy, a copy created and deleted every ${every} s"
+echo "copies made: $n (failed commands: $failed); fio errors: $(errs "$dir/churn.json"), IOPS $(iops "$dir/churn.json")"
+echo "group held: $(mib $held_end) MiB at the end, $(mib $held_gc) MiB after copy gc --wait; goal <= $(mib $bound) MiB (1 GiB source + 1.25 GiB store + 2 chunks)"
+fs copy delete c0 --wait >/dev/null
+fs volume delete src >/dev/null
+
+# ------------------------------------------------- 2. and 3. rate and cost
+fs volume create plain --group ga --size 1G >/dev/null
+fio_json "$dir/seq.json" --name=seq --ioengine=nbd --uri="$(uri plain)" --rw=write --bs=1M \
+  --iodepth=8 --size=1G
+seq_bw=$(python3 -c 'import json,sys;print(int(json.load(open(sys.argv[1]))["jobs"][0]["write"]["bw_bytes"]))' "$dir/seq.json")
+
+# A pair to collect: 512 MiB of whole tracks to move.
+prepare() { # volume name
+  fs volume create "$1" --group ga --size 1G >/dev/null
+  fs copy create "$1" "$1-c0" >/dev/null
+  qemu-io -f raw -c "write -P 0x71 0 1G" -c flush "$(uri "$1")" >/dev/null
+  fs copy create "$1" "$1-k" >/dev/null
+  fio_json "$dir/half.json" --name=half --ioengine=nbd --uri="$(uri "$1")" --rw=write:64k --bs=64k \
+    --iodepth=16 --size=1G
+}
+prepare g1
+t0=$(date +%s%N)
+fs copy delete g1-k >/dev/null
+wait_gc
+t1=$(date +%s%N)
+moved=$((512 << 20))
+rate=$(python3 -c "print(int($moved / (($t1 - $t0) / 1e9)))")
+echo
+echo "== 2. collection with the host idle: 512 MiB of whole tracks merged"
+echo "sequential write bandwidth of the disk (fio 1 MiB qd8): $(mib "$seq_bw") MiB/s; collection: $(mib "$rate") MiB/s = $(python3 -c "print(round($rate / $seq_bw, 2))")x (goal >= 0.5x)"
+fs copy delete g1-c0 --wait >/dev/null
+fs volume delete g1 >/dev/null
+# Part 3's runs last about as long as an idle collection took (at least
+# 1 s), so the collection runs through each busy run.
+runtime=$(python3 -c "print(max(1, int(($t1 - $t0) / 1e9 * 0.8)))")
+
+echo
+echo "== 3. host 4k random writes qd32 to another volume, without and with a collection running"
+ratios=()
+for r in $(seq "$rounds"); do
+  fio_json "$dir/idle$r.json" --name=idle --ioengine=nbd --uri="$(uri plain)" --rw=randwrite --bs=4k \
+    --iodepth=32 --time_based --runtime="$runtime" --size=1G
+  prepare "h$r"
+  fs copy delete "h$r-k" >/dev/null
+  fio_json "$dir/busy$r.json" --name=busy --ioengine=nbd --uri="$(uri plain)" --rw=randwrite --bs=4k \
+    --iodepth=32 --time_based --runtime="$runtime" --size=1G
+  still=$(js job list | python3 -c 'import json,sys;print(sum(1 for j in json.load(sys.stdin) if j["kind"]=="copy-gc" and j["state"]=="running"))')
+  wait_gc
+  a=$(iops "$dir/idle$r.json"); b=$(iops "$dir/busy$r.json")
+  ratio=$(python3 -c "print(round($b / $a, 2))")
+  ratios+=("$ratio")
+  echo "round $r: $a IOPS idle, $b IOPS during collection ($ratio; collection still running at the end of the run: $still)"
+  fs copy delete "h$r-c0" --wait >/dev/null
+  fs volume delete "h$r" >/dev/null
+done
+echo "median ratio: $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') (goal >= 0.8)"
