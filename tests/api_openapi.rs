@@ -14,6 +14,7 @@ use serde_json::Value;
 /// The routes of the management API, as designed.
 const ROUTES: [(&str, &str); 31] = [
     ("get", "/v1/pool"),
+    ("post", "/v1/pool/gc"),
     ("get", "/v1/disks"),
     ("post", "/v1/disks"),
     ("get", "/v1/disks/{name}"),

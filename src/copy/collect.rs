@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use super::family::{NodeId, NodeKind, Src, State, runs};
 use super::image::{Family, us};
-use super::map::{Entry, ZERO_SLOT};
+use super::map::{Entry, PARTIAL_AREA_TRACKS, ZERO_SLOT};
 use crate::buf::IoBuf;
 use crate::error::{Error, Result};
 use crate::meta::model::CopyMode;
@@ -110,25 +110,25 @@ impl State {
 
     /// Plans merging child `c`'s entry of track `t` into frozen node `f`.
     /// A move that needs no data (the frozen node can take the child's
-    /// slot as it is) is done here; otherwise the data to move is
-    /// returned, for [`State::apply_move`] after it moved.
-    pub fn plan_move(&mut self, f: NodeId, c: NodeId, t: u64) -> Result<Option<TrackMove>> {
+    /// slot as it is, or with `extent` — the caller holds the locks of
+    /// every track of `t`'s 64-track extent — the child's whole partial
+    /// area) is done here; otherwise the data to move is returned, for
+    /// [`State::apply_move`] after it moved.
+    pub fn plan_move(
+        &mut self,
+        f: NodeId,
+        c: NodeId,
+        t: u64,
+        extent: bool,
+    ) -> Result<Option<TrackMove>> {
         let Some(ec) = self.nodes.get(&c).and_then(|n| n.map.get(t)) else {
             return Ok(None);
         };
+        if extent && self.pass_area(f, c, t, ec) {
+            return Ok(None);
+        }
         let ef = self.nodes.get(&f).and_then(|n| n.map.get(t));
         let f_left = ef.map_or(0, |e| e.valid & !ec.valid);
-        // An area of the child where the frozen node has none passes to it
-        // whole (partial areas): its slots then need no copy.
-        // Only where the child's entry then passes at once, so a node
-        // never lists an area none of its entries uses.
-        if f_left == 0
-            && let Some(area) = self.area_holding(c, ec.slot)
-            && let Some(n) = self.nodes.get_mut(&f)
-            && n.map.take_area(t, area)
-        {
-            self.record_dirty = true;
-        }
         // A slot in an area only the child holds would go with the area.
         let c_only = self.in_area(c, ec.slot) && !self.in_area(f, ec.slot);
         let takes = !c_only
@@ -176,6 +176,63 @@ impl State {
             child: ec,
             frozen: ef,
         }))
+    }
+
+    /// Hands the child's partial area holding track `t`'s slot to the
+    /// frozen node with every entry of the child in that extent, if the
+    /// frozen node has no area there and none of its entries there needs
+    /// a granule the child's entry does not cover: no data moves, and the
+    /// area is listed by one node before and after. Whether it did.
+    fn pass_area(&mut self, f: NodeId, c: NodeId, t: u64, ec: Entry) -> bool {
+        let Some((first, n)) = self.area_holding(c, ec.slot) else {
+            return false;
+        };
+        let Some(e0) = t.checked_sub(ec.slot - first) else {
+            return false;
+        };
+        let (Some(cn), Some(fnode)) = (self.nodes.get(&c), self.nodes.get(&f)) else {
+            return false;
+        };
+        if cn.map.scheme() != crate::copy::map::Scheme::PartialBitmap
+            || fnode.map.scheme() != crate::copy::map::Scheme::PartialBitmap
+            || e0 % crate::copy::map::PARTIAL_AREA_TRACKS != 0
+        {
+            return false;
+        }
+        let mut moving = Vec::new();
+        for u in e0..e0 + n {
+            let ef = fnode.map.get(u);
+            let Some(e) = cn.map.get(u) else {
+                if ef.is_some_and(|e| e.slot != ZERO_SLOT) {
+                    return false;
+                }
+                continue;
+            };
+            let own = e.slot == ZERO_SLOT || e.slot == first + (u - e0);
+            let covered = ef.is_none_or(|x| x.slot == ZERO_SLOT && x.valid & !e.valid == 0);
+            if !own || !covered {
+                return false;
+            }
+            moving.push((u, e));
+        }
+        let taken = self
+            .nodes
+            .get_mut(&f)
+            .is_some_and(|x| x.map.take_area(t, (first, n)));
+        if !taken {
+            return false;
+        }
+        for (u, e) in moving {
+            if let Some(x) = self.nodes.get_mut(&f) {
+                x.map.set(u, e);
+            }
+            // The child gives the area up with its last entry; the frozen
+            // node lists it, so it is not freed.
+            self.drop_child_entry(c, u, None);
+            self.touch(f, u);
+        }
+        self.record_dirty = true;
+        true
     }
 
     /// Records a track move whose data is in place: the frozen node's
@@ -316,20 +373,66 @@ impl Family {
     /// track lock; host I/O goes on meanwhile.
     pub async fn merge_tracks(&self, t0: u64, t1: u64) -> Result<()> {
         for t in t0..t1 {
-            let Some((f, c)) = self.read_state().merging else {
-                return Ok(());
+            let (f, c, tracks) = {
+                let st = self.read_state();
+                let Some((f, c)) = st.merging else {
+                    return Ok(());
+                };
+                // The child gains no entry while it is merged (its writes
+                // go to the frozen node): a track it lacks is skipped.
+                if st.nodes.get(&c).and_then(|n| n.map.get(t)).is_none() {
+                    continue;
+                }
+                (f, c, st.tracks)
             };
-            let _l = self.base_locks().lock(t, t + 1).await;
-            self.merge_track(f, c, t).await?;
+            let e0 = t - t % PARTIAL_AREA_TRACKS;
+            let _l = (self.base_locks())
+                .lock(e0, (e0 + PARTIAL_AREA_TRACKS).min(tracks))
+                .await;
+            self.merge_track(f, c, t, true).await?;
         }
         Ok(())
     }
 
     /// Merges track `t` of child `c` into frozen node `f` (the caller holds
-    /// the track's lock, or the gates are closed).
-    pub(super) async fn merge_track(&self, f: NodeId, c: NodeId, t: u64) -> Result<()> {
-        let planned = self.write_state().plan_move(f, c, t)?;
-        let Some(m) = planned else { return Ok(()) };
+    /// the track's lock, with `extent` its extent's, or the gates are
+    /// closed). Fails rather than leave the child holding the track.
+    pub(super) async fn merge_track(
+        &self,
+        f: NodeId,
+        c: NodeId,
+        t: u64,
+        extent: bool,
+    ) -> Result<()> {
+        for _ in 0..3 {
+            let planned = self.write_state().plan_move(f, c, t, extent)?;
+            let Some(m) = planned else { return Ok(()) };
+            let moved = self.move_data(&m).await;
+            if let Err(e) = moved {
+                if m.fresh {
+                    let mut st = self.write_state();
+                    st.free_entry_slot(
+                        f,
+                        Entry {
+                            slot: m.dst,
+                            valid: 1,
+                        },
+                    );
+                }
+                return Err(e);
+            }
+            if self.write_state().apply_move(f, c, t, &m) {
+                return Ok(());
+            }
+        }
+        Err(Error::new(
+            crate::error::ErrorKind::Io,
+            format!("copy collection: track {t} kept changing while it was moved"),
+        ))
+    }
+
+    /// Copies the data of a planned track move into its slot.
+    async fn move_data(&self, m: &TrackMove) -> Result<()> {
         let (g, dst_off, srcs) = {
             let st = self.read_state();
             let mut srcs = Vec::with_capacity(m.pieces.len());
@@ -357,7 +460,6 @@ impl Family {
                 r?;
             }
         }
-        self.write_state().apply_move(f, c, t, &m);
         Ok(())
     }
 
@@ -377,7 +479,7 @@ impl Family {
                 .unwrap_or_default()
         };
         for t in left {
-            self.merge_track(f, c, t).await?;
+            self.merge_track(f, c, t, true).await?;
         }
         // The moved data is durable, and the child's emptied map saved,
         // before the tree changes.

@@ -959,7 +959,10 @@ impl State {
         n.map.remove(t);
         if n.map.scheme().load_point() {
             if let Some((a, c)) = n.map.shed(t) {
-                self.store.free_area_later(a, c);
+                // Not an area a collection handed to another node.
+                if !self.area_listed_elsewhere(id, a) {
+                    self.store.free_area_later(a, c);
+                }
                 self.record_dirty = true;
             }
         } else if e.slot != ZERO_SLOT {

@@ -722,7 +722,7 @@ impl Family {
         };
         match merging {
             Some((f, c)) if c == leaf => {
-                self.merge_track(f, c, t).await?;
+                self.merge_track(f, c, t, false).await?;
                 Ok(f)
             }
             _ => Ok(leaf),

@@ -45,6 +45,11 @@ pub trait Work {
     fn step(&mut self, from: u64, n: u64) -> DevFuture<'_, Result<()>>;
     /// Makes every unit done so far durable (before it is recorded).
     fn checkpoint(&mut self) -> DevFuture<'_, Result<()>>;
+    /// Units to add when the last one is done (work found meanwhile);
+    /// 0 ends the job.
+    fn more(&mut self) -> u64 {
+        0
+    }
     /// After the last unit, before the job is recorded done.
     fn finish(&mut self) -> DevFuture<'_, Result<()>>;
     /// The job stops for good without finishing (cancelled or failed).
@@ -418,9 +423,13 @@ async fn drive(ctl: &Arc<JobCtl>, meta: &Arc<Meta>, work: &mut dyn Work) -> Resu
                 }
             }
         }
-        let r = ctl.rec();
+        let mut r = ctl.rec();
         if r.done >= r.total {
-            break;
+            let more = work.more();
+            if more == 0 {
+                break;
+            }
+            r = ctl.update(|rr| rr.total = rr.total.saturating_add(more));
         }
         let unit = r.unit_bytes.max(1);
         let n = (STEP_BYTES / unit).max(1).min(r.total - r.done);

@@ -234,6 +234,7 @@ impl Positions for Partials {
         if n != self.extent_len(i) {
             return false;
         }
+        self.spare.remove(first);
         self.tie(i, first);
         true
     }

@@ -195,3 +195,61 @@ fn rewritten_areas_pass_to_the_frozen_node_without_copying() {
         });
     }
 }
+
+/// A partial area of the child where the frozen node has none passes to
+/// the frozen node whole, with every entry of the child in its extent:
+/// nothing is read or written, nothing allocated, and only one node lists
+/// the area at any commit (so a restart cannot hand it to two extents).
+#[test]
+fn a_partial_area_passes_whole_to_the_frozen_node() {
+    crate::rt::block_on(async {
+        let scheme = Scheme::PartialBitmap;
+        let mut rig = Rig::new(CopyMode::Row, scheme, 64 << 20);
+        w(&rig, 0, SIZE as usize, 1).await;
+        rig.copy("o", "c0", scheme).await.unwrap();
+        // o's leaf: zeroes over tracks 12.. (entries without an area).
+        let half = 12 * TRACK;
+        rig.devs["o"]
+            .write_zeroes(half, SIZE - half, ZeroFlags::default())
+            .await
+            .unwrap();
+        rig.copy("o", "k", scheme).await.unwrap();
+        w(&rig, 0, half as usize, 3).await;
+        rig.delete("k").await;
+        let mut want = vec![0u8; SIZE as usize];
+        want[..half as usize].fill(3);
+        let io = |r: &Rig| {
+            r.group.reads.load(std::sync::atomic::Ordering::SeqCst)
+                + r.group.writes.load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let before = (io(&rig), rig.fam.read_state().store.used_slots());
+        assert!(
+            rig.fam.begin_merge().is_some(),
+            "a pair: the zeroes' copy point and o's leaf"
+        );
+        rig.fam.merge_tracks(0, TRACKS).await.unwrap();
+        assert_eq!(io(&rig), before.0, "data was copied");
+        {
+            let st = rig.fam.read_state();
+            let (f, c) = st.merging.unwrap();
+            assert!(st.nodes[&c].map.is_empty(), "every entry passed");
+            assert!(
+                st.nodes[&c].map.areas().is_empty(),
+                "the child gave the area up"
+            );
+            assert_eq!(
+                st.nodes[&f].map.areas().len(),
+                1,
+                "the frozen node holds it"
+            );
+        }
+        rig.fam.commit().await.unwrap();
+        rig.crash(&mut |_| false);
+        assert_eq!(rig.read("o").await.unwrap(), want, "restarted mid-pair");
+        assert_eq!(collect_all(&mut rig).await, 1);
+        let after = rig.fam.read_state().store.used_slots();
+        assert_eq!(after, before.1, "slots were taken or freed");
+        assert_eq!(rig.read("o").await.unwrap(), want);
+        assert_eq!(rig.read("c0").await.unwrap(), vec![1; SIZE as usize]);
+    });
+}

@@ -70,7 +70,7 @@ impl Pool {
                 pool,
                 fam,
                 tracks,
-                started: false,
+                whole: false,
             }) as Box<dyn Work>)
         }))
     }
@@ -82,9 +82,26 @@ impl Pool {
     }
 
     /// Starts merging the family's next pair, with its gates closed for
-    /// the moment (host writes then take the track locks).
-    async fn begin_collect_pass(&self, fam: &Arc<Family>) {
+    /// the moment (host writes then take the track locks). Whether a pair
+    /// was begun now.
+    async fn begin_collect_pass(&self, fam: &Arc<Family>) -> bool {
         if fam.read_state().merging.is_some() || !fam.has_merge_pair() {
+            return false;
+        }
+        let switches = self.switches_of(fam);
+        let mut closed = Vec::with_capacity(switches.len());
+        for s in &switches {
+            closed.push(s.close().await);
+        }
+        let begun = fam.begin_merge().is_some();
+        drop(closed);
+        begun
+    }
+
+    /// Stops merging without ending the pair (a cancelled or failed job):
+    /// the tree is right as it is, and host writes go back to the child.
+    async fn stop_collect(&self, fam: &Arc<Family>) {
+        if fam.read_state().merging.is_none() {
             return;
         }
         let switches = self.switches_of(fam);
@@ -92,7 +109,7 @@ impl Pool {
         for s in &switches {
             closed.push(s.close().await);
         }
-        fam.begin_merge();
+        fam.write_state().merging = None;
         drop(closed);
     }
 
@@ -100,7 +117,7 @@ impl Pool {
     /// child moves, the frozen node takes its place, the change is saved,
     /// and emptied chunks go back to the group.
     async fn end_collect_pass(&self, fam: &Arc<Family>) -> Result<()> {
-        if fam.read_state().merging.is_none() && !fam.has_merge_pair() {
+        if fam.read_state().merging.is_none() {
             return Ok(());
         }
         let switches = self.switches_of(fam);
@@ -129,9 +146,11 @@ struct CollectWork {
     pool: Arc<Pool>,
     fam: Arc<Family>,
     tracks: u64,
-    /// A pass was begun since this work was made (after a restart the
-    /// pair is begun again wherever the checkpoint is).
-    started: bool,
+    /// The pair being merged has been merged since its first track: at
+    /// the end of this pass nothing of it is left but tracks whose move
+    /// raced (a pair begun mid-pass, after a restart or after a change of
+    /// the tree, ends at the end of the next pass).
+    whole: bool,
 }
 
 impl CollectWork {
@@ -161,12 +180,17 @@ impl Work for CollectWork {
             while u < from + n {
                 let t = u % self.tracks;
                 let end = (t + (from + n - u)).min(self.tracks);
-                if t == 0 || !self.started {
-                    self.started = true;
-                    self.pool.begin_collect_pass(&self.fam).await;
+                if t == 0 {
+                    // A pair still set from the last pass has now been
+                    // scanned whole once this pass ends.
+                    self.whole = self.fam.read_state().merging.is_some();
+                }
+                if self.fam.read_state().merging.is_none() {
+                    let begun = self.pool.begin_collect_pass(&self.fam).await;
+                    self.whole = begun && t == 0;
                 }
                 self.merge(t, end).await?;
-                if end == self.tracks {
+                if end == self.tracks && self.whole {
                     self.pool.end_collect_pass(&self.fam).await?;
                 }
                 u += end - t;
@@ -179,14 +203,27 @@ impl Work for CollectWork {
         Box::pin(self.fam.commit())
     }
 
+    fn more(&mut self) -> u64 {
+        // A pair begun mid-pass, or one a deletion made while this ran:
+        // another pass.
+        if self.fam.has_merge_pair() {
+            self.tracks
+        } else {
+            0
+        }
+    }
+
     fn finish(&mut self) -> DevFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }
 
     fn abort(&mut self, _cancelled: bool) -> DevFuture<'_, Result<()>> {
         // A pair half merged stays correct as it is (reads walk the child,
-        // then the frozen node); stop sending writes through the track
-        // locks at the next change of the tree.
-        Box::pin(async { Ok(()) })
+        // then the frozen node); host writes go back to the child.
+        let (pool, fam) = (Arc::clone(&self.pool), Arc::clone(&self.fam));
+        Box::pin(async move {
+            pool.stop_collect(&fam).await;
+            Ok(())
+        })
     }
 }
