@@ -238,9 +238,10 @@ fn show_is_a_field_table() {
         (
             "new space",
             format!(
-                "{} held, {} read by an image (all copies of {})",
+                "{} held, {} read by an image, {} taken from the group (all copies of {})",
                 format_size(c.store_held),
                 format_size(c.store_live),
+                format_size(c.store_chunks),
                 c.origin
             ),
         ),

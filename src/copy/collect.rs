@@ -90,6 +90,24 @@ impl State {
         pairs.first().copied()
     }
 
+    /// Clears `merging` if its pair is no longer a frozen node with that
+    /// child as its only child (after a change of the tree; called with
+    /// the gates closed).
+    pub fn check_merging(&mut self) {
+        let Some((f, c)) = self.merging else { return };
+        let ok = self
+            .nodes
+            .get(&f)
+            .is_some_and(|n| n.kind == NodeKind::Frozen && !n.invalid)
+            && self.nodes.get(&c).is_some_and(|n| n.parent == Some(f))
+            && self.nodes.values().filter(|n| n.parent == Some(f)).count() == 1
+            && self.mode == CopyMode::Row
+            && self.restore.is_none();
+        if !ok {
+            self.merging = None;
+        }
+    }
+
     /// How many pairs a collection has ahead of it (each a pass).
     pub fn merge_pairs(&self) -> u64 {
         if self.mode != CopyMode::Row || self.restore.is_some() {

@@ -438,7 +438,8 @@ impl State {
 
     /// Takes a copy of image `src` named `copy` (instant: metadata only).
     /// `maps` makes new maps (it may fail for want of space; then nothing
-    /// has changed); `ids` gives fresh node ids.
+    /// has changed); `ids` gives fresh node ids. A collection's pair stays
+    /// merged if it still is a pair.
     pub fn create_copy(
         &mut self,
         src: &str,
@@ -448,7 +449,29 @@ impl State {
         ids: &mut dyn FnMut() -> NodeId,
         maps: &mut MakeMap<'_>,
     ) -> Result<()> {
-        self.merging = None;
+        let r = self.create_copy_tree(src, copy, scheme, created, ids, maps);
+        self.check_merging();
+        r
+    }
+
+    /// Deletes image `name` (see `delete_image_tree`); a collection's pair
+    /// stays merged if it still is a pair.
+    pub fn delete_image(&mut self, name: &str) -> Result<Vec<MergeCopy>> {
+        let r = self.delete_image_tree(name);
+        self.check_merging();
+        r
+    }
+
+    /// The tree change of [`State::create_copy`].
+    fn create_copy_tree(
+        &mut self,
+        src: &str,
+        copy: &str,
+        scheme: Scheme,
+        created: u64,
+        ids: &mut dyn FnMut() -> NodeId,
+        maps: &mut MakeMap<'_>,
+    ) -> Result<()> {
         if self.images.contains_key(copy) {
             return Err(Error::conflict(format!("{copy} already exists")));
         }
@@ -546,8 +569,7 @@ impl State {
     /// lose their last copy but still serve older copies are merged into
     /// the next older view; the returned plan lists the granules whose data
     /// must be copied for that merge (load-point maps cannot adopt slots).
-    pub fn delete_image(&mut self, name: &str) -> Result<Vec<MergeCopy>> {
-        self.merging = None;
+    fn delete_image_tree(&mut self, name: &str) -> Result<Vec<MergeCopy>> {
         let img = self.image(name)?.clone();
         if name == self.origin {
             return Err(Error::conflict(format!(
@@ -571,7 +593,6 @@ impl State {
     /// left serving only an older view is merged into it (the plan lists
     /// the data copies that merge needs).
     pub fn prune(&mut self, mut node: Option<NodeId>) -> Result<Vec<MergeCopy>> {
-        self.merging = None;
         let mut plan = Vec::new();
         while let Some(id) = node {
             if self.is_head(id) || self.restore.as_ref().is_some_and(|r| r.from == id) {

@@ -414,11 +414,14 @@ pub struct CopyInfo {
     /// Bytes of new space the copy reads but shares with other images
     /// (its source's data at copy points it shares).
     pub space_shared: u64,
-    /// The new space of the copy's family (every copy of its origin): bytes
-    /// an image can read, and bytes held (what the group gave it). Held
+    /// The new space of the copy's family (every copy of its origin):
+    /// bytes of tracks an image can read (live), bytes held for images
+    /// (their areas and slots, live or not), and bytes taken from the
+    /// group (whole chunks: held plus room for the next writes). Held
     /// beyond live is what collection (`copy gc`) and deletions give back.
     pub store_live: u64,
     pub store_held: u64,
+    pub store_chunks: u64,
     /// Bytes of memory its metadata occupies.
     pub metadata_memory: u64,
     /// Cascade level: 1 for a copy of the original, 2 for a copy of that

@@ -70,7 +70,8 @@ impl Pool {
                 pool,
                 fam,
                 tracks,
-                whole: false,
+                pair: None,
+                scanned: 0,
             }) as Box<dyn Work>)
         }))
     }
@@ -93,9 +94,12 @@ impl Pool {
         for s in &switches {
             closed.push(s.close().await);
         }
-        let begun = fam.begin_merge().is_some();
+        let begun = fam.begin_merge();
         drop(closed);
-        begun
+        if let Some((f, c)) = begun {
+            tracing::debug!("copy family {}: merging node {c} into {f}", fam.object);
+        }
+        begun.is_some()
     }
 
     /// Stops merging without ending the pair (a cancelled or failed job):
@@ -126,6 +130,7 @@ impl Pool {
             closed.push(s.close().await);
         }
         let ended = fam.end_merge().await;
+        tracing::debug!("copy family {}: pair ended: {ended:?}", fam.object);
         let saved = match ended {
             Ok(true) => {
                 self.save_family_with(fam, Vec::new(), Vec::new(), None)
@@ -146,14 +151,29 @@ struct CollectWork {
     pool: Arc<Pool>,
     fam: Arc<Family>,
     tracks: u64,
-    /// The pair being merged has been merged since its first track: at
-    /// the end of this pass nothing of it is left but tracks whose move
-    /// raced (a pair begun mid-pass, after a restart or after a change of
-    /// the tree, ends at the end of the next pass).
-    whole: bool,
+    /// The pair being merged, and how many tracks were scanned since it
+    /// began: once all were, nothing of the child is left but tracks whose
+    /// move raced, and the pair ends (wherever in the pass that is).
+    pair: Option<(NodeId, NodeId)>,
+    scanned: u64,
 }
 
+/// Entries the child may still hold for its pair to end at once, the rest
+/// moved with the gates closed (a pause of milliseconds): a young child
+/// ends long before a whole pass, which matters when copies come and go
+/// faster than a pass (each change of the tree that breaks the pair
+/// starts its scan again).
+const FEW_LEFT: u64 = 256;
+
 impl CollectWork {
+    /// Whether the child being merged holds few entries any more.
+    fn few_left(&self) -> bool {
+        let st = self.fam.read_state();
+        st.merging
+            .and_then(|(_, c)| st.nodes.get(&c))
+            .is_some_and(|n| n.map.len() <= FEW_LEFT)
+    }
+
     /// Merges tracks `t0..t1` of the current pair inside the origin's gate,
     /// as host writes are: a copy point or deletion never runs while a
     /// track is half moved.
@@ -179,19 +199,25 @@ impl Work for CollectWork {
             let mut u = from;
             while u < from + n {
                 let t = u % self.tracks;
-                let end = (t + (from + n - u)).min(self.tracks);
-                if t == 0 {
-                    // A pair still set from the last pass has now been
-                    // scanned whole once this pass ends.
-                    self.whole = self.fam.read_state().merging.is_some();
+                let merging = self.fam.read_state().merging;
+                if merging.is_none() || merging != self.pair {
+                    // Begun here (or again, after a change of the tree
+                    // made it no pair, or after a restart): a pair ends
+                    // once every track was scanned since it began.
+                    if merging.is_none() {
+                        self.pool.begin_collect_pass(&self.fam).await;
+                    }
+                    self.pair = self.fam.read_state().merging;
+                    self.scanned = 0;
                 }
-                if self.fam.read_state().merging.is_none() {
-                    let begun = self.pool.begin_collect_pass(&self.fam).await;
-                    self.whole = begun && t == 0;
-                }
+                let left = self.tracks.saturating_sub(self.scanned).max(1);
+                let end = (t + (from + n - u)).min(self.tracks).min(t + left);
                 self.merge(t, end).await?;
-                if end == self.tracks && self.whole {
+                self.scanned += end - t;
+                if self.pair.is_some() && (self.scanned >= self.tracks || self.few_left()) {
                     self.pool.end_collect_pass(&self.fam).await?;
+                    self.pair = None;
+                    self.scanned = 0;
                 }
                 u += end - t;
             }

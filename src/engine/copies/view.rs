@@ -60,7 +60,7 @@ impl Pool {
             .iter()
             .any(|id| st.nodes.get(id).is_some_and(|n| n.invalid));
         let store_bytes = st.store.bytes();
-        let used_bytes = store_bytes;
+        let used_bytes = st.store.used_slots() * st.track;
         let room = store_bytes + group_free;
         let warning = if !valid {
             Some(format!(
@@ -92,7 +92,8 @@ impl Pool {
             space_used: slots * st.track,
             space_shared: shared * st.track,
             store_live: live * st.track,
-            store_held: store_bytes,
+            store_held: used_bytes,
+            store_chunks: store_bytes,
             metadata_memory: memory,
             depth: st.cascade_level(name),
             valid,
