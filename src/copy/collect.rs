@@ -31,7 +31,7 @@
 
 use std::sync::Arc;
 
-use super::family::{NodeId, NodeKind, Src, State, runs};
+use super::family::{NodeId, Src, State, runs};
 use super::image::{Family, us};
 use super::map::{Entry, PARTIAL_AREA_TRACKS, ZERO_SLOT};
 use crate::buf::IoBuf;
@@ -58,36 +58,19 @@ impl State {
     /// one child, the topmost of its line (its parent is not such a node
     /// with it as only child), lowest id first. None during a restore.
     pub fn merge_pair(&self) -> Option<(NodeId, NodeId)> {
-        if self.mode != CopyMode::Row || self.restore.is_some() {
+        if self.mode != CopyMode::Row {
             return None;
         }
-        let mut kids: std::collections::HashMap<NodeId, Vec<NodeId>> = Default::default();
-        for n in self.nodes.values() {
-            if let Some(p) = n.parent {
-                kids.entry(p).or_default().push(n.id);
-            }
-        }
-        let sole = |id: NodeId| -> Option<NodeId> {
-            let n = self.nodes.get(&id)?;
-            if n.kind != NodeKind::Frozen || n.invalid {
-                return None;
-            }
-            match kids.get(&id)?.as_slice() {
-                [c] => Some(*c),
-                _ => None,
-            }
-        };
-        let mut pairs: Vec<(NodeId, NodeId)> = self
-            .nodes
+        let kids = self.child_lists();
+        let sole = |id: NodeId| self.sole_child(id, &kids);
+        self.nodes
             .keys()
             .filter_map(|&f| sole(f).map(|c| (f, c)))
             .filter(|&(f, _)| {
                 let parent = self.nodes.get(&f).and_then(|n| n.parent);
                 parent.and_then(sole) != Some(f)
             })
-            .collect();
-        pairs.sort_unstable();
-        pairs.first().copied()
+            .min()
     }
 
     /// Clears `merging` if its pair is no longer a frozen node with that
@@ -95,14 +78,7 @@ impl State {
     /// the gates closed).
     pub fn check_merging(&mut self) {
         let Some((f, c)) = self.merging else { return };
-        let ok = self
-            .nodes
-            .get(&f)
-            .is_some_and(|n| n.kind == NodeKind::Frozen && !n.invalid)
-            && self.nodes.get(&c).is_some_and(|n| n.parent == Some(f))
-            && self.nodes.values().filter(|n| n.parent == Some(f)).count() == 1
-            && self.mode == CopyMode::Row
-            && self.restore.is_none();
+        let ok = self.mode == CopyMode::Row && self.sole_child(f, &self.child_lists()) == Some(c);
         if !ok {
             self.merging = None;
         }
@@ -110,19 +86,12 @@ impl State {
 
     /// How many pairs a collection has ahead of it (each a pass).
     pub fn merge_pairs(&self) -> u64 {
-        if self.mode != CopyMode::Row || self.restore.is_some() {
+        if self.mode != CopyMode::Row {
             return 0;
         }
-        self.nodes
-            .values()
-            .filter(|n| n.kind == NodeKind::Frozen && !n.invalid)
-            .filter(|n| {
-                self.nodes
-                    .values()
-                    .filter(|c| c.parent == Some(n.id))
-                    .count()
-                    == 1
-            })
+        let kids = self.child_lists();
+        (self.nodes.keys())
+            .filter(|&&f| self.sole_child(f, &kids).is_some())
             .count() as u64
     }
 
@@ -308,7 +277,7 @@ impl State {
     }
 
     /// Whether `slot` lies in one of node `id`'s reserved areas.
-    fn in_area(&self, id: NodeId, slot: u64) -> bool {
+    pub(super) fn in_area(&self, id: NodeId, slot: u64) -> bool {
         self.area_holding(id, slot).is_some()
     }
 

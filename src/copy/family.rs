@@ -425,13 +425,7 @@ impl State {
         if e.slot == ZERO_SLOT {
             return;
         }
-        let in_area = self.nodes.get(&id).is_some_and(|n| {
-            n.map
-                .areas()
-                .iter()
-                .any(|&(a, c)| e.slot >= a && e.slot < a + c)
-        });
-        if !in_area {
+        if !self.in_area(id, e.slot) {
             self.store.free_later(e.slot);
         }
     }
@@ -441,29 +435,6 @@ impl State {
     /// has changed); `ids` gives fresh node ids. A collection's pair stays
     /// merged if it still is a pair.
     pub fn create_copy(
-        &mut self,
-        src: &str,
-        copy: &str,
-        scheme: Scheme,
-        created: u64,
-        ids: &mut dyn FnMut() -> NodeId,
-        maps: &mut MakeMap<'_>,
-    ) -> Result<()> {
-        let r = self.create_copy_tree(src, copy, scheme, created, ids, maps);
-        self.check_merging();
-        r
-    }
-
-    /// Deletes image `name` (see `delete_image_tree`); a collection's pair
-    /// stays merged if it still is a pair.
-    pub fn delete_image(&mut self, name: &str) -> Result<Vec<MergeCopy>> {
-        let r = self.delete_image_tree(name);
-        self.check_merging();
-        r
-    }
-
-    /// The tree change of [`State::create_copy`].
-    fn create_copy_tree(
         &mut self,
         src: &str,
         copy: &str,
@@ -549,6 +520,7 @@ impl State {
             }
         }
         self.record_dirty = true;
+        self.check_merging();
         Ok(())
     }
 
@@ -569,7 +541,8 @@ impl State {
     /// lose their last copy but still serve older copies are merged into
     /// the next older view; the returned plan lists the granules whose data
     /// must be copied for that merge (load-point maps cannot adopt slots).
-    fn delete_image_tree(&mut self, name: &str) -> Result<Vec<MergeCopy>> {
+    /// A collection's pair stays merged if it still is a pair.
+    pub fn delete_image(&mut self, name: &str) -> Result<Vec<MergeCopy>> {
         let img = self.image(name)?.clone();
         if name == self.origin {
             return Err(Error::conflict(format!(
@@ -586,7 +559,9 @@ impl State {
             }
             Head::Base => None,
         };
-        self.prune(node)
+        let plan = self.prune(node);
+        self.check_merging();
+        plan
     }
 
     /// Removes `node` and its ancestors while no image needs them; a view
@@ -928,7 +903,7 @@ impl State {
     }
 
     /// Lists of every node's children.
-    fn child_lists(&self) -> HashMap<NodeId, Vec<NodeId>> {
+    pub(super) fn child_lists(&self) -> HashMap<NodeId, Vec<NodeId>> {
         let mut kids: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
         for n in self.nodes.values() {
             if let Some(p) = n.parent {
@@ -940,7 +915,11 @@ impl State {
 
     /// The only child of frozen node `id`, if it has exactly one and no
     /// restore is in progress (a restore's reads start inside the tree).
-    fn sole_child(&self, id: NodeId, kids: &HashMap<NodeId, Vec<NodeId>>) -> Option<NodeId> {
+    pub(super) fn sole_child(
+        &self,
+        id: NodeId,
+        kids: &HashMap<NodeId, Vec<NodeId>>,
+    ) -> Option<NodeId> {
         if self.restore.is_some() || self.nodes.get(&id)?.kind != NodeKind::Frozen {
             return None;
         }

@@ -144,6 +144,10 @@ impl PieceSrc {
     }
 }
 
+/// What a write finds at a track: the entry, where its slot lies (and the
+/// end of its chunk), the track and granule sizes.
+type TrackAt = (Option<Entry>, Option<(Result<u64>, Option<u64>)>, u64, u64);
+
 pub(super) fn us(x: u64) -> usize {
     usize::try_from(x).unwrap_or(usize::MAX)
 }
@@ -708,41 +712,46 @@ impl Family {
         }
     }
 
-    /// The node a write of track `t` of image `name` goes to: its leaf, or
-    /// while a collection merges the leaf into its frozen parent, that
-    /// parent, once the leaf's entry of `t` has moved (the caller holds the
-    /// track's locks).
-    async fn writer_node(&self, name: &str, t: u64) -> Result<NodeId> {
-        let (leaf, merging) = {
-            let st = self.read_state();
-            let Head::Leaf(leaf) = st.image(name)?.head else {
-                return Err(Error::invalid("the origin of an A1 family has no leaf"));
-            };
-            (leaf, st.merging)
+    /// Image `name`'s leaf, and the frozen node a collection is merging it
+    /// into, if one is: then a write of a track moves the track first (under
+    /// the track's locks) and goes to that frozen node.
+    fn writer_of(st: &State, name: &str) -> Result<(NodeId, Option<NodeId>)> {
+        let Head::Leaf(leaf) = st.image(name)?.head else {
+            return Err(Error::invalid("the origin of an A1 family has no leaf"));
         };
-        match merging {
-            Some((f, c)) if c == leaf => {
-                self.merge_track(f, c, t, false).await?;
-                Ok(f)
-            }
-            _ => Ok(leaf),
-        }
+        Ok((leaf, st.merging.filter(|&(_, c)| c == leaf).map(|(f, _)| f)))
+    }
+
+    /// Track `t` of `node` as a write finds it: its entry and, for a slot
+    /// the node holds, where it lies (under the caller's lock).
+    fn track_at(st: &State, node: NodeId, t: u64) -> TrackAt {
+        let entry = st.nodes.get(&node).and_then(|n| n.map.get(t));
+        let at_slot = entry
+            .filter(|e| e.slot != ZERO_SLOT)
+            .map(|e| (st.store.offset(e.slot), st.store.chunk_end(e.slot)));
+        (entry, at_slot, st.track, st.granule)
     }
 
     /// Writes `data` at `at` within track `t` of image `name`'s leaf.
     async fn write_track(&self, name: &str, t: u64, at: u64, data: IoBuf, fua: bool) -> BufResult {
-        let leaf = match self.writer_node(name, t).await {
-            Ok(l) => l,
-            Err(e) => return (data, Err(e)),
-        };
-        let (entry, at_slot, t_sz, g) = {
+        // One look at the state, unless a collection must move the track
+        // first (see `writer_of`).
+        let found = {
             let st = self.read_state();
-            let entry = st.nodes.get(&leaf).and_then(|n| n.map.get(t));
-            // A slot the leaf holds: where it lies, under this same lock.
-            let at_slot = entry
-                .filter(|e| e.slot != ZERO_SLOT)
-                .map(|e| (st.store.offset(e.slot), st.store.chunk_end(e.slot)));
-            (entry, at_slot, st.track, st.granule)
+            Self::writer_of(&st, name).map(|(leaf, into)| match into {
+                None => (leaf, Ok(Self::track_at(&st, leaf, t))),
+                Some(f) => (leaf, Err(f)),
+            })
+        };
+        let (leaf, (entry, at_slot, t_sz, g)) = match found {
+            Err(e) => return (data, Err(e)),
+            Ok((leaf, Ok(at))) => (leaf, at),
+            Ok((leaf, Err(f))) => {
+                if let Err(e) = self.merge_track(f, leaf, t, false).await {
+                    return (data, Err(e));
+                }
+                (f, Self::track_at(&self.read_state(), f, t))
+            }
         };
         let len = data.len() as u64;
         let (g0, g1) = (at / g, (at + len - 1) / g);
@@ -1044,39 +1053,51 @@ impl Family {
         t1: u64,
     ) -> Result<()> {
         let _mine = locks.lock(t0, t1).await;
-        let merging = self.read_state().merging.is_some();
-        let _base = if merging {
-            Some(self.base_locks.lock(t0, t1).await)
-        } else {
-            None
-        };
-        for t in t0..t1 {
-            let leaf = self.writer_node(name, t).await?;
-            let mut st = self.write_state();
-            let full = st.full();
-            let old = st.nodes.get(&leaf).and_then(|n| n.map.get(t));
-            let ok = st
-                .nodes
-                .get(&leaf)
-                .is_some_and(|n| n.map.accepts(t, ZERO_SLOT));
-            if !ok {
-                continue;
+        let (leaf, into) = Self::writer_of(&self.read_state(), name)?;
+        match into {
+            None => {
+                let mut st = self.write_state();
+                for t in t0..t1 {
+                    Self::zero_entry(&mut st, leaf, t);
+                }
             }
-            if let Some(n) = st.nodes.get_mut(&leaf) {
-                n.map.set(
-                    t,
-                    Entry {
-                        slot: ZERO_SLOT,
-                        valid: full,
-                    },
-                );
+            Some(f) => {
+                // Merged into `f`: each track moves first, then is zeroed
+                // there, under the tracks' locks (see `writer_of`).
+                let _base = self.base_locks.lock(t0, t1).await;
+                for t in t0..t1 {
+                    self.merge_track(f, leaf, t, false).await?;
+                    Self::zero_entry(&mut self.write_state(), f, t);
+                }
             }
-            if let Some(e) = old {
-                st.free_entry_slot(leaf, e);
-            }
-            st.touch(leaf, t);
         }
         Ok(())
+    }
+
+    /// Makes track `t` of `node` a zero entry; its slot goes back.
+    fn zero_entry(st: &mut State, node: NodeId, t: u64) {
+        let full = st.full();
+        let old = st.nodes.get(&node).and_then(|n| n.map.get(t));
+        if !st
+            .nodes
+            .get(&node)
+            .is_some_and(|n| n.map.accepts(t, ZERO_SLOT))
+        {
+            return;
+        }
+        if let Some(n) = st.nodes.get_mut(&node) {
+            n.map.set(
+                t,
+                Entry {
+                    slot: ZERO_SLOT,
+                    valid: full,
+                },
+            );
+        }
+        if let Some(e) = old {
+            st.free_entry_slot(node, e);
+        }
+        st.touch(node, t);
     }
 
     /// Carries out the data copies a view merge needs (see

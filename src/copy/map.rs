@@ -99,6 +99,17 @@ pub trait TrackMap: Send + Sync {
     /// Heap bytes the map's metadata occupies.
     fn memory_bytes(&self) -> usize;
 
+    /// Store slots the map holds: its areas, and its pointer slots outside
+    /// them.
+    fn held_slots(&self) -> u64 {
+        let areas = self.areas();
+        let in_area = |s: u64| areas.iter().any(|&(a, c)| s >= a && s < a + c);
+        let singles = (self.entries())
+            .filter(|(_, e)| e.slot != ZERO_SLOT && !in_area(e.slot))
+            .count() as u64;
+        areas.iter().map(|a| a.1).sum::<u64>() + singles
+    }
+
     /// Gives up the reserved area holding track `t`'s position if no entry
     /// uses it any longer, and returns it for the caller to free. Only for
     /// a map that will not `place` again (a frozen node losing entries the

@@ -861,17 +861,7 @@ fn running_out_of_space() {
 /// Slots the live nodes' maps hold: their areas, and the pointer slots
 /// outside them.
 fn held_slots(st: &super::family::State) -> u64 {
-    st.nodes
-        .values()
-        .map(|n| {
-            let areas = n.map.areas();
-            let in_area = |s: u64| areas.iter().any(|&(a, c)| s >= a && s < a + c);
-            let singles = (n.map.entries())
-                .filter(|(_, e)| e.slot != super::map::ZERO_SLOT && !in_area(e.slot))
-                .count() as u64;
-            areas.iter().map(|&(_, c)| c).sum::<u64>() + singles
-        })
-        .sum()
+    st.nodes.values().map(|n| n.map.held_slots()).sum()
 }
 
 /// Writes `len` bytes of `v` at `off` of the original, "o".

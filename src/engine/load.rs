@@ -12,6 +12,17 @@ use crate::meta::Snapshot;
 use crate::meta::model::{GroupRecord, JobKind, JobRecord, SlotState};
 
 impl Pool {
+    /// Records an unfinished job found finished at open: done at its
+    /// total (its last checkpoint may predate its last units), and why.
+    fn done_at_load(&self, mut j: JobRecord, why: &str) -> Result<()> {
+        j.state = crate::api::views::JobState::Done;
+        j.done = j.total;
+        j.message = Some(why.into());
+        self.meta.write(true, |tx| tx.put_job(&j))?;
+        self.jobs.add_finished(j);
+        Ok(())
+    }
+
     pub(super) fn load(&self, snap: Snapshot) -> Result<()> {
         let pool_id = snap.pool.id;
         let jobs: HashMap<u64, JobRecord> = snap.jobs.iter().map(|j| (j.id, j.clone())).collect();
@@ -98,13 +109,7 @@ impl Pool {
                     if live {
                         resumes.push(j);
                     } else {
-                        let mut j = j;
-                        j.state = crate::api::views::JobState::Done;
-                        // Its last checkpoint may predate the last tracks.
-                        j.done = j.total;
-                        j.message = Some("its data had all moved at the last stop".into());
-                        self.meta.write(true, |tx| tx.put_job(&j))?;
-                        self.jobs.add_finished(j);
+                        self.done_at_load(j, "its data had all moved at the last stop")?;
                     }
                 }
                 JobKind::CopyCollect { family, .. } => {
@@ -114,12 +119,7 @@ impl Pool {
                     if self.lock().families.contains_key(family) {
                         resumes.push(j);
                     } else {
-                        let mut j = j;
-                        j.state = crate::api::views::JobState::Done;
-                        j.done = j.total;
-                        j.message = Some("its copy family was gone at the last stop".into());
-                        self.meta.write(true, |tx| tx.put_job(&j))?;
-                        self.jobs.add_finished(j);
+                        self.done_at_load(j, "its copy family was gone at the last stop")?;
                     }
                 }
                 JobKind::Rebuild {
@@ -142,12 +142,7 @@ impl Pool {
                     if live {
                         resumes.push(j);
                     } else if finished {
-                        let mut j = j;
-                        j.state = crate::api::views::JobState::Done;
-                        j.done = j.total;
-                        j.message = Some("it had finished at the last stop".into());
-                        self.meta.write(true, |tx| tx.put_job(&j))?;
-                        self.jobs.add_finished(j);
+                        self.done_at_load(j, "it had finished at the last stop")?;
                     } else {
                         let mut j = j;
                         j.state = crate::api::views::JobState::Failed;

@@ -15,6 +15,12 @@ async fn scatter(rig: &Rig, want: &mut [u8], round: u64, v: u8) {
     }
 }
 
+/// Reads and writes the group's disk has done.
+fn group_io(r: &Rig) -> u64 {
+    r.group.reads.load(std::sync::atomic::Ordering::SeqCst)
+        + r.group.writes.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Collects until no pair is left (what `copy gc --wait` does).
 async fn collect_all(rig: &mut Rig) -> u32 {
     let mut pairs = 0;
@@ -167,10 +173,7 @@ fn rewritten_areas_pass_to_the_frozen_node_without_copying() {
             rig.delete("k").await;
             let mut want = vec![2u8; SIZE as usize];
             want[..(12 * TRACK) as usize].fill(3);
-            let io = |r: &Rig| {
-                r.group.reads.load(std::sync::atomic::Ordering::SeqCst)
-                    + r.group.writes.load(std::sync::atomic::Ordering::SeqCst)
-            };
+            let io = group_io;
             let before = (io(&rig), rig.fam.read_state().store.used_slots());
             assert_eq!(collect_all(&mut rig).await, 1, "{scheme}");
             let after = (io(&rig), rig.fam.read_state().store.used_slots());
@@ -218,10 +221,7 @@ fn a_partial_area_passes_whole_to_the_frozen_node() {
         rig.delete("k").await;
         let mut want = vec![0u8; SIZE as usize];
         want[..half as usize].fill(3);
-        let io = |r: &Rig| {
-            r.group.reads.load(std::sync::atomic::Ordering::SeqCst)
-                + r.group.writes.load(std::sync::atomic::Ordering::SeqCst)
-        };
+        let io = group_io;
         let before = (io(&rig), rig.fam.read_state().store.used_slots());
         assert!(
             rig.fam.begin_merge().is_some(),

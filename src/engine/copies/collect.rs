@@ -82,6 +82,17 @@ impl Pool {
         Self::family_switches(&st, Some(fam.object), "")
     }
 
+    /// Runs `f` with the gates of `fam`'s volumes closed (requests in
+    /// flight finish first, new ones wait).
+    async fn gates_closed<R>(&self, fam: &Family, f: impl FnOnce() -> R) -> R {
+        let switches = self.switches_of(fam);
+        let mut closed = Vec::with_capacity(switches.len());
+        for s in &switches {
+            closed.push(s.close().await);
+        }
+        f()
+    }
+
     /// Starts merging the family's next pair, with its gates closed for
     /// the moment (host writes then take the track locks). Whether a pair
     /// was begun now.
@@ -89,13 +100,7 @@ impl Pool {
         if fam.read_state().merging.is_some() || !fam.has_merge_pair() {
             return false;
         }
-        let switches = self.switches_of(fam);
-        let mut closed = Vec::with_capacity(switches.len());
-        for s in &switches {
-            closed.push(s.close().await);
-        }
-        let begun = fam.begin_merge();
-        drop(closed);
+        let begun = self.gates_closed(fam, || fam.begin_merge()).await;
         if let Some((f, c)) = begun {
             tracing::debug!("copy family {}: merging node {c} into {f}", fam.object);
         }
@@ -108,13 +113,8 @@ impl Pool {
         if fam.read_state().merging.is_none() {
             return;
         }
-        let switches = self.switches_of(fam);
-        let mut closed = Vec::with_capacity(switches.len());
-        for s in &switches {
-            closed.push(s.close().await);
-        }
-        fam.write_state().merging = None;
-        drop(closed);
+        self.gates_closed(fam, || fam.write_state().merging = None)
+            .await;
     }
 
     /// Ends the pair being merged: with the gates closed, the rest of the
@@ -178,13 +178,7 @@ impl CollectWork {
     /// as host writes are: a copy point or deletion never runs while a
     /// track is half moved.
     async fn merge(&self, t0: u64, t1: u64) -> Result<()> {
-        let origin = self.fam.read_state().origin.clone();
-        let gate = self
-            .pool
-            .lock()
-            .volumes
-            .get(&origin)
-            .map(|v| Arc::clone(&v.dev));
+        let gate = self.pool.origin_switch(&self.fam);
         let _pass = match &gate {
             Some(g) => Some(g.enter().await),
             None => None,

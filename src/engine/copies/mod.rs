@@ -153,6 +153,13 @@ impl Pool {
             .collect()
     }
 
+    /// The switch of `fam`'s origin volume: a pass through its gate keeps
+    /// a copy point, deletion or merge from running meanwhile.
+    pub(super) fn origin_switch(&self, fam: &Family) -> Option<Arc<Switch>> {
+        let origin = fam.read_state().origin.clone();
+        self.lock().volumes.get(&origin).map(|v| Arc::clone(&v.dev))
+    }
+
     /// Whether a volume takes part in a copy family (grow and delete refuse).
     pub(crate) fn in_family(&self, st: &State, name: &str) -> bool {
         st.volumes.get(name).is_some_and(|v| v.rec.family.is_some())

@@ -336,13 +336,7 @@ impl Work for CopyMoveWork {
             // a copy point, deletion or merge never runs while a track is
             // half moved (its view preserved into, its pending bit cleared).
             for t in from..from + n {
-                let origin = self.fam.read_state().origin.clone();
-                let gate = self
-                    .pool
-                    .lock()
-                    .volumes
-                    .get(&origin)
-                    .map(|v| Arc::clone(&v.dev));
+                let gate = self.pool.origin_switch(&self.fam);
                 let _pass = match &gate {
                     Some(g) => Some(g.enter().await),
                     None => None,

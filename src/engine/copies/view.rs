@@ -19,14 +19,14 @@ impl Pool {
         for id in &own {
             if let Some(n) = st.nodes.get(id) {
                 memory += n.map.memory_bytes() as u64;
-                slots += held_slots(n.map.as_ref());
+                slots += n.map.held_slots();
             }
         }
         let chain = st.chain(img.head);
         let shared: u64 = (chain.iter())
             .filter(|id| !own.contains(id))
             .filter_map(|id| st.nodes.get(id))
-            .map(|n| held_slots(n.map.as_ref()))
+            .map(|n| n.map.held_slots())
             .sum();
         let live: u64 = (st.nodes.values())
             .map(|n| {
@@ -160,14 +160,4 @@ impl Pool {
         }
         self.copy_view(&f, name, &v, free)
     }
-}
-
-/// Slots a map holds: its areas, and its pointer slots outside them.
-fn held_slots(map: &dyn crate::copy::map::TrackMap) -> u64 {
-    let areas = map.areas();
-    let in_area = |s: u64| areas.iter().any(|&(a, c)| s >= a && s < a + c);
-    let singles = (map.entries())
-        .filter(|(_, e)| e.slot != crate::copy::map::ZERO_SLOT && !in_area(e.slot))
-        .count() as u64;
-    areas.iter().map(|a| a.1).sum::<u64>() + singles
 }
