@@ -23,7 +23,8 @@
 #    by side; goal: IOPS during collection >= 0.8x.
 #
 # Environment: BENCH_DIR (default target/bench-copy-gc), BENCH_CHURN,
-# BENCH_EVERY, BENCH_ROUNDS.
+# BENCH_EVERY, BENCH_ROUNDS (BENCH_CHURN=0 skips part 1, BENCH_ROUNDS=0
+# part 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -37,7 +38,7 @@ for t in fio python3 qemu-io; do
   command -v $t >/dev/null || { echo "error: $t is needed (apt-get install fio qemu-utils python3)" >&2; exit 1; }
 done
 avail=$(df -B1 --output=avail "$(dirname "$dir")" | tail -1 | tr -d ' ')
-[ "$avail" -gt $((12 << 30)) ] || { echo "error: the run needs about 12 GiB free on the filesystem of $dir" >&2; exit 1; }
+[ "$avail" -gt $((16 << 30)) ] || { echo "error: the run needs about 16 GiB free on the filesystem of $dir" >&2; exit 1; }
 
 echo "building ferrosan (release)..." >&2
 cargo build --release -q
@@ -71,53 +72,60 @@ wait_gc() { # until no copy-gc job runs
 }
 
 # ------------------------------------------------------------ 1. churn
-fs disk add a --size 4G >/dev/null
-fs group create ga --raid concat --disks a >/dev/null
-disk=$(free_of ga)
-fs volume create src --group ga --size 1G >/dev/null
-fs copy create src c0 >/dev/null
-fio_json "$dir/pre.json" --name=pre --ioengine=nbd --uri="$(uri src)" --rw=randwrite --bs=4k \
-  --iodepth=16 --time_based --runtime=8
-fio_json "$dir/churn.json" --name=churn --ioengine=nbd --uri="$(uri src)" --rw=randwrite --bs=4k \
-  --iodepth=16 --time_based --runtime="$churn" &
-fpid=$!
-n=0
-failed=0
-while kill -0 $fpid 2>/dev/null; do
-  if fs copy create src "k$n" >/dev/null 2>>"$dir/churn.err"; then
-    sleep "$every"
-    fs copy delete "k$n" >/dev/null 2>>"$dir/churn.err" || failed=$((failed + 1))
-  else
-    failed=$((failed + 1))
-  fi
-  n=$((n + 1))
-done
-wait $fpid || true
-held_end=$((disk - $(free_of ga)))
-fs copy gc --wait >/dev/null
-held_gc=$((disk - $(free_of ga)))
-vol=$((1 << 30))
-bound=$(( vol + vol * 5 / 4 + 2 * (64 << 20) ))
-echo "== 1. churn: ${churn} s of 4k random writes qd16 to a 1 GiB source with one long-lived copy, a copy created and deleted every ${every} s"
-echo "copies made: $n (failed commands: $failed); fio errors: $(errs "$dir/churn.json"), IOPS $(iops "$dir/churn.json")"
-echo "group held: $(mib $held_end) MiB at the end, $(mib $held_gc) MiB after copy gc --wait; goal <= $(mib $bound) MiB (1 GiB source + 1.25 GiB store + 2 chunks)"
-fs copy delete c0 --wait >/dev/null
-fs volume delete src >/dev/null
+if [ "$churn" -gt 0 ]; then
+  fs disk add a --size 4G >/dev/null
+  fs group create ga --raid concat --disks a >/dev/null
+  disk=$(free_of ga)
+  fs volume create src --group ga --size 1G >/dev/null
+  fs copy create src c0 ${BENCH_META:+--meta $BENCH_META} >/dev/null
+  fio_json "$dir/pre.json" --name=pre --ioengine=nbd --uri="$(uri src)" --rw=randwrite --bs=4k \
+    --iodepth=16 --time_based --runtime=8
+  fio_json "$dir/churn.json" --name=churn --ioengine=nbd --uri="$(uri src)" --rw=randwrite --bs=4k \
+    --iodepth=16 --time_based --runtime="$churn" &
+  fpid=$!
+  n=0
+  failed=0
+  while kill -0 $fpid 2>/dev/null; do
+    if fs copy create src "k$n" >/dev/null 2>>"$dir/churn.err"; then
+      sleep "$every"
+      fs copy delete "k$n" >/dev/null 2>>"$dir/churn.err" || failed=$((failed + 1))
+    else
+      failed=$((failed + 1))
+    fi
+    n=$((n + 1))
+  done
+  wait $fpid || true
+  held_end=$((disk - $(free_of ga)))
+  fs copy gc --wait >/dev/null
+  held_gc=$((disk - $(free_of ga)))
+  vol=$((1 << 30))
+  bound=$(( vol + vol * 5 / 4 + 2 * (64 << 20) ))
+  echo "== 1. churn: ${churn} s of 4k random writes qd16 to a 1 GiB source with one long-lived copy, a copy created and deleted every ${every} s"
+  echo "copies made: $n (failed commands: $failed); fio errors: $(errs "$dir/churn.json"), IOPS $(iops "$dir/churn.json") (before the churn, one copy: $(iops "$dir/pre.json"))"
+  echo "group held: $(mib $held_end) MiB at the end, $(mib $held_gc) MiB after copy gc --wait; goal <= $(mib $bound) MiB (1 GiB source + 1.25 GiB store + 2 chunks)"
+  fs copy delete c0 --wait >/dev/null
+  fs volume delete src >/dev/null
+fi
 
 # ------------------------------------------------- 2. and 3. rate and cost
-fs volume create plain --group ga --size 1G >/dev/null
+# Parts 2 and 3 hold a plain volume and a source with two generations of
+# store (about 4.5 GiB at the peak): a disk of their own.
+fs disk add b --size 8G >/dev/null
+fs group create gb --raid concat --disks b >/dev/null
+fs volume create plain --group gb --size 1G >/dev/null
 fio_json "$dir/seq.json" --name=seq --ioengine=nbd --uri="$(uri plain)" --rw=write --bs=1M \
   --iodepth=8 --size=1G
 seq_bw=$(python3 -c 'import json,sys;print(int(json.load(open(sys.argv[1]))["jobs"][0]["write"]["bw_bytes"]))' "$dir/seq.json")
 
 # A pair to collect: 512 MiB of whole tracks to move.
 prepare() { # volume name
-  fs volume create "$1" --group ga --size 1G >/dev/null
+  fs volume create "$1" --group gb --size 1G >/dev/null
   fs copy create "$1" "$1-c0" >/dev/null
   qemu-io -f raw -c "write -P 0x71 0 1G" -c flush "$(uri "$1")" >/dev/null
   fs copy create "$1" "$1-k" >/dev/null
   fio_json "$dir/half.json" --name=half --ioengine=nbd --uri="$(uri "$1")" --rw=write:64k --bs=64k \
     --iodepth=16 --size=1G
+  [ "$(errs "$dir/half.json")" = 0 ] || { echo "error: preparing $1 failed: $(head -1 "$dir/fio.err")" >&2; exit 1; }
 }
 prepare g1
 t0=$(date +%s%N)

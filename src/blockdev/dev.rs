@@ -132,6 +132,16 @@ pub trait BlockDev: Send + Sync + 'static {
         })
     }
 
+    /// A write to this device failed for want of space: a future that
+    /// resolves `Ok` once trying again may succeed (space was freed, or is
+    /// being freed, below), or `Err` when no space will come; `None` (the
+    /// default) if the device never frees space by itself. The caller
+    /// holds no lock or gate of the device while it waits, and bounds the
+    /// wait (a volume's switch: 20 s).
+    fn wait_for_room(&self) -> Option<DevFuture<'_, Result<()>>> {
+        None
+    }
+
     /// The node itself, for a parent that knows its concrete type: such a
     /// parent awaits the node's read or write in place (its own inherent
     /// `read_inline` / `write_inline`) instead of through a boxed
@@ -251,6 +261,9 @@ impl<T: BlockDev + ?Sized> BlockDev for std::sync::Arc<T> {
     }
     fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
         (**self).block_status(off, len)
+    }
+    fn wait_for_room(&self) -> Option<DevFuture<'_, Result<()>>> {
+        (**self).wait_for_room()
     }
     fn as_any(&self) -> &dyn std::any::Any {
         (**self).as_any()

@@ -31,6 +31,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use super::family::{NodeId, Src, State, runs};
 use super::image::{Family, us};
 use super::map::{Entry, PARTIAL_AREA_TRACKS, ZERO_SLOT};
@@ -339,6 +341,10 @@ impl State {
     }
 }
 
+/// Tracks of one extent a collection moves at once: enough to keep a
+/// disk busy, few enough that host I/O keeps its share.
+pub const MOVES_IN_FLIGHT: usize = 8;
+
 impl Family {
     /// Starts merging the next pair, if there is one and none is being
     /// merged. Call with the family's gates closed.
@@ -356,27 +362,49 @@ impl Family {
         st.merging.is_some() || st.merge_pair().is_some()
     }
 
-    /// Merges tracks `t0..t1` of the pair being merged, each under its
-    /// track lock; host I/O goes on meanwhile.
+    /// Merges tracks `t0..t1` of the pair being merged, an extent at a
+    /// time under the extent's track lock (host writes there wait; the
+    /// rest of the volume goes on), up to [`MOVES_IN_FLIGHT`] tracks of it
+    /// moving at once.
     pub async fn merge_tracks(&self, t0: u64, t1: u64) -> Result<()> {
-        for t in t0..t1 {
-            let (f, c, tracks) = {
-                let st = self.read_state();
-                let Some((f, c)) = st.merging else {
-                    return Ok(());
-                };
-                // The child gains no entry while it is merged (its writes
-                // go to the frozen node): a track it lacks is skipped.
-                if st.nodes.get(&c).and_then(|n| n.map.get(t)).is_none() {
-                    continue;
-                }
-                (f, c, st.tracks)
+        let mut e0 = t0 - t0 % PARTIAL_AREA_TRACKS;
+        while e0 < t1 {
+            let e1 = e0 + PARTIAL_AREA_TRACKS;
+            self.merge_extent(e0, t0.max(e0), t1.min(e1)).await?;
+            e0 = e1;
+        }
+        Ok(())
+    }
+
+    /// Merges tracks `a..b` of the extent from `e0`.
+    async fn merge_extent(&self, e0: u64, a: u64, b: u64) -> Result<()> {
+        let (f, c, tracks, todo) = {
+            let st = self.read_state();
+            let Some((f, c)) = st.merging else {
+                return Ok(());
             };
-            let e0 = t - t % PARTIAL_AREA_TRACKS;
-            let _l = (self.base_locks())
-                .lock(e0, (e0 + PARTIAL_AREA_TRACKS).min(tracks))
-                .await;
-            self.merge_track(f, c, t, true).await?;
+            // The child gains no entry while it is merged (its writes go
+            // to the frozen node): a track it lacks is skipped.
+            let todo: Vec<u64> = match st.nodes.get(&c) {
+                Some(n) => (a..b).filter(|&t| n.map.get(t).is_some()).collect(),
+                None => Vec::new(),
+            };
+            (f, c, st.tracks, todo)
+        };
+        let Some((&first, rest)) = todo.split_first() else {
+            return Ok(());
+        };
+        let _l = (self.base_locks())
+            .lock(e0, (e0 + PARTIAL_AREA_TRACKS).min(tracks))
+            .await;
+        // The first may hand the child's whole area over (then the rest
+        // find nothing to move).
+        self.merge_track(f, c, first, true).await?;
+        let mut moves = futures::stream::iter(rest.iter())
+            .map(|&t| self.merge_track(f, c, t, true))
+            .buffer_unordered(MOVES_IN_FLIGHT);
+        while let Some(r) = moves.next().await {
+            r?;
         }
         Ok(())
     }
@@ -393,7 +421,12 @@ impl Family {
     ) -> Result<()> {
         for _ in 0..3 {
             let planned = self.write_state().plan_move(f, c, t, extent)?;
-            let Some(m) = planned else { return Ok(()) };
+            let Some(m) = planned else {
+                // Nothing to copy (none left, or slots adopted or an area
+                // handed over): what the child gave up may be free.
+                self.room_freed();
+                return Ok(());
+            };
             let moved = self.move_data(&m).await;
             if let Err(e) = moved {
                 if m.fresh {
@@ -409,6 +442,7 @@ impl Family {
                 return Err(e);
             }
             if self.write_state().apply_move(f, c, t, &m) {
+                self.room_freed();
                 return Ok(());
             }
         }
@@ -472,6 +506,7 @@ impl Family {
         // before the tree changes.
         self.commit().await?;
         self.write_state().finish_merge(f, c)?;
+        self.room_freed();
         Ok(true)
     }
 }

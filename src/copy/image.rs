@@ -71,6 +71,12 @@ pub struct Family {
     pub(super) save_lock: tokio::sync::Mutex<()>,
     /// Fresh slots placed in sequence, for preallocating ahead of them.
     ahead: Mutex<Ahead>,
+    /// Told when a collection frees store slots: writes waiting for room
+    /// (`room.rs`) go again.
+    pub(super) room: tokio::sync::Notify,
+    /// The owner's way to give emptied chunks back to the group at once
+    /// (a write waiting for room; `room.rs`).
+    pub(super) hand_back: std::sync::OnceLock<super::room::HandBack>,
 }
 
 /// The run of fresh slots placed one after the other (sequential first
@@ -178,6 +184,8 @@ impl Family {
             released: Mutex::new(Vec::new()),
             save_lock: tokio::sync::Mutex::new(()),
             ahead: Mutex::new(Ahead::default()),
+            room: tokio::sync::Notify::new(),
+            hand_back: std::sync::OnceLock::new(),
         })
     }
 
@@ -1309,6 +1317,10 @@ impl BlockDev for ImageDev {
 
     fn flush(&self) -> DevFuture<'_, Result<()>> {
         Box::pin(async move { self.family.commit().await })
+    }
+
+    fn wait_for_room(&self) -> Option<DevFuture<'_, Result<()>>> {
+        Some(Box::pin(self.family.room()))
     }
 
     fn discard(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {

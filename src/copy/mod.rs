@@ -28,6 +28,7 @@ pub mod map;
 pub mod maps;
 pub mod page;
 pub mod record;
+pub mod room;
 pub mod store;
 
 use family::{Head, Image, Node, NodeId, NodeKind, Restore, State};

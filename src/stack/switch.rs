@@ -21,6 +21,9 @@ use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, probe};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 
+/// The longest a host write waits for space a device frees by itself.
+pub const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A swappable device behind a gate.
 pub struct Switch {
     gate: Gate,
@@ -155,8 +158,52 @@ impl Switch {
         }
     }
 
-    /// [`BlockDev::write`] awaited in place.
+    /// [`BlockDev::write`] awaited in place. A write that finds no space
+    /// below, where the device frees space by itself (a copy family's
+    /// free-space collection), waits for it outside the gate and goes
+    /// again, up to [`ROOM_WAIT`]: host writes are paced, not failed.
     pub async fn write_inline(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
+        match self.write_once(off, buf, fua).await {
+            (buf, Err(e)) if e.kind() == ErrorKind::NoSpace => {
+                Box::pin(self.write_after_room(off, buf, fua, e)).await
+            }
+            done => done,
+        }
+    }
+
+    /// Tries `write` again each time the device below says room may have
+    /// come, until it succeeds, fails otherwise, or [`ROOM_WAIT`] passes.
+    async fn write_after_room(&self, off: u64, buf: IoBuf, fua: bool, full: Error) -> BufResult {
+        let until = tokio::time::Instant::now() + ROOM_WAIT;
+        let (mut buf, mut full) = (buf, full);
+        loop {
+            let dev = self.current();
+            let Some(room) = dev.wait_for_room() else {
+                return (buf, Err(full));
+            };
+            match tokio::time::timeout_at(until, room).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!("write at {off} found no space: {}", e.chain());
+                    return (buf, Err(full));
+                }
+                Err(_) => {
+                    let msg = format!(
+                        "{} (no space was freed within {} s)",
+                        full.message(),
+                        ROOM_WAIT.as_secs()
+                    );
+                    return (buf, Err(Error::new(ErrorKind::NoSpace, msg)));
+                }
+            }
+            match self.write_once(off, buf, fua).await {
+                (b, Err(e)) if e.kind() == ErrorKind::NoSpace => (buf, full) = (b, e),
+                done => return done,
+            }
+        }
+    }
+
+    async fn write_once(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
         let _pass = self.gate.pass().await;
         if let Err(e) = self.check() {
             return (buf, Err(e));
@@ -295,6 +342,109 @@ mod tests {
             let c = sw.close().await;
             assert_eq!(sw.gate.inside(), 0);
             drop(c);
+        });
+    }
+
+    /// A memory disk whose writes fail for want of space until room is
+    /// made (a copy store full while its collection runs); its
+    /// `wait_for_room` waits for `made`, or says no room comes.
+    struct Full {
+        disk: MemDisk,
+        roomy: std::sync::atomic::AtomicBool,
+        frees: bool,
+        waiting: std::sync::atomic::AtomicUsize,
+        made: tokio::sync::Notify,
+    }
+
+    impl Full {
+        fn new(frees: bool) -> Full {
+            Full {
+                disk: MemDisk::new(1 << 20),
+                roomy: AtomicBool::new(false),
+                frees,
+                waiting: std::sync::atomic::AtomicUsize::new(0),
+                made: tokio::sync::Notify::new(),
+            }
+        }
+    }
+
+    impl BlockDev for Full {
+        fn size(&self) -> u64 {
+            self.disk.size()
+        }
+        fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
+            self.disk.read(off, buf)
+        }
+        fn write(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
+            if !self.roomy.load(Ordering::SeqCst) {
+                let e = Error::new(ErrorKind::NoSpace, "store full");
+                return Box::pin(async move { (buf, Err(e)) });
+            }
+            self.disk.write(off, buf, fua)
+        }
+        fn flush(&self) -> DevFuture<'_, Result<()>> {
+            self.disk.flush()
+        }
+        fn wait_for_room(&self) -> Option<DevFuture<'_, Result<()>>> {
+            Some(Box::pin(async move {
+                if !self.frees {
+                    return Err(Error::new(ErrorKind::NoSpace, "nothing frees room"));
+                }
+                self.waiting.fetch_add(1, Ordering::SeqCst);
+                self.made.notified().await;
+                Ok(())
+            }))
+        }
+    }
+
+    #[test]
+    fn a_write_waits_for_room_outside_the_gate_and_then_lands() {
+        crate::rt::block_on(async {
+            let dev = Arc::new(Full::new(true));
+            let sw = Arc::new(Switch::new(Arc::clone(&dev) as Arc<dyn BlockDev>));
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let s = Arc::clone(&sw);
+            tokio::task::spawn_local(async move {
+                let (_, r) = s.write(4096, IoBuf::from_slice(&[9u8; 4096]), false).await;
+                let _ = tx.send(r);
+            });
+            while dev.waiting.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+            // The waiting write is not inside the gate: a structural change
+            // (a collection ending its pair closes the gates) goes ahead.
+            let closed = sw.close().await;
+            assert_eq!(sw.gate.inside(), 0);
+            drop(closed);
+            dev.roomy.store(true, Ordering::SeqCst);
+            dev.made.notify_waiters();
+            rx.await
+                .unwrap()
+                .expect("the write lands once room is made");
+            let (b, r) = dev.disk.read(4096, IoBuf::new(4096)).await;
+            r.unwrap();
+            assert!(
+                b.as_slice().iter().all(|&x| x == 9),
+                "the data is on the disk"
+            );
+        });
+    }
+
+    #[test]
+    fn a_write_fails_at_once_when_nothing_frees_room() {
+        crate::rt::block_on(async {
+            let dev = Arc::new(Full::new(false));
+            let sw = Switch::new(Arc::clone(&dev) as Arc<dyn BlockDev>);
+            let (_, r) = sw.write(0, IoBuf::from_slice(&[9u8; 4096]), false).await;
+            let e = r.expect_err("no room comes");
+            assert_eq!(e.kind(), ErrorKind::NoSpace);
+            assert_eq!(e.message(), "store full", "the device's own error");
+            // And a plain disk frees nothing: its error is returned as is.
+            let plain = Switch::new(Arc::new(MemDisk::new(4096)) as Arc<dyn BlockDev>);
+            let (_, r) = plain
+                .write(4096, IoBuf::from_slice(&[1u8; 4096]), false)
+                .await;
+            assert_ne!(r.expect_err("beyond the end").kind(), ErrorKind::NoSpace);
         });
     }
 }

@@ -141,7 +141,15 @@ impl Pool {
         };
         drop(closed);
         saved?;
-        self.reclaim_copy_space();
+        // The emptied chunks go back to the group now, discard awaited, so
+        // writes waiting for room find it when they are woken.
+        let gone = fam.take_released();
+        if !gone.is_empty() {
+            self.held().release_chunks(fam.object, &gone);
+            self.discard_held(&fam.group_name, Arc::clone(fam.group()), gone, None)
+                .await;
+        }
+        fam.room_freed();
         Ok(())
     }
 }

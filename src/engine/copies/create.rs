@@ -313,13 +313,15 @@ impl Pool {
             scheme,
             now(),
         );
-        Ok(Family::new(
+        let fam = Family::new(
             object,
             group_name.to_string(),
             thick as Arc<dyn BlockDev>,
             group,
             st,
             Arc::new(MetaPersist(Arc::clone(&self.meta))),
-        ))
+        );
+        self.set_hand_back(&fam);
+        Ok(fam)
     }
 }

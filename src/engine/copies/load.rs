@@ -85,6 +85,7 @@ impl Pool {
                 state,
                 Arc::new(MetaPersist(Arc::clone(&self.meta))),
             );
+            self.set_hand_back(&fam);
             let mut st = self.lock();
             for (name, _) in images {
                 let Some(&(size, ro)) = sizes.get(&name) else {

@@ -122,6 +122,23 @@ impl Pool {
         })
     }
 
+    /// Lets `fam` give the chunks it empties back to the group at once,
+    /// discard awaited, when a write waits for room (`copy/room.rs`).
+    pub(super) fn set_hand_back(&self, fam: &Family) {
+        let me = self.me.clone();
+        let (object, group) = (fam.object, fam.group_name.clone());
+        let dev = Arc::clone(fam.group());
+        fam.set_hand_back(Box::new(move |gone| {
+            let (me, group, dev) = (me.clone(), group.clone(), Arc::clone(&dev));
+            Box::pin(async move {
+                if let Some(p) = me.upgrade() {
+                    p.held().release_chunks(object, &gone);
+                    p.discard_held(&group, dev, gone, None).await;
+                }
+            })
+        }));
+    }
+
     /// Hands back the chunks families emptied: they leave the families'
     /// space and are discarded on the group (sparse files shrink).
     pub(crate) fn reclaim_copy_space(&self) {

@@ -1,0 +1,79 @@
+//! Room in the store for a host write (seed 000 FIG. 13: free-space
+//! collection frees space "before any host write can fail").
+//!
+//! A copy write that finds the store full and the group out of space is
+//! tried again by the volume's switch, outside its gate and locks, each
+//! time [`Family::room`] says room may have come:
+//!
+//! 1. slots freed since the last commit come back with the next one: the
+//!    wait commits;
+//! 2. chunks the store emptied go back to the group (the owner's
+//!    [`HandBack`], awaited: their discard done, the group has the space);
+//! 3. while a collection (`collect.rs`) has a pair to merge, each track it
+//!    moves frees the child's slot and wakes the waiters
+//!    (`Family::room_freed`).
+//!
+//! Host writes are thereby paced by the collection when space runs out,
+//! instead of failing; when nothing frees space the wait ends at once
+//! with "no space".
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use super::image::Family;
+use crate::blockdev::DevFuture;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Gives chunks (group offset, bytes) the store emptied back to the group;
+/// resolves once the group can allocate them again.
+pub type HandBack = Box<dyn Fn(Vec<(u64, u64)>) -> DevFuture<'static, ()> + Send + Sync>;
+
+impl Family {
+    /// Sets how emptied chunks go back to the group at once (the owner,
+    /// when it opens the family; a second call changes nothing).
+    pub fn set_hand_back(&self, f: HandBack) {
+        let _ = self.hand_back.set(f);
+    }
+
+    /// Resolves once a write that found no room may find some (see the
+    /// module); `Err` if nothing frees room.
+    pub async fn room(self: &Arc<Self>) -> Result<()> {
+        // Registered before the state is looked at: a slot freed after the
+        // look still wakes this write.
+        let freed = self.room.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        let (pending, collecting) = {
+            let st = self.read_state();
+            let collecting = st.merging.is_some() || st.merge_pair().is_some();
+            (st.store.pending_len() > 0, collecting)
+        };
+        if pending {
+            self.commit().await?;
+        }
+        if let Some(hand_back) = self.hand_back.get() {
+            let gone = self.take_released();
+            if !gone.is_empty() {
+                hand_back(gone).await;
+                return Ok(());
+            }
+        }
+        if pending {
+            return Ok(());
+        }
+        if !collecting {
+            return Err(Error::new(
+                ErrorKind::NoSpace,
+                "no copy space is being freed (no free-space collection to run)",
+            ));
+        }
+        freed.await;
+        Ok(())
+    }
+
+    /// Wakes writes waiting for room: slots were freed.
+    pub fn room_freed(&self) {
+        self.room.notify_waiters();
+    }
+}
