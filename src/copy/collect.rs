@@ -119,7 +119,7 @@ impl State {
         let ef = self.nodes.get(&f).and_then(|n| n.map.get(t));
         let f_left = ef.map_or(0, |e| e.valid & !ec.valid);
         // A slot in an area only the child holds would go with the area.
-        let c_only = self.in_area(c, ec.slot) && !self.in_area(f, ec.slot);
+        let c_only = self.in_area(c, t, ec.slot) && !self.in_area(f, t, ec.slot);
         let takes = !c_only
             && self
                 .nodes
@@ -131,7 +131,7 @@ impl State {
                 n.map.set(t, ec);
             }
             if let Some(e) = ef.filter(|e| e.slot != ec.slot) {
-                self.free_entry_slot(f, e);
+                self.free_entry_slot(f, t, e);
             }
             self.drop_child_entry(c, t, None);
             self.touch(f, t);
@@ -173,7 +173,7 @@ impl State {
     /// a granule the child's entry does not cover: no data moves, and the
     /// area is listed by one node before and after. Whether it did.
     fn pass_area(&mut self, f: NodeId, c: NodeId, t: u64, ec: Entry) -> bool {
-        let Some((first, n)) = self.area_holding(c, ec.slot) else {
+        let Some((first, n)) = self.area_holding(c, t, ec.slot) else {
             return false;
         };
         let Some(e0) = t.checked_sub(ec.slot - first) else {
@@ -235,6 +235,7 @@ impl State {
             if m.fresh {
                 self.free_entry_slot(
                     f,
+                    t,
                     Entry {
                         slot: m.dst,
                         valid: 1,
@@ -257,7 +258,7 @@ impl State {
     /// partial area of the child that no entry uses any longer.
     fn drop_child_entry(&mut self, c: NodeId, t: u64, freed: Option<Entry>) {
         if let Some(e) = freed {
-            self.free_entry_slot(c, e);
+            self.free_entry_slot(c, t, e);
         }
         let Some(n) = self.nodes.get_mut(&c) else {
             return;
@@ -279,20 +280,17 @@ impl State {
     }
 
     /// Whether `slot` lies in one of node `id`'s reserved areas.
-    pub(super) fn in_area(&self, id: NodeId, slot: u64) -> bool {
-        self.area_holding(id, slot).is_some()
+    pub(super) fn in_area(&self, id: NodeId, t: u64, slot: u64) -> bool {
+        self.area_holding(id, t, slot).is_some()
     }
 
-    /// Node `id`'s reserved area holding `slot`.
-    fn area_holding(&self, id: NodeId, slot: u64) -> Option<(u64, u64)> {
+    /// Node `id`'s reserved area holding `slot`, an entry's slot of track
+    /// `t` (see [`crate::copy::map::TrackMap::area_with`]).
+    fn area_holding(&self, id: NodeId, t: u64, slot: u64) -> Option<(u64, u64)> {
         if slot == ZERO_SLOT {
             return None;
         }
-        let n = self.nodes.get(&id)?;
-        n.map
-            .areas()
-            .into_iter()
-            .find(|&(a, k)| slot >= a && slot < a + k)
+        self.nodes.get(&id)?.map.area_with(t, slot)
     }
 
     /// Whether a node other than `id` lists the area starting at `first`
@@ -341,10 +339,6 @@ impl State {
     }
 }
 
-/// Tracks of one extent a collection moves at once: enough to keep a
-/// disk busy, few enough that host I/O keeps its share.
-pub const MOVES_IN_FLIGHT: usize = 8;
-
 impl Family {
     /// Starts merging the next pair, if there is one and none is being
     /// merged. Call with the family's gates closed.
@@ -364,20 +358,20 @@ impl Family {
 
     /// Merges tracks `t0..t1` of the pair being merged, an extent at a
     /// time under the extent's track lock (host writes there wait; the
-    /// rest of the volume goes on), up to [`MOVES_IN_FLIGHT`] tracks of it
-    /// moving at once.
-    pub async fn merge_tracks(&self, t0: u64, t1: u64) -> Result<()> {
+    /// rest of the volume goes on), up to `depth` tracks of it moving at
+    /// once.
+    pub async fn merge_tracks(&self, t0: u64, t1: u64, depth: usize) -> Result<()> {
         let mut e0 = t0 - t0 % PARTIAL_AREA_TRACKS;
         while e0 < t1 {
             let e1 = e0 + PARTIAL_AREA_TRACKS;
-            self.merge_extent(e0, t0.max(e0), t1.min(e1)).await?;
+            self.merge_extent(e0, t0.max(e0), t1.min(e1), depth).await?;
             e0 = e1;
         }
         Ok(())
     }
 
     /// Merges tracks `a..b` of the extent from `e0`.
-    async fn merge_extent(&self, e0: u64, a: u64, b: u64) -> Result<()> {
+    async fn merge_extent(&self, e0: u64, a: u64, b: u64, depth: usize) -> Result<()> {
         let (f, c, tracks, todo) = {
             let st = self.read_state();
             let Some((f, c)) = st.merging else {
@@ -400,9 +394,11 @@ impl Family {
         // The first may hand the child's whole area over (then the rest
         // find nothing to move).
         self.merge_track(f, c, first, true).await?;
+        // (If it could not, none of the rest can: the checks are the
+        // extent's.)
         let mut moves = futures::stream::iter(rest.iter())
-            .map(|&t| self.merge_track(f, c, t, true))
-            .buffer_unordered(MOVES_IN_FLIGHT);
+            .map(|&t| self.merge_track(f, c, t, false))
+            .buffer_unordered(depth.max(1));
         while let Some(r) = moves.next().await {
             r?;
         }
@@ -433,6 +429,7 @@ impl Family {
                     let mut st = self.write_state();
                     st.free_entry_slot(
                         f,
+                        t,
                         Entry {
                             slot: m.dst,
                             valid: 1,
@@ -468,16 +465,18 @@ impl Family {
         };
         for (mask, src_off) in srcs {
             for (gs, gn) in runs(mask) {
-                let piece = IoBuf::new(us(gn * g));
                 let piece = match src_off {
                     Some(o) => {
+                        // Read over whole: a recycled buffer, not zeroed.
+                        let piece = crate::buf::pool::take(us(gn * g));
                         let (p, r) = self.group().read(o + gs * g, piece).await;
                         r?;
                         p
                     }
-                    None => piece,
+                    None => IoBuf::new(us(gn * g)),
                 };
-                let (_, r) = self.group().write(dst_off + gs * g, piece, false).await;
+                let (p, r) = self.group().write(dst_off + gs * g, piece, false).await;
+                crate::buf::pool::give(p);
                 r?;
             }
         }

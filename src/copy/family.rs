@@ -421,11 +421,11 @@ impl State {
 
     /// Frees one entry's slot (replaced or dropped), unless the map keeps
     /// it reserved as part of an area.
-    pub fn free_entry_slot(&mut self, id: NodeId, e: Entry) {
+    pub fn free_entry_slot(&mut self, id: NodeId, t: u64, e: Entry) {
         if e.slot == ZERO_SLOT {
             return;
         }
-        if !self.in_area(id, e.slot) {
+        if !self.in_area(id, t, e.slot) {
             self.store.free_later(e.slot);
         }
     }

@@ -74,6 +74,8 @@ pub struct Family {
     /// Told when a collection frees store slots: writes waiting for room
     /// (`room.rs`) go again.
     pub(super) room: tokio::sync::Notify,
+    /// Writes waiting in `room` now.
+    pub(super) room_waiters: std::sync::atomic::AtomicUsize,
     /// The owner's way to give emptied chunks back to the group at once
     /// (a write waiting for room; `room.rs`).
     pub(super) hand_back: std::sync::OnceLock<super::room::HandBack>,
@@ -185,6 +187,7 @@ impl Family {
             save_lock: tokio::sync::Mutex::new(()),
             ahead: Mutex::new(Ahead::default()),
             room: tokio::sync::Notify::new(),
+            room_waiters: std::sync::atomic::AtomicUsize::new(0),
             hand_back: std::sync::OnceLock::new(),
         })
     }
@@ -833,7 +836,7 @@ impl Family {
             let track_buf = IoBuf::new(us(t_sz));
             let (track_buf, r) = self.read_track_from(Some(leaf), t, fill, track_buf).await;
             if let Err(e) = r {
-                self.abandon(leaf, slot, fresh);
+                self.abandon(leaf, t, slot, fresh);
                 return (data, Err(e));
             }
             img.as_mut_slice()
@@ -851,7 +854,7 @@ impl Family {
             }
         };
         if let Err(e) = r {
-            self.abandon(leaf, slot, fresh);
+            self.abandon(leaf, t, slot, fresh);
             return (data, Err(e));
         }
         if !fresh && have & valid == valid {
@@ -889,10 +892,10 @@ impl Family {
     }
 
     /// A write that placed a slot failed: give the slot back.
-    fn abandon(&self, leaf: NodeId, slot: u64, fresh: bool) {
+    fn abandon(&self, leaf: NodeId, t: u64, slot: u64, fresh: bool) {
         if fresh {
             let mut st = self.write_state();
-            st.free_entry_slot(leaf, Entry { slot, valid: 1 });
+            st.free_entry_slot(leaf, t, Entry { slot, valid: 1 });
         }
     }
 
@@ -1103,7 +1106,7 @@ impl Family {
             );
         }
         if let Some(e) = old {
-            st.free_entry_slot(node, e);
+            st.free_entry_slot(node, t, e);
         }
         st.touch(node, t);
     }

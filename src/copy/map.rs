@@ -96,6 +96,17 @@ pub trait TrackMap: Send + Sync {
     /// to the map whether or not an entry uses them.
     fn areas(&self) -> Vec<Area>;
 
+    /// The reserved area holding `slot`, which is the slot of an entry of
+    /// track `t` (of this map or another node's): load-point schemes place
+    /// a track only at its own position, so the area of `t`'s extent is
+    /// the one to look at first (a scan of every area per track made a
+    /// collection CPU-bound).
+    fn area_with(&self, _t: u64, slot: u64) -> Option<Area> {
+        self.areas()
+            .into_iter()
+            .find(|&(a, k)| slot >= a && slot < a + k)
+    }
+
     /// Heap bytes the map's metadata occupies.
     fn memory_bytes(&self) -> usize;
 

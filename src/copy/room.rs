@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::image::Family;
 use crate::blockdev::DevFuture;
@@ -68,8 +69,16 @@ impl Family {
                 "no copy space is being freed (no free-space collection to run)",
             ));
         }
+        self.room_waiters.fetch_add(1, Ordering::Relaxed);
         freed.await;
+        self.room_waiters.fetch_sub(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether writes wait for the collection now (it then goes at full
+    /// depth: they are the host, waiting).
+    pub fn wants_room(&self) -> bool {
+        self.room_waiters.load(Ordering::Relaxed) > 0
     }
 
     /// Wakes writes waiting for room: slots were freed.

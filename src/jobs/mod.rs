@@ -343,6 +343,10 @@ async fn persist(meta: &Arc<Meta>, rec: JobRecord, durable: bool) {
 }
 
 async fn run(ctl: Arc<JobCtl>, meta: Arc<Meta>, make: MakeWork) {
+    {
+        let r = ctl.rec.lock().unwrap_or_else(|p| p.into_inner());
+        tracing::info!("job {} runs from {} of {} units", r.id, r.done, r.total);
+    }
     let mut work = match make() {
         Ok(w) => w,
         Err(e) => {

@@ -27,6 +27,8 @@ pub const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// A swappable device behind a gate.
 pub struct Switch {
     gate: Gate,
+    /// Reads and writes passed down (background work paces itself by it).
+    requests: std::sync::atomic::AtomicU64,
     inner: RwLock<Arc<dyn BlockDev>>,
     revoked: AtomicBool,
     grain: Grain,
@@ -36,6 +38,7 @@ impl Switch {
     pub fn new(inner: Arc<dyn BlockDev>) -> Switch {
         Switch {
             gate: Gate::new(),
+            requests: std::sync::atomic::AtomicU64::new(0),
             inner: RwLock::new(inner),
             revoked: AtomicBool::new(false),
             grain: Grain::new(),
@@ -64,6 +67,13 @@ impl Switch {
     /// not run across a structural change (a copy point, a deletion).
     pub async fn enter(&self) -> Pass<'_> {
         self.gate.pass().await
+    }
+
+    /// Reads and writes the volume served so far: a background job that
+    /// sees it move knows the host is busy and yields (a collection moves
+    /// fewer tracks at once).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Ranges held in the byte-granular write lock now (tests).
@@ -148,6 +158,7 @@ impl Switch {
     /// awaited in place too, so the request allocates nothing here.
     pub async fn read_inline(&self, off: u64, buf: IoBuf) -> BufResult {
         let _pass = self.gate.pass().await;
+        self.requests.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.check() {
             return (buf, Err(e));
         }
@@ -205,6 +216,7 @@ impl Switch {
 
     async fn write_once(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
         let _pass = self.gate.pass().await;
+        self.requests.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.check() {
             return (buf, Err(e));
         }

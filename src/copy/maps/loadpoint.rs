@@ -47,6 +47,12 @@ pub(super) trait Positions: Send + Sync {
     /// The reserved area holding `t`'s position.
     fn area_of(&self, t: u64) -> Option<Area>;
     fn areas(&self) -> Vec<Area>;
+    /// See [`TrackMap::area_with`].
+    fn area_with(&self, _t: u64, slot: u64) -> Option<Area> {
+        self.areas()
+            .into_iter()
+            .find(|&(a, k)| slot >= a && slot < a + k)
+    }
     fn memory_bytes(&self) -> usize;
     /// See [`TrackMap::shed`].
     fn shed(&mut self, _t: u64) -> Option<Area> {
@@ -168,6 +174,10 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
         let mut a = self.pos.areas();
         a.sort_unstable();
         a
+    }
+
+    fn area_with(&self, t: u64, slot: u64) -> Option<Area> {
+        self.pos.area_with(t, slot)
     }
 
     fn memory_bytes(&self) -> usize {

@@ -215,6 +215,16 @@ impl Positions for Partials {
         Some((lp, self.extent_len(i)))
     }
 
+    fn area_with(&self, t: u64, slot: u64) -> Option<Area> {
+        // An area tied to another extent holds only that extent's
+        // positions (a collection hands an area over within its extent);
+        // a spare one may hold anything.
+        let holds = |&(a, k): &Area| slot >= a && slot < a + k;
+        self.area_of(t)
+            .filter(holds)
+            .or_else(|| self.spare.iter().find(holds))
+    }
+
     fn shed(&mut self, t: u64) -> Option<Area> {
         let i = t / PARTIAL_AREA_TRACKS;
         let a = self.areas.get(i)?;

@@ -66,14 +66,27 @@ impl Pool {
         })?;
         Ok(Box::new(move || {
             let tracks = fam.read_state().tracks.max(1);
+            let host = pool.group_switches(&fam.group_name);
             Ok(Box::new(CollectWork {
                 pool,
                 fam,
                 tracks,
                 pair: None,
                 scanned: 0,
+                host,
+                seen: 0,
             }) as Box<dyn Work>)
         }))
+    }
+
+    /// The switches of every volume of `group` (a collection watches
+    /// their requests).
+    fn group_switches(&self, group: &str) -> Vec<Arc<Switch>> {
+        let st = self.lock();
+        (st.volumes.values())
+            .filter(|v| v.rec.group == group)
+            .map(|v| Arc::clone(&v.dev))
+            .collect()
     }
 
     /// The switches of `fam`'s volumes (their gates close for a change).
@@ -141,13 +154,17 @@ impl Pool {
         };
         drop(closed);
         saved?;
-        // The emptied chunks go back to the group now, discard awaited, so
-        // writes waiting for room find it when they are woken.
-        let gone = fam.take_released();
-        if !gone.is_empty() {
-            self.held().release_chunks(fam.object, &gone);
-            self.discard_held(&fam.group_name, Arc::clone(fam.group()), gone, None)
-                .await;
+        // The emptied chunks go back to the group; while writes wait for
+        // room, at once (discard awaited) so that they find it when woken.
+        if fam.wants_room() {
+            let gone = fam.take_released();
+            if !gone.is_empty() {
+                self.held().release_chunks(fam.object, &gone);
+                self.discard_held(&fam.group_name, Arc::clone(fam.group()), gone, None)
+                    .await;
+            }
+        } else {
+            self.reclaim_copy_space();
         }
         fam.room_freed();
         Ok(())
@@ -164,7 +181,18 @@ struct CollectWork {
     /// move raced, and the pair ends (wherever in the pass that is).
     pair: Option<(NodeId, NodeId)>,
     scanned: u64,
+    /// The switches of the group's volumes when the job began, and the
+    /// sum of their requests at the last step.
+    host: Vec<Arc<Switch>>,
+    seen: u64,
 }
+
+/// Tracks of an extent moved at once while the host is idle, or while
+/// its writes wait for the room the collection frees.
+const DEEP: usize = 32;
+/// ... and while host requests come to the group and do not wait: host
+/// I/O keeps its priority (bench/copy_gc.sh part 3).
+const SHALLOW: usize = 2;
 
 /// Entries the child may still hold for its pair to end at once, the rest
 /// moved with the gates closed (a pause of milliseconds): a young child
@@ -182,16 +210,29 @@ impl CollectWork {
             .is_some_and(|n| n.map.len() <= FEW_LEFT)
     }
 
+    /// How many tracks to move at once now (see [`DEEP`]).
+    fn depth(&mut self) -> usize {
+        let now: u64 = self.host.iter().map(|s| s.requests()).sum();
+        let busy = now != self.seen;
+        self.seen = now;
+        if busy && !self.fam.wants_room() {
+            SHALLOW
+        } else {
+            DEEP
+        }
+    }
+
     /// Merges tracks `t0..t1` of the current pair inside the origin's gate,
     /// as host writes are: a copy point or deletion never runs while a
     /// track is half moved.
-    async fn merge(&self, t0: u64, t1: u64) -> Result<()> {
+    async fn merge(&mut self, t0: u64, t1: u64) -> Result<()> {
+        let depth = self.depth();
         let gate = self.pool.origin_switch(&self.fam);
         let _pass = match &gate {
             Some(g) => Some(g.enter().await),
             None => None,
         };
-        self.fam.merge_tracks(t0, t1).await
+        self.fam.merge_tracks(t0, t1, depth).await
     }
 }
 
