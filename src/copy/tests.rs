@@ -189,7 +189,7 @@ impl Rig {
     /// `end` ends it and saves.
     async fn collect(&mut self, upto: u64, end: bool) -> Result<()> {
         if self.fam.begin_merge().is_some() {
-            self.fam.merge_tracks(0, upto.min(TRACKS)).await?;
+            self.fam.merge_tracks(0, upto.min(TRACKS), 4).await?;
         }
         if end {
             self.fam.end_merge().await?;
@@ -646,6 +646,23 @@ async fn run(mode: CopyMode, scheme: Scheme, ops: &[Op]) -> std::result::Result<
                 }
                 m.settle();
             }
+        }
+        // No slot is used that no node holds once freed slots are
+        // released (a commit): nothing leaks, whatever the ops.
+        rig.fam
+            .commit()
+            .await
+            .map_err(|e| TestCaseError::fail(e.chain()))?;
+        {
+            let st = rig.fam.read_state();
+            let (used, held) = (st.store.used_slots(), held_slots(&st));
+            prop_assert!(
+                used <= held,
+                "after {:?}: {} store slots used, {} held by the nodes",
+                op,
+                used,
+                held
+            );
         }
         // Every image reads exactly its reference, always.
         for (name, want) in &m.live {
