@@ -8,7 +8,9 @@
 //! 1. slots freed since the last commit come back with the next one: the
 //!    wait commits;
 //! 2. chunks the store emptied go back to the group (the owner's
-//!    [`HandBack`], awaited: their discard done, the group has the space);
+//!    [`HandBack`], awaited: their discard done, the group has the space),
+//!    and chunks given back before whose discard is still running are
+//!    waited for;
 //! 3. while a collection (`collect.rs`) has a pair to merge, each track it
 //!    moves frees the child's slot and wakes the waiters
 //!    (`Family::room_freed`).
@@ -26,9 +28,10 @@ use super::image::Family;
 use crate::blockdev::DevFuture;
 use crate::error::{Error, ErrorKind, Result};
 
-/// Gives chunks (group offset, bytes) the store emptied back to the group;
-/// resolves once the group can allocate them again.
-pub type HandBack = Box<dyn Fn(Vec<(u64, u64)>) -> DevFuture<'static, ()> + Send + Sync>;
+/// Gives chunks (group offset, bytes) the store emptied back to the group
+/// (none, to wait for the ones given back before); resolves once the group
+/// can allocate them again, to whether any were.
+pub type HandBack = Box<dyn Fn(Vec<(u64, u64)>) -> DevFuture<'static, bool> + Send + Sync>;
 
 impl Family {
     /// Sets how emptied chunks go back to the group at once (the owner,
@@ -53,12 +56,10 @@ impl Family {
         if pending {
             self.commit().await?;
         }
-        if let Some(hand_back) = self.hand_back.get() {
-            let gone = self.take_released();
-            if !gone.is_empty() {
-                hand_back(gone).await;
-                return Ok(());
-            }
+        if let Some(hand_back) = self.hand_back.get()
+            && hand_back(self.take_released()).await
+        {
+            return Ok(());
         }
         if pending {
             return Ok(());

@@ -177,6 +177,8 @@ pub struct Pool {
     nbd_unix: Mutex<PathBuf>,
     /// Group space held outside volume records (copy stores, discards).
     held: Mutex<space::HeldSpace>,
+    /// Told when a discard of held space is done (the space is free).
+    discarded: tokio::sync::Notify,
     /// The one path configuration changes take (`config.rs`).
     commit: config::CommitPath,
 }
@@ -223,6 +225,7 @@ impl Pool {
             nbd_url: Mutex::new(None),
             nbd_unix: Mutex::new(dir.join("nbd.sock")),
             held: Mutex::new(space::HeldSpace::default()),
+            discarded: tokio::sync::Notify::new(),
             commit: config::CommitPath::start(me.clone()).unwrap_or_else(|e| {
                 commit_err = Some(e);
                 config::CommitPath::closed()

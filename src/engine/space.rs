@@ -226,6 +226,24 @@ impl Pool {
                 h.discarding.swap_remove(i);
             }
         }
+        drop(h);
+        self.discarded.notify_waiters();
+    }
+
+    /// Waits until no discard of `group`'s space is in flight; whether one
+    /// was.
+    pub(crate) async fn discards_done(&self, group: &str) -> bool {
+        let mut waited = false;
+        loop {
+            let done = self.discarded.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if !self.held().discarding.iter().any(|d| d.0 == group) {
+                return waited;
+            }
+            waited = true;
+            done.await;
+        }
     }
 
     /// [`Pool::discard_held`] on a worker, in the background.

@@ -123,7 +123,9 @@ impl Pool {
     }
 
     /// Lets `fam` give the chunks it empties back to the group at once,
-    /// discard awaited, when a write waits for room (`copy/room.rs`).
+    /// discard awaited, when a write waits for room (`copy/room.rs`); the
+    /// hand-back also waits for discards of the group already in flight.
+    /// Whether space came.
     pub(super) fn set_hand_back(&self, fam: &Family) {
         let me = self.me.clone();
         let (object, group) = (fam.object, fam.group_name.clone());
@@ -131,10 +133,15 @@ impl Pool {
         fam.set_hand_back(Box::new(move |gone| {
             let (me, group, dev) = (me.clone(), group.clone(), Arc::clone(&dev));
             Box::pin(async move {
-                if let Some(p) = me.upgrade() {
+                let Some(p) = me.upgrade() else {
+                    return false;
+                };
+                let handed = !gone.is_empty();
+                if handed {
                     p.held().release_chunks(object, &gone);
                     p.discard_held(&group, dev, gone, None).await;
                 }
+                p.discards_done(&group).await || handed
             })
         }));
     }
