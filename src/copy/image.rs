@@ -74,8 +74,9 @@ pub struct Family {
     /// Told when a collection frees store slots: writes waiting for room
     /// (`room.rs`) go again.
     pub(super) room: tokio::sync::Notify,
-    /// Writes waiting in `room` now.
+    /// Writes waiting in `room` now, and when the log last said so.
     pub(super) room_waiters: std::sync::atomic::AtomicUsize,
+    pub(super) room_said: Mutex<Option<std::time::Instant>>,
     /// The owner's way to give emptied chunks back to the group at once
     /// (a write waiting for room; `room.rs`).
     pub(super) hand_back: std::sync::OnceLock<super::room::HandBack>,
@@ -188,6 +189,7 @@ impl Family {
             ahead: Mutex::new(Ahead::default()),
             room: tokio::sync::Notify::new(),
             room_waiters: std::sync::atomic::AtomicUsize::new(0),
+            room_said: Mutex::new(None),
             hand_back: std::sync::OnceLock::new(),
         })
     }

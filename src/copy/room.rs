@@ -28,6 +28,9 @@ use super::image::Family;
 use crate::blockdev::DevFuture;
 use crate::error::{Error, ErrorKind, Result};
 
+/// How often the log says that writes wait for room.
+const SAY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Gives chunks (group offset, bytes) the store emptied back to the group
 /// (none, to wait for the ones given back before); resolves once the group
 /// can allocate them again, to whether any were.
@@ -70,7 +73,9 @@ impl Family {
                 "no copy space is being freed (no free-space collection to run)",
             ));
         }
-        self.room_waiters.fetch_add(1, Ordering::Relaxed);
+        if self.room_waiters.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.say_waiting();
+        }
         freed.await;
         self.room_waiters.fetch_sub(1, Ordering::Relaxed);
         Ok(())
@@ -80,6 +85,21 @@ impl Family {
     /// depth: they are the host, waiting).
     pub fn wants_room(&self) -> bool {
         self.room_waiters.load(Ordering::Relaxed) > 0
+    }
+
+    /// Tells the operator, at most every [`SAY_EVERY`], that host writes
+    /// are paced by the collection (they are slower, not failing).
+    fn say_waiting(&self) {
+        let mut last = self.room_said.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < SAY_EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        tracing::info!(
+            "copy family {}: its store is full; host writes wait for the free-space \
+             collection (`ferrosan job list`) instead of failing",
+            self.object
+        );
     }
 
     /// Wakes writes waiting for room: slots were freed.
