@@ -18,6 +18,10 @@
 //! - [`image`]: the I/O: A.c.3 (A1, old data to new space), A.c.4 (A2, new
 //!   data to new space), flush and the group commit of map pages.
 //! - [`record`]: the family as persisted.
+//! - [`collect`]: free-space collection (seed 000 FIG. 13): a copy point
+//!   no copy reads merged with its one child.
+//! - [`room`]: a host write that finds the store full waits for the room
+//!   the collection frees instead of failing.
 
 #![forbid(unsafe_code)]
 
