@@ -42,8 +42,10 @@ cargo clippy --all-targets --locked -- -D warnings
 
 say "links"
 # Every relative link and image of README.md and docs/ resolves in this
-# clone, and nothing points at ../shared (tests/doc_links.rs).
+# clone, and nothing points at ../shared (tests/doc_links.rs); every
+# link of the code's own documentation resolves (rustdoc).
 cargo test --locked --test doc_links
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -q
 
 say "unit, property and end-to-end tests"
 # The end-to-end tests start the real daemon (built by cargo as a test

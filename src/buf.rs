@@ -30,7 +30,7 @@ use std::sync::Arc;
 pub const BUF_ALIGN: usize = 4096;
 
 /// Buffers at least this large are mapped on their own, 2 MiB aligned and
-/// advised for transparent huge pages (see [`Storage::map`]).
+/// advised for transparent huge pages (see `Storage::map`).
 pub const HUGE_MIN: usize = 1 << 20;
 /// The huge page size on x86-64 and arm64 (4 KiB base pages).
 pub const HUGE_PAGE: usize = 2 << 20;

@@ -92,8 +92,8 @@ pub trait BlockDev: Send + Sync + 'static {
     /// Byte-granular write, for host I/O at the top of a stack: `off` and
     /// the buffer's length may be any bytes within the device. Nodes below
     /// the top never see it. The top of a volume stack (the
-    /// [`Switch`](super::switch::Switch)) serves unaligned ranges by
-    /// read-modify-write under its range lock ([`super::grain`]); the
+    /// [`Switch`](crate::stack::switch::Switch)) serves unaligned ranges by
+    /// read-modify-write under its range lock (`stack/grain.rs`); the
     /// default passes aligned ranges to [`BlockDev::write`] and refuses
     /// others with `ErrorKind::Invalid`, since an RMW without that lock
     /// could lose a concurrent write.

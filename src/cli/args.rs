@@ -16,7 +16,7 @@ use crate::api::views::{
 /// A software storage array: RAID volumes and instant copies, served over NBD.
 ///
 /// `ferrosan serve` runs the daemon on a pool directory. Every other command
-/// asks that daemon (through <pool>/api.sock) and prints a table, or the
+/// asks that daemon (through `<pool>/api.sock`) and prints a table, or the
 /// API's JSON with --json.
 #[derive(Debug, Parser)]
 #[command(name = "ferrosan", version, propagate_version = true, after_long_help = MAIN_AFTER)]

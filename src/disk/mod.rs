@@ -7,7 +7,7 @@
 //!
 //! A [`FileDisk`] is a file or block device with a [`label`] and a data
 //! area, driven with O_DIRECT through this thread's io_uring ring
-//! ([`uring`]) or the blocking pool ([`sync`]). [`Counted`] keeps the
+//! ([`uring`]) or the blocking pool (`sync.rs`). [`Counted`] keeps the
 //! per-disk counters `disk list` shows; [`FaultDisk`] injects errors for
 //! drills and tests; [`MemDisk`] is the in-memory reference disk of the
 //! model and crash tests. `unsafe` is confined to this layer and `buf`.

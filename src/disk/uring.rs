@@ -14,7 +14,7 @@
 //!
 //! The ring is probed once per process for the opcodes ferrosan uses (read,
 //! write, fsync, fallocate); without them the disk layer falls back to the
-//! synchronous engine ([`super::sync`]).
+//! synchronous engine (`disk/sync.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

@@ -23,7 +23,7 @@
 //!   while the data is still readable.
 //! - Rebuild and resync work row by row under the same row locks. On
 //!   concat and raid0, where nothing else needs them, host writes take
-//!   row locks only while a copier runs ([`copiers`]).
+//!   row locks only while a copier runs (`raid/copiers.rs`).
 //! - The group's health is kept in an atomic beside the member slots and
 //!   stored whenever a slot changes: a request reads it without a lock.
 
