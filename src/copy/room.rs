@@ -73,11 +73,19 @@ impl Family {
                 "no copy space is being freed (no free-space collection to run)",
             ));
         }
+        // Counted while waiting, however the wait ends (the switch drops
+        // it when its time is up).
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         if self.room_waiters.fetch_add(1, Ordering::Relaxed) == 0 {
             self.say_waiting();
         }
+        let _waiting = Waiting(&self.room_waiters);
         freed.await;
-        self.room_waiters.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
 

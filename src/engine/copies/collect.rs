@@ -154,16 +154,10 @@ impl Pool {
         };
         drop(closed);
         saved?;
-        // The emptied chunks go back to the group; while writes wait for
-        // room, at once (discard awaited) so that they find it when woken.
-        if fam.wants_room() {
-            let gone = fam.take_released();
-            if !gone.is_empty() {
-                self.held().release_chunks(fam.object, &gone);
-                self.discard_held(&fam.group_name, Arc::clone(fam.group()), gone, None)
-                    .await;
-            }
-        } else {
+        // The emptied chunks go back to the group: while writes wait for
+        // room, they hand them back themselves when woken (discard
+        // awaited, `copy/room.rs`), else in the background.
+        if !fam.wants_room() {
             self.reclaim_copy_space();
         }
         fam.room_freed();
