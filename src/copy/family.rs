@@ -147,6 +147,8 @@ pub struct State {
     /// Set and cleared with the family's gates closed; every change of
     /// the tree clears it.
     pub merging: Option<(NodeId, NodeId)>,
+    /// What the next commit writes of the store's labels (`describe.rs`).
+    pub labels: super::describe::Pending,
 }
 
 /// Granule size of a track: 1/64 of it, at least 512 bytes.
@@ -198,6 +200,7 @@ impl State {
             restore: None,
             saved_rec: None,
             merging: None,
+            labels: Default::default(),
         }
     }
 
@@ -251,6 +254,7 @@ impl State {
     /// Marks the page of track `t` of node `id` for the next commit.
     pub fn touch(&mut self, id: NodeId, t: u64) {
         self.dirty.insert((id, t / PAGE_ENTRIES));
+        self.labels.touch(id, t);
     }
 
     /// The node where reading `head`'s image starts (a restore in progress

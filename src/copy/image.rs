@@ -122,6 +122,7 @@ const AHEAD_SLOTS: u64 = 256;
 /// What one save stores.
 pub struct Snapshot {
     pub save: FamilySave,
+    labels: super::describe::LabelWrites,
     frees: Vec<u64>,
     dirty: std::collections::BTreeSet<(NodeId, u64)>,
 }
@@ -347,6 +348,11 @@ impl Family {
         if let Err(e) = flushed {
             return self.saved(snap, Err(e));
         }
+        // The labels describe data now durable, and are durable before the
+        // commit is acknowledged (`describe.rs`).
+        if let Err(e) = super::describe::write(self.group.as_ref(), &snap.labels).await {
+            return self.saved(snap, Err(e));
+        }
         let persist = Arc::clone(&self.persist);
         let save = snap.save.clone();
         let saved = tokio::task::spawn_blocking(move || persist.save(&save))
@@ -367,6 +373,7 @@ impl Family {
             && st.store.pending_len() == 0
             && !st.store.chunks_changed()
             && !st.nodes.values().any(|n| n.map.areas_changed())
+            && !st.labels.has_unfreed()
         {
             return None;
         }
@@ -400,6 +407,7 @@ impl Family {
         }
         let rec = self.record(&st);
         let put_rec = force || st.saved_rec.as_ref() != Some(&rec);
+        let labels = super::describe::plan(&mut st, self.object, &chunks, &areas);
         Some(Snapshot {
             save: FamilySave {
                 rec,
@@ -408,7 +416,10 @@ impl Family {
                 areas,
                 pages,
                 dropped,
+                unfreed: frees.clone(),
+                described_free: labels.described_free(),
             },
+            labels,
             frees,
             dirty,
         })
@@ -423,7 +434,15 @@ impl Family {
         F: FnOnce(Option<&FamilySave>) -> Result<()> + Send + 'static,
     {
         let _one = self.save_lock.lock().await;
-        let snap = self.snapshot(true);
+        let snap = match self.snapshot(true) {
+            // Whatever the snapshot holds was written before this save
+            // was asked for: flushed, then described (`describe.rs`).
+            Some(s) => match self.flush_and_describe(&s).await {
+                Ok(()) => Some(s),
+                Err(e) => return self.saved(s, Err(e.clone())).and(Err(e)),
+            },
+            None => None,
+        };
         let save = snap.as_ref().map(|s| s.save.clone());
         let saved = tokio::task::spawn_blocking(move || commit(save.as_ref()))
             .await
@@ -436,6 +455,11 @@ impl Family {
             }
             None => saved,
         }
+    }
+
+    async fn flush_and_describe(&self, s: &Snapshot) -> Result<()> {
+        self.group.flush().await?;
+        super::describe::write(self.group.as_ref(), &s.labels).await
     }
 
     /// Chunks the store emptied since the last call: the pool gives them
@@ -453,6 +477,7 @@ impl Family {
                 if snap.save.put_rec {
                     st.saved_rec = Some(snap.save.rec);
                 }
+                st.labels.freed(&snap.frees);
                 st.store.release(snap.frees);
                 let gone = st.store.take_released();
                 if !gone.is_empty() {
@@ -465,6 +490,7 @@ impl Family {
                 Ok(())
             }
             Err(e) => {
+                super::describe::keep(&mut st, snap.labels);
                 st.dirty.extend(snap.dirty);
                 st.dropped.extend(snap.save.dropped);
                 st.store.keep_chunk_changes(snap.save.chunks);

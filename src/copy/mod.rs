@@ -25,9 +25,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod collect;
+pub mod describe;
 pub mod family;
 pub mod image;
+pub mod label;
 pub mod map;
 pub mod maps;
 pub mod page;
@@ -83,6 +86,8 @@ pub fn new_state(
 /// (`chunks`, read already) and, per node, its map pages and areas.
 pub struct Rows<'a> {
     pub chunks: Vec<store::Chunk>,
+    /// Slots freed whose labels do not say so yet.
+    pub unfreed: Vec<u64>,
     pub pages_of: &'a dyn Fn(NodeId) -> Result<Vec<(u64, Vec<u8>)>>,
     pub areas_of: &'a dyn Fn(NodeId) -> Result<Vec<map::Area>>,
 }
@@ -103,6 +108,7 @@ pub fn load_state(rec: &FamilyRecord, rows: Rows<'_>, grow: Grow) -> Result<Stat
     }
     let mut st = State::new(rec.mode, &rec.origin, rec.track_size, rec.tracks, store);
     st.asked = rec.asked.unwrap_or(rec.mode);
+    st.labels.freed(&rows.unfreed);
     for n in &rec.nodes {
         let mut entries = Vec::new();
         for (page, bytes) in (rows.pages_of)(n.id)? {

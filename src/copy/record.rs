@@ -50,4 +50,8 @@ pub struct FamilySave {
     pub pages: Vec<(NodeId, u64, Vec<u8>)>,
     /// Nodes removed: their pages and areas are deleted.
     pub dropped: Vec<NodeId>,
+    /// Slots this save frees, whose labels the next save describes free
+    /// (`copy/describe.rs`), and slots this save's labels described free.
+    pub unfreed: Vec<u64>,
+    pub described_free: Vec<u64>,
 }

@@ -9,6 +9,9 @@
 //!   └────┴────┴────┴────┴─ ─ ─┘    group (its space is discarded)
 //! ```
 //!
+//! Every chunk begins with its label (`label.rs`): a head block and one
+//! descriptor per slot, in whole tracks before the first slot.
+//!
 //! Single slots (pointer schemes) come from any chunk with room, else from
 //! a new chunk of [`CHUNK_SLOTS`]; an area (load-point schemes) is a chunk
 //! of its own. Freed slots are *pending* until the next metadata commit —
@@ -91,6 +94,8 @@ pub struct Store {
     /// Chunks added (`Some`) or removed (`None`) since the last save took
     /// them, by first slot: what the next save stores.
     log: ChangeLog<Chunk>,
+    /// Whether new chunks get a label (tests of the placement turn it off).
+    labels: bool,
 }
 
 impl Store {
@@ -128,7 +133,26 @@ impl Store {
             hint: 0,
             area_hint: 0,
             log: ChangeLog::default(),
+            labels: true,
         }
+    }
+
+    /// New chunks get no label (a test's group offsets stay simple).
+    pub fn without_labels(mut self) -> Store {
+        self.labels = false;
+        self
+    }
+
+    /// Where slot `slot`'s descriptor lives: the chunk (its label's group
+    /// offset and first slot), and the slot's index in it; None for a slot
+    /// of no chunk or of an unlabelled one.
+    pub fn label_of(&self, slot: u64) -> Option<(u64, u64, u64)> {
+        let c = self.chunk_of(slot).filter(|c| c.chunk.head > 0)?;
+        Some((
+            c.chunk.group_off - c.chunk.head,
+            c.chunk.first_slot,
+            slot - c.chunk.first_slot,
+        ))
     }
 
     /// Uses chunks of `n` slots for single slots (tests use small ones).
@@ -252,8 +276,10 @@ impl Store {
             .collect();
         for k in empty {
             if let Some(c) = self.chunks.remove(&k) {
-                self.released
-                    .push((c.chunk.group_off, c.chunk.slots * self.track));
+                self.released.push((
+                    c.chunk.group_off - c.chunk.head,
+                    c.chunk.slots * self.track + c.chunk.head,
+                ));
                 self.log.note(k, None);
             }
         }
@@ -299,19 +325,25 @@ impl Store {
         self.chunks.values().map(|c| c.in_use).sum()
     }
 
-    /// Bytes of group space the store holds.
+    /// Bytes of group space the store holds (labels included).
     pub fn bytes(&self) -> u64 {
         self.chunks
             .values()
-            .map(|c| c.chunk.slots * self.track)
+            .map(|c| c.chunk.slots * self.track + c.chunk.head)
             .sum()
     }
 
     fn add_chunk(&mut self, slots: u64, shared: bool) -> Result<u64> {
+        let head = if self.labels {
+            super::label::head_bytes(slots, self.track)
+        } else {
+            0
+        };
         let bytes = slots
             .checked_mul(self.track)
+            .and_then(|b| b.checked_add(head))
             .ok_or_else(|| Error::new(ErrorKind::NoSpace, "copy space request overflows"))?;
-        let group_off = (self.grow)(bytes)?;
+        let group_off = (self.grow)(bytes)? + head;
         let first = self.next_slot;
         self.next_slot += slots;
         let words = usize::try_from(slots.div_ceil(64)).unwrap_or(0);
@@ -319,6 +351,7 @@ impl Store {
             first_slot: first,
             group_off,
             slots,
+            head,
         };
         self.log.note(first, Some(chunk.clone()));
         self.chunks.insert(
@@ -438,7 +471,7 @@ mod tests {
             next += bytes;
             Ok(off)
         });
-        (Store::new(65536, Vec::new(), grow), given)
+        (Store::new(65536, Vec::new(), grow).without_labels(), given)
     }
 
     #[test]

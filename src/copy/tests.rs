@@ -31,6 +31,7 @@ struct Saved {
     pages: HashMap<(NodeId, u64), Vec<u8>>,
     chunks: BTreeMap<u64, Chunk>,
     areas: BTreeMap<(NodeId, u64), u64>,
+    unfreed: std::collections::BTreeSet<u64>,
     saves: u64,
     /// Saves that stored the record.
     rec_saves: u64,
@@ -66,6 +67,10 @@ impl Persist for MemPersist {
                 None => s.chunks.remove(first),
             };
         }
+        for x in &save.described_free {
+            s.unfreed.remove(x);
+        }
+        s.unfreed.extend(save.unfreed.iter().copied());
         if save.put_rec {
             s.rec = Some(save.rec.clone());
             s.rec_saves += 1;
@@ -102,11 +107,25 @@ fn grow(next_off: &Arc<Mutex<u64>>, limit: u64) -> Grow {
 
 impl Rig {
     fn new(mode: CopyMode, scheme: Scheme, limit: u64) -> Rig {
+        Rig::with_labels(mode, scheme, limit, true)
+    }
+
+    /// A rig whose store writes no labels: a test counting data I/O sees
+    /// only data (labels are metadata, written at commits, as the database
+    /// is; `describe.rs`).
+    fn unlabelled(mode: CopyMode, scheme: Scheme, limit: u64) -> Rig {
+        Rig::with_labels(mode, scheme, limit, false)
+    }
+
+    fn with_labels(mode: CopyMode, scheme: Scheme, limit: u64, labels: bool) -> Rig {
         let group = Arc::new(MemDisk::new(limit.max(1 << 20)));
         let base = Arc::new(MemDisk::new(SIZE));
         let next_off = Arc::new(Mutex::new(0));
         let next_id = Arc::new(Mutex::new(100));
         let mut store = Store::new(TRACK, Vec::new(), grow(&next_off, limit)).with_chunk_slots(8);
+        if !labels {
+            store = store.without_labels();
+        }
         let leaf = match mode {
             CopyMode::Row => Some((1, super::maps::new_map(scheme, TRACKS, &mut store).unwrap())),
             CopyMode::Cow => None,
@@ -131,7 +150,7 @@ impl Rig {
             next_off,
             limit,
         };
-        rig.save_now();
+        rig.save_new();
         rig.devs.insert(
             "o".into(),
             ImageDev::new(Arc::clone(&rig.fam), "o", SIZE, false),
@@ -139,7 +158,18 @@ impl Rig {
         rig
     }
 
-    fn save_now(&self) {
+    /// Saves at once, labels included, as the engine's changes do.
+    async fn save_now(&self) {
+        let p = self.persist.clone();
+        self.fam
+            .save_with(move |s| s.map_or(Ok(()), |s| p.save(s)))
+            .await
+            .unwrap();
+    }
+
+    /// Saves the new family outside a runtime; its chunks and areas are
+    /// labelled at the first commit.
+    fn save_new(&self) {
         let _one = self
             .fam
             .save_lock
@@ -148,6 +178,11 @@ impl Rig {
         if let Some(snap) = self.fam.snapshot(true) {
             let r = self.persist.save(&snap.save);
             self.fam.saved(snap, r).unwrap();
+        }
+        let mut st = self.fam.write_state();
+        st.store.log_all_chunks();
+        for n in st.nodes.values_mut() {
+            n.map.log_all_areas();
         }
     }
 
@@ -165,7 +200,7 @@ impl Rig {
                 .write_state()
                 .create_copy(src, name, scheme, 0, &mut next, &mut maps)?;
         }
-        self.save_now();
+        self.save_now().await;
         self.devs.insert(
             name.into(),
             ImageDev::new(Arc::clone(&self.fam), name, SIZE, false),
@@ -180,7 +215,7 @@ impl Rig {
         // The last copy gone, the original's data folds back into the base.
         let (_, plan) = self.fam.write_state().start_fold(1).unwrap();
         self.fam.run_merges(&plan).await.unwrap();
-        self.save_now();
+        self.save_now().await;
         self.devs.remove(name);
     }
 
@@ -229,7 +264,7 @@ impl Rig {
             .write_state()
             .restore_from(&target, copy, 1, &mut ids, &mut maps)?;
         self.fam.run_merges(&plan).await?;
-        self.save_now();
+        self.save_now().await;
         Ok(Some(target))
     }
 
@@ -242,7 +277,7 @@ impl Rig {
         self.fam.commit().await?;
         let plan = self.fam.write_state().finish_restore()?;
         self.fam.run_merges(&plan).await?;
-        self.save_now();
+        self.save_now().await;
         Ok(())
     }
 
@@ -267,7 +302,7 @@ impl Rig {
             .write_state()
             .start_split(&into, &other, 1, &mut ids, &mut maps)?;
         self.fam.run_merges(&plan).await?;
-        self.save_now();
+        self.save_now().await;
         Ok(into)
     }
 
@@ -282,7 +317,7 @@ impl Rig {
         };
         let plan = self.fam.write_state().hand_over_base(&heir)?;
         self.fam.run_merges(&plan).await?;
-        self.save_now();
+        self.save_now().await;
         self.devs.remove(&origin);
         Ok(origin)
     }
@@ -330,8 +365,18 @@ impl Rig {
             let mut off = self.next_off.lock().unwrap();
             *off = (*off).max(end);
         }
+        let unfreed = self
+            .persist
+            .0
+            .lock()
+            .unwrap()
+            .unfreed
+            .iter()
+            .copied()
+            .collect();
         let rows = super::Rows {
             chunks,
+            unfreed,
             pages_of: &pages_of,
             areas_of: &areas_of,
         };
@@ -664,6 +709,7 @@ async fn run(mode: CopyMode, scheme: Scheme, ops: &[Op]) -> std::result::Result<
                 held
             );
         }
+        labels::check(&rig, op).await?;
         // Every image reads exactly its reference, always.
         for (name, want) in &m.live {
             let got = rig
@@ -684,6 +730,11 @@ async fn run(mode: CopyMode, scheme: Scheme, ops: &[Op]) -> std::result::Result<
                 )));
             }
         }
+    }
+    // Whole tracks zeroed have no slot to describe; any other history is
+    // rebuilt from the store's labels alone.
+    if !ops.iter().any(|o| matches!(o, Op::Zero { .. })) {
+        labels::recover(&mut rig, &m).await?;
     }
     Ok(())
 }
@@ -730,7 +781,7 @@ fn io_counts_of_first_and_second_writes() {
         (CopyMode::Cow, (1, 2), (0, 1)),
         (CopyMode::Row, (0, 1), (0, 1)),
     ] {
-        let mut rig = Rig::new(mode, Scheme::ChangedPointer, 16 << 20);
+        let mut rig = Rig::unlabelled(mode, Scheme::ChangedPointer, 16 << 20);
         crate::rt::block_on(rig.copy("o", "c", Scheme::ChangedPointer)).unwrap();
         let count = |r: &Rig| {
             (
@@ -765,7 +816,7 @@ fn io_counts_of_first_and_second_writes() {
 #[test]
 fn creating_a_copy_moves_no_data() {
     for mode in [CopyMode::Cow, CopyMode::Row] {
-        let mut rig = Rig::new(mode, Scheme::PartialBitmap, 16 << 20);
+        let mut rig = Rig::unlabelled(mode, Scheme::PartialBitmap, 16 << 20);
         crate::rt::block_on(rig.devs["o"].write(
             0,
             IoBuf::from_slice(&vec![5; SIZE as usize]),
@@ -1269,3 +1320,4 @@ fn a_row_family_stays_row_for_the_user_after_a_split() {
 }
 
 mod collect;
+mod labels;

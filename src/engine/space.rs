@@ -25,6 +25,9 @@ use crate::error::{Error, Result};
 use crate::lockorder::{Guard, Rank};
 use crate::stack::switch::Switch;
 
+/// Bytes zeroed at the start of space given back: a chunk label's head.
+const WIPE: u64 = 4096;
+
 /// Who uses which group addresses, under one lock of its own so space
 /// moves from one list to the other atomically — and so a copy's first
 /// write (which may need a new chunk) never takes the pool lock.
@@ -209,6 +212,20 @@ impl Pool {
             drop(s.close().await);
         }
         for &(off, len) in &extents {
+            // A copy store's chunk begins with its label (`copy/label.rs`):
+            // zeroed first, so no label of space given back is read again,
+            // whether or not the discard zeroes.
+            if len >= WIPE {
+                let (_, r) = raid
+                    .write(off, crate::buf::IoBuf::new(WIPE as usize), false)
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(
+                        "wiping the label of freed space of group {group} failed: {}",
+                        e.chain()
+                    );
+                }
+            }
             if let Err(e) = raid.discard(off, len).await {
                 tracing::warn!(
                     "discarding freed space of group {group} failed: {}",

@@ -15,6 +15,10 @@
 //!                               chunks of new space
 //!   copy_areas  (node, first slot)    slots: the areas a load-point map
 //!                               reserved (load points)
+//!   copy_heads (family, first slot)   bytes of the chunk's label before
+//!                               its first slot (none: an unlabelled chunk)
+//!   copy_unfreed (family, slot) ()    slots freed whose labels do not say
+//!                               so yet (the next commit writes them)
 //! ```
 //!
 //! A copy family's chunks and areas have rows of their own, not fields of
@@ -58,6 +62,8 @@ const PAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("pages");
 const FAMILIES: TableDefinition<u64, &[u8]> = TableDefinition::new("families");
 const COPY_CHUNKS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("copy_chunks");
 const COPY_AREAS: TableDefinition<(u64, u64), u64> = TableDefinition::new("copy_areas");
+const COPY_HEADS: TableDefinition<(u64, u64), u64> = TableDefinition::new("copy_heads");
+const COPY_UNFREED: TableDefinition<(u64, u64), ()> = TableDefinition::new("copy_unfreed");
 
 fn db_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::with_source(ErrorKind::Io, format!("pool database: {what} failed"), e)
@@ -224,6 +230,10 @@ impl Meta {
             txn.open_table(COPY_CHUNKS)
                 .map_err(|e| db_err("opening a table", e))?;
             txn.open_table(COPY_AREAS)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(COPY_HEADS)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(COPY_UNFREED)
                 .map_err(|e| db_err("opening a table", e))?;
         }
         txn.commit().map_err(|e| db_err("a commit", e))?;
@@ -417,13 +427,23 @@ impl Meta {
 
     /// Reads the store chunks of copy family `object`, by first slot.
     pub fn copy_chunks(&self, object: u64) -> Result<Vec<crate::meta::model::copy::Chunk>> {
+        let heads: std::collections::BTreeMap<u64, u64> = self
+            .rows(COPY_HEADS, object, |first, head| (first, head))?
+            .into_iter()
+            .collect();
         self.rows(COPY_CHUNKS, object, |first_slot, (group_off, slots)| {
             crate::meta::model::copy::Chunk {
                 first_slot,
                 group_off,
                 slots,
+                head: heads.get(&first_slot).copied().unwrap_or(0),
             }
         })
+    }
+
+    /// Slots of copy family `object` freed whose labels do not say so yet.
+    pub fn copy_unfreed(&self, object: u64) -> Result<Vec<u64>> {
+        self.rows(COPY_UNFREED, object, |slot, ()| slot)
     }
 
     /// Reads the areas copy node `node` reserved, as (first slot, slots).
@@ -549,6 +569,35 @@ impl Tx<'_> {
             .map_err(|e| db_err("opening a table", e))?;
         c.retain_in((object, 0)..=(object, u64::MAX), |_, _| false)
             .map_err(|e| db_err("a delete", e))?;
+        let mut h = self
+            .txn
+            .open_table(COPY_HEADS)
+            .map_err(|e| db_err("opening a table", e))?;
+        h.retain_in((object, 0)..=(object, u64::MAX), |_, _| false)
+            .map_err(|e| db_err("a delete", e))?;
+        let mut u = self
+            .txn
+            .open_table(COPY_UNFREED)
+            .map_err(|e| db_err("opening a table", e))?;
+        u.retain_in((object, 0)..=(object, u64::MAX), |_, _| false)
+            .map_err(|e| db_err("a delete", e))?;
+        Ok(())
+    }
+
+    /// Notes (`true`) or forgets (`false`) that slot `slot` of copy family
+    /// `object` is free but not yet described so.
+    pub fn put_copy_unfreed(&mut self, object: u64, slot: u64, on: bool) -> Result<()> {
+        let mut t = self
+            .txn
+            .open_table(COPY_UNFREED)
+            .map_err(|e| db_err("opening a table", e))?;
+        if on {
+            t.insert((object, slot), ())
+                .map_err(|e| db_err("a write", e))?;
+        } else {
+            t.remove((object, slot))
+                .map_err(|e| db_err("a delete", e))?;
+        }
         Ok(())
     }
 
@@ -564,15 +613,30 @@ impl Tx<'_> {
             .txn
             .open_table(COPY_CHUNKS)
             .map_err(|e| db_err("opening a table", e))?;
+        let mut h = self
+            .txn
+            .open_table(COPY_HEADS)
+            .map_err(|e| db_err("opening a table", e))?;
         match chunk {
-            Some(c) => t
-                .insert((object, first), (c.group_off, c.slots))
-                .map(|_| ())
-                .map_err(|e| db_err("a write", e)),
-            None => t
-                .remove((object, first))
-                .map(|_| ())
-                .map_err(|e| db_err("a delete", e)),
+            Some(c) => {
+                t.insert((object, first), (c.group_off, c.slots))
+                    .map_err(|e| db_err("a write", e))?;
+                if c.head > 0 {
+                    h.insert((object, first), c.head)
+                        .map_err(|e| db_err("a write", e))?;
+                } else {
+                    h.remove((object, first))
+                        .map_err(|e| db_err("a delete", e))?;
+                }
+                Ok(())
+            }
+            None => {
+                t.remove((object, first))
+                    .map_err(|e| db_err("a delete", e))?;
+                h.remove((object, first))
+                    .map_err(|e| db_err("a delete", e))?;
+                Ok(())
+            }
         }
     }
 

@@ -296,6 +296,7 @@ fn copy_chunk_and_area_rows() {
     let d = tmp();
     let (m, _) = Meta::open(&d.path().join("pool.redb")).unwrap();
     let c = |first: u64, off: u64| Chunk {
+        head: if first == 64 { 65536 } else { 0 },
         first_slot: first,
         group_off: off,
         slots: 64,

@@ -164,7 +164,7 @@ fn writes_during_a_merge_and_a_crash_in_the_middle_lose_nothing() {
 fn rewritten_areas_pass_to_the_frozen_node_without_copying() {
     for scheme in [Scheme::ChangedPointer, Scheme::FullPointer] {
         crate::rt::block_on(async {
-            let mut rig = Rig::new(CopyMode::Row, scheme, 64 << 20);
+            let mut rig = Rig::unlabelled(CopyMode::Row, scheme, 64 << 20);
             w(&rig, 0, SIZE as usize, 1).await;
             rig.copy("o", "c0", scheme).await.unwrap();
             w(&rig, 0, SIZE as usize, 2).await;

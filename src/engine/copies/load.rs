@@ -42,8 +42,10 @@ impl Pool {
             let rows = self
                 .meta
                 .copy_chunks(rec.object)
-                .map(|chunks| crate::copy::Rows {
+                .and_then(|c| Ok((c, self.meta.copy_unfreed(rec.object)?)))
+                .map(|(chunks, unfreed)| crate::copy::Rows {
                     chunks,
+                    unfreed,
                     pages_of: &pages_of,
                     areas_of: &areas_of,
                 });
@@ -67,8 +69,8 @@ impl Pool {
                     held.copies.push((
                         rec.object,
                         rec.group.clone(),
-                        c.group_off,
-                        c.slots * rec.track_size,
+                        c.group_off - c.head,
+                        c.slots * rec.track_size + c.head,
                     ));
                 }
             }

@@ -51,6 +51,12 @@ fn save_family(tx: &mut crate::meta::Tx<'_>, s: &FamilySave) -> Result<()> {
     for (first, c) in &s.chunks {
         tx.put_copy_chunk(s.rec.object, *first, c.as_ref())?;
     }
+    for &slot in &s.described_free {
+        tx.put_copy_unfreed(s.rec.object, slot, false)?;
+    }
+    for &slot in &s.unfreed {
+        tx.put_copy_unfreed(s.rec.object, slot, true)?;
+    }
     if s.put_rec {
         tx.put_family(&s.rec)?;
     }

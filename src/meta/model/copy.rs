@@ -130,8 +130,13 @@ impl std::str::FromStr for Scheme {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {
     pub first_slot: u64,
+    /// Group offset of the first slot.
     pub group_off: u64,
     pub slots: u64,
+    /// Bytes of the chunk's label before its first slot (`copy/label.rs`);
+    /// 0 for chunks made before stores described themselves.
+    #[serde(default)]
+    pub head: u64,
 }
 
 /// One node of the copy tree.

@@ -1,0 +1,247 @@
+//! Keeping the store's labels (`label.rs`) true at every metadata commit
+//! (seed 000 FIG. 13: the stripe header written with the stripe's data).
+//!
+//! ```text
+//!   writes touch (node, track) ──▶ Pending ──snapshot──▶ LabelWrites
+//!   a commit frees slots ─────────▶ (described free one commit later)
+//!   commit: data flush ─▶ labels written, flushed ─▶ database save ─▶ ack
+//! ```
+//!
+//! A descriptor is written after the data it describes is durable, and is
+//! durable before the commit is acknowledged: what the labels say after a
+//! crash is a state no older than the last acknowledged flush, and never
+//! names a slot whose data did not reach the disk.
+
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::StreamExt;
+
+use super::family::{NodeId, State};
+use super::label::{self, ChunkHead, Desc, NONE, PER_BLOCK};
+use super::map::ZERO_SLOT;
+use super::store::Chunk;
+use crate::blockdev::BlockDev;
+use crate::buf::IoBuf;
+use crate::error::Result;
+
+/// What the next commit must describe.
+#[derive(Default)]
+pub struct Pending {
+    touched: BTreeSet<(NodeId, u64)>,
+    /// Slots whose freeing is committed but not yet described.
+    unfreed: Vec<u64>,
+    last_gen: u64,
+}
+
+impl Pending {
+    pub fn touch(&mut self, id: NodeId, t: u64) {
+        self.touched.insert((id, t));
+    }
+
+    /// Whether track `t` of node `id` changed since the last commit.
+    pub fn is_touched(&self, id: NodeId, t: u64) -> bool {
+        self.touched.contains(&(id, t))
+    }
+
+    /// A commit freed `slots`: the next one describes them free.
+    pub fn freed(&mut self, slots: &[u64]) {
+        self.unfreed.extend_from_slice(slots);
+    }
+
+    /// A generation above every earlier one (nanoseconds of the clock,
+    /// so a restarted daemon continues above what it wrote before).
+    fn next_gen(&mut self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.last_gen = now.max(self.last_gen + 1);
+        self.last_gen
+    }
+}
+
+/// One descriptor block to write: its first slot, whether to start from
+/// an all-free block (a new chunk) rather than the one on disk, and the
+/// descriptors to set in it.
+struct Block {
+    first: u64,
+    fresh: bool,
+    set: Vec<(usize, Desc)>,
+}
+
+/// What one commit writes of the labels.
+pub struct LabelWrites {
+    family: u64,
+    heads: Vec<(u64, Vec<u8>)>,
+    blocks: BTreeMap<u64, Block>,
+    /// What was taken from [`Pending`], given back if the commit fails.
+    touched: BTreeSet<(NodeId, u64)>,
+    unfreed: Vec<u64>,
+}
+
+impl LabelWrites {
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty() && self.blocks.is_empty()
+    }
+
+    /// The slots these writes describe free.
+    pub fn described_free(&self) -> Vec<u64> {
+        self.unfreed.clone()
+    }
+}
+
+impl Pending {
+    /// Whether freed slots wait to be described.
+    pub fn has_unfreed(&self) -> bool {
+        !self.unfreed.is_empty()
+    }
+}
+
+/// Takes what `st` must describe at this commit, given the chunks and
+/// areas the commit stores.
+pub fn plan(
+    st: &mut State,
+    family: u64,
+    chunks: &[(u64, Option<Chunk>)],
+    areas: &[(NodeId, u64, Option<u64>)],
+) -> LabelWrites {
+    let generation = st.labels.next_gen();
+    let touched = std::mem::take(&mut st.labels.touched);
+    let unfreed = std::mem::take(&mut st.labels.unfreed);
+    // Later inserts win: frees, then areas reserved, then entries.
+    let mut descs: BTreeMap<u64, Desc> = BTreeMap::new();
+    for &s in &unfreed {
+        descs.insert(s, Desc::FREE);
+    }
+    for &(id, first, n) in areas {
+        for s in first..first + n.unwrap_or(0) {
+            let area = first;
+            let d = Desc {
+                node: id,
+                track: NONE,
+                valid: 0,
+                area,
+                generation,
+            };
+            descs.insert(s, d);
+        }
+    }
+    for &(id, t) in &touched {
+        let Some(n) = st.nodes.get(&id) else { continue };
+        let Some(e) = n.map.get(t).filter(|e| e.slot != ZERO_SLOT) else {
+            continue;
+        };
+        let area = n.map.area_with(t, e.slot).map_or(NONE, |a| a.0);
+        let d = Desc {
+            node: id,
+            track: t,
+            valid: e.valid,
+            area,
+            generation,
+        };
+        descs.insert(e.slot, d);
+    }
+    let mut blocks: BTreeMap<u64, Block> = BTreeMap::new();
+    let mut heads = Vec::new();
+    for (_, c) in chunks {
+        let Some(c) = c.as_ref().filter(|c| c.head > 0) else {
+            continue;
+        };
+        let at = c.group_off.saturating_sub(c.head);
+        let h = ChunkHead {
+            family,
+            first_slot: c.first_slot,
+            slots: c.slots,
+            track: st.track,
+            head_bytes: c.head,
+            generation,
+        };
+        heads.push((at, label::encode_head(&h)));
+        // Every block of a new chunk is written: whatever the space held
+        // before (another chunk's label) must not be read as this one's.
+        for b in 0..c.slots.div_ceil(PER_BLOCK) {
+            let (rel, _) = label::desc_place(b * PER_BLOCK);
+            blocks.insert(
+                at + rel,
+                Block {
+                    first: c.first_slot + b * PER_BLOCK,
+                    fresh: true,
+                    set: Vec::new(),
+                },
+            );
+        }
+    }
+    for (s, d) in descs {
+        let Some((at, chunk_first, i)) = st.store.label_of(s) else {
+            continue;
+        };
+        let (rel, idx) = label::desc_place(i);
+        let b = blocks.entry(at + rel).or_insert_with(|| Block {
+            first: chunk_first + (i / PER_BLOCK) * PER_BLOCK,
+            fresh: false,
+            set: Vec::new(),
+        });
+        b.set.push((idx, d));
+    }
+    LabelWrites {
+        family,
+        heads,
+        blocks,
+        touched,
+        unfreed,
+    }
+}
+
+/// The commit failed: what it was to describe waits for the next one.
+pub fn keep(st: &mut State, w: LabelWrites) {
+    st.labels.touched.extend(w.touched);
+    st.labels.unfreed.extend(w.unfreed);
+}
+
+/// Writes the labels and flushes them. A block damaged on disk is
+/// rewritten from what this commit knows (logged: `pool check` would
+/// have named it).
+pub async fn write(group: &dyn BlockDev, w: &LabelWrites) -> Result<()> {
+    if w.is_empty() {
+        return Ok(());
+    }
+    let heads = w
+        .heads
+        .iter()
+        .map(|(at, bytes)| (*at, IoBuf::from_slice(bytes)));
+    let mut ops = futures::stream::iter(heads)
+        .map(|(at, buf)| async move { group.write(at, buf, false).await.1 })
+        .buffer_unordered(32);
+    while let Some(r) = ops.next().await {
+        r?;
+    }
+    let mut ops = futures::stream::iter(w.blocks.iter())
+        .map(|(&at, b)| write_block(group, w.family, at, b))
+        .buffer_unordered(32);
+    while let Some(r) = ops.next().await {
+        r?;
+    }
+    group.flush().await
+}
+
+async fn write_block(group: &dyn BlockDev, family: u64, at: u64, b: &Block) -> Result<()> {
+    let mut descs = vec![Desc::FREE; PER_BLOCK as usize];
+    if !b.fresh {
+        let (buf, r) = group.read(at, IoBuf::new(label::BLOCK as usize)).await;
+        r?;
+        match label::decode_block(family, b.first, buf.as_slice()) {
+            Ok(Some(d)) => descs = d,
+            Ok(None) => {}
+            Err(e) => tracing::warn!("copy family {family}: rewriting a damaged label: {e}"),
+        }
+    }
+    for &(i, d) in &b.set {
+        if let Some(x) = descs.get_mut(i) {
+            *x = d;
+        }
+    }
+    let bytes = label::encode_block(family, b.first, &descs);
+    group.write(at, IoBuf::from_slice(&bytes), false).await.1
+}
