@@ -12,9 +12,10 @@ use common::Pool;
 use serde_json::Value;
 
 /// The routes of the management API, as designed.
-const ROUTES: [(&str, &str); 32] = [
+const ROUTES: [(&str, &str); 33] = [
     ("get", "/v1/pool"),
     ("post", "/v1/pool/gc"),
+    ("post", "/v1/pool/check"),
     ("get", "/v1/disks"),
     ("post", "/v1/disks"),
     ("get", "/v1/disks/{name}"),

@@ -47,6 +47,7 @@ pub enum Action {
     CopyRestore(String, CopyRestoreRequest),
     CopySplit(String, CopySplitRequest),
     CopyGc,
+    PoolCheck,
 }
 
 /// The view an action returns.
@@ -67,6 +68,7 @@ pub enum Reply {
     CopyRestored(CopyRestoreInfo),
     Reinstated(DiskReinstateInfo),
     CopySplit(CopySplitInfo),
+    Check(PoolCheck),
     /// The object is gone: 204 No Content.
     Deleted,
 }
@@ -90,6 +92,7 @@ impl Reply {
             Reply::CopyRestored(v) => (status, Json(v)).into_response(),
             Reply::Reinstated(v) => (status, Json(v)).into_response(),
             Reply::CopySplit(v) => (status, Json(v)).into_response(),
+            Reply::Check(v) => (status, Json(v)).into_response(),
             Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
         }
     }
@@ -162,6 +165,7 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
         }
         Action::CopySplit(name, req) => Reply::CopySplit(p.copy_split(&name, req).await?),
         Action::CopyGc => Reply::Jobs(p.copy_gc().await?),
+        Action::PoolCheck => Reply::Check(p.pool_check().await?),
         other => match read(p, &other) {
             Some(reply) => reply?,
             None => {

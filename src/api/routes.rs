@@ -85,6 +85,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(pool_info))
         .routes(routes!(pool_gc))
+        .routes(routes!(pool_check))
         .routes(routes!(disk_list, disk_add))
         .routes(routes!(disk_get, disk_remove))
         .routes(routes!(disk_fail))
@@ -149,6 +150,15 @@ async fn pool_info(State(s): State<AppState>) -> Answer {
     responses((status = 202, description = "The collection jobs (empty: nothing to collect)", body = [JobInfo])))]
 async fn pool_gc(State(s): State<AppState>) -> Answer {
     s.run(Action::CopyGc, StatusCode::ACCEPTED).await
+}
+
+/// Check the copy families' maps against the labels their stores carry
+/// on the disks (every map entry's slot must say it holds that track);
+/// reads only. Differences are named.
+#[utoipa::path(post, path = "/v1/pool/check", tag = "pool",
+    responses((status = 200, description = "What the check found", body = PoolCheck)))]
+async fn pool_check(State(s): State<AppState>) -> Answer {
+    s.run(Action::PoolCheck, StatusCode::OK).await
 }
 
 // ---------------------------------------------------------------- disks

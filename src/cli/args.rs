@@ -136,6 +136,15 @@ pub enum PoolCmd {
     /// Where the pool is, how to reach its daemon (NBD address, sockets),
     /// what it holds, and problems found at start (missing or foreign disks).
     Show,
+    /// Check the copy stores: every copy map entry against the label its
+    /// slot carries on the disks. Reads only; exits 1 naming each
+    /// difference found.
+    Check,
+    /// With the daemon stopped: rebuild the copy maps (which slot holds
+    /// which track of which copy) from the labels the copy stores carry on
+    /// the disks, when the pool database lost or damaged them. The rest of
+    /// the database (disks, groups, volumes, copy families) must be there.
+    Recover,
 }
 
 #[derive(Debug, Subcommand)]

@@ -30,6 +30,22 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let ctx = ctx()?;
             ctx.show(&ctx.get::<PoolInfo>("/v1/pool")?, render::pool)
         }
+        Command::Pool(PoolCmd::Check) => {
+            let ctx = ctx()?;
+            let found: PoolCheck = ctx.act("/v1/pool/check")?;
+            ctx.show(&found, render::pool_check)?;
+            match found.differences {
+                0 => Ok(()),
+                n => Err(Failure::new(format!(
+                    "pool check found {n} difference(s) between the copy maps and the disks"
+                ))),
+            }
+        }
+        Command::Pool(PoolCmd::Recover) => {
+            let lines =
+                daemon::recover(&pool).map_err(|e| Failure::new(format!("pool recover: {e:#}")))?;
+            out(&lines.join("\n"))
+        }
         Command::Disk(cmd) => disk(&ctx()?, cmd),
         Command::Group(cmd) => group(&ctx()?, cmd),
         Command::Volume(cmd) => volume(&ctx()?, cmd),

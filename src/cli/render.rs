@@ -546,6 +546,39 @@ pub fn copy_deleted(r: &CopyDeleteInfo) -> String {
 /// What `copy split` measured (the tracks each side wrote since the copy),
 /// what moves, and its job.
 /// The answer of `copy gc`.
+pub fn pool_check(c: &PoolCheck) -> String {
+    if c.families.is_empty() {
+        return "no copy families: nothing to check".into();
+    }
+    let mut out = Vec::new();
+    for f in &c.families {
+        let mut line = format!(
+            "copies of {}: {} chunks, {} slots checked, {} differences",
+            f.origin, f.chunks, f.checked, f.differences
+        );
+        if f.unlabelled_chunks > 0 {
+            line.push_str(&format!(
+                " ({} chunks made before stores carried labels, not checked)",
+                f.unlabelled_chunks
+            ));
+        }
+        out.push(line);
+        out.extend(f.problems.iter().map(|p| format!("  {p}")));
+        if f.differences > f.problems.len() as u64 {
+            out.push(format!(
+                "  ... and {} more",
+                f.differences - f.problems.len() as u64
+            ));
+        }
+    }
+    out.push(if c.differences == 0 {
+        "the copy maps and the disks agree".into()
+    } else {
+        format!("{} differences in all", c.differences)
+    });
+    out.join("\n")
+}
+
 pub fn copy_gc(jobs: &[JobInfo], waited: bool) -> String {
     if jobs.is_empty() {
         return "nothing to collect: every copy point is still read by a copy".into();

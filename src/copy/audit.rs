@@ -53,7 +53,7 @@ pub struct LabelReport {
     pub checked: u64,
     /// Descriptors naming a track that a later commit placed elsewhere.
     pub stale: u64,
-    /// Differences, named (at most [`LISTED`]).
+    /// Differences, named (the first 50).
     pub problems: Vec<String>,
     /// Differences in all.
     pub problem_count: u64,

@@ -279,3 +279,36 @@ impl Signals {
         }
     }
 }
+
+/// `pool recover`: with the daemon stopped, rebuilds the copy maps from
+/// the labels of the copy stores (`engine/recover.rs`); what was done.
+pub fn recover(dir: &Path) -> anyhow::Result<Vec<String>> {
+    if !dir.join(DB_FILE).exists() {
+        bail!(
+            "{} holds no pool database: recover needs the pool's records (disks, groups, volumes, copy families)",
+            dir.display()
+        );
+    }
+    let _lock = lock_pool(dir)?;
+    let workers = Workers::start(1).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let opts = PoolOptions {
+        recovering: true,
+        ..PoolOptions::default()
+    };
+    let pool =
+        Pool::open(dir, Arc::clone(&workers), opts).map_err(|e| anyhow::anyhow!(e.chain()))?;
+    let problems = pool.problems();
+    let p = Arc::clone(&pool);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let lines = rt
+        .block_on(workers.run(move || async move { p.recover_copies().await }))
+        .map_err(|e| anyhow::anyhow!(e.chain()))?
+        .map_err(|e| anyhow::anyhow!(e.chain()))?;
+    Ok(problems
+        .into_iter()
+        .map(|p| format!("problem at open: {p}"))
+        .chain(lines)
+        .collect())
+}

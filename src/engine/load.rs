@@ -86,6 +86,9 @@ impl Pool {
                 st.volumes.insert(rec.name.clone(), entry);
             }
         }
+        if self.opts.recovering {
+            return Ok(());
+        }
         self.load_families(snap.families)?;
         for j in snap.jobs {
             match &j.kind {
@@ -302,6 +305,7 @@ mod tests {
             direct_io: false,
             intent_clear_interval: Duration::from_secs(5),
             gc_rate: 0,
+            recovering: false,
         };
         let p = Pool::open(dir.path(), Workers::start(1).unwrap(), opts).unwrap();
         let j = p.job_get(7).unwrap();

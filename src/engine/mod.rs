@@ -26,6 +26,7 @@ mod failing;
 mod groups;
 mod load;
 mod rebuild;
+mod recover;
 mod space;
 mod volumes;
 
@@ -67,6 +68,9 @@ pub struct PoolOptions {
     pub intent_clear_interval: Duration,
     /// Rate limit of copy-gc jobs (bytes/s, 0 = none).
     pub gc_rate: u64,
+    /// Open for `pool recover`: disks, groups and volumes only; no copy
+    /// family is loaded, no job resumed, no background work started.
+    pub recovering: bool,
 }
 
 impl Default for PoolOptions {
@@ -76,6 +80,7 @@ impl Default for PoolOptions {
             direct_io: true,
             intent_clear_interval: Duration::from_secs(5),
             gc_rate: 0,
+            recovering: false,
         }
     }
 }
@@ -235,7 +240,9 @@ impl Pool {
             return Err(e);
         }
         pool.load(snap)?;
-        pool.start_background();
+        if !pool.opts.recovering {
+            pool.start_background();
+        }
         Ok(pool)
     }
 

@@ -306,6 +306,7 @@ mod tests {
             direct_io: false,
             intent_clear_interval: Duration::from_secs(5),
             gc_rate: 0,
+            recovering: false,
         };
         let p = Pool::open(dir.path(), workers, opts).unwrap();
         p.disk_add(DiskAddRequest {

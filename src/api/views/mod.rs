@@ -329,6 +329,34 @@ pub struct VolumeInfo {
 
 // ---------------------------------------------------------------- jobs
 
+/// What `pool check` found: each copy family's maps compared with the
+/// labels its store carries on the disks.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PoolCheck {
+    pub families: Vec<FamilyCheck>,
+    /// Differences in all families (0: the maps and the disks agree).
+    pub differences: u64,
+}
+
+/// One copy family's check.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FamilyCheck {
+    /// The family's original volume.
+    pub origin: String,
+    /// Chunks of its store.
+    pub chunks: u64,
+    /// Chunks made before stores carried labels: not checked.
+    pub unlabelled_chunks: u64,
+    /// Map entries and reserved slots compared with their labels.
+    pub checked: u64,
+    /// Labels naming a track a later commit moved elsewhere (harmless:
+    /// a freed slot is described free one commit later).
+    pub stale: u64,
+    pub differences: u64,
+    /// The differences, named (the first 50).
+    pub problems: Vec<String>,
+}
+
 /// A background job: rebuild, resync, and later copies and reshapes.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobInfo {

@@ -20,6 +20,30 @@ impl Pool {
         Ok(out)
     }
 
+    /// `pool check`: every family's maps against its store's labels.
+    pub async fn pool_check(&self) -> Result<PoolCheck> {
+        let fams: Vec<Arc<Family>> = self.lock().families.values().cloned().collect();
+        let mut out = PoolCheck {
+            families: Vec::new(),
+            differences: 0,
+        };
+        for fam in fams {
+            let f = Arc::clone(&fam);
+            let r = on_worker(self, move || async move { f.check_labels().await }).await?;
+            out.differences += r.problem_count;
+            out.families.push(FamilyCheck {
+                origin: fam.read_state().origin.clone(),
+                chunks: r.chunks,
+                unlabelled_chunks: r.unlabelled,
+                checked: r.checked,
+                stale: r.stale,
+                differences: r.problem_count,
+                problems: r.problems,
+            });
+        }
+        Ok(out)
+    }
+
     /// Starts collecting `fam` if a pair is there to merge and no job is
     /// at it; the job doing it, if any.
     pub(super) fn start_collect(&self, fam: &Arc<Family>) -> Result<Option<JobInfo>> {
