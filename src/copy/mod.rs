@@ -22,6 +22,10 @@
 //!   no copy reads merged with its one child.
 //! - [`room`]: a host write that finds the store full waits for the room
 //!   the collection frees instead of failing.
+//! - [`label`]: the store's self-description on disk (seed 000 FIG. 13):
+//!   each chunk's head and one descriptor per slot; [`describe`]: written
+//!   at each commit; [`audit`]: checked against the maps (`pool check`),
+//!   and the maps rebuilt from them (`pool recover`).
 
 #![forbid(unsafe_code)]
 
