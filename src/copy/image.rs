@@ -349,17 +349,20 @@ impl Family {
             return self.saved(snap, Err(e));
         }
         // The labels describe data now durable, and are durable before the
-        // commit is acknowledged (`describe.rs`).
-        if let Err(e) = super::describe::write(self.group.as_ref(), &snap.labels).await {
-            return self.saved(snap, Err(e));
-        }
+        // commit is acknowledged (`describe.rs`); the database save needs
+        // nothing of them, so both go at once. Either failing fails the
+        // commit: everything is kept for the next one (both are idempotent).
         let persist = Arc::clone(&self.persist);
         let save = snap.save.clone();
-        let saved = tokio::task::spawn_blocking(move || persist.save(&save))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("saving copy metadata: {e}")))
-            .and_then(|r| r);
-        self.saved(snap, saved)
+        let saving = async {
+            tokio::task::spawn_blocking(move || persist.save(&save))
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("saving copy metadata: {e}")))
+                .and_then(|r| r)
+        };
+        let labelling = super::describe::write(self.group.as_ref(), &snap.labels);
+        let (labelled, saved) = futures::join!(labelling, saving);
+        self.saved(snap, labelled.and(saved))
     }
 
     /// Takes what the next save must store (None if nothing changed and
