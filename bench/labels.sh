@@ -4,8 +4,8 @@
 #   OLD=path/to/ferrosan-before NEW=path/to/ferrosan-after bench/labels.sh
 #
 # Two daemons, one per binary, each on a pool of its own in the same
-# directory (same filesystem): a 2 GiB disk, a concat group, a 1 GiB
-# source filled with data. Workloads, in rounds, the two daemons back to
+# directory (same filesystem): a 4 GiB disk, a concat group, a 1 GiB
+# source filled with data (the rest is new space for the copies). Workloads, in rounds, the two daemons back to
 # back (order swapped every round):
 #   cow-first: a fresh A1 copy of the source, then one 4 KiB write into
 #     each 64 KiB track of a 512 MiB region (fio strided zones, qd32):
@@ -51,7 +51,7 @@ iops() { python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print(int(su
 for who in old new; do
   bin=$OLD; [ $who = new ] && bin=$NEW
   start $who "$bin"
-  fs $who "$bin" disk add a --size 2G
+  fs $who "$bin" disk add a --size 4G
   fs $who "$bin" group create ga --raid concat --disks a
   fs $who "$bin" volume create src --group ga --size 1G
   fs $who "$bin" volume create cw --group ga --size 512M

@@ -200,10 +200,45 @@ pub fn keep(st: &mut State, w: LabelWrites) {
     st.labels.unfreed.extend(w.unfreed);
 }
 
+/// Descriptor blocks as this family last wrote them, by group offset (with
+/// the block's first slot), so a commit rewrites a block without reading
+/// it first. Bounded: past 4096 blocks it starts over. Only the
+/// family's commits write its labels, one at a time, so a cached block is
+/// what the disk holds.
+#[derive(Default)]
+pub struct BlockCache(std::sync::Mutex<std::collections::HashMap<u64, (u64, Vec<Desc>)>>);
+
+/// Blocks a family's cache holds at most (16 MiB of descriptors).
+const CACHED: usize = 4096;
+
+impl BlockCache {
+    fn get(&self, at: u64, first: u64) -> Option<Vec<Desc>> {
+        let c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(&at)
+            .filter(|(f, _)| *f == first)
+            .map(|(_, d)| d.clone())
+    }
+
+    fn put(&self, at: u64, first: u64, descs: Option<Vec<Desc>>) {
+        let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match descs {
+            Some(d) => {
+                if c.len() >= CACHED && !c.contains_key(&at) {
+                    c.clear();
+                }
+                c.insert(at, (first, d));
+            }
+            None => {
+                c.remove(&at);
+            }
+        }
+    }
+}
+
 /// Writes the labels and flushes them. A block damaged on disk is
 /// rewritten from what this commit knows (logged: `pool check` would
 /// have named it).
-pub async fn write(group: &dyn BlockDev, w: &LabelWrites) -> Result<()> {
+pub async fn write(group: &dyn BlockDev, cache: &BlockCache, w: &LabelWrites) -> Result<()> {
     if w.is_empty() {
         return Ok(());
     }
@@ -218,7 +253,7 @@ pub async fn write(group: &dyn BlockDev, w: &LabelWrites) -> Result<()> {
         r?;
     }
     let mut ops = futures::stream::iter(w.blocks.iter())
-        .map(|(&at, b)| write_block(group, w.family, at, b))
+        .map(|(&at, b)| write_block(group, cache, w.family, at, b))
         .buffer_unordered(32);
     while let Some(r) = ops.next().await {
         r?;
@@ -226,9 +261,17 @@ pub async fn write(group: &dyn BlockDev, w: &LabelWrites) -> Result<()> {
     group.flush().await
 }
 
-async fn write_block(group: &dyn BlockDev, family: u64, at: u64, b: &Block) -> Result<()> {
+async fn write_block(
+    group: &dyn BlockDev,
+    cache: &BlockCache,
+    family: u64,
+    at: u64,
+    b: &Block,
+) -> Result<()> {
     let mut descs = vec![Desc::FREE; PER_BLOCK as usize];
-    if !b.fresh {
+    if let Some(d) = (!b.fresh).then(|| cache.get(at, b.first)).flatten() {
+        descs = d;
+    } else if !b.fresh {
         let (buf, r) = group.read(at, IoBuf::new(label::BLOCK as usize)).await;
         r?;
         match label::decode_block(family, b.first, buf.as_slice()) {
@@ -243,5 +286,8 @@ async fn write_block(group: &dyn BlockDev, family: u64, at: u64, b: &Block) -> R
         }
     }
     let bytes = label::encode_block(family, b.first, &descs);
-    group.write(at, IoBuf::from_slice(&bytes), false).await.1
+    let (_, r) = group.write(at, IoBuf::from_slice(&bytes), false).await;
+    // A failed write leaves the block unknown: read it again next time.
+    cache.put(at, b.first, r.is_ok().then_some(descs));
+    r
 }

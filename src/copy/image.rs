@@ -80,6 +80,8 @@ pub struct Family {
     /// The owner's way to give emptied chunks back to the group at once
     /// (a write waiting for room; `room.rs`).
     pub(super) hand_back: std::sync::OnceLock<super::room::HandBack>,
+    /// The label blocks the commits wrote last (`describe.rs`).
+    label_cache: super::describe::BlockCache,
 }
 
 /// The run of fresh slots placed one after the other (sequential first
@@ -192,6 +194,7 @@ impl Family {
             room_waiters: std::sync::atomic::AtomicUsize::new(0),
             room_said: Mutex::new(None),
             hand_back: std::sync::OnceLock::new(),
+            label_cache: Default::default(),
         })
     }
 
@@ -360,7 +363,8 @@ impl Family {
                 .map_err(|e| Error::new(ErrorKind::Io, format!("saving copy metadata: {e}")))
                 .and_then(|r| r)
         };
-        let labelling = super::describe::write(self.group.as_ref(), &snap.labels);
+        let labelling =
+            super::describe::write(self.group.as_ref(), &self.label_cache, &snap.labels);
         let (labelled, saved) = futures::join!(labelling, saving);
         self.saved(snap, labelled.and(saved))
     }
@@ -462,7 +466,7 @@ impl Family {
 
     async fn flush_and_describe(&self, s: &Snapshot) -> Result<()> {
         self.group.flush().await?;
-        super::describe::write(self.group.as_ref(), &s.labels).await
+        super::describe::write(self.group.as_ref(), &self.label_cache, &s.labels).await
     }
 
     /// Chunks the store emptied since the last call: the pool gives them
