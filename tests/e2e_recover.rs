@@ -76,8 +76,7 @@ fn check_names_a_damaged_label_and_recover_rebuilds_every_copy() {
     }
     let dir = pool_dir();
     let mut d = Daemon::start(dir.path(), &[]);
-    d.ok(&["disk", "add", "a", "--size", "512M"]);
-    d.ok(&["group", "create", "ga", "--raid", "concat", "--disks", "a"]);
+    d.group("ga", "concat", &["a"], "512M");
     d.ok(&["volume", "create", "src", "--group", "ga", "--size", "64M"]);
     qemu_io(&d.export("src"), &["write -P 0x11 0 64M"]);
     d.ok(&["copy", "create", "src", "c1"]);
@@ -115,13 +114,12 @@ fn check_names_a_damaged_label_and_recover_rebuilds_every_copy() {
     );
 
     // One descriptor block damaged: named, and the command fails.
+    let disk = std::path::PathBuf::from(
+        d.json(&["disk", "show", "a"])["path"]
+            .as_str()
+            .expect("the disk's path"),
+    );
     d.stop();
-    let disk = dir.path().join("disks").join("a");
-    let disk = if disk.exists() {
-        disk
-    } else {
-        dir.path().join("disks").join("a.img")
-    };
     let labels = labels_in(&disk);
     assert!(!labels.is_empty(), "no label found in {}", disk.display());
     flip(&disk, labels[0] + 200);

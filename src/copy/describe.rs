@@ -242,19 +242,13 @@ pub async fn write(group: &dyn BlockDev, cache: &BlockCache, w: &LabelWrites) ->
     if w.is_empty() {
         return Ok(());
     }
-    let heads = w
-        .heads
-        .iter()
-        .map(|(at, bytes)| (*at, IoBuf::from_slice(bytes)));
-    let mut ops = futures::stream::iter(heads)
-        .map(|(at, buf)| async move { group.write(at, buf, false).await.1 })
-        .buffer_unordered(32);
-    while let Some(r) = ops.next().await {
-        r?;
-    }
-    let mut ops = futures::stream::iter(w.blocks.iter())
-        .map(|(&at, b)| write_block(group, cache, w.family, at, b))
-        .buffer_unordered(32);
+    let heads = w.heads.iter().map(|(at, bytes)| {
+        let buf = IoBuf::from_slice(bytes);
+        futures::future::Either::Left(async move { group.write(*at, buf, false).await.1 })
+    });
+    let blocks = (w.blocks.iter())
+        .map(|(&at, b)| futures::future::Either::Right(write_block(group, cache, w.family, at, b)));
+    let mut ops = futures::stream::iter(heads.chain(blocks)).buffer_unordered(32);
     while let Some(r) = ops.next().await {
         r?;
     }

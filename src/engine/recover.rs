@@ -134,12 +134,8 @@ impl Pool {
         })?;
         let dev = Arc::clone(&g.raid) as Arc<dyn BlockDev>;
         let unit = super::groups::row_bytes(&g.rec).max(crate::copy::label::BLOCK);
-        let mut used: Vec<(u64, u64)> = st
-            .volumes
-            .values()
-            .filter(|v| v.rec.group == group)
-            .flat_map(|v| v.rec.extents.iter().copied())
-            .collect();
+        // No family is loaded: what is in use is the volumes' extents.
+        let mut used = self.used_in(&st, group);
         let free = super::volumes::free_extents(dev.size(), &mut used);
         Ok((dev, free, unit))
     }
