@@ -82,7 +82,7 @@ impl State {
         let Some((f, c)) = self.merging else { return };
         let ok = self.mode == CopyMode::Row && self.sole_child(f, &self.child_lists()) == Some(c);
         if !ok {
-            self.merging = None;
+            self.clear_merging();
         }
     }
 
@@ -451,8 +451,9 @@ impl Family {
 
     /// Copies the data of a planned track move into its slot.
     async fn move_data(&self, m: &TrackMove) -> Result<()> {
-        let (g, dst_off, srcs) = {
+        let (g, dst_off, srcs, _reading) = {
             let st = self.read_state();
+            let reading = self.reading(&st);
             let mut srcs = Vec::with_capacity(m.pieces.len());
             for &(mask, src) in &m.pieces {
                 let off = match src {
@@ -461,7 +462,7 @@ impl Family {
                 };
                 srcs.push((mask, off));
             }
-            (st.granule, st.store.offset(m.dst)?, srcs)
+            (st.granule, st.store.offset(m.dst)?, srcs, reading)
         };
         for (mask, src_off) in srcs {
             for (gs, gn) in runs(mask) {

@@ -26,15 +26,15 @@
 //! the shared parent of two new leaves), or, under A1, a new view is put at
 //! the head of the view chain. No data moves.
 //!
-//! Collapsing frozen nodes: a frozen node with one child has one line of
-//! readers (that child, and on down while each node has one child); an
-//! entry whose granules the line holds can no longer be read and goes,
-//! with its space. Deleting the copy that shared the original's frozen
-//! data runs this over the node ([`State::prune`]); before each commit it
-//! runs over the tracks the leaves wrote ([`State::collapse_written`]), so
-//! an original that goes on rewriting gives back the old versions no
-//! copy reads any more, while the copies taken before and after live on.
-//! An emptied node leaves the tree.
+//! Collapsing frozen nodes (`dead.rs`): an entry of a frozen node whose
+//! granules every read through it finds first (in each of its children's
+//! subtrees) can no longer be read and goes, with its space. A deletion
+//! runs this over the node it took a reader from ([`State::prune`]);
+//! before each commit it runs over the tracks the leaves wrote
+//! ([`State::collapse_written`]), so an original that goes on rewriting
+//! gives back the old versions no copy reads any more, while the copies
+//! taken before and after live on. An emptied node with one child leaves
+//! the tree.
 
 #![forbid(unsafe_code)]
 
@@ -605,10 +605,10 @@ impl State {
                     plan.extend(self.merge_view(id, *older)?);
                     break;
                 }
-                (NodeKind::Frozen, [_]) => {
-                    // One reader line left: what it covers is dead here,
-                    // and in the frozen nodes above that serve only it.
-                    self.collapse_up(id);
+                (NodeKind::Frozen, _) => {
+                    // A reader fewer: what the rest all cover is dead
+                    // here, and maybe in the frozen nodes above (`dead.rs`).
+                    self.drop_dead_from(id);
                     break;
                 }
                 _ => break,
@@ -689,7 +689,7 @@ impl State {
         ids: &mut dyn FnMut() -> NodeId,
         maps: &mut MakeMap<'_>,
     ) -> Result<(u64, Vec<MergeCopy>)> {
-        self.merging = None;
+        self.clear_merging();
         if let Some(r) = &self.restore {
             return Err(Error::conflict(format!(
                 "{} is still being restored from {} (job {}): wait for that job first",
@@ -747,7 +747,7 @@ impl State {
     /// from the original's own frozen leaf), after which the family can
     /// dissolve. Returns the tracks to move and the merges to run.
     pub fn start_fold(&mut self, job: u64) -> Result<(u64, Vec<MergeCopy>)> {
-        self.merging = None;
+        self.clear_merging();
         if self.restore.is_some() || self.images.len() != 1 {
             return Ok((0, Vec::new()));
         }
@@ -767,13 +767,16 @@ impl State {
     /// A restore's data is all in the base: forget it and prune the frozen
     /// image it read from.
     pub fn finish_restore(&mut self) -> Result<Vec<MergeCopy>> {
-        self.merging = None;
+        self.clear_merging();
         match &self.restore {
             Some(r) if r.pending.is_empty() => {
                 let from = r.from;
                 self.restore = None;
                 self.record_dirty = true;
-                self.prune(Some(from))
+                let plan = self.prune(Some(from));
+                // Writes made during the restore were not looked at.
+                self.drop_all_dead();
+                plan
             }
             Some(r) => Err(Error::conflict(format!(
                 "the restore from {} still has {} tracks to move",
@@ -810,7 +813,7 @@ impl State {
         ids: &mut dyn FnMut() -> NodeId,
         maps: &mut MakeMap<'_>,
     ) -> Result<(u64, Vec<MergeCopy>)> {
-        self.merging = None;
+        self.clear_merging();
         if let Some(r) = &self.restore {
             return Err(Error::conflict(format!(
                 "{} is still being restored from {} (job {}): wait for that job first",
@@ -876,7 +879,7 @@ impl State {
     /// changing and passes to `heir`, which keeps reading through its
     /// chain. The family becomes A2 (its views are never written again).
     pub fn hand_over_base(&mut self, heir: &str) -> Result<Vec<MergeCopy>> {
-        self.merging = None;
+        self.clear_merging();
         if let Some(r) = &self.restore {
             return Err(Error::conflict(format!(
                 "{} is still being restored from {} (job {}): wait for that job first",
@@ -930,164 +933,6 @@ impl State {
         match kids.get(&id)?.as_slice() {
             [c] => Some(*c),
             _ => None,
-        }
-    }
-
-    /// The nodes every read through frozen node `id` passes first, nearest
-    /// first: its only child, and on down while each has exactly one child
-    /// (None: see [`State::sole_child`]).
-    fn readers_line(&self, id: NodeId, kids: &HashMap<NodeId, Vec<NodeId>>) -> Option<Vec<NodeId>> {
-        let mut c = self.sole_child(id, kids)?;
-        let mut line = vec![c];
-        while !self.is_head(c)
-            && let Some([next]) = kids.get(&c).map(Vec::as_slice)
-        {
-            c = *next;
-            line.push(c);
-        }
-        Some(line)
-    }
-
-    /// Drops the entry of frozen node `id` for track `t` if `cover` (the
-    /// granules the nodes before it on every read hold) includes all of
-    /// it: no read can reach it. Its slot (or its partial area, once the
-    /// area's last entry went) is freed after the next commit.
-    fn drop_covered(&mut self, id: NodeId, t: u64, cover: u64) -> bool {
-        let Some(n) = self.nodes.get_mut(&id) else {
-            return false;
-        };
-        let Some(e) = n.map.get(t) else { return false };
-        if e.valid & !cover != 0 {
-            return false;
-        }
-        n.map.remove(t);
-        if n.map.scheme().load_point() {
-            if let Some((a, c)) = n.map.shed(t) {
-                // Not an area a collection handed to another node.
-                if !self.area_listed_elsewhere(id, a) {
-                    self.store.free_area_later(a, c);
-                }
-                self.record_dirty = true;
-            }
-        } else if e.slot != ZERO_SLOT {
-            self.store.free_later(e.slot);
-        }
-        self.touch(id, t);
-        true
-    }
-
-    /// Collapses frozen node `id` into its line of readers: drops every
-    /// entry the line covers; an emptied node leaves the tree (its child
-    /// takes its parent). Whether it left.
-    fn collapse(&mut self, id: NodeId, line: &[NodeId]) -> bool {
-        let entries: Vec<(u64, Entry)> = match self.nodes.get(&id) {
-            Some(n) => n.map.entries().collect(),
-            None => return false,
-        };
-        for (t, _) in entries {
-            let cover = line
-                .iter()
-                .filter_map(|l| self.nodes.get(l).and_then(|n| n.map.get(t)))
-                .fold(0, |acc, e| acc | e.valid);
-            self.drop_covered(id, t, cover);
-        }
-        self.splice_if_empty(id, line)
-    }
-
-    /// Takes emptied frozen node `id` out from between its parent and
-    /// `line[0]`, its only child.
-    fn splice_if_empty(&mut self, id: NodeId, line: &[NodeId]) -> bool {
-        let (empty, parent) = match self.nodes.get(&id) {
-            Some(n) => (n.map.is_empty(), n.parent),
-            None => return false,
-        };
-        let Some(&child) = line.first() else {
-            return false;
-        };
-        if !empty {
-            return false;
-        }
-        if let Some(c) = self.nodes.get_mut(&child) {
-            c.parent = parent;
-        }
-        self.remove_node(id);
-        true
-    }
-
-    /// Collapses frozen node `id` (now with one child) and the frozen
-    /// nodes above it whose only reader line now runs through it.
-    fn collapse_up(&mut self, id: NodeId) {
-        let mut at = Some(id);
-        while let Some(x) = at {
-            let kids = self.child_lists();
-            let Some(line) = self.readers_line(x, &kids) else {
-                break;
-            };
-            at = self.nodes.get(&x).and_then(|n| n.parent);
-            self.collapse(x, &line);
-        }
-    }
-
-    /// Before a commit: the tracks newly written in leaves (their dirty
-    /// pages) may have made entries of the frozen nodes above them dead
-    /// (a frozen node with one child, the leaf's line); drops those, so
-    /// a source that keeps rewriting what an old copy point froze gives
-    /// the space back while it runs (see "collapsing frozen nodes").
-    pub fn collapse_written(&mut self) {
-        if self.restore.is_some() || self.merging.is_some() || self.dirty.is_empty() {
-            return;
-        }
-        if !self.nodes.values().any(|n| n.kind == NodeKind::Frozen) {
-            return;
-        }
-        let kids = self.child_lists();
-        let pages: Vec<(NodeId, u64)> = self
-            .dirty
-            .iter()
-            .copied()
-            .filter(|(id, _)| self.nodes.get(id).is_some_and(|n| n.kind == NodeKind::Leaf))
-            .collect();
-        let mut emptied = BTreeSet::new();
-        for (leaf, page) in pages {
-            // The frozen nodes above the leaf with it alone as reader.
-            let mut above = Vec::new();
-            let mut at = self.nodes.get(&leaf).and_then(|n| n.parent);
-            while let Some(p) = at {
-                if self.sole_child(p, &kids).is_none() {
-                    break;
-                }
-                above.push(p);
-                at = self.nodes.get(&p).and_then(|n| n.parent);
-            }
-            if above.is_empty() {
-                continue;
-            }
-            let t0 = page * PAGE_ENTRIES;
-            for t in t0..(t0 + PAGE_ENTRIES).min(self.tracks) {
-                let mut cover = match self.nodes.get(&leaf).and_then(|n| n.map.get(t)) {
-                    Some(e) => e.valid,
-                    None => continue,
-                };
-                for &p in &above {
-                    let e = self.nodes.get(&p).and_then(|n| n.map.get(t));
-                    if !self.drop_covered(p, t, cover)
-                        && let Some(e) = e
-                    {
-                        cover |= e.valid;
-                    }
-                }
-            }
-            emptied.extend(
-                (above.iter().copied())
-                    .filter(|p| self.nodes.get(p).is_some_and(|n| n.map.is_empty())),
-            );
-        }
-        // Splice the emptied ones out (each against the tree as it is).
-        for p in emptied {
-            let kids = self.child_lists();
-            if let Some(line) = self.readers_line(p, &kids) {
-                self.splice_if_empty(p, &line);
-            }
         }
     }
 

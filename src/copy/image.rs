@@ -82,6 +82,9 @@ pub struct Family {
     pub(super) hand_back: std::sync::OnceLock<super::room::HandBack>,
     /// The label blocks the commits wrote last (`describe.rs`).
     label_cache: super::describe::BlockCache,
+    /// Reads in flight, so their slots are not reused under them
+    /// (`fence.rs`).
+    readers: super::fence::Readers,
 }
 
 /// The run of fresh slots placed one after the other (sequential first
@@ -195,6 +198,7 @@ impl Family {
             room_said: Mutex::new(None),
             hand_back: std::sync::OnceLock::new(),
             label_cache: Default::default(),
+            readers: Default::default(),
         })
     }
 
@@ -373,6 +377,10 @@ impl Family {
     /// `force` is false). Follow with [`Family::saved`].
     pub fn snapshot(&self, force: bool) -> Option<Snapshot> {
         let mut st = self.write_state();
+        // Slots a read in flight kept at an earlier save may be free now.
+        if st.store.retired_len() > 0 {
+            self.reuse_retired(&mut st);
+        }
         if !force
             && st.dirty.is_empty()
             && st.dropped.is_empty()
@@ -475,6 +483,28 @@ impl Family {
         std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Makes the retired slots no read in flight can use free again
+    /// (`fence.rs`); chunks that empty go to the owner to give back.
+    /// Whether any slot came free.
+    pub(super) fn reuse_retired(&self, st: &mut State) -> bool {
+        let freed = st.store.reuse_retired(|e| self.readers.ended(e));
+        let gone = st.store.take_released();
+        if !gone.is_empty() {
+            st.record_dirty = true;
+            self.released
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(gone);
+        }
+        freed
+    }
+
+    /// A read begins: the slots it plans on (under `st`, or a later look)
+    /// stay unused by new writes until the ticket is dropped (`fence.rs`).
+    pub(super) fn reading(&self, st: &State) -> super::fence::Ticket<'_> {
+        self.readers.enter(st.store.read_epoch())
+    }
+
     /// Finishes a save of `snap`: frees what it freed, or on failure keeps
     /// everything for the next one.
     pub fn saved(&self, snap: Snapshot, r: Result<()>) -> Result<()> {
@@ -485,15 +515,8 @@ impl Family {
                     st.saved_rec = Some(snap.save.rec);
                 }
                 st.labels.freed(&snap.frees);
-                st.store.release(snap.frees);
-                let gone = st.store.take_released();
-                if !gone.is_empty() {
-                    st.record_dirty = true;
-                    self.released
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .extend(gone);
-                }
+                st.store.retire(snap.frees);
+                self.reuse_retired(&mut st);
                 Ok(())
             }
             Err(e) => {
@@ -611,9 +634,9 @@ impl Family {
     /// Reads `buf.len()` bytes at `off` of the image starting at `head`.
     pub async fn read(&self, head: Head, off: u64, buf: IoBuf) -> BufResult {
         let len = buf.len() as u64;
-        let (t_sz, moves) = {
+        let (t_sz, moves, _reading) = {
             let st = self.read_state();
-            (st.track, Self::base_moves(&st))
+            (st.track, Self::base_moves(&st), self.reading(&st))
         };
         // Where the base can change, read it under the track locks so a
         // planned base piece is not overwritten before it is read.
@@ -645,10 +668,11 @@ impl Family {
         need: u64,
         buf: IoBuf,
     ) -> BufResult {
-        let plan = {
+        let (plan, _reading) = {
             let st = self.read_state();
+            let reading = self.reading(&st);
             let mut found = Vec::new();
-            st.resolve_from(node, t, need, &mut found).and_then(|()| {
+            let plan = st.resolve_from(node, t, need, &mut found).and_then(|()| {
                 let mut out = Vec::new();
                 let (t_sz, g) = (st.track, st.granule);
                 for (m, src) in found {
@@ -662,7 +686,8 @@ impl Family {
                     }
                 }
                 Ok(out)
-            })
+            });
+            (plan, reading)
         };
         let pieces = match plan {
             Ok(p) => p,

@@ -31,8 +31,10 @@
 
 pub mod audit;
 pub mod collect;
+pub mod dead;
 pub mod describe;
 pub mod family;
+pub mod fence;
 pub mod image;
 pub mod label;
 pub mod map;

@@ -6,7 +6,8 @@
 //! time [`Family::room`] says room may have come:
 //!
 //! 1. slots freed since the last commit come back with the next one: the
-//!    wait commits;
+//!    wait commits; slots committed free but still under a read in flight
+//!    (`fence.rs`) come back when it ends: the wait tries again;
 //! 2. chunks the store emptied go back to the group (the owner's
 //!    [`HandBack`], awaited: their discard done, the group has the space),
 //!    and chunks given back before whose discard is still running are
@@ -51,20 +52,25 @@ impl Family {
         let freed = self.room.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        let (pending, collecting) = {
+        let (pending, retired, collecting) = {
             let st = self.read_state();
             let collecting = st.merging.is_some() || st.merge_pair().is_some();
-            (st.store.pending_len() > 0, collecting)
+            let retired = st.store.retired_len() > 0;
+            (st.store.pending_len() > 0, retired, collecting)
         };
         if pending {
             self.commit().await?;
+        }
+        if retired && !self.reuse_retired(&mut self.write_state()) {
+            // Reads in flight still use them: they end in moments.
+            tokio::task::yield_now().await;
         }
         if let Some(hand_back) = self.hand_back.get()
             && hand_back(self.take_released()).await
         {
             return Ok(());
         }
-        if pending {
+        if pending || retired {
             return Ok(());
         }
         if !collecting {

@@ -15,7 +15,9 @@
 //! Single slots (pointer schemes) come from any chunk with room, else from
 //! a new chunk of [`CHUNK_SLOTS`]; an area (load-point schemes) is a chunk
 //! of its own. Freed slots are *pending* until the next metadata commit —
-//! a slot may not be reused while the committed metadata still points at it.
+//! a slot may not be reused while the committed metadata still points at it
+//! — and then *retired* until no read that could have been planned on them
+//! is in flight (`fence.rs`): only then are they free.
 
 #![forbid(unsafe_code)]
 
@@ -77,8 +79,13 @@ pub struct Store {
     track: u64,
     chunks: BTreeMap<u64, ChunkState>,
     next_slot: u64,
-    /// Slots freed since the last commit, released at the next one.
+    /// Slots freed since the last commit, retired at the next one.
     pending: Vec<u64>,
+    /// Slots the committed metadata no longer uses, by the read epoch
+    /// they were retired in (`fence.rs`), not yet reusable.
+    retired: Vec<(u64, Vec<u64>)>,
+    /// The read epoch reads count themselves in (starts at 1).
+    epoch: u64,
     grow: Grow,
     /// Chunks emptied and not yet handed back (group offset, bytes).
     released: Vec<(u64, u64)>,
@@ -127,6 +134,8 @@ impl Store {
             chunks,
             next_slot,
             pending: Vec::new(),
+            retired: Vec::new(),
+            epoch: 1,
             grow,
             released: Vec::new(),
             chunk_slots: CHUNK_SLOTS,
@@ -256,8 +265,54 @@ impl Store {
         std::mem::take(&mut self.pending)
     }
 
-    /// Releases slots whose freeing is now committed; chunks that empty go
-    /// back to the group (see [`Store::take_released`]).
+    /// The read epoch: a read counts itself in the epoch it began in
+    /// (`fence.rs`).
+    pub fn read_epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Slots whose freeing is now committed: reusable once every read
+    /// that began in this epoch or before ended ([`Store::reuse_retired`]).
+    pub fn retire(&mut self, slots: Vec<u64>) {
+        if !slots.is_empty() {
+            self.retired.push((self.epoch, slots));
+        }
+    }
+
+    /// Slots retired and not yet reusable.
+    pub fn retired_len(&self) -> usize {
+        self.retired.iter().map(|(_, s)| s.len()).sum()
+    }
+
+    /// Releases the retired slots no read in flight can have planned on,
+    /// `ended(e)` telling whether every read that began in epoch `e` ended
+    /// (asked under the state's write lock: no read begins meanwhile), and
+    /// advances the epoch past each such one. Whether any slot came free.
+    pub fn reuse_retired(&mut self, ended: impl Fn(u64) -> bool) -> bool {
+        let mut any = false;
+        // Epoch - 1, then the epoch itself: with no read in flight, what
+        // this epoch retired is reusable at once.
+        for _ in 0..2 {
+            let prev = self.epoch - 1;
+            if !ended(prev) {
+                break;
+            }
+            let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
+                .into_iter()
+                .partition(|&(e, _)| e <= prev);
+            self.retired = wait;
+            for (_, slots) in ready {
+                any = true;
+                self.release(slots);
+            }
+            self.epoch += 1;
+        }
+        any
+    }
+
+    /// Releases slots no committed metadata and no read in flight uses;
+    /// chunks that empty go back to the group (see
+    /// [`Store::take_released`]).
     pub fn release(&mut self, slots: Vec<u64>) {
         for s in slots {
             if let Some(c) = self.chunk_of_mut(s) {
@@ -522,5 +577,37 @@ mod tests {
         let e = s.alloc_area(3 * CHUNK_SLOTS).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NoSpace);
         assert_eq!(s.used_slots(), used);
+    }
+
+    /// Retired slots come free only once the reads of their epoch and
+    /// every earlier one ended (`fence.rs`).
+    #[test]
+    fn retired_slots_wait_for_the_reads_of_their_epoch() {
+        let (mut s, _) = store(CHUNK_SLOTS * 65536);
+        let a = s.alloc_slot().unwrap();
+        let b = s.alloc_slot().unwrap();
+        let readers = crate::copy::fence::Readers::default();
+        let early = readers.enter(s.read_epoch());
+        s.free_later(a);
+        let p = s.take_pending();
+        s.retire(p);
+        assert!(
+            !s.reuse_retired(|e| readers.ended(e)),
+            "a read is in flight"
+        );
+        assert_eq!((s.retired_len(), s.used_slots()), (1, 2));
+        assert_ne!(s.alloc_slot().unwrap(), a, "not reused under the read");
+        drop(early);
+        // A read that began later, in a later epoch, does not hold `a`.
+        s.free_later(b);
+        let p = s.take_pending();
+        s.retire(p);
+        let late = readers.enter(s.read_epoch());
+        assert!(s.reuse_retired(|e| readers.ended(e)));
+        assert_eq!(s.retired_len(), 1, "b waits for the later read");
+        assert_eq!(s.alloc_slot().unwrap(), a);
+        drop(late);
+        assert!(s.reuse_retired(|e| readers.ended(e)));
+        assert_eq!((s.retired_len(), s.alloc_slot().unwrap()), (0, b));
     }
 }

@@ -709,6 +709,19 @@ async fn run(mode: CopyMode, scheme: Scheme, ops: &[Op]) -> std::result::Result<
                 held
             );
         }
+        {
+            // What no image reads is given back at once (`dead.rs`).
+            let st = rig.fam.read_state();
+            if st.restore.is_none() && st.merging.is_none() {
+                let dead = st.dead_entries();
+                prop_assert!(
+                    dead.is_empty(),
+                    "after {:?}: dead entries kept {:?}",
+                    op,
+                    dead
+                );
+            }
+        }
         labels::check(&rig, op).await?;
         // Every image reads exactly its reference, always.
         for (name, want) in &m.live {
@@ -1320,4 +1333,6 @@ fn a_row_family_stays_row_for_the_user_after_a_split() {
 }
 
 mod collect;
+mod dead;
 mod labels;
+mod reads;

@@ -14,7 +14,9 @@
 //! newer unflushed one may or may not. [`MemDisk::crash_torn`] lets each
 //! 512-byte sector of an unflushed write land or not on its own (a torn
 //! write; a sector itself is atomic). Faults can be scheduled: fail after
-//! N more writes, fail reads of a range.
+//! N more writes, fail reads of a range; and one read of a range can be
+//! held in flight until the test lets it go (a slow disk:
+//! [`MemDisk::hold_read`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +47,14 @@ struct Inner {
     allocated: Vec<bool>,
 }
 
+/// A read held in flight ([`MemDisk::hold_read`]).
+struct Held {
+    off: u64,
+    len: u64,
+    arrived: tokio::sync::oneshot::Sender<()>,
+    go: tokio::sync::oneshot::Receiver<()>,
+}
+
 /// An in-memory block device for tests.
 pub struct MemDisk {
     size: u64,
@@ -54,6 +64,7 @@ pub struct MemDisk {
     /// Fail every I/O (a vanished disk).
     dead: AtomicBool,
     bad_reads: Mutex<Vec<(u64, u64)>>,
+    held: Mutex<Option<Held>>,
     pub reads: AtomicU64,
     pub writes: AtomicU64,
 }
@@ -73,6 +84,7 @@ impl MemDisk {
             writes_left: AtomicU64::new(u64::MAX),
             dead: AtomicBool::new(false),
             bad_reads: Mutex::new(Vec::new()),
+            held: Mutex::new(None),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
         }
@@ -148,6 +160,38 @@ impl MemDisk {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((off, len));
+    }
+
+    /// The next read overlapping `off..off+len` is held in flight: it
+    /// says so on the first channel returned, and takes its data from the
+    /// disk only once the second is sent on (or dropped).
+    pub fn hold_read(
+        &self,
+        off: u64,
+        len: u64,
+    ) -> (
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (arrived, on_arrival) = tokio::sync::oneshot::channel();
+        let (go, on_go) = tokio::sync::oneshot::channel();
+        let h = Held {
+            off,
+            len,
+            arrived,
+            go: on_go,
+        };
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        (on_arrival, go)
+    }
+
+    /// The hold a read of `off..off+len` meets, taken.
+    fn held_for(&self, off: u64, len: u64) -> Option<Held> {
+        let mut h = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let meets = h
+            .as_ref()
+            .is_some_and(|h| off < h.off + h.len && h.off < off + len);
+        if meets { h.take() } else { None }
     }
 
     fn io_err(&self, what: &str, off: u64) -> Error {
@@ -256,6 +300,14 @@ impl BlockDev for MemDisk {
     }
 
     fn read(&self, off: u64, mut buf: IoBuf) -> DevFuture<'_, BufResult> {
+        if let Some(h) = self.held_for(off, buf.len() as u64) {
+            return Box::pin(async move {
+                let _ = h.arrived.send(());
+                let _ = h.go.await;
+                let r = self.do_read(off, &mut buf);
+                (buf, r)
+            });
+        }
         let r = self.do_read(off, &mut buf);
         Box::pin(async move { (buf, r) })
     }
