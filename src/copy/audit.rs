@@ -2,8 +2,10 @@
 //! the maps from the labels alone (seed 000 FIG. 13: the stripe headers
 //! make the log-structured array's mapping recoverable from its disks).
 //!
-//! - [`Family::check_labels`] (`ferrosan pool check`): with the family's
-//!   commits held, every committed map entry's slot must be described as
+//! - [`Family::check_labels`] (`ferrosan pool check`): chunk by chunk,
+//!   with the family's commits held only while a chunk's label is
+//!   compared (and read again to confirm a difference), every committed
+//!   map entry's slot must be described as
 //!   that node's track with the same granules, every reserved area's
 //!   slots as that node's area, every chunk's head as the chunk the
 //!   database lists. Differences are named; descriptors that still name a
@@ -15,11 +17,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::StreamExt;
 
-use super::family::NodeId;
+use super::family::{NodeId, State};
 use super::image::Family;
 use super::label::{self, BLOCK, ChunkHead, Desc, NONE, PER_BLOCK};
 use super::map::{Area, Entry, PAGE_ENTRIES, ZERO_SLOT};
@@ -60,6 +62,15 @@ pub struct LabelReport {
 }
 
 impl LabelReport {
+    /// Adds one chunk's comparison.
+    fn add(&mut self, sub: LabelReport) {
+        self.checked += sub.checked;
+        self.stale += sub.stale;
+        let room = LISTED.saturating_sub(self.problems.len());
+        self.problems.extend(sub.problems.into_iter().take(room));
+        self.problem_count += sub.problem_count;
+    }
+
     fn problem(&mut self, p: String) {
         self.problem_count += 1;
         if self.problems.len() < LISTED {
@@ -135,48 +146,12 @@ enum Expect {
 
 impl Family {
     /// Compares the committed maps with the store's labels on the disks
-    /// (see the module doc). Holds the family's commits while it reads.
+    /// (see the module doc). What to expect is taken once; each chunk is
+    /// then read with the family's commits held for that chunk alone, and
+    /// a slot is compared only if what was expected of it is still so,
+    /// committed and described (a commit meanwhile may have changed it).
     pub async fn check_labels(&self) -> Result<LabelReport> {
-        let _one = self.save_lock.lock().await;
-        let (chunks, expect, claimed) = {
-            let st = self.read_state();
-            let mut expect: HashMap<u64, Expect> = HashMap::new();
-            let mut claimed: HashMap<(NodeId, u64), u64> = HashMap::new();
-            for n in st.nodes.values() {
-                if !n.map.areas_changed() {
-                    for (a, k) in n.map.areas() {
-                        for s in a..a + k {
-                            expect.insert(
-                                s,
-                                Expect::Area {
-                                    node: n.id,
-                                    area: a,
-                                },
-                            );
-                        }
-                    }
-                }
-            }
-            for n in st.nodes.values() {
-                for (t, e) in n.map.entries() {
-                    if e.slot == ZERO_SLOT {
-                        continue;
-                    }
-                    claimed.insert((n.id, t), e.slot);
-                    if st.labels.is_touched(n.id, t) {
-                        expect.remove(&e.slot);
-                        continue;
-                    }
-                    let x = Expect::Entry {
-                        node: n.id,
-                        track: t,
-                        valid: e.valid,
-                    };
-                    expect.insert(e.slot, x);
-                }
-            }
-            (st.store.chunks(), expect, claimed)
-        };
+        let (chunks, expect, claimed) = self.expectations();
         let mut report = LabelReport::default();
         for c in chunks {
             report.chunks += 1;
@@ -184,32 +159,140 @@ impl Family {
                 report.unlabelled += 1;
                 continue;
             }
-            self.check_chunk(&c, &expect, &claimed, &mut report).await?;
+            if let Some(sub) = self.check_chunk(&c, &expect, &claimed).await {
+                report.add(sub);
+            }
         }
         Ok(report)
     }
 
+    /// What every described slot should say: committed map entries and
+    /// reserved areas, as the state is now.
+    #[allow(clippy::type_complexity)]
+    fn expectations(
+        &self,
+    ) -> (
+        Vec<Chunk>,
+        HashMap<u64, Expect>,
+        HashMap<(NodeId, u64), u64>,
+    ) {
+        let st = self.read_state();
+        let mut expect: HashMap<u64, Expect> = HashMap::new();
+        let mut claimed: HashMap<(NodeId, u64), u64> = HashMap::new();
+        for n in st.nodes.values() {
+            if !n.map.areas_changed() {
+                for (a, k) in n.map.areas() {
+                    for s in a..a + k {
+                        expect.insert(
+                            s,
+                            Expect::Area {
+                                node: n.id,
+                                area: a,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        for n in st.nodes.values() {
+            for (t, e) in n.map.entries() {
+                if e.slot == ZERO_SLOT {
+                    continue;
+                }
+                claimed.insert((n.id, t), e.slot);
+                if st.labels.is_touched(n.id, t) {
+                    expect.remove(&e.slot);
+                    continue;
+                }
+                let x = Expect::Entry {
+                    node: n.id,
+                    track: t,
+                    valid: e.valid,
+                };
+                expect.insert(e.slot, x);
+            }
+        }
+        for s in Self::touched_positions(&st) {
+            expect.remove(&s);
+        }
+        (st.store.chunks(), expect, claimed)
+    }
+
+    /// Area positions of tracks whose descriptors the next commit writes
+    /// (their data moved, dropped or zeroed since the last one).
+    fn touched_positions(st: &State) -> HashSet<u64> {
+        (st.labels.touched())
+            .filter_map(|(id, t)| st.nodes.get(&id)?.map.position(t))
+            .map(|(slot, _)| slot)
+            .collect()
+    }
+
+    /// Whether what `x` expects of slot `s` still holds, committed (call
+    /// with the family's commits held: a committed entry is described).
+    fn still_expected(st: &State, touched: &HashSet<u64>, s: u64, x: &Expect) -> bool {
+        match *x {
+            Expect::Entry { node, track, valid } => {
+                let e = st.nodes.get(&node).and_then(|n| n.map.get(track));
+                e == Some(Entry { slot: s, valid }) && !st.labels.is_touched(node, track)
+            }
+            Expect::Area { node, area } => {
+                !touched.contains(&s)
+                    && st.nodes.get(&node).is_some_and(|n| {
+                        !n.map.areas_changed() && n.map.areas().iter().any(|&(a, _)| a == area)
+                    })
+            }
+        }
+    }
+
+    /// Checks chunk `c`: its label is read without holding the commits,
+    /// compared with them held; a difference is confirmed by reading the
+    /// label again with them held (a commit may have been writing it).
     async fn check_chunk(
         &self,
         c: &Chunk,
         expect: &HashMap<u64, Expect>,
         claimed: &HashMap<(NodeId, u64), u64>,
-        report: &mut LabelReport,
-    ) -> Result<()> {
+    ) -> Option<LabelReport> {
         let at = c.group_off.saturating_sub(c.head);
-        let found = match read_chunk(self.group().as_ref(), self.object, at).await {
+        let found = read_chunk(self.group().as_ref(), self.object, at).await;
+        let _one = self.save_lock.lock().await;
+        if !self.read_state().store.has_chunk(c.first_slot) {
+            return None;
+        }
+        let mut sub = LabelReport::default();
+        self.compare(c, found, expect, claimed, &mut sub);
+        if sub.problem_count > 0 {
+            let found = read_chunk(self.group().as_ref(), self.object, at).await;
+            sub = LabelReport::default();
+            self.compare(c, found, expect, claimed, &mut sub);
+        }
+        Some(sub)
+    }
+
+    /// Compares chunk `c`'s label as `found` with what is expected of its
+    /// slots and still so (call with the commits held).
+    fn compare(
+        &self,
+        c: &Chunk,
+        found: Result<Option<FoundChunk>>,
+        expect: &HashMap<u64, Expect>,
+        claimed: &HashMap<(NodeId, u64), u64>,
+        report: &mut LabelReport,
+    ) {
+        let found = match found {
             Ok(Some(f)) => f,
             Ok(None) => {
                 report.problem(format!(
-                    "chunk of slots {}..{} (group offset {at}): no label of this family",
+                    "chunk of slots {}..{} (group offset {}): no label of this family",
                     c.first_slot,
-                    c.first_slot + c.slots
+                    c.first_slot + c.slots,
+                    c.group_off.saturating_sub(c.head)
                 ));
-                return Ok(());
+                return;
             }
             Err(e) => {
                 report.problem(format!("chunk of slot {}: {e}", c.first_slot));
-                return Ok(());
+                return;
             }
         };
         let h = found.head;
@@ -221,13 +304,29 @@ impl Family {
                 h.first_slot + h.slots,
                 h.head_bytes
             ));
-            return Ok(());
+            return;
         }
         for d in found.damaged {
             report.problem(d);
         }
-        for (s, d) in (c.first_slot..).zip(&found.descs) {
-            match expect.get(&s) {
+        let unchanged: Vec<bool> = {
+            let st = self.read_state();
+            let touched = Self::touched_positions(&st);
+            (c.first_slot..c.first_slot + c.slots)
+                .map(|s| {
+                    expect
+                        .get(&s)
+                        .is_some_and(|x| Self::still_expected(&st, &touched, s, x))
+                })
+                .collect()
+        };
+        for ((s, d), same) in (c.first_slot..).zip(&found.descs).zip(unchanged) {
+            let x = expect.get(&s);
+            if x.is_some() && !same {
+                // Changed by a commit since the expectations were taken.
+                continue;
+            }
+            match x {
                 Some(&Expect::Entry { node, track, valid }) => {
                     report.checked += 1;
                     if (d.node, d.track, d.valid) != (node, track, valid) {
@@ -239,7 +338,7 @@ impl Family {
                 }
                 Some(&Expect::Area { node, area }) => {
                     report.checked += 1;
-                    if (d.node, d.area) != (node, area) {
+                    if (d.node, d.area, d.track) != (node, area, NONE) {
                         report.problem(format!(
                             "slot {s} is in node {node}'s area at slot {area}, but its label says {}",
                             says(d)
@@ -255,7 +354,6 @@ impl Family {
                 None => {}
             }
         }
-        Ok(())
     }
 }
 

@@ -45,6 +45,11 @@ impl Pending {
         self.touched.contains(&(id, t))
     }
 
+    /// The (node, track) pairs whose descriptors the next commit writes.
+    pub fn touched(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
+        self.touched.iter().copied()
+    }
+
     /// A commit freed `slots`: the next one describes them free.
     pub fn freed(&mut self, slots: &[u64]) {
         self.unfreed.extend_from_slice(slots);
@@ -131,6 +136,20 @@ pub fn plan(
     for &(id, t) in &touched {
         let Some(n) = st.nodes.get(&id) else { continue };
         let Some(e) = n.map.get(t).filter(|e| e.slot != ZERO_SLOT) else {
+            // No data of the track here any more (moved by a collection,
+            // dropped as dead, zeroed): its position in a reserved area
+            // is described as reserved, not as the track, or a recover
+            // would bring the old data back. A pointer slot is freed.
+            if let Some((slot, (area, _))) = n.map.position(t) {
+                let d = Desc {
+                    node: id,
+                    track: NONE,
+                    valid: 0,
+                    area,
+                    generation,
+                };
+                descs.insert(slot, d);
+            }
             continue;
         };
         let area = n.map.area_with(t, e.slot).map_or(NONE, |a| a.0);

@@ -107,6 +107,12 @@ pub trait TrackMap: Send + Sync {
             .find(|&(a, k)| slot >= a && slot < a + k)
     }
 
+    /// Track `t`'s fixed slot and the area holding it, if the map has
+    /// reserved one for it (load-point schemes), entry or not.
+    fn position(&self, _t: u64) -> Option<(u64, Area)> {
+        None
+    }
+
     /// Heap bytes the map's metadata occupies.
     fn memory_bytes(&self) -> usize;
 

@@ -265,6 +265,11 @@ impl Store {
         std::mem::take(&mut self.pending)
     }
 
+    /// Whether a chunk begins at slot `first`.
+    pub fn has_chunk(&self, first: u64) -> bool {
+        self.chunks.contains_key(&first)
+    }
+
     /// The read epoch: a read counts itself in the epoch it began in
     /// (`fence.rs`).
     pub fn read_epoch(&self) -> u64 {

@@ -180,6 +180,10 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
         self.pos.area_with(t, slot)
     }
 
+    fn position(&self, t: u64) -> Option<(u64, Area)> {
+        Some((self.pos.position(t)?, self.pos.area_of(t)?))
+    }
+
     fn memory_bytes(&self) -> usize {
         self.pos.memory_bytes() + self.odd.memory_bytes()
     }
