@@ -104,6 +104,18 @@ impl Pending {
     }
 }
 
+/// The descriptor of a slot of node `id`'s area at `area` that holds no
+/// track.
+fn reserved(id: NodeId, area: u64, generation: u64) -> Desc {
+    Desc {
+        node: id,
+        track: NONE,
+        valid: 0,
+        area,
+        generation,
+    }
+}
+
 /// Takes what `st` must describe at this commit, given the chunks and
 /// areas the commit stores.
 pub fn plan(
@@ -122,15 +134,7 @@ pub fn plan(
     }
     for &(id, first, n) in areas {
         for s in first..first + n.unwrap_or(0) {
-            let area = first;
-            let d = Desc {
-                node: id,
-                track: NONE,
-                valid: 0,
-                area,
-                generation,
-            };
-            descs.insert(s, d);
+            descs.insert(s, reserved(id, first, generation));
         }
     }
     for &(id, t) in &touched {
@@ -141,14 +145,7 @@ pub fn plan(
             // is described as reserved, not as the track, or a recover
             // would bring the old data back. A pointer slot is freed.
             if let Some((slot, (area, _))) = n.map.position(t) {
-                let d = Desc {
-                    node: id,
-                    track: NONE,
-                    valid: 0,
-                    area,
-                    generation,
-                };
-                descs.insert(slot, d);
+                descs.insert(slot, reserved(id, area, generation));
             }
             continue;
         };
