@@ -13,6 +13,10 @@
 #     metadata commit — the path where labels are written most often.
 #   row-fsync: with one A2 copy, 4 KiB random writes to the source, qd32,
 #     an fsync every 32 writes (a commit each), BENCH_RUNTIME seconds.
+#   copy-read: 4 KiB random reads of that copy, qd32, BENCH_RUNTIME seconds
+#     (each read planned on the copy tree and counted by the read fence
+#     that keeps its slots from reuse, copy/fence.rs).
+# BENCH_WORKLOADS picks some (default: all three).
 # Prints each workload's median IOPS per binary and the median of the
 # per-round ratios NEW/OLD with their range.
 #
@@ -24,6 +28,7 @@ root=$PWD
 : "${OLD:?set OLD to the ferrosan binary before labels}"
 : "${NEW:?set NEW to the ferrosan binary with labels}"
 rounds=${BENCH_ROUNDS:-5}
+workloads=${BENCH_WORKLOADS:-cow-first row-fsync copy-read}
 runtime=${BENCH_RUNTIME:-5}
 dir=${BENCH_DIR:-$root/target/bench-labels}
 for t in fio python3; do
@@ -46,7 +51,7 @@ start() { # name binary
 }
 fs() { local who=$1 bin=$2; shift 2; "$bin" --pool "$dir/$who" "$@" >/dev/null; }
 uri() { echo "nbd+unix:///$2?socket=$dir/$1/nbd.sock"; }
-iops() { python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print(int(sum(j['write']['iops'] for j in d['jobs'])))" "$1"; }
+iops() { python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print(int(sum(j['write']['iops']+j['read']['iops'] for j in d['jobs'])))" "$1"; }
 
 for who in old new; do
   bin=$OLD; [ $who = new ] && bin=$NEW
@@ -77,21 +82,26 @@ run() { # who workload round
         --fsync=32 --time_based --runtime="$runtime" --ramp_time=1 \
         --output-format=json --output="$out" >/dev/null 2>&1
       ;;
+    copy-read)
+      fio --name=cr --ioengine=nbd --uri="$(uri "$who" keep)" --rw=randread --bs=4k --iodepth=32 \
+        --time_based --runtime="$runtime" --ramp_time=1 \
+        --output-format=json --output="$out" >/dev/null 2>&1
+      ;;
   esac
   echo "$w $r $who $(iops "$out")" >> "$results"
 }
 
 for r in $(seq "$rounds"); do
   order="old new"; [ $((r % 2)) = 0 ] && order="new old"
-  for w in cow-first row-fsync; do
+  for w in $workloads; do
     for who in $order; do run "$who" "$w" "$r"; done
   done
 done
 
-python3 - "$results" <<'EOF'
+python3 - "$results" $workloads <<'EOF'
 import sys, statistics as st
 rows = [l.split() for l in open(sys.argv[1])]
-for w in ("cow-first", "row-fsync"):
+for w in sys.argv[2:]:
     by = {}
     for wl, r, who, v in rows:
         if wl == w:
