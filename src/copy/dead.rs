@@ -191,6 +191,19 @@ impl State {
         self.splice_emptied(emptied);
     }
 
+    /// After a restart: a pair a collection was merging (that is not
+    /// saved; the job begins it again) may have left entries of its
+    /// frozen node that its child covers; drops them.
+    pub(super) fn drop_dead_of_pairs(&mut self) {
+        let kids = self.child_lists();
+        let pairs: Vec<NodeId> = (self.nodes.keys().copied())
+            .filter(|&id| self.sole_child(id, &kids).is_some())
+            .collect();
+        for f in pairs {
+            self.drop_dead_from(f);
+        }
+    }
+
     /// Drops every dead entry of the tree: a restore ended, and the writes
     /// made while it ran were not looked at.
     pub(super) fn drop_all_dead(&mut self) {

@@ -195,6 +195,9 @@ pub fn load_state(rec: &FamilyRecord, rows: Rows<'_>, grow: Grow) -> Result<Stat
     // the next commit.
     let empties = st.store.take_pending();
     st.store.release(empties);
+    // What a collection's pair in progress held back is dead now; freed
+    // at the next commit.
+    st.drop_dead_of_pairs();
     Ok(st)
 }
 
