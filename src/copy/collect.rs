@@ -335,6 +335,11 @@ impl State {
         self.remove_node(c);
         self.merging = None;
         self.record_dirty = true;
+        // What the pair held back above it while it was merged is dead
+        // now (`dead.rs`).
+        if let Some(p) = self.nodes.get(&f).and_then(|n| n.parent) {
+            self.drop_dead_from(p);
+        }
         Ok(())
     }
 }
