@@ -333,13 +333,8 @@ impl State {
             self.newest_view = Some(f);
         }
         self.remove_node(c);
-        self.merging = None;
+        self.clear_merging();
         self.record_dirty = true;
-        // What the pair held back above it while it was merged is dead
-        // now (`dead.rs`).
-        if let Some(p) = self.nodes.get(&f).and_then(|n| n.parent) {
-            self.drop_dead_from(p);
-        }
         Ok(())
     }
 }

@@ -107,11 +107,19 @@ impl State {
         self.read_through(id, tree) && self.merging.is_none_or(|(f, _)| f != id)
     }
 
-    /// Stops merging the pair being collected (if any) and drops what its
-    /// frozen node held dead meanwhile.
+    /// Stops merging the pair being collected (if any, given up or ended)
+    /// and drops what it held back: in its frozen node and above it, or,
+    /// once the node took its child's place, above it.
     pub(super) fn clear_merging(&mut self) {
-        if let Some((f, _)) = self.merging.take() {
-            self.drop_dead_from(f);
+        let Some((f, _)) = self.merging.take() else {
+            return;
+        };
+        let from = match self.nodes.get(&f) {
+            Some(n) if n.kind == NodeKind::Frozen => Some(f),
+            n => n.and_then(|n| n.parent),
+        };
+        if let Some(x) = from {
+            self.drop_dead_from(x);
         }
     }
 
