@@ -261,14 +261,45 @@ impl State {
             })
             .collect();
         let mut emptied = BTreeSet::new();
+        let mut chains: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
         for (node, page) in pages {
+            let chain = chains
+                .entry(node)
+                .or_insert_with(|| self.read_through_above(node, &tree))
+                .clone();
             let t0 = page * PAGE_ENTRIES;
             for t in t0..(t0 + PAGE_ENTRIES).min(self.tracks) {
+                // Cheap first: most written tracks have nothing above them
+                // to drop (a page holds hundreds of tracks, one written).
+                if !self.held_above(node, t, &chain) {
+                    continue;
+                }
                 let below = self.cover(node, t, &tree);
                 self.drop_dead_above(node, t, below, &tree, &mut emptied);
             }
         }
         self.splice_emptied(emptied);
+    }
+
+    /// The ancestors of `id` a walk up from it may reach: each read only
+    /// through its children, up to the first that is not.
+    fn read_through_above(&self, id: NodeId, tree: &Tree) -> Vec<NodeId> {
+        let mut chain = Vec::new();
+        let mut at = self.nodes.get(&id).and_then(|n| n.parent);
+        while let Some(p) = at.filter(|&p| self.read_through(p, tree)) {
+            chain.push(p);
+            at = self.nodes.get(&p).and_then(|n| n.parent);
+        }
+        chain
+    }
+
+    /// Whether some node of `chain` (the read-through ancestors of `id`)
+    /// maps track `t`, and `id` does too if it is a leaf (its cover is its
+    /// own entry): only then can a walk up from `id` find a dead entry.
+    fn held_above(&self, id: NodeId, t: u64, chain: &[NodeId]) -> bool {
+        let has = |x: &NodeId| (self.nodes.get(x)).is_some_and(|n| n.map.get(t).is_some());
+        let leaf = (self.nodes.get(&id)).is_some_and(|n| n.kind == NodeKind::Leaf);
+        (!leaf || has(&id)) && chain.iter().any(has)
     }
 
     /// Entries of frozen nodes no read reaches (node, track): none once
