@@ -15,21 +15,26 @@
 //!                overwritten in place
 //!  flush         data of the group(s), then the changed map pages (rule 4)
 //! ```
+//!
+//! This file holds the family itself, reads, A1 and restores; the leaf
+//! writes are in `write.rs`, the commits in `commit.rs`, and the block
+//! device of one image in `dev.rs`.
 
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::join_all;
 use tokio::sync::watch;
 
+use super::commit::Commits;
 use super::family::{Head, NodeId, NodeKind, Src, State, mask, runs};
 use super::map::{Entry, ZERO_SLOT};
-use super::record::{FamilyRecord, FamilySave, ImageRecord, NodeRecord};
-use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
+use super::record::FamilySave;
+use super::write::Ahead;
+use crate::blockdev::{BlockDev, BufResult};
 use crate::buf::IoBuf;
-use crate::error::{Error, ErrorKind, Result, check_range};
+use crate::error::{ErrorKind, Result};
 use crate::lockorder::{Guard, Rank};
 use crate::stack::lock::RangeLock;
 
@@ -40,37 +45,28 @@ pub trait Persist: Send + Sync + 'static {
     fn save(&self, save: &FamilySave) -> Result<()>;
 }
 
-#[derive(Default)]
-struct Commits {
-    /// The sequence number the next pass takes.
-    next: u64,
-    /// The highest sequence number a waiter needs.
-    wanted: u64,
-    running: bool,
-}
-
 /// A family at run time.
 pub struct Family {
     pub object: u64,
     pub group_name: String,
     /// The initial area: the origin's thick volume.
-    base: Arc<dyn BlockDev>,
+    pub(super) base: Arc<dyn BlockDev>,
     /// The group the store's slots live in.
-    group: Arc<dyn BlockDev>,
-    st: RwLock<State>,
+    pub(super) group: Arc<dyn BlockDev>,
+    pub(super) st: RwLock<State>,
     /// Locks of base tracks: base writers and readers of base data that
     /// the base may change under them (A1, restores, splits).
-    base_locks: RangeLock,
-    persist: Arc<dyn Persist>,
-    commits: Mutex<Commits>,
-    done: watch::Sender<(u64, Option<Arc<str>>)>,
+    pub(super) base_locks: RangeLock,
+    pub(super) persist: Arc<dyn Persist>,
+    pub(super) commits: Mutex<Commits>,
+    pub(super) done: watch::Sender<(u64, Option<Arc<str>>)>,
     /// Chunks emptied and committed away: the owner hands them back.
-    released: Mutex<Vec<(u64, u64)>>,
+    pub(super) released: Mutex<Vec<(u64, u64)>>,
     /// Serialises saves, so a later snapshot is never overwritten by an
     /// earlier one.
     pub(super) save_lock: tokio::sync::Mutex<()>,
     /// Fresh slots placed in sequence, for preallocating ahead of them.
-    ahead: Mutex<Ahead>,
+    pub(super) ahead: Mutex<Ahead>,
     /// Told when a collection frees store slots: writes waiting for room
     /// (`room.rs`) go again.
     pub(super) room: tokio::sync::Notify,
@@ -81,55 +77,10 @@ pub struct Family {
     /// (a write waiting for room; `room.rs`).
     pub(super) hand_back: std::sync::OnceLock<super::room::HandBack>,
     /// The label blocks the commits wrote last (`describe.rs`).
-    label_cache: super::describe::BlockCache,
+    pub(super) label_cache: super::describe::BlockCache,
     /// Reads in flight, so their slots are not reused under them
     /// (`fence.rs`).
-    readers: super::fence::Readers,
-}
-
-/// The run of fresh slots placed one after the other (sequential first
-/// writes): once it is [`AHEAD_AFTER`] long, the store's space ahead of
-/// it is preallocated [`AHEAD_SLOTS`] at a time, so those first writes on
-/// a sparse disk file cost what overwrites cost instead of a filesystem
-/// allocation each. Scattered first writes preallocate nothing, so the
-/// disk file holds only what was written.
-#[derive(Default)]
-struct Ahead {
-    last: u64,
-    run: u64,
-    /// The window of slots preallocated last.
-    from: u64,
-    until: u64,
-}
-
-impl Ahead {
-    fn note(&mut self, slot: u64, chunk_end: Option<u64>) -> Option<u64> {
-        self.run = if slot == self.last.wrapping_add(1) {
-            self.run + 1
-        } else {
-            0
-        };
-        self.last = slot;
-        if self.run < AHEAD_AFTER || (self.from..self.until).contains(&slot) {
-            return None;
-        }
-        let end = (slot + AHEAD_SLOTS).min(chunk_end.unwrap_or(slot + 1));
-        (self.from, self.until) = (slot, end);
-        Some(end - slot)
-    }
-}
-
-/// Fresh slots in sequence before preallocating ahead.
-const AHEAD_AFTER: u64 = 8;
-/// Slots preallocated at a time (16 MiB of 64 KiB tracks).
-const AHEAD_SLOTS: u64 = 256;
-
-/// What one save stores.
-pub struct Snapshot {
-    pub save: FamilySave,
-    labels: super::describe::LabelWrites,
-    frees: Vec<u64>,
-    dirty: std::collections::BTreeSet<(NodeId, u64)>,
+    pub(super) readers: super::fence::Readers,
 }
 
 /// One piece of a read plan.
@@ -158,10 +109,6 @@ impl PieceSrc {
         }
     }
 }
-
-/// What a write finds at a track: the entry, where its slot lies (and the
-/// end of its chunk), the track and granule sizes.
-type TrackAt = (Option<Entry>, Option<(Result<u64>, Option<u64>)>, u64, u64);
 
 pub(super) fn us(x: u64) -> usize {
     usize::try_from(x).unwrap_or(usize::MAX)
@@ -240,310 +187,8 @@ impl Family {
         &self.base_locks
     }
 
-    /// The record to persist.
-    pub fn record(&self, st: &State) -> FamilyRecord {
-        let mut nodes: Vec<NodeRecord> = st
-            .nodes
-            .values()
-            .map(|n| NodeRecord {
-                id: n.id,
-                parent: n.parent,
-                kind: n.kind,
-                scheme: n.map.scheme(),
-                // Rows of their own (FamilySave::areas).
-                areas: Vec::new(),
-                invalid: n.invalid,
-            })
-            .collect();
-        nodes.sort_by_key(|n| n.id);
-        FamilyRecord {
-            object: self.object,
-            mode: st.mode,
-            asked: (st.asked != st.mode).then_some(st.asked),
-            origin: st.origin.clone(),
-            group: self.group_name.clone(),
-            track_size: st.track,
-            tracks: st.tracks,
-            // Rows of their own (FamilySave::chunks).
-            chunks: Vec::new(),
-            nodes,
-            images: st.images.values().map(ImageRecord::from).collect(),
-            newest_view: st.newest_view,
-            restore: st.restore.as_ref().map(|r| super::record::RestoreRecord {
-                from: r.from,
-                copy: r.copy.clone(),
-                job: r.job,
-                pending: compress(&r.pending),
-            }),
-        }
-    }
-
-    /// Makes every completed write durable, data first, then the changed
-    /// metadata (one commit serves every caller waiting; group commit).
-    pub async fn commit(self: &Arc<Self>) -> Result<()> {
-        let need = {
-            let mut c = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-            let need = c.next;
-            c.wanted = c.wanted.max(need);
-            if !c.running {
-                c.running = true;
-                let me = Arc::clone(self);
-                tokio::task::spawn_local(async move { me.commit_loop().await });
-            }
-            need
-        };
-        let mut rx = self.done.subscribe();
-        let v = rx
-            .wait_for(|(seq, _)| *seq >= need)
-            .await
-            .map_err(|_| Error::new(ErrorKind::Shutdown, "copy metadata commits stopped"))?;
-        match &v.1 {
-            Some(msg) if v.0 == need => Err(Error::new(
-                ErrorKind::Io,
-                format!("saving copy metadata failed: {msg}"),
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    async fn commit_loop(self: Arc<Self>) {
-        // However the loop ends (even dropped with its runtime), the next
-        // commit must be able to start a new one.
-        struct Stopped<'a>(&'a Mutex<Commits>);
-        impl Drop for Stopped<'_> {
-            fn drop(&mut self) {
-                self.0.lock().unwrap_or_else(|p| p.into_inner()).running = false;
-            }
-        }
-        let _stopped = Stopped(&self.commits);
-        loop {
-            let seq = {
-                let mut c = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-                if c.wanted < c.next {
-                    return;
-                }
-                let s = c.next;
-                c.next += 1;
-                s
-            };
-            let r = self.commit_pass().await;
-            let err = r.err().map(|e| Arc::<str>::from(e.chain()));
-            if let Some(e) = &err {
-                tracing::error!("copy family {}: commit failed: {e}", self.object);
-            }
-            self.done.send_replace((seq, err));
-        }
-    }
-
-    async fn commit_pass(&self) -> Result<()> {
-        // The snapshot comes before the flush: every map entry in it points
-        // at data whose write had completed, so the flush makes that data
-        // durable before the entry is saved (DESIGN rule 4).
-        let _one = self.save_lock.lock().await;
-        let snap = self.snapshot(false);
-        let flushed = async {
-            self.group.flush().await?;
-            if !Arc::ptr_eq(&self.base, &self.group) {
-                self.base.flush().await?;
-            }
-            Ok::<(), Error>(())
-        }
-        .await;
-        let Some(snap) = snap else {
-            return flushed;
-        };
-        if let Err(e) = flushed {
-            return self.saved(snap, Err(e));
-        }
-        // The labels describe data now durable, and are durable before the
-        // commit is acknowledged (`describe.rs`); the database save needs
-        // nothing of them, so both go at once. Either failing fails the
-        // commit: everything is kept for the next one (both are idempotent).
-        let persist = Arc::clone(&self.persist);
-        let save = snap.save.clone();
-        let saving = async {
-            tokio::task::spawn_blocking(move || persist.save(&save))
-                .await
-                .map_err(|e| Error::new(ErrorKind::Io, format!("saving copy metadata: {e}")))
-                .and_then(|r| r)
-        };
-        let labelling =
-            super::describe::write(self.group.as_ref(), &self.label_cache, &snap.labels);
-        let (labelled, saved) = futures::join!(labelling, saving);
-        self.saved(snap, labelled.and(saved))
-    }
-
-    /// Takes what the next save must store (None if nothing changed and
-    /// `force` is false). Follow with [`Family::saved`].
-    pub fn snapshot(&self, force: bool) -> Option<Snapshot> {
-        let mut st = self.write_state();
-        // Slots a read in flight kept at an earlier save may be free now.
-        if st.store.retired_len() > 0 {
-            self.reuse_retired(&mut st);
-        }
-        if !force
-            && st.dirty.is_empty()
-            && st.dropped.is_empty()
-            && !st.record_dirty
-            && st.store.pending_len() == 0
-            && !st.store.chunks_changed()
-            && !st.nodes.values().any(|n| n.map.areas_changed())
-            && !st.labels.has_unfreed()
-        {
-            return None;
-        }
-        // Entries of frozen nodes the new writes made dead (and the areas
-        // they shed) go in this same save as the entries that cover them.
-        st.collapse_written();
-        let dirty = std::mem::take(&mut st.dirty);
-        let mut pages = Vec::with_capacity(dirty.len());
-        for &(id, page) in &dirty {
-            if let Some(n) = st.nodes.get(&id) {
-                pages.push((
-                    id,
-                    page,
-                    super::page::encode_page(n.map.as_ref(), page).to_vec(),
-                ));
-            }
-        }
-        let dropped = std::mem::take(&mut st.dropped);
-        let frees = st.store.take_pending();
-        st.record_dirty = false;
-        let chunks = st.store.take_chunk_changes();
-        let mut areas = Vec::new();
-        for n in st.nodes.values_mut() {
-            let id = n.id;
-            areas.extend(
-                n.map
-                    .take_area_changes()
-                    .into_iter()
-                    .map(|(f, c)| (id, f, c)),
-            );
-        }
-        let rec = self.record(&st);
-        let put_rec = force || st.saved_rec.as_ref() != Some(&rec);
-        let labels = super::describe::plan(&mut st, self.object, &chunks, &areas);
-        Some(Snapshot {
-            save: FamilySave {
-                rec,
-                put_rec,
-                chunks,
-                areas,
-                pages,
-                dropped,
-                unfreed: frees.clone(),
-                described_free: labels.described_free(),
-            },
-            labels,
-            frees,
-            dirty,
-        })
-    }
-
-    /// Saves the family's changes together with the caller's records in
-    /// one durable transaction, serialized with the family's own commits:
-    /// `commit` gets what the family must store (None if nothing changed)
-    /// and runs the transaction, on a blocking thread.
-    pub async fn save_with<F>(&self, commit: F) -> Result<()>
-    where
-        F: FnOnce(Option<&FamilySave>) -> Result<()> + Send + 'static,
-    {
-        let _one = self.save_lock.lock().await;
-        let snap = match self.snapshot(true) {
-            // Whatever the snapshot holds was written before this save
-            // was asked for: flushed, then described (`describe.rs`).
-            Some(s) => match self.flush_and_describe(&s).await {
-                Ok(()) => Some(s),
-                Err(e) => return self.saved(s, Err(e.clone())).and(Err(e)),
-            },
-            None => None,
-        };
-        let save = snap.as_ref().map(|s| s.save.clone());
-        let saved = tokio::task::spawn_blocking(move || commit(save.as_ref()))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("saving the copy family: {e}")))
-            .and_then(|r| r);
-        match snap {
-            Some(snap) => {
-                let r = saved.as_ref().map(|_| ()).map_err(Clone::clone);
-                self.saved(snap, r).and(saved)
-            }
-            None => saved,
-        }
-    }
-
-    async fn flush_and_describe(&self, s: &Snapshot) -> Result<()> {
-        self.group.flush().await?;
-        super::describe::write(self.group.as_ref(), &self.label_cache, &s.labels).await
-    }
-
-    /// Chunks the store emptied since the last call: the pool gives them
-    /// back to the group.
-    pub fn take_released(&self) -> Vec<(u64, u64)> {
-        std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Makes the retired slots no read in flight can use free again
-    /// (`fence.rs`); chunks that empty go to the owner to give back.
-    /// Whether any slot came free.
-    pub(super) fn reuse_retired(&self, st: &mut State) -> bool {
-        let freed = st.store.reuse_retired(|e| self.readers.ended(e));
-        let gone = st.store.take_released();
-        if !gone.is_empty() {
-            st.record_dirty = true;
-            self.released
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(gone);
-        }
-        freed
-    }
-
-    /// A read begins: the slots it plans on (under `st`, or a later look)
-    /// stay unused by new writes until the ticket is dropped (`fence.rs`).
-    pub(super) fn reading(&self, st: &State) -> super::fence::Ticket<'_> {
-        self.readers.enter(st.store.read_epoch())
-    }
-
-    /// Finishes a save of `snap`: frees what it freed, or on failure keeps
-    /// everything for the next one.
-    pub fn saved(&self, snap: Snapshot, r: Result<()>) -> Result<()> {
-        let mut st = self.write_state();
-        match r {
-            Ok(()) => {
-                if snap.save.put_rec {
-                    st.saved_rec = Some(snap.save.rec);
-                }
-                st.labels.freed(&snap.frees);
-                st.store.retire(snap.frees);
-                self.reuse_retired(&mut st);
-                Ok(())
-            }
-            Err(e) => {
-                super::describe::keep(&mut st, snap.labels);
-                st.dirty.extend(snap.dirty);
-                st.dropped.extend(snap.save.dropped);
-                st.store.keep_chunk_changes(snap.save.chunks);
-                let mut by_node: BTreeMap<NodeId, Vec<(u64, Option<u64>)>> = BTreeMap::new();
-                for (id, f, c) in snap.save.areas {
-                    by_node.entry(id).or_default().push((f, c));
-                }
-                for (id, changes) in by_node {
-                    if let Some(n) = st.nodes.get_mut(&id) {
-                        n.map.keep_area_changes(changes);
-                    }
-                }
-                for s in snap.frees {
-                    st.store.free_later(s);
-                }
-                st.record_dirty = true;
-                Err(e)
-            }
-        }
-    }
-
     /// Whether the base may change under readers (A1, a restore).
-    fn base_moves(st: &State) -> bool {
+    pub(super) fn base_moves(st: &State) -> bool {
         st.mode == crate::meta::model::CopyMode::Cow || st.restore.is_some()
     }
 
@@ -661,7 +306,7 @@ impl Family {
 
     /// Reads granules `need` of track `t` as the image at `node` (None: the
     /// base) sees them, into `buf` (one whole track).
-    async fn read_track_from(
+    pub(super) async fn read_track_from(
         &self,
         node: Option<NodeId>,
         t: u64,
@@ -709,256 +354,6 @@ impl Family {
         (buf, Ok(()))
     }
 
-    /// Writes `buf` at `off` as image `name` (its own leaf).
-    pub async fn write_leaf(
-        self: &Arc<Self>,
-        locks: &RangeLock,
-        name: &str,
-        off: u64,
-        buf: IoBuf,
-        fua: bool,
-    ) -> BufResult {
-        let len = buf.len() as u64;
-        let (t_sz, moves) = {
-            let st = self.read_state();
-            (st.track, Self::base_moves(&st) || st.merging.is_some())
-        };
-        let (t0, t1) = (off / t_sz, (off + len).div_ceil(t_sz));
-        let _mine = locks.lock(t0, t1).await;
-        let _base = if moves {
-            Some(self.base_locks.lock(t0, t1).await)
-        } else {
-            None
-        };
-        let (buf, r) = if t1 == t0 + 1 {
-            // Within one track (a 4k write): no splitting and joining.
-            self.write_track(name, t0, off % t_sz, buf, fua).await
-        } else {
-            self.write_tracks(name, off, buf, t_sz, fua).await
-        };
-        if let Err(e) = r {
-            return (buf, Err(e));
-        }
-        if fua && let Err(e) = self.commit().await {
-            return (buf, Err(e));
-        }
-        (buf, Ok(()))
-    }
-
-    /// Writes `buf` at `off` of image `name`'s leaf track by track (the
-    /// caller holds the tracks' locks); the first error.
-    async fn write_tracks(
-        &self,
-        name: &str,
-        off: u64,
-        buf: IoBuf,
-        t_sz: u64,
-        fua: bool,
-    ) -> BufResult {
-        let len = buf.len() as u64;
-        let mut lens = Vec::new();
-        let mut pos = off;
-        while pos < off + len {
-            let n = ((pos / t_sz + 1) * t_sz).min(off + len) - pos;
-            lens.push(us(n));
-            pos += n;
-        }
-        let parts = buf.split_many(&lens);
-        let mut back = Vec::with_capacity(parts.len());
-        let mut first_err = None;
-        let mut at = off;
-        for p in parts {
-            let n = p.len() as u64;
-            let (b, r) = self.write_track(name, at / t_sz, at % t_sz, p, fua).await;
-            if let (Err(e), None) = (r, &first_err) {
-                first_err = Some(e);
-            }
-            back.push(b);
-            at += n;
-        }
-        let buf = IoBuf::join(back);
-        match first_err {
-            Some(e) => (buf, Err(e)),
-            None => (buf, Ok(())),
-        }
-    }
-
-    /// Image `name`'s leaf, and the frozen node a collection is merging it
-    /// into, if one is: then a write of a track moves the track first (under
-    /// the track's locks) and goes to that frozen node.
-    fn writer_of(st: &State, name: &str) -> Result<(NodeId, Option<NodeId>)> {
-        let Head::Leaf(leaf) = st.image(name)?.head else {
-            return Err(Error::invalid("the origin of an A1 family has no leaf"));
-        };
-        Ok((leaf, st.merging.filter(|&(_, c)| c == leaf).map(|(f, _)| f)))
-    }
-
-    /// Track `t` of `node` as a write finds it: its entry and, for a slot
-    /// the node holds, where it lies (under the caller's lock).
-    fn track_at(st: &State, node: NodeId, t: u64) -> TrackAt {
-        let entry = st.nodes.get(&node).and_then(|n| n.map.get(t));
-        let at_slot = entry
-            .filter(|e| e.slot != ZERO_SLOT)
-            .map(|e| (st.store.offset(e.slot), st.store.chunk_end(e.slot)));
-        (entry, at_slot, st.track, st.granule)
-    }
-
-    /// Writes `data` at `at` within track `t` of image `name`'s leaf.
-    async fn write_track(&self, name: &str, t: u64, at: u64, data: IoBuf, fua: bool) -> BufResult {
-        // One look at the state, unless a collection must move the track
-        // first (see `writer_of`).
-        let found = {
-            let st = self.read_state();
-            Self::writer_of(&st, name).map(|(leaf, into)| match into {
-                None => (leaf, Ok(Self::track_at(&st, leaf, t))),
-                Some(f) => (leaf, Err(f)),
-            })
-        };
-        let (leaf, (entry, at_slot, t_sz, g)) = match found {
-            Err(e) => return (data, Err(e)),
-            Ok((leaf, Ok(at))) => (leaf, at),
-            Ok((leaf, Err(f))) => {
-                if let Err(e) = self.merge_track(f, leaf, t, false).await {
-                    return (data, Err(e));
-                }
-                (f, Self::track_at(&self.read_state(), f, t))
-            }
-        };
-        let len = data.len() as u64;
-        let (g0, g1) = (at / g, (at + len - 1) / g);
-        let gm = mask(g0, g1);
-        let (ga, gb) = (g0 * g, (g1 + 1) * g);
-        // Edge granules only partly written and not valid here must be
-        // filled from the tree first.
-        let have = entry.filter(|e| e.slot != ZERO_SLOT).map_or(0, |e| e.valid);
-        let mut fill = 0;
-        if at > ga && have & mask(g0, g0) == 0 {
-            fill |= mask(g0, g0);
-        }
-        if at + len < gb && have & mask(g1, g1) == 0 {
-            fill |= mask(g1, g1);
-        }
-        let zeroed = entry.is_some_and(|e| e.slot == ZERO_SLOT);
-        // The slot: the leaf's own, or a new one.
-        let (slot, fresh) = match entry {
-            Some(e) if e.slot != ZERO_SLOT => (e.slot, false),
-            _ => {
-                let mut st = self.write_state();
-                let State { nodes, store, .. } = &mut *st;
-                let placed = match nodes.get_mut(&leaf) {
-                    Some(n) => n.map.place(t, store),
-                    None => Err(Error::corrupt("copy leaf vanished")),
-                };
-                match placed {
-                    Ok(s) => (s, true),
-                    Err(e) => {
-                        let e = if e.kind() == ErrorKind::NoSpace {
-                            Error::new(
-                                ErrorKind::NoSpace,
-                                format!(
-                                    "no new space left for the copies of this volume: {}",
-                                    e.message()
-                                ),
-                            )
-                        } else {
-                            e
-                        };
-                        return (data, Err(e));
-                    }
-                }
-            }
-        };
-        let (slot_off, chunk_end) = match at_slot {
-            Some(a) if !fresh => a,
-            _ => {
-                let st = self.read_state();
-                (st.store.offset(slot), st.store.chunk_end(slot))
-            }
-        };
-        let slot_off = match slot_off {
-            Ok(o) => o,
-            Err(e) => return (data, Err(e)),
-        };
-        if fresh && let Some(span) = self.ahead_of(slot, chunk_end) {
-            // Advisory: a failure only leaves the space sparse.
-            if let Err(e) = self.group.preallocate(slot_off, span * t_sz).await {
-                tracing::debug!("preallocating copy space: {}", e.chain());
-            }
-        }
-        // What to write: the data alone, or the data widened to whole
-        // granules (or the whole track over a zeroed entry).
-        let (w_at, img, valid) = if zeroed {
-            let mut img = IoBuf::new(us(t_sz));
-            img.as_mut_slice()[us(at)..us(at + len)].copy_from_slice(data.as_slice());
-            (0, Some(img), mask(0, (t_sz / g).min(64) - 1))
-        } else if fill != 0 {
-            let mut img = IoBuf::new(us(gb - ga));
-            let track_buf = IoBuf::new(us(t_sz));
-            let (track_buf, r) = self.read_track_from(Some(leaf), t, fill, track_buf).await;
-            if let Err(e) = r {
-                self.abandon(leaf, t, slot, fresh);
-                return (data, Err(e));
-            }
-            img.as_mut_slice()
-                .copy_from_slice(&track_buf.as_slice()[us(ga)..us(gb)]);
-            img.as_mut_slice()[us(at - ga)..us(at - ga + len)].copy_from_slice(data.as_slice());
-            (ga, Some(img), gm)
-        } else {
-            (at, None, gm)
-        };
-        let (data, r) = match img {
-            None => self.group.write(slot_off + w_at, data, fua).await,
-            Some(img) => {
-                let (_, r) = self.group.write(slot_off + w_at, img, fua).await;
-                (data, r)
-            }
-        };
-        if let Err(e) = r {
-            self.abandon(leaf, t, slot, fresh);
-            return (data, Err(e));
-        }
-        if !fresh && have & valid == valid {
-            // A rewrite in place of granules already valid: the entry is
-            // unchanged (the track lock keeps it so), nothing to save.
-            return (data, Ok(()));
-        }
-        let mut st = self.write_state();
-        if let Some(n) = st.nodes.get_mut(&leaf) {
-            let old = n
-                .map
-                .get(t)
-                .filter(|e| e.slot == slot)
-                .map_or(0, |e| e.valid);
-            n.map.set(
-                t,
-                Entry {
-                    slot,
-                    valid: old | valid,
-                },
-            );
-        }
-        st.touch(leaf, t);
-        (data, Ok(()))
-    }
-
-    /// Notes fresh slot `slot`; in a run of sequential first writes,
-    /// returns how many slots from it to preallocate (see [`Ahead`]).
-    fn ahead_of(&self, slot: u64, chunk_end: Option<u64>) -> Option<u64> {
-        crate::blockdev::probe::shared_lock(1);
-        self.ahead
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .note(slot, chunk_end)
-    }
-
-    /// A write that placed a slot failed: give the slot back.
-    fn abandon(&self, leaf: NodeId, t: u64, slot: u64, fresh: bool) {
-        if fresh {
-            let mut st = self.write_state();
-            st.free_entry_slot(leaf, t, Entry { slot, valid: 1 });
-        }
-    }
-
     /// A1: writes the base as the origin, preserving first.
     pub async fn write_origin(self: &Arc<Self>, off: u64, buf: IoBuf, fua: bool) -> BufResult {
         let len = buf.len() as u64;
@@ -974,7 +369,7 @@ impl Family {
     /// Preserves, in the newest view, the granules of the base that
     /// `off..off+len` is about to overwrite, and finishes pending restores
     /// of those tracks. Call with the base tracks locked.
-    async fn before_base_write(self: &Arc<Self>, off: u64, len: u64) -> Result<()> {
+    pub(super) async fn before_base_write(self: &Arc<Self>, off: u64, len: u64) -> Result<()> {
         let (t_sz, g) = {
             let st = self.read_state();
             (st.track, st.granule)
@@ -1224,227 +619,5 @@ impl Family {
     /// The kind of node `id` (tests).
     pub fn node_kind(&self, id: NodeId) -> Option<NodeKind> {
         self.read_state().nodes.get(&id).map(|n| n.kind)
-    }
-}
-
-/// Compresses a set of tracks into (first, count) runs.
-pub fn compress(set: &std::collections::BTreeSet<u64>) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for &t in set {
-        match out.last_mut() {
-            Some(last) if last.0 + last.1 == t => last.1 += 1,
-            _ => out.push((t, 1)),
-        }
-    }
-    out
-}
-
-/// One image of a family as a block device.
-pub struct ImageDev {
-    family: Arc<Family>,
-    name: String,
-    size: u64,
-    read_only: bool,
-    /// Track locks of this image's writes.
-    locks: RangeLock,
-}
-
-impl ImageDev {
-    pub fn new(family: Arc<Family>, name: &str, size: u64, read_only: bool) -> ImageDev {
-        ImageDev {
-            family,
-            name: name.to_string(),
-            size,
-            read_only,
-            locks: RangeLock::new(),
-        }
-    }
-
-    pub fn family(&self) -> &Arc<Family> {
-        &self.family
-    }
-
-    fn head(&self) -> Result<Head> {
-        Ok(self.family.read_state().image(&self.name)?.head)
-    }
-
-    fn writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(Error::new(
-                ErrorKind::ReadOnly,
-                format!("{} is a read-only copy", self.name),
-            ));
-        }
-        Ok(())
-    }
-
-    async fn do_write(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
-        if let Err(e) = self
-            .writable()
-            .and_then(|()| check_range(off, buf.len() as u64, self.size))
-        {
-            return (buf, Err(e));
-        }
-        match self.head() {
-            Ok(Head::Base) => self.family.write_origin(off, buf, fua).await,
-            Ok(Head::Leaf(_)) => {
-                self.family
-                    .write_leaf(&self.locks, &self.name, off, buf, fua)
-                    .await
-            }
-            Err(e) => (buf, Err(e)),
-        }
-    }
-
-    async fn zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> Result<()> {
-        self.writable()?;
-        check_range(off, len, self.size)?;
-        // One statement each: the first guard is gone before `head` reads
-        // the state again (a second read lock on one thread can deadlock
-        // behind a waiting writer).
-        let t_sz = self.family.read_state().track;
-        let head = self.head()?;
-        if head == Head::Base {
-            let (t0, t1) = (off / t_sz, (off + len).div_ceil(t_sz));
-            let _base = self.family.base_locks.lock(t0, t1).await;
-            self.family.before_base_write(off, len).await?;
-            return self.family.base.write_zeroes(off, len, flags).await;
-        }
-        // Whole tracks become zero entries; the edges are written.
-        let first = off.div_ceil(t_sz);
-        let last = (off + len) / t_sz;
-        if first >= last {
-            return crate::blockdev::write_zeroes_by_writing(self, off, len, flags).await;
-        }
-        if off < first * t_sz {
-            crate::blockdev::write_zeroes_by_writing(
-                self,
-                off,
-                first * t_sz - off,
-                ZeroFlags {
-                    fast_only: false,
-                    ..flags
-                },
-            )
-            .await?;
-        }
-        self.family
-            .zero_leaf_tracks(&self.locks, &self.name, first, last)
-            .await?;
-        if last * t_sz < off + len {
-            crate::blockdev::write_zeroes_by_writing(
-                self,
-                last * t_sz,
-                off + len - last * t_sz,
-                ZeroFlags {
-                    fast_only: false,
-                    ..flags
-                },
-            )
-            .await?;
-        }
-        if flags.fua {
-            self.family.commit().await?;
-        }
-        Ok(())
-    }
-}
-
-impl BlockDev for ImageDev {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn block_size(&self) -> u32 {
-        self.family
-            .base
-            .block_size()
-            .max(self.family.group.block_size())
-    }
-
-    fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
-        Box::pin(async move {
-            if let Err(e) = check_range(off, buf.len() as u64, self.size) {
-                return (buf, Err(e));
-            }
-            match self.head() {
-                Ok(h) => self.family.read(h, off, buf).await,
-                Err(e) => (buf, Err(e)),
-            }
-        })
-    }
-
-    fn write(&self, off: u64, buf: IoBuf, fua: bool) -> DevFuture<'_, BufResult> {
-        Box::pin(self.do_write(off, buf, fua))
-    }
-
-    fn flush(&self) -> DevFuture<'_, Result<()>> {
-        Box::pin(async move { self.family.commit().await })
-    }
-
-    fn wait_for_room(&self) -> Option<DevFuture<'_, Result<()>>> {
-        Some(Box::pin(self.family.room()))
-    }
-
-    fn discard(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
-        Box::pin(async move {
-            self.writable()?;
-            check_range(off, len, self.size)?;
-            // Advisory: whole tracks of a leaf give their space back.
-            let t_sz = self.family.read_state().track;
-            let (first, last) = (off.div_ceil(t_sz), (off + len) / t_sz);
-            if first < last && matches!(self.head()?, Head::Leaf(_)) {
-                self.family
-                    .zero_leaf_tracks(&self.locks, &self.name, first, last)
-                    .await?;
-            }
-            Ok(())
-        })
-    }
-
-    fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
-        Box::pin(self.zeroes(off, len, flags))
-    }
-
-    fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
-        let r = check_range(off, len, self.size);
-        Box::pin(async move {
-            r?;
-            Ok(vec![Extent { len, flags: 0 }])
-        })
-    }
-}
-
-#[cfg(test)]
-mod ahead_tests {
-    use super::{AHEAD_AFTER, AHEAD_SLOTS, Ahead};
-
-    #[test]
-    fn only_runs_of_sequential_fresh_slots_preallocate_ahead() {
-        let mut a = Ahead::default();
-        // Scattered first writes: never.
-        for s in [500, 3, 77, 1024, 9, 4000, 12, 600, 31, 2] {
-            assert_eq!(a.note(s, Some(1 << 20)), None);
-        }
-        // A run: after AHEAD_AFTER in sequence, one window, then nothing
-        // until the run leaves it.
-        let mut got = Vec::new();
-        for s in 100..100 + AHEAD_AFTER + 2 * AHEAD_SLOTS {
-            if let Some(n) = a.note(s, Some(1 << 20)) {
-                got.push((s, n));
-            }
-        }
-        let first = 100 + AHEAD_AFTER;
-        assert_eq!(
-            got,
-            vec![(first, AHEAD_SLOTS), (first + AHEAD_SLOTS, AHEAD_SLOTS)]
-        );
-        // Never past the chunk's end.
-        let mut b = Ahead::default();
-        let mut last = None;
-        for s in 0..=AHEAD_AFTER {
-            last = b.note(s, Some(AHEAD_AFTER + 3));
-        }
-        assert_eq!(last, Some(3));
     }
 }

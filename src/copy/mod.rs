@@ -15,8 +15,9 @@
 //! - [`store`]: the additional physical storage area (new space) in slots.
 //! - [`family`]: the tree of nodes every image reads through; taking,
 //!   deleting copies; A.c.1 (create), A.c.2 (read resolution).
-//! - [`image`]: the I/O: A.c.3 (A1, old data to new space), A.c.4 (A2, new
-//!   data to new space), flush and the group commit of map pages.
+//! - [`image`]: the I/O: reads, A.c.3 (A1, old data to new space); [`write`]:
+//!   A.c.4 (A2, new data to new space); [`commit`]: flush and the group
+//!   commit of map pages; [`dev`]: one image as a block device.
 //! - [`record`]: the family as persisted.
 //! - [`collect`]: free-space collection (seed 000 FIG. 13): a copy point
 //!   no copy reads merged with its one child.
@@ -31,8 +32,10 @@
 
 pub mod audit;
 pub mod collect;
+pub mod commit;
 pub mod dead;
 pub mod describe;
+pub mod dev;
 pub mod family;
 pub mod fence;
 pub mod image;
@@ -43,6 +46,7 @@ pub mod page;
 pub mod record;
 pub mod room;
 pub mod store;
+pub mod write;
 
 use family::{Head, Image, Node, NodeId, NodeKind, Restore, State};
 use map::{Scheme, ZERO_SLOT};

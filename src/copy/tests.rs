@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 
+use super::dev::ImageDev;
 use super::family::NodeId;
-use super::image::{Family, ImageDev, Persist};
+use super::image::{Family, Persist};
 use super::map::Scheme;
 use super::record::{FamilyRecord, FamilySave};
 use super::store::{Chunk, Grow, Store};
