@@ -570,7 +570,7 @@ impl Family {
     /// `State::delete_image`): granules from the merged view's slots into
     /// the slots of the view that absorbs it. Call with the family's gates
     /// closed.
-    pub async fn run_merges(&self, plan: &[super::family::MergeCopy]) -> Result<()> {
+    pub async fn run_merges(&self, plan: &[super::restore::MergeCopy]) -> Result<()> {
         let g = self.read_state().granule;
         for m in plan {
             let (src_off, dst_off) = {

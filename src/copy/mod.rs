@@ -15,10 +15,12 @@
 //! - [`store`]: the additional physical storage area (new space) in slots.
 //! - [`family`]: the tree of nodes every image reads through; taking,
 //!   deleting copies; A.c.1 (create), A.c.2 (read resolution).
-//! - [`image`]: the I/O: reads, A.c.3 (A1, old data to new space); [`write`]:
+//! - [`image`]: the I/O: reads, A.c.3 (A1, old data to new space); [`write`](mod@write):
 //!   A.c.4 (A2, new data to new space); [`commit`]: flush and the group
 //!   commit of map pages; [`dev`]: one image as a block device.
 //! - [`record`]: the family as persisted.
+//! - [`restore`]: restores, folds, splits, the base handed to an heir and
+//!   view merges: the tree changes that move data.
 //! - [`collect`]: free-space collection (seed 000 FIG. 13): a copy point
 //!   no copy reads merged with its one child.
 //! - [`room`]: a host write that finds the store full waits for the room
@@ -44,6 +46,7 @@ pub mod map;
 pub mod maps;
 pub mod page;
 pub mod record;
+pub mod restore;
 pub mod room;
 pub mod store;
 pub mod write;
