@@ -253,6 +253,25 @@ impl State {
     }
 
     /// Marks the page of track `t` of node `id` for the next commit.
+    /// Granules `valid` of track `t` were written into `slot` of node
+    /// `id`: its entry there gains them (a new entry if it had none, or
+    /// one at another slot) and the track's page is saved next.
+    pub fn add_valid(&mut self, id: NodeId, t: u64, slot: u64, valid: u64) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            let old = (n.map.get(t))
+                .filter(|e| e.slot == slot)
+                .map_or(0, |e| e.valid);
+            n.map.set(
+                t,
+                Entry {
+                    slot,
+                    valid: old | valid,
+                },
+            );
+        }
+        self.touch(id, t);
+    }
+
     pub fn touch(&mut self, id: NodeId, t: u64) {
         self.dirty.insert((id, t / PAGE_ENTRIES));
         self.labels.touch(id, t);

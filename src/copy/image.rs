@@ -448,22 +448,7 @@ impl Family {
             let (_, r) = self.group.write(slot_off + gs * g, piece, true).await;
             r?;
         }
-        let mut st = self.write_state();
-        if let Some(n) = st.nodes.get_mut(&view) {
-            let old = n
-                .map
-                .get(t)
-                .filter(|e| e.slot == slot)
-                .map_or(0, |e| e.valid);
-            n.map.set(
-                t,
-                Entry {
-                    slot,
-                    valid: old | need,
-                },
-            );
-        }
-        st.touch(view, t);
+        self.write_state().add_valid(view, t, slot, need);
         Ok(true)
     }
 

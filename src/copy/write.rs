@@ -270,22 +270,7 @@ impl Family {
             // unchanged (the track lock keeps it so), nothing to save.
             return (data, Ok(()));
         }
-        let mut st = self.write_state();
-        if let Some(n) = st.nodes.get_mut(&leaf) {
-            let old = n
-                .map
-                .get(t)
-                .filter(|e| e.slot == slot)
-                .map_or(0, |e| e.valid);
-            n.map.set(
-                t,
-                Entry {
-                    slot,
-                    valid: old | valid,
-                },
-            );
-        }
-        st.touch(leaf, t);
+        self.write_state().add_valid(leaf, t, slot, valid);
         (data, Ok(()))
     }
 
