@@ -141,6 +141,8 @@ enum Expect {
     Area {
         node: NodeId,
         area: u64,
+        /// A track of the area's extent (`TrackMap::area_tracks`).
+        track: u64,
     },
 }
 
@@ -181,13 +183,14 @@ impl Family {
         let mut claimed: HashMap<(NodeId, u64), u64> = HashMap::new();
         for n in st.nodes.values() {
             if !n.map.areas_changed() {
-                for (a, k) in n.map.areas() {
+                for ((a, k), track) in n.map.area_tracks() {
                     for s in a..a + k {
                         expect.insert(
                             s,
                             Expect::Area {
                                 node: n.id,
                                 area: a,
+                                track,
                             },
                         );
                     }
@@ -235,11 +238,12 @@ impl Family {
                 let e = st.nodes.get(&node).and_then(|n| n.map.get(track));
                 e == Some(Entry { slot: s, valid }) && !st.labels.is_touched(node, track)
             }
-            Expect::Area { node, area } => {
+            Expect::Area { node, area, track } => {
                 !touched.contains(&s)
-                    && st.nodes.get(&node).is_some_and(|n| {
-                        !n.map.areas_changed() && n.map.areas().iter().any(|&(a, _)| a == area)
-                    })
+                    && st
+                        .nodes
+                        .get(&node)
+                        .is_some_and(|n| !n.map.areas_changed() && n.map.lists_area(track, area))
             }
         }
     }
@@ -336,7 +340,7 @@ impl Family {
                         ));
                     }
                 }
-                Some(&Expect::Area { node, area }) => {
+                Some(&Expect::Area { node, area, .. }) => {
                     report.checked += 1;
                     if (d.node, d.area, d.track) != (node, area, NONE) {
                         report.problem(format!(

@@ -271,7 +271,7 @@ impl State {
         };
         if let Some((a, k)) = shed {
             // Given up by the child; freed unless it passed to another node.
-            if !self.area_listed_elsewhere(c, a) {
+            if !self.area_listed_elsewhere(c, t, a) {
                 self.store.free_area_later(a, k);
             }
             self.record_dirty = true;
@@ -293,14 +293,13 @@ impl State {
         self.nodes.get(&id)?.map.area_with(t, slot)
     }
 
-    /// Whether a node other than `id` lists the area starting at `first`
-    /// (an area a collection handed over is listed by both until the
-    /// child gives it up).
-    pub(super) fn area_listed_elsewhere(&self, id: NodeId, first: u64) -> bool {
-        self.nodes
-            .values()
+    /// Whether a node other than `id` lists the area starting at `first`,
+    /// which holds track `t`'s position (an area a collection handed over
+    /// is listed by both until the child gives it up).
+    pub(super) fn area_listed_elsewhere(&self, id: NodeId, t: u64, first: u64) -> bool {
+        (self.nodes.values())
             .filter(|n| n.id != id)
-            .any(|n| n.map.areas().iter().any(|&(a, _)| a == first))
+            .any(|n| n.map.lists_area(t, first))
     }
 
     /// Ends merging `c` into `f` (call with the gates closed, `c` empty):

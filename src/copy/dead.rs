@@ -337,7 +337,7 @@ impl State {
         if n.map.scheme().load_point() {
             if let Some((a, c)) = n.map.shed(t) {
                 // Not an area a collection handed to another node.
-                if !self.area_listed_elsewhere(id, a) {
+                if !self.area_listed_elsewhere(id, t, a) {
                     self.store.free_area_later(a, c);
                 }
                 self.record_dirty = true;

@@ -38,7 +38,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -408,9 +408,14 @@ impl State {
     /// not an area another node also lists (handed over by a collection).
     pub fn remove_node(&mut self, id: NodeId) {
         if let Some(n) = self.nodes.remove(&id) {
+            // Every other node's areas once (not once per area: a map of
+            // a large source has hundreds of thousands).
+            let listed: HashSet<u64> = (self.nodes.values())
+                .flat_map(|m| m.map.areas().into_iter().map(|(a, _)| a))
+                .collect();
             let shared: Vec<u64> = (n.map.areas().into_iter())
                 .map(|(a, _)| a)
-                .filter(|&a| self.area_listed_elsewhere(id, a))
+                .filter(|a| listed.contains(a))
                 .collect();
             self.free_map_but(n.map.as_ref(), &shared);
             self.dropped.push(id);
@@ -426,17 +431,11 @@ impl State {
     /// Frees a removed map's slots and areas, except the areas starting
     /// at `keep`.
     fn free_map_but(&mut self, map: &dyn TrackMap, keep: &[u64]) {
-        let areas = map.areas();
-        let in_area = |s: u64| areas.iter().any(|&(a, n)| s >= a && s < a + n);
-        let singles: Vec<u64> = map
-            .entries()
-            .map(|(_, e)| e.slot)
-            .filter(|&s| s != ZERO_SLOT && !in_area(s))
-            .collect();
+        let singles: Vec<u64> = map.singles().map(|(_, s)| s).collect();
         for s in singles {
             self.store.free_later(s);
         }
-        for (a, n) in areas {
+        for (a, n) in map.areas() {
             if !keep.contains(&a) {
                 self.store.free_area_later(a, n);
             }

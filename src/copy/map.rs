@@ -107,6 +107,13 @@ pub trait TrackMap: Send + Sync {
             .find(|&(a, k)| slot >= a && slot < a + k)
     }
 
+    /// Each reserved area with a track whose position it holds (any track
+    /// for an area tied to no extent yet): what [`TrackMap::lists_area`]
+    /// wants.
+    fn area_tracks(&self) -> Vec<(Area, u64)> {
+        self.areas().into_iter().map(|a| (a, 0)).collect()
+    }
+
     /// Track `t`'s fixed slot and the area holding it, if the map has
     /// reserved one for it (load-point schemes), entry or not.
     fn position(&self, _t: u64) -> Option<(u64, Area)> {
@@ -119,12 +126,26 @@ pub trait TrackMap: Send + Sync {
     /// Store slots the map holds: its areas, and its pointer slots outside
     /// them.
     fn held_slots(&self) -> u64 {
-        let areas = self.areas();
-        let in_area = |s: u64| areas.iter().any(|&(a, c)| s >= a && s < a + c);
-        let singles = (self.entries())
-            .filter(|(_, e)| e.slot != ZERO_SLOT && !in_area(e.slot))
-            .count() as u64;
-        areas.iter().map(|a| a.1).sum::<u64>() + singles
+        let areas: u64 = self.areas().iter().map(|a| a.1).sum();
+        areas + self.singles().count() as u64
+    }
+
+    /// The entries' slots outside the map's areas (pointer slots), by
+    /// track: one look at the track's area each (`area_with`), so a pass
+    /// costs the entries, not entries times areas.
+    fn singles(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
+        Box::new(
+            (self.entries())
+                .filter(|&(t, e)| e.slot != ZERO_SLOT && self.area_with(t, e.slot).is_none())
+                .map(|(t, e)| (t, e.slot)),
+        )
+    }
+
+    /// Whether the map lists the area starting at slot `first`, which
+    /// holds a position of track `t` (an area is only ever handed over
+    /// within its extent, so one look at `t`'s area).
+    fn lists_area(&self, t: u64, first: u64) -> bool {
+        self.area_with(t, first).is_some_and(|(a, _)| a == first)
     }
 
     /// Gives up the reserved area holding track `t`'s position if no entry

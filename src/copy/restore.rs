@@ -342,15 +342,11 @@ impl State {
                 })
                 .collect();
             let keep = |s: u64| s == ZERO_SLOT || kept.contains(&s) || reading.contains(&s);
-            let areas = n.map.areas();
-            let in_area = |s: u64| areas.iter().any(|&(a, c)| s >= a && s < a + c);
-            let mut free: Vec<u64> = n
-                .map
-                .entries()
-                .map(|(_, e)| e.slot)
-                .filter(|&s| !in_area(s) && !keep(s))
+            let mut free: Vec<u64> = (n.map.singles())
+                .map(|(_, s)| s)
+                .filter(|&s| !keep(s))
                 .collect();
-            for &(a, c) in &areas {
+            for (a, c) in n.map.areas() {
                 free.extend((a..a + c).filter(|&s| !keep(s)));
             }
             for s in free {

@@ -47,6 +47,11 @@ pub(super) trait Positions: Send + Sync {
     /// The reserved area holding `t`'s position.
     fn area_of(&self, t: u64) -> Option<Area>;
     fn areas(&self) -> Vec<Area>;
+    /// See [`TrackMap::area_tracks`] (a whole-range area holds track 0's
+    /// position).
+    fn area_tracks(&self) -> Vec<(Area, u64)> {
+        self.areas().into_iter().map(|a| (a, 0)).collect()
+    }
     /// See [`TrackMap::area_with`].
     fn area_with(&self, _t: u64, slot: u64) -> Option<Area> {
         self.areas()
@@ -178,6 +183,10 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
 
     fn area_with(&self, t: u64, slot: u64) -> Option<Area> {
         self.pos.area_with(t, slot)
+    }
+
+    fn area_tracks(&self) -> Vec<(Area, u64)> {
+        self.pos.area_tracks()
     }
 
     fn position(&self, t: u64) -> Option<(u64, Area)> {

@@ -249,6 +249,15 @@ impl Positions for Partials {
         true
     }
 
+    fn area_tracks(&self) -> Vec<(Area, u64)> {
+        let tied = (self.areas.iter_ref()).filter_map(|&(i, a)| {
+            let first = i * PARTIAL_AREA_TRACKS;
+            a.load_point.map(|lp| ((lp, self.extent_len(i)), first))
+        });
+        // A spare run is found by any track's look (`area_with`).
+        tied.chain(self.spare.iter().map(|a| (a, 0))).collect()
+    }
+
     fn areas(&self) -> Vec<Area> {
         let tied = (self.areas.iter_ref())
             .filter_map(|&(i, a)| a.load_point.map(|lp| (lp, self.extent_len(i))));

@@ -287,6 +287,30 @@ fn check_areas_reported(map: &dyn TrackMap, src: &TestSource) {
         map.scheme()
     );
     assert!(areas.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0));
+    // Each area with a track to look it up by, found by that one look.
+    let tracked = map.area_tracks();
+    let mut listed: Vec<Area> = tracked.iter().map(|&(a, _)| a).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, areas, "{}: area_tracks", map.scheme());
+    for &((first, n), t) in &tracked {
+        assert!(
+            map.lists_area(t, first),
+            "{}: area at {first}",
+            map.scheme()
+        );
+        assert!(n < 2 || !map.lists_area(t, first + 1));
+    }
+    // What is held, against a scan of every area per entry.
+    let in_area = |s: u64| areas.iter().any(|&(a, c)| s >= a && s < a + c);
+    let singles = (map.entries())
+        .filter(|(_, e)| e.slot != ZERO_SLOT && !in_area(e.slot))
+        .count() as u64;
+    assert_eq!(
+        map.held_slots(),
+        areas.iter().map(|a| a.1).sum::<u64>() + singles,
+        "{}: held slots",
+        map.scheme()
+    );
 }
 
 /// Load-point slots sit at their track's offset inside a reserved area.
