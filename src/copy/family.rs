@@ -413,11 +413,7 @@ impl State {
             let listed: HashSet<u64> = (self.nodes.values())
                 .flat_map(|m| m.map.areas().into_iter().map(|(a, _)| a))
                 .collect();
-            let shared: Vec<u64> = (n.map.areas().into_iter())
-                .map(|(a, _)| a)
-                .filter(|a| listed.contains(a))
-                .collect();
-            self.free_map_but(n.map.as_ref(), &shared);
+            self.free_map_but(n.map.as_ref(), &listed);
             self.dropped.push(id);
             self.dirty.retain(|(d, _)| *d != id);
             self.record_dirty = true;
@@ -425,12 +421,12 @@ impl State {
     }
 
     fn free_map(&mut self, map: &dyn TrackMap) {
-        self.free_map_but(map, &[]);
+        self.free_map_but(map, &HashSet::new());
     }
 
     /// Frees a removed map's slots and areas, except the areas starting
-    /// at `keep`.
-    fn free_map_but(&mut self, map: &dyn TrackMap, keep: &[u64]) {
+    /// at a slot in `keep` (listed by another node).
+    fn free_map_but(&mut self, map: &dyn TrackMap, keep: &HashSet<u64>) {
         let singles: Vec<u64> = map.singles().map(|(_, s)| s).collect();
         for s in singles {
             self.store.free_later(s);
