@@ -21,10 +21,15 @@
 #    (unthrottled), each run 0.8x as long as part 2's collection took (so
 #    the collection runs through it), BENCH_ROUNDS times (default 3) side
 #    by side; goal: IOPS during collection >= 0.8x.
+# 4. Packing by active counts: a 4 GiB source with a long-lived copy
+#    written sparsely (4 KiB in every 4 MiB, 1024 writes: a 4 MiB partial
+#    area each). Reports what the copy's store held and read before, after
+#    the collection the pool starts by itself, the job's time, and the
+#    bound (1.25x what is read plus one area per leaf).
 #
 # Environment: BENCH_DIR (default target/bench-copy-gc), BENCH_CHURN,
-# BENCH_EVERY, BENCH_ROUNDS (BENCH_CHURN=0 skips part 1, BENCH_ROUNDS=0
-# part 3).
+# BENCH_EVERY, BENCH_ROUNDS, BENCH_PACK (BENCH_CHURN=0 skips part 1,
+# BENCH_ROUNDS=0 part 3, BENCH_PACK=0 part 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -33,6 +38,7 @@ target=${CARGO_TARGET_DIR:-$root/target}
 churn=${BENCH_CHURN:-60}
 every=${BENCH_EVERY:-0.5}
 rounds=${BENCH_ROUNDS:-3}
+pack=${BENCH_PACK:-1}
 
 for t in fio python3 qemu-io; do
   command -v $t >/dev/null || { echo "error: $t is needed (apt-get install fio qemu-utils python3)" >&2; exit 1; }
@@ -184,3 +190,37 @@ for r in $(seq "$rounds"); do
   fs volume delete "h$r" >/dev/null
 done
 echo "median ratio: $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') (goal >= 0.8)"
+
+# ------------------------------------------------------------ 4. packing
+if [ "$pack" != 0 ]; then
+  fs volume create sp --group gb --size 4G >/dev/null
+  fs copy create sp sp-c0 >/dev/null
+  cmds=()
+  for i in $(seq 0 1023); do cmds+=(-c "write -P 0x5a $((i * (4 << 20) + 8192)) 4k"); done
+  qemu-io -f raw "${cmds[@]}" "$(uri sp-c0)" >/dev/null
+  store() { js copy show sp-c0 | python3 -c 'import json,sys;j=json.load(sys.stdin);print(j["store_live"], j["store_held"])'; }
+  read -r live0 held0 < <(store)
+  bound=$(( live0 * 5 / 4 + 2 * (4 << 20) ))
+  for _ in $(seq 600); do
+    read -r live held < <(store)
+    [ "$held" -le "$bound" ] && break
+    sleep 0.1
+  done
+  wait_gc
+  read -r live held < <(store)
+  job=$(js job list | python3 -c 'import json,sys;print(max(j["id"] for j in json.load(sys.stdin) if j["kind"]=="copy-gc"))')
+  secs=$(python3 - "$log" "$job" <<'PY'
+import re, sys, datetime
+log, job = sys.argv[1], sys.argv[2]
+ts = {}
+for line in open(log, errors="replace"):
+    m = re.match(r"(\S+Z)\s+INFO ferrosan::jobs: job (\d+) (runs from|done)", line)
+    if m and m.group(2) == job:
+        ts[m.group(3)] = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+print(round((ts["done"] - ts["runs from"]).total_seconds(), 2))
+PY
+)
+  echo
+  echo "== 4. packing: a 4 GiB source's long-lived copy written 4 KiB in every 4 MiB"
+  echo "before: $(mib "$held0") MiB held for $(mib "$live0") MiB read; after the collection the pool started by itself (job $job, ${secs} s): $(mib "$held") MiB held for $(mib "$live") MiB read; goal <= $(mib "$bound") MiB"
+fi

@@ -400,7 +400,12 @@ pub fn rebuild(rec: &FamilyRecord, mut found: Vec<FoundChunk>) -> Result<Rebuilt
         .map(|(i, n)| (n.id, i))
         .collect();
     let mut entries: HashMap<(NodeId, u64), (u64, Entry)> = HashMap::new();
-    let mut areas: BTreeMap<(NodeId, u64), u64> = BTreeMap::new();
+    // Slots naming each (node, area), and whether one of them is current:
+    // reserved, or the slot of the track's newest entry. An area whose
+    // every slot names a track that moved on was given back (a packed
+    // area, `pack.rs`: its slots are described free one commit later).
+    let mut areas: BTreeMap<(NodeId, u64), (u64, bool)> = BTreeMap::new();
+    let mut named: Vec<((NodeId, u64), u64, u64)> = Vec::new();
     let mut strays = 0u64;
     for f in &kept {
         notes.extend(f.damaged.iter().cloned());
@@ -412,10 +417,16 @@ pub fn rebuild(rec: &FamilyRecord, mut found: Vec<FoundChunk>) -> Result<Rebuilt
                 strays += 1;
                 continue;
             }
+            let placed = d.track != NONE && d.valid != 0 && d.track < rec.tracks;
             if d.area != NONE {
-                *areas.entry((d.node, d.area)).or_default() += 1;
+                let a = areas.entry((d.node, d.area)).or_default();
+                a.0 += 1;
+                a.1 |= d.track == NONE;
+                if placed {
+                    named.push(((d.node, d.area), d.track, s));
+                }
             }
-            if d.track == NONE || d.valid == 0 || d.track >= rec.tracks {
+            if !placed {
                 continue;
             }
             let e = Entry {
@@ -435,6 +446,18 @@ pub fn rebuild(rec: &FamilyRecord, mut found: Vec<FoundChunk>) -> Result<Rebuilt
             "{strays} slots described as held by nodes the family no longer has (left free)"
         ));
     }
+    for (key, t, slot) in named {
+        let newest = entries
+            .get(&(key.0, t))
+            .is_some_and(|(_, e)| e.slot == slot);
+        if let (true, Some(a)) = (newest, areas.get_mut(&key)) {
+            a.1 = true;
+        }
+    }
+    let areas: BTreeMap<(NodeId, u64), u64> = (areas.into_iter())
+        .filter(|(_, (_, current))| *current)
+        .map(|(key, (k, _))| (key, k))
+        .collect();
     let mut by_node: BTreeMap<NodeId, Vec<(u64, Entry)>> = BTreeMap::new();
     for ((id, t), (_, e)) in entries {
         by_node.entry(id).or_default().push((t, e));

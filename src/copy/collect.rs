@@ -449,7 +449,7 @@ impl Family {
     }
 
     /// Copies the data of a planned track move into its slot.
-    async fn move_data(&self, m: &TrackMove) -> Result<()> {
+    pub(super) async fn move_data(&self, m: &TrackMove) -> Result<()> {
         let (g, dst_off, srcs, _reading) = {
             let st = self.read_state();
             let reading = self.reading(&st);

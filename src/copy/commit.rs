@@ -315,6 +315,7 @@ impl Family {
                     st.saved_rec = Some(snap.save.rec);
                 }
                 st.labels.freed(&snap.frees);
+                st.store.chunks_saved(&snap.save.chunks);
                 st.store.retire(snap.frees);
                 self.reuse_retired(&mut st);
                 Ok(())

@@ -333,17 +333,24 @@ impl State {
         if e.valid & !cover != 0 {
             return false;
         }
+        // A slot outside the node's areas (a pointer scheme's, or a packed
+        // extent's single slot) goes now; a position, with its area.
+        let single = e.slot != ZERO_SLOT && !self.in_area(id, t, e.slot);
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return false;
+        };
         n.map.remove(t);
-        if n.map.scheme().load_point() {
-            if let Some((a, c)) = n.map.shed(t) {
-                // Not an area a collection handed to another node.
-                if !self.area_listed_elsewhere(id, t, a) {
-                    self.store.free_area_later(a, c);
-                }
-                self.record_dirty = true;
-            }
-        } else if e.slot != ZERO_SLOT {
+        if single {
             self.store.free_later(e.slot);
+        }
+        if n.map.scheme().load_point()
+            && let Some((a, c)) = n.map.shed(t)
+        {
+            // Not an area a collection handed to another node.
+            if !self.area_listed_elsewhere(id, t, a) {
+                self.store.free_area_later(a, c);
+            }
+            self.record_dirty = true;
         }
         self.touch(id, t);
         true

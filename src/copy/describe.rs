@@ -161,7 +161,16 @@ pub fn plan(
     }
     let mut blocks: BTreeMap<u64, Block> = BTreeMap::new();
     let mut heads = Vec::new();
-    for (_, c) in chunks {
+    for (k, c) in chunks {
+        if c.is_none()
+            && let Some(at) = st.store.removed_label(*k)
+        {
+            // An emptied chunk's label goes with its row: a scan of the
+            // group (`pool recover`) never finds it again, whatever holds
+            // the space next.
+            heads.push((at, vec![0u8; label::BLOCK as usize]));
+            continue;
+        }
         let Some(c) = c.as_ref().filter(|c| c.head > 0) else {
             continue;
         };

@@ -148,6 +148,10 @@ pub struct State {
     /// Set and cleared with the family's gates closed; every change of
     /// the tree clears it.
     pub merging: Option<(NodeId, NodeId)>,
+    /// Free-space collection by active counts (`copy/pack.rs`): areas are
+    /// being packed, so host writes take the track locks. Set and cleared
+    /// with the family's gates closed.
+    pub packing: bool,
     /// What the next commit writes of the store's labels (`describe.rs`).
     pub labels: super::describe::Pending,
 }
@@ -201,6 +205,7 @@ impl State {
             restore: None,
             saved_rec: None,
             merging: None,
+            packing: false,
             labels: Default::default(),
         }
     }

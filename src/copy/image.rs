@@ -72,6 +72,10 @@ pub struct Family {
     pub(super) room: tokio::sync::Notify,
     /// Writes waiting in `room` now, and when the log last said so.
     pub(super) room_waiters: std::sync::atomic::AtomicUsize,
+    /// Slots the store held when a packing plan last came out empty
+    /// (`copy/pack.rs`): the periodic check plans again only once the
+    /// store has grown past it.
+    pub(super) pack_quiet: std::sync::atomic::AtomicU64,
     pub(super) room_said: Mutex<Option<std::time::Instant>>,
     /// The owner's way to give emptied chunks back to the group at once
     /// (a write waiting for room; `room.rs`).
@@ -142,6 +146,7 @@ impl Family {
             ahead: Mutex::new(Ahead::default()),
             room: tokio::sync::Notify::new(),
             room_waiters: std::sync::atomic::AtomicUsize::new(0),
+            pack_quiet: std::sync::atomic::AtomicU64::new(0),
             room_said: Mutex::new(None),
             hand_back: std::sync::OnceLock::new(),
             label_cache: Default::default(),

@@ -20,7 +20,9 @@
 //! Pointer schemes accept any slot; load-point schemes place each track at
 //! a fixed position of an area they reserve (whole at creation for the full
 //! and multi-level bitmaps, per partial area on first touch for the
-//! partial-area bitmaps) and so never share or adopt another node's slot.
+//! partial-area bitmaps) and so never share or adopt another node's slot;
+//! a partial area the free-space collection packed gives its extent's
+//! tracks single slots of their own (`copy/pack.rs`).
 
 #![forbid(unsafe_code)]
 
@@ -155,6 +157,31 @@ pub trait TrackMap: Send + Sync {
     /// extent; a whole-map area goes with its node.
     fn shed(&mut self, _t: u64) -> Option<Area> {
         None
+    }
+
+    /// Whether `set(t, Entry { slot, .. })` may store `slot` as a pointer
+    /// although it is not the track's position: a partial-bitmap map whose
+    /// extent was packed by the free-space collection (`copy/compact.rs`)
+    /// holds its tracks in single slots outside its areas. Pointer schemes
+    /// say so through [`TrackMap::accepts`] already.
+    fn accepts_pointer(&self, _t: u64, _slot: u64) -> bool {
+        false
+    }
+
+    /// Gives up the area holding track `t`'s position although entries of
+    /// its extent remain (the collection moved every one of them into
+    /// single slots first): the extent is packed from then on, and `place`
+    /// gives its new tracks single slots. The area, for the caller to free.
+    fn release_area(&mut self, _t: u64) -> Option<Area> {
+        None
+    }
+
+    /// Each reserved area tied to an extent, with the extent's first track
+    /// and how many of its tracks have an entry (zeroed ones included): the
+    /// active counts the free-space collection picks areas by. Only the
+    /// partial-area scheme reports any.
+    fn area_counts(&self) -> Vec<(Area, u64, u64)> {
+        Vec::new()
     }
 
     /// Ties `area`, another node's area holding track `t`'s extent at the

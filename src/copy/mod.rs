@@ -22,7 +22,8 @@
 //! - [`restore`]: restores, folds, splits, the base handed to an heir and
 //!   view merges: the tree changes that move data.
 //! - [`collect`]: free-space collection (seed 000 FIG. 13): a copy point
-//!   no copy reads merged with its one child.
+//!   no copy reads merged with its one child; [`pack`]: by active counts,
+//!   the live tracks of sparse partial areas moved into single slots.
 //! - [`room`]: a host write that finds the store full waits for the room
 //!   the collection frees instead of failing.
 //! - [`label`]: the store's self-description on disk (seed 000 FIG. 13):
@@ -44,6 +45,7 @@ pub mod image;
 pub mod label;
 pub mod map;
 pub mod maps;
+pub mod pack;
 pub mod page;
 pub mod record;
 pub mod restore;

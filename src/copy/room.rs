@@ -14,7 +14,8 @@
 //!    waited for;
 //! 3. while a collection (`collect.rs`) has a pair to merge, each track it
 //!    moves frees the child's slot and wakes the waiters
-//!    (`Family::room_freed`).
+//!    (`Family::room_freed`); while it packs areas (`pack.rs`), each area
+//!    given back does.
 //!
 //! Host writes are thereby paced by the collection when space runs out,
 //! instead of failing; when nothing frees space the wait ends at once
@@ -54,9 +55,11 @@ impl Family {
         freed.as_mut().enable();
         let (pending, retired, collecting) = {
             let st = self.read_state();
-            let collecting = st.merging.is_some() || st.merge_pair().is_some();
+            let collecting = st.merging.is_some() || st.merge_pair().is_some() || st.packing;
             let retired = st.store.retired_len() > 0;
-            (st.store.pending_len() > 0, retired, collecting)
+            // Emptied chunks go back once their removal is saved.
+            let pending = st.store.pending_len() > 0 || st.store.chunks_changed();
+            (pending, retired, collecting)
         };
         if pending {
             self.commit().await?;
@@ -114,6 +117,16 @@ impl Family {
              collection (`ferrosan job list`) instead of failing",
             self.object
         );
+    }
+
+    /// Saves the removal of chunks the store emptied, if any waits: they
+    /// go back to the group only once that is durable
+    /// ([`crate::copy::store::Store::take_released`]).
+    pub async fn settle_released(self: &Arc<Self>) -> Result<()> {
+        if self.read_state().store.chunks_changed() {
+            self.commit().await?;
+        }
+        Ok(())
     }
 
     /// Wakes writes waiting for room: slots were freed.

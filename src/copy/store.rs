@@ -87,8 +87,14 @@ pub struct Store {
     /// The read epoch reads count themselves in (starts at 1).
     epoch: u64,
     grow: Grow,
-    /// Chunks emptied and not yet handed back (group offset, bytes).
+    /// Chunks emptied and not yet handed back (group offset, bytes): only
+    /// once the save that removes their rows is durable, or a crash could
+    /// find the database still listing a chunk whose space the group gave
+    /// to someone else.
     released: Vec<(u64, u64)>,
+    /// Chunks emptied whose removal is not saved yet: first slot -> (group
+    /// offset of the label, bytes, whether it has a label).
+    unsaved_release: std::collections::BTreeMap<u64, (u64, u64, bool)>,
     /// Slots of a chunk for single slots.
     chunk_slots: u64,
     /// Every shared chunk below this key has no free slot, and below
@@ -138,6 +144,7 @@ impl Store {
             epoch: 1,
             grow,
             released: Vec::new(),
+            unsaved_release: Default::default(),
             chunk_slots: CHUNK_SLOTS,
             hint: 0,
             area_hint: 0,
@@ -336,16 +343,35 @@ impl Store {
             .collect();
         for k in empty {
             if let Some(c) = self.chunks.remove(&k) {
-                self.released.push((
+                let space = (
                     c.chunk.group_off - c.chunk.head,
                     c.chunk.slots * self.track + c.chunk.head,
-                ));
+                    c.chunk.head > 0,
+                );
+                self.unsaved_release.insert(k, space);
                 self.log.note(k, None);
             }
         }
     }
 
-    /// Chunks handed back to the group since the last call.
+    /// A save of the chunk `changes` is durable: the chunks it removed go
+    /// back to the group ([`Store::take_released`]).
+    pub fn chunks_saved(&mut self, changes: &[(u64, Option<Chunk>)]) {
+        for (k, c) in changes {
+            if let (None, Some((at, bytes, _))) = (c, self.unsaved_release.remove(k)) {
+                self.released.push((at, bytes));
+            }
+        }
+    }
+
+    /// Where the label of chunk `first`, emptied and removed by the save
+    /// being made, lies, if it has one (the save clears it with the row).
+    pub fn removed_label(&self, first: u64) -> Option<u64> {
+        (self.unsaved_release.get(&first)).and_then(|&(at, _, labelled)| labelled.then_some(at))
+    }
+
+    /// Chunks handed back to the group since the last call (their removal
+    /// saved).
     pub fn take_released(&mut self) -> Vec<(u64, u64)> {
         std::mem::take(&mut self.released)
     }
@@ -559,6 +585,9 @@ mod tests {
         s.free_area_later(area, 10);
         let pending = s.take_pending();
         s.release(pending);
+        assert_eq!(s.take_released(), vec![], "not before its removal is saved");
+        let changes = s.take_chunk_changes();
+        s.chunks_saved(&changes);
         assert_eq!(
             s.take_released(),
             vec![(given.lock().unwrap()[1].0, 10 * 65536)]

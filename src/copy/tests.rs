@@ -234,6 +234,22 @@ impl Rig {
         Ok(())
     }
 
+    /// A packing step: the `which`th candidate area (any active count) is
+    /// packed, with host writes taking the track locks meanwhile, and the
+    /// change saved.
+    async fn pack(&mut self, which: usize) -> Result<()> {
+        let found = self.fam.read_state().pack_candidates(|_, _| true);
+        if self.fam.read_state().mode != CopyMode::Row || found.is_empty() {
+            return Ok(());
+        }
+        let (_, id, e0, area) = found[which % found.len()];
+        self.fam.set_packing(true);
+        let r = self.fam.pack_area((id, e0, area), 4).await;
+        self.fam.set_packing(false);
+        r?;
+        self.fam.commit().await
+    }
+
     #[allow(clippy::type_complexity)]
     fn ids_and_maps(
         &self,
@@ -493,6 +509,11 @@ enum Op {
         upto: u64,
         end: bool,
     },
+    /// Free-space collection by active counts: pack the `which`th area of
+    /// every partial area no other node lists (any count), and save.
+    Pack {
+        which: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -518,6 +539,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|larger| Op::Split { larger }),
         1 => Just(Op::DeleteOrigin),
         2 => (0..=TRACKS, any::<bool>()).prop_map(|(upto, end)| Op::Collect { upto, end }),
+        2 => any::<usize>().prop_map(|which| Op::Pack { which }),
     ]
 }
 
@@ -673,6 +695,11 @@ async fn run(mode: CopyMode, scheme: Scheme, ops: &[Op]) -> std::result::Result<
                     m.settle();
                 }
             }
+            Op::Pack { which } => {
+                rig.pack(*which)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.chain()))?;
+            }
             Op::Crash { keep } => {
                 let mut k = *keep | 1;
                 let mut keep_fn = |_i: usize| {
@@ -810,4 +837,5 @@ mod cases;
 mod collect;
 mod dead;
 mod labels;
+mod pack;
 mod reads;

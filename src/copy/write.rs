@@ -69,7 +69,10 @@ impl Family {
         let len = buf.len() as u64;
         let (t_sz, moves) = {
             let st = self.read_state();
-            (st.track, Self::base_moves(&st) || st.merging.is_some())
+            (
+                st.track,
+                Self::base_moves(&st) || st.merging.is_some() || st.packing,
+            )
         };
         let (t0, t1) = (off / t_sz, (off + len).div_ceil(t_sz));
         let _mine = locks.lock(t0, t1).await;

@@ -436,7 +436,9 @@ impl Pool {
                         })
                         .collect()
                 };
+                pool.settle_copy_space().await;
                 pool.reclaim_copy_space();
+                pool.start_due_collections();
                 drop(pool);
                 for (raid, log) in logs {
                     if let Err(e) = log.clear_idle(raid.flush()).await {

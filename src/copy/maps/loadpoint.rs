@@ -10,6 +10,10 @@
 //!          = { slot: position(t), valid: whole }   otherwise
 //! ```
 //!
+//! A packed extent of the partial-area scheme (`copy/pack.rs`) keeps its
+//! tracks in the side table with single slots outside every area
+//! ([`TrackMap::accepts_pointer`]).
+//!
 //! `whole` is the union of every mask the map has been given: a whole
 //! track's mask as soon as one whole track was written (the map is not
 //! told how many granules a track has). The side table `odd` holds only
@@ -21,9 +25,9 @@
 #![forbid(unsafe_code)]
 
 use super::sparse::SparseTable;
-use super::storable;
+use super::{MAX_SLOT, storable};
 use crate::copy::map::{Area, ChangeLog, Entry, Scheme, SlotSource, TrackMap, ZERO_SLOT};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What a load-point scheme provides: the diverged bits and positions.
 pub(super) trait Positions: Send + Sync {
@@ -66,6 +70,25 @@ pub(super) trait Positions: Send + Sync {
     /// See [`TrackMap::take_area`].
     fn tie_area(&mut self, _t: u64, _area: Area) -> bool {
         false
+    }
+    /// Whether the scheme may hold single (pointer) slots in packed
+    /// extents.
+    fn pointers(&self) -> bool {
+        false
+    }
+    /// Whether `t`'s extent is packed: no area, its tracks in single slots.
+    fn packed(&self, _t: u64) -> bool {
+        false
+    }
+    /// Notes that `t` holds a single slot (its extent is packed).
+    fn mark_single(&mut self, _t: u64) {}
+    /// See [`TrackMap::release_area`].
+    fn release(&mut self, _t: u64) -> Option<Area> {
+        None
+    }
+    /// See [`TrackMap::area_counts`].
+    fn area_counts(&self) -> Vec<(Area, u64, u64)> {
+        Vec::new()
     }
 }
 
@@ -132,6 +155,15 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
 
     fn place(&mut self, t: u64, src: &mut dyn SlotSource) -> Result<u64> {
         let new_area = self.pos.position(t).is_none();
+        if new_area && t < self.tracks() && self.pos.packed(t) {
+            let slot = src.alloc_slot()?;
+            if slot > MAX_SLOT {
+                return Err(Error::corrupt(format!(
+                    "the slot source returned slot {slot}, beyond the last slot"
+                )));
+            }
+            return Ok(slot);
+        }
         let slot = self.pos.reserve(t, src)?;
         if let Some((first, n)) = self.pos.area_of(t).filter(|_| new_area) {
             self.log.note(first, Some(n));
@@ -140,11 +172,15 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
     }
 
     fn set(&mut self, t: u64, e: Entry) {
-        if !storable(self, t, e) {
+        let single = e.valid != 0 && !self.accepts(t, e.slot) && self.accepts_pointer(t, e.slot);
+        if !single && !storable(self, t, e) {
             return;
         }
         self.widen(e.valid);
-        if e.slot != ZERO_SLOT && e.valid == self.whole {
+        if single {
+            self.pos.mark_single(t);
+            self.odd.insert(t, e);
+        } else if e.slot != ZERO_SLOT && e.valid == self.whole {
             self.odd.remove(t);
         } else {
             self.odd.insert(t, e);
@@ -165,6 +201,23 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
 
     fn accepts(&self, t: u64, slot: u64) -> bool {
         t < self.tracks() && (slot == ZERO_SLOT || self.pos.position(t) == Some(slot))
+    }
+
+    fn accepts_pointer(&self, t: u64, slot: u64) -> bool {
+        self.pos.pointers()
+            && t < self.tracks()
+            && slot <= MAX_SLOT
+            && self.pos.area_with(t, slot).is_none()
+    }
+
+    fn release_area(&mut self, t: u64) -> Option<Area> {
+        let a = self.pos.release(t)?;
+        self.log.note(a.0, None);
+        Some(a)
+    }
+
+    fn area_counts(&self) -> Vec<(Area, u64, u64)> {
+        self.pos.area_counts()
     }
 
     fn len(&self) -> u64 {

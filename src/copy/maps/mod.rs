@@ -90,6 +90,19 @@ pub fn restore_map(
     if scheme == Scheme::PartialBitmap {
         let mut map = partial::restore(tracks, &areas)?;
         fill(&mut map, entries, |m, t, e| m.pos.adopt(t, e.slot))?;
+        // A single slot of a packed extent must lie outside every area the
+        // map lists (each track's look sees only its own extent's area).
+        for (t, e) in map.entries() {
+            let single = e.slot != ZERO_SLOT && map.position(t).map(|p| p.0) != Some(e.slot);
+            let i = areas.partition_point(|&(a, _)| a <= e.slot);
+            if single && i > 0 && e.slot < areas[i - 1].0 + areas[i - 1].1 {
+                return Err(Error::corrupt(format!(
+                    "partial-bitmap map: single slot {} of track {t} lies in the area at {}",
+                    e.slot,
+                    areas[i - 1].0
+                )));
+            }
+        }
         return Ok(Box::new(map));
     }
     let mut map = restore_empty(scheme, tracks, &areas)?;
@@ -164,7 +177,7 @@ fn check_entry<M: TrackMap + ?Sized>(map: &M, t: u64, e: Entry) -> Result<()> {
             "{scheme} map: track {t} is listed twice"
         )));
     }
-    if !map.accepts(t, e.slot) {
+    if !map.accepts(t, e.slot) && !map.accepts_pointer(t, e.slot) {
         return Err(Error::corrupt(format!(
             "{scheme} map: slot {} of track {t} is not the track's position in a listed area",
             e.slot

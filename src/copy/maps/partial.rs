@@ -8,13 +8,16 @@
 //!
 //! ```text
 //!   areas: SparseTable<PartialArea>   key i: extent [i * 64, +len)
-//!          PartialArea { load_point: Option<slot>, bits: [u64; 16] }
+//!          PartialArea { lp: slot or none, bits: [u64; 1], packed }
 //!   spare: SparseTable<u64>           reserved runs not yet tied to an
 //!                                     extent (after a restart)
 //! ```
 //!
 //! A zeroed track needs no slot, so an extent can have bits before it has
-//! a load point. A live map never gives a reserved run back (the
+//! a load point. A *packed* extent (its area given back by the free-space
+//! collection, `copy/pack.rs`) holds its tracks in single slots, entries
+//! of the side table whose slot is not a position, and `place` gives its
+//! new tracks single slots too. A live map never gives a reserved run back (the
 //! [`SlotSource`] has no free); a frozen one sheds the run of an extent
 //! whose last entry the nodes below it made dead
 //! ([`crate::copy::map::TrackMap::shed`]; `family.rs`, "collapsing frozen
@@ -69,11 +72,26 @@ pub(super) fn restore(tracks: u64, areas: &[Area]) -> Result<Partial> {
     Ok(map)
 }
 
+/// [`PartialArea::lp`] of an extent with no area reserved (above every
+/// storable slot).
+const NO_LOAD_POINT: u64 = u64::MAX;
+
+impl PartialArea {
+    fn load_point(&self) -> Option<u64> {
+        (self.lp != NO_LOAD_POINT).then_some(self.lp)
+    }
+}
+
 /// One extent's bits and load point.
 #[derive(Debug, Clone, Copy)]
 struct PartialArea {
-    load_point: Option<u64>,
+    /// The load point, or [`NO_LOAD_POINT`] (an `Option` would make the
+    /// area 8 bytes larger, and maps hold one per touched extent).
+    lp: u64,
     bits: [u64; AREA_WORDS],
+    /// The extent holds (or held) tracks in single slots: without a load
+    /// point, its new tracks take single slots too (`copy/compact.rs`).
+    packed: bool,
 }
 
 /// The partial areas.
@@ -111,11 +129,12 @@ impl Partials {
     /// Gives extent `i` its load point.
     fn tie(&mut self, i: u64, lp: u64) {
         match self.areas.get_mut(i) {
-            Some(a) => a.load_point = Some(lp),
+            Some(a) => a.lp = lp,
             None => {
                 let a = PartialArea {
-                    load_point: Some(lp),
+                    lp,
                     bits: [0; AREA_WORDS],
+                    packed: false,
                 };
                 self.areas.insert(i, a);
             }
@@ -138,8 +157,9 @@ impl Partials {
         let i = t / PARTIAL_AREA_TRACKS;
         if self.areas.get(i).is_none() {
             let a = PartialArea {
-                load_point: None,
+                lp: NO_LOAD_POINT,
                 bits: [0; AREA_WORDS],
+                packed: false,
             };
             self.areas.insert(i, a);
         }
@@ -152,7 +172,7 @@ impl Partials {
             return false;
         };
         let changed = put_bit(&mut a.bits, t % PARTIAL_AREA_TRACKS, false);
-        if a.load_point.is_none() && a.bits.iter().all(|&w| w == 0) {
+        if a.load_point().is_none() && a.bits.iter().all(|&w| w == 0) {
             self.areas.remove(i);
         }
         changed
@@ -187,7 +207,7 @@ impl Positions for Partials {
 
     fn position(&self, t: u64) -> Option<u64> {
         let a = self.areas.get(t / PARTIAL_AREA_TRACKS)?;
-        a.load_point.map(|lp| lp + t % PARTIAL_AREA_TRACKS)
+        a.load_point().map(|lp| lp + t % PARTIAL_AREA_TRACKS)
     }
 
     fn reserve(&mut self, t: u64, src: &mut dyn SlotSource) -> Result<u64> {
@@ -206,12 +226,12 @@ impl Positions for Partials {
     fn probe(&self, t: u64) -> Option<Option<u64>> {
         let i = t % PARTIAL_AREA_TRACKS;
         let a = self.areas.get(t / PARTIAL_AREA_TRACKS)?;
-        bit(&a.bits, i).then(|| a.load_point.map(|lp| lp + i))
+        bit(&a.bits, i).then(|| a.load_point().map(|lp| lp + i))
     }
 
     fn area_of(&self, t: u64) -> Option<Area> {
         let i = t / PARTIAL_AREA_TRACKS;
-        let lp = self.areas.get(i)?.load_point?;
+        let lp = self.areas.get(i)?.load_point()?;
         Some((lp, self.extent_len(i)))
     }
 
@@ -231,7 +251,7 @@ impl Positions for Partials {
         if a.bits.iter().any(|&w| w != 0) {
             return None;
         }
-        let lp = a.load_point?;
+        let lp = a.load_point()?;
         self.areas.remove(i);
         Some((lp, self.extent_len(i)))
     }
@@ -249,10 +269,48 @@ impl Positions for Partials {
         true
     }
 
+    fn pointers(&self) -> bool {
+        true
+    }
+
+    fn packed(&self, t: u64) -> bool {
+        (self.areas.get(t / PARTIAL_AREA_TRACKS))
+            .is_some_and(|a| a.packed && a.load_point().is_none())
+    }
+
+    fn mark_single(&mut self, t: u64) {
+        if let Some(a) = self.areas.get_mut(t / PARTIAL_AREA_TRACKS) {
+            a.packed = true;
+        }
+    }
+
+    fn release(&mut self, t: u64) -> Option<Area> {
+        let i = t / PARTIAL_AREA_TRACKS;
+        let n = self.extent_len(i);
+        let a = self.areas.get_mut(i)?;
+        let lp = a.load_point()?;
+        a.lp = NO_LOAD_POINT;
+        a.packed = true;
+        if a.bits.iter().all(|&w| w == 0) {
+            self.areas.remove(i);
+        }
+        Some((lp, n))
+    }
+
+    fn area_counts(&self) -> Vec<(Area, u64, u64)> {
+        (self.areas.iter_ref())
+            .filter_map(|&(i, a)| {
+                let n = a.bits.iter().map(|w| u64::from(w.count_ones())).sum();
+                a.load_point()
+                    .map(|lp| ((lp, self.extent_len(i)), i * PARTIAL_AREA_TRACKS, n))
+            })
+            .collect()
+    }
+
     fn area_tracks(&self) -> Vec<(Area, u64)> {
         let tied = (self.areas.iter_ref()).filter_map(|&(i, a)| {
             let first = i * PARTIAL_AREA_TRACKS;
-            a.load_point.map(|lp| ((lp, self.extent_len(i)), first))
+            a.load_point().map(|lp| ((lp, self.extent_len(i)), first))
         });
         // A spare run is found by any track's look (`area_with`).
         tied.chain(self.spare.iter().map(|a| (a, 0))).collect()
@@ -260,7 +318,7 @@ impl Positions for Partials {
 
     fn areas(&self) -> Vec<Area> {
         let tied = (self.areas.iter_ref())
-            .filter_map(|&(i, a)| a.load_point.map(|lp| (lp, self.extent_len(i))));
+            .filter_map(|&(i, a)| a.load_point().map(|lp| (lp, self.extent_len(i))));
         tied.chain(self.spare.iter()).collect()
     }
 

@@ -1,10 +1,16 @@
-//! Free-space collection as a job (`copy gc`, and by itself after a
-//! deletion leaves a frozen node with one child): one pass of the
+//! Free-space collection as a job (`copy gc`, by itself after a deletion
+//! leaves a frozen node with one child, and from the pool's periodic tick
+//! when a store holds far more than its images read): one pass of the
 //! family's tracks per pair, each pass merging the child into the frozen
 //! node (`copy/collect.rs`) while host I/O goes on, and ending it with the
-//! family's gates closed for the moment the tree changes.
+//! family's gates closed for the moment the tree changes; then a pass
+//! packing sparse areas by their active counts (`copy/pack.rs`), an area
+//! at a time.
+
+use std::collections::VecDeque;
 
 use super::*;
+use crate::copy::pack::PackArea;
 
 impl Pool {
     /// `copy gc`: starts collecting every copy family that has something
@@ -58,7 +64,12 @@ impl Pool {
             let pairs = st.merge_pairs() + u64::from(st.merging.is_some());
             (pairs, st.tracks, st.track, st.origin.clone())
         };
-        if pairs == 0 || !fam.has_merge_pair() {
+        let total = if pairs > 0 && fam.has_merge_pair() {
+            pairs.saturating_mul(tracks)
+        } else {
+            pack_units(&fam.pack_plan())
+        };
+        if total == 0 {
             return Ok(None);
         }
         let job = JobRecord {
@@ -70,7 +81,7 @@ impl Pool {
             },
             state: crate::api::views::JobState::Running,
             done: 0,
-            total: pairs.saturating_mul(tracks),
+            total,
             unit_bytes: track,
             rate_limit: self.opts.gc_rate,
             message: None,
@@ -99,6 +110,8 @@ impl Pool {
                 scanned: 0,
                 host,
                 seen: 0,
+                packs: None,
+                packing: false,
             }) as Box<dyn Work>)
         }))
     }
@@ -145,13 +158,35 @@ impl Pool {
     }
 
     /// Stops merging without ending the pair (a cancelled or failed job):
-    /// the tree is right as it is, and host writes go back to the child.
+    /// the tree is right as it is, and host writes go back to the child;
+    /// and stops packing.
     async fn stop_collect(&self, fam: &Arc<Family>) {
-        if fam.read_state().merging.is_none() {
+        let (merging, packing) = {
+            let st = fam.read_state();
+            (st.merging.is_some(), st.packing)
+        };
+        if !merging && !packing {
             return;
         }
-        self.gates_closed(fam, || fam.write_state().merging = None)
-            .await;
+        self.gates_closed(fam, || {
+            let mut st = fam.write_state();
+            st.merging = None;
+            st.packing = false;
+        })
+        .await;
+    }
+
+    /// Starts every family's collection that has areas to pack (the
+    /// periodic check: held space grows with the writes of sparse leaves,
+    /// not only with deletions).
+    pub(crate) fn start_due_collections(&self) {
+        let fams: Vec<Arc<Family>> = self.lock().families.values().cloned().collect();
+        for fam in fams.into_iter().filter(|f| f.pack_due()) {
+            if let Err(e) = self.start_collect(&fam) {
+                let origin = fam.read_state().origin.clone();
+                tracing::warn!("copies of {origin}: collection not started: {}", e.chain());
+            }
+        }
     }
 
     /// Ends the pair being merged: with the gates closed, the rest of the
@@ -178,6 +213,7 @@ impl Pool {
         };
         drop(closed);
         saved?;
+        fam.settle_released().await?;
         // The emptied chunks go back to the group: while writes wait for
         // room, they hand them back themselves when woken (discard
         // awaited, `copy/room.rs`), else in the background.
@@ -203,6 +239,15 @@ struct CollectWork {
     /// sum of their requests at the last step.
     host: Vec<Arc<Switch>>,
     seen: u64,
+    /// Areas left to pack in this pass (`copy/pack.rs`), lowest active
+    /// count first; whether the family's `packing` is set.
+    packs: Option<VecDeque<PackArea>>,
+    packing: bool,
+}
+
+/// Job units of a packing pass: the areas' tracks.
+fn pack_units(plan: &[PackArea]) -> u64 {
+    plan.iter().map(|&(_, _, (_, k))| k).sum()
 }
 
 /// Tracks of an extent moved at once while the host is idle, or while
@@ -254,9 +299,70 @@ impl CollectWork {
     }
 }
 
+impl CollectWork {
+    /// Packs areas worth `n` units of the pass (see [`pack_units`]); at
+    /// the pass's end, commits and lets host writes go without the locks.
+    async fn pack(&mut self, n: u64) -> Result<()> {
+        if !self.packing {
+            let fam = Arc::clone(&self.fam);
+            self.pool.gates_closed(&fam, || fam.set_packing(true)).await;
+            self.packing = true;
+        }
+        let mut used = 0;
+        while used < n {
+            let Some(pa) = self.packs.as_mut().and_then(|q| q.pop_front()) else {
+                break;
+            };
+            used += pa.2.1;
+            let depth = self.depth();
+            let gate = self.pool.origin_switch(&self.fam);
+            let _pass = match &gate {
+                Some(g) => Some(g.enter().await),
+                None => None,
+            };
+            if self.fam.pack_area(pa, depth).await? {
+                self.fam.room_freed();
+            }
+        }
+        if self.packs.as_ref().is_some_and(|q| q.is_empty()) {
+            self.packs = None;
+            self.fam.commit().await?;
+            self.fam.settle_released().await?;
+            let fam = Arc::clone(&self.fam);
+            self.pool
+                .gates_closed(&fam, || fam.set_packing(false))
+                .await;
+            self.packing = false;
+            if !self.fam.wants_room() {
+                self.pool.reclaim_copy_space();
+            }
+            self.fam.room_freed();
+        }
+        Ok(())
+    }
+
+    /// Whether this step packs: a pass under way, or no pair left to
+    /// merge and areas to pack (then the pass is planned here).
+    fn packs_now(&mut self) -> bool {
+        if self.packs.is_none()
+            && self.fam.read_state().merging.is_none()
+            && !self.fam.has_merge_pair()
+        {
+            let plan = self.fam.pack_plan();
+            if !plan.is_empty() {
+                self.packs = Some(plan.into());
+            }
+        }
+        self.packs.is_some()
+    }
+}
+
 impl Work for CollectWork {
     fn step(&mut self, from: u64, n: u64) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
+            if self.packs_now() {
+                return self.pack(n).await;
+            }
             let mut u = from;
             while u < from + n {
                 let t = u % self.tracks;
@@ -294,10 +400,15 @@ impl Work for CollectWork {
         // A pair begun mid-pass, or one a deletion made while this ran:
         // another pass.
         if self.fam.has_merge_pair() {
-            self.tracks
-        } else {
-            0
+            return self.tracks;
         }
+        // Packing after the merges (or areas that grew sparse meanwhile).
+        let plan = self.fam.pack_plan();
+        let units = pack_units(&plan);
+        if units > 0 {
+            self.packs = Some(plan.into());
+        }
+        units
     }
 
     fn finish(&mut self) -> DevFuture<'_, Result<()>> {

@@ -155,6 +155,17 @@ impl Pool {
 
     /// Hands back the chunks families emptied: they leave the families'
     /// space and are discarded on the group (sparse files shrink).
+    /// Saves every family's removal of the chunks it emptied (they go
+    /// back to the group only then).
+    pub(crate) async fn settle_copy_space(&self) {
+        let fams: Vec<Arc<Family>> = self.lock().families.values().cloned().collect();
+        for f in fams {
+            if let Err(e) = f.settle_released().await {
+                tracing::warn!("saving the copy space given back: {}", e.chain());
+            }
+        }
+    }
+
     pub(crate) fn reclaim_copy_space(&self) {
         let fams: Vec<Arc<Family>> = self.lock().families.values().cloned().collect();
         for f in fams {
