@@ -400,10 +400,12 @@ pub fn rebuild(rec: &FamilyRecord, mut found: Vec<FoundChunk>) -> Result<Rebuilt
         .map(|(i, n)| (n.id, i))
         .collect();
     let mut entries: HashMap<(NodeId, u64), (u64, Entry)> = HashMap::new();
-    // Slots naming each (node, area), and whether one of them is current:
-    // reserved, or the slot of the track's newest entry. An area whose
-    // every slot names a track that moved on was given back (a packed
-    // area, `pack.rs`: its slots are described free one commit later).
+    // Slots naming each (node, area), and whether the area is current:
+    // one of its slots holds the newest entry of its track, or it is only
+    // reserved with no slot naming a track that moved on. A packed area
+    // (`pack.rs`) has its tracks' old slots, and its free positions still
+    // say reserved, until the next commit describes them free: it was
+    // given back.
     let mut areas: BTreeMap<(NodeId, u64), (u64, bool)> = BTreeMap::new();
     let mut named: Vec<((NodeId, u64), u64, u64)> = Vec::new();
     let mut strays = 0u64;
@@ -446,13 +448,20 @@ pub fn rebuild(rec: &FamilyRecord, mut found: Vec<FoundChunk>) -> Result<Rebuilt
             "{strays} slots described as held by nodes the family no longer has (left free)"
         ));
     }
+    let mut newest_in: HashSet<(NodeId, u64)> = HashSet::new();
+    let mut moved_on: HashSet<(NodeId, u64)> = HashSet::new();
     for (key, t, slot) in named {
-        let newest = entries
+        if entries
             .get(&(key.0, t))
-            .is_some_and(|(_, e)| e.slot == slot);
-        if let (true, Some(a)) = (newest, areas.get_mut(&key)) {
-            a.1 = true;
+            .is_some_and(|(_, e)| e.slot == slot)
+        {
+            newest_in.insert(key);
+        } else {
+            moved_on.insert(key);
         }
+    }
+    for (key, a) in areas.iter_mut() {
+        a.1 = newest_in.contains(key) || (a.1 && !moved_on.contains(key));
     }
     let areas: BTreeMap<(NodeId, u64), u64> = (areas.into_iter())
         .filter(|(_, (_, current))| *current)

@@ -167,6 +167,15 @@ impl State {
         }))
     }
 
+    /// `pass_area` for the child's entry of track `t`, alone:
+    /// whether the area passed (the caller holds the extent's locks).
+    pub fn pass_whole_area(&mut self, f: NodeId, c: NodeId, t: u64) -> bool {
+        let Some(ec) = self.nodes.get(&c).and_then(|n| n.map.get(t)) else {
+            return false;
+        };
+        self.pass_area(f, c, t, ec)
+    }
+
     /// Hands the child's partial area holding track `t`'s slot to the
     /// frozen node with every entry of the child in that extent, if the
     /// frozen node has no area there and none of its entries there needs
@@ -390,12 +399,15 @@ impl Family {
         let _l = (self.base_locks())
             .lock(e0, (e0 + PARTIAL_AREA_TRACKS).min(tracks))
             .await;
-        // The first may hand the child's whole area over (then the rest
-        // find nothing to move).
-        self.merge_track(f, c, first, true).await?;
-        // (If it could not, none of the rest can: the checks are the
-        // extent's.)
-        let mut moves = futures::stream::iter(rest.iter())
+        // The child's whole area may pass over (no data moves, nothing is
+        // left to move); if not, none of the extent's tracks can, and they
+        // all move at once (the first alone would stall every extent for
+        // one move).
+        if self.write_state().pass_whole_area(f, c, first) {
+            self.room_freed();
+            return Ok(());
+        }
+        let mut moves = futures::stream::iter(std::iter::once(&first).chain(rest.iter()))
             .map(|&t| self.merge_track(f, c, t, false))
             .buffer_unordered(depth.max(1));
         while let Some(r) = moves.next().await {

@@ -155,6 +155,9 @@ impl Family {
         if let Err(e) = flushed {
             return self.saved(snap, Err(e));
         }
+        if let Err(e) = super::describe::clear(self.group.as_ref(), &snap.labels).await {
+            return self.saved(snap, Err(e));
+        }
         // The labels describe data now durable, and are durable before the
         // commit is acknowledged (`describe.rs`); the database save needs
         // nothing of them, so both go at once. Either failing fails the

@@ -80,6 +80,11 @@ struct Block {
 pub struct LabelWrites {
     family: u64,
     heads: Vec<(u64, Vec<u8>)>,
+    /// Labels of chunks the commit removes, cleared (and flushed) before
+    /// the database save: a crash between the two leaves the row of an
+    /// empty chunk, which the next start gives back, never a label in
+    /// space the group may give away.
+    cleared: Vec<u64>,
     blocks: BTreeMap<u64, Block>,
     /// What was taken from [`Pending`], given back if the commit fails.
     touched: BTreeSet<(NodeId, u64)>,
@@ -161,14 +166,15 @@ pub fn plan(
     }
     let mut blocks: BTreeMap<u64, Block> = BTreeMap::new();
     let mut heads = Vec::new();
+    let mut cleared = Vec::new();
     for (k, c) in chunks {
         if c.is_none()
             && let Some(at) = st.store.removed_label(*k)
         {
-            // An emptied chunk's label goes with its row: a scan of the
+            // An emptied chunk's label goes before its row: a scan of the
             // group (`pool recover`) never finds it again, whatever holds
             // the space next.
-            heads.push((at, vec![0u8; label::BLOCK as usize]));
+            cleared.push(at);
             continue;
         }
         let Some(c) = c.as_ref().filter(|c| c.head > 0) else {
@@ -213,6 +219,7 @@ pub fn plan(
     LabelWrites {
         family,
         heads,
+        cleared,
         blocks,
         touched,
         unfreed,
@@ -258,6 +265,21 @@ impl BlockCache {
             }
         }
     }
+}
+
+/// Clears the labels of the chunks the commit removes, durably: call
+/// before the database save that removes their rows.
+pub async fn clear(group: &dyn BlockDev, w: &LabelWrites) -> Result<()> {
+    if w.cleared.is_empty() {
+        return Ok(());
+    }
+    for &at in &w.cleared {
+        group
+            .write(at, IoBuf::new(label::BLOCK as usize), false)
+            .await
+            .1?;
+    }
+    group.flush().await
 }
 
 /// Writes the labels and flushes them. A block damaged on disk is

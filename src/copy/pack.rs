@@ -234,8 +234,21 @@ impl Family {
         if plan.is_empty() {
             self.pack_quiet
                 .store(st.store.used_slots(), Ordering::Relaxed);
+            // A write waiting for room on packing to come asks again (and
+            // fails at once if nothing else frees any).
+            self.room_freed();
         }
         plan
+    }
+
+    /// A packing pass gave no area back (no room for the single slots its
+    /// tracks need): the periodic check waits for the store to grow, and
+    /// writes waiting for room on it ask again (and fail at once if
+    /// nothing else frees any).
+    pub fn pack_stalled(&self) {
+        let held = self.read_state().store.used_slots();
+        self.pack_quiet.store(held, Ordering::Relaxed);
+        self.room_freed();
     }
 
     /// Whether packing may be due (see [`State::pack_due`]), and the store

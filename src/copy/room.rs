@@ -53,9 +53,13 @@ impl Family {
         let freed = self.room.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
+        // Areas to pack: the pool's periodic check starts the collection
+        // within seconds (an empty plan wakes this write to fail at once).
+        let pack_due = self.pack_due();
         let (pending, retired, collecting) = {
             let st = self.read_state();
-            let collecting = st.merging.is_some() || st.merge_pair().is_some() || st.packing;
+            let collecting =
+                st.merging.is_some() || st.merge_pair().is_some() || st.packing || pack_due;
             let retired = st.store.retired_len() > 0;
             // Emptied chunks go back once their removal is saved.
             let pending = st.store.pending_len() > 0 || st.store.chunks_changed();

@@ -178,7 +178,6 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
         }
         self.widen(e.valid);
         if single {
-            self.pos.mark_single(t);
             self.odd.insert(t, e);
         } else if e.slot != ZERO_SLOT && e.valid == self.whole {
             self.odd.remove(t);
@@ -187,6 +186,11 @@ impl<P: Positions> TrackMap for LoadPointMap<P> {
         }
         if self.pos.put(t, true) {
             self.count += 1;
+        }
+        // After `put`: the extent's record exists (a restart's first
+        // entry of a packed extent makes it).
+        if single {
+            self.pos.mark_single(t);
         }
     }
 

@@ -25,7 +25,7 @@ pub(super) async fn check(rig: &Rig, after: &Op) -> std::result::Result<(), Test
 
 /// Every chunk label on the rig's group: the test group hands out space
 /// in whole tracks, so chunks begin on track boundaries.
-async fn scan(rig: &Rig) -> Result<Vec<audit::FoundChunk>> {
+pub(super) async fn scan(rig: &Rig) -> Result<Vec<audit::FoundChunk>> {
     let end = *rig.next_off.lock().unwrap();
     let mut found = Vec::new();
     let mut at = 0;

@@ -112,6 +112,8 @@ impl Pool {
                 seen: 0,
                 packs: None,
                 packing: false,
+                gave_back: false,
+                stalled: false,
             }) as Box<dyn Work>)
         }))
     }
@@ -243,6 +245,11 @@ struct CollectWork {
     /// count first; whether the family's `packing` is set.
     packs: Option<VecDeque<PackArea>>,
     packing: bool,
+    /// Whether the packing pass under way gave an area back; a pass that
+    /// gave none back (no room for single slots) is not planned again by
+    /// this job.
+    gave_back: bool,
+    stalled: bool,
 }
 
 /// Job units of a packing pass: the areas' tracks.
@@ -321,18 +328,19 @@ impl CollectWork {
                 None => None,
             };
             if self.fam.pack_area(pa, depth).await? {
+                self.gave_back = true;
                 self.fam.room_freed();
             }
         }
         if self.packs.as_ref().is_some_and(|q| q.is_empty()) {
             self.packs = None;
+            if !std::mem::take(&mut self.gave_back) {
+                self.stalled = true;
+                self.fam.pack_stalled();
+            }
             self.fam.commit().await?;
             self.fam.settle_released().await?;
-            let fam = Arc::clone(&self.fam);
-            self.pool
-                .gates_closed(&fam, || fam.set_packing(false))
-                .await;
-            self.packing = false;
+            self.end_packing().await;
             if !self.fam.wants_room() {
                 self.pool.reclaim_copy_space();
             }
@@ -341,10 +349,22 @@ impl CollectWork {
         Ok(())
     }
 
+    /// Lets host writes go without the track locks again.
+    async fn end_packing(&mut self) {
+        if self.packing {
+            let fam = Arc::clone(&self.fam);
+            self.pool
+                .gates_closed(&fam, || fam.set_packing(false))
+                .await;
+            self.packing = false;
+        }
+    }
+
     /// Whether this step packs: a pass under way, or no pair left to
     /// merge and areas to pack (then the pass is planned here).
     fn packs_now(&mut self) -> bool {
         if self.packs.is_none()
+            && !self.stalled
             && self.fam.read_state().merging.is_none()
             && !self.fam.has_merge_pair()
         {
@@ -403,6 +423,9 @@ impl Work for CollectWork {
             return self.tracks;
         }
         // Packing after the merges (or areas that grew sparse meanwhile).
+        if self.stalled {
+            return 0;
+        }
         let plan = self.fam.pack_plan();
         let units = pack_units(&plan);
         if units > 0 {
@@ -412,7 +435,13 @@ impl Work for CollectWork {
     }
 
     fn finish(&mut self) -> DevFuture<'_, Result<()>> {
-        Box::pin(async { Ok(()) })
+        // A pass the job's units ran out on (its plan changed meanwhile):
+        // the next job plans again.
+        Box::pin(async {
+            self.packs = None;
+            self.end_packing().await;
+            Ok(())
+        })
     }
 
     fn abort(&mut self, _cancelled: bool) -> DevFuture<'_, Result<()>> {
