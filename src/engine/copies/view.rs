@@ -28,13 +28,7 @@ impl Pool {
             .filter_map(|id| st.nodes.get(id))
             .map(|n| n.map.held_slots())
             .sum();
-        let live: u64 = (st.nodes.values())
-            .map(|n| {
-                (n.map.entries())
-                    .filter(|(_, e)| e.slot != crate::copy::map::ZERO_SLOT)
-                    .count() as u64
-            })
-            .sum();
+        let live = st.live_slots();
         // Diverged: tracks where the copy and its source (or the original,
         // once the source is gone) may differ — what either wrote since
         // the copy point.
