@@ -26,10 +26,14 @@
 #    area each). Reports what the copy's store held and read before, after
 #    the collection the pool starts by itself, the job's time, and the
 #    bound (1.25x what is read plus one area per leaf).
+# 5. Host cost while packing: 4k random writes qd32 to the plain volume
+#    while the pool packs a copy whose areas are half live; IOPS inside
+#    the packing job's run against outside it, one fio run (goal >= 0.8).
 #
 # Environment: BENCH_DIR (default target/bench-copy-gc), BENCH_CHURN,
 # BENCH_EVERY, BENCH_ROUNDS, BENCH_PACK (BENCH_CHURN=0 skips part 1,
-# BENCH_ROUNDS=0 part 3, BENCH_PACK=0 part 4).
+# BENCH_ROUNDS=0 part 3, BENCH_PACK=0 parts 4 and 5); FERROSAN_BIN runs that
+# binary instead of building one (to compare two builds side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -46,9 +50,13 @@ done
 avail=$(df -B1 --output=avail "$(dirname "$dir")" | tail -1 | tr -d ' ')
 [ "$avail" -gt $((16 << 30)) ] || { echo "error: the run needs about 16 GiB free on the filesystem of $dir" >&2; exit 1; }
 
-echo "building ferrosan (release)..." >&2
-cargo build --release -q
-bin=$target/release/ferrosan
+if [ -n "${FERROSAN_BIN:-}" ]; then
+  bin=$FERROSAN_BIN
+else
+  echo "building ferrosan (release)..." >&2
+  cargo build --release -q
+  bin=$target/release/ferrosan
+fi
 rm -rf "$dir"
 mkdir -p "$dir"
 pool=$dir/pool
@@ -161,35 +169,60 @@ for line in open(log, errors="replace"):
 print(int(moved / (ts["done"] - ts["runs from"]).total_seconds()))
 PY
 )
+# What the device under the disk files does: its sequential read
+# bandwidth, and the ceiling for what the collection must do (read 512
+# MiB and write 512 MiB in 64 KiB pieces, at once), fio on a scratch
+# file beside them (written first: unwritten blocks read without I/O).
+scratch=$dir/scratch
+fio_json "$dir/seqwrite.json" --name=fill --filename="$scratch" --direct=1 --ioengine=io_uring \
+  --rw=write --bs=1M --iodepth=8 --size=2G
+fio_json "$dir/seqread.json" --name=seqread --filename="$scratch" --direct=1 --ioengine=io_uring \
+  --rw=read --bs=1M --iodepth=8 --size=2G
+read_bw=$(python3 -c 'import json,sys;print(int(json.load(open(sys.argv[1]))["jobs"][0]["read"]["bw_bytes"]))' "$dir/seqread.json")
+fio_json "$dir/ceiling.json" --filename="$scratch" --direct=1 --ioengine=io_uring --bs=64k --iodepth=32 \
+  --name=r --rw=randread --size=1G --io_size=512M --name=w --rw=randwrite --offset=1G --size=1G --io_size=512M
+ceiling=$(python3 - "$dir/ceiling.json" "$moved" <<'PY'
+import json, sys
+jobs, moved = json.load(open(sys.argv[1]))["jobs"], int(sys.argv[2])
+print(int(moved / (max(j["job_runtime"] for j in jobs) / 1000)))
+PY
+)
+rm -f "$scratch"
+ratio() { python3 -c "print(round($1 / $2, 2))"; }
 echo
 echo "== 2. collection with the host idle: 512 MiB of whole tracks merged"
-echo "sequential write bandwidth of the disk (fio 1 MiB qd8): $(mib "$seq_bw") MiB/s; collection (job $job, from its log): $(mib "$rate") MiB/s = $(python3 -c "print(round($rate / $seq_bw, 2))")x (goal >= 0.5x; it reads and writes each byte); from the command to the end of the job: $(mib "$wall") MiB/s"
+echo "collection (job $job, from its log): $(mib "$rate") MiB/s; from the command to the end of the job: $(mib "$wall") MiB/s"
+echo "against the disk's sequential write bandwidth through ferrosan (fio 1 MiB qd8, $(mib "$seq_bw") MiB/s): $(ratio "$rate" "$seq_bw")x (goal >= 0.5x; it reads and writes each byte)"
+echo "against the device's sequential read bandwidth (fio 1 MiB qd8 on a file beside the disk, $(mib "$read_bw") MiB/s): $(ratio "$rate" "$read_bw")x"
+echo "against the device doing the same I/O (fio: 512 MiB read and 512 MiB written in 64 KiB pieces at once, qd32 each: $(mib "$ceiling") MiB/s moved): $(ratio "$rate" "$ceiling")x"
 fs copy delete g1-c0 --wait >/dev/null
 fs volume delete g1 >/dev/null
 # Part 3's runs last about as long as an idle collection took (at least
 # 1 s), so the collection runs through each busy run.
 runtime=$(python3 -c "print(max(1, int(($t1 - $t0) / 1e9 * 0.8)))")
 
-echo
-echo "== 3. host 4k random writes qd32 to another volume, without and with a collection running"
-ratios=()
-for r in $(seq "$rounds"); do
-  fio_json "$dir/idle$r.json" --name=idle --ioengine=nbd --uri="$(uri plain)" --rw=randwrite --bs=4k \
-    --iodepth=32 --time_based --runtime="$runtime" --size=1G
-  prepare "h$r"
-  fs copy delete "h$r-k" >/dev/null
-  fio_json "$dir/busy$r.json" --name=busy --ioengine=nbd --uri="$(uri plain)" --rw=randwrite --bs=4k \
-    --iodepth=32 --time_based --runtime="$runtime" --size=1G
-  still=$(js job list | python3 -c 'import json,sys;print(sum(1 for j in json.load(sys.stdin) if j["kind"]=="copy-gc" and j["state"]=="running"))')
-  wait_gc
-  a=$(iops "$dir/idle$r.json"); b=$(iops "$dir/busy$r.json")
-  ratio=$(python3 -c "print(round($b / $a, 2))")
-  ratios+=("$ratio")
-  echo "round $r: $a IOPS idle, $b IOPS during collection ($ratio; collection still running at the end of the run: $still)"
-  fs copy delete "h$r-c0" --wait >/dev/null
-  fs volume delete "h$r" >/dev/null
-done
-echo "median ratio: $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') (goal >= 0.8)"
+if [ "$rounds" -gt 0 ]; then
+  echo
+  echo "== 3. host 4k random writes qd32 to another volume, without and with a collection running"
+  ratios=()
+  for r in $(seq "$rounds"); do
+    fio_json "$dir/idle$r.json" --name=idle --ioengine=nbd --uri="$(uri plain)" --rw=randwrite --bs=4k \
+      --iodepth=32 --time_based --runtime="$runtime" --size=1G
+    prepare "h$r"
+    fs copy delete "h$r-k" >/dev/null
+    fio_json "$dir/busy$r.json" --name=busy --ioengine=nbd --uri="$(uri plain)" --rw=randwrite --bs=4k \
+      --iodepth=32 --time_based --runtime="$runtime" --size=1G
+    still=$(js job list | python3 -c 'import json,sys;print(sum(1 for j in json.load(sys.stdin) if j["kind"]=="copy-gc" and j["state"]=="running"))')
+    wait_gc
+    a=$(iops "$dir/idle$r.json"); b=$(iops "$dir/busy$r.json")
+    ratio=$(python3 -c "print(round($b / $a, 2))")
+    ratios+=("$ratio")
+    echo "round $r: $a IOPS idle, $b IOPS during collection ($ratio; collection still running at the end of the run: $still)"
+    fs copy delete "h$r-c0" --wait >/dev/null
+    fs volume delete "h$r" >/dev/null
+  done
+  echo "median ratio: $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') (goal >= 0.8)"
+fi
 
 # ------------------------------------------------------------ 4. packing
 if [ "$pack" != 0 ]; then
@@ -223,4 +256,49 @@ PY
   echo
   echo "== 4. packing: a 4 GiB source's long-lived copy written 4 KiB in every 4 MiB"
   echo "before: $(mib "$held0") MiB held for $(mib "$live0") MiB read; after the collection the pool started by itself (job $job, ${secs} s): $(mib "$held") MiB held for $(mib "$live") MiB read; goal <= $(mib "$bound") MiB"
+  fs copy delete sp-c0 --wait >/dev/null
+  fs volume delete sp >/dev/null
+fi
+
+# --------------------------------------------- 5. host cost while packing
+# A 2 GiB source's copy written every other track (each 4 MiB area half
+# live: 2 GiB held for 1 GiB read), then fio writes 4k random qd32 to the
+# plain volume while the pool packs that copy by itself. fio logs its
+# IOPS every 100 ms with wall-clock times; the intervals inside the
+# packing job's run (from the daemon's log) against those outside it.
+if [ "$pack" != 0 ]; then
+  last=$(js job list | python3 -c 'import json,sys;print(max([j["id"] for j in json.load(sys.stdin)] or [0]))')
+  fs volume create hp --group gb --size 2G >/dev/null
+  fs copy create hp hp-c0 >/dev/null
+  fio_json "$dir/sparse.json" --name=sparse --ioengine=nbd --uri="$(uri hp-c0)" --rw=write:64k --bs=64k \
+    --iodepth=16 --size=2G
+  [ "$(errs "$dir/sparse.json")" = 0 ] || { echo "error: writing hp-c0 failed: $(head -1 "$dir/fio.err")" >&2; exit 1; }
+  fio_json "$dir/packbusy.json" --name=busy --ioengine=nbd --uri="$(uri plain)" --rw=randwrite --bs=4k \
+    --iodepth=32 --time_based --runtime=20 --size=1G --write_iops_log="$dir/packbusy" \
+    --log_avg_msec=100 --log_unix_epoch=1
+  wait_gc
+  read -r live held < <(js copy show hp-c0 | python3 -c 'import json,sys;j=json.load(sys.stdin);print(j["store_live"], j["store_held"])')
+  echo
+  echo "== 5. host 4k random writes qd32 to another volume while a copy's half-live areas are packed"
+  python3 - "$log" "$last" "$dir"/packbusy_iops.*.log <<'PY'
+import re, sys, datetime
+log, last, iops_log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+runs, ends = {}, {}
+for line in open(log, errors="replace"):
+    m = re.match(r"(\S+Z)\s+INFO ferrosan::jobs: job (\d+) (runs from|done)", line)
+    if m and int(m.group(2)) > last:
+        t = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp() * 1000
+        (runs if m.group(3) == "runs from" else ends)[int(m.group(2))] = t
+wins = [(runs[j], ends[j]) for j in runs if j in ends]
+rows = [tuple(int(x) for x in l.split(",")[:2]) for l in open(iops_log) if l.strip()]
+t0 = rows[0][0] + 1000 if rows else 0
+inside = [v for t, v in rows if any(a <= t - 100 and t <= b for a, b in wins)]
+outside = [v for t, v in rows if t >= t0 and not any(a - 100 <= t and t - 100 <= b for a, b in wins)]
+if not wins or len(inside) < 5 or len(outside) < 5:
+    print(f"not measured: packing ran {sum(b - a for a, b in wins) / 1000:.1f} s, {len(inside)} intervals inside it, {len(outside)} outside")
+else:
+    a, b = sum(outside) / len(outside), sum(inside) / len(inside)
+    print(f"packing ran {sum(b2 - a2 for a2, b2 in wins) / 1000:.1f} s (jobs {sorted(runs)}); host {int(a)} IOPS outside it, {int(b)} IOPS during it: {b / a:.2f} (goal >= 0.8)")
+PY
+  echo "the copy's store: $(mib "$held") MiB held for $(mib "$live") MiB read after packing"
 fi

@@ -366,16 +366,15 @@ impl Family {
 
     /// Merges tracks `t0..t1` of the pair being merged, an extent at a
     /// time under the extent's track lock (host writes there wait; the
-    /// rest of the volume goes on), up to `depth` tracks of it moving at
-    /// once.
-    pub async fn merge_tracks(&self, t0: u64, t1: u64, depth: usize) -> Result<()> {
-        let mut e0 = t0 - t0 % PARTIAL_AREA_TRACKS;
-        while e0 < t1 {
-            let e1 = e0 + PARTIAL_AREA_TRACKS;
-            self.merge_extent(e0, t0.max(e0), t1.min(e1), depth).await?;
-            e0 = e1;
-        }
-        Ok(())
+    /// rest of the volume goes on): up to `extents` extents at once, up
+    /// to `depth` tracks of each moving at once. An extent's moves are
+    /// few and short, so keeping the disk busy takes several extents.
+    pub async fn merge_tracks(&self, t0: u64, t1: u64, depth: usize, extents: usize) -> Result<()> {
+        let first = t0 - t0 % PARTIAL_AREA_TRACKS;
+        let merges = futures::stream::iter((first..t1).step_by(us(PARTIAL_AREA_TRACKS)))
+            .map(|e0| self.merge_extent(e0, t0.max(e0), t1.min(e0 + PARTIAL_AREA_TRACKS), depth))
+            .buffer_unordered(extents.max(1));
+        all_done(merges).await
     }
 
     /// Merges tracks `a..b` of the extent from `e0`.
@@ -407,13 +406,10 @@ impl Family {
             self.room_freed();
             return Ok(());
         }
-        let mut moves = futures::stream::iter(std::iter::once(&first).chain(rest.iter()))
+        let moves = futures::stream::iter(std::iter::once(&first).chain(rest.iter()))
             .map(|&t| self.merge_track(f, c, t, false))
             .buffer_unordered(depth.max(1));
-        while let Some(r) = moves.next().await {
-            r?;
-        }
-        Ok(())
+        all_done(moves).await
     }
 
     /// Merges track `t` of child `c` into frozen node `f` (the caller holds
@@ -520,4 +516,18 @@ impl Family {
         self.room_freed();
         Ok(true)
     }
+}
+
+/// Runs every operation of `ops` to its end (none is dropped half done:
+/// a move dropped between its plan and its apply would keep the slot it
+/// was given), then returns the first error.
+pub(super) async fn all_done(ops: impl futures::Stream<Item = Result<()>>) -> Result<()> {
+    let mut ops = std::pin::pin!(ops);
+    let mut failed = None;
+    while let Some(r) = ops.next().await {
+        if let (Err(e), None) = (r, &failed) {
+            failed = Some(e);
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }

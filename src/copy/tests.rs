@@ -225,7 +225,7 @@ impl Rig {
     /// `end` ends it and saves.
     async fn collect(&mut self, upto: u64, end: bool) -> Result<()> {
         if self.fam.begin_merge().is_some() {
-            self.fam.merge_tracks(0, upto.min(TRACKS), 4).await?;
+            self.fam.merge_tracks(0, upto.min(TRACKS), 4, 2).await?;
         }
         if end {
             self.fam.end_merge().await?;

@@ -43,6 +43,12 @@ pub trait Work {
     /// Does units `from..from + n`. Must be idempotent: after a restart
     /// the units since the last checkpoint are done again.
     fn step(&mut self, from: u64, n: u64) -> DevFuture<'_, Result<()>>;
+    /// Bytes of work per step (a step is what pausing, the rate limit
+    /// and progress wait for): work that keeps several I/Os of a step in
+    /// flight at once asks for more.
+    fn step_bytes(&self) -> u64 {
+        STEP_BYTES
+    }
     /// Makes every unit done so far durable (before it is recorded).
     fn checkpoint(&mut self) -> DevFuture<'_, Result<()>>;
     /// Units to add when the last one is done (work found meanwhile);
@@ -436,7 +442,7 @@ async fn drive(ctl: &Arc<JobCtl>, meta: &Arc<Meta>, work: &mut dyn Work) -> Resu
             r = ctl.update(|rr| rr.total = rr.total.saturating_add(more));
         }
         let unit = r.unit_bytes.max(1);
-        let n = (STEP_BYTES / unit).max(1).min(r.total - r.done);
+        let n = (work.step_bytes() / unit).max(1).min(r.total - r.done);
         let t0 = Instant::now();
         work.step(r.done, n).await.map_err(Stop::Failed)?;
         let rec = ctl.update(|rr| rr.done = r.done + n);

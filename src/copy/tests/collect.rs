@@ -25,7 +25,7 @@ fn group_io(r: &Rig) -> u64 {
 async fn collect_all(rig: &mut Rig) -> u32 {
     let mut pairs = 0;
     while rig.fam.begin_merge().is_some() {
-        rig.fam.merge_tracks(0, TRACKS, 4).await.unwrap();
+        rig.fam.merge_tracks(0, TRACKS, 4, 2).await.unwrap();
         assert!(rig.fam.end_merge().await.unwrap());
         rig.fam.commit().await.unwrap();
         pairs += 1;
@@ -119,12 +119,15 @@ fn writes_during_a_merge_and_a_crash_in_the_middle_lose_nothing() {
             scatter(&rig, &mut want, 3, 3).await;
             rig.delete("k").await;
             assert!(rig.fam.begin_merge().is_some(), "{scheme}: a pair to merge");
-            rig.fam.merge_tracks(0, TRACKS / 2, 4).await.unwrap();
+            rig.fam.merge_tracks(0, TRACKS / 2, 4, 1).await.unwrap();
             // Writes to moved and to unmoved tracks.
             scatter(&rig, &mut want, 5, 4).await;
             assert_eq!(rig.read("o").await.unwrap(), want, "{scheme}: mid-merge");
             rig.devs["o"].flush().await.unwrap();
-            rig.fam.merge_tracks(TRACKS / 2, TRACKS, 4).await.unwrap();
+            rig.fam
+                .merge_tracks(TRACKS / 2, TRACKS, 4, 3)
+                .await
+                .unwrap();
             rig.crash(&mut |_| false);
             assert_eq!(
                 rig.read("o").await.unwrap(),
@@ -227,7 +230,7 @@ fn a_partial_area_passes_whole_to_the_frozen_node() {
             rig.fam.begin_merge().is_some(),
             "a pair: the zeroes' copy point and o's leaf"
         );
-        rig.fam.merge_tracks(0, TRACKS, 4).await.unwrap();
+        rig.fam.merge_tracks(0, TRACKS, 4, 2).await.unwrap();
         assert_eq!(io(&rig), before.0, "data was copied");
         {
             let st = rig.fam.read_state();

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 
 use super::*;
+use crate::copy::map::PARTIAL_AREA_TRACKS;
 use crate::copy::pack::PackArea;
 
 impl Pool {
@@ -257,12 +258,14 @@ fn pack_units(plan: &[PackArea]) -> u64 {
     plan.iter().map(|&(_, _, (_, k))| k).sum()
 }
 
-/// Tracks of an extent moved at once while the host is idle, or while
-/// its writes wait for the room the collection frees.
-const DEEP: usize = 32;
+/// Tracks of an extent moved at once, and extents merged at once, while
+/// the host is idle, or while its writes wait for the room the collection
+/// frees: enough moves in flight to keep the disk busy (bench/copy_gc.sh
+/// part 2).
+const DEEP: (usize, usize) = (32, 2);
 /// ... and while host requests come to the group and do not wait: host
 /// I/O keeps its priority (bench/copy_gc.sh part 3).
-const SHALLOW: usize = 2;
+const SHALLOW: (usize, usize) = (2, 1);
 
 /// Entries the child may still hold for its pair to end at once, the rest
 /// moved with the gates closed (a pause of milliseconds): a young child
@@ -280,8 +283,9 @@ impl CollectWork {
             .is_some_and(|n| n.map.len() <= FEW_LEFT)
     }
 
-    /// How many tracks to move at once now (see [`DEEP`]).
-    fn depth(&mut self) -> usize {
+    /// How many tracks of an extent, and how many extents, to move at
+    /// once now (see [`DEEP`]).
+    fn depth(&mut self) -> (usize, usize) {
         let now: u64 = self.host.iter().map(|s| s.requests()).sum();
         let busy = now != self.seen;
         self.seen = now;
@@ -296,13 +300,13 @@ impl CollectWork {
     /// as host writes are: a copy point or deletion never runs while a
     /// track is half moved.
     async fn merge(&mut self, t0: u64, t1: u64) -> Result<()> {
-        let depth = self.depth();
+        let (depth, extents) = self.depth();
         let gate = self.pool.origin_switch(&self.fam);
         let _pass = match &gate {
             Some(g) => Some(g.enter().await),
             None => None,
         };
-        self.fam.merge_tracks(t0, t1, depth).await
+        self.fam.merge_tracks(t0, t1, depth, extents).await
     }
 }
 
@@ -321,7 +325,7 @@ impl CollectWork {
                 break;
             };
             used += pa.2.1;
-            let depth = self.depth();
+            let depth = self.depth().0;
             let gate = self.pool.origin_switch(&self.fam);
             let _pass = match &gate {
                 Some(g) => Some(g.enter().await),
@@ -410,6 +414,12 @@ impl Work for CollectWork {
             }
             Ok(())
         })
+    }
+
+    fn step_bytes(&self) -> u64 {
+        // As many extents as a merge moves at once.
+        let track = self.fam.read_state().track;
+        (DEEP.1 as u64) * PARTIAL_AREA_TRACKS * track
     }
 
     fn checkpoint(&mut self) -> DevFuture<'_, Result<()>> {
