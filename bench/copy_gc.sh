@@ -15,12 +15,14 @@
 #    (512 MiB), k deleted: the copy-gc job must move those 512 MiB into
 #    the copy point's areas. Its bytes moved per second, against the same
 #    disk's sequential write bandwidth measured just before (fio 1 MiB
-#    writes to a plain volume): goal >= 0.5x.
+#    writes to a plain volume): goal >= 0.5x; and against the device
+#    doing the same reads and writes (fio on a scratch file beside it).
 # 3. Host cost: 4k random writes qd32 to a plain volume on the same disk
-#    with no job, then the same while a collection of part 2's size runs
-#    (unthrottled), each run 0.8x as long as part 2's collection took (so
-#    the collection runs through it), BENCH_ROUNDS times (default 3) side
-#    by side; goal: IOPS during collection >= 0.8x.
+#    while a collection of part 2's size runs (unthrottled), BENCH_ROUNDS
+#    times (default 3): fio logs its IOPS every 100 ms with wall-clock
+#    times, and the intervals inside the job's run (from the daemon's
+#    log) are compared with those outside it, in the same fio run (runs
+#    side by side swing more than the cost); goal: >= 0.8x.
 # 4. Packing by active counts: a 4 GiB source with a long-lived copy
 #    written sparsely (4 KiB in every 4 MiB, 1024 writes: a 4 MiB partial
 #    area each). Reports what the copy's store held and read before, after
@@ -83,6 +85,44 @@ wait_gc() { # until no copy-gc job runs
   while js job list | python3 -c 'import json,sys;sys.exit(0 if any(j["kind"]=="copy-gc" and j["state"] in ("running","paused") for j in json.load(sys.stdin)) else 1)'; do
     sleep 0.1
   done
+}
+
+last_job() { js job list | python3 -c 'import json,sys;print(max([j["id"] for j in json.load(sys.stdin)] or [0]))'; }
+# in_out LAST IOPS_LOG: fio's IOPS (logged every 100 ms with wall-clock
+# times) inside the runs of the jobs after LAST (from the daemon's log)
+# against outside them, the first second left out; prints "inside
+# outside ratio seconds" or "- - - seconds" when either side has fewer
+# than 5 intervals.
+in_out() {
+  python3 - "$log" "$1" "$2" <<'PY'
+import re, sys, datetime
+log, last, iops_log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+runs, ends = {}, {}
+for line in open(log, errors="replace"):
+    m = re.match(r"(\S+Z)\s+INFO ferrosan::jobs: job (\d+) (runs from|done)", line)
+    if m and int(m.group(2)) > last:
+        t = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp() * 1000
+        (runs if m.group(3) == "runs from" else ends)[int(m.group(2))] = t
+wins = [(runs[j], ends[j]) for j in runs if j in ends]
+rows = [tuple(int(x) for x in l.split(",")[:2]) for l in open(iops_log) if l.strip()]
+t0 = rows[0][0] + 1000 if rows else 0
+inside = [v for t, v in rows if any(a <= t - 100 and t <= b for a, b in wins)]
+outside = [v for t, v in rows if t >= t0 and not any(a - 100 <= t and t - 100 <= b for a, b in wins)]
+secs = sum(b - a for a, b in wins) / 1000
+if len(inside) < 5 or len(outside) < 5:
+    print("-", "-", "-", f"{secs:.1f}")
+else:
+    i, o = sum(inside) / len(inside), sum(outside) / len(outside)
+    print(int(i), int(o), f"{i / o:.2f}", f"{secs:.1f}")
+PY
+}
+# busy_fio NAME SECONDS: 4k random writes qd32 to the plain volume, IOPS
+# logged every 100 ms (in the background; $fpid).
+busy_fio() {
+  fio --output-format=json --output="$dir/$1.json" --name="$1" --ioengine=nbd --uri="$(uri plain)" \
+    --rw=randwrite --bs=4k --iodepth=32 --time_based --runtime="$2" --size=1G \
+    --write_iops_log="$dir/$1" --log_avg_msec=100 --log_unix_epoch=1 >/dev/null 2>"$dir/fio.err" &
+  fpid=$!
 }
 
 # ------------------------------------------------------------ 1. churn
@@ -197,27 +237,25 @@ echo "against the device's sequential read bandwidth (fio 1 MiB qd8 on a file be
 echo "against the device doing the same I/O (fio: 512 MiB read and 512 MiB written in 64 KiB pieces at once, qd32 each: $(mib "$ceiling") MiB/s moved): $(ratio "$rate" "$ceiling")x"
 fs copy delete g1-c0 --wait >/dev/null
 fs volume delete g1 >/dev/null
-# Part 3's runs last about as long as an idle collection took (at least
-# 1 s), so the collection runs through each busy run.
-runtime=$(python3 -c "print(max(1, int(($t1 - $t0) / 1e9 * 0.8)))")
+# Part 3's fio runs outlast a collection several times slower than the
+# idle one.
+runtime=$(python3 -c "print(max(10, int(4 + ($t1 - $t0) / 1e9 * 8)))")
 
 if [ "$rounds" -gt 0 ]; then
   echo
-  echo "== 3. host 4k random writes qd32 to another volume, without and with a collection running"
+  echo "== 3. host 4k random writes qd32 to another volume while a collection of part 2's size runs"
   ratios=()
   for r in $(seq "$rounds"); do
-    fio_json "$dir/idle$r.json" --name=idle --ioengine=nbd --uri="$(uri plain)" --rw=randwrite --bs=4k \
-      --iodepth=32 --time_based --runtime="$runtime" --size=1G
     prepare "h$r"
+    last=$(last_job)
+    busy_fio "busy$r" "$runtime"
+    sleep 2.5 # fio's first second is left out; then 1.5 s outside the collection
     fs copy delete "h$r-k" >/dev/null
-    fio_json "$dir/busy$r.json" --name=busy --ioengine=nbd --uri="$(uri plain)" --rw=randwrite --bs=4k \
-      --iodepth=32 --time_based --runtime="$runtime" --size=1G
-    still=$(js job list | python3 -c 'import json,sys;print(sum(1 for j in json.load(sys.stdin) if j["kind"]=="copy-gc" and j["state"]=="running"))')
     wait_gc
-    a=$(iops "$dir/idle$r.json"); b=$(iops "$dir/busy$r.json")
-    ratio=$(python3 -c "print(round($b / $a, 2))")
-    ratios+=("$ratio")
-    echo "round $r: $a IOPS idle, $b IOPS during collection ($ratio; collection still running at the end of the run: $still)"
+    wait "$fpid" || true
+    read -r inside outside ratio secs < <(in_out "$last" "$dir"/busy${r}_iops.*.log)
+    [ "$ratio" = - ] || ratios+=("$ratio")
+    echo "round $r: $outside IOPS outside the collection, $inside IOPS during it ($ratio; it ran $secs s)"
     fs copy delete "h$r-c0" --wait >/dev/null
     fs volume delete "h$r" >/dev/null
   done
@@ -267,38 +305,19 @@ fi
 # IOPS every 100 ms with wall-clock times; the intervals inside the
 # packing job's run (from the daemon's log) against those outside it.
 if [ "$pack" != 0 ]; then
-  last=$(js job list | python3 -c 'import json,sys;print(max([j["id"] for j in json.load(sys.stdin)] or [0]))')
+  last=$(last_job)
   fs volume create hp --group gb --size 2G >/dev/null
   fs copy create hp hp-c0 >/dev/null
   fio_json "$dir/sparse.json" --name=sparse --ioengine=nbd --uri="$(uri hp-c0)" --rw=write:64k --bs=64k \
     --iodepth=16 --size=2G
   [ "$(errs "$dir/sparse.json")" = 0 ] || { echo "error: writing hp-c0 failed: $(head -1 "$dir/fio.err")" >&2; exit 1; }
-  fio_json "$dir/packbusy.json" --name=busy --ioengine=nbd --uri="$(uri plain)" --rw=randwrite --bs=4k \
-    --iodepth=32 --time_based --runtime=20 --size=1G --write_iops_log="$dir/packbusy" \
-    --log_avg_msec=100 --log_unix_epoch=1
+  busy_fio packbusy 20
+  wait "$fpid" || true
   wait_gc
   read -r live held < <(js copy show hp-c0 | python3 -c 'import json,sys;j=json.load(sys.stdin);print(j["store_live"], j["store_held"])')
+  read -r inside outside ratio secs < <(in_out "$last" "$dir"/packbusy_iops.*.log)
   echo
   echo "== 5. host 4k random writes qd32 to another volume while a copy's half-live areas are packed"
-  python3 - "$log" "$last" "$dir"/packbusy_iops.*.log <<'PY'
-import re, sys, datetime
-log, last, iops_log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-runs, ends = {}, {}
-for line in open(log, errors="replace"):
-    m = re.match(r"(\S+Z)\s+INFO ferrosan::jobs: job (\d+) (runs from|done)", line)
-    if m and int(m.group(2)) > last:
-        t = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp() * 1000
-        (runs if m.group(3) == "runs from" else ends)[int(m.group(2))] = t
-wins = [(runs[j], ends[j]) for j in runs if j in ends]
-rows = [tuple(int(x) for x in l.split(",")[:2]) for l in open(iops_log) if l.strip()]
-t0 = rows[0][0] + 1000 if rows else 0
-inside = [v for t, v in rows if any(a <= t - 100 and t <= b for a, b in wins)]
-outside = [v for t, v in rows if t >= t0 and not any(a - 100 <= t and t - 100 <= b for a, b in wins)]
-if not wins or len(inside) < 5 or len(outside) < 5:
-    print(f"not measured: packing ran {sum(b - a for a, b in wins) / 1000:.1f} s, {len(inside)} intervals inside it, {len(outside)} outside")
-else:
-    a, b = sum(outside) / len(outside), sum(inside) / len(inside)
-    print(f"packing ran {sum(b2 - a2 for a2, b2 in wins) / 1000:.1f} s (jobs {sorted(runs)}); host {int(a)} IOPS outside it, {int(b)} IOPS during it: {b / a:.2f} (goal >= 0.8)")
-PY
+  echo "packing ran $secs s; host $outside IOPS outside it, $inside IOPS during it: $ratio (goal >= 0.8)"
   echo "the copy's store: $(mib "$held") MiB held for $(mib "$live") MiB read after packing"
 fi

@@ -226,6 +226,10 @@ impl Pool {
                     );
                 }
             }
+        }
+        // One discard per run of adjacent extents: each discard of a file
+        // stops the file's other writes while it runs, whatever its length.
+        for (off, len) in runs_of(&extents) {
             if let Err(e) = raid.discard(off, len).await {
                 tracing::warn!(
                     "discarding freed space of group {group} failed: {}",
@@ -281,6 +285,20 @@ impl Pool {
     }
 }
 
+/// `extents` sorted, adjacent ones joined.
+fn runs_of(extents: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut sorted = extents.to_vec();
+    sorted.sort_unstable();
+    let mut runs: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    for (off, len) in sorted {
+        match runs.last_mut() {
+            Some(r) if r.0 + r.1 == off => r.1 += len,
+            _ => runs.push((off, len)),
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -291,6 +309,13 @@ mod tests {
     };
     use crate::engine::PoolOptions;
     use crate::rt::Workers;
+
+    #[test]
+    fn adjacent_extents_are_discarded_as_one_run() {
+        let runs = runs_of(&[(192, 64), (0, 64), (64, 64), (512, 64), (256, 32)]);
+        assert_eq!(runs, vec![(0, 128), (192, 96), (512, 64)]);
+        assert!(runs_of(&[]).is_empty());
+    }
 
     fn overlaps(a: &[(u64, u64)], b: &[(u64, u64)]) -> bool {
         a.iter()
