@@ -26,18 +26,9 @@ use ferrosan::meta::model::CopyMode;
 const TRACK: u64 = 64 << 10;
 const GIB: u64 = 1 << 30;
 
-/// splitmix64 with a fixed seed: every run diverges the same tracks.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// A family state of a `bytes` source whose one leaf (node 1) has half
 /// its tracks diverged.

@@ -27,6 +27,18 @@ pub struct MergeCopy {
 }
 
 impl State {
+    /// Refuses a change of the tree while a restore moves data into the
+    /// base (its job must end first).
+    fn no_restore_running(&self) -> Result<()> {
+        match &self.restore {
+            Some(r) => Err(Error::conflict(format!(
+                "{} is still being restored from {} (job {}): wait for that job first",
+                self.origin, r.copy, r.job
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// `copy restore` (SEED-SPECS A.c; "reads are correct immediately"):
     /// image `target` is made to show `copy`'s image as it is now.
     ///
@@ -46,12 +58,7 @@ impl State {
         maps: &mut MakeMap<'_>,
     ) -> Result<(u64, Vec<MergeCopy>)> {
         self.clear_merging();
-        if let Some(r) = &self.restore {
-            return Err(Error::conflict(format!(
-                "{} is still being restored from {} (job {}): wait for that job first",
-                self.origin, r.copy, r.job
-            )));
-        }
+        self.no_restore_running()?;
         let copy_img = self.image(copy)?.clone();
         let target_head = self.image(target)?.head;
         // Freeze what the copy shows; the copy goes on in a new leaf.
@@ -170,12 +177,7 @@ impl State {
         maps: &mut MakeMap<'_>,
     ) -> Result<(u64, Vec<MergeCopy>)> {
         self.clear_merging();
-        if let Some(r) = &self.restore {
-            return Err(Error::conflict(format!(
-                "{} is still being restored from {} (job {}): wait for that job first",
-                self.origin, r.copy, r.job
-            )));
-        }
+        self.no_restore_running()?;
         if self.images.len() != 2
             || !self.images.contains_key(into)
             || !self.images.contains_key(other)
@@ -236,12 +238,7 @@ impl State {
     /// chain. The family becomes A2 (its views are never written again).
     pub fn hand_over_base(&mut self, heir: &str) -> Result<Vec<MergeCopy>> {
         self.clear_merging();
-        if let Some(r) = &self.restore {
-            return Err(Error::conflict(format!(
-                "{} is still being restored from {} (job {}): wait for that job first",
-                self.origin, r.copy, r.job
-            )));
-        }
+        self.no_restore_running()?;
         let old = self.origin.clone();
         if heir == old || !self.images.contains_key(heir) {
             return Err(Error::invalid(format!(

@@ -2,7 +2,8 @@
 //! first and a second write cost (SEED-SPECS A.e), creation moving no
 //! data, each image's own pointer set, running out of space, what a
 //! frozen node with one reader gives back, what a commit stores, the
-//! format-1 record's move to rows, cascade levels, and a split's mode.
+//! format-1 record's move to rows, cascade levels, a split's mode, and
+//! what a restore in progress refuses.
 
 use super::*;
 
@@ -530,5 +531,45 @@ fn a_row_family_stays_row_for_the_user_after_a_split() {
         assert_eq!(rec.asked, Some(CopyMode::Row));
         rig.crash(&mut |_| true);
         assert_eq!(rig.fam.read_state().asked, CopyMode::Row, "after a restart");
+    });
+}
+
+/// While a restore moves data into the base, another restore, a split
+/// and the origin's deletion are refused with the job to wait for; once
+/// it ended, a split goes.
+#[test]
+fn a_restore_in_progress_refuses_changes_of_the_tree_naming_its_job() {
+    let mut rig = Rig::new(CopyMode::Cow, Scheme::ChangedPointer, 16 << 20);
+    crate::rt::block_on(async {
+        rig.copy("o", "c", Scheme::ChangedPointer).await.unwrap();
+        w(&rig, TRACK, 4096, 3).await;
+        assert_eq!(rig.restore("c").await.unwrap().as_deref(), Some("o"));
+    });
+    assert!(
+        rig.fam.read_state().restore.is_some(),
+        "the A1 base restores through a job"
+    );
+    {
+        let (mut ids, mut maps) = rig.ids_and_maps();
+        let again = (rig.fam.write_state())
+            .restore_from("o", "c", 2, &mut ids, &mut maps)
+            .map(|_| ());
+        let split = (rig.fam.write_state())
+            .start_split("c", "o", 2, &mut ids, &mut maps)
+            .map(|_| ());
+        let hand_over = rig.fam.write_state().hand_over_base("c").map(|_| ());
+        let refusals = [again, split, hand_over];
+        for r in refusals {
+            let e = r.expect_err("refused while the restore runs");
+            assert_eq!(e.kind(), crate::error::ErrorKind::Conflict);
+            assert_eq!(
+                e.to_string(),
+                "o is still being restored from c (job 1): wait for that job first"
+            );
+        }
+    }
+    crate::rt::block_on(async {
+        rig.finish_restore().await.unwrap();
+        assert!(!rig.split(false).await.unwrap().is_empty());
     });
 }
