@@ -40,7 +40,7 @@ use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 
-use super::collect::TrackMove;
+use super::collect::{TrackMove, all_done};
 use super::family::{NodeId, NodeKind, Src, State};
 use super::image::Family;
 use super::map::{Area, Entry, PARTIAL_AREA_TRACKS, SlotSource, ZERO_SLOT};
@@ -276,18 +276,12 @@ impl Family {
         let Some(moves) = self.write_state().plan_pack(pa)? else {
             return Ok(false);
         };
-        let mut copies = futures::stream::iter(moves.iter())
+        let copies = futures::stream::iter(moves.iter())
             .map(|(_, m)| self.move_data(m))
             .buffer_unordered(depth.max(1));
-        let mut failed = None;
-        while let Some(r) = copies.next().await {
-            if let (Err(e), None) = (r, &failed) {
-                failed = Some(e);
-            }
-        }
-        drop(copies);
+        let copied = all_done(copies).await;
         let mut st = self.write_state();
-        if let Some(e) = failed {
+        if let Err(e) = copied {
             for (_, m) in &moves {
                 st.store.free_later(m.dst);
             }

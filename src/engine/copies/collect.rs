@@ -101,12 +101,16 @@ impl Pool {
             Error::not_found(format!("copy family {family} of job {job} is gone"))
         })?;
         Ok(Box::new(move || {
-            let tracks = fam.read_state().tracks.max(1);
+            let (tracks, track) = {
+                let st = fam.read_state();
+                (st.tracks.max(1), st.track)
+            };
             let host = pool.group_switches(&fam.group_name);
             Ok(Box::new(CollectWork {
                 pool,
                 fam,
                 tracks,
+                track,
                 pair: None,
                 scanned: 0,
                 host,
@@ -233,6 +237,8 @@ struct CollectWork {
     pool: Arc<Pool>,
     fam: Arc<Family>,
     tracks: u64,
+    /// The family's track size (bytes): a job unit.
+    track: u64,
     /// The pair being merged, and how many tracks were scanned since it
     /// began: once all were, nothing of the child is left but tracks whose
     /// move raced, and the pair ends (wherever in the pass that is).
@@ -418,8 +424,7 @@ impl Work for CollectWork {
 
     fn step_bytes(&self) -> u64 {
         // As many extents as a merge moves at once.
-        let track = self.fam.read_state().track;
-        (DEEP.1 as u64) * PARTIAL_AREA_TRACKS * track
+        (DEEP.1 as u64) * PARTIAL_AREA_TRACKS * self.track
     }
 
     fn checkpoint(&mut self) -> DevFuture<'_, Result<()>> {
