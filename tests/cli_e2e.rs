@@ -381,3 +381,26 @@ fn serve_refuses_json_with_a_usage_error() {
         "no pool was made"
     );
 }
+
+#[test]
+fn serve_refuses_a_poll_window_out_of_range_before_making_a_pool() {
+    let pool = tempfile::tempdir().unwrap();
+    for bad in ["100001", "3ms"] {
+        let out = Command::new(BIN)
+            .arg("--pool")
+            .arg(pool.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--poll-us", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--poll-us {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("invalid value") && err.contains("--poll-us"),
+            "--poll-us {bad}: {err}"
+        );
+    }
+    assert!(
+        !pool.path().join("ferrosan.redb").exists(),
+        "no pool was made"
+    );
+}

@@ -19,6 +19,7 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use harness::*;
 use serde_json::Value;
@@ -739,4 +740,38 @@ fn disk_io_goes_through_io_uring_with_o_direct_and_fallbacks_are_logged() {
         eprintln!("NOTE: not the fast path here: {problems:?}");
     }
     d.stop();
+}
+
+/// CPU seconds the process has used (user + system, all threads).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // /proc counts in USER_HZ, 100 on Linux.
+    ticks as f64 / 100.0
+}
+
+/// Workers poll for work while requests flow (`serve --poll-us`), and stop
+/// once they stop: an idle daemon uses no CPU. With polling off the same
+/// data is served.
+#[test]
+fn workers_stop_polling_when_requests_stop_and_polling_off_serves_the_same() {
+    if !have(&["qemu-io"]) {
+        return;
+    }
+    for args in [&[][..], &["--poll-us", "0"]] {
+        let dir = pool_dir();
+        let d = Daemon::start(dir.path(), args);
+        qemu_io(&d.export("vol0"), &["write -P 0x5a 0 8M", "flush"]);
+        qemu_io(&d.export("vol0"), &["read -P 0x5a 0 8M", "read -P 0 8M 1M"]);
+        let pid = d.child.as_ref().unwrap().id();
+        // An idle second: a poller that kept polling would burn a core.
+        let t0 = std::time::Instant::now();
+        let c0 = cpu_seconds(pid);
+        std::thread::sleep(Duration::from_secs(1));
+        let used = (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64();
+        assert!(used < 0.3, "{args:?}: idle daemon used {used:.2} of a core");
+    }
 }

@@ -114,6 +114,14 @@ pub struct ServeArgs {
     /// changes a running one.
     #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
     pub gc_rate: u64,
+    /// Microseconds an I/O thread under load keeps polling for work after
+    /// its last disk operation instead of sleeping: it costs CPU while
+    /// requests flow (up to one core per busy thread) and saves the
+    /// wake-up between them; an idle or lightly used daemon never polls.
+    /// 0: never poll.
+    #[arg(long, value_name = "MICROS", default_value_t = crate::daemon::DEFAULT_POLL_US,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub poll_us: u64,
     /// serve has no JSON output: it is refused with a pointer to `pool show`.
     #[arg(long, hide = true)]
     pub json: bool,

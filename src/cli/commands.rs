@@ -89,6 +89,7 @@ fn serve(pool: PathBuf, json: bool, args: ServeArgs) -> Result<(), Failure> {
         workers,
         intent_clear_interval: std::time::Duration::from_secs(args.intent_clear_interval),
         gc_rate: args.gc_rate,
+        poll: std::time::Duration::from_micros(args.poll_us),
     };
     daemon::run(opts).map_err(|e| Failure::new(format!("{e:#}")))
 }

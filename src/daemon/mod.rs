@@ -39,7 +39,12 @@ pub struct ServeOptions {
     pub intent_clear_interval: std::time::Duration,
     /// Rate limit of copy-gc jobs (bytes/s, 0 = none).
     pub gc_rate: u64,
+    /// How long a worker under load polls after its last disk operation.
+    pub poll: std::time::Duration,
 }
+
+/// Default of `serve --poll-us`.
+pub const DEFAULT_POLL_US: u64 = crate::rt::DEFAULT_POLL_US;
 
 /// The pool lock: an exclusive `flock` on `<pool>/ferrosan.lock`, held for
 /// the daemon's life. It holds the daemon's pid for the message a second
@@ -126,6 +131,7 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let n = opts
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    crate::rt::set_poll_window(opts.poll);
     let workers = Workers::start(n).map_err(|e| anyhow::anyhow!(e.chain()))?;
     let pool_opts = PoolOptions {
         fault_injection: opts.fault_injection,
