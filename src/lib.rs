@@ -28,6 +28,7 @@ pub mod layout;
 pub mod lockorder;
 pub mod meta;
 pub mod nbd;
+pub mod pair;
 pub mod rt;
 pub mod stack;
 pub mod units;

@@ -33,6 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "copy",
         &["blockdev", "stack", "layout", "disk", "rt", "meta"],
     ),
+    ("pair", &["blockdev", "stack", "rt", "meta"]),
     ("jobs", &["blockdev", "rt", "meta", "api::views"]),
     ("api::views", &["meta"]),
     (
@@ -45,6 +46,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "meta",
             "stack",
             "copy",
+            "pair",
             "jobs",
             "api::views",
         ],

@@ -36,6 +36,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bits;
+pub mod diffmap;
 pub mod intent;
 pub mod model;
 

@@ -1,0 +1,298 @@
+//! Durable bitmaps: bits kept in memory and stored as pages of one object
+//! in the pool database, with group commit (DESIGN rule 2). The
+//! write-intent log of a group ([`super::intent`]) and the differential
+//! bitmap of a pair ([`super::diffmap`]) are both made of one.
+//!
+//! ```text
+//!   want(bit) ─> desired set, page dirty ─> one commit thread per bitmap:
+//!                                           snapshot dirty pages, write
+//!                                           them in one durable redb
+//!                                           transaction, then set the
+//!                                           committed bits still desired
+//!   writers wait for the sequence number of the commit that stores them
+//! ```
+//!
+//! Invariant: a *committed* bit is set only after a commit that stored it
+//! set, and is cleared in memory before the commit that stores it clear.
+//! Its owner lets a write go ahead only on committed bits, so at any crash
+//! every bit a write relied on is set in the database.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, MutexGuard};
+
+use tokio::sync::watch;
+
+use super::{Meta, PAGE_BITS, PAGE_BYTES};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Whether bit `r` is set in `bits`.
+pub fn get(bits: &[u64], r: u64) -> bool {
+    let w = usize::try_from(r / 64).unwrap_or(usize::MAX);
+    bits.get(w).is_some_and(|x| x & (1 << (r % 64)) != 0)
+}
+
+/// Sets or clears bit `r` of `bits`, growing it as needed.
+pub fn set(bits: &mut Vec<u64>, r: u64, v: bool) {
+    let w = usize::try_from(r / 64).unwrap_or(usize::MAX);
+    if w >= bits.len() {
+        if !v {
+            return;
+        }
+        bits.resize(w + 1, 0);
+    }
+    if v {
+        bits[w] |= 1 << (r % 64);
+    } else {
+        bits[w] &= !(1 << (r % 64));
+    }
+}
+
+/// The set bits of `bits`, in order.
+pub fn ones(bits: &[u64]) -> impl Iterator<Item = u64> + '_ {
+    bits.iter().enumerate().flat_map(|(w, &word)| {
+        (0..64u64)
+            .filter(move |b| word & (1 << b) != 0)
+            .map(move |b| (w as u64) * 64 + b)
+    })
+}
+
+/// Pages of a commit: (page number, bytes).
+type Pages = Vec<(u64, Vec<u8>)>;
+
+/// The in-memory side of a durable bitmap; its owner keeps it under its
+/// own lock.
+#[derive(Default)]
+pub struct Bits {
+    /// What the next commit stores.
+    pub desired: Vec<u64>,
+    /// What the database holds (or will, for bits being cleared).
+    pub committed: Vec<u64>,
+    dirty_pages: BTreeSet<u64>,
+    /// Sequence number the next commit will take.
+    next_seq: u64,
+    committing: bool,
+}
+
+impl Bits {
+    /// The bits stored for `object`: desired and committed alike. Bits at
+    /// or past `limit` are damage, not state, and refused naming `what`.
+    pub fn load(meta: &Meta, object: u64, limit: u64, what: &str) -> Result<Bits> {
+        let mut bits = Bits {
+            next_seq: 1,
+            ..Bits::default()
+        };
+        for (page, bytes) in meta.pages(object)? {
+            let base = page.saturating_mul(PAGE_BITS);
+            for r in ones(&words_of(&bytes)).map(|b| base.saturating_add(b)) {
+                if r >= limit {
+                    return Err(Error::corrupt(format!(
+                        "{what} page {page} of object {object} has bit {r} set, beyond its \
+                         {limit} bits: the metadata is damaged"
+                    )));
+                }
+                set(&mut bits.desired, r, true);
+                set(&mut bits.committed, r, true);
+            }
+        }
+        Ok(bits)
+    }
+
+    /// Whether `r` is stored set.
+    pub fn committed(&self, r: u64) -> bool {
+        get(&self.committed, r)
+    }
+
+    /// Asks for bit `r` to be stored set; true when a commit must store it
+    /// before a write may rely on it.
+    pub fn want(&mut self, r: u64) -> bool {
+        if get(&self.committed, r) {
+            return false;
+        }
+        if !get(&self.desired, r) {
+            set(&mut self.desired, r, true);
+            self.dirty_pages.insert(r / PAGE_BITS);
+        }
+        true
+    }
+
+    /// Clears bit `r` now; the next commit stores it clear.
+    pub fn clear(&mut self, r: u64) {
+        if get(&self.desired, r) || get(&self.committed, r) {
+            set(&mut self.desired, r, false);
+            set(&mut self.committed, r, false);
+            self.dirty_pages.insert(r / PAGE_BITS);
+        }
+    }
+
+    /// Whether anything waits to be stored.
+    pub fn dirty(&self) -> bool {
+        !self.dirty_pages.is_empty()
+    }
+
+    /// The sequence number of a commit running now (its pages taken but
+    /// not yet stored), if one is.
+    pub fn running(&self) -> Option<u64> {
+        (self.committing && self.next_seq > 1).then(|| self.next_seq - 1)
+    }
+
+    /// The sequence number of the commit that will store what is dirty
+    /// now, and whether the caller must start the commit thread.
+    pub fn schedule(&mut self) -> (u64, bool) {
+        let start = !self.committing;
+        self.committing = true;
+        (self.next_seq, start)
+    }
+
+    /// Takes the dirty pages for a commit: its sequence number and the
+    /// pages' bytes, or None (and the commit thread ends) when none are
+    /// left.
+    fn take_dirty(&mut self) -> Option<(u64, Pages)> {
+        if self.dirty_pages.is_empty() {
+            self.committing = false;
+            return None;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let pages = std::mem::take(&mut self.dirty_pages)
+            .into_iter()
+            .map(|p| (p, page_bytes(&self.desired, p)))
+            .collect();
+        Some((seq, pages))
+    }
+
+    /// After `bytes` (a snapshot of desired bits) is durable for `page`:
+    /// set the committed bits that are in the snapshot and still desired.
+    fn stored(&mut self, page: u64, bytes: &[u8]) {
+        let words_per_page = PAGE_BITS / 64;
+        for (i, snap) in words_of(bytes).into_iter().enumerate() {
+            let w = usize::try_from(page * words_per_page + i as u64).unwrap_or(usize::MAX);
+            let add = snap & self.desired.get(w).copied().unwrap_or(0);
+            if add != 0 {
+                if w >= self.committed.len() {
+                    self.committed.resize(w + 1, 0);
+                }
+                self.committed[w] |= add;
+            }
+        }
+    }
+}
+
+fn words_of(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks(8)
+        .map(|c| {
+            let mut a = [0u8; 8];
+            a[..c.len()].copy_from_slice(c);
+            u64::from_le_bytes(a)
+        })
+        .collect()
+}
+
+fn page_bytes(bits: &[u64], page: u64) -> Vec<u8> {
+    let mut out = vec![0u8; PAGE_BYTES];
+    let words_per_page = PAGE_BITS / 64;
+    for i in 0..words_per_page {
+        let w = usize::try_from(page * words_per_page + i).unwrap_or(usize::MAX);
+        if let Some(word) = bits.get(w) {
+            let o = usize::try_from(i * 8).unwrap_or(0);
+            out[o..o + 8].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Outcome of the last commit: (sequence number done, error if it failed).
+type Done = (u64, Option<Arc<str>>);
+
+/// The commit side of a durable bitmap: where its pages go and who waits.
+pub struct Committer {
+    meta: Arc<Meta>,
+    object: u64,
+    /// What the commits store, for messages ("write-intent log").
+    what: &'static str,
+    done: watch::Sender<Done>,
+}
+
+impl Committer {
+    pub fn new(meta: Arc<Meta>, object: u64, what: &'static str) -> Committer {
+        let (done, _) = watch::channel((0, None));
+        Committer {
+            meta,
+            object,
+            what,
+            done,
+        }
+    }
+
+    /// Commits dirty pages until none are left; one pass serves every
+    /// writer that joined before it took its snapshot. `lock` gives the
+    /// owner's state, `bits` the bitmap in it. Runs on its own thread
+    /// (a durable commit is never made under a lock or on a worker).
+    pub fn run<'a, S: 'a>(
+        &self,
+        lock: impl Fn() -> MutexGuard<'a, S>,
+        bits: impl Fn(&mut S) -> &mut Bits,
+    ) {
+        loop {
+            let Some((seq, pages)) = bits(&mut lock()).take_dirty() else {
+                return;
+            };
+            let r = self.meta.write(true, |tx| {
+                for (p, bytes) in &pages {
+                    tx.put_page(self.object, *p, bytes)?;
+                }
+                Ok(())
+            });
+            let mut st = lock();
+            let b = bits(&mut st);
+            match r {
+                Ok(()) => {
+                    for (p, bytes) in &pages {
+                        b.stored(*p, bytes);
+                    }
+                    drop(st);
+                    self.done.send_replace((seq, None));
+                }
+                Err(e) => {
+                    tracing::error!("{} commit failed: {}", self.what, e.chain());
+                    b.dirty_pages.extend(pages.iter().map(|(p, _)| *p));
+                    b.committing = false;
+                    drop(st);
+                    self.done.send_replace((seq, Some(Arc::from(e.chain()))));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits until commit `need` is done; its error if it failed.
+    pub async fn wait(&self, need: u64) -> Result<()> {
+        let mut rx = self.done.subscribe();
+        let r = rx.wait_for(|(seq, _)| *seq >= need).await;
+        match r {
+            Ok(v) => match &v.1 {
+                Some(msg) if v.0 == need => Err(Error::new(
+                    ErrorKind::Io,
+                    format!("cannot store the {}: {msg}", self.what),
+                )),
+                _ => Ok(()),
+            },
+            Err(_) => Err(Error::new(
+                ErrorKind::Shutdown,
+                format!("the {} is closed", self.what),
+            )),
+        }
+    }
+}
+
+/// Runs `work` (a commit loop) off the worker: on tokio's blocking pool
+/// inside a runtime, else on a thread of its own.
+pub fn spawn_commit(work: impl FnOnce() + Send + 'static) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::task::spawn_blocking(work);
+    } else {
+        std::thread::spawn(work);
+    }
+}

@@ -1,0 +1,246 @@
+//! The pair's data path against reference images, status by status, with
+//! in-memory disks and a real pool database for the differential bitmap.
+
+use std::sync::Arc;
+
+use super::{Pair, PairDev, Side, Status};
+use crate::blockdev::{BlockDev, NoIntent};
+use crate::buf::IoBuf;
+use crate::disk::MemDisk;
+use crate::error::ErrorKind;
+use crate::meta::Meta;
+use crate::meta::diffmap::DiffMap;
+
+const TRACK: u64 = 4096;
+const TRACKS: u64 = 64;
+const SIZE: u64 = TRACK * TRACKS;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    meta: Arc<Meta>,
+    p: Arc<MemDisk>,
+    s: Arc<MemDisk>,
+    pair: Arc<Pair>,
+    pn: Arc<PairDev>,
+    sn: Arc<PairDev>,
+}
+
+fn fixture(status: Status) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = Arc::new(Meta::open(&dir.path().join("m.redb")).expect("meta").0);
+    let p = Arc::new(MemDisk::new(SIZE));
+    let s = Arc::new(MemDisk::new(SIZE));
+    let diff = DiffMap::open(Arc::clone(&meta), 9, TRACK, TRACKS).expect("diff");
+    let pair = Pair::new(
+        Arc::clone(&p) as Arc<dyn BlockDev>,
+        Arc::clone(&s) as Arc<dyn BlockDev>,
+        diff,
+        Arc::new(NoIntent),
+        status,
+    )
+    .expect("pair");
+    let (pn, sn) = (pair.node(Side::P), pair.node(Side::S));
+    Fixture {
+        _dir: dir,
+        meta,
+        p,
+        s,
+        pair,
+        pn,
+        sn,
+    }
+}
+
+/// Writes `len` bytes of `byte` at `off` through `dev` and into `model`.
+async fn write(dev: &dyn BlockDev, model: &mut [u8], off: u64, len: usize, byte: u8) {
+    let (_, r) = dev
+        .write(off, IoBuf::from_slice(&vec![byte; len]), false)
+        .await;
+    r.expect("write");
+    let o = usize::try_from(off).expect("off");
+    model[o..o + len].fill(byte);
+}
+
+async fn read_all(dev: &dyn BlockDev) -> Vec<u8> {
+    let (buf, r) = dev.read(0, IoBuf::new(SIZE as usize)).await;
+    r.expect("read");
+    buf.as_slice().to_vec()
+}
+
+async fn copy_all(pair: &Pair) -> u64 {
+    let mut from = 0;
+    let mut rounds = 0;
+    while let Some(next) = pair.copy_some(from, 4).await.expect("copy") {
+        from = next;
+        rounds += 1;
+    }
+    rounds
+}
+
+#[test]
+fn copy_then_pair_mirrors_every_write_and_refuses_host_writes_of_the_s_vol() {
+    crate::rt::block_on(async {
+        let f = fixture(Status::Copy);
+        let mut model = vec![0u8; SIZE as usize];
+        // The P-VOL holds data before the pair; its written tracks are marked.
+        write(&*f.p, &mut model, 0, 8192, 0x11).await;
+        write(&*f.p, &mut model, 40 * TRACK, 4096, 0x22).await;
+        f.pair
+            .diff()
+            .mark_tracks(0..TRACKS)
+            .expect("new")
+            .await
+            .expect("stored");
+        // Host writes during the copy go to both sides.
+        copy_all_but_interleaved(&f, &mut model).await;
+        assert_eq!(f.pair.diff().count(), 0);
+        assert_eq!(f.s.snapshot(), model, "the S-VOL after the initial copy");
+        f.pair.set_status(Status::Pair);
+        write(&*f.pn, &mut model, 5 * TRACK + 512, 1024, 0x33).await;
+        assert_eq!(f.s.snapshot(), model, "a write in PAIR reached the S-VOL");
+        assert_eq!(read_all(&*f.sn).await, model, "the S-VOL reads in PAIR");
+        let (_, r) = f.sn.write(0, IoBuf::from_slice(&[1; 4096]), false).await;
+        let e = r.expect_err("a host write of the S-VOL in PAIR");
+        assert_eq!(e.kind(), ErrorKind::ReadOnly);
+        assert!(
+            e.to_string().contains("status PAIR") && e.to_string().contains("pair split"),
+            "{e}"
+        );
+        assert_eq!(f.pair.diff().count(), 0, "mirrored writes mark nothing");
+    });
+}
+
+async fn copy_all_but_interleaved(f: &Fixture, model: &mut [u8]) {
+    let mut from = 0;
+    let mut i = 0u8;
+    while let Some(next) = f.pair.copy_some(from, 3).await.expect("copy") {
+        // Before and behind the copier's position.
+        let t = u64::from(i) * 7 % TRACKS;
+        write(&*f.pn, model, t * TRACK, 4096, 0x40 + i).await;
+        from = next;
+        i += 1;
+    }
+    assert!(i > 3, "the copier took several steps ({i})");
+}
+
+#[test]
+fn split_marks_both_sides_durably_and_resync_copies_only_marked_tracks() {
+    crate::rt::block_on(async {
+        let f = fixture(Status::Pair);
+        let mut p_model = vec![0u8; SIZE as usize];
+        write(&*f.pn, &mut p_model, 0, SIZE as usize, 0x01).await;
+        f.pn.flush().await.expect("flush both sides");
+        f.pair.set_status(Status::Split);
+        let mut s_model = p_model.clone();
+        write(&*f.pn, &mut p_model, 3 * TRACK, 4096, 0xa0).await;
+        write(&*f.pn, &mut p_model, 10 * TRACK + 100, 8000, 0xa1).await;
+        write(&*f.sn, &mut s_model, 50 * TRACK, 4096, 0xb0).await;
+        assert_eq!(f.s.snapshot(), s_model, "the split S-VOL is its own image");
+        assert_eq!(read_all(&*f.pn).await, p_model);
+        // Stored before the writes were answered: what a crash would find.
+        let stored = DiffMap::open(Arc::clone(&f.meta), 9, TRACK, TRACKS).expect("reopen");
+        assert_eq!(
+            stored
+                .picture(64)
+                .match_indices('1')
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>(),
+            [3, 10, 11, 50]
+        );
+        f.pair.set_status(Status::Resync);
+        let writes_before = f.s.writes.load(std::sync::atomic::Ordering::Relaxed);
+        copy_all(&f.pair).await;
+        let copied = f.s.writes.load(std::sync::atomic::Ordering::Relaxed) - writes_before;
+        assert_eq!(copied, 4, "one write per marked track");
+        assert_eq!(
+            f.s.snapshot(),
+            p_model,
+            "after resync the S-VOL equals the P-VOL"
+        );
+        // A cleared bit means the copy is durable: a power cut now keeps it.
+        f.s.crash(|_| false);
+        assert_eq!(
+            f.s.snapshot(),
+            p_model,
+            "the resynced tracks survive a power cut"
+        );
+        f.pair.diff().sync().await.expect("sync");
+        let stored = DiffMap::open(Arc::clone(&f.meta), 9, TRACK, TRACKS).expect("reopen");
+        assert_eq!(stored.count(), 0, "the clears are stored");
+    });
+}
+
+#[test]
+fn restore_serves_the_s_vol_image_from_the_p_vol_at_every_moment() {
+    crate::rt::block_on(async {
+        let f = fixture(Status::Pair);
+        let mut p_model = vec![0u8; SIZE as usize];
+        write(&*f.pn, &mut p_model, 0, SIZE as usize, 0x01).await;
+        f.pair.set_status(Status::Split);
+        let mut s_model = p_model.clone();
+        for t in [2u64, 20, 21, 60] {
+            write(&*f.pn, &mut p_model, t * TRACK, 4096, 0xee).await;
+        }
+        write(&*f.sn, &mut s_model, 30 * TRACK, 4096, 0x5a).await;
+        f.pair.set_status(Status::Restore);
+        // Before the copier ran: the P-VOL already reads as the S-VOL.
+        let (buf, r) = f.pn.read(20 * TRACK, IoBuf::new(8192)).await;
+        r.expect("read");
+        assert_eq!(buf.as_slice(), &s_model[20 * 4096..22 * 4096]);
+        // A host write in RESTORE lands on both, over the restored track.
+        write(&*f.pn, &mut s_model, 60 * TRACK + 1024, 512, 0x77).await;
+        copy_all(&f.pair).await;
+        assert_eq!(
+            f.p.snapshot(),
+            s_model,
+            "the P-VOL restored, the host write kept"
+        );
+        assert_eq!(f.s.snapshot(), s_model);
+        assert_eq!(f.pair.diff().count(), 0);
+        // Pulled tracks were written durably: a power cut keeps them.
+        f.p.crash(|_| true);
+        assert_eq!(f.p.snapshot(), s_model);
+    });
+}
+
+#[test]
+fn a_failed_s_vol_write_in_pair_marks_its_track_and_the_host_sees_success() {
+    crate::rt::block_on(async {
+        let f = fixture(Status::Pair);
+        let mut model = vec![0u8; SIZE as usize];
+        f.s.fail_writes_after(0);
+        write(&*f.pn, &mut model, 7 * TRACK, 4096, 0x99).await;
+        assert_eq!(f.pair.s_errors(), 1);
+        assert_eq!(f.p.snapshot(), model);
+        let stored = DiffMap::open(Arc::clone(&f.meta), 9, TRACK, TRACKS).expect("reopen");
+        assert_eq!(stored.next_set(0), Some(7), "marked for the next resync");
+        f.s.set_dead(true);
+        f.pn.flush()
+            .await
+            .expect("the host's flush succeeds on the P-VOL");
+        assert_eq!(
+            f.pair.diff().count(),
+            TRACKS,
+            "an S-VOL flush that failed marks every track"
+        );
+        f.s.set_dead(false);
+        f.s.fail_writes_after(u64::MAX);
+        f.pair.set_status(Status::Resync);
+        copy_all(&f.pair).await;
+        assert_eq!(f.s.snapshot(), model);
+    });
+}
+
+#[test]
+fn the_s_vol_refuses_host_io_while_it_is_being_copied() {
+    crate::rt::block_on(async {
+        for st in [Status::Copy, Status::Resync, Status::Restore] {
+            let f = fixture(st);
+            let (_, r) = f.sn.read(0, IoBuf::new(4096)).await;
+            let e = r.expect_err("a read of the S-VOL while copying");
+            assert!(e.to_string().contains(st.name()), "{e}");
+            let (_, r) = f.sn.write(0, IoBuf::from_slice(&[1; 4096]), false).await;
+            assert_eq!(r.expect_err("a write").kind(), ErrorKind::ReadOnly);
+        }
+    });
+}
