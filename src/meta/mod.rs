@@ -40,6 +40,7 @@ pub mod bits;
 pub mod diffmap;
 pub mod intent;
 pub mod model;
+mod pairs;
 
 use std::path::{Path, PathBuf};
 
@@ -236,6 +237,8 @@ impl Meta {
             txn.open_table(COPY_HEADS)
                 .map_err(|e| db_err("opening a table", e))?;
             txn.open_table(COPY_UNFREED)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(pairs::PAIRS)
                 .map_err(|e| db_err("opening a table", e))?;
         }
         txn.commit().map_err(|e| db_err("a commit", e))?;

@@ -337,3 +337,36 @@ fn copy_chunk_and_area_rows() {
     assert_eq!(m.pages(12).unwrap().len(), 1);
     assert_eq!(m.copy_chunks(8).unwrap(), vec![c(0, 9 << 20)]);
 }
+
+#[test]
+fn pair_records_survive_reopen_and_their_deletion_takes_their_bitmaps() {
+    use crate::meta::model::{PairRecord, PairStatus};
+    let d = tmp();
+    let p = d.path().join("pool.redb");
+    let (m, _) = Meta::open(&p).unwrap();
+    let rec = PairRecord {
+        object: 40,
+        intent: 41,
+        pvol: "db".into(),
+        svol: "db-s1".into(),
+        status: PairStatus::Split,
+        track: 65536,
+        group: Some("cg1".into()),
+        created: 1,
+        split_at: Some(2),
+    };
+    m.write(true, |tx| {
+        tx.put_pair(&rec)?;
+        tx.put_page(40, 0, &[1; PAGE_BYTES])?;
+        tx.put_page(41, 3, &[2; PAGE_BYTES])?;
+        tx.put_page(42, 0, &[3; PAGE_BYTES])
+    })
+    .unwrap();
+    drop(m);
+    let (m, _) = Meta::open(&p).unwrap();
+    assert_eq!(m.pairs().unwrap(), vec![rec.clone()]);
+    m.write(true, |tx| tx.del_pair(&rec)).unwrap();
+    assert!(m.pairs().unwrap().is_empty());
+    assert!(m.pages(40).unwrap().is_empty() && m.pages(41).unwrap().is_empty());
+    assert_eq!(m.pages(42).unwrap().len(), 1, "another object's pages stay");
+}

@@ -43,47 +43,31 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::meta::diffmap::DiffMap;
 use crate::stack::lock::RangeLock;
 
-/// A pair's status, as far as I/O is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Status {
-    /// The initial copy, P-VOL to S-VOL.
-    Copy = 0,
-    /// In sync: every write reaches both (the seed's DUPLEX).
-    Pair = 1,
-    /// Two independent images; writes mark the differential bitmap.
-    Split = 2,
-    /// Copying the marked tracks P-VOL to S-VOL.
-    Resync = 3,
-    /// Copying the marked tracks S-VOL to P-VOL, the P-VOL in use.
-    Restore = 4,
+pub use crate::meta::model::PairStatus as Status;
+
+fn status_code(s: Status) -> u8 {
+    match s {
+        Status::Copy => 0,
+        Status::Pair => 1,
+        Status::Split => 2,
+        Status::Resync => 3,
+        Status::Restore => 4,
+    }
 }
 
-impl Status {
-    fn from_u8(v: u8) -> Status {
-        match v {
-            0 => Status::Copy,
-            1 => Status::Pair,
-            2 => Status::Split,
-            3 => Status::Resync,
-            _ => Status::Restore,
-        }
+fn status_of(v: u8) -> Status {
+    match v {
+        0 => Status::Copy,
+        1 => Status::Pair,
+        2 => Status::Split,
+        3 => Status::Resync,
+        _ => Status::Restore,
     }
+}
 
-    /// The name `pair list` shows.
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Copy => "COPY",
-            Status::Pair => "PAIR",
-            Status::Split => "SPLIT",
-            Status::Resync => "RESYNC",
-            Status::Restore => "RESTORE",
-        }
-    }
-
-    fn mirrored(self) -> bool {
-        !matches!(self, Status::Split)
-    }
+/// Whether host writes of the P-VOL go to both sides in `s`.
+fn mirrored(s: Status) -> bool {
+    !matches!(s, Status::Split)
 }
 
 /// Which volume of the pair a node serves.
@@ -130,7 +114,7 @@ impl Pair {
             s,
             diff,
             intent,
-            status: AtomicU8::new(status as u8),
+            status: AtomicU8::new(status_code(status)),
             locks: RangeLock::new(),
             s_errors: AtomicU64::new(0),
         }))
@@ -145,12 +129,12 @@ impl Pair {
     }
 
     pub fn status(&self) -> Status {
-        Status::from_u8(self.status.load(Ordering::Acquire))
+        status_of(self.status.load(Ordering::Acquire))
     }
 
     /// Sets the status; call with both volumes' gates closed.
     pub fn set_status(&self, s: Status) {
-        self.status.store(s as u8, Ordering::Release);
+        self.status.store(status_code(s), Ordering::Release);
     }
 
     pub fn diff(&self) -> &Arc<DiffMap> {
@@ -377,7 +361,7 @@ impl PairDev {
             if let Some(e) = self.s_refusal(true) {
                 return (buf, Err(e));
             }
-        } else if st.mirrored() {
+        } else if mirrored(st) {
             return self.pair.mirror_write(off, buf, fua).await;
         }
         if let Err(e) = self.pair.mark(off, buf.len() as u64).await {
@@ -391,7 +375,7 @@ impl PairDev {
             if let Some(e) = self.s_refusal(true) {
                 return Err(e);
             }
-        } else if self.pair.status().mirrored() {
+        } else if mirrored(self.pair.status()) {
             return self.pair.mirror_zero(off, len, flags, discard).await;
         }
         self.pair.mark(off, len).await?;
@@ -430,7 +414,7 @@ impl BlockDev for PairDev {
 
     fn flush(&self) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
-            if self.side == Side::P && self.pair.status().mirrored() {
+            if self.side == Side::P && mirrored(self.pair.status()) {
                 let (r, rs) = futures::join!(self.pair.p.flush(), self.pair.s.flush());
                 // Which of the S-VOL's writes were lost is unknown: every
                 // track is marked, the next resync copies them all.

@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod copy;
+pub mod pair;
 
 pub use copy::CopyMode;
+pub use pair::{PairRecord, PairStatus};
 
 /// Format version of the pool database. Bump it when a record changes
 /// shape, and keep a fixture of every released version.
