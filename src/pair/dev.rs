@@ -186,6 +186,28 @@ impl Pair {
         if picked.is_empty() {
             return Ok(None);
         }
+        self.copy_tracks(&picked).await?;
+        Ok(Some(t))
+    }
+
+    /// Copies the marked tracks of `tracks` as [`Pair::copy_some`] does (a
+    /// copy job's step); the number copied.
+    pub async fn copy_range(&self, tracks: std::ops::Range<u64>) -> Result<usize> {
+        let mut picked = Vec::new();
+        let mut t = tracks.start;
+        while let Some(n) = self.diff.next_set(t).filter(|&n| n < tracks.end) {
+            picked.push(n);
+            t = n + 1;
+        }
+        if !picked.is_empty() {
+            self.copy_tracks(&picked).await?;
+        }
+        Ok(picked.len())
+    }
+
+    /// Copies `picked` under their locks, flushes the destination, clears
+    /// their bits.
+    async fn copy_tracks(&self, picked: &[u64]) -> Result<()> {
         let guards = join_all(picked.iter().map(|&t| self.locks.lock(t, t + 1))).await;
         let (src, dst) = self.direction();
         let copies = picked.iter().map(|&t| self.copy_track(src, dst, t, false));
@@ -193,11 +215,11 @@ impl Pair {
             r?;
         }
         dst.flush().await?;
-        for &t in &picked {
+        for &t in picked {
             self.diff.clear(t);
         }
         drop(guards);
-        Ok(Some(t))
+        Ok(())
     }
 
     /// Copies track `t` from `src` to `dst` if its bit is set (the caller
