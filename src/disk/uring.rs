@@ -92,6 +92,9 @@ pub struct Ring {
     poller: RefCell<Option<Waker>>,
     /// Stretches of polling begun.
     polls: Cell<u64>,
+    /// How long the ring was idle (no operation started or finished)
+    /// before the last operation started.
+    last_gap: Cell<Duration>,
 }
 
 #[derive(Default)]
@@ -156,6 +159,7 @@ pub fn init_thread() -> bool {
             busy_at: Cell::new(Instant::now()),
             poller: RefCell::new(None),
             polls: Cell::new(0),
+            last_gap: Cell::new(Duration::MAX),
         }),
         Err(e) => {
             tracing::warn!("creating an io_uring failed ({e}); this thread uses synchronous I/O");
@@ -201,9 +205,9 @@ pub fn set_poll_window(d: Duration) {
 /// Keeps the worker awake while operations come and go (module docs).
 async fn poller(ring: Rc<Ring>) {
     loop {
-        // Asleep until an operation starts; then, unless the worker was
-        // idle for longer than a window (light load), poll until it is
-        // idle for a window.
+        // Asleep until an operation starts; then, unless the ring was
+        // idle (no operation started or finished) for longer than a window
+        // before it (light load), poll until it is idle for a window.
         let idle_since = ring.busy_at.get();
         std::future::poll_fn(|cx| {
             if ring.busy_at.get() != idle_since {
@@ -214,7 +218,7 @@ async fn poller(ring: Rc<Ring>) {
         })
         .await;
         let window = poll_window();
-        if window.is_zero() || ring.busy_at.get().duration_since(idle_since) > window {
+        if window.is_zero() || ring.last_gap.get() > window {
             continue;
         }
         ring.polls.set(ring.polls.get() + 1);
@@ -380,8 +384,13 @@ impl Ring {
             self.reap();
         }
         self.unsubmitted.set(self.unsubmitted.get() + 1);
-        self.busy_at.set(Instant::now());
-        if let Some(w) = self.poller.borrow_mut().take() {
+        let now = Instant::now();
+        self.last_gap
+            .set(now.saturating_duration_since(self.busy_at.get()));
+        self.busy_at.set(now);
+        if POLL_US.load(Ordering::Relaxed) != 0
+            && let Some(w) = self.poller.borrow_mut().take()
+        {
             w.wake();
         }
         // Submit at once: one syscall per operation, as the measurements

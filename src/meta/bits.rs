@@ -110,10 +110,11 @@ impl Bits {
         if get(&self.committed, r) {
             return false;
         }
-        if !get(&self.desired, r) {
-            set(&mut self.desired, r, true);
-            self.dirty_pages.insert(r / PAGE_BITS);
-        }
+        set(&mut self.desired, r, true);
+        // Dirty even when the bit is already desired: it may be in the
+        // commit running now, whose number the caller is not told; the
+        // caller waits for the next one, which stores the page again.
+        self.dirty_pages.insert(r / PAGE_BITS);
         true
     }
 
@@ -203,8 +204,17 @@ fn page_bytes(bits: &[u64], page: u64) -> Vec<u8> {
     out
 }
 
-/// Outcome of the last commit: (sequence number done, error if it failed).
-type Done = (u64, Option<Arc<str>>);
+/// Where the commits are: (every sequence number up to this one is
+/// settled, the last one that stored its pages, the last error). A
+/// waiter's commit stored its bits if a commit at or after it succeeded:
+/// a failed commit's pages go back to dirty, so the next success stores
+/// them too.
+#[derive(Clone, Default)]
+struct Done {
+    settled: u64,
+    stored: u64,
+    error: Option<Arc<str>>,
+}
 
 /// The commit side of a durable bitmap: where its pages go and who waits.
 pub struct Committer {
@@ -217,7 +227,7 @@ pub struct Committer {
 
 impl Committer {
     pub fn new(meta: Arc<Meta>, object: u64, what: &'static str) -> Committer {
-        let (done, _) = watch::channel((0, None));
+        let (done, _) = watch::channel(Done::default());
         Committer {
             meta,
             object,
@@ -253,14 +263,26 @@ impl Committer {
                         b.stored(*p, bytes);
                     }
                     drop(st);
-                    self.done.send_replace((seq, None));
+                    self.done.send_modify(|d| {
+                        d.settled = d.settled.max(seq);
+                        d.stored = d.stored.max(seq);
+                    });
                 }
                 Err(e) => {
                     tracing::error!("{} commit failed: {}", self.what, e.chain());
                     b.dirty_pages.extend(pages.iter().map(|(p, _)| *p));
                     b.committing = false;
+                    // Every number promised so far fails with it (no
+                    // commit runs for them now); later writers get a new
+                    // one and start the next commit themselves.
+                    let promised = b.next_seq;
+                    b.next_seq += 1;
                     drop(st);
-                    self.done.send_replace((seq, Some(Arc::from(e.chain()))));
+                    let msg: Arc<str> = Arc::from(e.chain());
+                    self.done.send_modify(|d| {
+                        d.settled = d.settled.max(promised);
+                        d.error = Some(msg);
+                    });
                     return;
                 }
             }
@@ -270,15 +292,17 @@ impl Committer {
     /// Waits until commit `need` is done; its error if it failed.
     pub async fn wait(&self, need: u64) -> Result<()> {
         let mut rx = self.done.subscribe();
-        let r = rx.wait_for(|(seq, _)| *seq >= need).await;
+        let r = rx.wait_for(|d| d.settled >= need).await;
         match r {
-            Ok(v) => match &v.1 {
-                Some(msg) if v.0 == need => Err(Error::new(
-                    ErrorKind::Io,
-                    format!("cannot store the {}: {msg}", self.what),
-                )),
-                _ => Ok(()),
-            },
+            Ok(d) if d.stored >= need => Ok(()),
+            Ok(d) => Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "cannot store the {}: {}",
+                    self.what,
+                    d.error.as_deref().unwrap_or("a commit failed")
+                ),
+            )),
             Err(_) => Err(Error::new(
                 ErrorKind::Shutdown,
                 format!("the {} is closed", self.what),

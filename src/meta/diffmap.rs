@@ -219,6 +219,38 @@ mod tests {
         });
     }
 
+    /// A second write of a track whose bit is in the commit running now
+    /// waits for a commit that stores it, and that commit happens (it
+    /// once waited for a number no commit would take).
+    #[test]
+    fn a_mark_joining_a_running_commit_is_stored_and_not_left_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut m = Meta::open(&dir.path().join("m.redb")).expect("open").0;
+        m.slow_commits(std::time::Duration::from_millis(50));
+        let m = Arc::new(m);
+        crate::rt::block_on(async {
+            let map = DiffMap::open(Arc::clone(&m), 3, 4096, 100).expect("open");
+            let first = map.mark_tracks(5..6).expect("new");
+            // Wait (bounded) until the commit thread has taken the page.
+            for _ in 0..10_000 {
+                if map.lock().running().is_some() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert!(map.lock().running().is_some(), "the commit did not start");
+            let second = map.mark_tracks(5..6).expect("not stored yet");
+            let both = async { (first.await, second.await) };
+            let (a, b) = tokio::time::timeout(std::time::Duration::from_secs(10), both)
+                .await
+                .expect("the second mark was left waiting");
+            a.expect("first");
+            b.expect("second");
+            let again = DiffMap::open(Arc::clone(&m), 3, 4096, 100).expect("reopen");
+            assert_eq!(again.next_set(0), Some(5));
+        });
+    }
+
     #[test]
     fn the_picture_shows_set_tracks_one_character_each_or_in_buckets() {
         let dir = tempfile::tempdir().expect("tempdir");

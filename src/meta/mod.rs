@@ -133,6 +133,14 @@ pub struct Meta {
 /// should).
 pub const COMMIT_DELAY_ENV: &str = "FERROSAN_TEST_COMMIT_DELAY_MS";
 
+impl Meta {
+    /// Test hook: every durable commit of this database takes `d` longer.
+    #[cfg(test)]
+    pub(crate) fn slow_commits(&mut self, d: std::time::Duration) {
+        self.commit_delay = Some(d);
+    }
+}
+
 fn commit_delay_from_env() -> Option<std::time::Duration> {
     let ms: u64 = std::env::var(COMMIT_DELAY_ENV).ok()?.parse().ok()?;
     tracing::warn!("test hook {COMMIT_DELAY_ENV}: every durable commit sleeps {ms} ms");

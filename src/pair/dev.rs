@@ -143,7 +143,7 @@ impl Pair {
 
     /// Writes whose S-VOL side failed so far.
     pub fn s_errors(&self) -> u64 {
-        self.s_errors.load(Ordering::Relaxed)
+        self.s_errors.load(Ordering::SeqCst)
     }
 
     /// The device of `side`.
@@ -205,18 +205,40 @@ impl Pair {
         Ok(picked.len())
     }
 
-    /// Copies `picked` under their locks, flushes the destination, clears
-    /// their bits.
+    /// Copies `picked` (ascending) under their locks, flushes the
+    /// destination, clears their bits. The locks are taken one at a time
+    /// in ascending order, so two copiers cannot wait on each other (host
+    /// requests take one range at once and never hold one while waiting).
+    /// The bits stay set when the status changed meanwhile, or an S-VOL
+    /// write or flush failed since the copy began (its error may have been
+    /// the one that lost a copied track).
     async fn copy_tracks(&self, picked: &[u64]) -> Result<()> {
-        let guards = join_all(picked.iter().map(|&t| self.locks.lock(t, t + 1))).await;
+        let status = self.status();
+        let failures = self.s_errors();
+        let mut guards = Vec::with_capacity(picked.len());
+        for &t in picked {
+            guards.push(self.locks.lock(t, t + 1).await);
+        }
         let (src, dst) = self.direction();
         let copies = picked.iter().map(|&t| self.copy_track(src, dst, t, false));
         for r in join_all(copies).await {
             r?;
         }
         dst.flush().await?;
-        for &t in picked {
-            self.diff.clear(t);
+        if self.status() != status {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!(
+                    "the pair's status changed from {} to {} during a copy step",
+                    status.name(),
+                    self.status().name()
+                ),
+            ));
+        }
+        if self.s_errors() == failures {
+            for &t in picked {
+                self.diff.clear(t);
+            }
         }
         drop(guards);
         Ok(())
@@ -298,12 +320,17 @@ impl Pair {
     }
 
     /// The S-VOL side of a mirrored write failed: mark its tracks (stored
-    /// before the write is answered) so the next resync copies them.
+    /// before the write is answered) so the next resync copies them. In
+    /// RESTORE a set bit means the other way (S-VOL to P-VOL, where the
+    /// S-VOL is the source): the error is the host's.
     async fn s_failed(&self, off: u64, len: u64, r: Result<()>) -> Result<()> {
         let Err(e) = r else {
             return Ok(());
         };
-        self.s_errors.fetch_add(1, Ordering::Relaxed);
+        self.s_errors.fetch_add(1, Ordering::SeqCst);
+        if self.status() == Status::Restore {
+            return Err(e.context("the S-VOL, the source of the restore, failed"));
+        }
         tracing::warn!(error = %e.chain(), off, len, "a pair's S-VOL write failed; its tracks are marked for resync");
         match self.diff.mark(off, len) {
             Some(w) => w.await,

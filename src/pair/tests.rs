@@ -265,3 +265,24 @@ fn a_copy_job_step_copies_the_marked_tracks_of_its_range_only() {
         assert_eq!(f.s.snapshot(), p_model);
     });
 }
+
+#[test]
+fn in_restore_a_failed_s_vol_write_is_the_hosts_error_and_marks_nothing() {
+    crate::rt::block_on(async {
+        let f = fixture(Status::Split);
+        let mut p_model = vec![0u8; SIZE as usize];
+        write(&*f.pn, &mut p_model, 9 * TRACK, 4096, 0x44).await;
+        f.pair.set_status(Status::Restore);
+        f.s.fail_writes_after(0);
+        // Track 5 is not marked: a host write reaches both sides, and the
+        // S-VOL's failure must not mark it (a set bit would copy the old
+        // S-VOL data back over the P-VOL).
+        let (_, r) =
+            f.pn.write(5 * TRACK, IoBuf::from_slice(&[7; 4096]), false)
+                .await;
+        let e = r.expect_err("the S-VOL failed");
+        assert!(e.to_string().contains("source of the restore"), "{e}");
+        assert!(!f.pair.diff().is_set(5));
+        assert_eq!(f.pair.diff().next_set(0), Some(9), "only the split's mark");
+    });
+}
