@@ -332,10 +332,7 @@ impl Pair {
             return Err(e.context("the S-VOL, the source of the restore, failed"));
         }
         tracing::warn!(error = %e.chain(), off, len, "a pair's S-VOL write failed; its tracks are marked for resync");
-        match self.diff.mark(off, len) {
-            Some(w) => w.await,
-            None => Ok(()),
-        }
+        self.mark(off, len).await
     }
 
     /// Sets the bits of `off..off+len` and waits until they are stored.
