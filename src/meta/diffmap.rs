@@ -231,11 +231,12 @@ mod tests {
         crate::rt::block_on(async {
             let map = DiffMap::open(Arc::clone(&m), 3, 4096, 100).expect("open");
             let first = map.mark_tracks(5..6).expect("new");
-            // Wait (bounded) until the commit thread has taken the page.
-            for _ in 0..10_000 {
-                if map.lock().running().is_some() {
-                    break;
-                }
+            // Wait (bounded by time, not by a count of yields: a loaded
+            // machine may not run the commit thread for a while) until the
+            // commit thread has taken the page.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while map.lock().running().is_none() && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
                 tokio::task::yield_now().await;
             }
             assert!(map.lock().running().is_some(), "the commit did not start");
