@@ -12,7 +12,7 @@ use common::Pool;
 use serde_json::Value;
 
 /// The routes of the management API, as designed.
-const ROUTES: [(&str, &str); 33] = [
+const ROUTES: [(&str, &str); 41] = [
     ("get", "/v1/pool"),
     ("post", "/v1/pool/gc"),
     ("post", "/v1/pool/check"),
@@ -46,6 +46,14 @@ const ROUTES: [(&str, &str); 33] = [
     ("delete", "/v1/copies/{name}"),
     ("post", "/v1/copies/{name}/restore"),
     ("post", "/v1/copies/{name}/split"),
+    ("get", "/v1/pairs"),
+    ("post", "/v1/pairs"),
+    ("get", "/v1/pairs/{name}"),
+    ("delete", "/v1/pairs/{name}"),
+    ("post", "/v1/pairs/{name}/split"),
+    ("post", "/v1/pairs/{name}/resync"),
+    ("post", "/v1/pairs/{name}/restore"),
+    ("post", "/v1/pair-groups/{name}/split"),
 ];
 
 fn doc() -> Value {

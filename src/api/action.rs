@@ -48,6 +48,14 @@ pub enum Action {
     CopySplit(String, CopySplitRequest),
     CopyGc,
     PoolCheck,
+    PairList,
+    PairGet(String),
+    PairCreate(PairCreateRequest),
+    PairDelete(String),
+    PairSplit(String),
+    PairGroupSplit(String),
+    PairResync(String),
+    PairRestore(String),
 }
 
 /// The view an action returns.
@@ -69,6 +77,8 @@ pub enum Reply {
     Reinstated(DiskReinstateInfo),
     CopySplit(CopySplitInfo),
     Check(PoolCheck),
+    Pair(PairInfo),
+    Pairs(Vec<PairInfo>),
     /// The object is gone: 204 No Content.
     Deleted,
 }
@@ -93,6 +103,8 @@ impl Reply {
             Reply::Reinstated(v) => (status, Json(v)).into_response(),
             Reply::CopySplit(v) => (status, Json(v)).into_response(),
             Reply::Check(v) => (status, Json(v)).into_response(),
+            Reply::Pair(v) => (status, Json(v)).into_response(),
+            Reply::Pairs(v) => (status, Json(v)).into_response(),
             Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
         }
     }
@@ -130,6 +142,8 @@ fn read(p: &Pool, action: &Action) -> Option<Result<Reply>> {
         Action::JobGet(id) => p.job_get(*id).map(Reply::Job),
         Action::CopyList => Ok(Reply::Copies(p.copy_list())),
         Action::CopyGet(name) => p.copy_get(name).map(Reply::Copy),
+        Action::PairList => Ok(Reply::Pairs(p.pair_list())),
+        Action::PairGet(svol) => p.pair_get(None, svol).map(Reply::Pair),
         // Job controls and fault injection change no record of the pool's
         // configuration: they need not queue behind a change.
         Action::JobPause(id) => p.job_pause(*id).map(Reply::Job),
@@ -166,6 +180,12 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
         Action::CopySplit(name, req) => Reply::CopySplit(p.copy_split(&name, req).await?),
         Action::CopyGc => Reply::Jobs(p.copy_gc().await?),
         Action::PoolCheck => Reply::Check(p.pool_check().await?),
+        Action::PairCreate(req) => Reply::Pair(p.pair_create(req).await?),
+        Action::PairDelete(svol) => p.pair_delete(None, &svol).await.map(|()| Reply::Deleted)?,
+        Action::PairSplit(svol) => Reply::Pairs(p.pair_split(None, Some(&svol), None).await?),
+        Action::PairGroupSplit(g) => Reply::Pairs(p.pair_split(None, None, Some(&g)).await?),
+        Action::PairResync(svol) => Reply::Pair(p.pair_copy_back(None, &svol, false).await?),
+        Action::PairRestore(svol) => Reply::Pair(p.pair_copy_back(None, &svol, true).await?),
         other => match read(p, &other) {
             Some(reply) => reply?,
             None => {

@@ -13,6 +13,8 @@ use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod pairs;
+
 use super::action::{Action, Dispatch};
 use super::error::ApiFailure;
 use super::extract::{Body, OptionalBody, PathParams, Query, job_id};
@@ -75,7 +77,9 @@ type Answer = Result<Response, ApiFailure>;
         (name = "volumes", description = "Volumes: the NBD exports"),
         (name = "jobs", description = "Background jobs: rebuilds, copies, resyncs"),
         (name = "copies", description = "Instant copies (seeds 000/001): point-in-time images \
-            of a volume, usable at once, that share the tracks neither side has rewritten")
+            of a volume, usable at once, that share the tracks neither side has rewritten"),
+        (name = "pairs", description = "Mirror pairs (seed 002, table T2): a full S-VOL kept in \
+            sync with its P-VOL, split into a point-in-time image, resynced by bitmap")
     )
 )]
 struct ApiDoc;
@@ -108,6 +112,12 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(copy_get, copy_delete))
         .routes(routes!(copy_restore))
         .routes(routes!(copy_split))
+        .routes(routes!(pairs::pair_list, pairs::pair_create))
+        .routes(routes!(pairs::pair_get, pairs::pair_delete))
+        .routes(routes!(pairs::pair_split))
+        .routes(routes!(pairs::pair_group_split))
+        .routes(routes!(pairs::pair_resync))
+        .routes(routes!(pairs::pair_restore))
 }
 
 /// Answer for a path no route matches.

@@ -83,6 +83,10 @@ pub enum Command {
     /// moment, usable at once.
     #[command(subcommand)]
     Copy(CopyCmd),
+    /// Mirror pairs: a full copy of a volume (S-VOL) kept in sync with it,
+    /// split into a point-in-time image at once, resynced by bitmap.
+    #[command(subcommand)]
+    Pair(super::pair::PairCmd),
     /// Print the API's OpenAPI document.
     #[command(hide = true)]
     Openapi,

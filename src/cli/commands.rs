@@ -51,6 +51,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Volume(cmd) => volume(&ctx()?, cmd),
         Command::Job(cmd) => job(&ctx()?, cmd),
         Command::Copy(cmd) => copy(&ctx()?, cmd),
+        Command::Pair(cmd) => super::pair::run(&ctx()?, cmd),
     }
 }
 
@@ -112,23 +113,27 @@ impl Ctx {
         decode(path, &self.client.call(Method::GET, path, None)?)
     }
 
-    fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, Failure> {
+    pub(super) fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, Failure> {
         let body = serde_json::to_vec(body)
             .map_err(|e| Failure::new(format!("cannot encode the request: {e}")))?;
         decode(path, &self.client.call(Method::POST, path, Some(body))?)
     }
 
     /// A POST without a body.
-    fn act<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+    pub(super) fn act<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
         decode(path, &self.client.call(Method::POST, path, None)?)
     }
 
     /// A DELETE whose answer has a body.
-    fn remove<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+    pub(super) fn remove<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
         decode(path, &self.client.call(Method::DELETE, path, None)?)
     }
 
-    fn delete(&self, path: &str) -> Result<(), Failure> {
+    pub(super) fn delete(&self, path: &str) -> Result<(), Failure> {
         self.client.call(Method::DELETE, path, None).map(drop)
     }
 
@@ -148,7 +153,7 @@ impl Ctx {
     }
 
     /// A line for humans; nothing with `--json` (the API answered 204).
-    fn note(&self, line: String) -> Result<(), Failure> {
+    pub(super) fn note(&self, line: String) -> Result<(), Failure> {
         if self.json { Ok(()) } else { out(&line) }
     }
 }

@@ -14,6 +14,7 @@
 mod args;
 mod client;
 mod commands;
+mod pair;
 mod render;
 use crate::units as size;
 mod wait;

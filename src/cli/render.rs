@@ -8,7 +8,7 @@ use super::size::{format_duration, format_rate, format_size};
 use crate::api::views::*;
 
 /// A table with the house style and a header row.
-fn table(header: &[&str]) -> Table {
+pub(super) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
@@ -21,7 +21,7 @@ fn table(header: &[&str]) -> Table {
 }
 
 /// A two-column table of field names and values, for `show`.
-fn fields(rows: Vec<(&str, String)>) -> String {
+pub(super) fn fields(rows: Vec<(&str, String)>) -> String {
     let mut t = table(&["FIELD", "VALUE"]);
     for (k, v) in rows {
         t.add_row(vec![k.to_owned(), v]);

@@ -351,7 +351,7 @@ impl Pool {
             .jobs
             .active()
             .iter()
-            .any(|(_, k)| crate::engine::rebuild::job_group(k) == name)
+            .any(|(_, k)| crate::engine::rebuild::job_group(k) == Some(name))
         {
             return Err(Error::conflict(format!(
                 "group {name} has a job running: cancel it first"
@@ -391,7 +391,7 @@ impl Pool {
             .jobs
             .active()
             .iter()
-            .any(|(_, k)| crate::engine::rebuild::job_group(k) == name)
+            .any(|(_, k)| crate::engine::rebuild::job_group(k) == Some(name))
         {
             return Err(Error::conflict(format!(
                 "group {name} has a job running: wait for it first"

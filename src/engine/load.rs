@@ -90,6 +90,7 @@ impl Pool {
             return Ok(());
         }
         self.load_families(snap.families)?;
+        self.load_pairs()?;
         for j in snap.jobs {
             match &j.kind {
                 _ if j.state.is_finished() => self.jobs.add_finished(j),
@@ -113,6 +114,13 @@ impl Pool {
                         resumes.push(j);
                     } else {
                         self.done_at_load(j, "its data had all moved at the last stop")?;
+                    }
+                }
+                JobKind::PairCopy { svol, .. } => {
+                    if self.pair_job_resumes(svol) {
+                        resumes.push(j);
+                    } else {
+                        self.done_at_load(j, "its pair was no longer copying at the last stop")?;
                     }
                 }
                 JobKind::CopyCollect { family, .. } => {
@@ -189,6 +197,7 @@ impl Pool {
             self.start_resync(&group, ranges)?;
         }
         self.resume_copy_moves()?;
+        self.start_idle_pair_copies()?;
         self.use_spares();
         Ok(())
     }

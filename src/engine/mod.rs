@@ -25,6 +25,7 @@ mod disks;
 mod failing;
 mod groups;
 mod load;
+mod pairs;
 mod rebuild;
 mod recover;
 mod space;
@@ -186,6 +187,8 @@ pub struct Pool {
     discarded: tokio::sync::Notify,
     /// The one path configuration changes take (`config.rs`).
     commit: config::CommitPath,
+    /// Mirror pairs (`pairs/`): a service with its own (leaf) lock.
+    pairs: pairs::Pairs,
 }
 
 impl Pool {
@@ -227,6 +230,7 @@ impl Pool {
             }),
             me: me.clone(),
             problems: Mutex::new(Vec::new()),
+            pairs: pairs::Pairs::default(),
             nbd_url: Mutex::new(None),
             nbd_unix: Mutex::new(dir.join("nbd.sock")),
             held: Mutex::new(space::HeldSpace::default()),
@@ -439,6 +443,7 @@ impl Pool {
                 pool.settle_copy_space().await;
                 pool.reclaim_copy_space();
                 pool.start_due_collections();
+                pool.clear_pair_intents().await;
                 drop(pool);
                 for (raid, log) in logs {
                     if let Err(e) = log.clear_idle(raid.flush()).await {
@@ -460,7 +465,8 @@ impl Pool {
             .values()
             .map(|g| (g.rec.name.clone(), Arc::clone(&g.raid), g.intent.clone()))
             .collect();
-        let mut first = None;
+        // Pairs first: clearing their marks flushes both their volumes.
+        let mut first = self.clear_pair_intents_at_stop().await.err();
         for (name, raid, log) in groups {
             let Some(log) = log.filter(|_| raid.health() == Health::Optimal) else {
                 if let Err(e) = raid.flush().await {

@@ -19,12 +19,13 @@ use crate::stack::raid::{AbortOutcome, MemberState, RaidDev};
 const RESYNC_UNIT: u64 = 1 << 20;
 
 /// The group a job works on.
-pub(crate) fn job_group(k: &JobKind) -> &str {
+pub(crate) fn job_group(k: &JobKind) -> Option<&str> {
     match k {
         JobKind::Rebuild { group, .. }
         | JobKind::Resync { group, .. }
         | JobKind::CopyMove { group, .. }
-        | JobKind::CopyCollect { group, .. } => group,
+        | JobKind::CopyCollect { group, .. } => Some(group),
+        JobKind::PairCopy { .. } => None,
     }
 }
 
@@ -169,9 +170,12 @@ impl Pool {
         if let JobKind::CopyCollect { family, .. } = &rec.kind {
             return self.copy_collect_work(*family, rec.id);
         }
+        if let JobKind::PairCopy { svol, .. } = &rec.kind {
+            return self.pair_copy_work(svol, rec.id);
+        }
         let pool = self.arc()?;
         let st = self.lock();
-        let group = job_group(&rec.kind).to_string();
+        let group = job_group(&rec.kind).unwrap_or_default().to_string();
         let g = st
             .groups
             .get(&group)
@@ -191,7 +195,7 @@ impl Pool {
                     }) as Box<dyn Work>)
                 })
             }
-            JobKind::CopyMove { .. } | JobKind::CopyCollect { .. } => {
+            JobKind::CopyMove { .. } | JobKind::CopyCollect { .. } | JobKind::PairCopy { .. } => {
                 return Err(Error::invalid("a copy job has no group work"));
             }
             JobKind::Resync { ranges, .. } => {

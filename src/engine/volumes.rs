@@ -211,6 +211,7 @@ impl Pool {
     }
 
     pub async fn volume_delete(&self, name: &str, force: bool) -> Result<()> {
+        self.pairs.refuse_paired(name, "deleted")?;
         let in_family = self.in_family(&self.lock(), name);
         if in_family {
             return self.family_delete(name, true, force).await.map(drop);
@@ -258,6 +259,7 @@ impl Pool {
     /// Grows a volume to `req.size`: new extents are appended, no data
     /// moves, clients see the new size on their next connection.
     pub fn volume_grow(&self, name: &str, req: VolumeGrowRequest) -> Result<VolumeInfo> {
+        self.pairs.refuse_paired(name, "grown")?;
         let mut st = self.lock();
         let v = st.volumes.get(name).ok_or_else(|| {
             Error::not_found(format!(

@@ -29,7 +29,7 @@ use crate::api::views::{JobInfo, JobState};
 use crate::blockdev::DevFuture;
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::Meta;
-use crate::meta::model::{JobKind, JobRecord, now};
+use crate::meta::model::{JobKind, JobRecord, PairStatus, now};
 use crate::rt::Workers;
 
 /// How often a running job records its checkpoint.
@@ -159,6 +159,20 @@ pub fn describe(kind: &JobKind) -> (String, String) {
                 "copies of {volume}: merge copy points no copy reads any more, give back their space"
             ),
         ),
+        JobKind::PairCopy { pvol, svol, status } => match status {
+            PairStatus::Restore => (
+                "pair-restore".into(),
+                format!("pair {pvol} -> {svol}: copy the S-VOL's changed tracks back to the P-VOL"),
+            ),
+            PairStatus::Resync => (
+                "pair-resync".into(),
+                format!("pair {pvol} -> {svol}: copy the tracks changed since the split"),
+            ),
+            _ => (
+                "pair-copy".into(),
+                format!("pair {pvol} -> {svol}: initial copy of the written tracks"),
+            ),
+        },
         JobKind::Resync { group, ranges } => {
             let bytes: u64 = ranges.iter().map(|r| r.1).sum();
             (

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use futures::future::join_all;
 
-use crate::blockdev::{BlockDev, BufResult, DevFuture, WriteIntent, ZeroFlags};
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, WriteIntent, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::diffmap::DiffMap;
@@ -188,21 +188,6 @@ impl Pair {
         }
         self.copy_tracks(&picked).await?;
         Ok(Some(t))
-    }
-
-    /// Copies the marked tracks of `tracks` as [`Pair::copy_some`] does (a
-    /// copy job's step); the number copied.
-    pub async fn copy_range(&self, tracks: std::ops::Range<u64>) -> Result<usize> {
-        let mut picked = Vec::new();
-        let mut t = tracks.start;
-        while let Some(n) = self.diff.next_set(t).filter(|&n| n < tracks.end) {
-            picked.push(n);
-            t = n + 1;
-        }
-        if !picked.is_empty() {
-            self.copy_tracks(&picked).await?;
-        }
-        Ok(picked.len())
     }
 
     /// Copies `picked` (ascending) under their locks, flushes the
@@ -481,6 +466,22 @@ impl BlockDev for PairDev {
 
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
         Box::pin(self.zero_side(off, len, flags, false))
+    }
+
+    fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
+        Box::pin(async move {
+            if self.side == Side::S
+                && let Some(e) = self.s_refusal(false)
+            {
+                return Err(e);
+            }
+            // RESTORE: P's marked tracks read as the S-VOL's, whatever P
+            // holds there now: only "data" is safe to say.
+            if self.side == Side::P && self.pair.status() == Status::Restore {
+                return Ok(vec![Extent { len, flags: 0 }]);
+            }
+            self.dev().block_status(off, len).await
+        })
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

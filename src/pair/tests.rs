@@ -246,7 +246,7 @@ fn the_s_vol_refuses_host_io_while_it_is_being_copied() {
 }
 
 #[test]
-fn a_copy_job_step_copies_the_marked_tracks_of_its_range_only() {
+fn a_copy_job_step_copies_the_next_marked_tracks_only() {
     crate::rt::block_on(async {
         let f = fixture(Status::Split);
         let mut p_model = vec![0u8; SIZE as usize];
@@ -254,14 +254,12 @@ fn a_copy_job_step_copies_the_marked_tracks_of_its_range_only() {
             write(&*f.pn, &mut p_model, t * TRACK, 4096, 0x10 + t as u8).await;
         }
         f.pair.set_status(Status::Resync);
-        assert_eq!(
-            f.pair.copy_range(0..6).await.expect("step"),
-            2,
-            "tracks 1 and 5"
-        );
+        let next = f.pair.copy_some(0, 2).await.expect("step");
+        assert_eq!(next, Some(6), "tracks 1 and 5, then on from 6");
         assert_eq!(f.pair.diff().next_set(0), Some(6));
-        assert_eq!(f.pair.copy_range(6..TRACKS).await.expect("step"), 2);
-        assert_eq!(f.pair.copy_range(0..TRACKS).await.expect("step"), 0);
+        assert_eq!(f.pair.copy_some(6, 10).await.expect("step"), Some(31));
+        assert_eq!(f.pair.copy_some(31, 10).await.expect("step"), None);
+        assert_eq!(f.pair.diff().count(), 0);
         assert_eq!(f.s.snapshot(), p_model);
     });
 }

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod limits;
+mod pairs;
+
+pub use pairs::*;
 
 use crate::json::{object_opt, whole, whole_opt};
 pub use crate::meta::model::copy::{CopyMode, Scheme};

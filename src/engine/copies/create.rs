@@ -103,6 +103,8 @@ impl Pool {
 
     /// Checks the request against the pool and gathers the source's parts.
     fn copy_source(&self, req: &CopyCreateRequest) -> Result<CopySource> {
+        self.pairs
+            .refuse_paired(&req.source, "the source of an instant copy")?;
         let st = self.lock();
         if st.volumes.contains_key(&req.name) {
             return Err(Error::conflict(format!(

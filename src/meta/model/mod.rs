@@ -27,7 +27,10 @@ pub use pair::{PairRecord, PairStatus};
 /// - 1: a copy family's store chunks and node areas inside its record.
 /// - 2: chunks and areas in rows of their own (`copy_chunks`,
 ///   `copy_areas`); format 1 records are still read.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: mirror pairs (the `pairs` table, their bitmaps as pages): a
+///   ferrosan that knows no pairs would serve a paired volume unpaired, so
+///   it must not open the pool.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// RAID level of a group (seed 002, table T1 column "RAID LEVEL").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -240,6 +243,14 @@ pub enum JobKind {
         group: String,
         family: u64,
         volume: String,
+    },
+    /// Copy the marked tracks of the pair `pvol` -> `svol` in `status`:
+    /// the initial copy (COPY), a resync (RESYNC) or a restore (RESTORE,
+    /// S-VOL to P-VOL). Units are tracks to copy.
+    PairCopy {
+        pvol: String,
+        svol: String,
+        status: PairStatus,
     },
 }
 

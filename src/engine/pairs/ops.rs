@@ -1,0 +1,241 @@
+//! `pair split`, `resync`, `restore` and `delete` (seed 002, FIG. 3B: a
+//! pair in DUPLEX split into two independent images, their differences
+//! kept in the differential bitmap, then copied one way or the other).
+//!
+//! A split stops host I/O of both volumes (their gates), flushes them
+//! (every completed write is on both sides, durably), records SPLIT and
+//! lets I/O go on: the S-VOL holds exactly the writes completed before
+//! the split. A consistency group's split closes the gates of every pair
+//! in it first and opens them only after all are recorded SPLIT in one
+//! transaction, so no S-VOL holds a write issued after a write that is
+//! missing from another: a host issues a dependent write only after the
+//! write it depends on completed, and a write completes in PAIR only once
+//! it is on both sides.
+
+use std::sync::Arc;
+
+use crate::api::views::PairInfo;
+use crate::engine::Pool;
+use crate::error::{Error, Result};
+use crate::meta::model::{PairRecord, PairStatus, now};
+use crate::pair::{Pair, Side};
+use crate::stack::gate::Closed;
+use crate::stack::switch::Switch;
+
+/// What a command found of one pair.
+struct Found {
+    rec: PairRecord,
+    pair: Arc<Pair>,
+    job: Option<u64>,
+}
+
+impl Pool {
+    fn pair_found(&self, pvol: Option<&str>, svol: &str) -> Result<Found> {
+        self.pairs.get(pvol, svol)?;
+        self.pairs.with(svol, |e| Found {
+            rec: e.rec.clone(),
+            pair: Arc::clone(&e.pair),
+            job: e.job,
+        })
+    }
+
+    /// Refuses a command from the wrong status: names the status, the
+    /// job running and what to do.
+    fn pair_refuse(f: &Found, cmd: &str, todo: &str) -> Error {
+        let job = match f.job {
+            Some(j) => format!(" (job {j} is copying: `ferrosan job wait {j}`)"),
+            None => String::new(),
+        };
+        Error::conflict(format!(
+            "pair {} -> {} is in status {}{job}: it cannot be {cmd}; {todo}",
+            f.rec.pvol,
+            f.rec.svol,
+            f.pair.status().name()
+        ))
+    }
+
+    /// Splits one pair (`svol`), or every pair of consistency group
+    /// `group`, at one instant.
+    pub async fn pair_split(
+        &self,
+        pvol: Option<&str>,
+        svol: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Vec<PairInfo>> {
+        let svols = match (svol, group) {
+            (Some(s), None) => vec![s.to_string()],
+            (None, Some(g)) => {
+                let v = self.pairs.in_group(g);
+                if v.is_empty() {
+                    return Err(Error::not_found(format!(
+                        "no pair is in consistency group {g}: see `ferrosan pair list`"
+                    )));
+                }
+                v
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "split one pair (P-VOL and S-VOL) or a consistency group (--group), not both",
+                ));
+            }
+        };
+        let mut found = Vec::with_capacity(svols.len());
+        for s in &svols {
+            let f = self.pair_found(pvol, s)?;
+            if f.pair.status() != PairStatus::Pair || f.job.is_some() {
+                let todo = match f.pair.status() {
+                    PairStatus::Split => "it is split already".to_string(),
+                    _ => "wait for its copy to finish (status PAIR), then split it".to_string(),
+                };
+                return Err(Pool::pair_refuse(&f, "split", &todo));
+            }
+            found.push(f);
+        }
+        let pool = self.arc()?;
+        self.workers
+            .run(move || async move { pool.split_on_worker(found).await })
+            .await??;
+        svols.iter().map(|s| self.pair_get(None, s)).collect()
+    }
+
+    async fn split_on_worker(self: Arc<Self>, found: Vec<Found>) -> Result<()> {
+        let mut switches: Vec<Arc<Switch>> = Vec::with_capacity(found.len() * 2);
+        for f in &found {
+            let (p, s) = self.pair_switches(&f.rec.pvol, &f.rec.svol)?;
+            switches.extend([p, s]);
+        }
+        // P-VOLs first: the cut is where their I/O stops.
+        let mut closed: Vec<Closed<'_>> = Vec::with_capacity(switches.len());
+        for sw in switches
+            .iter()
+            .step_by(2)
+            .chain(switches.iter().skip(1).step_by(2))
+        {
+            closed.push(sw.close().await);
+        }
+        for f in &found {
+            let (p, s) = futures::join!(f.pair.side(Side::P).flush(), f.pair.side(Side::S).flush());
+            p.and(s)?;
+        }
+        let at = now();
+        let recs: Vec<PairRecord> = found
+            .iter()
+            .map(|f| {
+                let mut r = super::stored(&f.rec, PairStatus::Split);
+                r.split_at = Some(at);
+                r
+            })
+            .collect();
+        let saved = recs.clone();
+        self.meta.write(true, |tx| {
+            for r in &saved {
+                tx.put_pair(r)?;
+            }
+            Ok(())
+        })?;
+        for (f, r) in found.iter().zip(recs) {
+            f.pair.set_status(PairStatus::Split);
+            self.pairs.with(&f.rec.svol, |e| e.rec = r)?;
+        }
+        drop(closed);
+        let names: Vec<String> = found
+            .iter()
+            .map(|f| format!("{} -> {}", f.rec.pvol, f.rec.svol))
+            .collect();
+        tracing::info!("split at one instant: {}", names.join(", "));
+        Ok(())
+    }
+
+    /// `pair resync` (SPLIT to RESYNC) or `pair restore` (SPLIT to
+    /// RESTORE): starts the copy of the marked tracks. From COPY, RESYNC or
+    /// RESTORE with no job running (it was cancelled or failed), starts it
+    /// again.
+    pub async fn pair_copy_back(
+        &self,
+        pvol: Option<&str>,
+        svol: &str,
+        restore: bool,
+    ) -> Result<PairInfo> {
+        let f = self.pair_found(pvol, svol)?;
+        let (cmd, to) = if restore {
+            ("restored", PairStatus::Restore)
+        } else {
+            ("resynced", PairStatus::Resync)
+        };
+        let status = f.pair.status();
+        let again = f.job.is_none() && (status == to || (!restore && status == PairStatus::Copy));
+        if !again && (status != PairStatus::Split || f.job.is_some()) {
+            let todo = match status {
+                PairStatus::Pair => "it is in sync: split it first (`pair split`)",
+                PairStatus::Restore if !restore => {
+                    "a restore is running: let it finish, or cancel its job and `pair restore` again"
+                }
+                _ => "wait for its job to finish",
+            };
+            return Err(Pool::pair_refuse(&f, cmd, todo));
+        }
+        if !again {
+            let pool = self.arc()?;
+            let rec = f.rec.clone();
+            let pair = Arc::clone(&f.pair);
+            self.workers
+                .run(move || async move { pool.set_pair_status(&rec, &pair, to).await })
+                .await??;
+        }
+        self.start_pair_copy(svol)?;
+        self.pair_get(None, svol)
+    }
+
+    /// Records `to` and sets it with both volumes' gates closed.
+    async fn set_pair_status(&self, rec: &PairRecord, pair: &Pair, to: PairStatus) -> Result<()> {
+        let (psw, ssw) = self.pair_switches(&rec.pvol, &rec.svol)?;
+        let (pc, sc) = (psw.close().await, ssw.close().await);
+        let mut new = super::stored(rec, to);
+        new.split_at = None;
+        let saved = new.clone();
+        self.meta.write(true, |tx| tx.put_pair(&saved))?;
+        pair.set_status(to);
+        self.pairs.with(&rec.svol, |e| e.rec = new)?;
+        drop((pc, sc));
+        Ok(())
+    }
+
+    /// Deletes a pair in any status: its job is cancelled first; the two
+    /// volumes keep their data and go on as independent volumes (an S-VOL
+    /// whose copy had not finished holds a partial copy).
+    pub async fn pair_delete(&self, pvol: Option<&str>, svol: &str) -> Result<()> {
+        let f = self.pair_found(pvol, svol)?;
+        if let Some(job) = f.job {
+            // The job ends (it may be finishing: then the pair is in PAIR).
+            let _ = self.jobs.cancel(job);
+            let _ = self.jobs.wait(job).await;
+        }
+        let pool = self.arc()?;
+        let svol = svol.to_string();
+        self.workers
+            .run(move || async move { pool.pair_delete_on_worker(&svol).await })
+            .await?
+    }
+
+    async fn pair_delete_on_worker(&self, svol: &str) -> Result<()> {
+        let f = self.pair_found(None, svol)?;
+        let (psw, ssw) = self.pair_switches(&f.rec.pvol, &f.rec.svol)?;
+        let (pc, sc) = (psw.close().await, ssw.close().await);
+        // What both sides completed is durable before they part.
+        let (p, s) = futures::join!(f.pair.side(Side::P).flush(), f.pair.side(Side::S).flush());
+        p.and(s)?;
+        let rec = f.rec.clone();
+        self.meta.write(true, |tx| tx.del_pair(&rec))?;
+        psw.set(Arc::clone(f.pair.side(Side::P)));
+        ssw.set(Arc::clone(f.pair.side(Side::S)));
+        self.pairs.st.lock().remove(svol);
+        drop((pc, sc));
+        tracing::info!(
+            "pair {} -> {} deleted in status {}",
+            f.rec.pvol,
+            f.rec.svol,
+            f.pair.status().name()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,249 @@
+//! Mirror pairs (seed 002, table T2) end to end: a real daemon, its CLI,
+//! qemu-io and qemu-img through NBD. Write, pair, split, write both sides,
+//! resync, compare; restore the other way; consistency-group splits; a
+//! crash with marked tracks; and every refusal naming what to do.
+
+mod harness;
+
+use std::path::Path;
+
+use harness::*;
+
+fn setup(d: &Daemon, vols: &[&str]) {
+    d.ok(&["disk", "add", "x0", "--size", "512M"]);
+    d.ok(&["group", "create", "g", "--raid", "concat", "--disks", "x0"]);
+    for v in vols {
+        d.ok(&["volume", "create", v, "--group", "g", "--size", "32M"]);
+    }
+}
+
+/// Whether two images (NBD URLs or files) read the same.
+fn same(a: &str, b: &str) -> (bool, String) {
+    run("qemu-img", &["compare", "-f", "raw", "-F", "raw", a, b])
+}
+
+fn pair(d: &Daemon, p: &str, s: &str) -> serde_json::Value {
+    d.json(&["pair", "show", p, s])
+}
+
+/// Saves what `url` reads into a file.
+fn save(url: &str, to: &Path) {
+    let (ok, out) = run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            url,
+            to.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "qemu-img convert {url}: {out}");
+}
+
+#[test]
+fn write_split_write_both_resync_then_restore() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &[]);
+    setup(&d, &["p", "s"]);
+    let (p, s) = (d.export("p"), d.export("s"));
+    qemu_io(&p, &["write -P 0x11 0 4M", "write -P 0x12 20M 1M", "flush"]);
+    let created = d.json(&["pair", "create", "p", "s", "--wait"]);
+    assert_eq!(created["status"], "pair", "{created}");
+    assert_eq!(created["tracks_set"], 0, "{created}");
+    let (eq, out) = same(&p, &s);
+    assert!(eq, "after the initial copy: {out}");
+    // PAIR: writes reach both; hosts cannot write the S-VOL.
+    qemu_io(&p, &["write -P 0x22 1M 64k", "flush"]);
+    let (eq, out) = same(&p, &s);
+    assert!(eq, "a write in PAIR reaches both: {out}");
+    let (_, out) = run("qemu-io", &["-f", "raw", "-c", "write -P 0x99 0 4k", &s]);
+    assert!(
+        out.contains("Operation not permitted") || out.contains("failed"),
+        "an S-VOL write in PAIR is refused: {out}"
+    );
+    qemu_io(&s, &["read -P 0x11 0 4k"]);
+    // SPLIT: both sides writable, every write marks its tracks.
+    let split = d.json(&["pair", "split", "p", "s"]);
+    assert_eq!(split[0]["status"], "split", "{split}");
+    qemu_io(&p, &["write -P 0x33 2M 128k", "flush"]);
+    qemu_io(&s, &["write -P 0x44 8M 64k", "flush"]);
+    let now = pair(&d, "p", "s");
+    assert_eq!(now["tracks_set"], 3, "2 tracks of P, 1 of S: {now}");
+    let (eq, _) = same(&p, &s);
+    assert!(!eq, "split images differ");
+    // The S-VOL kept the image of the split instant.
+    qemu_io(&s, &["read -P 0x22 1M 64k", "read -P 0x11 2M 128k"]);
+    // RESYNC: P's data wins, S's own writes are replaced.
+    let r = d.json(&["pair", "resync", "p", "s", "--wait"]);
+    assert_eq!(r["status"], "pair", "{r}");
+    assert_eq!(r["tracks_set"], 0, "{r}");
+    let (eq, out) = same(&p, &s);
+    assert!(eq, "after resync: {out}");
+    qemu_io(&s, &["read -P 0x33 2M 128k", "read -P 0 8M 64k"]);
+    // RESTORE: split, write both, then S-VOL's image goes back to P.
+    d.ok(&["pair", "split", "p", "s"]);
+    qemu_io(&s, &["write -P 0x55 3M 64k", "flush"]);
+    qemu_io(&p, &["write -P 0x66 5M 64k", "flush"]);
+    let image = dir.path().join("s.img");
+    save(&s, &image);
+    let r = d.json(&["pair", "restore", "p", "s", "--wait"]);
+    assert_eq!(r["status"], "pair", "{r}");
+    let (eq, out) = same(&p, image.to_str().unwrap());
+    assert!(eq, "after restore P reads S's image: {out}");
+    qemu_io(&p, &["read -P 0x55 3M 64k", "read -P 0 5M 64k"]);
+    // The job list names what each job did.
+    let jobs = d.json(&["job", "list"]);
+    let kinds: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["kind"].as_str())
+        .collect();
+    for k in ["pair-copy", "pair-resync", "pair-restore"] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    // Deleting the pair leaves both volumes with their data.
+    d.ok(&["pair", "delete", "p", "s"]);
+    qemu_io(&s, &["write -P 0x77 0 64k", "flush"]);
+    qemu_io(&p, &["read -P 0x11 0 64k"]);
+    assert_eq!(d.json(&["pair", "list"]), serde_json::json!([]));
+}
+
+#[test]
+fn the_initial_copy_copies_only_written_tracks() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &[]);
+    setup(&d, &["p", "s"]);
+    let p = d.export("p");
+    qemu_io(
+        &p,
+        &["write -P 0x11 0 64k", "write -P 0x12 16M 128k", "flush"],
+    );
+    let created = d.json(&["pair", "create", "p", "s"]);
+    let id = created["job"].as_u64().expect("a copy job");
+    let job = d.wait_job(id);
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["total"], 3, "three written tracks of 512: {job}");
+    let (eq, out) = same(&p, &d.export("s"));
+    assert!(eq, "{out}");
+}
+
+#[test]
+fn refusals_name_the_status_and_what_to_do() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &[]);
+    setup(&d, &["p", "s", "t"]);
+    d.ok(&["volume", "create", "small", "--group", "g", "--size", "16M"]);
+    let e = d.fails(&["pair", "create", "p", "small"]);
+    assert!(
+        e.contains("the same size") && e.contains("--size 33554432"),
+        "{e}"
+    );
+    let e = d.fails(&["pair", "create", "p", "p"]);
+    assert!(e.contains("two volumes"), "{e}");
+    // An S-VOL that holds data is not overwritten by mistake.
+    qemu_io(&d.export("s"), &["write -P 0x5 0 64k", "flush"]);
+    let e = d.fails(&["pair", "create", "p", "s"]);
+    assert!(e.contains("holds data") && e.contains("--overwrite"), "{e}");
+    qemu_io(&d.export("s"), &["read -P 0x5 0 64k"]);
+    d.json(&["pair", "create", "p", "s", "--overwrite", "--wait"]);
+    qemu_io(&d.export("s"), &["read -P 0 0 64k"]);
+    let e = d.fails(&["pair", "resync", "p", "s"]);
+    assert!(e.contains("status PAIR") && e.contains("pair split"), "{e}");
+    let e = d.fails(&["pair", "restore", "p", "s"]);
+    assert!(e.contains("status PAIR"), "{e}");
+    let e = d.fails(&["pair", "create", "p", "t"]);
+    assert!(e.contains("pair delete p s"), "{e}");
+    let e = d.fails(&["volume", "delete", "s"]);
+    assert!(
+        e.contains("pair p -> s") && e.contains("pair delete p s"),
+        "{e}"
+    );
+    let e = d.fails(&["copy", "create", "p", "snap"]);
+    assert!(e.contains("pair delete p s"), "{e}");
+    let e = d.fails(&["pair", "split", "t", "s"]);
+    assert!(e.contains("not of t"), "{e}");
+    d.ok(&["pair", "split", "p", "s"]);
+    let e = d.fails(&["pair", "split", "p", "s"]);
+    assert!(
+        e.contains("status SPLIT") && e.contains("split already"),
+        "{e}"
+    );
+    let e = d.fails(&["pair", "show", "p", "t"]);
+    assert!(e.contains("no pair with S-VOL t"), "{e}");
+}
+
+#[test]
+fn a_consistency_group_splits_at_one_instant() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &[]);
+    setup(&d, &["p1", "s1", "p2", "s2", "p3", "s3"]);
+    for (p, s) in [("p1", "s1"), ("p2", "s2")] {
+        d.json(&["pair", "create", p, s, "--group", "cg", "--wait"]);
+    }
+    d.json(&["pair", "create", "p3", "s3", "--wait"]);
+    qemu_io(&d.export("p1"), &["write -P 0x1 0 64k", "flush"]);
+    let split = d.json(&["pair", "split", "--group", "cg"]);
+    let rows = split.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{split}");
+    assert!(rows.iter().all(|r| r["status"] == "split"), "{split}");
+    assert_eq!(rows[0]["split_at"], rows[1]["split_at"], "{split}");
+    // The pair outside the group is still in PAIR.
+    assert_eq!(pair(&d, "p3", "s3")["status"], "pair");
+    qemu_io(&d.export("s1"), &["read -P 0x1 0 64k"]);
+    let e = d.fails(&["pair", "split", "--group", "nope"]);
+    assert!(e.contains("no pair is in consistency group nope"), "{e}");
+}
+
+#[test]
+fn marked_tracks_survive_kill_9_and_resync_after_it() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &[]);
+    setup(&d, &["p", "s"]);
+    qemu_io(&d.export("p"), &["write -P 0x11 0 1M", "flush"]);
+    d.json(&["pair", "create", "p", "s", "--wait"]);
+    d.ok(&["pair", "split", "p", "s"]);
+    qemu_io(&d.export("p"), &["write -P 0x21 256k 64k", "flush"]);
+    qemu_io(&d.export("s"), &["write -P 0x31 640k 128k", "flush"]);
+    d.kill9();
+    d.respawn();
+    let now = pair(&d, "p", "s");
+    assert_eq!(now["status"], "split", "{now}");
+    assert_eq!(now["tracks_set"], 3, "{now}");
+    // In PAIR, a crash: what was written meanwhile is on both sides or
+    // resynced at the start.
+    d.json(&["pair", "resync", "p", "s", "--wait"]);
+    qemu_io(&d.export("p"), &["write -P 0x41 0 512k", "flush"]);
+    d.kill9();
+    d.respawn();
+    assert!(
+        d.log()
+            .iter()
+            .any(|l| l.contains("were being written to both sides")),
+        "the write-intent marks of the last writes became set bits: {:?}",
+        d.log()
+    );
+    let now = pair(&d, "p", "s");
+    if let Some(id) = now["job"].as_u64() {
+        d.wait_job(id);
+    }
+    let now = pair(&d, "p", "s");
+    assert_eq!(now["status"], "pair", "{now}");
+    let (eq, out) = same(&d.export("p"), &d.export("s"));
+    assert!(eq, "{out}");
+    qemu_io(
+        &d.export("s"),
+        &["read -P 0x41 0 512k", "read -P 0x11 768k 256k"],
+    );
+    // A clean stop leaves no marks: the next start resyncs nothing.
+    d.restart();
+    let now = pair(&d, "p", "s");
+    assert_eq!(
+        (now["status"].clone(), now["job"].clone()),
+        ("pair".into(), serde_json::Value::Null),
+        "{now}"
+    );
+}
