@@ -247,3 +247,71 @@ fn marked_tracks_survive_kill_9_and_resync_after_it() {
         "{now}"
     );
 }
+
+/// (offset, length) of the dirty extents `nbdinfo --map` prints for
+/// `context` of `url`.
+fn dirty_extents(url: &str, context: &str) -> Vec<(u64, u64)> {
+    let (ok, out) = run("nbdinfo", &[&format!("--map={context}"), url]);
+    assert!(ok, "nbdinfo --map={context} {url}: {out}");
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [off, len, ty, ..] if *ty == "1" => Some((off.parse().ok()?, len.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_pairs_changed_tracks_are_served_as_a_qemu_dirty_bitmap() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &[]);
+    setup(&d, &["p", "s"]);
+    d.json(&["pair", "create", "p", "s", "--wait"]);
+    let ctx = "qemu:dirty-bitmap:s";
+    assert_eq!(dirty_extents(&d.export("p"), ctx), vec![], "in sync");
+    d.ok(&["pair", "split", "p", "s"]);
+    qemu_io(
+        &d.export("p"),
+        &["write -P 0x1 1M 64k", "write -P 0x2 9M 4k"],
+    );
+    qemu_io(&d.export("s"), &["write -P 0x3 5M 128k"]);
+    let k = 1u64 << 10;
+    let want = vec![(1024 * k, 64 * k), (5120 * k, 128 * k), (9216 * k, 64 * k)];
+    assert_eq!(dirty_extents(&d.export("p"), ctx), want);
+    // The S-VOL's export offers the same map, named by the P-VOL.
+    assert_eq!(dirty_extents(&d.export("s"), "qemu:dirty-bitmap:p"), want);
+    // Listed among the export's contexts, and unknown names are not.
+    let (ok, out) = run("nbdinfo", &["--list", "--content", &d.export("p")]);
+    assert!(ok, "{out}");
+    let (ok, out) = run("nbdinfo", &[&d.export("p")]);
+    assert!(
+        ok && out.contains(ctx) && out.contains("base:allocation"),
+        "{out}"
+    );
+    let (ok, out) = run("nbdinfo", &["--map=qemu:dirty-bitmap:nope", &d.export("p")]);
+    assert!(!ok, "an unknown bitmap is not served: {out}");
+    // qemu-img selects it with base:allocation (two contexts, one reply
+    // chunk each) and shows a dirty extent as not present, as qemu's
+    // own server does.
+    let opts = format!(
+        "driver=nbd,server.type=unix,server.path={},export=p,x-dirty-bitmap={ctx}",
+        dir.path().join("nbd.sock").display()
+    );
+    let (ok, out) = run("qemu-img", &["map", "--output=json", "--image-opts", &opts]);
+    assert!(ok, "{out}");
+    let map: serde_json::Value = serde_json::from_str(&out).expect("qemu-img map JSON");
+    let absent: Vec<(u64, u64)> = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["present"] == false)
+        .map(|e| (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(absent, want, "{out}");
+    // After a resync nothing differs.
+    d.json(&["pair", "resync", "p", "s", "--wait"]);
+    assert_eq!(dirty_extents(&d.export("p"), ctx), vec![]);
+}

@@ -283,3 +283,13 @@ pub fn unaligned(off: u64, len: u64, block: u64) -> crate::error::Error {
          serves byte-granular writes only behind a volume switch"
     ))
 }
+
+/// Which tracks of a volume changed since some instant (a split, a copy
+/// point), on either side of the image it is kept against: what an NBD
+/// export offers as `qemu:dirty-bitmap:NAME`.
+pub trait ChangeMap: Send + Sync {
+    /// Bytes `off..off+len` as runs of (bytes, changed), in order from
+    /// `off`, at most `max` of them; they may end short of `off+len`, and
+    /// are empty past the map's end.
+    fn runs(&self, off: u64, len: u64, max: usize) -> Vec<(u64, bool)>;
+}

@@ -19,7 +19,7 @@ mod intent;
 pub mod probe;
 
 pub use dev::{
-    BlockDev, BufResult, DevFuture, Extent, ZeroFlags, aligned, coalesce, read_vec, status,
-    unaligned, write_slice, write_zeroes_by_writing,
+    BlockDev, BufResult, ChangeMap, DevFuture, Extent, ZeroFlags, aligned, coalesce, read_vec,
+    status, unaligned, write_slice, write_zeroes_by_writing,
 };
 pub use intent::{EndWrite, IntentGuard, MemIntent, NoIntent, WriteIntent, begin_write};

@@ -25,11 +25,13 @@ impl ExportProvider for PoolExports {
 
     fn open(&self, name: &str) -> Result<Export> {
         let (info, dev, guard) = self.0.open_volume(name)?;
+        let bitmaps = self.0.volume_bitmaps(&info.name);
         Ok(Export {
             description: format!("ferrosan volume {} on group {}", info.name, info.group),
             name: info.name,
             dev: dev as Arc<dyn BlockDev>,
             read_only: info.read_only,
+            bitmaps,
             guard: Some(guard),
         })
     }

@@ -156,6 +156,31 @@ impl DiffMap {
         None
     }
 
+    /// The map over bytes `off..off+len` as runs of (bytes, set), in
+    /// order, at most `max` of them (the last may end before `off+len`);
+    /// empty past the map's end. Time goes with the runs and the words
+    /// between them, not with the bytes.
+    pub fn runs_of(&self, off: u64, len: u64, max: usize) -> Vec<(u64, bool)> {
+        let end = off
+            .saturating_add(len)
+            .min(self.tracks.saturating_mul(self.track));
+        let mut out = Vec::new();
+        if off >= end {
+            return out;
+        }
+        let st = self.lock();
+        let mut at = off;
+        while at < end && out.len() < max.max(1) {
+            let t = at / self.track;
+            let set = get(&st.desired, t);
+            let next = next_other(&st.desired, t + 1, set, self.tracks);
+            let stop = next.saturating_mul(self.track).min(end);
+            out.push((stop - at, set));
+            at = stop;
+        }
+        out
+    }
+
     /// Set bits now.
     pub fn count(&self) -> u64 {
         self.lock()
@@ -183,6 +208,31 @@ impl DiffMap {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+impl crate::blockdev::ChangeMap for DiffMap {
+    fn runs(&self, off: u64, len: u64, max: usize) -> Vec<(u64, bool)> {
+        self.runs_of(off, len, max)
+    }
+}
+
+/// The first track at or after `from` (before `limit`, else `limit`)
+/// whose bit is not `set`, a word at a time.
+fn next_other(bits: &[u64], from: u64, set: bool, limit: u64) -> u64 {
+    let mut t = from;
+    while t < limit {
+        let w = usize::try_from(t / 64).unwrap_or(usize::MAX);
+        let word = bits.get(w).copied().unwrap_or(0);
+        let word = if set { !word } else { word } & (u64::MAX << (t % 64));
+        if word != 0 {
+            return ((w as u64) * 64 + u64::from(word.trailing_zeros())).min(limit);
+        }
+        if !set && w >= bits.len() {
+            return limit;
+        }
+        t = (w as u64 + 1) * 64;
+    }
+    limit
 }
 
 #[cfg(test)]
@@ -249,6 +299,34 @@ mod tests {
             b.expect("second");
             let again = DiffMap::open(Arc::clone(&m), 3, 4096, 100).expect("reopen");
             assert_eq!(again.next_set(0), Some(5));
+        });
+    }
+
+    #[test]
+    fn runs_say_which_bytes_are_set_in_order_and_stop_at_max() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = meta(dir.path());
+        crate::rt::block_on(async {
+            let map = DiffMap::open(Arc::clone(&m), 1, 4096, 300).expect("open");
+            for r in [2..4, 63..66, 299..300] {
+                map.mark_tracks(r).expect("new").await.expect("stored");
+            }
+            let k = 4096;
+            assert_eq!(
+                map.runs_of(k + 100, 299 * k, 100),
+                vec![
+                    (k - 100, false),
+                    (2 * k, true),
+                    (59 * k, false),
+                    (3 * k, true),
+                    (233 * k, false),
+                    (k, true)
+                ]
+            );
+            assert_eq!(map.runs_of(0, 3 * k, 1), vec![(2 * k, false)]);
+            assert_eq!(map.runs_of(300 * k, k, 10), vec![]);
+            // A run is cut at the end asked for.
+            assert_eq!(map.runs_of(64 * k, 10, 10), vec![(10, true)]);
         });
     }
 

@@ -104,8 +104,8 @@ pub struct Limits {
     pub max_payload: u32,
     pub read_only: bool,
     pub structured: bool,
-    /// The context id of `base:allocation`, if the client selected it.
-    pub meta_context: Option<u32>,
+    /// Whether the client selected a metadata context.
+    pub meta_context: bool,
 }
 
 /// A request that passed every check.
@@ -170,8 +170,8 @@ pub fn check_request(h: &RequestHeader, lim: &Limits) -> Verdict {
         let msg = format!("{what}: command flags {bad:#x} are not valid here");
         return reject(errno::EINVAL, msg, payload);
     }
-    if h.cmd == Cmd::BlockStatus && lim.meta_context.is_none() {
-        let msg = "block-status needs the base:allocation metadata context".to_string();
+    if h.cmd == Cmd::BlockStatus && !lim.meta_context {
+        let msg = "block-status needs a metadata context (base:allocation)".to_string();
         return reject(errno::EINVAL, msg, 0);
     }
     if lim.read_only && h.cmd.writes() {

@@ -19,10 +19,11 @@
 //! under the volume's range lock), TRIM discards the blocks wholly inside
 //! (trim is advisory), BLOCK_STATUS asks about the covering blocks.
 
+use super::MetaContext;
 use super::codec::{Valid, fua};
-use super::proto::{Cmd, cflag, errno, wire_errno};
+use super::proto::{self, Cmd, cflag, errno, wire_errno};
 use super::reply::Reply;
-use crate::blockdev::{BlockDev, Extent, ZeroFlags, status};
+use crate::blockdev::{BlockDev, ChangeMap, Extent, ZeroFlags, status};
 use crate::buf::IoBuf;
 use crate::buf::pool;
 use crate::error::{Error, ErrorKind};
@@ -35,10 +36,11 @@ pub const MAX_DESCRIPTORS: usize = 1 << 16;
 const MAX_DESC_LEN: u64 = 0xFFFF_0000;
 
 /// What a request's reply depends on besides the request.
-#[derive(Debug, Clone, Copy)]
-pub struct Ctx {
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
     pub structured: bool,
-    pub meta_context: Option<u32>,
+    /// The metadata contexts the client selected.
+    pub contexts: &'a [MetaContext],
     /// The device's block size when the connection opened: requests
     /// aligned to it go straight to the device.
     pub block: u32,
@@ -46,7 +48,7 @@ pub struct Ctx {
 
 /// Serves `v` (with its WRITE payload) and builds the reply, which
 /// carries the buffer bytes the request held (its READ/WRITE length).
-pub async fn execute(dev: &dyn BlockDev, v: Valid, payload: Option<IoBuf>, ctx: Ctx) -> Reply {
+pub async fn execute(dev: &dyn BlockDev, v: Valid, payload: Option<IoBuf>, ctx: Ctx<'_>) -> Reply {
     let cost = match v.cmd {
         Cmd::Read | Cmd::Write => usize::try_from(v.length).unwrap_or(usize::MAX),
         _ => 0,
@@ -54,7 +56,7 @@ pub async fn execute(dev: &dyn BlockDev, v: Valid, payload: Option<IoBuf>, ctx: 
     run(dev, v, payload, ctx).await.with_cost(cost)
 }
 
-async fn run(dev: &dyn BlockDev, v: Valid, payload: Option<IoBuf>, ctx: Ctx) -> Reply {
+async fn run(dev: &dyn BlockDev, v: Valid, payload: Option<IoBuf>, ctx: Ctx<'_>) -> Reply {
     let r = match v.cmd {
         Cmd::Read => return read(dev, v, ctx).await,
         Cmd::Write => write(dev, v, payload, ctx).await,
@@ -73,7 +75,7 @@ async fn run(dev: &dyn BlockDev, v: Valid, payload: Option<IoBuf>, ctx: Ctx) -> 
 
 /// The reply for a failed request: errno from the one mapping, the
 /// error's message for a human.
-pub fn fail(v: &Valid, e: &Error, ctx: Ctx) -> Reply {
+pub fn fail(v: &Valid, e: &Error, ctx: Ctx<'_>) -> Reply {
     let fast_zero = v.cmd == Cmd::WriteZeroes && v.flags & cflag::FAST_ZERO != 0;
     let errno = wire_errno(e.kind(), fast_zero);
     let what = if errno == errno::ENOTSUP {
@@ -92,7 +94,7 @@ pub fn fail(v: &Valid, e: &Error, ctx: Ctx) -> Reply {
     Reply::error(v.cookie, errno, e.message(), ctx.structured)
 }
 
-async fn read(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> Reply {
+async fn read(dev: &dyn BlockDev, v: Valid, ctx: Ctx<'_>) -> Reply {
     // The length was checked against the maximum payload.
     let len = usize::try_from(v.length).unwrap_or(0);
     let (buf, r) = if aligned(v.offset, v.length.into(), ctx.block.into()) {
@@ -124,7 +126,7 @@ async fn write(
     dev: &dyn BlockDev,
     v: Valid,
     payload: Option<IoBuf>,
-    ctx: Ctx,
+    ctx: Ctx<'_>,
 ) -> crate::Result<()> {
     let Some(buf) = payload else {
         return Err(Error::new(ErrorKind::Io, "write payload missing"));
@@ -141,7 +143,7 @@ async fn write(
     r
 }
 
-async fn write_zeroes(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> crate::Result<()> {
+async fn write_zeroes(dev: &dyn BlockDev, v: Valid, ctx: Ctx<'_>) -> crate::Result<()> {
     let (off, len, flags) = (v.offset, u64::from(v.length), zero_flags(&v));
     if aligned(off, len, ctx.block.into()) {
         dev.write_zeroes(off, len, flags).await
@@ -150,7 +152,7 @@ async fn write_zeroes(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> crate::Result<(
     }
 }
 
-async fn trim(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> crate::Result<()> {
+async fn trim(dev: &dyn BlockDev, v: Valid, ctx: Ctx<'_>) -> crate::Result<()> {
     let (off, len) = (v.offset, u64::from(v.length));
     let r = if aligned(off, len, ctx.block.into()) {
         dev.discard(off, len).await
@@ -177,13 +179,30 @@ fn zero_flags(v: &Valid) -> ZeroFlags {
     }
 }
 
-async fn block_status(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> Reply {
-    let Some(id) = ctx.meta_context else {
+async fn block_status(dev: &dyn BlockDev, v: Valid, ctx: Ctx<'_>) -> Reply {
+    if ctx.contexts.is_empty() {
         let e = Error::invalid("no metadata context was selected");
         return fail(&v, &e, ctx);
-    };
+    }
+    let req_one = v.flags & cflag::REQ_ONE != 0;
+    let mut chunks = Vec::with_capacity(ctx.contexts.len());
+    for c in ctx.contexts {
+        let desc = match &c.map {
+            None => match allocation(dev, &v, ctx).await {
+                Ok(ext) => descriptors(&ext, v.length, req_one),
+                Err(e) => return fail(&v, &e, ctx),
+            },
+            Some(map) => dirty_descriptors(&**map, &v, req_one),
+        };
+        chunks.push((c.id, desc));
+    }
+    Reply::block_status(v.cookie, chunks)
+}
+
+/// The device's allocation status of the request's range.
+async fn allocation(dev: &dyn BlockDev, v: &Valid, ctx: Ctx<'_>) -> crate::Result<Vec<Extent>> {
     let (off, len) = (v.offset, u64::from(v.length));
-    let r = if aligned(off, len, ctx.block.into()) {
+    if aligned(off, len, ctx.block.into()) {
         dev.block_status(off, len).await
     } else {
         Box::pin(grain::block_status_bytes(
@@ -193,14 +212,26 @@ async fn block_status(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> Reply {
             dev.block_size().into(),
         ))
         .await
-    };
-    match r {
-        Ok(ext) => {
-            let req_one = v.flags & cflag::REQ_ONE != 0;
-            Reply::block_status(v.cookie, id, descriptors(&ext, v.length, req_one))
-        }
-        Err(e) => fail(&v, &e, ctx),
     }
+}
+
+/// A `qemu:dirty-bitmap:` context's descriptors: dirty runs flagged
+/// [`proto::STATE_DIRTY`], at least one descriptor (a range past the map
+/// reads as clean).
+fn dirty_descriptors(map: &dyn ChangeMap, v: &Valid, req_one: bool) -> Vec<u8> {
+    let max = if req_one { 1 } else { MAX_DESCRIPTORS };
+    let ext: Vec<Extent> = map
+        .runs(v.offset, u64::from(v.length), max)
+        .into_iter()
+        .map(|(len, dirty)| Extent {
+            len,
+            flags: if dirty { proto::STATE_DIRTY } else { 0 },
+        })
+        .collect();
+    if ext.is_empty() {
+        return encode_descriptors(&[(u64::from(v.length).min(MAX_DESC_LEN), 0)]);
+    }
+    descriptors_with(&ext, v.length, req_one, proto::STATE_DIRTY)
 }
 
 /// Translates device extents into `base:allocation` descriptors for a
@@ -209,11 +240,16 @@ async fn block_status(dev: &dyn BlockDev, v: Valid, ctx: Ctx) -> Reply {
 /// most `len`, no more than [`MAX_DESCRIPTORS`] (one with `req_one`),
 /// flags limited to HOLE and ZERO.
 pub fn descriptors(extents: &[Extent], len: u32, req_one: bool) -> Vec<u8> {
+    descriptors_with(extents, len, req_one, status::HOLE | status::ZERO)
+}
+
+/// [`descriptors`] keeping the flags in `keep`.
+fn descriptors_with(extents: &[Extent], len: u32, req_one: bool, keep: u32) -> Vec<u8> {
     let max = if req_one { 1 } else { MAX_DESCRIPTORS };
     let mut out: Vec<(u64, u32)> = Vec::new();
     let mut left = u64::from(len);
     for e in extents {
-        let flags = e.flags & (status::HOLE | status::ZERO);
+        let flags = e.flags & keep;
         let mut n = e.len.min(left);
         left -= n;
         // Merge with an equal neighbour, then cut into u32-sized pieces.
@@ -239,8 +275,13 @@ pub fn descriptors(extents: &[Extent], len: u32, req_one: bool) -> Vec<u8> {
         out.push((u64::from(len).min(MAX_DESC_LEN), 0));
     }
     out.truncate(max);
-    let mut v = Vec::with_capacity(out.len() * 8);
-    for (l, f) in out {
+    encode_descriptors(&out)
+}
+
+/// (length, flags) pairs on the wire.
+fn encode_descriptors(d: &[(u64, u32)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(d.len() * 8);
+    for &(l, f) in d {
         v.extend_from_slice(&u32::try_from(l).unwrap_or(u32::MAX).to_be_bytes());
         v.extend_from_slice(&f.to_be_bytes());
     }

@@ -69,6 +69,7 @@ impl ExportProvider for StaticExports {
             description: e.description.clone(),
             dev: Arc::clone(&e.dev),
             read_only: e.read_only,
+            bitmaps: Vec::new(),
             guard: None,
         })
     }

@@ -200,9 +200,10 @@ async fn run_transmission(
             dev,
             read_only: false,
             guard: None,
+            bitmaps: Vec::new(),
         },
         structured: true,
-        meta_context: Some(1),
+        contexts: vec![crate::nbd::MetaContext { id: 1, map: None }],
         size: SIZE,
         min_block: 512,
     };

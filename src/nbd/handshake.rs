@@ -13,12 +13,14 @@
 //! No TLS: STARTTLS is answered with `NBD_REP_ERR_POLICY` (NOTLS mode).
 
 use std::io;
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{self, InfoRequest, MetaRequest, OPTION_HEADER_LEN};
 use super::proto::{self, Opt, info, rep, tflag};
-use super::{Export, ExportProvider};
+use super::{Export, ExportProvider, MetaContext};
+use crate::blockdev::ChangeMap;
 use crate::error::ErrorKind;
 
 /// Option data kept in memory at most.
@@ -31,8 +33,8 @@ pub const MAX_OPTION_SKIP: u32 = 1 << 20;
 pub struct Negotiated {
     pub export: Export,
     pub structured: bool,
-    /// The `base:allocation` context id, if selected for this export.
-    pub meta_context: Option<u32>,
+    /// The metadata contexts selected for this export, by id.
+    pub contexts: Vec<MetaContext>,
     pub size: u64,
     pub min_block: u32,
 }
@@ -96,8 +98,9 @@ struct Haggle<'a, S> {
     max_payload: u32,
     no_zeroes: bool,
     structured: bool,
-    /// Export name the `base:allocation` context was selected for.
-    meta_for: Option<String>,
+    /// The export the metadata contexts were selected for, and their
+    /// names in the order of their ids (1, 2, ...).
+    meta_for: Option<(String, Vec<String>)>,
 }
 
 /// Runs the handshake. `Ok(None)`: the client aborted; `Err`: the
@@ -226,16 +229,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Haggle<'_, S> {
     }
 
     fn negotiated(&self, name: &str, export: Export) -> Negotiated {
-        let meta_context = match &self.meta_for {
-            Some(n) if n == name => Some(proto::META_BASE_ALLOCATION_ID),
-            _ => None,
-        };
+        let mut contexts = Vec::new();
+        if let Some((n, names)) = &self.meta_for
+            && n == name
+        {
+            for (i, c) in names.iter().enumerate() {
+                let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                if c == proto::META_BASE_ALLOCATION {
+                    contexts.push(MetaContext { id, map: None });
+                } else if let Some(map) = bitmap(&export, c) {
+                    // A bitmap gone since it was selected is left out.
+                    contexts.push(MetaContext { id, map: Some(map) });
+                }
+            }
+        }
         Negotiated {
             size: export.dev.size(),
             // Served whatever the client negotiated (see `for_device`).
             min_block: 1,
             structured: self.structured,
-            meta_context,
+            contexts,
             export,
         }
     }
@@ -349,32 +362,79 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Haggle<'_, S> {
             Ok(r) => r,
             Err(msg) => return self.reply(opt, rep::ERR_INVALID, msg.as_bytes()).await,
         };
-        if self.open(opt, &req.name).await?.is_none() {
+        let Some(export) = self.open(opt, &req.name).await? else {
             return Ok(());
-        }
-        let matched = if set {
-            req.queries.iter().any(|q| q == proto::META_BASE_ALLOCATION)
-        } else {
-            req.queries.is_empty()
-                || req
-                    .queries
-                    .iter()
-                    .any(|q| q == "base:" || q == proto::META_BASE_ALLOCATION)
         };
-        if matched {
+        let names = if set {
+            selected(&export, &req.queries)
+        } else {
+            listed(&export, &req.queries)
+        };
+        for (i, c) in names.iter().enumerate() {
+            // LIST answers with id 0; SET's ids are 1, 2, ...
             let id = if set {
-                proto::META_BASE_ALLOCATION_ID
+                u32::try_from(i + 1).unwrap_or(u32::MAX)
             } else {
                 0
             };
             let mut v = id.to_be_bytes().to_vec();
-            v.extend_from_slice(proto::META_BASE_ALLOCATION.as_bytes());
+            v.extend_from_slice(c.as_bytes());
             self.reply(opt, rep::META_CONTEXT, &v).await?;
         }
         self.reply(opt, rep::ACK, &[]).await?;
-        if set && matched {
-            self.meta_for = Some(req.name);
+        if set && !names.is_empty() {
+            self.meta_for = Some((req.name, names));
         }
         Ok(())
     }
+}
+
+/// The changed-block map an export offers under context name `c`.
+fn bitmap(export: &Export, c: &str) -> Option<Arc<dyn ChangeMap>> {
+    let name = c.strip_prefix(proto::META_DIRTY_PREFIX)?;
+    export
+        .bitmaps
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, m)| Arc::clone(m))
+}
+
+/// Every context name `export` offers.
+fn offered(export: &Export) -> Vec<String> {
+    let mut v = vec![proto::META_BASE_ALLOCATION.to_string()];
+    v.extend(
+        export
+            .bitmaps
+            .iter()
+            .map(|(n, _)| format!("{}{n}", proto::META_DIRTY_PREFIX)),
+    );
+    v
+}
+
+/// SET: the queries that name a context the export offers, once each, in
+/// the order asked.
+fn selected(export: &Export, queries: &[String]) -> Vec<String> {
+    let offered = offered(export);
+    let mut out: Vec<String> = Vec::new();
+    for q in queries {
+        if offered.contains(q) && !out.contains(q) {
+            out.push(q.clone());
+        }
+    }
+    out
+}
+
+/// LIST: what the queries match (none: everything); a query ending in
+/// `:` (`base:`, `qemu:`, `qemu:dirty-bitmap:`) matches every context it
+/// begins.
+fn listed(export: &Export, queries: &[String]) -> Vec<String> {
+    offered(export)
+        .into_iter()
+        .filter(|c| {
+            queries.is_empty()
+                || queries
+                    .iter()
+                    .any(|q| q == c || (q.ends_with(':') && c.starts_with(q.as_str())))
+        })
+        .collect()
 }

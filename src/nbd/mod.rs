@@ -6,7 +6,8 @@
 //!  handshake (handshake.rs)                                            v
 //!    S: NBDMAGIC IHAVEOPT FIXED_NEWSTYLE|NO_ZEROES    C: client flags
 //!    options: LIST, INFO, GO, EXPORT_NAME, ABORT, STRUCTURED_REPLY,
-//!             LIST_/SET_META_CONTEXT (base:allocation), STARTTLS -> POLICY,
+//!             LIST_/SET_META_CONTEXT (base:allocation, qemu:dirty-bitmap:*),
+//!             STARTTLS -> POLICY,
 //!             anything else -> ERR_UNSUP
 //!        │ GO + ACK / EXPORT_NAME
 //!        v
@@ -25,7 +26,8 @@
 //! length is served on any connection, unaligned ones by read-modify-write
 //! under the volume's range lock); simple and structured replies; READ
 //! (`OFFSET_DATA`, DF), WRITE (FUA), FLUSH, TRIM, WRITE_ZEROES (NO_HOLE,
-//! FAST_ZERO), BLOCK_STATUS (`base:allocation`, REQ_ONE), CACHE (accepted,
+//! FAST_ZERO), BLOCK_STATUS (`base:allocation` and the export's
+//! `qemu:dirty-bitmap:NAME` contexts, one chunk per selected context, REQ_ONE), CACHE (accepted,
 //! no effect), DISC; CAN_MULTI_CONN (a flush is a flush of the whole
 //! device). Not implemented: extended headers, resize, TLS.
 //!
@@ -49,7 +51,7 @@ mod transport;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::blockdev::BlockDev;
+use crate::blockdev::{BlockDev, ChangeMap};
 
 pub use exports::StaticExports;
 pub use handshake::BlockSizes;
@@ -64,6 +66,19 @@ pub struct Export {
     /// Held for the life of the connection; the engine counts connections
     /// per volume with it.
     pub guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// Changed-block maps offered as the metadata context
+    /// `qemu:dirty-bitmap:NAME` (the form qemu's NBD server uses, so
+    /// `nbdinfo --map` and `qemu-img map` read them), by NAME.
+    pub bitmaps: Vec<(String, Arc<dyn ChangeMap>)>,
+}
+
+/// A metadata context selected for a connection.
+#[derive(Clone)]
+pub struct MetaContext {
+    /// Its id on this connection (non-zero).
+    pub id: u32,
+    /// The changed-block map, or None for `base:allocation`.
+    pub map: Option<Arc<dyn ChangeMap>>,
 }
 
 impl std::fmt::Debug for Export {

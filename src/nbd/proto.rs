@@ -101,10 +101,13 @@ pub mod info {
     pub const BLOCK_SIZE: u16 = 3;
 }
 
-/// The one metadata context this server offers.
+/// The allocation metadata context.
 pub const META_BASE_ALLOCATION: &str = "base:allocation";
-/// Its context id on this server (any non-zero value would do).
-pub const META_BASE_ALLOCATION_ID: u32 = 1;
+/// The prefix of qemu's changed-block contexts, `qemu:dirty-bitmap:NAME`:
+/// an export offers one per bitmap of its [`super::Export`].
+pub const META_DIRTY_PREFIX: &str = "qemu:dirty-bitmap:";
+/// The flag of a changed extent in a `qemu:dirty-bitmap:` context.
+pub const STATE_DIRTY: u32 = 1;
 
 /// An option sent during haggling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -123,13 +123,27 @@ impl Reply {
         r
     }
 
-    /// A block-status answer for one context: `descriptors` holds
-    /// (length, flags) pairs of 8 bytes, at least one.
-    pub fn block_status(cookie: u64, context: u32, descriptors: Vec<u8>) -> Reply {
-        let len = 4 + descriptors.len();
-        let mut r = Reply::chunk(cookie, REPLY_FLAG_DONE, chunk::BLOCK_STATUS, len);
-        r.put(&context.to_be_bytes());
-        r.body = Body::Bytes(descriptors);
+    /// A block-status answer: one chunk per context, (context id,
+    /// descriptors: (length, flags) pairs of 8 bytes, at least one), the
+    /// last flagged DONE. The first chunk's header is the reply's head;
+    /// its descriptors and every further chunk, whole, are the body.
+    pub fn block_status(cookie: u64, chunks: Vec<(u32, Vec<u8>)>) -> Reply {
+        let last = chunks.len().saturating_sub(1);
+        let flags = |i: usize| if i == last { REPLY_FLAG_DONE } else { 0 };
+        let mut it = chunks.into_iter().enumerate();
+        let Some((_, (id, first))) = it.next() else {
+            return Reply::chunk(cookie, REPLY_FLAG_DONE, chunk::NONE, 0);
+        };
+        let mut r = Reply::chunk(cookie, flags(0), chunk::BLOCK_STATUS, 4 + first.len());
+        r.put(&id.to_be_bytes());
+        let mut body = first;
+        for (i, (id, desc)) in it {
+            let head = Reply::chunk(cookie, flags(i), chunk::BLOCK_STATUS, 4 + desc.len());
+            body.extend_from_slice(head.head());
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&desc);
+        }
+        r.body = Body::Bytes(body);
         r
     }
 

@@ -145,7 +145,7 @@ pub async fn serve<S: Transport>(
     let dev: &dyn BlockDev = &*neg.export.dev;
     let ctx = Ctx {
         structured: neg.structured,
-        meta_context: neg.meta_context,
+        contexts: &neg.contexts,
         block: dev.block_size(),
     };
     let lim = Limits {
@@ -154,7 +154,7 @@ pub async fn serve<S: Transport>(
         max_payload: set.max_payload,
         read_only: neg.export.read_only,
         structured: neg.structured,
-        meta_context: neg.meta_context,
+        meta_context: !neg.contexts.is_empty(),
     };
     let start = move |v: Valid, p: Option<IoBuf>| exec::execute(dev, v, p, ctx);
     let mut inflight = FuturesUnordered::new();

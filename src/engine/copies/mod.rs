@@ -84,6 +84,7 @@ async fn on_worker<T: Send + 'static, Fut: std::future::Future<Output = Result<T
     pool.workers.run(f).await?
 }
 
+mod bitmap;
 mod collect;
 mod create;
 mod delete;

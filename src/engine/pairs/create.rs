@@ -151,11 +151,12 @@ impl Pool {
             track,
             size.div_ceil(track),
         )?;
-        for r in &tracks {
-            if let Some(w) = diff.mark_tracks(r.clone()) {
-                w.await?;
-            }
-        }
+        // Marked all at once and stored in one or two group commits.
+        let stored: Vec<_> = tracks
+            .iter()
+            .filter_map(|r| diff.mark_tracks(r.clone()))
+            .collect();
+        futures::future::try_join_all(stored).await?;
         let (intent, _) = PersistentIntent::load(
             Arc::clone(&self.meta),
             rec.intent,

@@ -32,8 +32,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::api::views::PairInfo;
-use crate::blockdev::BlockDev;
+use crate::blockdev::{BlockDev, ChangeMap};
 use crate::error::{Error, Result};
+use crate::meta::diffmap::DiffMap;
 use crate::meta::intent::PersistentIntent;
 use crate::meta::model::{PairRecord, PairStatus};
 use crate::pair::{Pair, Side};
@@ -171,6 +172,29 @@ impl Pool {
 
     pub fn pair_get(&self, pvol: Option<&str>, svol: &str) -> Result<PairInfo> {
         self.pairs.get(pvol, svol)
+    }
+
+    /// The differential bitmaps of the pairs `volume` is in, each named
+    /// by the other volume of its pair: what the volume's NBD export
+    /// offers as `qemu:dirty-bitmap:NAME` (tracks written on either side
+    /// since the split, or not yet copied).
+    pub fn pair_bitmaps(&self, volume: &str) -> Vec<(String, Arc<dyn ChangeMap>)> {
+        self.pairs
+            .st
+            .lock()
+            .values()
+            .filter_map(|e| {
+                let other = if e.rec.pvol == volume {
+                    &e.rec.svol
+                } else if e.rec.svol == volume {
+                    &e.rec.pvol
+                } else {
+                    return None;
+                };
+                let map: Arc<dyn ChangeMap> = Arc::clone(e.pair.diff()) as Arc<DiffMap>;
+                Some((other.clone(), map))
+            })
+            .collect()
     }
 
     /// The switches of two volumes, P then S.

@@ -165,12 +165,13 @@ impl Pool {
         let status = f.pair.status();
         let again = f.job.is_none() && (status == to || (!restore && status == PairStatus::Copy));
         if !again && (status != PairStatus::Split || f.job.is_some()) {
-            let todo = match status {
-                PairStatus::Pair => "it is in sync: split it first (`pair split`)",
-                PairStatus::Restore if !restore => {
-                    "a restore is running: let it finish, or cancel its job and `pair restore` again"
+            let todo = match (status, f.job) {
+                (PairStatus::Pair, _) => "it is in sync: split it first (`pair split`)",
+                (_, Some(_)) => "wait for its copy to finish",
+                (PairStatus::Restore, None) => {
+                    "its restore was stopped: `pair restore` starts it again"
                 }
-                _ => "wait for its job to finish",
+                (_, None) => "its copy was stopped: `pair resync` starts it again",
             };
             return Err(Pool::pair_refuse(&f, cmd, todo));
         }

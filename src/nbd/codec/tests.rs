@@ -13,7 +13,7 @@ fn lim() -> Limits {
         max_payload: 32 << 20,
         read_only: false,
         structured: true,
-        meta_context: Some(1),
+        meta_context: true,
     }
 }
 
@@ -148,7 +148,7 @@ fn request_checks() {
     );
     // Block status needs a context and a length.
     let nometa = Limits {
-        meta_context: None,
+        meta_context: false,
         ..l
     };
     assert_eq!(
@@ -255,7 +255,7 @@ fn limits() -> impl Strategy<Value = Limits> {
                 max_payload,
                 read_only,
                 structured,
-                meta_context: meta.then_some(1),
+                meta_context: meta,
             },
         )
 }
@@ -296,7 +296,7 @@ proptest! {
                     prop_assert!(!v.cmd.writes());
                 }
                 if v.cmd == Cmd::BlockStatus {
-                    prop_assert!(l.meta_context.is_some() && v.length > 0);
+                    prop_assert!(l.meta_context && v.length > 0);
                 }
             }
             Verdict::Reject { errno, discard, msg } => {

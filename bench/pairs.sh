@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# ferrosan mirror-pair benchmark (issue 19), one run, one report:
+#
+#   bench/pairs.sh [--quick]
+#
+# 1. Resync after 1%: a P-VOL of BENCH_SIZE (default 4G), written in full,
+#    is paired (the initial copy: every track, timed from `pair create` to
+#    PAIR), split, 1% of its tracks rewritten at random places (one 4 KiB
+#    write each), and resynced (timed the same way). Ratio resync / initial
+#    copy; goal <= 0.03.
+# 2. Random writes in PAIR: 4k random writes at qd32 (fio nbd engine over
+#    the Unix socket) to a volume unpaired and to the same volume in PAIR,
+#    runs alternating, BENCH_ROUNDS rounds of BENCH_RUNTIME s; the ratio is
+#    the median of the rounds' ratios (with its range); goal >= 0.7. P-VOL
+#    and S-VOL are on two disk files of one filesystem: one device takes
+#    both sides' writes.
+# 3. Initial copy of a 64 GiB P-VOL with 1 GiB written (in 16 places of
+#    64 MiB): time from `pair create` to PAIR; goal < 10 s.
+#
+# Every disk is a file in BENCH_DIR (default target/bench-pairs), sparse
+# where nothing was written.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+size=${BENCH_SIZE:-4G}
+runtime=${BENCH_RUNTIME:-4}
+rounds=${BENCH_ROUNDS:-6}
+if [ $quick = 1 ]; then size=${BENCH_SIZE:-1G}; runtime=${BENCH_RUNTIME:-2}; rounds=${BENCH_ROUNDS:-2}; fi
+dir=${BENCH_DIR:-$root/target/bench-pairs}
+for t in fio python3; do
+  command -v $t >/dev/null || { echo "error: $t is needed (apt-get install fio python3)" >&2; exit 1; }
+done
+echo "building ferrosan (release)..." >&2
+cargo build --release -q
+bin=$root/target/release/ferrosan
+rm -rf "$dir"; mkdir -p "$dir"
+pool=$dir/pool
+"$bin" --pool "$pool" serve --listen 127.0.0.1:0 >"$dir/ferrosan.log" 2>&1 &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; wait 2>/dev/null' EXIT
+for _ in $(seq 200); do [ -S "$pool/api.sock" ] && break; sleep 0.05; done
+f() { "$bin" --pool "$pool" "$@"; }
+fj() { "$bin" --pool "$pool" --json "$@"; }
+uri() { echo "nbd+unix:///$1?socket=$pool/nbd.sock"; }
+now() { date +%s.%N; }
+bytes=$(python3 -c "import re,sys;s='$size';m=re.fullmatch(r'(\d+)([KMGT]?)',s);print(int(m[1])<<{'':0,'K':10,'M':20,'G':30,'T':40}[m[2]])")
+big=$((64 << 30))
+for d in a b; do
+  f disk add "d$d" --size $((big + bytes + (2 << 30))) >/dev/null
+  f group create "g$d" --raid concat --disks "d$d" >/dev/null
+done
+iops() { python3 -c "import json,sys;t=sys.stdin.read();d=json.loads(t[t.index('{'):]);print(int(d['jobs'][0]['write']['iops']))"; }
+median() { python3 -c "import sys,statistics;v=[float(x) for x in sys.argv[1:]];print(f'{statistics.median(v):.3f} ({min(v):.3f}-{max(v):.3f})')" "$@"; }
+# Times a pair command with --wait.
+timed() { local t0; t0=$(now); f pair "$@" --wait >/dev/null; python3 -c "print(f'{$(now)-$t0:.3f}')"; }
+
+echo "== 1. resync after 1% vs the initial copy ($size)" >&2
+f volume create p --group ga --size "$bytes" >/dev/null
+f volume create s --group gb --size "$bytes" >/dev/null
+fio --name=fill --output=/dev/null --ioengine=nbd --uri="$(uri p)" --rw=write --bs=1M --iodepth=8 --size="$bytes"
+full=$(timed create p s)
+f pair split p s >/dev/null
+tracks=$((bytes / 65536)); n=$((tracks / 100))
+fio --name=one --output=/dev/null --ioengine=nbd --uri="$(uri p)" --rw=randwrite --bs=4k --iodepth=32 \
+  --size="$bytes" --number_ios=$n --randrepeat=0 --norandommap=0 --random_distribution=random \
+  --blockalign=64k
+set_now=$(fj pair show p s | python3 -c "import json,sys;print(json.load(sys.stdin)['tracks_set'])")
+resync=$(timed resync p s)
+ratio1=$(python3 -c "print(f'{$resync/$full:.4f}')")
+echo "initial copy ${full}s; resync of $set_now tracks (1% = $n) ${resync}s; ratio $ratio1 (goal <= 0.03)"
+f pair delete p s >/dev/null
+
+echo "== 2. 4k random writes qd32: PAIR vs unpaired" >&2
+ws=$((1 << 30)); [ $ws -gt $bytes ] && ws=$bytes
+run() { fio --name=w --output-format=json --ioengine=nbd --uri="$(uri p)" --rw=randwrite --bs=4k \
+  --iodepth=32 --size=$ws --time_based --runtime="$runtime" --ramp_time=1 | iops; }
+ratios=(); solo=(); paired=()
+for r in $(seq "$rounds"); do
+  a=$(run)
+  f pair create p s --overwrite --wait >/dev/null
+  b=$(run)
+  f pair delete p s >/dev/null
+  solo+=("$a"); paired+=("$b")
+  ratios+=("$(python3 -c "print($b/$a)")")
+  echo "round $r: unpaired $a, paired $b" >&2
+done
+echo "unpaired $(median "${solo[@]}") IOPS; in PAIR $(median "${paired[@]}") IOPS; ratio $(median "${ratios[@]}") (goal >= 0.7)"
+
+echo "== 3. initial copy of a 64 GiB P-VOL with 1 GiB written" >&2
+f volume create bp --group ga --size $big >/dev/null
+f volume create bs --group gb --size $big >/dev/null
+for i in $(seq 0 15); do
+  fio --name=w$i --output=/dev/null --ioengine=nbd --uri="$(uri bp)" --rw=write --bs=1M --iodepth=8 \
+    --offset=$((i * (big / 16))) --size=64M
+done
+t=$(timed create bp bs)
+echo "initial copy of 64 GiB with 1 GiB written: ${t}s (goal < 10 s)"
