@@ -13,7 +13,10 @@ use super::size::{format_duration, format_rate, format_size};
 use super::{Failure, render};
 use crate::api::views::{JobInfo, JobState};
 
+/// How often a job is asked about: first after [`FIRST_POLL`], then twice
+/// as long each time, up to this.
 const POLL: Duration = Duration::from_millis(500);
+const FIRST_POLL: Duration = Duration::from_millis(10);
 
 /// How long `--wait` and `job wait` follow a job that makes no progress
 /// (its state and its count of work done both unchanged) before they give
@@ -41,6 +44,7 @@ pub fn follow(ctx: &Ctx, mut job: JobInfo, stall: Option<Duration>) -> Result<Jo
     let bar = (!ctx.json && std::io::stderr().is_terminal()).then(|| new_bar(&job));
     let mut seen = (job.state, job.done);
     let mut since = Instant::now();
+    let mut pause = FIRST_POLL;
     loop {
         if let Some(bar) = &bar {
             update(bar, &job);
@@ -58,7 +62,10 @@ pub fn follow(ctx: &Ctx, mut job: JobInfo, stall: Option<Duration>) -> Result<Jo
             return Err(stalled(&job, limit));
         }
         let left = stall.map_or(POLL, |l| l.saturating_sub(since.elapsed()));
-        std::thread::sleep(POLL.min(left).max(Duration::from_millis(10)));
+        std::thread::sleep(pause.min(left).max(FIRST_POLL));
+        // Short jobs end soon after they are asked about; long ones are
+        // asked twice a second.
+        pause = (pause * 2).min(POLL);
         job = ctx.get(&format!("/v1/jobs/{}", job.id))?;
     }
     if let Some(bar) = bar {
