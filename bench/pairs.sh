@@ -16,9 +16,14 @@
 #    both sides' writes.
 # 3. Initial copy of a 64 GiB P-VOL with 1 GiB written (in 16 places of
 #    64 MiB): time from `pair create` to PAIR; goal < 10 s.
+# 4. Changed blocks: a 1 TiB pair, split, 1,000 4 KiB writes at random
+#    places of the P-VOL; the time of `nbdinfo --map=qemu:dirty-bitmap:S`
+#    over the whole volume (every block-status request it makes), median
+#    of 5, beside `nbdinfo --size` (the same connection without the map:
+#    process start and handshake); goal < 50 ms for the map.
 #
 # Every disk is a file in BENCH_DIR (default target/bench-pairs), sparse
-# where nothing was written. BENCH_SECTIONS (default "1 2 3") picks the
+# where nothing was written. BENCH_SECTIONS (default "1 2 3 4") picks the
 # sections; section 2 needs section 1's volumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,8 +53,9 @@ uri() { echo "nbd+unix:///$1?socket=$pool/nbd.sock"; }
 now() { date +%s.%N; }
 bytes=$(python3 -c "import re,sys;s='$size';m=re.fullmatch(r'(\d+)([KMGT]?)',s);print(int(m[1])<<{'':0,'K':10,'M':20,'G':30,'T':40}[m[2]])")
 big=$((64 << 30))
+tib=$((1 << 40))
 for d in a b; do
-  f disk add "d$d" --size $((big + bytes + (2 << 30))) >/dev/null
+  f disk add "d$d" --size $((tib + big + bytes + (2 << 30))) >/dev/null
   f group create "g$d" --raid concat --disks "d$d" >/dev/null
 done
 iops() { python3 -c "import json,sys;t=sys.stdin.read();d=json.loads(t[t.index('{'):]);print(int(d['jobs'][0]['write']['iops']))"; }
@@ -57,7 +63,7 @@ median() { python3 -c "import sys,statistics;v=[float(x) for x in sys.argv[1:]];
 # Times a pair command with --wait.
 timed() { local t0; t0=$(now); f pair "$@" --wait >/dev/null; python3 -c "print(f'{$(now)-$t0:.3f}')"; }
 
-sections=${BENCH_SECTIONS:-1 2 3}
+sections=${BENCH_SECTIONS:-1 2 3 4}
 on() { [[ " $sections " == *" $1 "* ]]; }
 f volume create p --group ga --size "$bytes" >/dev/null
 f volume create s --group gb --size "$bytes" >/dev/null
@@ -105,4 +111,22 @@ for i in $(seq 0 15); do
 done
 t=$(timed create bp bs)
 echo "initial copy of 64 GiB with 1 GiB written: ${t}s (goal < 10 s)"
+fi
+
+if on 4; then
+echo "== 4. qemu:dirty-bitmap: of a 1 TiB pair with 1,000 changed extents" >&2
+f volume create tp --group ga --size $tib >/dev/null
+f volume create ts --group gb --size $tib >/dev/null
+f pair create tp ts --wait >/dev/null
+f pair split tp ts >/dev/null
+fio --name=scatter --output=/dev/null --ioengine=nbd --uri="$(uri tp)" --rw=randwrite --bs=4k \
+  --iodepth=32 --size=$tib --number_ios=1000 --blockalign=64k
+extents=$(nbdinfo --map=qemu:dirty-bitmap:ts "$(uri tp)" | awk '$3 == 1' | wc -l)
+map=(); bare=()
+for i in 1 2 3 4 5; do
+  t0=$(now); nbdinfo --map=qemu:dirty-bitmap:ts "$(uri tp)" >/dev/null; t1=$(now)
+  nbdinfo --size "$(uri tp)" >/dev/null; t2=$(now)
+  map+=("$(python3 -c "print(($t1-$t0)*1000)")"); bare+=("$(python3 -c "print(($t2-$t1)*1000)")")
+done
+echo "dirty-bitmap map of 1 TiB with $extents changed extents: $(median "${map[@]}") ms; nbdinfo without the map $(median "${bare[@]}") ms (goal < 50 ms)"
 fi

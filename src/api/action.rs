@@ -54,8 +54,8 @@ pub enum Action {
     PairDelete(String),
     PairSplit(String),
     PairGroupSplit(String),
-    PairResync(String),
-    PairRestore(String),
+    PairResync(String, PairCopyRequest),
+    PairRestore(String, PairCopyRequest),
 }
 
 /// The view an action returns.
@@ -184,8 +184,12 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
         Action::PairDelete(svol) => p.pair_delete(None, &svol).await.map(|()| Reply::Deleted)?,
         Action::PairSplit(svol) => Reply::Pairs(p.pair_split(None, Some(&svol), None).await?),
         Action::PairGroupSplit(g) => Reply::Pairs(p.pair_split(None, None, Some(&g)).await?),
-        Action::PairResync(svol) => Reply::Pair(p.pair_copy_back(None, &svol, false).await?),
-        Action::PairRestore(svol) => Reply::Pair(p.pair_copy_back(None, &svol, true).await?),
+        Action::PairResync(svol, req) => {
+            Reply::Pair(p.pair_copy_back(None, &svol, false, req.rate).await?)
+        }
+        Action::PairRestore(svol, req) => {
+            Reply::Pair(p.pair_copy_back(None, &svol, true, req.rate).await?)
+        }
         other => match read(p, &other) {
             Some(reply) => reply?,
             None => {

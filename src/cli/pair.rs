@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::client::segment;
 use super::commands::Ctx;
 use super::render::{fields, table};
-use super::size::format_size;
+use super::size::{format_size, parse_size};
 use super::{Failure, wait};
 use crate::api::views::*;
 
@@ -32,6 +32,10 @@ pub enum PairCmd {
         /// Replace SVOL's data even though it has written tracks.
         #[arg(long)]
         overwrite: bool,
+        /// Limit the copy to this many bytes per second, e.g. 200M
+        /// (`job rate` changes it later).
+        #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+        rate: Option<u64>,
         /// Wait for the initial copy, with a progress bar.
         #[arg(long)]
         wait: bool,
@@ -82,6 +86,10 @@ pub struct PairAct {
     pub pvol: String,
     /// The pair's S-VOL.
     pub svol: String,
+    /// Limit the copy to this many bytes per second, e.g. 200M
+    /// (`job rate` changes it later).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub rate: Option<u64>,
     /// Wait for the copy, with a progress bar.
     #[arg(long)]
     pub wait: bool,
@@ -122,6 +130,7 @@ pub fn run(ctx: &Ctx, cmd: PairCmd) -> Result<(), Failure> {
             svol,
             group,
             overwrite,
+            rate,
             wait,
         } => {
             let req = PairCreateRequest {
@@ -129,6 +138,7 @@ pub fn run(ctx: &Ctx, cmd: PairCmd) -> Result<(), Failure> {
                 svol,
                 group,
                 overwrite,
+                rate,
             };
             let p: PairInfo = ctx.post("/v1/pairs", &req)?;
             after(ctx, p, wait)
@@ -153,12 +163,14 @@ pub fn run(ctx: &Ctx, cmd: PairCmd) -> Result<(), Failure> {
         }
         PairCmd::Resync(a) => {
             checked(ctx, &a.pvol, &a.svol)?;
-            let p: PairInfo = ctx.act(&path(&a.svol, "/resync"))?;
+            let req = PairCopyRequest { rate: a.rate };
+            let p: PairInfo = ctx.post(&path(&a.svol, "/resync"), &req)?;
             after(ctx, p, a.wait)
         }
         PairCmd::Restore(a) => {
             checked(ctx, &a.pvol, &a.svol)?;
-            let p: PairInfo = ctx.act(&path(&a.svol, "/restore"))?;
+            let req = PairCopyRequest { rate: a.rate };
+            let p: PairInfo = ctx.post(&path(&a.svol, "/restore"), &req)?;
             after(ctx, p, a.wait)
         }
         PairCmd::Delete(n) => {

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::super::action::Action;
-use super::super::extract::{Body, PathParams};
+use super::super::extract::{Body, OptionalBody, PathParams};
 use super::{Answer, AppState};
 use crate::api::views::limits::Name;
 use crate::api::views::*;
@@ -93,6 +93,7 @@ pub(super) async fn pair_group_split(
 /// P-VOL to S-VOL (status RESYNC, then PAIR).
 #[utoipa::path(post, path = "/v1/pairs/{name}/resync", tag = "pairs",
     params(("name" = Name, Path, description = "The pair's S-VOL")),
+    request_body = Option<PairCopyRequest>,
     responses(
         (status = 202, description = "The pair, resyncing", body = PairInfo),
         (status = 404, description = "No such pair", body = ApiError),
@@ -100,14 +101,17 @@ pub(super) async fn pair_group_split(
 pub(super) async fn pair_resync(
     State(s): State<AppState>,
     PathParams(svol): PathParams<String>,
+    OptionalBody(req): OptionalBody<PairCopyRequest>,
 ) -> Answer {
-    s.run(Action::PairResync(svol), StatusCode::ACCEPTED).await
+    s.run(Action::PairResync(svol, req), StatusCode::ACCEPTED)
+        .await
 }
 
 /// Restore a split pair: copy the marked tracks S-VOL to P-VOL while the
 /// P-VOL stays in use (status RESTORE, then PAIR).
 #[utoipa::path(post, path = "/v1/pairs/{name}/restore", tag = "pairs",
     params(("name" = Name, Path, description = "The pair's S-VOL")),
+    request_body = Option<PairCopyRequest>,
     responses(
         (status = 202, description = "The pair, restoring", body = PairInfo),
         (status = 404, description = "No such pair", body = ApiError),
@@ -115,6 +119,8 @@ pub(super) async fn pair_resync(
 pub(super) async fn pair_restore(
     State(s): State<AppState>,
     PathParams(svol): PathParams<String>,
+    OptionalBody(req): OptionalBody<PairCopyRequest>,
 ) -> Answer {
-    s.run(Action::PairRestore(svol), StatusCode::ACCEPTED).await
+    s.run(Action::PairRestore(svol, req), StatusCode::ACCEPTED)
+        .await
 }

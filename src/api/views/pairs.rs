@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::limits::Name;
+use crate::json::whole_opt;
 pub use crate::meta::model::PairStatus;
 
 /// `pair create PVOL SVOL`.
@@ -25,6 +26,20 @@ pub struct PairCreateRequest {
     /// Replace an S-VOL that holds data (refused without it).
     #[serde(default)]
     pub overwrite: bool,
+    /// Rate limit of the initial copy in bytes/s (`job rate` changes it);
+    /// none or 0: unlimited.
+    #[serde(default, deserialize_with = "whole_opt")]
+    pub rate: Option<u64>,
+}
+
+/// `pair resync` and `pair restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PairCopyRequest {
+    /// Rate limit of the copy in bytes/s (`job rate` changes it); none or
+    /// 0: unlimited.
+    #[serde(default, deserialize_with = "whole_opt")]
+    pub rate: Option<u64>,
 }
 
 /// `pair split --group CG`.

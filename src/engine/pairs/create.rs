@@ -197,7 +197,7 @@ impl Pool {
             req.pvol,
             count(&tracks)
         );
-        self.start_pair_copy(&svol)?;
+        self.start_pair_copy(&svol, req.rate.unwrap_or(0))?;
         Ok(())
     }
 }

@@ -84,8 +84,9 @@ impl Work for PairCopyWork {
 
 impl Pool {
     /// Starts the copy job of the pair whose S-VOL is `svol`, in its
-    /// status (COPY, RESYNC or RESTORE).
-    pub(super) fn start_pair_copy(&self, svol: &str) -> Result<JobInfo> {
+    /// status (COPY, RESYNC or RESTORE), limited to `rate` bytes/s (0:
+    /// unlimited).
+    pub(super) fn start_pair_copy(&self, svol: &str, rate: u64) -> Result<JobInfo> {
         let (pair, rec) = self
             .pairs
             .with(svol, |e| (Arc::clone(&e.pair), e.rec.clone()))?;
@@ -108,7 +109,7 @@ impl Pool {
             done: 0,
             total: pair.diff().count(),
             unit_bytes: rec.track,
-            rate_limit: 0,
+            rate_limit: rate,
             message: None,
             created: now(),
             updated: now(),

@@ -110,7 +110,7 @@ impl Pool {
             .map(|e| e.rec.svol.clone())
             .collect();
         for svol in idle {
-            self.start_pair_copy(&svol)?;
+            self.start_pair_copy(&svol, 0)?;
         }
         Ok(())
     }

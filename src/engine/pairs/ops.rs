@@ -155,6 +155,7 @@ impl Pool {
         pvol: Option<&str>,
         svol: &str,
         restore: bool,
+        rate: Option<u64>,
     ) -> Result<PairInfo> {
         let f = self.pair_found(pvol, svol)?;
         let (cmd, to) = if restore {
@@ -183,7 +184,7 @@ impl Pool {
                 .run(move || async move { pool.set_pair_status(&rec, &pair, to).await })
                 .await??;
         }
-        self.start_pair_copy(svol)?;
+        self.start_pair_copy(svol, rate.unwrap_or(0))?;
         self.pair_get(None, svol)
     }
 
