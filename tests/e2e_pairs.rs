@@ -443,3 +443,36 @@ fn a_consistency_group_split_under_load_keeps_dependent_writes_in_order() {
         "the S-VOLs' rounds {c:?} break the order of dependent writes"
     );
 }
+
+/// Every command in COPY (a slow initial copy) works or names the status
+/// and what to do; a delete cancels the copy and leaves both volumes.
+#[test]
+fn commands_while_copying_say_what_to_do_and_delete_cancels_the_copy() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &[]);
+    setup(&d, &["p", "s"]);
+    qemu_io(&d.export("p"), &["write -P 0x11 0 16M", "flush"]);
+    let r = d.json(&["pair", "create", "p", "s", "--rate", "1M"]);
+    assert_eq!(r["status"], "copy", "{r}");
+    let id = r["job"].as_u64().expect("a copy job");
+    let e = d.fails(&["pair", "split", "p", "s"]);
+    assert!(
+        e.contains("status COPY") && e.contains(&format!("job {id}")) && e.contains("wait"),
+        "{e}"
+    );
+    let e = d.fails(&["pair", "resync", "p", "s"]);
+    assert!(
+        e.contains("status COPY") && e.contains("wait for its copy"),
+        "{e}"
+    );
+    let e = d.fails(&["pair", "restore", "p", "s"]);
+    assert!(e.contains("status COPY"), "{e}");
+    // Hosts cannot use the S-VOL while it is being filled.
+    let (_, out) = run("qemu-io", &["-f", "raw", "-c", "read 0 4k", &d.export("s")]);
+    assert!(out.contains("failed") || out.contains("error"), "{out}");
+    d.ok(&["pair", "delete", "p", "s"]);
+    let job = d.json(&["job", "show", &id.to_string()]);
+    assert_eq!(job["state"], "cancelled", "{job}");
+    qemu_io(&d.export("p"), &["read -P 0x11 0 16M"]);
+    qemu_io(&d.export("s"), &["write -P 0x5 0 4k", "read -P 0x5 0 4k"]);
+}

@@ -37,7 +37,9 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use futures::future::join_all;
 
-use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, WriteIntent, ZeroFlags};
+use crate::blockdev::{
+    BlockDev, BufResult, DevFuture, Extent, WriteIntent, ZeroFlags, begin_write,
+};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::meta::diffmap::DiffMap;
@@ -266,7 +268,7 @@ impl Pair {
         let len = buf.len() as u64;
         let tr = self.diff.tracks_of(off, len);
         let _tracks = self.locks.lock(tr.start, tr.end).await;
-        let _intent = match self.intent.begin(off, len).await {
+        let _intent = match begin_write(&*self.intent, off, len).await {
             Ok(g) => g,
             Err(e) => return (buf, Err(e)),
         };
@@ -275,9 +277,11 @@ impl Pair {
         {
             return (buf, Err(e));
         }
-        let copy = IoBuf::from_slice(buf.as_slice());
-        let ((buf, r), (_, rs)) =
+        let mut copy = crate::buf::pool::take(buf.len());
+        copy.as_mut_slice().copy_from_slice(buf.as_slice());
+        let ((buf, r), (copy, rs)) =
             futures::join!(self.p.write(off, buf, fua), self.s.write(off, copy, fua));
+        crate::buf::pool::give(copy);
         match self.s_failed(off, len, rs).await {
             Ok(()) => (buf, r),
             Err(e) => (buf, r.and(Err(e))),
@@ -288,7 +292,7 @@ impl Pair {
     async fn mirror_zero(&self, off: u64, len: u64, flags: ZeroFlags, discard: bool) -> Result<()> {
         let tr = self.diff.tracks_of(off, len);
         let _tracks = self.locks.lock(tr.start, tr.end).await;
-        let _intent = self.intent.begin(off, len).await?;
+        let _intent = begin_write(&*self.intent, off, len).await?;
         if self.status() == Status::Restore {
             self.pull(tr).await?;
         }
