@@ -476,3 +476,34 @@ fn commands_while_copying_say_what_to_do_and_delete_cancels_the_copy() {
     qemu_io(&d.export("p"), &["read -P 0x11 0 16M"]);
     qemu_io(&d.export("s"), &["write -P 0x5 0 4k", "read -P 0x5 0 4k"]);
 }
+
+/// In PAIR, an S-VOL whose disk fails writes: the host's writes succeed,
+/// their tracks are marked, S-VOL reads there come from the P-VOL, and
+/// once the disk works again `pair resync` copies them.
+#[test]
+fn an_s_vol_that_fails_writes_in_pair_is_resynced_by_its_marks() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &["--fault-injection"]);
+    d.group("ga", "concat", &["a0"], "64M");
+    d.group("gb", "concat", &["b0"], "64M");
+    d.ok(&["volume", "create", "p", "--group", "ga", "--size", "16M"]);
+    d.ok(&["volume", "create", "s", "--group", "gb", "--size", "16M"]);
+    qemu_io(&d.export("p"), &["write -P 0x11 0 4M", "flush"]);
+    d.json(&["pair", "create", "p", "s", "--wait"]);
+    d.ok(&["disk", "inject", "b0", "--error-rate", "1"]);
+    qemu_io(&d.export("p"), &["write -P 0x22 1M 128k", "flush"]);
+    d.ok(&["disk", "inject", "b0", "--clear"]);
+    let now = pair(&d, "p", "s");
+    assert_eq!(now["status"], "pair", "{now}");
+    assert!(now["svol_errors"].as_u64() >= Some(1), "{now}");
+    assert!(now["tracks_set"].as_u64() >= Some(2), "{now}");
+    qemu_io(&d.export("s"), &["read -P 0x22 1M 128k"]);
+    let r = d.json(&["pair", "resync", "p", "s", "--wait"]);
+    assert_eq!(
+        (r["status"].as_str(), r["tracks_set"].as_u64()),
+        (Some("pair"), Some(0)),
+        "{r}"
+    );
+    let (eq, out) = same(&d.export("p"), &d.export("s"));
+    assert!(eq, "{out}");
+}

@@ -5,7 +5,7 @@
 //! | status | P-VOL write | P-VOL read | S-VOL write | S-VOL read | copier |
 //! |---|---|---|---|---|---|
 //! | COPY, RESYNC | both sides | P | refused | refused | P to S |
-//! | PAIR | both sides | P | refused | S | none |
+//! | PAIR | both sides | P | refused | S (a marked track: P) | none |
 //! | SPLIT | bit stored, then P | P | bit stored, then S | S | none |
 //! | RESTORE | set tracks pulled, then both sides | set tracks pulled, then P | refused | refused | S to P |
 //!
@@ -390,6 +390,24 @@ impl PairDev {
         self.pair.p.read(off, buf).await
     }
 
+    /// A host read of the S-VOL. In PAIR a marked track is one whose S-VOL
+    /// write failed: the S-VOL's copy is stale there, and the P-VOL holds
+    /// what the mirror should, so the read is served from the P-VOL.
+    async fn read_s(&self, off: u64, buf: IoBuf) -> BufResult {
+        if self.pair.status() == Status::Pair {
+            let tr = self.pair.diff.tracks_of(off, buf.len() as u64);
+            if self
+                .pair
+                .diff
+                .next_set(tr.start)
+                .is_some_and(|t| t < tr.end)
+            {
+                return self.pair.p.read(off, buf).await;
+            }
+        }
+        self.pair.s.read(off, buf).await
+    }
+
     async fn write_side(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
         let st = self.pair.status();
         if self.side == Side::S {
@@ -437,7 +455,7 @@ impl BlockDev for PairDev {
                 Side::P => self.read_p(off, buf).await,
                 Side::S => match self.s_refusal(false) {
                     Some(e) => (buf, Err(e)),
-                    None => self.pair.s.read(off, buf).await,
+                    None => self.read_s(off, buf).await,
                 },
             }
         })

@@ -214,6 +214,10 @@ fn a_failed_s_vol_write_in_pair_marks_its_track_and_the_host_sees_success() {
         assert_eq!(f.p.snapshot(), model);
         let stored = DiffMap::open(Arc::clone(&f.meta), 9, TRACK, TRACKS).expect("reopen");
         assert_eq!(stored.next_set(0), Some(7), "marked for the next resync");
+        // The S-VOL's copy of track 7 is stale: a host read of the S-VOL
+        // there gets what the mirror should hold, the P-VOL's data.
+        assert_ne!(f.s.snapshot(), model, "the S-VOL missed the write");
+        assert_eq!(read_all(&*f.sn).await, model);
         f.s.set_dead(true);
         f.pn.flush()
             .await

@@ -165,9 +165,12 @@ impl Pool {
         };
         let status = f.pair.status();
         let again = f.job.is_none() && (status == to || (!restore && status == PairStatus::Copy));
-        if !again && (status != PairStatus::Split || f.job.is_some()) {
+        // In PAIR, set bits are tracks whose S-VOL write failed: a resync
+        // copies them.
+        let stale = !restore && status == PairStatus::Pair && f.pair.diff().count() > 0;
+        if !again && !stale && (status != PairStatus::Split || f.job.is_some()) {
             let todo = match (status, f.job) {
-                (PairStatus::Pair, _) => "it is in sync: split it first (`pair split`)",
+                (PairStatus::Pair, _) => "split it first (`pair split`)",
                 (_, Some(_)) => "wait for its copy to finish",
                 (PairStatus::Restore, None) => {
                     "its restore was stopped: `pair restore` starts it again"
