@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, ErrorKind, Result};
 
-pub use crate::disk::uring::{DEFAULT_POLL_US, set_poll_window};
+pub use crate::disk::uring::{DEFAULT_POLL_US, batch, set_poll_window};
 
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 type Task = Box<dyn FnOnce() -> LocalFuture + Send>;

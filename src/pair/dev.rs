@@ -279,8 +279,8 @@ impl Pair {
         }
         let mut copy = crate::buf::pool::take(buf.len());
         copy.as_mut_slice().copy_from_slice(buf.as_slice());
-        let ((buf, r), (copy, rs)) =
-            futures::join!(self.p.write(off, buf, fua), self.s.write(off, copy, fua));
+        let both = futures::future::join(self.p.write(off, buf, fua), self.s.write(off, copy, fua));
+        let ((buf, r), (copy, rs)) = Batched(Box::pin(both)).await;
         crate::buf::pool::give(copy);
         match self.s_failed(off, len, rs).await {
             Ok(()) => (buf, r),
@@ -508,5 +508,21 @@ impl BlockDev for PairDev {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+/// A future whose every poll submits the disk operations it starts in
+/// one go ([`crate::rt::batch`]): both sides of a mirrored write.
+struct Batched<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for Batched<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let inner = self.0.as_mut();
+        crate::rt::batch(|| inner.poll(cx))
     }
 }
