@@ -96,22 +96,6 @@ fn a_split_of_a_family_with_more_copies_says_what_to_delete_and_stays_row() {
     assert_eq!(copy_row(&d, "c1b")["mode"], "row");
 }
 
-/// (offset, length) of the extents `nbdinfo --map` prints as dirty for
-/// `context` of `url`.
-fn dirty(url: &str, context: &str) -> Vec<(u64, u64)> {
-    let (ok, out) = run("nbdinfo", &[&format!("--map={context}"), url]);
-    assert!(ok, "nbdinfo --map={context} {url}: {out}");
-    out.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            match f.as_slice() {
-                [off, len, "1", ..] => Some((off.parse().ok()?, len.parse().ok()?)),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 #[test]
 fn a_copy_point_is_a_qemu_dirty_bitmap_of_its_source_and_of_the_copy() {
     let dir = pool_dir();
@@ -120,19 +104,26 @@ fn a_copy_point_is_a_qemu_dirty_bitmap_of_its_source_and_of_the_copy() {
     let src = d.export("src");
     qemu_io(&src, &["write -P 0x11 0 4M", "flush"]);
     d.ok(&["copy", "create", "src", "bk1", "--read-only"]);
-    assert_eq!(dirty(&src, "qemu:dirty-bitmap:bk1"), vec![], "nothing yet");
+    assert_eq!(
+        dirty_extents(&src, "qemu:dirty-bitmap:bk1"),
+        vec![],
+        "nothing yet"
+    );
     qemu_io(&src, &["write -P 0x22 1M 64k", "write -P 0x23 8M 4k"]);
     d.ok(&["copy", "create", "src", "bk2", "--read-only"]);
     qemu_io(&src, &["write -P 0x24 12M 128k"]);
     let k = 1u64 << 10;
     let since_bk1 = vec![(1024 * k, 64 * k), (8192 * k, 64 * k), (12288 * k, 128 * k)];
-    assert_eq!(dirty(&src, "qemu:dirty-bitmap:bk1"), since_bk1);
+    assert_eq!(dirty_extents(&src, "qemu:dirty-bitmap:bk1"), since_bk1);
     assert_eq!(
-        dirty(&src, "qemu:dirty-bitmap:bk2"),
+        dirty_extents(&src, "qemu:dirty-bitmap:bk2"),
         vec![(12288 * k, 128 * k)]
     );
     // The copy's export offers its source's name, with the same extents.
-    assert_eq!(dirty(&d.export("bk1"), "qemu:dirty-bitmap:src"), since_bk1);
+    assert_eq!(
+        dirty_extents(&d.export("bk1"), "qemu:dirty-bitmap:src"),
+        since_bk1
+    );
     // A deleted copy's bitmap is no longer offered.
     d.ok(&["copy", "delete", "bk1"]);
     let (ok, out) = run("nbdinfo", &["--map=qemu:dirty-bitmap:bk1", &src]);

@@ -248,22 +248,6 @@ fn marked_tracks_survive_kill_9_and_resync_after_it() {
     );
 }
 
-/// (offset, length) of the dirty extents `nbdinfo --map` prints for
-/// `context` of `url`.
-fn dirty_extents(url: &str, context: &str) -> Vec<(u64, u64)> {
-    let (ok, out) = run("nbdinfo", &[&format!("--map={context}"), url]);
-    assert!(ok, "nbdinfo --map={context} {url}: {out}");
-    out.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            match f.as_slice() {
-                [off, len, ty, ..] if *ty == "1" => Some((off.parse().ok()?, len.parse().ok()?)),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 #[test]
 fn a_pairs_changed_tracks_are_served_as_a_qemu_dirty_bitmap() {
     let dir = pool_dir();

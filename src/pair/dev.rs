@@ -280,7 +280,7 @@ impl Pair {
         let mut copy = crate::buf::pool::take(buf.len());
         copy.as_mut_slice().copy_from_slice(buf.as_slice());
         let both = futures::future::join(self.p.write(off, buf, fua), self.s.write(off, copy, fua));
-        let ((buf, r), (copy, rs)) = Batched(Box::pin(both)).await;
+        let ((buf, r), (copy, rs)) = Batched(std::pin::pin!(both)).await;
         crate::buf::pool::give(copy);
         match self.s_failed(off, len, rs).await {
             Ok(()) => (buf, r),
@@ -513,9 +513,9 @@ impl BlockDev for PairDev {
 
 /// A future whose every poll submits the disk operations it starts in
 /// one go ([`crate::rt::batch`]): both sides of a mirrored write.
-struct Batched<F>(std::pin::Pin<Box<F>>);
+struct Batched<'a, F>(std::pin::Pin<&'a mut F>);
 
-impl<F: std::future::Future> std::future::Future for Batched<F> {
+impl<F: std::future::Future> std::future::Future for Batched<'_, F> {
     type Output = F::Output;
 
     fn poll(

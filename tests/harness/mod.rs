@@ -413,6 +413,21 @@ pub fn qemu_io(url: &str, cmds: &[&str]) -> String {
     out
 }
 
+/// (offset, length) of the extents `nbdinfo --map` prints as dirty (type
+/// 1) for metadata context `context` of `url`.
+pub fn dirty_extents(url: &str, context: &str) -> Vec<(u64, u64)> {
+    let (ok, out) = run("nbdinfo", &[&format!("--map={context}"), url]);
+    assert!(ok, "nbdinfo --map={context} {url}: {out}");
+    out.lines()
+        .filter_map(
+            |l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [off, len, "1", ..] => Some((off.parse().ok()?, len.parse().ok()?)),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
 /// Polls `cond` every 20 ms until it holds; panics after `secs`.
 pub fn poll(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

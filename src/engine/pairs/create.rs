@@ -7,7 +7,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::{MIN_INTENT_REGION, PairEntry, below};
+use super::{MIN_INTENT_REGION, PairEntry};
 use crate::api::views::{PairCreateRequest, PairInfo};
 use crate::blockdev::{BlockDev, status};
 use crate::engine::{Pool, check_name};
@@ -118,7 +118,7 @@ impl Pool {
     async fn pair_create_on_worker(self: Arc<Self>, req: PairCreateRequest) -> Result<()> {
         let track = self.pair_check(&req)?;
         let (psw, ssw) = self.pair_switches(&req.pvol, &req.svol)?;
-        let s_written = written_tracks(&*below(&ssw), track).await?;
+        let s_written = written_tracks(&*ssw.current(), track).await?;
         if !s_written.is_empty() && !req.overwrite {
             return Err(Error::conflict(format!(
                 "volume {} holds data ({} tracks written): pairing replaces it with {}'s; give --overwrite to replace it",
@@ -128,7 +128,7 @@ impl Pool {
             )));
         }
         let (pc, sc) = (psw.close().await, ssw.close().await);
-        let (p_dev, s_dev) = (below(&psw), below(&ssw));
+        let (p_dev, s_dev) = (psw.current(), ssw.current());
         p_dev.flush().await?;
         // Both again, gates closed: what either holds now is copied.
         let mut tracks = written_tracks(&*p_dev, track).await?;

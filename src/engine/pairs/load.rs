@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{MIN_INTENT_REGION, PairEntry, below};
+use super::{MIN_INTENT_REGION, PairEntry};
 use crate::engine::Pool;
 use crate::error::Result;
 use crate::meta::diffmap::DiffMap;
@@ -39,7 +39,7 @@ impl Pool {
 
     fn load_pair(&self, rec: &PairRecord) -> Result<()> {
         let (psw, ssw) = self.pair_switches(&rec.pvol, &rec.svol)?;
-        let (p_dev, s_dev) = (below(&psw), below(&ssw));
+        let (p_dev, s_dev) = (psw.current(), ssw.current());
         let tracks = p_dev.size().div_ceil(rec.track.max(1));
         let diff = DiffMap::open(Arc::clone(&self.meta), rec.object, rec.track, tracks)?;
         let (intent, marked) = PersistentIntent::load(

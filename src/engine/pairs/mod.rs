@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::api::views::PairInfo;
-use crate::blockdev::{BlockDev, ChangeMap};
+use crate::blockdev::ChangeMap;
 use crate::error::{Error, Result};
 use crate::meta::diffmap::DiffMap;
 use crate::meta::intent::PersistentIntent;
@@ -115,18 +115,26 @@ impl Pairs {
 
     /// The pair whose S-VOL is `svol`, checked against `pvol` when given.
     fn get(&self, pvol: Option<&str>, svol: &str) -> Result<PairInfo> {
-        let st = self.st.lock();
-        let e = st.get(svol).ok_or_else(|| unknown(pvol, svol))?;
-        if pvol.is_some_and(|p| p != e.rec.pvol) {
-            return Err(unknown(pvol, svol));
-        }
-        Ok(Pairs::view(e))
+        self.with_checked(pvol, svol, |e| Pairs::view(e))
     }
 
     /// Runs `f` on the pair whose S-VOL is `svol`.
     fn with<T>(&self, svol: &str, f: impl FnOnce(&mut PairEntry) -> T) -> Result<T> {
+        self.with_checked(None, svol, f)
+    }
+
+    /// [`Pairs::with`], the pair's P-VOL checked against `pvol` if given.
+    fn with_checked<T>(
+        &self,
+        pvol: Option<&str>,
+        svol: &str,
+        f: impl FnOnce(&mut PairEntry) -> T,
+    ) -> Result<T> {
         let mut st = self.st.lock();
-        let e = st.get_mut(svol).ok_or_else(|| unknown(None, svol))?;
+        let e = st
+            .get_mut(svol)
+            .filter(|e| pvol.is_none_or(|p| p == e.rec.pvol))
+            .ok_or_else(|| unknown(pvol, svol))?;
         Ok(f(e))
     }
 
@@ -158,9 +166,9 @@ fn unknown(pvol: Option<&str>, svol: &str) -> Error {
     Error::not_found(format!("{what}: see `ferrosan pair list`"))
 }
 
-/// Flushes both sides of a pair (what its write-intent log's clearing
-/// needs: every completed write durable on both).
-async fn flush_both(pair: &Pair) -> Result<()> {
+/// Flushes both sides of a pair: every completed write durable on both
+/// (what a split, a delete and the write-intent log's clearing need).
+async fn flush_both(pair: Arc<Pair>) -> Result<()> {
     let (p, s) = futures::join!(pair.side(Side::P).flush(), pair.side(Side::S).flush());
     p.and(s)
 }
@@ -213,7 +221,7 @@ impl Pool {
     pub(super) async fn clear_pair_intents(&self) {
         for (pair, log) in self.pairs.logs() {
             if let Err(e) = log
-                .clear_idle(Box::pin(flush_both_owned(Arc::clone(&pair))))
+                .clear_idle(Box::pin(flush_both(Arc::clone(&pair))))
                 .await
             {
                 tracing::warn!("clearing a pair's write-intent marks failed: {}", e.chain());
@@ -227,7 +235,7 @@ impl Pool {
         let mut first = None;
         for (pair, log) in self.pairs.logs() {
             if let Err(e) = log
-                .clear_quiesced(Box::pin(flush_both_owned(Arc::clone(&pair))))
+                .clear_quiesced(Box::pin(flush_both(Arc::clone(&pair))))
                 .await
             {
                 first.get_or_insert(e);
@@ -237,18 +245,9 @@ impl Pool {
     }
 }
 
-async fn flush_both_owned(pair: Arc<Pair>) -> Result<()> {
-    flush_both(&pair).await
-}
-
 /// The status a record stores for a pair.
 fn stored(rec: &PairRecord, status: PairStatus) -> PairRecord {
     let mut r = rec.clone();
     r.status = status;
     r
-}
-
-/// The device a volume's switch serves below a pair's node.
-fn below(sw: &Switch) -> Arc<dyn BlockDev> {
-    sw.current()
 }

@@ -31,8 +31,7 @@ struct Found {
 
 impl Pool {
     fn pair_found(&self, pvol: Option<&str>, svol: &str) -> Result<Found> {
-        self.pairs.get(pvol, svol)?;
-        self.pairs.with(svol, |e| Found {
+        self.pairs.with_checked(pvol, svol, |e| Found {
             rec: e.rec.clone(),
             pair: Arc::clone(&e.pair),
             job: e.job,
@@ -227,8 +226,7 @@ impl Pool {
         let (psw, ssw) = self.pair_switches(&f.rec.pvol, &f.rec.svol)?;
         let (pc, sc) = (psw.close().await, ssw.close().await);
         // What both sides completed is durable before they part.
-        let (p, s) = futures::join!(f.pair.side(Side::P).flush(), f.pair.side(Side::S).flush());
-        p.and(s)?;
+        super::flush_both(Arc::clone(&f.pair)).await?;
         let rec = f.rec.clone();
         self.meta.write(true, |tx| tx.del_pair(&rec))?;
         psw.set(Arc::clone(f.pair.side(Side::P)));
