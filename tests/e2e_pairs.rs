@@ -155,7 +155,12 @@ fn refusals_name_the_status_and_what_to_do() {
     assert!(e.contains("status PAIR") && e.contains("pair split"), "{e}");
     let e = d.fails(&["pair", "restore", "p", "s"]);
     assert!(e.contains("status PAIR"), "{e}");
-    let e = d.fails(&["pair", "create", "p", "t"]);
+    let e = d.fails(&["pair", "create", "s", "t"]);
+    assert!(
+        e.contains("cannot be a P-VOL too") && e.contains("pair delete p s"),
+        "{e}"
+    );
+    let e = d.fails(&["pair", "create", "t", "s"]);
     assert!(e.contains("pair delete p s"), "{e}");
     let e = d.fails(&["volume", "delete", "s"]);
     assert!(
@@ -196,6 +201,54 @@ fn a_consistency_group_splits_at_one_instant() {
     qemu_io(&d.export("s1"), &["read -P 0x1 0 64k"]);
     let e = d.fails(&["pair", "split", "--group", "nope"]);
     assert!(e.contains("no pair is in consistency group nope"), "{e}");
+}
+
+#[test]
+fn a_p_vol_with_two_s_vols_splits_restores_resyncs_and_deletes_either() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &[]);
+    setup(&d, &["p", "s1", "s2"]);
+    qemu_io(&d.export("p"), &["write -P 0x11 0 1M", "flush"]);
+    for s in ["s1", "s2"] {
+        d.json(&["pair", "create", "p", s, "--group", "cg", "--wait"]);
+    }
+    // Both nodes stacked over P again after a restart.
+    d.restart();
+    let (p, s1, s2) = (d.export("p"), d.export("s1"), d.export("s2"));
+    qemu_io(&p, &["write -P 0x22 1M 64k", "flush"]);
+    for s in [&s1, &s2] {
+        let (eq, out) = same(&p, s);
+        assert!(eq, "a write in PAIR reaches every S-VOL: {out}");
+    }
+    let split = d.json(&["pair", "split", "--group", "cg"]);
+    assert_eq!(split[0]["split_at"], split[1]["split_at"], "{split}");
+    qemu_io(&p, &["write -P 0x33 2M 64k", "flush"]);
+    d.json(&["pair", "resync", "p", "s2", "--wait"]);
+    let e = d.fails(&["pair", "restore", "p", "s1"]);
+    assert!(
+        e.contains("p -> s2 is in status PAIR") && e.contains("pair split p s2"),
+        "{e}"
+    );
+    d.ok(&["pair", "split", "p", "s2"]);
+    // A restore from s1 rewrites P under s2: s2's bitmap gets the tracks.
+    qemu_io(&s1, &["write -P 0x44 3M 64k", "flush"]);
+    let image = dir.path().join("s1.img");
+    save(&s1, &image);
+    d.json(&["pair", "restore", "p", "s1", "--wait"]);
+    let (eq, out) = same(&p, image.to_str().unwrap());
+    assert!(eq, "P reads s1's image after the restore: {out}");
+    let r = d.json(&["pair", "resync", "p", "s2", "--wait"]);
+    assert_eq!(r["status"], "pair", "{r}");
+    let (eq, out) = same(&p, &s2);
+    assert!(eq, "s2 resynced after s1's restore: {out}");
+    // Deleting the older pair (its node below s2's) keeps s2 mirrored.
+    d.ok(&["pair", "delete", "p", "s1"]);
+    qemu_io(&p, &["write -P 0x55 4M 64k", "flush"]);
+    let (eq, out) = same(&p, &s2);
+    assert!(eq, "s2 still mirrored after s1's pair is deleted: {out}");
+    qemu_io(&s1, &["read -P 0 4M 64k", "read -P 0x44 3M 64k"]);
+    let rows = d.json(&["pair", "list"]);
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
 }
 
 #[test]

@@ -81,7 +81,9 @@ pub enum Side {
 
 /// The state both nodes of one pair share.
 pub struct Pair {
-    p: Arc<dyn BlockDev>,
+    /// The P-VOL's device below this pair's node: the volume, or the node
+    /// of another pair of the same P-VOL (nodes stack, one per S-VOL).
+    p: parking_lot::RwLock<Arc<dyn BlockDev>>,
     s: Arc<dyn BlockDev>,
     diff: Arc<DiffMap>,
     intent: Arc<dyn WriteIntent>,
@@ -112,7 +114,7 @@ impl Pair {
             ));
         }
         Ok(Arc::new(Pair {
-            p,
+            p: parking_lot::RwLock::new(p),
             s,
             diff,
             intent,
@@ -149,18 +151,30 @@ impl Pair {
     }
 
     /// The device of `side`.
-    pub fn side(&self, side: Side) -> &Arc<dyn BlockDev> {
+    pub fn side(&self, side: Side) -> Arc<dyn BlockDev> {
         match side {
-            Side::P => &self.p,
-            Side::S => &self.s,
+            Side::P => self.p(),
+            Side::S => Arc::clone(&self.s),
         }
     }
 
+    /// The P-VOL's device below this pair's node.
+    fn p(&self) -> Arc<dyn BlockDev> {
+        Arc::clone(&self.p.read())
+    }
+
+    /// Puts `dev` below this pair's P-VOL node, where a node of another
+    /// pair of the same P-VOL was (that pair is being deleted). Call with
+    /// the P-VOL's gate closed.
+    pub fn set_below_p(&self, dev: Arc<dyn BlockDev>) {
+        *self.p.write() = dev;
+    }
+
     /// Where the copier copies from and to in this status.
-    fn direction(&self) -> (&Arc<dyn BlockDev>, &Arc<dyn BlockDev>) {
+    fn direction(&self) -> (Arc<dyn BlockDev>, Arc<dyn BlockDev>) {
         match self.status() {
-            Status::Restore => (&self.s, &self.p),
-            _ => (&self.p, &self.s),
+            Status::Restore => (Arc::clone(&self.s), self.p()),
+            _ => (self.p(), Arc::clone(&self.s)),
         }
     }
 
@@ -168,7 +182,7 @@ impl Pair {
     fn track_range(&self, t: u64) -> (u64, u64) {
         let track = self.diff.track();
         let off = t.saturating_mul(track);
-        (off, track.min(self.p.size().saturating_sub(off)))
+        (off, track.min(self.s.size().saturating_sub(off)))
     }
 
     /// Copies up to `max` marked tracks at or after track `from` the way
@@ -207,7 +221,9 @@ impl Pair {
             guards.push(self.locks.lock(t, t + 1).await);
         }
         let (src, dst) = self.direction();
-        let copies = picked.iter().map(|&t| self.copy_track(src, dst, t, false));
+        let copies = picked
+            .iter()
+            .map(|&t| self.copy_track(&src, &dst, t, false));
         for r in join_all(copies).await {
             r?;
         }
@@ -254,9 +270,10 @@ impl Pair {
     /// RESTORE: copies the marked tracks of `tracks` from the S-VOL
     /// durably and clears their bits (the caller holds their locks).
     async fn pull(&self, tracks: std::ops::Range<u64>) -> Result<()> {
+        let p = self.p();
         for t in tracks {
             if self.diff.is_set(t) {
-                self.copy_track(&self.s, &self.p, t, true).await?;
+                self.copy_track(&self.s, &p, t, true).await?;
                 self.diff.clear(t);
             }
         }
@@ -279,7 +296,8 @@ impl Pair {
         }
         let mut copy = crate::buf::pool::take(buf.len());
         copy.as_mut_slice().copy_from_slice(buf.as_slice());
-        let both = futures::future::join(self.p.write(off, buf, fua), self.s.write(off, copy, fua));
+        let p = self.p();
+        let both = futures::future::join(p.write(off, buf, fua), self.s.write(off, copy, fua));
         let ((buf, r), (copy, rs)) = Batched(std::pin::pin!(both)).await;
         crate::buf::pool::give(copy);
         match self.s_failed(off, len, rs).await {
@@ -296,11 +314,12 @@ impl Pair {
         if self.status() == Status::Restore {
             self.pull(tr).await?;
         }
+        let p = self.p();
         let (r, rs) = if discard {
-            futures::join!(self.p.discard(off, len), self.s.discard(off, len))
+            futures::join!(p.discard(off, len), self.s.discard(off, len))
         } else {
             futures::join!(
-                self.p.write_zeroes(off, len, flags),
+                p.write_zeroes(off, len, flags),
                 self.s.write_zeroes(off, len, flags)
             )
         };
@@ -344,7 +363,7 @@ impl PairDev {
         &self.pair
     }
 
-    fn dev(&self) -> &Arc<dyn BlockDev> {
+    fn dev(&self) -> Arc<dyn BlockDev> {
         self.pair.side(self.side)
     }
 
@@ -387,7 +406,7 @@ impl PairDev {
                 }
             }
         }
-        self.pair.p.read(off, buf).await
+        self.pair.p().read(off, buf).await
     }
 
     /// A host read of the S-VOL. In PAIR a marked track is one whose S-VOL
@@ -402,7 +421,7 @@ impl PairDev {
                 .next_set(tr.start)
                 .is_some_and(|t| t < tr.end)
             {
-                return self.pair.p.read(off, buf).await;
+                return self.pair.p().read(off, buf).await;
             }
         }
         self.pair.s.read(off, buf).await
@@ -468,7 +487,8 @@ impl BlockDev for PairDev {
     fn flush(&self) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
             if self.side == Side::P && mirrored(self.pair.status()) {
-                let (r, rs) = futures::join!(self.pair.p.flush(), self.pair.s.flush());
+                let p = self.pair.p();
+                let (r, rs) = futures::join!(p.flush(), self.pair.s.flush());
                 // Which of the S-VOL's writes were lost is unknown: every
                 // track is marked, the next resync copies them all.
                 let all = 0..self.pair.diff.tracks();

@@ -1,5 +1,5 @@
 //! Routes of mirror pairs (seed 002, table T2). A pair is named by its
-//! S-VOL: a volume is the S-VOL of at most one pair.
+//! S-VOL: a volume is the S-VOL of at most one pair (a P-VOL may have several).
 
 use axum::extract::State;
 use axum::http::StatusCode;

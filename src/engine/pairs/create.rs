@@ -82,9 +82,8 @@ impl Pool {
                 req.pvol
             )));
         }
-        for v in [&req.pvol, &req.svol] {
-            self.pairs.refuse_paired(v, "paired again")?;
-        }
+        self.pairs.refuse_paired(&req.svol, "an S-VOL again")?;
+        self.pairs.refuse_pvol(&req.pvol)?;
         let st = self.lock();
         let get = |n: &str| {
             st.volumes.get(n).ok_or_else(|| {

@@ -18,7 +18,12 @@ impl Pool {
     /// stops both its volumes from being served (served unpaired, a write
     /// to either would go unrecorded) and is reported as a problem.
     pub(in crate::engine) fn load_pairs(&self) -> Result<()> {
-        for rec in self.meta.pairs()? {
+        let mut recs = self.meta.pairs()?;
+        // Oldest first: several pairs of one P-VOL stack their nodes in
+        // the order they were made (any order is correct; this one is
+        // the order they ran in before).
+        recs.sort_by(|a, b| (a.created, &a.svol).cmp(&(b.created, &b.svol)));
+        for rec in recs {
             if let Err(e) = self.load_pair(&rec) {
                 self.problem(format!(
                     "pair {} -> {} cannot be assembled: {}; neither volume is served",

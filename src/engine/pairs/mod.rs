@@ -18,8 +18,12 @@
 //! else is taken while it is held, and it is never held across an await or
 //! a durable commit. The data path (`crate::pair`) does not take it.
 //!
-//! A paired volume is not in a copy family, is not deleted or grown, and
-//! is in one pair: those commands refuse and say to delete the pair first.
+//! A paired volume is not in a copy family and is not deleted or grown:
+//! those commands refuse and say to delete the pair first. A P-VOL may
+//! have several S-VOLs (one pair each, their nodes stacked over it); an
+//! S-VOL is in one pair and is not itself a P-VOL. While one pair of a
+//! P-VOL restores, the others stay split (their bitmaps get the restored
+//! tracks), because the restore rewrites the P-VOL below their nodes.
 
 #![forbid(unsafe_code)]
 
@@ -82,6 +86,28 @@ impl Pairs {
         }
     }
 
+    /// Why `pvol` cannot be the P-VOL of one more pair: it is an S-VOL
+    /// (pairs do not cascade), or one of its pairs is restoring.
+    fn refuse_pvol(&self, pvol: &str) -> Result<()> {
+        let st = self.st.lock();
+        if let Some(e) = st.get(pvol) {
+            return Err(Error::conflict(format!(
+                "volume {pvol} is the S-VOL of pair {} -> {pvol}: an S-VOL cannot be a P-VOL too; delete that pair first (`ferrosan pair delete {} {pvol}`)",
+                e.rec.pvol, e.rec.pvol
+            )));
+        }
+        if let Some(e) = st
+            .values()
+            .find(|e| e.rec.pvol == pvol && e.pair.status() == PairStatus::Restore)
+        {
+            return Err(Error::conflict(format!(
+                "pair {pvol} -> {} is restoring {pvol}: pair it again once the restore is done (`ferrosan pair show {}`)",
+                e.rec.svol, e.rec.svol
+            )));
+        }
+        Ok(())
+    }
+
     fn view(e: &PairEntry) -> PairInfo {
         let diff = e.pair.diff();
         let (set, tracks) = (diff.count(), diff.tracks());
@@ -138,6 +164,27 @@ impl Pairs {
         Ok(f(e))
     }
 
+    /// The other pairs of P-VOL `pvol` than the one of `svol`: S-VOL,
+    /// status and job.
+    fn siblings(&self, pvol: &str, svol: &str) -> Vec<(String, PairStatus, Option<u64>)> {
+        self.st
+            .lock()
+            .values()
+            .filter(|e| e.rec.pvol == pvol && e.rec.svol != svol)
+            .map(|e| (e.rec.svol.clone(), e.pair.status(), e.job))
+            .collect()
+    }
+
+    /// The bitmaps of the other pairs of P-VOL `pvol` than `svol`'s.
+    fn sibling_maps(&self, pvol: &str, svol: &str) -> Vec<Arc<DiffMap>> {
+        self.st
+            .lock()
+            .values()
+            .filter(|e| e.rec.pvol == pvol && e.rec.svol != svol)
+            .map(|e| Arc::clone(e.pair.diff()))
+            .collect()
+    }
+
     /// The S-VOLs of the pairs of consistency group `group`.
     fn in_group(&self, group: &str) -> Vec<String> {
         self.st
@@ -169,7 +216,8 @@ fn unknown(pvol: Option<&str>, svol: &str) -> Error {
 /// Flushes both sides of a pair: every completed write durable on both
 /// (what a split, a delete and the write-intent log's clearing need).
 async fn flush_both(pair: Arc<Pair>) -> Result<()> {
-    let (p, s) = futures::join!(pair.side(Side::P).flush(), pair.side(Side::S).flush());
+    let (p, s) = (pair.side(Side::P), pair.side(Side::S));
+    let (p, s) = futures::join!(p.flush(), s.flush());
     p.and(s)
 }
 

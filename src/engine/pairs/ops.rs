@@ -18,7 +18,7 @@ use crate::api::views::PairInfo;
 use crate::engine::Pool;
 use crate::error::{Error, Result};
 use crate::meta::model::{PairRecord, PairStatus, now};
-use crate::pair::{Pair, Side};
+use crate::pair::{Pair, PairDev, Side};
 use crate::stack::gate::Closed;
 use crate::stack::switch::Switch;
 
@@ -98,23 +98,22 @@ impl Pool {
     }
 
     async fn split_on_worker(self: Arc<Self>, found: Vec<Found>) -> Result<()> {
-        let mut switches: Vec<Arc<Switch>> = Vec::with_capacity(found.len() * 2);
+        let (mut ps, mut ss): (Vec<Arc<Switch>>, Vec<Arc<Switch>>) = (vec![], vec![]);
         for f in &found {
             let (p, s) = self.pair_switches(&f.rec.pvol, &f.rec.svol)?;
-            switches.extend([p, s]);
+            // Several S-VOLs of one P-VOL: its gate is closed once.
+            if !ps.iter().any(|x| Arc::ptr_eq(x, &p)) {
+                ps.push(p);
+            }
+            ss.push(s);
         }
         // P-VOLs first: the cut is where their I/O stops.
-        let mut closed: Vec<Closed<'_>> = Vec::with_capacity(switches.len());
-        for sw in switches
-            .iter()
-            .step_by(2)
-            .chain(switches.iter().skip(1).step_by(2))
-        {
+        let mut closed: Vec<Closed<'_>> = Vec::with_capacity(ps.len() + ss.len());
+        for sw in ps.iter().chain(ss.iter()) {
             closed.push(sw.close().await);
         }
         for f in &found {
-            let (p, s) = futures::join!(f.pair.side(Side::P).flush(), f.pair.side(Side::S).flush());
-            p.and(s)?;
+            super::flush_both(Arc::clone(&f.pair)).await?;
         }
         let at = now();
         let recs: Vec<PairRecord> = found
@@ -178,6 +177,10 @@ impl Pool {
             };
             return Err(Pool::pair_refuse(&f, cmd, todo));
         }
+        self.refuse_beside_restore(&f, restore)?;
+        if restore && !again {
+            self.mark_for_siblings(&f).await?;
+        }
         if !again {
             let pool = self.arc()?;
             let rec = f.rec.clone();
@@ -188,6 +191,54 @@ impl Pool {
         }
         self.start_pair_copy(svol, rate.unwrap_or(0))?;
         self.pair_get(None, svol)
+    }
+
+    /// A pair's copy cannot start while another pair of its P-VOL
+    /// restores (the restore rewrites the P-VOL below it), and a restore
+    /// only while every other pair of its P-VOL is split with no job.
+    fn refuse_beside_restore(&self, f: &Found, restoring: bool) -> Result<()> {
+        for (svol, status, job) in self.pairs.siblings(&f.rec.pvol, &f.rec.svol) {
+            if status == PairStatus::Restore {
+                return Err(Error::conflict(format!(
+                    "pair {} -> {svol} is restoring {}: no other pair of that P-VOL copies until it is done (`ferrosan pair show {svol}`)",
+                    f.rec.pvol, f.rec.pvol
+                )));
+            }
+            if restoring && (status != PairStatus::Split || job.is_some()) {
+                return Err(Error::conflict(format!(
+                    "pair {} -> {svol} is in status {}: a restore rewrites the P-VOL under every other S-VOL of it, so they must be split first (`ferrosan pair split {} {svol}`)",
+                    f.rec.pvol,
+                    status.name(),
+                    f.rec.pvol
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a restore: the tracks it will rewrite on the P-VOL are set
+    /// in the bitmaps of the P-VOL's other (split) pairs, stored, so their
+    /// next resync copies them.
+    async fn mark_for_siblings(&self, f: &Found) -> Result<()> {
+        let others = self.pairs.sibling_maps(&f.rec.pvol, &f.rec.svol);
+        if others.is_empty() {
+            return Ok(());
+        }
+        let diff = f.pair.diff();
+        let mut stored = Vec::new();
+        let mut t = 0;
+        while let Some(a) = diff.next_set(t) {
+            let mut b = a + 1;
+            while b < diff.tracks() && diff.is_set(b) {
+                b += 1;
+            }
+            for o in &others {
+                stored.extend(o.mark_tracks(a..b));
+            }
+            t = b;
+        }
+        futures::future::try_join_all(stored).await?;
+        Ok(())
     }
 
     /// Records `to` and sets it with both volumes' gates closed.
@@ -229,8 +280,8 @@ impl Pool {
         super::flush_both(Arc::clone(&f.pair)).await?;
         let rec = f.rec.clone();
         self.meta.write(true, |tx| tx.del_pair(&rec))?;
-        psw.set(Arc::clone(f.pair.side(Side::P)));
-        ssw.set(Arc::clone(f.pair.side(Side::S)));
+        unlink_p(&psw, &f.pair);
+        ssw.set(f.pair.side(Side::S));
         self.pairs.st.lock().remove(svol);
         drop((pc, sc));
         tracing::info!(
@@ -241,4 +292,26 @@ impl Pool {
         );
         Ok(())
     }
+}
+
+/// Takes `pair`'s node out of its P-VOL's stack of pair nodes (one per
+/// S-VOL): the switch, or the pair whose node sits above it, gets what
+/// was below it. Call with the P-VOL's gate closed.
+fn unlink_p(psw: &Switch, pair: &Arc<Pair>) {
+    let below = pair.side(Side::P);
+    let mut above: Option<Arc<Pair>> = None;
+    let mut node = psw.current();
+    while let Some(dev) = node.as_any().downcast_ref::<PairDev>() {
+        if Arc::ptr_eq(dev.pair(), pair) {
+            match above {
+                None => psw.set(below),
+                Some(upper) => upper.set_below_p(below),
+            }
+            return;
+        }
+        let next = dev.pair().side(Side::P);
+        above = Some(Arc::clone(dev.pair()));
+        node = next;
+    }
+    tracing::warn!("a deleted pair's node was not found over its P-VOL");
 }
