@@ -12,7 +12,7 @@ use common::Pool;
 use serde_json::Value;
 
 /// The routes of the management API, as designed.
-const ROUTES: [(&str, &str); 41] = [
+const ROUTES: [(&str, &str); 45] = [
     ("get", "/v1/pool"),
     ("post", "/v1/pool/gc"),
     ("post", "/v1/pool/check"),
@@ -54,6 +54,10 @@ const ROUTES: [(&str, &str); 41] = [
     ("post", "/v1/pairs/{name}/resync"),
     ("post", "/v1/pairs/{name}/restore"),
     ("post", "/v1/pair-groups/{name}/split"),
+    ("get", "/v1/svol-groups"),
+    ("post", "/v1/svol-groups"),
+    ("get", "/v1/svol-groups/{name}"),
+    ("delete", "/v1/svol-groups/{name}"),
 ];
 
 fn doc() -> Value {

@@ -56,6 +56,10 @@ pub enum Action {
     PairGroupSplit(String),
     PairResync(String, PairCopyRequest),
     PairRestore(String, PairCopyRequest),
+    SvolGroupList,
+    SvolGroupQuery(String),
+    SvolGroupCreate(SvolGroupCreateRequest),
+    SvolGroupDelete(String),
 }
 
 /// The view an action returns.
@@ -79,6 +83,8 @@ pub enum Reply {
     Check(PoolCheck),
     Pair(PairInfo),
     Pairs(Vec<PairInfo>),
+    SvolGroup(SvolGroupInfo),
+    SvolGroups(Vec<SvolGroupInfo>),
     /// The object is gone: 204 No Content.
     Deleted,
 }
@@ -105,6 +111,8 @@ impl Reply {
             Reply::Check(v) => (status, Json(v)).into_response(),
             Reply::Pair(v) => (status, Json(v)).into_response(),
             Reply::Pairs(v) => (status, Json(v)).into_response(),
+            Reply::SvolGroup(v) => (status, Json(v)).into_response(),
+            Reply::SvolGroups(v) => (status, Json(v)).into_response(),
             Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
         }
     }
@@ -144,6 +152,8 @@ fn read(p: &Pool, action: &Action) -> Option<Result<Reply>> {
         Action::CopyGet(name) => p.copy_get(name).map(Reply::Copy),
         Action::PairList => Ok(Reply::Pairs(p.pair_list())),
         Action::PairGet(svol) => p.pair_get(None, svol).map(Reply::Pair),
+        Action::SvolGroupList => Ok(Reply::SvolGroups(p.svol_group_list())),
+        Action::SvolGroupQuery(name) => p.svol_group_query(name).map(Reply::SvolGroup),
         // Job controls and fault injection change no record of the pool's
         // configuration: they need not queue behind a change.
         Action::JobPause(id) => p.job_pause(*id).map(Reply::Job),
@@ -189,6 +199,10 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
         }
         Action::PairRestore(svol, req) => {
             Reply::Pair(p.pair_copy_back(None, &svol, true, req.rate).await?)
+        }
+        Action::SvolGroupCreate(req) => Reply::SvolGroup(p.svol_group_create(req).await?),
+        Action::SvolGroupDelete(name) => {
+            p.svol_group_delete(&name).await.map(|()| Reply::Deleted)?
         }
         other => match read(p, &other) {
             Some(reply) => reply?,

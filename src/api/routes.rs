@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod pairs;
+mod svol;
 
 use super::action::{Action, Dispatch};
 use super::error::ApiFailure;
@@ -79,7 +80,9 @@ type Answer = Result<Response, ApiFailure>;
         (name = "copies", description = "Instant copies (seeds 000/001): point-in-time images \
             of a volume, usable at once, that share the tracks neither side has rewritten"),
         (name = "pairs", description = "Mirror pairs (seed 002, table T2): a full S-VOL kept in \
-            sync with its P-VOL, split into a point-in-time image, resynced by bitmap")
+            sync with its P-VOL, split into a point-in-time image, resynced by bitmap"),
+        (name = "svol-groups", description = "S-VOL groups (seed 003): split S-VOLs of one P-VOL \
+            used as one, RO members sharing reads, an RW member's writes kept in its increments")
     )
 )]
 struct ApiDoc;
@@ -118,6 +121,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(pairs::pair_group_split))
         .routes(routes!(pairs::pair_resync))
         .routes(routes!(pairs::pair_restore))
+        .routes(routes!(svol::svol_group_list, svol::svol_group_create))
+        .routes(routes!(svol::svol_group_query, svol::svol_group_delete))
 }
 
 /// Answer for a path no route matches.

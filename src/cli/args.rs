@@ -87,6 +87,11 @@ pub enum Command {
     /// split into a point-in-time image at once, resynced by bitmap.
     #[command(subcommand)]
     Pair(super::pair::PairCmd),
+    /// S-VOL groups: split S-VOLs of one P-VOL used as one; RO members
+    /// share reads and cover each other's read errors, an RW member keeps
+    /// its writes in an increments volume.
+    #[command(subcommand, name = "svol-group")]
+    SvolGroup(super::svol::SvolCmd),
     /// Print the API's OpenAPI document.
     #[command(hide = true)]
     Openapi,

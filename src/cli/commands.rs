@@ -52,6 +52,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Job(cmd) => job(&ctx()?, cmd),
         Command::Copy(cmd) => copy(&ctx()?, cmd),
         Command::Pair(cmd) => super::pair::run(&ctx()?, cmd),
+        Command::SvolGroup(cmd) => super::svol::run(&ctx()?, cmd),
     }
 }
 

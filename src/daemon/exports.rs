@@ -16,6 +16,7 @@ impl ExportProvider for PoolExports {
         self.0
             .volume_list()
             .into_iter()
+            .filter(|v| self.0.host_accessible(&v.name))
             .map(|v| {
                 let desc = format!("ferrosan volume {} on group {}", v.name, v.group);
                 (v.name, desc)

@@ -91,6 +91,7 @@ impl Pool {
         }
         self.load_families(snap.families)?;
         self.load_pairs()?;
+        self.load_svol_groups()?;
         for j in snap.jobs {
             match &j.kind {
                 _ if j.state.is_finished() => self.jobs.add_finished(j),

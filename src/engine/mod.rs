@@ -29,6 +29,7 @@ mod pairs;
 mod rebuild;
 mod recover;
 mod space;
+mod svol;
 mod volumes;
 
 use std::collections::BTreeMap;
@@ -189,6 +190,8 @@ pub struct Pool {
     commit: config::CommitPath,
     /// Mirror pairs (`pairs/`): a service with its own (leaf) lock.
     pairs: pairs::Pairs,
+    /// S-VOL groups (`svol/`): a service with its own (leaf) lock.
+    svols: svol::SvolGroups,
 }
 
 impl Pool {
@@ -231,6 +234,7 @@ impl Pool {
             me: me.clone(),
             problems: Mutex::new(Vec::new()),
             pairs: pairs::Pairs::default(),
+            svols: svol::SvolGroups::default(),
             nbd_url: Mutex::new(None),
             nbd_unix: Mutex::new(dir.join("nbd.sock")),
             held: Mutex::new(space::HeldSpace::default()),
@@ -444,6 +448,7 @@ impl Pool {
                 pool.reclaim_copy_space();
                 pool.start_due_collections();
                 pool.clear_pair_intents().await;
+                pool.clear_svol_intents().await;
                 drop(pool);
                 for (raid, log) in logs {
                     if let Err(e) = log.clear_idle(raid.flush()).await {
@@ -466,7 +471,10 @@ impl Pool {
             .map(|g| (g.rec.name.clone(), Arc::clone(&g.raid), g.intent.clone()))
             .collect();
         // Pairs first: clearing their marks flushes both their volumes.
-        let mut first = self.clear_pair_intents_at_stop().await.err();
+        let mut first = self.clear_svol_intents_at_stop().await.err();
+        if let Err(e) = self.clear_pair_intents_at_stop().await {
+            first.get_or_insert(e);
+        }
         for (name, raid, log) in groups {
             let Some(log) = log.filter(|_| raid.health() == Health::Optimal) else {
                 if let Err(e) = raid.flush().await {

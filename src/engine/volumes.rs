@@ -212,6 +212,7 @@ impl Pool {
 
     pub async fn volume_delete(&self, name: &str, force: bool) -> Result<()> {
         self.pairs.refuse_paired(name, "deleted")?;
+        self.svols.refuse_member(name, "deleted")?;
         let in_family = self.in_family(&self.lock(), name);
         if in_family {
             return self.family_delete(name, true, force).await.map(drop);
@@ -260,6 +261,7 @@ impl Pool {
     /// moves, clients see the new size on their next connection.
     pub fn volume_grow(&self, name: &str, req: VolumeGrowRequest) -> Result<VolumeInfo> {
         self.pairs.refuse_paired(name, "grown")?;
+        self.svols.refuse_member(name, "grown")?;
         let mut st = self.lock();
         let v = st.volumes.get(name).ok_or_else(|| {
             Error::not_found(format!(
@@ -341,6 +343,7 @@ impl Pool {
         Arc<Switch>,
         Box<dyn std::any::Any + Send + Sync>,
     )> {
+        let ro = self.svols.access(name)?;
         let st = self.lock();
         let name = if name.is_empty() {
             let mut names = st.volumes.keys();
@@ -363,7 +366,10 @@ impl Pool {
             .ok_or_else(|| Error::not_found(format!("no volume named {name:?}")))?;
         v.conns.fetch_add(1, Ordering::SeqCst);
         let guard = Box::new(ConnGuard(Arc::clone(&v.conns)));
-        Ok((self.volume_view(v), Arc::clone(&v.dev), guard))
+        let mut view = self.volume_view(v);
+        // An RO member of an S-VOL group is a read-only export.
+        view.read_only |= ro == Some(true);
+        Ok((view, Arc::clone(&v.dev), guard))
     }
 }
 

@@ -41,6 +41,7 @@ pub mod diffmap;
 pub mod intent;
 pub mod model;
 mod pairs;
+mod svol;
 
 use std::path::{Path, PathBuf};
 
@@ -247,6 +248,8 @@ impl Meta {
             txn.open_table(COPY_UNFREED)
                 .map_err(|e| db_err("opening a table", e))?;
             txn.open_table(pairs::PAIRS)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(svol::SVOL_GROUPS)
                 .map_err(|e| db_err("opening a table", e))?;
         }
         txn.commit().map_err(|e| db_err("a commit", e))?;

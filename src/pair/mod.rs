@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dev;
+pub mod group;
 
 pub use dev::{Pair, PairDev, Side, Status};
 

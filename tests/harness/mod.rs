@@ -394,7 +394,17 @@ pub fn fio(args: &[&str]) -> FioReport {
 /// qemu-io on an NBD URL with the given commands; asserts success and no
 /// failed verification, returns the output.
 pub fn qemu_io(url: &str, cmds: &[&str]) -> String {
-    let mut args = vec!["-f", "raw"];
+    qemu_io_with(&[], url, cmds)
+}
+
+/// [`qemu_io`] over a read-only connection (`qemu-io -r`).
+pub fn qemu_io_ro(url: &str, cmds: &[&str]) -> String {
+    qemu_io_with(&["-r"], url, cmds)
+}
+
+fn qemu_io_with(opts: &[&str], url: &str, cmds: &[&str]) -> String {
+    let mut args = opts.to_vec();
+    args.extend(["-f", "raw"]);
     for c in cmds {
         args.push("-c");
         args.push(c);

@@ -16,8 +16,10 @@ use utoipa::ToSchema;
 
 pub mod limits;
 mod pairs;
+mod svol;
 
 pub use pairs::*;
+pub use svol::*;
 
 use crate::json::{object_opt, whole, whole_opt};
 pub use crate::meta::model::copy::{CopyMode, Scheme};

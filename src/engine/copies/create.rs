@@ -105,6 +105,8 @@ impl Pool {
     fn copy_source(&self, req: &CopyCreateRequest) -> Result<CopySource> {
         self.pairs
             .refuse_paired(&req.source, "the source of an instant copy")?;
+        self.svols
+            .refuse_member(&req.source, "the source of an instant copy")?;
         let st = self.lock();
         if st.volumes.contains_key(&req.name) {
             return Err(Error::conflict(format!(

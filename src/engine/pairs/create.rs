@@ -83,6 +83,7 @@ impl Pool {
             )));
         }
         self.pairs.refuse_paired(&req.svol, "an S-VOL again")?;
+        self.svols.refuse_member(&req.svol, "an S-VOL")?;
         self.pairs.refuse_pvol(&req.pvol)?;
         let st = self.lock();
         let get = |n: &str| {

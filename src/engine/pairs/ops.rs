@@ -97,6 +97,30 @@ impl Pool {
         svols.iter().map(|s| self.pair_get(None, s)).collect()
     }
 
+    /// Splits the pairs of `svols` (S-VOLs of `pvol`, in PAIR) at one
+    /// instant, as an S-VOL group's creation does. On a worker.
+    pub(in crate::engine) async fn split_for_group(
+        self: Arc<Self>,
+        pvol: &str,
+        svols: &[String],
+    ) -> Result<u64> {
+        let mut found = Vec::with_capacity(svols.len());
+        for s in svols {
+            let f = self.pair_found(Some(pvol), s)?;
+            if f.pair.status() != PairStatus::Pair || f.job.is_some() {
+                return Err(Pool::pair_refuse(
+                    &f,
+                    "made an S-VOL group member",
+                    "a group is made of S-VOLs in PAIR, which it splits at one instant; resync it first (`pair resync`)",
+                ));
+            }
+            found.push(f);
+        }
+        let first = svols.first().cloned().unwrap_or_default();
+        Arc::clone(&self).split_on_worker(found).await?;
+        Ok(self.pair_get(None, &first)?.split_at.unwrap_or(0))
+    }
+
     async fn split_on_worker(self: Arc<Self>, found: Vec<Found>) -> Result<()> {
         let (mut ps, mut ss): (Vec<Arc<Switch>>, Vec<Arc<Switch>>) = (vec![], vec![]);
         for f in &found {
@@ -156,6 +180,8 @@ impl Pool {
         rate: Option<u64>,
     ) -> Result<PairInfo> {
         let f = self.pair_found(pvol, svol)?;
+        self.svols
+            .refuse_member(svol, if restore { "restored from" } else { "resynced" })?;
         let (cmd, to) = if restore {
             ("restored", PairStatus::Restore)
         } else {
@@ -260,6 +286,7 @@ impl Pool {
     /// whose copy had not finished holds a partial copy).
     pub async fn pair_delete(&self, pvol: Option<&str>, svol: &str) -> Result<()> {
         let f = self.pair_found(pvol, svol)?;
+        self.svols.refuse_member(svol, "unpaired")?;
         if let Some(job) = f.job {
             // The job ends (it may be finishing: then the pair is in PAIR).
             let _ = self.jobs.cancel(job);

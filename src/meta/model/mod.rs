@@ -17,9 +17,11 @@ use utoipa::ToSchema;
 
 pub mod copy;
 pub mod pair;
+pub mod svol;
 
 pub use copy::CopyMode;
 pub use pair::{PairRecord, PairStatus};
+pub use svol::{SvolAttr, SvolGroupRecord, SvolMemberRecord};
 
 /// Format version of the pool database. Bump it when a record changes
 /// shape, and keep a fixture of every released version.
@@ -30,7 +32,9 @@ pub use pair::{PairRecord, PairStatus};
 /// - 3: mirror pairs (the `pairs` table, their bitmaps as pages): a
 ///   ferrosan that knows no pairs would serve a paired volume unpaired, so
 ///   it must not open the pool.
-pub const FORMAT_VERSION: u32 = 3;
+/// - 4: S-VOL groups (the `svol_groups` table; increments as pages): a
+///   ferrosan that knows none would let hosts write RO members.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// RAID level of a group (seed 002, table T1 column "RAID LEVEL").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

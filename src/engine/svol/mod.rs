@@ -1,0 +1,387 @@
+//! S-VOL groups, the engine's service (seed 003, FIG. 8-13; S-VOL group
+//! setting unit 610, group management unit 620 with table 900, S-VOL
+//! management unit 630 with table 1200; the data path, units 640 and
+//! 650, is `crate::pair::group`).
+//!
+//! ```text
+//!   svol-group create (opcode 0): members checked (S-VOLs of the P-VOL in
+//!       PAIR; spares unpaired, the same size) ─> RW members' increments
+//!       volumes (DLV) made ─> the members' pairs split at one instant
+//!       ─> record (tables 900/1200/1300) ─> gates of every LID closed,
+//!       nodes in (members: GroupDev; spares, DLVs: Internal) ─> open
+//!   svol-group query (opcode 3): the tables, Freq, health, spares
+//!   svol-group delete: nodes out, record and DLVs gone; the members go
+//!       on as split S-VOLs of their pairs
+//! ```
+//!
+//! The service's lock is a leaf, never held across an await or a commit.
+//! A member's pair stays SPLIT under the group (its bitmap keeps counting
+//! what differs from the P-VOL); pair commands on it, and deleting or
+//! growing any LID of a group, are refused naming the group.
+
+#![forbid(unsafe_code)]
+
+mod create;
+mod load;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::api::views::{
+    SvolAttr, SvolGroupInfo, SvolMemberInfo, Table900Row, Table1200Row, Table1300,
+};
+use crate::blockdev::BlockDev;
+use crate::error::{Error, Result};
+use crate::meta::intent::PersistentIntent;
+use crate::meta::model::SvolGroupRecord;
+use crate::pair::group::{Group, Internal};
+use crate::stack::switch::Switch;
+
+use super::Pool;
+
+/// Block ids table 1300 lists at most.
+const MAX_BIDS: usize = 1000;
+
+/// One group as it runs.
+pub(crate) struct SvolEntry {
+    rec: SvolGroupRecord,
+    group: Arc<Group>,
+    /// The RW members' write-intent logs, by member index.
+    logs: Vec<(usize, Arc<PersistentIntent>)>,
+}
+
+/// The S-VOL groups of the pool, by name.
+#[derive(Default)]
+pub(crate) struct SvolGroups {
+    st: parking_lot::Mutex<BTreeMap<String, SvolEntry>>,
+}
+
+impl SvolGroups {
+    fn add(
+        &self,
+        rec: SvolGroupRecord,
+        group: Arc<Group>,
+        logs: Vec<(usize, Arc<PersistentIntent>)>,
+    ) {
+        let name = rec.name.clone();
+        self.st.lock().insert(name, SvolEntry { rec, group, logs });
+    }
+
+    /// The group volume `name` is a LID of (member, spare or DLV), if any.
+    pub(crate) fn of_volume(&self, name: &str) -> Option<String> {
+        self.st
+            .lock()
+            .values()
+            .find(|e| {
+                e.rec
+                    .members
+                    .iter()
+                    .any(|m| m.lid == name || m.rlid.as_deref() == Some(name))
+            })
+            .map(|e| e.rec.name.clone())
+    }
+
+    /// Why `what` cannot be done to volume `name` while it is in a group.
+    pub(crate) fn refuse_member(&self, name: &str, what: &str) -> Result<()> {
+        match self.of_volume(name) {
+            Some(g) => Err(Error::conflict(format!(
+                "volume {name} is in S-VOL group {g}: it cannot be {what} while it is; delete the group first (`ferrosan svol-group delete {g}`)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether hosts may open volume `name`, and read-only if so: RO
+    /// members are read-only exports, spares and DLVs are not exports.
+    pub(crate) fn access(&self, name: &str) -> Result<Option<bool>> {
+        let st = self.st.lock();
+        for e in st.values() {
+            for m in &e.rec.members {
+                if m.rlid.as_deref() == Some(name) {
+                    return Err(not_host(name, &e.rec.name, "the increments volume (DLV)"));
+                }
+                if m.lid == name {
+                    return match m.attr {
+                        SvolAttr::Spare => Err(not_host(name, &e.rec.name, "a spare")),
+                        SvolAttr::Ro => Ok(Some(true)),
+                        SvolAttr::Rw => Ok(Some(false)),
+                    };
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn not_host(name: &str, group: &str, what: &str) -> Error {
+    Error::conflict(format!(
+        "volume {name} is {what} of S-VOL group {group}: it is not host-accessible (see `ferrosan svol-group query {group}`)"
+    ))
+}
+
+impl Pool {
+    pub fn svol_group_list(&self) -> Vec<SvolGroupInfo> {
+        let names: Vec<String> = self.svols.st.lock().keys().cloned().collect();
+        names
+            .iter()
+            .filter_map(|n| self.svol_group_query(n).ok())
+            .collect()
+    }
+
+    /// Operation code 3: the group's tables, members and spares.
+    pub fn svol_group_query(&self, name: &str) -> Result<SvolGroupInfo> {
+        let (rec, group) = self
+            .svols
+            .st
+            .lock()
+            .get(name)
+            .map(|e| (e.rec.clone(), Arc::clone(&e.group)))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "no S-VOL group {name}: see `ferrosan svol-group list`"
+                ))
+            })?;
+        let mut members = Vec::new();
+        let mut spares = Vec::new();
+        let mut t900 = Vec::new();
+        let mut t1200 = Vec::new();
+        let mut t1300 = Vec::new();
+        for m in &rec.members {
+            let live = group.members.iter().find(|x| x.lid == m.lid);
+            let freq = live.map_or(0, |x| x.freq());
+            let failed = m.failed || live.is_some_and(|x| x.failed());
+            let health = match (m.attr, failed) {
+                (_, true) => "failed",
+                (SvolAttr::Spare, false) => "spare",
+                _ => "healthy",
+            };
+            let info = SvolMemberInfo {
+                lid: m.lid.clone(),
+                attr: m.attr,
+                pid: m.pid.clone(),
+                rlid: m.rlid.clone(),
+                freq,
+                health: health.to_string(),
+                errors: live.map_or(0, |x| x.errors()),
+                repaired: live.map_or(0, |x| x.repaired()),
+                disks: self.volume_disks(&m.pid),
+            };
+            let attr = match m.attr {
+                SvolAttr::Spare => "RO",
+                a => a.name(),
+            };
+            t900.push(Table900Row {
+                grp_id: rec.name.clone(),
+                lid: m.lid.clone(),
+                attr: attr.to_string(),
+                pid: m.pid.clone(),
+                rlid: m.rlid.clone(),
+            });
+            t1200.push(Table1200Row {
+                lid: m.lid.clone(),
+                attr: match m.attr {
+                    SvolAttr::Spare => "—".to_string(),
+                    a => a.name().to_string(),
+                },
+                pid: m.pid.clone(),
+                rlid: m.rlid.clone(),
+                freq,
+            });
+            if m.attr == SvolAttr::Spare {
+                spares.push(info);
+            } else {
+                members.push(info);
+            }
+        }
+        // The increments volumes: rows of their own (internal, RW).
+        for m in &rec.members {
+            let Some(dlv) = &m.rlid else { continue };
+            t900.push(Table900Row {
+                grp_id: rec.name.clone(),
+                lid: dlv.clone(),
+                attr: "RW".to_string(),
+                pid: dlv.clone(),
+                rlid: None,
+            });
+            t1200.push(Table1200Row {
+                lid: dlv.clone(),
+                attr: "RW".to_string(),
+                pid: dlv.clone(),
+                rlid: None,
+                freq: 0,
+            });
+            if let Some(incr) = group
+                .members
+                .iter()
+                .find(|x| x.lid == m.lid)
+                .and_then(|x| x.incr.as_ref())
+            {
+                t1300.push(table_1300(dlv, &incr.bids));
+            }
+        }
+        let degraded = members.iter().any(|m| m.health == "failed") && spares.is_empty();
+        Ok(SvolGroupInfo {
+            name: rec.name.clone(),
+            pvol: rec.pvol.clone(),
+            split_at: rec.split_at,
+            members,
+            spares,
+            degraded,
+            table_900: t900,
+            table_1200: t1200,
+            table_1300: t1300,
+        })
+    }
+
+    /// The disks of volume `name`'s group.
+    fn volume_disks(&self, name: &str) -> Vec<String> {
+        let st = self.lock();
+        st.volumes
+            .get(name)
+            .and_then(|v| st.groups.get(&v.rec.group))
+            .map(|g| g.rec.slots.iter().filter_map(|s| s.disk.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The switch of volume `name`.
+    fn volume_switch(&self, name: &str) -> Result<Arc<Switch>> {
+        self.lock()
+            .volumes
+            .get(name)
+            .map(|v| Arc::clone(&v.dev))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "unknown volume {name:?}: see `ferrosan volume list`"
+                ))
+            })
+    }
+
+    /// Deletes a group: every LID's node comes out (members go on as the
+    /// split S-VOLs of their pairs, writable again), the record and the
+    /// increments volumes go.
+    pub async fn svol_group_delete(&self, name: &str) -> Result<()> {
+        let pool = self.arc()?;
+        let name = name.to_string();
+        self.workers
+            .run(move || async move { pool.svol_delete_on_worker(&name).await })
+            .await??;
+        Ok(())
+    }
+
+    async fn svol_delete_on_worker(&self, name: &str) -> Result<()> {
+        let rec = self
+            .svols
+            .st
+            .lock()
+            .get(name)
+            .map(|e| e.rec.clone())
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "no S-VOL group {name}: see `ferrosan svol-group list`"
+                ))
+            })?;
+        let lids = lids(&rec);
+        let switches: Vec<Arc<Switch>> = lids
+            .iter()
+            .map(|l| self.volume_switch(l))
+            .collect::<Result<_>>()?;
+        let mut closed = Vec::with_capacity(switches.len());
+        for sw in &switches {
+            closed.push(sw.close().await);
+        }
+        for sw in &switches {
+            sw.current().flush().await?;
+        }
+        let saved = rec.clone();
+        self.meta.write(true, |tx| tx.del_svol_group(&saved))?;
+        for sw in &switches {
+            sw.set(below(&sw.current()));
+        }
+        self.svols.st.lock().remove(name);
+        drop(closed);
+        for dlv in rec.members.iter().filter_map(|m| m.rlid.as_ref()) {
+            if let Err(e) = self.volume_delete(dlv, true).await {
+                tracing::warn!(
+                    "S-VOL group {name}: its increments volume {dlv} was not deleted: {}",
+                    e.chain()
+                );
+            }
+        }
+        tracing::info!("S-VOL group {name} deleted");
+        Ok(())
+    }
+
+    /// Puts the group's nodes over its LIDs' switches (gates closed by the
+    /// caller): members get theirs, spares and DLVs an [`Internal`] one.
+    fn svol_nodes(&self, rec: &SvolGroupRecord, group: &Arc<Group>) -> Result<()> {
+        for m in &rec.members {
+            let sw = self.volume_switch(&m.lid)?;
+            match group.members.iter().position(|x| x.lid == m.lid) {
+                Some(i) => sw.set(group.node(i)),
+                None => sw.set(internal(sw.current(), &m.lid, &rec.name, "a spare")),
+            }
+            if let Some(dlv) = &m.rlid {
+                let sw = self.volume_switch(dlv)?;
+                sw.set(internal(
+                    sw.current(),
+                    dlv,
+                    &rec.name,
+                    "the increments volume (DLV)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every LID of a group: members, spares, DLVs.
+fn lids(rec: &SvolGroupRecord) -> Vec<String> {
+    rec.members
+        .iter()
+        .flat_map(|m| std::iter::once(m.lid.clone()).chain(m.rlid.clone()))
+        .collect()
+}
+
+fn internal(below: Arc<dyn BlockDev>, lid: &str, group: &str, what: &str) -> Arc<dyn BlockDev> {
+    Arc::new(Internal {
+        below,
+        why: format!(
+            "volume {lid} is {what} of S-VOL group {group}: not host-accessible (see `ferrosan svol-group query {group}`)"
+        ),
+    })
+}
+
+/// What a group's node over a switch had below it.
+fn below(node: &Arc<dyn BlockDev>) -> Arc<dyn BlockDev> {
+    if let Some(i) = node.as_any().downcast_ref::<Internal>() {
+        return Arc::clone(&i.below);
+    }
+    if let Some(g) = node.as_any().downcast_ref::<crate::pair::group::GroupDev>() {
+        return g.below();
+    }
+    Arc::clone(node)
+}
+
+fn table_1300(dlv: &str, bids: &crate::meta::diffmap::DiffMap) -> Table1300 {
+    let mut out = Vec::new();
+    let mut t = 0;
+    while out.len() < MAX_BIDS {
+        let Some(n) = bids.next_set(t) else { break };
+        out.push(n);
+        t = n + 1;
+    }
+    Table1300 {
+        dlid: dlv.to_string(),
+        block_size: bids.track(),
+        bids: out,
+        count: bids.count(),
+    }
+}
+
+impl Pool {
+    /// Whether hosts may open volume `name` (spares and increments
+    /// volumes of S-VOL groups they may not).
+    pub fn host_accessible(&self, name: &str) -> bool {
+        self.svols.access(name).is_ok()
+    }
+}

@@ -1,0 +1,286 @@
+//! S-VOL groups (seed 003) end to end: a real daemon, its CLI, qemu-io
+//! and qemu-img through NBD. The group made from the seed's attribute
+//! list gives FIG. 9/12/13's tables; RO members are read-only and share
+//! reads; the RW member's writes are its increments; a member whose disk
+//! fails reads is covered by the others and repaired.
+
+mod harness;
+
+use harness::*;
+
+/// The seed's FIG. 9 setting: P-VOL `pv`, S-VOLs LV0, LV1 (RO), LV2
+/// (RW), spare S0, each on a disk of its own (x0..x3), increments on
+/// group `gd`.
+fn fig9(d: &Daemon) {
+    for (g, disk) in [
+        ("gp", "xp"),
+        ("gl0", "x0"),
+        ("gl1", "x1"),
+        ("gl2", "x2"),
+        ("gs0", "x3"),
+        ("gd", "x4"),
+    ] {
+        d.group(g, "concat", &[disk], "64M");
+    }
+    d.ok(&["volume", "create", "pv", "--group", "gp", "--size", "16M"]);
+    for (v, g) in [
+        ("LV0", "gl0"),
+        ("LV1", "gl1"),
+        ("LV2", "gl2"),
+        ("S0", "gs0"),
+    ] {
+        d.ok(&["volume", "create", v, "--group", g, "--size", "16M"]);
+    }
+    qemu_io(
+        &d.export("pv"),
+        &["write -P 0x11 0 4M", "write -P 0x12 8M 1M", "flush"],
+    );
+    for v in ["LV0", "LV1", "LV2"] {
+        d.json(&["pair", "create", "pv", v, "--wait"]);
+    }
+}
+
+/// `svol-group create G0` with FIG. 9's attribute list.
+const FIG9_ARGS: [&str; 15] = [
+    "svol-group",
+    "create",
+    "G0",
+    "--pvol",
+    "pv",
+    "--member",
+    "LV0:ro",
+    "--member",
+    "LV1:ro",
+    "--member",
+    "LV2:rw",
+    "--spare",
+    "S0",
+    "--dlv-group",
+    "gd",
+];
+
+fn create(d: &Daemon) -> serde_json::Value {
+    d.json(&FIG9_ARGS)
+}
+
+fn rows(v: &serde_json::Value, cols: &[&str]) -> Vec<Vec<String>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .map(|c| r[*c].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn member<'a>(g: &'a serde_json::Value, lid: &str) -> &'a serde_json::Value {
+    g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["lid"] == lid)
+        .unwrap_or_else(|| panic!("member {lid} in {g}"))
+}
+
+#[test]
+fn initialisation_gives_the_seeds_tables_and_query_shows_them() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &[]);
+    fig9(&d);
+    let g = create(&d);
+    // FIG. 9: table 900.
+    assert_eq!(
+        rows(&g["table_900"], &["grp_id", "lid", "attr", "pid", "rlid"]),
+        [
+            ["G0", "LV0", "RO", "LV0", ""],
+            ["G0", "LV1", "RO", "LV1", ""],
+            ["G0", "LV2", "RW", "LV2", "LV2-dlv"],
+            ["G0", "S0", "RO", "S0", ""],
+            ["G0", "LV2-dlv", "RW", "LV2-dlv", ""],
+        ],
+        "{g}"
+    );
+    // FIG. 12: table 1200, the spare without host access.
+    assert_eq!(
+        rows(&g["table_1200"], &["lid", "attr", "pid", "rlid"]),
+        [
+            ["LV0", "RO", "LV0", ""],
+            ["LV1", "RO", "LV1", ""],
+            ["LV2", "RW", "LV2", "LV2-dlv"],
+            ["S0", "—", "S0", ""],
+            ["LV2-dlv", "RW", "LV2-dlv", ""],
+        ],
+        "{g}"
+    );
+    // FIG. 13: table 1300, empty at the split.
+    assert_eq!(g["table_1300"][0]["dlid"], "LV2-dlv", "{g}");
+    assert_eq!(g["table_1300"][0]["count"], 0, "{g}");
+    assert_eq!(g["spares"][0]["lid"], "S0", "{g}");
+    assert_eq!(member(&g, "LV0")["disks"][0], "x0", "{g}");
+    // The members were split at one instant.
+    let pairs = d.json(&["pair", "list"]);
+    let at: Vec<&serde_json::Value> = pairs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["split_at"])
+        .collect();
+    assert!(at.iter().all(|a| *a == at[0] && !a.is_null()), "{pairs}");
+    // The human query prints the three tables.
+    let text = d.ok(&["svol-group", "query", "G0"]);
+    for want in ["(900)", "(1200)", "(1300)", "LV2-dlv", "—"] {
+        assert!(text.contains(want), "{want} in {text}");
+    }
+    // Spares and increments volumes are not exports.
+    let (ok, out) = run(
+        "qemu-io",
+        &["-f", "raw", "-c", "read 0 4k", &d.export("S0")],
+    );
+    assert!(!ok || out.contains("failed"), "{out}");
+    let (_, out) = run("nbdinfo", &["--list", &d.export("")]);
+    assert!(
+        out.contains("LV0") && !out.contains("S0") && !out.contains("LV2-dlv"),
+        "{out}"
+    );
+    // Refusals name the group.
+    let e = d.fails(&["pair", "resync", "pv", "LV0"]);
+    assert!(
+        e.contains("S-VOL group G0") && e.contains("svol-group delete G0"),
+        "{e}"
+    );
+    let e = d.fails(&["volume", "delete", "S0"]);
+    assert!(e.contains("S-VOL group G0"), "{e}");
+    let e = d.fails(&FIG9_ARGS);
+    assert!(e.contains("exists already"), "{e}");
+}
+
+#[test]
+fn ro_members_refuse_writes_share_reads_and_the_rw_member_keeps_increments() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &[]);
+    fig9(&d);
+    create(&d);
+    // The P-VOL goes on; the group keeps the split image.
+    qemu_io(&d.export("pv"), &["write -P 0x99 0 1M", "flush"]);
+    let (lv0, lv1, lv2) = (d.export("LV0"), d.export("LV1"), d.export("LV2"));
+    let (_, out) = run("qemu-io", &["-f", "raw", "-c", "write -P 0x5 0 4k", &lv0]);
+    assert!(
+        out.contains("Permission denied"),
+        "an RO member is a read-only export: {out}"
+    );
+    // Reads spread over the RO members by access frequency.
+    let before = d.json(&["svol-group", "query", "G0"]);
+    let f0 = |g: &serde_json::Value, l: &str| member(g, l)["freq"].as_u64().unwrap();
+    let reads: Vec<String> = (0..40)
+        .map(|i| format!("read -P 0x11 {}k 4k", i * 64))
+        .collect();
+    let cmds: Vec<&str> = reads.iter().map(String::as_str).collect();
+    qemu_io_ro(&lv0, &cmds);
+    let after = d.json(&["svol-group", "query", "G0"]);
+    let (a, b) = (
+        f0(&after, "LV0") - f0(&before, "LV0"),
+        f0(&after, "LV1") - f0(&before, "LV1"),
+    );
+    assert!(
+        a + b >= 40 && a.abs_diff(b) <= 2,
+        "LV0 {a}, LV1 {b}: {after}"
+    );
+    let (fa, fb) = (f0(&after, "LV0"), f0(&after, "LV1"));
+    assert!(fa.abs_diff(fb) <= 1, "Freq within one: {fa} {fb}");
+    // RW: writes become increments at their block ids (64 KiB tracks).
+    qemu_io(
+        &lv2,
+        &["write -P 0x21 128k 64k", "write -P 0x22 9M 4k", "flush"],
+    );
+    let g = d.json(&["svol-group", "query", "G0"]);
+    assert_eq!(
+        g["table_1300"][0]["bids"],
+        serde_json::json!([2, 144]),
+        "{g}"
+    );
+    qemu_io(
+        &lv2,
+        &[
+            "read -P 0x21 128k 64k",
+            "read -P 0x22 9M 4k",
+            "read -P 0 9441280 60k",
+            "read -P 0x11 0 128k",
+        ],
+    );
+    // RO members kept the split image, not the P-VOL's later write.
+    qemu_io_ro(&lv1, &["read -P 0x11 0 1M", "read -P 0x11 128k 64k"]);
+    // Tables and increments survive a restart.
+    d.restart();
+    let g = d.json(&["svol-group", "query", "G0"]);
+    assert_eq!(g["table_1300"][0]["count"], 2, "{g}");
+    qemu_io(&d.export("LV2"), &["read -P 0x21 128k 64k"]);
+    // Deleting the group leaves split S-VOLs, writable again.
+    d.ok(&["svol-group", "delete", "G0"]);
+    qemu_io(
+        &d.export("LV0"),
+        &["write -P 0x31 0 4k", "flush", "read -P 0x31 0 4k"],
+    );
+    let vols = d.json(&["volume", "list"]);
+    assert!(!vols.to_string().contains("LV2-dlv"), "{vols}");
+    qemu_io(&d.export("S0"), &["write -P 0x41 0 4k", "flush"]);
+}
+
+#[test]
+fn a_member_whose_disk_fails_reads_is_covered_repaired_then_failed() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &["--fault-injection"]);
+    fig9(&d);
+    create(&d);
+    let lv0 = d.export("LV0");
+    // A bad block of LV0: a read that meets it is served by LV1, and the
+    // block is rewritten with good data.
+    let base = d.json(&["volume", "show", "LV0"])["extents"][0]["offset"]
+        .as_u64()
+        .unwrap();
+    let bad = format!("{},64k", base + (2 << 20));
+    d.ok(&["disk", "inject", "x0", "--read-error-at", &bad]);
+    qemu_io_ro(&lv0, &["read -P 0x11 2M 4k", "read -P 0x11 2M 4k"]);
+    d.ok(&["disk", "inject", "x0", "--clear"]);
+    let g = d.json(&["svol-group", "query", "G0"]);
+    let m0 = member(&g, "LV0");
+    assert_eq!(m0["health"], "healthy", "{g}");
+    // Ties go to LV0, the first: both reads met the bad block there, and
+    // each time it was rewritten from LV1.
+    assert_eq!(m0["errors"], 2, "{g}");
+    assert_eq!(m0["repaired"], 2, "{g}");
+    // LV1's disk fails every read: reads of LV0 and LV1 still return the
+    // split image, served by LV0; past the threshold LV1 is failed.
+    d.ok(&["disk", "inject", "x1", "--error-rate", "1"]);
+    let reads: Vec<String> = (0..20)
+        .map(|i| format!("read -P 0x11 {}k 4k", i * 64))
+        .collect();
+    let cmds: Vec<&str> = reads.iter().map(String::as_str).collect();
+    qemu_io_ro(&lv0, &cmds);
+    qemu_io_ro(&d.export("LV1"), &cmds);
+    let g = d.json(&["svol-group", "query", "G0"]);
+    let m1 = member(&g, "LV1");
+    assert_eq!(m1["health"], "failed", "past the threshold: {g}");
+    assert!(m1["errors"].as_u64() >= Some(8), "{g}");
+    assert_eq!(member(&g, "LV0")["health"], "healthy", "{g}");
+    assert_eq!(g["degraded"], false, "a spare is left: {g}");
+    // Once failed, no read goes to it: its Freq stays.
+    let f1 = m1["freq"].as_u64().unwrap();
+    qemu_io_ro(&lv0, &cmds);
+    let g = d.json(&["svol-group", "query", "G0"]);
+    assert_eq!(member(&g, "LV1")["freq"].as_u64(), Some(f1), "{g}");
+    d.ok(&["disk", "inject", "x1", "--clear"]);
+    // The RW member's disk fails reads: its increments come from its DLV,
+    // the rest from the RO member.
+    qemu_io(&d.export("LV2"), &["write -P 0x21 128k 64k", "flush"]);
+    d.ok(&["disk", "inject", "x2", "--error-rate", "1"]);
+    qemu_io(
+        &d.export("LV2"),
+        &[
+            "read -P 0x21 128k 64k",
+            "read -P 0x11 0 128k",
+            "read -P 0x12 8M 64k",
+        ],
+    );
+}
