@@ -35,23 +35,10 @@ runtime=${BENCH_RUNTIME:-4}
 rounds=${BENCH_ROUNDS:-6}
 if [ $quick = 1 ]; then size=${BENCH_SIZE:-1G}; runtime=${BENCH_RUNTIME:-2}; rounds=${BENCH_ROUNDS:-2}; fi
 dir=${BENCH_DIR:-$root/target/bench-pairs}
-for t in fio python3; do
-  command -v $t >/dev/null || { echo "error: $t is needed (apt-get install fio python3)" >&2; exit 1; }
-done
-echo "building ferrosan (release)..." >&2
-cargo build --release -q
-bin=$root/target/release/ferrosan
-rm -rf "$dir"; mkdir -p "$dir"
-pool=$dir/pool
-"$bin" --pool "$pool" serve --listen 127.0.0.1:0 >"$dir/ferrosan.log" 2>&1 &
-daemon=$!
-trap 'kill $daemon 2>/dev/null; wait 2>/dev/null' EXIT
-for _ in $(seq 200); do [ -S "$pool/api.sock" ] && break; sleep 0.05; done
-f() { "$bin" --pool "$pool" "$@"; }
-fj() { "$bin" --pool "$pool" --json "$@"; }
-uri() { echo "nbd+unix:///$1?socket=$pool/nbd.sock"; }
+source bench/common/daemon.sh
+start_daemon
 now() { date +%s.%N; }
-bytes=$(python3 -c "import re,sys;s='$size';m=re.fullmatch(r'(\d+)([KMGT]?)',s);print(int(m[1])<<{'':0,'K':10,'M':20,'G':30,'T':40}[m[2]])")
+bytes=$(to_bytes "$size")
 big=$((64 << 30))
 tib=$((1 << 40))
 for d in a b; do
@@ -59,7 +46,6 @@ for d in a b; do
   f group create "g$d" --raid concat --disks "d$d" >/dev/null
 done
 iops() { python3 -c "import json,sys;t=sys.stdin.read();d=json.loads(t[t.index('{'):]);print(int(d['jobs'][0]['write']['iops']))"; }
-median() { python3 -c "import sys,statistics;v=[float(x) for x in sys.argv[1:]];print(f'{statistics.median(v):.3f} ({min(v):.3f}-{max(v):.3f})')" "$@"; }
 # Times a pair command with --wait.
 timed() { local t0; t0=$(now); f pair "$@" --wait >/dev/null; python3 -c "print(f'{$(now)-$t0:.3f}')"; }
 

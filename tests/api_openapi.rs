@@ -12,7 +12,7 @@ use common::Pool;
 use serde_json::Value;
 
 /// The routes of the management API, as designed.
-const ROUTES: [(&str, &str); 45] = [
+const ROUTES: [(&str, &str); 46] = [
     ("get", "/v1/pool"),
     ("post", "/v1/pool/gc"),
     ("post", "/v1/pool/check"),
@@ -58,6 +58,7 @@ const ROUTES: [(&str, &str); 45] = [
     ("post", "/v1/svol-groups"),
     ("get", "/v1/svol-groups/{name}"),
     ("delete", "/v1/svol-groups/{name}"),
+    ("post", "/v1/svol-groups/{name}/restore"),
 ];
 
 fn doc() -> Value {

@@ -63,6 +63,24 @@ fn create(d: &Daemon) -> serde_json::Value {
     d.json(&FIG9_ARGS)
 }
 
+/// Waits for the group's job (spare fill, rebuild, rollback), if one
+/// runs or is about to, and returns the group after it.
+fn wait_group_job(d: &Daemon) -> serde_json::Value {
+    let mut g = d.json(&["svol-group", "query", "G0"]);
+    poll("a group job to start or end", 20, || {
+        g = d.json(&["svol-group", "query", "G0"]);
+        match g["job"].as_u64() {
+            Some(j) => {
+                let done = d.wait_job(j);
+                assert_eq!(done["state"], "done", "{done}");
+                false
+            }
+            None => true,
+        }
+    });
+    g
+}
+
 fn rows(v: &serde_json::Value, cols: &[&str]) -> Vec<Vec<String>> {
     v.as_array()
         .unwrap()
@@ -259,17 +277,30 @@ fn a_member_whose_disk_fails_reads_is_covered_repaired_then_failed() {
     let cmds: Vec<&str> = reads.iter().map(String::as_str).collect();
     qemu_io_ro(&lv0, &cmds);
     qemu_io_ro(&d.export("LV1"), &cmds);
-    let g = d.json(&["svol-group", "query", "G0"]);
+    // Past the threshold LV1 is failed, and the spare takes its place:
+    // filled from LV0 in a job, then LV1's PID.
+    let g = wait_group_job(&d);
     let m1 = member(&g, "LV1");
-    assert_eq!(m1["health"], "failed", "past the threshold: {g}");
-    assert!(m1["errors"].as_u64() >= Some(8), "{g}");
+    let jobs = d.json(&["job", "list"]);
+    let fill = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "svol-fill");
+    assert!(
+        fill.is_some_and(|j| j["state"] == "done" && j["target"].to_string().contains("spare S0")),
+        "{jobs}"
+    );
+    // Its error count starts again with its new PID.
+    assert_eq!(m1["errors"], 0, "{g}");
+    assert_eq!(
+        (m1["health"].as_str(), m1["pid"].as_str()),
+        (Some("healthy"), Some("S0")),
+        "{g}"
+    );
+    assert_eq!(g["spares"], serde_json::json!([]), "{g}");
     assert_eq!(member(&g, "LV0")["health"], "healthy", "{g}");
-    assert_eq!(g["degraded"], false, "a spare is left: {g}");
-    // Once failed, no read goes to it: its Freq stays.
-    let f1 = m1["freq"].as_u64().unwrap();
-    qemu_io_ro(&lv0, &cmds);
-    let g = d.json(&["svol-group", "query", "G0"]);
-    assert_eq!(member(&g, "LV1")["freq"].as_u64(), Some(f1), "{g}");
+    qemu_io_ro(&d.export("LV1"), &cmds);
     d.ok(&["disk", "inject", "x1", "--clear"]);
     // The RW member's disk fails reads: its increments come from its DLV,
     // the rest from the RO member.
@@ -283,4 +314,120 @@ fn a_member_whose_disk_fails_reads_is_covered_repaired_then_failed() {
             "read -P 0x12 8M 64k",
         ],
     );
+}
+
+#[test]
+fn an_rw_member_whose_disk_fails_writes_is_taken_over_and_a_spare_fills_in() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
+    fig9(&d);
+    create(&d);
+    qemu_io(&d.export("LV2"), &["write -P 0x21 128k 64k", "flush"]);
+    // LV2's disk fails: the write still succeeds for the host.
+    d.ok(&["disk", "inject", "x2", "--error-rate", "1"]);
+    qemu_io(&d.export("LV2"), &["write -P 0x23 1M 64k", "flush"]);
+    d.ok(&["disk", "inject", "x2", "--clear"]);
+    // LV0's PID took over LV2's role (brought up to date with the
+    // increments); the spare was filled from LV1 and is LV0's PID now.
+    let g = wait_group_job(&d);
+    let pids = rows(&g["table_900"], &["lid", "pid"]);
+    assert_eq!(
+        pids,
+        [
+            ["LV0", "S0"],
+            ["LV1", "LV1"],
+            ["LV2", "LV0"],
+            ["LV2-dlv", "LV2-dlv"]
+        ],
+        "{g}"
+    );
+    let check = |d: &Daemon| {
+        qemu_io(
+            &d.export("LV2"),
+            &[
+                "read -P 0x21 128k 64k",
+                "read -P 0x23 1M 64k",
+                "read -P 0x11 0 128k",
+                "read -P 0x12 8M 64k",
+            ],
+        );
+        for ro in ["LV0", "LV1"] {
+            qemu_io_ro(&d.export(ro), &["read -P 0x11 0 4M", "read -P 0x12 8M 1M"]);
+        }
+    };
+    check(&d);
+    assert_eq!(
+        g["table_1300"][0]["bids"],
+        serde_json::json!([2, 16]),
+        "{g}"
+    );
+    // The new table survives a restart.
+    d.restart();
+    let again = d.json(&["svol-group", "query", "G0"]);
+    assert_eq!(rows(&again["table_900"], &["lid", "pid"]), pids, "{again}");
+    check(&d);
+    // No RO member left to take over at the next failure but LV1.
+    qemu_io(
+        &d.export("LV2"),
+        &["write -P 0x24 2M 4k", "flush", "read -P 0x24 2M 4k"],
+    );
+}
+
+#[test]
+fn rollback_returns_the_rw_member_to_the_split_image_and_rebuild_refills() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &[]);
+    fig9(&d);
+    create(&d);
+    let lv2 = d.export("LV2");
+    qemu_io(
+        &lv2,
+        &["write -P 0x21 128k 64k", "write -P 0x22 12M 1M", "flush"],
+    );
+    let out = d.ok(&[
+        "svol-group",
+        "restore",
+        "G0",
+        "--member",
+        "LV2",
+        "--rollback",
+        "--wait",
+    ]);
+    assert!(out.contains("(1300)"), "{out}");
+    let g = d.json(&["svol-group", "query", "G0"]);
+    assert_eq!(g["table_1300"][0]["count"], 0, "table 1300 empties: {g}");
+    let (eq, msg) = run(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", &lv2, &d.export("LV0")],
+    );
+    assert!(eq, "LV2 reads the split image again: {msg}");
+    // A rebuild refills an RO member from the group.
+    d.ok(&[
+        "svol-group",
+        "restore",
+        "G0",
+        "--member",
+        "LV1",
+        "--rebuild",
+        "--wait",
+    ]);
+    qemu_io_ro(&d.export("LV1"), &["read -P 0x11 0 4M", "read -P 0 12M 1M"]);
+    let e = d.fails(&[
+        "svol-group",
+        "restore",
+        "G0",
+        "--member",
+        "LV0",
+        "--rollback",
+    ]);
+    assert!(e.contains("not an RW member"), "{e}");
+    let e = d.fails(&[
+        "svol-group",
+        "restore",
+        "G0",
+        "--member",
+        "LV2",
+        "--rebuild",
+    ]);
+    assert!(e.contains("no such RO member"), "{e}");
 }

@@ -60,6 +60,7 @@ pub enum Action {
     SvolGroupQuery(String),
     SvolGroupCreate(SvolGroupCreateRequest),
     SvolGroupDelete(String),
+    SvolGroupRestore(String, SvolRestoreRequest),
 }
 
 /// The view an action returns.
@@ -201,6 +202,11 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
             Reply::Pair(p.pair_copy_back(None, &svol, true, req.rate).await?)
         }
         Action::SvolGroupCreate(req) => Reply::SvolGroup(p.svol_group_create(req).await?),
+        Action::SvolGroupRestore(name, req) => Reply::Job(p.svol_group_restore(
+            &name,
+            &req.member,
+            req.mode == SvolRestoreMode::Rollback,
+        )?),
         Action::SvolGroupDelete(name) => {
             p.svol_group_delete(&name).await.map(|()| Reply::Deleted)?
         }

@@ -123,6 +123,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(pairs::pair_restore))
         .routes(routes!(svol::svol_group_list, svol::svol_group_create))
         .routes(routes!(svol::svol_group_query, svol::svol_group_delete))
+        .routes(routes!(svol::svol_group_restore))
 }
 
 /// Answer for a path no route matches.

@@ -495,7 +495,7 @@ impl DiskAdd {
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("rule").required(true).multiple(true)
-    .args(["read_error_at", "write_error_at", "error_rate", "vanish", "clear"])))]
+    .args(["read_error_at", "write_error_at", "error_rate", "vanish", "iops", "clear"])))]
 pub struct DiskInject {
     /// The disk's name.
     pub name: String,
@@ -516,6 +516,10 @@ pub struct DiskInject {
     /// Every I/O fails, as if the disk were pulled.
     #[arg(long)]
     vanish: bool,
+    /// At most N reads and writes a second (0: no cap), as one slow
+    /// spindle: for benchmarks on a machine with one real disk.
+    #[arg(long, value_name = "N")]
+    iops: Option<u32>,
     /// Remove every rule.
     #[arg(long)]
     clear: bool,
@@ -528,6 +532,7 @@ impl DiskInject {
             write_error_at: self.write_error_at,
             error_rate: self.error_rate,
             vanish: self.vanish,
+            iops: self.iops,
             clear: self.clear,
         }
     }

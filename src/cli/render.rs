@@ -157,6 +157,9 @@ pub fn faults(f: &FaultRules) -> String {
     if f.vanished {
         parts.push("vanished".to_owned());
     }
+    if f.iops > 0 {
+        parts.push(format!("{} IOPS at most", f.iops));
+    }
     if parts.is_empty() {
         "none".to_owned()
     } else {

@@ -45,6 +45,26 @@ pub enum SvolCmd {
         /// The group.
         name: String,
     },
+    /// Restore a member (operation code 1): --rollback returns an RW
+    /// member to the split image (its increments' blocks copied back from
+    /// an RO member, table 1300 emptied); --rebuild refills a repaired RO
+    /// member from the group. Runs as a job.
+    Restore {
+        /// The group.
+        name: String,
+        /// The member to restore.
+        #[arg(long, value_name = "VOL")]
+        member: String,
+        /// Return the RW member to the split image.
+        #[arg(long, conflicts_with = "rebuild", required_unless_present = "rebuild")]
+        rollback: bool,
+        /// Refill a repaired RO member from the group.
+        #[arg(long)]
+        rebuild: bool,
+        /// Wait for the job, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Delete a group: its members go on as the split S-VOLs of their
     /// pairs, writable; the increments volumes are deleted.
     Delete {
@@ -98,6 +118,28 @@ pub fn run(ctx: &Ctx, cmd: SvolCmd) -> Result<(), Failure> {
             list(v)
         }),
         SvolCmd::Query { name } => ctx.show(&ctx.get::<SvolGroupInfo>(&path(&name))?, query),
+        SvolCmd::Restore {
+            name,
+            member,
+            rollback,
+            rebuild: _,
+            wait,
+        } => {
+            let req = SvolRestoreRequest {
+                member,
+                mode: if rollback {
+                    SvolRestoreMode::Rollback
+                } else {
+                    SvolRestoreMode::Rebuild
+                },
+            };
+            let job: JobInfo = ctx.post(&format!("{}/restore", path(&name)), &req)?;
+            if wait {
+                let ended = super::wait::follow(ctx, job, super::wait::default_stall())?;
+                super::wait::outcome(&ended)?;
+            }
+            ctx.show(&ctx.get::<SvolGroupInfo>(&path(&name))?, query)
+        }
         SvolCmd::Delete { name } => {
             ctx.delete(&path(&name))?;
             ctx.note(format!("S-VOL group {name} deleted"))

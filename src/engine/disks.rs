@@ -441,9 +441,13 @@ impl Pool {
             rules.vanished = true;
             changed = true;
         }
+        if let Some(n) = req.iops {
+            rules.iops = n;
+            changed = true;
+        }
         if !changed {
             return Err(Error::invalid(
-                "nothing to inject: give --read-error-at, --write-error-at, --error-rate, --vanish or --clear",
+                "nothing to inject: give --read-error-at, --write-error-at, --error-rate, --vanish, --iops or --clear",
             ));
         }
         fault.set_rules(rules);
@@ -469,5 +473,6 @@ fn faults_view(f: FaultRules) -> crate::api::views::FaultRules {
         write_errors: f.write_errors,
         error_rate: f.error_rate,
         vanished: f.vanished,
+        iops: f.iops,
     }
 }

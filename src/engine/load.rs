@@ -117,6 +117,13 @@ impl Pool {
                         self.done_at_load(j, "its data had all moved at the last stop")?;
                     }
                 }
+                JobKind::SvolFill { group, .. } | JobKind::SvolRollback { group, .. } => {
+                    if self.svols.resumes(group) {
+                        resumes.push(j);
+                    } else {
+                        self.done_at_load(j, "its S-VOL group was gone at the last stop")?;
+                    }
+                }
                 JobKind::PairCopy { svol, .. } => {
                     if self.pair_job_resumes(svol) {
                         resumes.push(j);

@@ -380,6 +380,35 @@ impl Pool {
         self.ids.next_job.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// A new running job of `kind` (`total` units of `unit` bytes, `rate`
+    /// bytes/s, 0: unlimited), stored with the pool's counters.
+    pub(crate) fn store_new_job(
+        &self,
+        kind: crate::meta::model::JobKind,
+        total: u64,
+        unit: u64,
+        rate: u64,
+    ) -> Result<crate::meta::model::JobRecord> {
+        let job = crate::meta::model::JobRecord {
+            id: self.next_job(),
+            kind,
+            state: crate::api::views::JobState::Running,
+            done: 0,
+            total,
+            unit_bytes: unit,
+            rate_limit: rate,
+            message: None,
+            created: crate::meta::model::now(),
+            updated: crate::meta::model::now(),
+        };
+        let pool_rec = self.pool_record();
+        self.meta.write(true, |tx| {
+            tx.put_pool(&pool_rec)?;
+            tx.put_job(&job)
+        })?;
+        Ok(job)
+    }
+
     /// The pool record with the counters as they stand: a transaction that
     /// records a new id puts this record, taken after the id (and
     /// `put_pool` never lowers a stored counter).

@@ -25,7 +25,7 @@ pub(crate) fn job_group(k: &JobKind) -> Option<&str> {
         | JobKind::Resync { group, .. }
         | JobKind::CopyMove { group, .. }
         | JobKind::CopyCollect { group, .. } => Some(group),
-        JobKind::PairCopy { .. } => None,
+        JobKind::PairCopy { .. } | JobKind::SvolFill { .. } | JobKind::SvolRollback { .. } => None,
     }
 }
 
@@ -173,6 +173,12 @@ impl Pool {
         if let JobKind::PairCopy { svol, .. } = &rec.kind {
             return self.pair_copy_work(svol, rec.id);
         }
+        if matches!(
+            rec.kind,
+            JobKind::SvolFill { .. } | JobKind::SvolRollback { .. }
+        ) {
+            return self.svol_work(rec);
+        }
         let pool = self.arc()?;
         let st = self.lock();
         let group = job_group(&rec.kind).unwrap_or_default().to_string();
@@ -195,7 +201,11 @@ impl Pool {
                     }) as Box<dyn Work>)
                 })
             }
-            JobKind::CopyMove { .. } | JobKind::CopyCollect { .. } | JobKind::PairCopy { .. } => {
+            JobKind::CopyMove { .. }
+            | JobKind::CopyCollect { .. }
+            | JobKind::PairCopy { .. }
+            | JobKind::SvolFill { .. }
+            | JobKind::SvolRollback { .. } => {
                 return Err(Error::invalid("a copy job has no group work"));
             }
             JobKind::Resync { ranges, .. } => {

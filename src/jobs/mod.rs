@@ -173,6 +173,19 @@ pub fn describe(kind: &JobKind) -> (String, String) {
                 format!("pair {pvol} -> {svol}: initial copy of the written tracks"),
             ),
         },
+        JobKind::SvolFill { group, lid, spare } => (
+            "svol-fill".into(),
+            match spare {
+                Some(s) => format!(
+                    "S-VOL group {group}: fill {lid}'s place onto spare {s} from an RO member"
+                ),
+                None => format!("S-VOL group {group}: rebuild {lid} from an RO member"),
+            },
+        ),
+        JobKind::SvolRollback { group, lid } => (
+            "svol-rollback".into(),
+            format!("S-VOL group {group}: roll {lid} back to the split image"),
+        ),
         JobKind::Resync { group, ranges } => {
             let bytes: u64 = ranges.iter().map(|r| r.1).sum();
             (

@@ -47,6 +47,9 @@ pub struct Increments {
     pub bids: Arc<DiffMap>,
     pub intent: Arc<dyn WriteIntent>,
     locks: RangeLock,
+    /// Host writes hold it shared; a takeover (write error process)
+    /// holds it alone, so no write is in flight while the PID changes.
+    pub(super) gate: tokio::sync::RwLock<()>,
 }
 
 impl Increments {
@@ -56,6 +59,7 @@ impl Increments {
             bids,
             intent,
             locks: RangeLock::new(),
+            gate: tokio::sync::RwLock::new(()),
         }
     }
 }
@@ -63,8 +67,12 @@ impl Increments {
 /// One host-visible member (a row of tables 900/1200 with Attr RO or RW).
 pub struct Member {
     pub lid: String,
-    /// The device of the member's physical volume (below its switch).
-    pub dev: Arc<dyn BlockDev>,
+    /// The device of the member's physical volume (below its switch);
+    /// none while the LID is vacant (its PID took over an RW member's
+    /// role, and no spare has filled it yet).
+    dev: parking_lot::RwLock<Option<Arc<dyn BlockDev>>>,
+    pub(super) size: u64,
+    block_size: u32,
     /// Some for the RW member.
     pub incr: Option<Increments>,
     freq: AtomicU64,
@@ -74,16 +82,69 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn new(lid: String, dev: Arc<dyn BlockDev>, incr: Option<Increments>) -> Member {
+    pub fn new(
+        lid: String,
+        dev: Option<Arc<dyn BlockDev>>,
+        size: u64,
+        incr: Option<Increments>,
+    ) -> Member {
+        let block_size = dev.as_ref().map_or(512, |d| d.block_size());
         Member {
             lid,
-            dev,
+            dev: parking_lot::RwLock::new(dev),
+            size,
+            block_size,
             incr,
             freq: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             repaired: AtomicU64::new(0),
             failed: AtomicBool::new(false),
         }
+    }
+
+    /// The LID's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The PID's device now, if the LID has one.
+    pub fn dev(&self) -> Option<Arc<dyn BlockDev>> {
+        self.dev.read().clone()
+    }
+
+    /// Gives the LID another PID's device (or none: vacant).
+    pub fn set_dev(&self, dev: Option<Arc<dyn BlockDev>>) {
+        *self.dev.write() = dev;
+    }
+
+    /// The device, or the error of a vacant LID.
+    fn need_dev(&self) -> Result<Arc<dyn BlockDev>> {
+        self.dev().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Io,
+                format!("member {} has no physical volume now (vacant)", self.lid),
+            )
+        })
+    }
+
+    /// Flushes the PID (and the DLV of an RW member).
+    pub async fn flush(&self) -> Result<()> {
+        let Some(dev) = self.dev() else {
+            return Ok(());
+        };
+        match &self.incr {
+            Some(i) => {
+                let (a, b) = futures::join!(dev.flush(), i.dlv.flush());
+                a.and(b)
+            }
+            None => dev.flush().await,
+        }
+    }
+
+    /// Clears the failure (a spare filled the LID).
+    pub fn unfail(&self) {
+        self.failed.store(false, Ordering::Release);
+        self.errors.store(0, Ordering::Relaxed);
     }
 
     pub fn rw(&self) -> bool {
@@ -119,18 +180,53 @@ impl Member {
 pub struct Group {
     pub name: String,
     pub members: Vec<Member>,
+    /// Where changes of the tables are stored (the engine).
+    pub(super) hooks: Arc<dyn Hooks>,
+}
+
+/// A change of a group's tables the data path makes (error process unit
+/// 650), stored by the engine before the data path goes on.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Member `lid` failed (read errors past the threshold).
+    Failed { lid: String },
+    /// RO member `lid` leaves the read candidates to take over the RW
+    /// member's role: from now on it is not the split image.
+    Vacating { lid: String },
+    /// RW member `rw` now holds `from`'s PID (brought up to date with the
+    /// increments); `from`'s LID is vacant.
+    TookOver { rw: String, from: String },
+}
+
+/// Stores a group's changes (implemented by the engine).
+pub trait Hooks: Send + Sync + 'static {
+    fn store(&self, group: &str, change: Change) -> DevFuture<'static, Result<()>>;
+}
+
+/// Hooks that store nothing (tests of the data path alone).
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    fn store(&self, _group: &str, _change: Change) -> DevFuture<'static, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 impl Group {
-    pub fn new(name: String, members: Vec<Member>) -> Arc<Group> {
-        Arc::new(Group { name, members })
+    pub fn new(name: String, members: Vec<Member>, hooks: Arc<dyn Hooks>) -> Arc<Group> {
+        Arc::new(Group {
+            name,
+            members,
+            hooks,
+        })
     }
 
-    /// The node of member `at` for its LID's switch.
-    pub fn node(self: &Arc<Self>, at: usize) -> Arc<GroupDev> {
+    /// The node of member `at` for its LID's switch, which held `own`.
+    pub fn node(self: &Arc<Self>, at: usize, own: Arc<dyn BlockDev>) -> Arc<GroupDev> {
         Arc::new(GroupDev {
             group: Arc::clone(self),
             at,
+            own,
         })
     }
 
@@ -141,19 +237,25 @@ impl Group {
         self.members
             .iter()
             .enumerate()
-            .filter(|(i, m)| (!m.rw() || *i == me) && !m.failed() && !tried.contains(i))
+            .filter(|(i, m)| {
+                (!m.rw() || *i == me) && !m.failed() && !tried.contains(i) && m.dev.read().is_some()
+            })
             .min_by_key(|(i, m)| (m.freq(), *i))
             .map(|(i, _)| i)
     }
 
     /// A read error of member `i`: counted; at the threshold the member
     /// is failed.
-    fn read_failed(&self, i: usize, e: &Error) {
+    async fn read_failed(&self, i: usize, e: &Error) {
         let m = &self.members[i];
         let n = m.errors.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(group = %self.name, member = %m.lid, errors = n, "a member's read failed: {}", e.chain());
         if n >= ERROR_THRESHOLD && !m.failed.swap(true, Ordering::AcqRel) {
             tracing::error!(group = %self.name, member = %m.lid, "member failed after {n} read errors: no read goes to it");
+            let change = Change::Failed { lid: m.lid.clone() };
+            if let Err(e) = self.hooks.store(&self.name, change).await {
+                tracing::error!(group = %self.name, member = %m.lid, "storing the failure failed: {}", e.chain());
+            }
         }
     }
 
@@ -165,7 +267,10 @@ impl Group {
         while let Some(i) = self.pick(me, &tried) {
             let m = &self.members[i];
             m.freq.fetch_add(1, Ordering::Relaxed);
-            let (b, r) = m.dev.read(off, buf).await;
+            let (b, r) = match m.dev() {
+                Some(d) => d.read(off, buf).await,
+                None => (buf, m.need_dev().map(drop)),
+            };
             buf = b;
             match r {
                 Ok(()) => {
@@ -173,7 +278,7 @@ impl Group {
                     return (buf, Ok(()));
                 }
                 Err(e) => {
-                    self.read_failed(i, &e);
+                    self.read_failed(i, &e).await;
                     first.get_or_insert(e);
                     tried.push(i);
                 }
@@ -198,13 +303,14 @@ impl Group {
             let m = &self.members[i];
             let mut copy = crate::buf::pool::take(good.len());
             copy.as_mut_slice().copy_from_slice(good.as_slice());
-            let (copy, r) = m.dev.write(off, copy, true).await;
+            let Some(dev) = m.dev() else { continue };
+            let (copy, r) = dev.write(off, copy, true).await;
             crate::buf::pool::give(copy);
             match r {
                 Ok(()) => {
                     m.repaired.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => self.read_failed(i, &e),
+                Err(e) => self.read_failed(i, &e).await,
             }
         }
     }
@@ -215,11 +321,14 @@ impl Group {
     async fn rw_read(&self, me: usize, off: u64, buf: IoBuf) -> BufResult {
         let m = &self.members[me];
         m.freq.fetch_add(1, Ordering::Relaxed);
-        let (mut buf, r) = m.dev.read(off, buf).await;
+        let (mut buf, r) = match m.dev() {
+            Some(d) => d.read(off, buf).await,
+            None => (buf, m.need_dev().map(drop)),
+        };
         let Err(e) = r else {
             return (buf, Ok(()));
         };
-        self.read_failed(me, &e);
+        self.read_failed(me, &e).await;
         let Some(incr) = &m.incr else {
             return (buf, Err(e));
         };
@@ -255,14 +364,15 @@ impl Group {
         let Some(incr) = &m.incr else {
             return Ok(());
         };
-        let len = len.min(m.dev.size().saturating_sub(off));
+        let dev = m.need_dev()?;
+        let len = len.min(m.size.saturating_sub(off));
         if let Some(w) = incr.bids.mark(off, len) {
             w.await?;
         }
         let tr = incr.bids.tracks_of(off, len);
         let _tracks = incr.locks.lock(tr.start, tr.end).await;
         let buf = IoBuf::new(usize::try_from(len).unwrap_or(0));
-        let (buf, r) = m.dev.read(off, buf).await;
+        let (buf, r) = dev.read(off, buf).await;
         r?;
         let (_, r) = incr.dlv.write(off, buf, true).await;
         r
@@ -273,13 +383,7 @@ impl Group {
     pub async fn flush_all(&self) -> Result<()> {
         let mut first = None;
         for m in &self.members {
-            let r = match &m.incr {
-                Some(i) => {
-                    let (a, b) = futures::join!(m.dev.flush(), i.dlv.flush());
-                    a.and(b)
-                }
-                None => m.dev.flush().await,
-            };
+            let r = m.flush().await;
             if let Err(e) = r {
                 first.get_or_insert(e);
             }
@@ -288,33 +392,89 @@ impl Group {
     }
 
     /// The increments write process: table 1300 stored, then the member
-    /// and its DLV written at the same block id.
+    /// and its DLV written at the same block id. If the member's write
+    /// fails, the write error process (`recover.rs`) gives the LID an RO
+    /// member's PID brought up to date, and the write is issued again
+    /// there: the host sees no error.
     async fn rw_write(&self, me: usize, off: u64, buf: IoBuf, fua: bool) -> BufResult {
+        let (buf, r) = self.rw_write_once(me, off, buf, fua).await;
+        let (e, failed) = match r {
+            Ok(()) => return (buf, Ok(())),
+            Err(Failure::Other(e)) => return (buf, Err(e)),
+            Err(Failure::Member(e, dev)) => (e, dev),
+        };
+        if let Err(e2) = self.take_over(me, &failed, &e).await {
+            return (
+                buf,
+                Err(e.context(format!("and no member could take over: {}", e2.chain()))),
+            );
+        }
+        let (buf, r) = self.rw_write_once(me, off, buf, fua).await;
+        (buf, r.map_err(Failure::into_error))
+    }
+
+    async fn rw_write_once(
+        &self,
+        me: usize,
+        off: u64,
+        buf: IoBuf,
+        fua: bool,
+    ) -> (IoBuf, std::result::Result<(), Failure>) {
         let m = &self.members[me];
         let Some(incr) = &m.incr else {
-            return (buf, Err(read_only(&self.name, &m.lid)));
+            return (buf, Err(Failure::Other(read_only(&self.name, &m.lid))));
         };
+        let _gate = incr.gate.read().await;
+        let dev = match m.need_dev() {
+            Ok(d) => d,
+            Err(e) => return (buf, Err(Failure::Other(e))),
+        };
+        let (buf, r) = self.rw_write_at(incr, &dev, off, buf, fua).await;
+        (
+            buf,
+            r.map_err(|(member, e)| {
+                if member {
+                    Failure::Member(e, dev)
+                } else {
+                    Failure::Other(e)
+                }
+            }),
+        )
+    }
+
+    /// Writes the member's `dev` and the DLV; an error says whether the
+    /// member's side failed.
+    async fn rw_write_at(
+        &self,
+        incr: &Increments,
+        dev: &Arc<dyn BlockDev>,
+        off: u64,
+        buf: IoBuf,
+        fua: bool,
+    ) -> (IoBuf, std::result::Result<(), (bool, Error)>) {
         let len = buf.len() as u64;
         let tr = incr.bids.tracks_of(off, len);
         let _tracks = incr.locks.lock(tr.start, tr.end).await;
         let _intent = match begin_write(&*incr.intent, off, len).await {
             Ok(g) => g,
-            Err(e) => return (buf, Err(e)),
+            Err(e) => return (buf, Err((false, e))),
         };
         if let Some(w) = incr.bids.mark(off, len)
             && let Err(e) = w.await
         {
-            return (buf, Err(e));
+            return (buf, Err((false, e)));
         }
         let mut copy = crate::buf::pool::take(buf.len());
         copy.as_mut_slice().copy_from_slice(buf.as_slice());
         let ((buf, r), (copy, rd)) =
-            futures::join!(m.dev.write(off, buf, fua), incr.dlv.write(off, copy, fua));
+            futures::join!(dev.write(off, buf, fua), incr.dlv.write(off, copy, fua));
         crate::buf::pool::give(copy);
-        (
-            buf,
-            r.and(rd.map_err(|e| e.context("the increments volume's write failed"))),
-        )
+        let r = match (r, rd) {
+            (Err(e), _) => Err((true, e)),
+            (Ok(()), Err(e)) => Err((false, e.context("the increments volume's write failed"))),
+            (Ok(()), Ok(())) => Ok(()),
+        };
+        (buf, r)
     }
 
     async fn rw_zero(&self, me: usize, off: u64, len: u64, flags: ZeroFlags) -> Result<()> {
@@ -324,15 +484,32 @@ impl Group {
         };
         let tr = incr.bids.tracks_of(off, len);
         let _tracks = incr.locks.lock(tr.start, tr.end).await;
+        let _gate = incr.gate.read().await;
+        let dev = m.need_dev()?;
         let _intent = begin_write(&*incr.intent, off, len).await?;
         if let Some(w) = incr.bids.mark(off, len) {
             w.await?;
         }
         let (r, rd) = futures::join!(
-            m.dev.write_zeroes(off, len, flags),
+            dev.write_zeroes(off, len, flags),
             incr.dlv.write_zeroes(off, len, flags)
         );
         r.and(rd)
+    }
+}
+
+/// Why an RW write failed: the member's side (the write error process
+/// takes over) or anything else.
+enum Failure {
+    Member(Error, Arc<dyn BlockDev>),
+    Other(Error),
+}
+
+impl Failure {
+    fn into_error(self) -> Error {
+        match self {
+            Failure::Member(e, _) | Failure::Other(e) => e,
+        }
     }
 }
 
@@ -347,6 +524,8 @@ fn read_only(group: &str, lid: &str) -> Error {
 pub struct GroupDev {
     group: Arc<Group>,
     at: usize,
+    /// What the LID's switch held before (its volume's own device).
+    own: Arc<dyn BlockDev>,
 }
 
 impl GroupDev {
@@ -358,19 +537,20 @@ impl GroupDev {
         &self.group
     }
 
-    /// The device below the node (the member's physical volume).
+    /// What the LID's switch held before the node (the volume's own
+    /// device: after a takeover not the LID's PID).
     pub fn below(&self) -> Arc<dyn BlockDev> {
-        Arc::clone(&self.me().dev)
+        Arc::clone(&self.own)
     }
 }
 
 impl BlockDev for GroupDev {
     fn size(&self) -> u64 {
-        self.me().dev.size()
+        self.me().size
     }
 
     fn block_size(&self) -> u32 {
-        self.me().dev.block_size()
+        self.me().block_size
     }
 
     fn read(&self, off: u64, buf: IoBuf) -> DevFuture<'_, BufResult> {
@@ -395,16 +575,7 @@ impl BlockDev for GroupDev {
     }
 
     fn flush(&self) -> DevFuture<'_, Result<()>> {
-        Box::pin(async move {
-            let m = self.me();
-            match &m.incr {
-                Some(incr) => {
-                    let (r, rd) = futures::join!(m.dev.flush(), incr.dlv.flush());
-                    r.and(rd)
-                }
-                None => m.dev.flush().await,
-            }
-        })
+        Box::pin(self.me().flush())
     }
 
     fn discard(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
@@ -417,7 +588,13 @@ impl BlockDev for GroupDev {
     }
 
     fn block_status(&self, off: u64, len: u64) -> DevFuture<'_, Result<Vec<Extent>>> {
-        Box::pin(async move { self.me().dev.block_status(off, len).await })
+        Box::pin(async move {
+            match self.me().dev() {
+                Some(d) => d.block_status(off, len).await,
+                // Vacant: nothing said, which reads as data.
+                None => Ok(Vec::new()),
+            }
+        })
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -63,3 +63,22 @@ pub(super) async fn svol_group_delete(
     s.run(Action::SvolGroupDelete(name), StatusCode::NO_CONTENT)
         .await
 }
+
+/// Restore a member (operation code 1): roll an RW member back to the
+/// split image, or rebuild a repaired RO member from the group, as a job.
+#[utoipa::path(post, path = "/v1/svol-groups/{name}/restore", tag = "svol-groups",
+    params(("name" = Name, Path, description = "The group")),
+    request_body = SvolRestoreRequest,
+    responses(
+        (status = 202, description = "The job", body = JobInfo),
+        (status = 404, description = "No such group", body = ApiError),
+        (status = 409, description = "A job of the group runs, or the member is vacant", body = ApiError),
+        (status = 422, description = "The member is not of the kind the mode needs", body = ApiError)))]
+pub(super) async fn svol_group_restore(
+    State(s): State<AppState>,
+    PathParams(name): PathParams<String>,
+    Body(req): Body<SvolRestoreRequest>,
+) -> Answer {
+    s.run(Action::SvolGroupRestore(name, req), StatusCode::ACCEPTED)
+        .await
+}

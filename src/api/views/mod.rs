@@ -157,6 +157,14 @@ pub struct FaultRules {
     pub error_rate: f64,
     /// Every I/O fails.
     pub vanished: bool,
+    /// At most this many reads and writes a second (a slow spindle);
+    /// absent: no cap.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub iops: u32,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
 }
 
 /// One disk.
@@ -212,6 +220,10 @@ pub struct InjectRequest {
     /// Probability 0..=1 that any I/O fails.
     #[schema(minimum = 0.0, maximum = 1.0)]
     pub error_rate: Option<f64>,
+    /// At most this many reads and writes a second (0: no cap): one
+    /// spindle of its own, for benchmarks.
+    #[serde(default)]
+    pub iops: Option<u32>,
     #[serde(default)]
     pub vanish: bool,
     /// Remove every rule.

@@ -38,6 +38,26 @@ pub struct SvolGroupCreateRequest {
     pub dlv_group: Option<String>,
 }
 
+/// `svol-group restore NAME` (operation code 1).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SvolRestoreRequest {
+    /// The member to restore.
+    #[schema(value_type = Name)]
+    pub member: String,
+    /// `rollback`: an RW member back to the split image (its table 1300
+    /// blocks copied from an RO member, the table emptied); `rebuild`: a
+    /// repaired RO member refilled from the group.
+    pub mode: SvolRestoreMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SvolRestoreMode {
+    Rollback,
+    Rebuild,
+}
+
 /// A row of table 900 (GrpID, LID, Attr, PID, RLID).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Table900Row {
@@ -102,6 +122,8 @@ pub struct SvolGroupInfo {
     pub spares: Vec<SvolMemberInfo>,
     /// A failed member and no spare to take its place.
     pub degraded: bool,
+    /// The spare fill, rebuild or rollback job running, if any.
+    pub job: Option<u64>,
     pub table_900: Vec<Table900Row>,
     pub table_1200: Vec<Table1200Row>,
     pub table_1300: Vec<Table1300>,

@@ -291,10 +291,11 @@ fn fault_rules_in_one_line() {
         write_errors: vec![(4096, 1024)],
         error_rate: 0.5,
         vanished: true,
+        iops: 300,
     };
     assert_eq!(
         faults(&f),
-        "read 0+512, write 4096+1024, rate 0.5, vanished"
+        "read 0+512, write 4096+1024, rate 0.5, vanished, 300 IOPS at most"
     );
     assert_eq!(faults(&FaultRules::default()), "none");
 }

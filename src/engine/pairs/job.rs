@@ -14,12 +14,12 @@
 
 use std::sync::Arc;
 
-use crate::api::views::{JobInfo, JobState};
+use crate::api::views::JobInfo;
 use crate::blockdev::DevFuture;
 use crate::engine::Pool;
 use crate::error::{Error, Result};
 use crate::jobs::{MakeWork, Work};
-use crate::meta::model::{JobKind, JobRecord, PairStatus, now};
+use crate::meta::model::{JobKind, PairStatus};
 use crate::pair::Pair;
 
 /// Bytes a step copies at most (its tracks are copied concurrently).
@@ -97,28 +97,13 @@ impl Pool {
                 status.name()
             )));
         }
-        let id = self.next_job();
-        let job = JobRecord {
-            id,
-            kind: JobKind::PairCopy {
-                pvol: rec.pvol.clone(),
-                svol: rec.svol.clone(),
-                status,
-            },
-            state: JobState::Running,
-            done: 0,
-            total: pair.diff().count(),
-            unit_bytes: rec.track,
-            rate_limit: rate,
-            message: None,
-            created: now(),
-            updated: now(),
+        let kind = JobKind::PairCopy {
+            pvol: rec.pvol.clone(),
+            svol: rec.svol.clone(),
+            status,
         };
-        let pool_rec = self.pool_record();
-        self.meta.write(true, |tx| {
-            tx.put_pool(&pool_rec)?;
-            tx.put_job(&job)
-        })?;
+        let job = self.store_new_job(kind, pair.diff().count(), rec.track, rate)?;
+        let id = job.id;
         self.pairs.with(svol, |e| e.job = Some(id))?;
         let make = self.pair_copy_work(svol, id)?;
         Ok(self.jobs.start(job, make))

@@ -90,7 +90,7 @@ impl Pool {
     }
 
     /// A volume's size and track size.
-    fn volume_size_track(&self, name: &str) -> Result<(u64, u64)> {
+    pub(super) fn volume_size_track(&self, name: &str) -> Result<(u64, u64)> {
         self.lock()
             .volumes
             .get(name)
@@ -236,11 +236,16 @@ impl Pool {
             if m.attr == SvolAttr::Spare {
                 continue;
             }
-            let dev = self.volume_switch(&m.pid)?.current();
+            let (size, _) = self.volume_size_track(&m.lid)?;
+            // A vacant LID (its PID took over the RW role) has none.
+            let dev = match m.pid.as_str() {
+                "" => None,
+                pid => Some(self.volume_switch(pid)?.current()),
+            };
             let incr = match (&m.rlid, m.bids, m.intent) {
                 (Some(dlv), Some(bids), Some(intent)) => {
                     let dlv = self.volume_switch(dlv)?.current();
-                    let tracks = dev.size().div_ceil(rec.block.max(1));
+                    let tracks = size.div_ceil(rec.block.max(1));
                     let map = DiffMap::open(Arc::clone(&self.meta), bids, rec.block, tracks)?;
                     let (log, found) = PersistentIntent::load(
                         Arc::clone(&self.meta),
@@ -255,14 +260,14 @@ impl Pool {
                 }
                 _ => None,
             };
-            let member = Member::new(m.lid.clone(), dev, incr);
+            let member = Member::new(m.lid.clone(), dev, size, incr);
             if m.failed {
                 member.fail();
             }
             members.push(member);
         }
         Ok(Built {
-            group: Group::new(rec.name.clone(), members),
+            group: Group::new(rec.name.clone(), members, self.svol_hooks()?),
             logs,
             marked,
         })

@@ -23,6 +23,7 @@
 
 mod create;
 mod load;
+mod recover;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub(crate) struct SvolEntry {
     group: Arc<Group>,
     /// The RW members' write-intent logs, by member index.
     logs: Vec<(usize, Arc<PersistentIntent>)>,
+    /// The fill or rollback job running, if any.
+    job: Option<u64>,
 }
 
 /// The S-VOL groups of the pool, by name.
@@ -64,7 +67,61 @@ impl SvolGroups {
         logs: Vec<(usize, Arc<PersistentIntent>)>,
     ) {
         let name = rec.name.clone();
-        self.st.lock().insert(name, SvolEntry { rec, group, logs });
+        self.st.lock().insert(
+            name,
+            SvolEntry {
+                rec,
+                group,
+                logs,
+                job: None,
+            },
+        );
+    }
+
+    fn unknown(name: &str) -> Error {
+        Error::not_found(format!(
+            "no S-VOL group {name}: see `ferrosan svol-group list`"
+        ))
+    }
+
+    /// A group's record.
+    fn record(&self, name: &str) -> Result<SvolGroupRecord> {
+        self.st
+            .lock()
+            .get(name)
+            .map(|e| e.rec.clone())
+            .ok_or_else(|| Self::unknown(name))
+    }
+
+    fn set_record(&self, name: &str, rec: SvolGroupRecord) {
+        if let Some(e) = self.st.lock().get_mut(name) {
+            e.rec = rec;
+        }
+    }
+
+    /// The job running for a group.
+    fn job(&self, name: &str) -> Option<u64> {
+        self.st.lock().get(name).and_then(|e| e.job)
+    }
+
+    fn set_job(&self, name: &str, job: Option<u64>) {
+        if let Some(e) = self.st.lock().get_mut(name) {
+            e.job = job;
+        }
+    }
+
+    /// A group's data path and block size.
+    fn running(&self, name: &str) -> Result<(Arc<Group>, u64)> {
+        self.st
+            .lock()
+            .get(name)
+            .map(|e| (Arc::clone(&e.group), e.rec.block))
+            .ok_or_else(|| Self::unknown(name))
+    }
+
+    /// Whether an S-VOL group job of `name` resumes after a restart.
+    pub(crate) fn resumes(&self, name: &str) -> bool {
+        self.st.lock().get(name).is_some_and(|e| e.job.is_none())
     }
 
     /// The group volume `name` is a LID of (member, spare or DLV), if any.
@@ -130,12 +187,12 @@ impl Pool {
 
     /// Operation code 3: the group's tables, members and spares.
     pub fn svol_group_query(&self, name: &str) -> Result<SvolGroupInfo> {
-        let (rec, group) = self
+        let (rec, group, job) = self
             .svols
             .st
             .lock()
             .get(name)
-            .map(|e| (e.rec.clone(), Arc::clone(&e.group)))
+            .map(|e| (e.rec.clone(), Arc::clone(&e.group), e.job))
             .ok_or_else(|| {
                 Error::not_found(format!(
                     "no S-VOL group {name}: see `ferrosan svol-group list`"
@@ -227,6 +284,7 @@ impl Pool {
             members,
             spares,
             degraded,
+            job,
             table_900: t900,
             table_1200: t1200,
             table_1300: t1300,
@@ -317,7 +375,7 @@ impl Pool {
         for m in &rec.members {
             let sw = self.volume_switch(&m.lid)?;
             match group.members.iter().position(|x| x.lid == m.lid) {
-                Some(i) => sw.set(group.node(i)),
+                Some(i) => sw.set(group.node(i, sw.current())),
                 None => sw.set(internal(sw.current(), &m.lid, &rec.name, "a spare")),
             }
             if let Some(dlv) = &m.rlid {

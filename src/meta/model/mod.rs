@@ -256,6 +256,17 @@ pub enum JobKind {
         svol: String,
         status: PairStatus,
     },
+    /// Fill RO member `lid` of S-VOL group `group` from a healthy RO
+    /// member: onto `spare` (spare replacement), or onto its own PID
+    /// (rebuild). Units are blocks.
+    SvolFill {
+        group: String,
+        lid: String,
+        spare: Option<String>,
+    },
+    /// Roll RW member `lid` back to the split image: its table 1300 blocks
+    /// copied from an RO member. Units are blocks scanned.
+    SvolRollback { group: String, lid: String },
 }
 
 /// A background job and its checkpoint.
