@@ -322,7 +322,12 @@ fn an_rw_member_whose_disk_fails_writes_is_taken_over_and_a_spare_fills_in() {
     let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
     fig9(&d);
     create(&d);
-    qemu_io(&d.export("LV2"), &["write -P 0x21 128k 64k", "flush"]);
+    // A whole block, and 4k of another (the rest of that block must stay
+    // the split image's through the takeover).
+    qemu_io(
+        &d.export("LV2"),
+        &["write -P 0x21 128k 64k", "write -P 0x25 3M 4k", "flush"],
+    );
     // LV2's disk fails: the write still succeeds for the host.
     d.ok(&["disk", "inject", "x2", "--error-rate", "1"]);
     qemu_io(&d.export("LV2"), &["write -P 0x23 1M 64k", "flush"]);
@@ -347,6 +352,8 @@ fn an_rw_member_whose_disk_fails_writes_is_taken_over_and_a_spare_fills_in() {
             &[
                 "read -P 0x21 128k 64k",
                 "read -P 0x23 1M 64k",
+                "read -P 0x25 3M 4k",
+                "read -P 0x11 3149824 60k",
                 "read -P 0x11 0 128k",
                 "read -P 0x12 8M 64k",
             ],
@@ -358,7 +365,7 @@ fn an_rw_member_whose_disk_fails_writes_is_taken_over_and_a_spare_fills_in() {
     check(&d);
     assert_eq!(
         g["table_1300"][0]["bids"],
-        serde_json::json!([2, 16]),
+        serde_json::json!([2, 16, 48]),
         "{g}"
     );
     // The new table survives a restart.

@@ -429,7 +429,7 @@ impl Group {
             Ok(d) => d,
             Err(e) => return (buf, Err(Failure::Other(e))),
         };
-        let (buf, r) = self.rw_write_at(incr, &dev, off, buf, fua).await;
+        let (buf, r) = self.rw_write_at(me, incr, &dev, off, buf, fua).await;
         (
             buf,
             r.map_err(|(member, e)| {
@@ -446,6 +446,7 @@ impl Group {
     /// member's side failed.
     async fn rw_write_at(
         &self,
+        me: usize,
         incr: &Increments,
         dev: &Arc<dyn BlockDev>,
         off: u64,
@@ -459,6 +460,9 @@ impl Group {
             Ok(g) => g,
             Err(e) => return (buf, Err((false, e))),
         };
+        if let Err(e) = self.prefill(me, incr, dev, off, len).await {
+            return (buf, Err((false, e)));
+        }
         if let Some(w) = incr.bids.mark(off, len)
             && let Err(e) = w.await
         {
@@ -487,6 +491,7 @@ impl Group {
         let _gate = incr.gate.read().await;
         let dev = m.need_dev()?;
         let _intent = begin_write(&*incr.intent, off, len).await?;
+        self.prefill(me, incr, &dev, off, len).await?;
         if let Some(w) = incr.bids.mark(off, len) {
             w.await?;
         }
@@ -495,6 +500,51 @@ impl Group {
             incr.dlv.write_zeroes(off, len, flags)
         );
         r.and(rd)
+    }
+}
+
+impl Group {
+    /// Before a write covers part of a block that is not in table 1300
+    /// yet: the block's split-image data goes to the DLV first, so the
+    /// DLV holds the whole block once its id is in the table (a rollback,
+    /// a read of the DLV, a takeover copy whole blocks). The caller holds
+    /// the blocks' lock. The data comes from an RO member (the block is
+    /// the split image there), or from the member itself.
+    async fn prefill(
+        &self,
+        me: usize,
+        incr: &Increments,
+        dev: &Arc<dyn BlockDev>,
+        off: u64,
+        len: u64,
+    ) -> Result<()> {
+        let block = incr.bids.track();
+        let size = self.members[me].size;
+        let tr = incr.bids.tracks_of(off, len);
+        if tr.is_empty() {
+            return Ok(());
+        }
+        let mut ends = vec![tr.start];
+        if tr.end - 1 != tr.start {
+            ends.push(tr.end - 1);
+        }
+        for b in ends {
+            let bo = b.saturating_mul(block);
+            let bl = block.min(size.saturating_sub(bo));
+            let covered = off <= bo && off.saturating_add(len) >= bo + bl;
+            if covered || incr.bids.is_set(b) {
+                continue;
+            }
+            let src = self
+                .source(&self.members[me].lid)
+                .unwrap_or_else(|_| Arc::clone(dev));
+            let buf = IoBuf::new(usize::try_from(bl).unwrap_or(0));
+            let (buf, r) = src.read(bo, buf).await;
+            r?;
+            let (_, r) = incr.dlv.write(bo, buf, false).await;
+            r?;
+        }
+        Ok(())
     }
 }
 

@@ -20,6 +20,8 @@
 
 pub mod dev;
 pub mod group;
+#[cfg(test)]
+mod group_tests;
 mod recover;
 
 pub use dev::{Pair, PairDev, Side, Status};

@@ -1,0 +1,234 @@
+//! An S-VOL group's data path against a reference model (seed 003,
+//! SEED-SPECS C.d): in-memory disks (the RW member's behind a
+//! fault-injecting wrapper), a real pool database for table 1300. Random
+//! writes to the RW member and reads of every LID are checked against the
+//! model; the invariants are checked after each phase: the RO members
+//! hold the split image, the RW member reads the image overlaid with its
+//! DLV at the block ids of table 1300, reads spread evenly. Then the RW
+//! member's disk fails writes (takeover, the host sees no error) and the
+//! member is rolled back.
+
+use std::sync::{Arc, Mutex};
+
+use super::group::{Change, Group, GroupDev, Hooks, Increments, Member};
+use crate::blockdev::{BlockDev, DevFuture, NoIntent};
+use crate::buf::IoBuf;
+use crate::disk::MemDisk;
+use crate::disk::{FaultDisk, FaultRules};
+use crate::error::Result;
+use crate::meta::Meta;
+use crate::meta::diffmap::DiffMap;
+use crate::rt::block_on;
+
+const BLOCK: u64 = 4096;
+const BLOCKS: u64 = 64;
+const SIZE: u64 = BLOCK * BLOCKS;
+
+#[derive(Default)]
+struct Recorded(Mutex<Vec<String>>);
+
+impl Hooks for Recorded {
+    fn store(&self, _group: &str, change: Change) -> DevFuture<'static, Result<()>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{change:?}"));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    group: Arc<Group>,
+    nodes: Vec<Arc<GroupDev>>,
+    rw_disk: Arc<FaultDisk<Arc<MemDisk>>>,
+    dlv: Arc<MemDisk>,
+    hooks: Arc<Recorded>,
+}
+
+/// LV0, LV1 (RO) and LV2 (RW, on a fault-injecting disk) holding `image`.
+fn fixture(image: &[u8]) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = Arc::new(Meta::open(&dir.path().join("m.redb")).expect("meta").0);
+    let disk = |bytes: &[u8]| {
+        let d = Arc::new(MemDisk::new(SIZE));
+        let (_, r) = block_on(d.write(0, IoBuf::from_slice(bytes), false));
+        r.expect("fill");
+        d
+    };
+    let rw_disk = Arc::new(FaultDisk::new(disk(image), "x2"));
+    let dlv = Arc::new(MemDisk::new(SIZE));
+    let bids = DiffMap::open(Arc::clone(&meta), 7, BLOCK, BLOCKS).expect("bids");
+    let incr = Increments::new(
+        Arc::clone(&dlv) as Arc<dyn BlockDev>,
+        bids,
+        Arc::new(NoIntent),
+    );
+    let member = |lid: &str, dev: Arc<dyn BlockDev>, incr| {
+        Member::new(lid.to_string(), Some(dev), SIZE, incr)
+    };
+    let members = vec![
+        member("LV0", disk(image), None),
+        member("LV1", disk(image), None),
+        member("LV2", Arc::clone(&rw_disk) as Arc<dyn BlockDev>, Some(incr)),
+    ];
+    let hooks = Arc::new(Recorded::default());
+    let group = Group::new("G0".into(), members, Arc::clone(&hooks) as Arc<dyn Hooks>);
+    let nodes = (0..3)
+        .map(|i| group.node(i, Arc::new(MemDisk::new(SIZE))))
+        .collect();
+    Fixture {
+        _dir: dir,
+        group,
+        nodes,
+        rw_disk,
+        dlv,
+        hooks,
+    }
+}
+
+/// xorshift: the same run every time.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Where two images first differ, for a short failure message.
+fn same(a: &[u8], b: &[u8]) -> std::result::Result<(), String> {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        None if a.len() == b.len() => Ok(()),
+        None => Err(format!("lengths {} and {}", a.len(), b.len())),
+        Some(i) => Err(format!(
+            "first difference at byte {i}: {} vs {}",
+            a[i], b[i]
+        )),
+    }
+}
+
+async fn read(dev: &dyn BlockDev, off: u64, len: u64) -> Vec<u8> {
+    let (buf, r) = dev.read(off, IoBuf::new(len as usize)).await;
+    r.expect("read");
+    buf.as_slice().to_vec()
+}
+
+/// Random writes to the RW member (into `model` too) and reads of every
+/// LID checked against the image or the model.
+async fn churn(f: &Fixture, rng: &mut Rng, image: &[u8], model: &mut [u8], ops: usize) {
+    for i in 0..ops {
+        let off = rng.below(SIZE / 512) * 512;
+        let len = (1 + rng.below(16)) * 512;
+        let len = len.min(SIZE - off);
+        let (o, l) = (off as usize, len as usize);
+        if i % 2 == 0 {
+            let byte = 1 + (rng.below(250) as u8);
+            let (_, r) = f.nodes[2]
+                .write(off, IoBuf::from_slice(&vec![byte; l]), false)
+                .await;
+            r.expect("an RW write never fails for the host");
+            model[o..o + l].fill(byte);
+        }
+        for (n, want) in [
+            (0, &image[o..o + l]),
+            (1, &image[o..o + l]),
+            (2, &model[o..o + l]),
+        ] {
+            let got = read(&*f.nodes[n], off, len).await;
+            if let Err(e) = same(&got, want) {
+                panic!("LV{n} at {off}+{len}: {e}");
+            }
+        }
+    }
+}
+
+/// RW content = the image overlaid with the DLV at table 1300's blocks,
+/// and the DLV holds the member's data there.
+async fn check_increments(f: &Fixture, image: &[u8], model: &[u8]) {
+    let m = &f.group.members[2];
+    let incr = m.incr.as_ref().expect("RW");
+    let dlv = read(&*f.dlv, 0, SIZE).await;
+    let mut overlay = image.to_vec();
+    for b in 0..BLOCKS {
+        let r = (b * BLOCK) as usize..((b + 1) * BLOCK) as usize;
+        if incr.bids.is_set(b) {
+            overlay[r.clone()].copy_from_slice(&dlv[r]);
+        } else {
+            assert!(
+                model[r.clone()] == image[r],
+                "block {b} changed but not in table 1300"
+            );
+        }
+    }
+    if let Err(e) = same(&overlay, model) {
+        panic!("RW = RO overlaid with DLV at table 1300's blocks: {e}");
+    }
+}
+
+#[test]
+fn increments_takeover_and_rollback_keep_the_model() {
+    let mut rng = Rng(0x5eed);
+    let image: Vec<u8> = (0..SIZE).map(|i| (i / 512 % 251) as u8).collect();
+    let f = fixture(&image);
+    let mut model = image.clone();
+    block_on(async {
+        churn(&f, &mut rng, &image, &mut model, 200).await;
+        check_increments(&f, &image, &model).await;
+        // Reads of RO data spread: LV0 and LV1 within one of each other.
+        let (a, b) = (f.group.members[0].freq(), f.group.members[1].freq());
+        assert!(a.abs_diff(b) <= 1 && a > 50, "Freq {a} {b}");
+
+        // The RW member's disk fails writes: LV0 takes over, the host
+        // sees no error, LV0's LID is vacant and reads from LV1.
+        f.rw_disk.set_rules(FaultRules {
+            write_errors: vec![(0, SIZE)],
+            ..FaultRules::default()
+        });
+        churn(&f, &mut rng, &image, &mut model, 100).await;
+        let changes = f.hooks.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(
+            changes,
+            [
+                r#"Vacating { lid: "LV0" }"#,
+                r#"TookOver { rw: "LV2", from: "LV0" }"#
+            ],
+        );
+        assert!(f.group.members[0].dev().is_none(), "LV0 is vacant");
+        check_increments(&f, &image, &model).await;
+
+        // Rollback: the RW member reads the split image again.
+        f.group.roll_back(2, 0..BLOCKS).await.expect("rollback");
+        let incr = f.group.members[2].incr.as_ref().expect("RW");
+        assert_eq!(incr.bids.count(), 0, "table 1300 empties");
+        if let Err(e) = same(&read(&*f.nodes[2], 0, SIZE).await, &image) {
+            panic!("after the rollback: {e}");
+        }
+        assert_eq!(read(&*f.dlv, 0, SIZE).await.len(), SIZE as usize);
+    });
+}
+
+#[test]
+fn an_ro_member_refuses_writes_and_a_vacant_lid_still_reads() {
+    let image = vec![0x11u8; SIZE as usize];
+    let f = fixture(&image);
+    block_on(async {
+        let (_, r) = f.nodes[0]
+            .write(0, IoBuf::from_slice(&[1; 512]), false)
+            .await;
+        let e = r.expect_err("RO");
+        assert_eq!(e.kind(), crate::error::ErrorKind::ReadOnly);
+        assert!(
+            e.to_string()
+                .contains("read-only (RO) member of S-VOL group G0"),
+            "{e}"
+        );
+        assert_eq!(read(&*f.nodes[0], 0, 4096).await, vec![0x11; 4096]);
+        f.group.members[0].set_dev(None);
+        assert_eq!(read(&*f.nodes[0], 0, 4096).await, vec![0x11; 4096]);
+        assert_eq!(f.group.members[1].freq(), 1, "served by LV1");
+    });
+}
