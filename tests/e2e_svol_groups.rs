@@ -363,6 +363,11 @@ fn an_rw_member_whose_disk_fails_writes_is_taken_over_and_a_spare_fills_in() {
         }
     };
     check(&d);
+    // The spare's volume holds LV0's data now: not deletable, not an export.
+    let e = d.fails(&["volume", "delete", "S0"]);
+    assert!(e.contains("S-VOL group G0"), "{e}");
+    let (_, out) = run("nbdinfo", &["--list", &d.export("")]);
+    assert!(!out.contains("S0"), "{out}");
     assert_eq!(
         g["table_1300"][0]["bids"],
         serde_json::json!([2, 16, 48]),

@@ -133,7 +133,7 @@ impl SvolGroups {
                 e.rec
                     .members
                     .iter()
-                    .any(|m| m.lid == name || m.rlid.as_deref() == Some(name))
+                    .any(|m| m.lid == name || m.pid == name || m.rlid.as_deref() == Some(name))
             })
             .map(|e| e.rec.name.clone())
     }
@@ -152,17 +152,28 @@ impl SvolGroups {
     /// members are read-only exports, spares and DLVs are not exports.
     pub(crate) fn access(&self, name: &str) -> Result<Option<bool>> {
         let st = self.st.lock();
+        // A LID is its own export, whatever storage holds it now.
+        for e in st.values() {
+            if let Some(m) = e.rec.members.iter().find(|m| m.lid == name) {
+                return match m.attr {
+                    SvolAttr::Spare => Err(not_host(name, &e.rec.name, "a spare")),
+                    SvolAttr::Ro => Ok(Some(true)),
+                    SvolAttr::Rw => Ok(Some(false)),
+                };
+            }
+        }
         for e in st.values() {
             for m in &e.rec.members {
                 if m.rlid.as_deref() == Some(name) {
                     return Err(not_host(name, &e.rec.name, "the increments volume (DLV)"));
                 }
-                if m.lid == name {
-                    return match m.attr {
-                        SvolAttr::Spare => Err(not_host(name, &e.rec.name, "a spare")),
-                        SvolAttr::Ro => Ok(Some(true)),
-                        SvolAttr::Rw => Ok(Some(false)),
-                    };
+                if m.pid == name {
+                    // A spare that filled a LID: its storage is that LID's.
+                    return Err(not_host(
+                        name,
+                        &e.rec.name,
+                        &format!("the physical volume of {}", m.lid),
+                    ));
                 }
             }
         }
