@@ -314,6 +314,10 @@ fn a_member_whose_disk_fails_reads_is_covered_repaired_then_failed() {
             "read -P 0x12 8M 64k",
         ],
     );
+    d.ok(&["disk", "inject", "x2", "--clear"]);
+    // Deleting the group gives every volume back, the filled spare too.
+    d.ok(&["svol-group", "delete", "G0"]);
+    qemu_io(&d.export("S0"), &["read -P 0x11 0 4M"]);
 }
 
 #[test]

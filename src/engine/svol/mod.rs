@@ -403,12 +403,21 @@ impl Pool {
     }
 }
 
-/// Every LID of a group: members, spares, DLVs.
+/// Every volume of a group: LIDs (members, spares), DLVs, and PIDs that
+/// are not LIDs (a spare that filled a LID), each once.
 fn lids(rec: &SvolGroupRecord) -> Vec<String> {
-    rec.members
-        .iter()
-        .flat_map(|m| std::iter::once(m.lid.clone()).chain(m.rlid.clone()))
-        .collect()
+    let mut out: Vec<String> = Vec::new();
+    for m in &rec.members {
+        for v in [Some(&m.lid), Some(&m.pid), m.rlid.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !v.is_empty() && !out.contains(v) {
+                out.push(v.clone());
+            }
+        }
+    }
+    out
 }
 
 fn internal(below: Arc<dyn BlockDev>, lid: &str, group: &str, what: &str) -> Arc<dyn BlockDev> {
