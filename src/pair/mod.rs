@@ -20,8 +20,6 @@
 
 pub mod dev;
 pub mod group;
-#[cfg(test)]
-mod group_tests;
 mod recover;
 
 pub use dev::{Pair, PairDev, Side, Status};

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use super::{Pair, PairDev, Side, Status};
+
+mod group;
 use crate::blockdev::{BlockDev, NoIntent};
 use crate::buf::IoBuf;
 use crate::disk::MemDisk;

@@ -10,7 +10,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::group::{Change, Group, GroupDev, Hooks, Increments, Member};
 use crate::blockdev::{BlockDev, DevFuture, NoIntent};
 use crate::buf::IoBuf;
 use crate::disk::MemDisk;
@@ -18,6 +17,7 @@ use crate::disk::{FaultDisk, FaultRules};
 use crate::error::Result;
 use crate::meta::Meta;
 use crate::meta::diffmap::DiffMap;
+use crate::pair::group::{Change, Group, GroupDev, Hooks, Increments, Member};
 use crate::rt::block_on;
 
 const BLOCK: u64 = 4096;
