@@ -10,6 +10,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::Rng;
 use crate::blockdev::{BlockDev, DevFuture, NoIntent};
 use crate::buf::IoBuf;
 use crate::disk::MemDisk;
@@ -84,18 +85,6 @@ fn fixture(image: &[u8]) -> Fixture {
         rw_disk,
         dlv,
         hooks,
-    }
-}
-
-/// xorshift: the same run every time.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 
