@@ -36,6 +36,20 @@ pub fn whole_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
     d.deserialize_option(OptWhole)
 }
 
+/// [`whole_opt`] for a `u32` field: a larger number is refused with the
+/// range.
+pub fn whole_opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match whole_opt(d)? {
+        None => Ok(None),
+        Some(v) => u32::try_from(v).map(Some).map_err(|_| {
+            de::Error::invalid_value(
+                Unexpected::Unsigned(v),
+                &"a whole number from 0 to 4294967295",
+            )
+        }),
+    }
+}
+
 struct Whole;
 
 impl<'de> Visitor<'de> for Whole {
@@ -231,6 +245,26 @@ mod tests {
             err.contains("floating point `0.25`, expected a whole number"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn u32_fields_take_integral_floats_and_refuse_larger_numbers() {
+        #[derive(Debug, Deserialize)]
+        struct Req {
+            #[serde(default, deserialize_with = "whole_opt_u32")]
+            iops: Option<u32>,
+        }
+        let parse = |text| serde_json::from_str::<Req>(text).map_err(|e| e.to_string());
+        assert_eq!(parse(r#"{"iops": 269917.0}"#).unwrap().iops, Some(269_917));
+        assert_eq!(parse(r#"{"iops": null}"#).unwrap().iops, None);
+        assert_eq!(parse("{}").unwrap().iops, None);
+        let err = parse(r#"{"iops": 4294967296}"#).unwrap_err();
+        assert!(
+            err.contains("expected a whole number from 0 to 4294967295"),
+            "{err}"
+        );
+        let err = parse(r#"{"iops": 1.5}"#).unwrap_err();
+        assert!(err.contains("floating point `1.5`"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod svol;
 pub use pairs::*;
 pub use svol::*;
 
-use crate::json::{object_opt, whole, whole_opt};
+use crate::json::{object_opt, whole, whole_opt, whole_opt_u32};
 pub use crate::meta::model::copy::{CopyMode, Scheme};
 pub use crate::meta::model::{JobState, RaidLevelName};
 use limits::{Name, StripeSize, TrackSize};
@@ -222,7 +222,7 @@ pub struct InjectRequest {
     pub error_rate: Option<f64>,
     /// At most this many reads and writes a second (0: no cap): one
     /// spindle of its own, for benchmarks.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_opt_u32")]
     pub iops: Option<u32>,
     #[serde(default)]
     pub vanish: bool,
