@@ -17,11 +17,6 @@ fn setup(d: &Daemon, vols: &[&str]) {
     }
 }
 
-/// Whether two images (NBD URLs or files) read the same.
-fn same(a: &str, b: &str) -> (bool, String) {
-    run("qemu-img", &["compare", "-f", "raw", "-F", "raw", a, b])
-}
-
 fn pair(d: &Daemon, p: &str, s: &str) -> serde_json::Value {
     d.json(&["pair", "show", p, s])
 }
@@ -53,11 +48,11 @@ fn write_split_write_both_resync_then_restore() {
     let created = d.json(&["pair", "create", "p", "s", "--wait"]);
     assert_eq!(created["status"], "pair", "{created}");
     assert_eq!(created["tracks_set"], 0, "{created}");
-    let (eq, out) = same(&p, &s);
+    let (eq, out) = same_image(&p, &s);
     assert!(eq, "after the initial copy: {out}");
     // PAIR: writes reach both; hosts cannot write the S-VOL.
     qemu_io(&p, &["write -P 0x22 1M 64k", "flush"]);
-    let (eq, out) = same(&p, &s);
+    let (eq, out) = same_image(&p, &s);
     assert!(eq, "a write in PAIR reaches both: {out}");
     let (_, out) = run("qemu-io", &["-f", "raw", "-c", "write -P 0x99 0 4k", &s]);
     assert!(
@@ -72,7 +67,7 @@ fn write_split_write_both_resync_then_restore() {
     qemu_io(&s, &["write -P 0x44 8M 64k", "flush"]);
     let now = pair(&d, "p", "s");
     assert_eq!(now["tracks_set"], 3, "2 tracks of P, 1 of S: {now}");
-    let (eq, _) = same(&p, &s);
+    let (eq, _) = same_image(&p, &s);
     assert!(!eq, "split images differ");
     // The S-VOL kept the image of the split instant.
     qemu_io(&s, &["read -P 0x22 1M 64k", "read -P 0x11 2M 128k"]);
@@ -80,7 +75,7 @@ fn write_split_write_both_resync_then_restore() {
     let r = d.json(&["pair", "resync", "p", "s", "--wait"]);
     assert_eq!(r["status"], "pair", "{r}");
     assert_eq!(r["tracks_set"], 0, "{r}");
-    let (eq, out) = same(&p, &s);
+    let (eq, out) = same_image(&p, &s);
     assert!(eq, "after resync: {out}");
     qemu_io(&s, &["read -P 0x33 2M 128k", "read -P 0 8M 64k"]);
     // RESTORE: split, write both, then S-VOL's image goes back to P.
@@ -91,7 +86,7 @@ fn write_split_write_both_resync_then_restore() {
     save(&s, &image);
     let r = d.json(&["pair", "restore", "p", "s", "--wait"]);
     assert_eq!(r["status"], "pair", "{r}");
-    let (eq, out) = same(&p, image.to_str().unwrap());
+    let (eq, out) = same_image(&p, image.to_str().unwrap());
     assert!(eq, "after restore P reads S's image: {out}");
     qemu_io(&p, &["read -P 0x55 3M 64k", "read -P 0 5M 64k"]);
     // The job list names what each job did.
@@ -127,7 +122,7 @@ fn the_initial_copy_copies_only_written_tracks() {
     let job = d.wait_job(id);
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["total"], 3, "three written tracks of 512: {job}");
-    let (eq, out) = same(&p, &d.export("s"));
+    let (eq, out) = same_image(&p, &d.export("s"));
     assert!(eq, "{out}");
 }
 
@@ -217,7 +212,7 @@ fn a_p_vol_with_two_s_vols_splits_restores_resyncs_and_deletes_either() {
     let (p, s1, s2) = (d.export("p"), d.export("s1"), d.export("s2"));
     qemu_io(&p, &["write -P 0x22 1M 64k", "flush"]);
     for s in [&s1, &s2] {
-        let (eq, out) = same(&p, s);
+        let (eq, out) = same_image(&p, s);
         assert!(eq, "a write in PAIR reaches every S-VOL: {out}");
     }
     let split = d.json(&["pair", "split", "--group", "cg"]);
@@ -235,16 +230,16 @@ fn a_p_vol_with_two_s_vols_splits_restores_resyncs_and_deletes_either() {
     let image = dir.path().join("s1.img");
     save(&s1, &image);
     d.json(&["pair", "restore", "p", "s1", "--wait"]);
-    let (eq, out) = same(&p, image.to_str().unwrap());
+    let (eq, out) = same_image(&p, image.to_str().unwrap());
     assert!(eq, "P reads s1's image after the restore: {out}");
     let r = d.json(&["pair", "resync", "p", "s2", "--wait"]);
     assert_eq!(r["status"], "pair", "{r}");
-    let (eq, out) = same(&p, &s2);
+    let (eq, out) = same_image(&p, &s2);
     assert!(eq, "s2 resynced after s1's restore: {out}");
     // Deleting the older pair (its node below s2's) keeps s2 mirrored.
     d.ok(&["pair", "delete", "p", "s1"]);
     qemu_io(&p, &["write -P 0x55 4M 64k", "flush"]);
-    let (eq, out) = same(&p, &s2);
+    let (eq, out) = same_image(&p, &s2);
     assert!(eq, "s2 still mirrored after s1's pair is deleted: {out}");
     qemu_io(&s1, &["read -P 0 4M 64k", "read -P 0x44 3M 64k"]);
     let rows = d.json(&["pair", "list"]);
@@ -285,7 +280,7 @@ fn marked_tracks_survive_kill_9_and_resync_after_it() {
     }
     let now = pair(&d, "p", "s");
     assert_eq!(now["status"], "pair", "{now}");
-    let (eq, out) = same(&d.export("p"), &d.export("s"));
+    let (eq, out) = same_image(&d.export("p"), &d.export("s"));
     assert!(eq, "{out}");
     qemu_io(
         &d.export("s"),
@@ -386,7 +381,7 @@ fn kill_9_during_a_resync_resumes_it_and_both_sides_end_equal() {
         (now["status"].as_str(), now["tracks_set"].as_u64()),
         (Some("pair"), Some(0))
     );
-    let (eq, out) = same(&d.export("p"), &d.export("s"));
+    let (eq, out) = same_image(&d.export("p"), &d.export("s"));
     assert!(eq, "{out}");
     qemu_io(
         &d.export("s"),
@@ -541,6 +536,6 @@ fn an_s_vol_that_fails_writes_in_pair_is_resynced_by_its_marks() {
         (Some("pair"), Some(0)),
         "{r}"
     );
-    let (eq, out) = same(&d.export("p"), &d.export("s"));
+    let (eq, out) = same_image(&d.export("p"), &d.export("s"));
     assert!(eq, "{out}");
 }

@@ -412,10 +412,7 @@ fn rollback_returns_the_rw_member_to_the_split_image_and_rebuild_refills() {
     assert!(out.contains("(1300)"), "{out}");
     let g = d.json(&["svol-group", "query", "G0"]);
     assert_eq!(g["table_1300"][0]["count"], 0, "table 1300 empties: {g}");
-    let (eq, msg) = run(
-        "qemu-img",
-        &["compare", "-f", "raw", "-F", "raw", &lv2, &d.export("LV0")],
-    );
+    let (eq, msg) = same_image(&lv2, &d.export("LV0"));
     assert!(eq, "LV2 reads the split image again: {msg}");
     // A rebuild refills an RO member from the group.
     d.ok(&[
@@ -446,4 +443,101 @@ fn rollback_returns_the_rw_member_to_the_split_image_and_rebuild_refills() {
         "--rebuild",
     ]);
     assert!(e.contains("no such RO member"), "{e}");
+}
+
+fn pair_of(d: &Daemon, svol: &str) -> serde_json::Value {
+    d.json(&["pair", "show", "pv", svol])
+}
+
+#[test]
+fn to_pvol_copies_the_group_image_onto_the_p_vol_in_use_and_survives_kill_9() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &[]);
+    fig9(&d);
+    create(&d);
+    // The image: 0x11 at 0-4M, 0x12 at 8-9M. After the split the P-VOL
+    // takes 12 MiB of new data (192 tracks of 64 KiB).
+    let pv = d.export("pv");
+    qemu_io(&pv, &["write -P 0x31 2M 12M", "flush"]);
+    let e = d.fails(&[
+        "svol-group",
+        "restore",
+        "G0",
+        "--to-pvol",
+        "--member",
+        "LV2",
+    ]);
+    assert!(e.contains("LV2 is not an RO member"), "{e}");
+    // 1 MiB/s: the first step (128 tracks) is copied at once, then the
+    // job waits about 8 s before the next.
+    let g = d.json(&["svol-group", "restore", "G0", "--to-pvol", "--rate", "1M"]);
+    let id = g["job"].as_u64().expect("a job");
+    poll("the first step", 30, || {
+        d.json(&["job", "show", &id.to_string()])["done"].as_u64() >= Some(128)
+    });
+    let g = d.json(&["svol-group", "query", "G0"]);
+    assert_eq!(g["to_pvol"], "LV0", "{g}");
+    assert_eq!(pair_of(&d, "LV0")["status"], "restore");
+    let e = d.fails(&["svol-group", "delete", "G0"]);
+    assert!(e.contains("is copying LV0's image onto pv"), "{e}");
+    let e = d.fails(&["svol-group", "restore", "G0", "--to-pvol"]);
+    assert!(e.contains(&format!("job {id} is restoring")), "{e}");
+    // The P-VOL reads as the image at every moment (12M is not restored
+    // yet), and takes writes: one on a restored track, one on a track
+    // still to restore.
+    qemu_io(
+        &pv,
+        &[
+            "read -P 0x11 2M 2M",
+            "read -P 0 12M 64k",
+            "write -P 0x52 3M 64k",
+            "write -P 0x51 13M 64k",
+            "flush",
+        ],
+    );
+    // The members are not written and go on serving the image.
+    for m in ["LV0", "LV1"] {
+        qemu_io_ro(
+            &d.export(m),
+            &[
+                "read -P 0x11 0 4M",
+                "read -P 0 4M 4M",
+                "read -P 0x12 8M 1M",
+                "read -P 0 9M 7M",
+            ],
+        );
+    }
+    d.kill9();
+    d.respawn();
+    assert_eq!(pair_of(&d, "LV0")["job"].as_u64(), Some(id), "resumed");
+    assert_eq!(d.json(&["svol-group", "query", "G0"])["to_pvol"], "LV0");
+    d.ok(&["job", "rate", &id.to_string(), "0"]);
+    let done = d.wait_job(id);
+    assert_eq!(done["state"], "done", "{done}");
+    qemu_io(
+        &d.export("pv"),
+        &[
+            "read -P 0x11 0 3M",
+            "read -P 0x52 3M 64k",
+            "read -P 0x11 3136k 960k",
+            "read -P 0 4M 4M",
+            "read -P 0x12 8M 1M",
+            "read -P 0 9M 4M",
+            "read -P 0x51 13M 64k",
+            "read -P 0 13376k 3008k",
+        ],
+    );
+    // Split again; its bitmap holds the two tracks written meanwhile.
+    let p = pair_of(&d, "LV0");
+    assert_eq!(
+        (p["status"].as_str(), p["tracks_set"].as_u64()),
+        (Some("split"), Some(2)),
+        "{p}"
+    );
+    assert!(pair_of(&d, "LV1")["tracks_set"].as_u64() >= Some(192));
+    let g = d.json(&["svol-group", "query", "G0"]);
+    assert!(g["to_pvol"].is_null(), "{g}");
+    let (eq, msg) = same_image(&d.export("LV0"), &d.export("LV1"));
+    assert!(eq, "the RO members hold one image: {msg}");
+    d.ok(&["svol-group", "delete", "G0"]);
 }

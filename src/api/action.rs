@@ -202,11 +202,22 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
             Reply::Pair(p.pair_copy_back(None, &svol, true, req.rate).await?)
         }
         Action::SvolGroupCreate(req) => Reply::SvolGroup(p.svol_group_create(req).await?),
-        Action::SvolGroupRestore(name, req) => Reply::Job(p.svol_group_restore(
-            &name,
-            &req.member,
-            req.mode == SvolRestoreMode::Rollback,
-        )?),
+        Action::SvolGroupRestore(name, req) => {
+            let rate = req.rate.unwrap_or(0);
+            Reply::Job(match (req.mode, req.member) {
+                (SvolRestoreMode::ToPvol, member) => {
+                    p.svol_group_to_pvol(&name, member.as_deref(), rate).await?
+                }
+                (mode, Some(member)) => {
+                    p.svol_group_restore(&name, &member, mode == SvolRestoreMode::Rollback, rate)?
+                }
+                (_, None) => {
+                    return Err(crate::error::Error::invalid(
+                        "rollback and rebuild name the member to restore (\"member\")",
+                    ));
+                }
+            })
+        }
         Action::SvolGroupDelete(name) => {
             p.svol_group_delete(&name).await.map(|()| Reply::Deleted)?
         }

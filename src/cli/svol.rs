@@ -45,22 +45,33 @@ pub enum SvolCmd {
         /// The group.
         name: String,
     },
-    /// Restore a member (operation code 1): --rollback returns an RW
-    /// member to the split image (its increments' blocks copied back from
-    /// an RO member, table 1300 emptied); --rebuild refills a repaired RO
-    /// member from the group. Runs as a job.
+    /// Restore (operation code 1): --rollback returns an RW member to the
+    /// split image (its increments' blocks copied back from an RO member,
+    /// table 1300 emptied); --rebuild refills a repaired RO member from
+    /// the group; --to-pvol copies the group's image back onto the P-VOL
+    /// (only the tracks that differ; the P-VOL stays in use, the members
+    /// keep serving). Runs as a job.
+    #[command(group(clap::ArgGroup::new("mode").required(true).args(["rollback", "rebuild", "to_pvol"])))]
     Restore {
         /// The group.
         name: String,
-        /// The member to restore.
-        #[arg(long, value_name = "VOL")]
-        member: String,
+        /// The member to restore; with --to-pvol, the RO member whose
+        /// image is copied (default: the first healthy one).
+        #[arg(long, value_name = "VOL", required_unless_present = "to_pvol")]
+        member: Option<String>,
         /// Return the RW member to the split image.
-        #[arg(long, conflicts_with = "rebuild", required_unless_present = "rebuild")]
+        #[arg(long)]
         rollback: bool,
         /// Refill a repaired RO member from the group.
         #[arg(long)]
         rebuild: bool,
+        /// Copy the group's image back onto its P-VOL.
+        #[arg(long)]
+        to_pvol: bool,
+        /// Limit the copy to this many bytes per second, e.g. 200M (`job
+        /// rate` changes it later).
+        #[arg(long, value_name = "BYTES", value_parser = super::size::parse_size)]
+        rate: Option<u64>,
         /// Wait for the job, with a progress bar.
         #[arg(long)]
         wait: bool,
@@ -123,16 +134,16 @@ pub fn run(ctx: &Ctx, cmd: SvolCmd) -> Result<(), Failure> {
             member,
             rollback,
             rebuild: _,
+            to_pvol,
+            rate,
             wait,
         } => {
-            let req = SvolRestoreRequest {
-                member,
-                mode: if rollback {
-                    SvolRestoreMode::Rollback
-                } else {
-                    SvolRestoreMode::Rebuild
-                },
+            let mode = match (rollback, to_pvol) {
+                (true, _) => SvolRestoreMode::Rollback,
+                (_, true) => SvolRestoreMode::ToPvol,
+                _ => SvolRestoreMode::Rebuild,
             };
+            let req = SvolRestoreRequest { member, mode, rate };
             let job: JobInfo = ctx.post(&format!("{}/restore", path(&name)), &req)?;
             if wait {
                 let ended = super::wait::follow(ctx, job, super::wait::default_stall())?;

@@ -181,6 +181,21 @@ impl DiffMap {
         out
     }
 
+    /// The runs of set tracks now, in order.
+    pub fn set_runs(&self) -> Vec<std::ops::Range<u64>> {
+        let mut runs = Vec::new();
+        let mut t = 0;
+        while let Some(a) = self.next_set(t) {
+            let mut b = a + 1;
+            while b < self.tracks && self.is_set(b) {
+                b += 1;
+            }
+            runs.push(a..b);
+            t = b;
+        }
+        runs
+    }
+
     /// Set bits now.
     pub fn count(&self) -> u64 {
         self.lock()

@@ -8,6 +8,17 @@
 //! | PAIR | both sides | P | refused | S (a marked track: P) | none |
 //! | SPLIT | bit stored, then P | P | bit stored, then S | S | none |
 //! | RESTORE | set tracks pulled, then both sides | set tracks pulled, then P | refused | refused | S to P |
+//! | RESTORE, one way | set tracks pulled, bit stored in the after map, then P | set tracks pulled, then P | refused | S | S to P |
+//!
+//! - **One-way restore** (`svol-group restore --to-pvol`, seed 003's
+//!   group image copied back onto the P-VOL): the S-VOL is an S-VOL
+//!   group's RO member, an image that must not change and that hosts go
+//!   on reading. Host writes of the P-VOL go to the P-VOL only; their
+//!   tracks (which now differ from the S-VOL again) are set in a second
+//!   map, the *after map*, stored before the write, since the
+//!   differential bitmap still means "to copy S to P" until the restore
+//!   ends. Then the engine puts the pair back to SPLIT and merges the
+//!   after map into the bitmap. No write-intent log: one side is written.
 //!
 //! - **Differential bitmap** ([`DiffMap`]): in SPLIT every write to either
 //!   side sets its tracks' bits, stored before the write is issued (DESIGN
@@ -91,6 +102,8 @@ pub struct Pair {
     locks: RangeLock,
     /// Writes whose S-VOL side failed (their tracks were marked).
     s_errors: AtomicU64,
+    /// The after map of a one-way restore (see the module doc).
+    one_way: parking_lot::RwLock<Option<Arc<DiffMap>>>,
 }
 
 impl Pair {
@@ -121,6 +134,7 @@ impl Pair {
             status: AtomicU8::new(status_code(status)),
             locks: RangeLock::new(),
             s_errors: AtomicU64::new(0),
+            one_way: parking_lot::RwLock::new(None),
         }))
     }
 
@@ -143,6 +157,26 @@ impl Pair {
 
     pub fn diff(&self) -> &Arc<DiffMap> {
         &self.diff
+    }
+
+    /// Makes a restore one way (`Some(after map)`) or two way (`None`).
+    /// Call with both volumes' gates closed.
+    pub fn set_one_way(&self, after: Option<Arc<DiffMap>>) {
+        *self.one_way.write() = after;
+    }
+
+    /// The after map of a one-way restore.
+    pub fn one_way(&self) -> Option<Arc<DiffMap>> {
+        self.one_way.read().clone()
+    }
+
+    /// The after map, when a one-way restore is running.
+    fn restoring_one_way(&self) -> Option<Arc<DiffMap>> {
+        if self.status() == Status::Restore {
+            self.one_way()
+        } else {
+            None
+        }
     }
 
     /// Writes whose S-VOL side failed so far.
@@ -280,11 +314,28 @@ impl Pair {
         Ok(())
     }
 
+    /// One-way restore, before a host write of `off..off+len` (its tracks
+    /// locked): the tracks still to restore are pulled, then the after
+    /// map holds the tracks, stored.
+    async fn pull_and_mark(&self, after: &Arc<DiffMap>, off: u64, len: u64) -> Result<()> {
+        self.pull(self.diff.tracks_of(off, len)).await?;
+        match after.mark(off, len) {
+            Some(stored) => stored.await,
+            None => Ok(()),
+        }
+    }
+
     /// A host write of the P-VOL in a mirrored status.
     async fn mirror_write(&self, off: u64, buf: IoBuf, fua: bool) -> BufResult {
         let len = buf.len() as u64;
         let tr = self.diff.tracks_of(off, len);
         let _tracks = self.locks.lock(tr.start, tr.end).await;
+        if let Some(after) = self.restoring_one_way() {
+            if let Err(e) = self.pull_and_mark(&after, off, len).await {
+                return (buf, Err(e));
+            }
+            return self.p().write(off, buf, fua).await;
+        }
         let _intent = match begin_write(&*self.intent, off, len).await {
             Ok(g) => g,
             Err(e) => return (buf, Err(e)),
@@ -310,11 +361,19 @@ impl Pair {
     async fn mirror_zero(&self, off: u64, len: u64, flags: ZeroFlags, discard: bool) -> Result<()> {
         let tr = self.diff.tracks_of(off, len);
         let _tracks = self.locks.lock(tr.start, tr.end).await;
+        let p = self.p();
+        if let Some(after) = self.restoring_one_way() {
+            self.pull_and_mark(&after, off, len).await?;
+            return if discard {
+                p.discard(off, len).await
+            } else {
+                p.write_zeroes(off, len, flags).await
+            };
+        }
         let _intent = begin_write(&*self.intent, off, len).await?;
         if self.status() == Status::Restore {
             self.pull(tr).await?;
         }
-        let p = self.p();
         let (r, rs) = if discard {
             futures::join!(p.discard(off, len), self.s.discard(off, len))
         } else {
@@ -373,6 +432,7 @@ impl PairDev {
         let ok = match st {
             Status::Split => true,
             Status::Pair => !write,
+            Status::Restore => !write && self.pair.one_way().is_some(),
             _ => false,
         };
         if ok {
@@ -486,7 +546,8 @@ impl BlockDev for PairDev {
 
     fn flush(&self) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
-            if self.side == Side::P && mirrored(self.pair.status()) {
+            let two_sides = mirrored(self.pair.status()) && self.pair.restoring_one_way().is_none();
+            if self.side == Side::P && two_sides {
                 let p = self.pair.p();
                 let (r, rs) = futures::join!(p.flush(), self.pair.s.flush());
                 // Which of the S-VOL's writes were lost is unknown: every

@@ -182,6 +182,9 @@ pub struct Group {
     pub members: Vec<Member>,
     /// Where changes of the tables are stored (the engine).
     pub(super) hooks: Arc<dyn Hooks>,
+    /// The RO member whose image is being copied onto the P-VOL: it does
+    /// not take over the RW role while it is (that would write it).
+    held: parking_lot::Mutex<Option<usize>>,
 }
 
 /// A change of a group's tables the data path makes (error process unit
@@ -218,7 +221,19 @@ impl Group {
             name,
             members,
             hooks,
+            held: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Holds RO member `at` as the source of a copy onto the P-VOL (or
+    /// releases it: None).
+    pub fn hold(&self, at: Option<usize>) {
+        *self.held.lock() = at;
+    }
+
+    /// Whether member `i` is held (see [`Group::hold`]).
+    pub(super) fn is_held(&self, i: usize) -> bool {
+        *self.held.lock() == Some(i)
     }
 
     /// The node of member `at` for its LID's switch, which held `own`.

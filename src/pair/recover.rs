@@ -42,11 +42,15 @@ impl Group {
         let r = self
             .members
             .iter()
-            .position(|x| !x.rw() && !x.failed() && x.dev().is_some())
+            .enumerate()
+            .position(|(i, x)| !x.rw() && !x.failed() && x.dev().is_some() && !self.is_held(i))
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Io,
-                    format!("S-VOL group {}: no healthy RO member is left", self.name),
+                    format!(
+                        "S-VOL group {}: no healthy RO member is left to take over (one whose image is being copied onto the P-VOL is not taken)",
+                        self.name
+                    ),
                 )
             })?;
         let ro = &self.members[r];

@@ -351,6 +351,12 @@ pub fn run(prog: &str, args: &[&str]) -> (bool, String) {
     (o.status.success(), s)
 }
 
+/// Whether two images (NBD URLs or files) read the same, and what
+/// `qemu-img compare` said.
+pub fn same_image(a: &str, b: &str) -> (bool, String) {
+    run("qemu-img", &["compare", "-f", "raw", "-F", "raw", a, b])
+}
+
 /// What one fio run did, from its JSON report (`--output-format=json`).
 #[derive(Debug)]
 pub struct FioReport {

@@ -42,20 +42,30 @@ pub struct SvolGroupCreateRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SvolRestoreRequest {
-    /// The member to restore.
-    #[schema(value_type = Name)]
-    pub member: String,
+    /// The member to restore (`rollback`, `rebuild`), or the RO member
+    /// whose image goes onto the P-VOL (`to-pvol`; default: the first
+    /// healthy one still paired with it).
+    #[schema(value_type = Option<Name>)]
+    #[serde(default)]
+    pub member: Option<String>,
     /// `rollback`: an RW member back to the split image (its table 1300
     /// blocks copied from an RO member, the table emptied); `rebuild`: a
-    /// repaired RO member refilled from the group.
+    /// repaired RO member refilled from the group; `to-pvol`: the group's
+    /// image copied back onto the P-VOL (only the tracks that differ; the
+    /// P-VOL stays in use).
     pub mode: SvolRestoreMode,
+    /// Rate limit of the copy in bytes/s (`job rate` changes it); none or
+    /// 0: unlimited.
+    #[serde(default, deserialize_with = "crate::json::whole_opt")]
+    pub rate: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum SvolRestoreMode {
     Rollback,
     Rebuild,
+    ToPvol,
 }
 
 /// A row of table 900 (GrpID, LID, Attr, PID, RLID).
@@ -122,8 +132,12 @@ pub struct SvolGroupInfo {
     pub spares: Vec<SvolMemberInfo>,
     /// A failed member and no spare to take its place.
     pub degraded: bool,
-    /// The spare fill, rebuild or rollback job running, if any.
+    /// The spare fill, rebuild, rollback or copy onto the P-VOL running,
+    /// if any.
     pub job: Option<u64>,
+    /// The RO member whose image is being copied onto the P-VOL
+    /// (`restore --to-pvol`; the job is its pair's), while it is.
+    pub to_pvol: Option<String>,
     pub table_900: Vec<Table900Row>,
     pub table_1200: Vec<Table1200Row>,
     pub table_1300: Vec<Table1300>,

@@ -128,12 +128,16 @@ impl Pool {
         }))
     }
 
-    /// The last marked track is copied: the pair goes to PAIR, the change
+    /// The last marked track is copied: the pair goes to PAIR (SPLIT after
+    /// a one-way restore), the change
     /// made with both volumes' gates closed and stored durably.
     async fn pair_copy_done(&self, svol: &str, job: u64) -> Result<()> {
         let (pair, rec) = self
             .pairs
             .with(svol, |e| (Arc::clone(&e.pair), e.rec.clone()))?;
+        if pair.one_way().is_some() {
+            return self.one_way_done(svol, job).await;
+        }
         let (psw, ssw) = self.pair_switches(&rec.pvol, &rec.svol)?;
         let (pc, sc) = (psw.close().await, ssw.close().await);
         let was = pair.status();

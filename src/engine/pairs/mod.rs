@@ -30,6 +30,7 @@
 mod create;
 mod job;
 mod load;
+mod oneway;
 mod ops;
 
 use std::collections::BTreeMap;

@@ -23,14 +23,14 @@ use crate::stack::gate::Closed;
 use crate::stack::switch::Switch;
 
 /// What a command found of one pair.
-struct Found {
-    rec: PairRecord,
-    pair: Arc<Pair>,
-    job: Option<u64>,
+pub(super) struct Found {
+    pub(super) rec: PairRecord,
+    pub(super) pair: Arc<Pair>,
+    pub(super) job: Option<u64>,
 }
 
 impl Pool {
-    fn pair_found(&self, pvol: Option<&str>, svol: &str) -> Result<Found> {
+    pub(super) fn pair_found(&self, pvol: Option<&str>, svol: &str) -> Result<Found> {
         self.pairs.with_checked(pvol, svol, |e| Found {
             rec: e.rec.clone(),
             pair: Arc::clone(&e.pair),
@@ -40,7 +40,7 @@ impl Pool {
 
     /// Refuses a command from the wrong status: names the status, the
     /// job running and what to do.
-    fn pair_refuse(f: &Found, cmd: &str, todo: &str) -> Error {
+    pub(super) fn pair_refuse(f: &Found, cmd: &str, todo: &str) -> Error {
         let job = match f.job {
             Some(j) => format!(" (job {j} is copying: `ferrosan job wait {j}`)"),
             None => String::new(),
@@ -222,7 +222,7 @@ impl Pool {
     /// A pair's copy cannot start while another pair of its P-VOL
     /// restores (the restore rewrites the P-VOL below it), and a restore
     /// only while every other pair of its P-VOL is split with no job.
-    fn refuse_beside_restore(&self, f: &Found, restoring: bool) -> Result<()> {
+    pub(super) fn refuse_beside_restore(&self, f: &Found, restoring: bool) -> Result<()> {
         for (svol, status, job) in self.pairs.siblings(&f.rec.pvol, &f.rec.svol) {
             if status == PairStatus::Restore {
                 return Err(Error::conflict(format!(
@@ -245,23 +245,16 @@ impl Pool {
     /// Before a restore: the tracks it will rewrite on the P-VOL are set
     /// in the bitmaps of the P-VOL's other (split) pairs, stored, so their
     /// next resync copies them.
-    async fn mark_for_siblings(&self, f: &Found) -> Result<()> {
+    pub(super) async fn mark_for_siblings(&self, f: &Found) -> Result<()> {
         let others = self.pairs.sibling_maps(&f.rec.pvol, &f.rec.svol);
         if others.is_empty() {
             return Ok(());
         }
-        let diff = f.pair.diff();
         let mut stored = Vec::new();
-        let mut t = 0;
-        while let Some(a) = diff.next_set(t) {
-            let mut b = a + 1;
-            while b < diff.tracks() && diff.is_set(b) {
-                b += 1;
-            }
+        for run in f.pair.diff().set_runs() {
             for o in &others {
-                stored.extend(o.mark_tracks(a..b));
+                stored.extend(o.mark_tracks(run.clone()));
             }
-            t = b;
         }
         futures::future::try_join_all(stored).await?;
         Ok(())

@@ -143,6 +143,7 @@ impl Pool {
             block,
             split_at,
             created: now(),
+            to_pvol: None,
         };
         let built = self.build_group(&rec);
         let built = match built {

@@ -45,7 +45,16 @@ impl Pool {
                     self.resync_dlvs_later(Arc::clone(&built.group), i, log, regions);
                 }
             }
-            self.svols.add(rec, built.group, built.logs);
+            let group = Arc::clone(&built.group);
+            self.svols.add(rec.clone(), built.group, built.logs);
+            if let Err(e) = self.load_to_pvol(&rec, &group) {
+                self.problem(format!(
+                    "S-VOL group {}: its restore of {} cannot go on: {}",
+                    rec.name,
+                    rec.pvol,
+                    e.chain()
+                ));
+            }
         }
         Ok(())
     }

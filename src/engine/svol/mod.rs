@@ -24,6 +24,7 @@
 mod create;
 mod load;
 mod recover;
+mod topvol;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -93,7 +94,7 @@ impl SvolGroups {
             .ok_or_else(|| Self::unknown(name))
     }
 
-    fn set_record(&self, name: &str, rec: SvolGroupRecord) {
+    pub(in crate::engine) fn set_record(&self, name: &str, rec: SvolGroupRecord) {
         if let Some(e) = self.st.lock().get_mut(name) {
             e.rec = rec;
         }
@@ -295,7 +296,12 @@ impl Pool {
             members,
             spares,
             degraded,
-            job,
+            // A copy onto the P-VOL runs as its pair's job.
+            job: job.or_else(|| {
+                let tp = rec.to_pvol.as_ref()?;
+                self.pair_get(None, &tp.svol).ok()?.job
+            }),
+            to_pvol: rec.to_pvol.as_ref().map(|t| t.lid.clone()),
             table_900: t900,
             table_1200: t1200,
             table_1300: t1300,
@@ -349,6 +355,12 @@ impl Pool {
                     "no S-VOL group {name}: see `ferrosan svol-group list`"
                 ))
             })?;
+        if let Some(tp) = &rec.to_pvol {
+            return Err(Error::conflict(format!(
+                "S-VOL group {name} is copying {}'s image onto {}: wait for it (`ferrosan svol-group query {name}`), then delete the group",
+                tp.lid, rec.pvol
+            )));
+        }
         let lids = lids(&rec);
         let switches: Vec<Arc<Switch>> = lids
             .iter()

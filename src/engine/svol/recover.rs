@@ -68,10 +68,16 @@ impl Pool {
     /// Starts the fill of `lid` (or of the first failed or vacant RO
     /// LID): onto a spare, or with `rebuild` onto the LID's own PID.
     pub(super) fn start_svol_fill(&self, group: &str, lid: Option<&str>) -> Result<JobInfo> {
-        self.start_fill(group, lid, false)
+        self.start_fill(group, lid, false, 0)
     }
 
-    fn start_fill(&self, group: &str, lid: Option<&str>, rebuild: bool) -> Result<JobInfo> {
+    fn start_fill(
+        &self,
+        group: &str,
+        lid: Option<&str>,
+        rebuild: bool,
+        rate: u64,
+    ) -> Result<JobInfo> {
         let rec = self.svols.record(group)?;
         if let Some(j) = self.svols.job(group) {
             return Err(Error::conflict(format!(
@@ -116,21 +122,36 @@ impl Pool {
             lid: target.lid.clone(),
             spare,
         };
-        let (size, _) = self.volume_size_track(&target.lid)?;
-        self.start_svol_job(group, kind, size.div_ceil(rec.block.max(1)), rec.block)
+        self.start_svol_job(group, kind, &target.lid, rec.block, rate)
     }
 
-    fn start_svol_job(&self, group: &str, kind: JobKind, total: u64, unit: u64) -> Result<JobInfo> {
-        let job = self.store_new_job(kind, total, unit, 0)?;
+    /// Starts a job that copies volume `lid` block by block (`block`
+    /// bytes each).
+    fn start_svol_job(
+        &self,
+        group: &str,
+        kind: JobKind,
+        lid: &str,
+        block: u64,
+        rate: u64,
+    ) -> Result<JobInfo> {
+        let (size, _) = self.volume_size_track(lid)?;
+        let job = self.store_new_job(kind, size.div_ceil(block.max(1)), block, rate)?;
         let make = self.svol_work(&job)?;
         self.svols.set_job(group, Some(job.id));
         Ok(self.jobs.start(job, make))
     }
 
     /// `svol-group restore NAME --member LV --rollback | --rebuild`.
-    pub fn svol_group_restore(&self, group: &str, lid: &str, rollback: bool) -> Result<JobInfo> {
+    pub fn svol_group_restore(
+        &self,
+        group: &str,
+        lid: &str,
+        rollback: bool,
+        rate: u64,
+    ) -> Result<JobInfo> {
         if !rollback {
-            return self.start_fill(group, Some(lid), true);
+            return self.start_fill(group, Some(lid), true, rate);
         }
         let rec = self.svols.record(group)?;
         let m = rec
@@ -145,12 +166,11 @@ impl Pool {
                 "S-VOL group {group} runs job {j} already: `ferrosan job wait {j}`"
             )));
         }
-        let (size, _) = self.volume_size_track(&m.lid)?;
         let kind = JobKind::SvolRollback {
             group: group.to_string(),
             lid: lid.to_string(),
         };
-        self.start_svol_job(group, kind, size.div_ceil(rec.block.max(1)), rec.block)
+        self.start_svol_job(group, kind, &m.lid, rec.block, rate)
     }
 
     /// The work of an S-VOL group's job (at its start or a resume).

@@ -21,7 +21,7 @@ pub mod svol;
 
 pub use copy::CopyMode;
 pub use pair::{PairRecord, PairStatus};
-pub use svol::{SvolAttr, SvolGroupRecord, SvolMemberRecord};
+pub use svol::{SvolAttr, SvolGroupRecord, SvolMemberRecord, ToPvolRecord};
 
 /// Format version of the pool database. Bump it when a record changes
 /// shape, and keep a fixture of every released version.

@@ -65,4 +65,24 @@ pub struct SvolGroupRecord {
     /// Unix seconds of the split that made the image.
     pub split_at: u64,
     pub created: u64,
+    /// A copy of the group's image back onto the P-VOL, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_pvol: Option<ToPvolRecord>,
+}
+
+/// `svol-group restore --to-pvol`: the pair of an RO member restores the
+/// P-VOL one way (the member is not written; hosts keep reading it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToPvolRecord {
+    /// The RO member (LID) whose image is copied.
+    pub lid: String,
+    /// Its physical volume: the S-VOL of the pair that restores.
+    pub svol: String,
+    /// The object of the after map (tracks hosts wrote on the P-VOL
+    /// during the restore).
+    pub after: u64,
+    /// The restore is done and the pair split again; the after map is
+    /// being merged into its differential bitmap.
+    #[serde(default)]
+    pub merging: bool,
 }

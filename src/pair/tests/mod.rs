@@ -206,6 +206,52 @@ fn restore_serves_the_s_vol_image_from_the_p_vol_at_every_moment() {
 }
 
 #[test]
+fn a_one_way_restore_leaves_the_s_vol_alone_and_keeps_host_writes_in_the_after_map() {
+    crate::rt::block_on(async {
+        let f = fixture(Status::Pair);
+        let mut p_model = vec![0u8; SIZE as usize];
+        write(&*f.pn, &mut p_model, 0, SIZE as usize, 0x01).await;
+        f.pair.set_status(Status::Split);
+        let image = p_model.clone();
+        for t in [2u64, 20, 21, 60] {
+            write(&*f.pn, &mut p_model, t * TRACK, 4096, 0xee).await;
+        }
+        let after = DiffMap::open(Arc::clone(&f.meta), 10, TRACK, TRACKS).expect("after");
+        f.pair.set_one_way(Some(Arc::clone(&after)));
+        f.pair.set_status(Status::Restore);
+        // Hosts go on reading the S-VOL (an RO member) and may not write it.
+        assert_eq!(read_all(&*f.sn).await, image);
+        let (_, r) = f.sn.write(0, IoBuf::from_slice(&[9u8; 512]), false).await;
+        assert_eq!(r.expect_err("S-VOL write").kind(), ErrorKind::ReadOnly);
+        // A host write to a track not restored yet: pulled, then written
+        // to the P-VOL only, its track in the after map.
+        let mut want = image.clone();
+        write(&*f.pn, &mut want, 20 * TRACK + 1024, 512, 0x77).await;
+        write(&*f.pn, &mut want, 40 * TRACK, 512, 0x78).await;
+        f.pn.write_zeroes(50 * TRACK, 4096, crate::blockdev::ZeroFlags::default())
+            .await
+            .expect("zero");
+        want[50 * 4096..51 * 4096].fill(0);
+        assert_eq!(f.s.snapshot(), image, "the S-VOL is not written");
+        copy_all(&f.pair).await;
+        assert_eq!(f.p.snapshot(), want, "restored, the host writes kept");
+        assert_eq!(f.s.snapshot(), image);
+        assert_eq!(f.pair.diff().count(), 0);
+        let marked: Vec<u64> = (0..TRACKS).filter(|&t| after.is_set(t)).collect();
+        assert_eq!(marked, vec![20, 40, 50], "where P differs from S now");
+        // The after map was stored before the writes.
+        let stored = DiffMap::open(Arc::clone(&f.meta), 10, TRACK, TRACKS).expect("reopen");
+        assert_eq!(stored.count(), 3);
+        f.p.crash(|_| true);
+        assert_eq!(
+            f.p.snapshot(),
+            want,
+            "pulled tracks and host writes durable"
+        );
+    });
+}
+
+#[test]
 fn a_failed_s_vol_write_in_pair_marks_its_track_and_the_host_sees_success() {
     crate::rt::block_on(async {
         let f = fixture(Status::Pair);
