@@ -14,6 +14,10 @@ command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v fio >/dev/null 2>&1 || need+=(fio)
 command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
 command -v nbdcopy >/dev/null 2>&1 || need+=(libnbd-bin)
+# A filesystem on a volume, checked from outside (tests/e2e_guest_fs.rs).
+command -v nbdfuse >/dev/null 2>&1 || need+=(libnbd-bin)
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || need+=(mount)
 # gdb: the deadlock watchdog prints the daemon's stacks when it fails.
 command -v gdb >/dev/null 2>&1 || need+=(gdb)
 if [ ${#need[@]} -gt 0 ]; then
@@ -25,7 +29,7 @@ if [ ${#need[@]} -gt 0 ]; then
   # shellcheck disable=SC2068
   $sudo apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
 fi
-for t in qemu-io qemu-img fio nbdinfo nbdcopy; do
+for t in qemu-io qemu-img fio nbdinfo nbdcopy nbdfuse mkfs.ext4 e2fsck losetup; do
   command -v "$t" >/dev/null 2>&1 || { echo "error: $t is still missing after installing" >&2; exit 1; }
 done
 
