@@ -413,19 +413,28 @@ impl Group {
     /// there: the host sees no error.
     async fn rw_write(&self, me: usize, off: u64, buf: IoBuf, fua: bool) -> BufResult {
         let (buf, r) = self.rw_write_once(me, off, buf, fua).await;
-        let (e, failed) = match r {
-            Ok(()) => return (buf, Ok(())),
-            Err(Failure::Other(e)) => return (buf, Err(e)),
-            Err(Failure::Member(e, dev)) => (e, dev),
-        };
-        if let Err(e2) = self.take_over(me, &failed, &e).await {
-            return (
-                buf,
-                Err(e.context(format!("and no member could take over: {}", e2.chain()))),
-            );
+        match self.again(me, r).await {
+            Ok(false) => (buf, Ok(())),
+            Err(e) => (buf, Err(e)),
+            Ok(true) => {
+                let (buf, r) = self.rw_write_once(me, off, buf, fua).await;
+                (buf, r.map_err(Failure::into_error))
+            }
         }
-        let (buf, r) = self.rw_write_once(me, off, buf, fua).await;
-        (buf, r.map_err(Failure::into_error))
+    }
+
+    /// After the first try of an RW member's write or zeroing: whether to
+    /// issue it again, on the PID the write error process just gave the
+    /// member (its side failed); an error is the host's.
+    async fn again(&self, me: usize, r: std::result::Result<(), Failure>) -> Result<bool> {
+        match r {
+            Ok(()) => Ok(false),
+            Err(Failure::Other(e)) => Err(e),
+            Err(Failure::Member(e, failed)) => match self.take_over(me, &failed, &e).await {
+                Ok(()) => Ok(true),
+                Err(e2) => Err(e.context(format!("and no member could take over: {}", e2.chain()))),
+            },
+        }
     }
 
     async fn rw_write_once(
@@ -496,25 +505,54 @@ impl Group {
         (buf, r)
     }
 
+    /// Zeroing (or discarding) blocks of the RW member: an increments
+    /// write of zeroes, taken over like a write when the member fails.
     async fn rw_zero(&self, me: usize, off: u64, len: u64, flags: ZeroFlags) -> Result<()> {
+        let r = self.rw_zero_once(me, off, len, flags).await;
+        if self.again(me, r).await? {
+            self.rw_zero_once(me, off, len, flags)
+                .await
+                .map_err(Failure::into_error)?;
+        }
+        Ok(())
+    }
+
+    async fn rw_zero_once(
+        &self,
+        me: usize,
+        off: u64,
+        len: u64,
+        flags: ZeroFlags,
+    ) -> std::result::Result<(), Failure> {
         let m = &self.members[me];
         let Some(incr) = &m.incr else {
-            return Err(read_only(&self.name, &m.lid));
+            return Err(Failure::Other(read_only(&self.name, &m.lid)));
         };
+        // The order of rw_write_once: the gate, then the blocks' lock.
+        let _gate = incr.gate.read().await;
+        let dev = m.need_dev().map_err(Failure::Other)?;
         let tr = incr.bids.tracks_of(off, len);
         let _tracks = incr.locks.lock(tr.start, tr.end).await;
-        let _gate = incr.gate.read().await;
-        let dev = m.need_dev()?;
-        let _intent = begin_write(&*incr.intent, off, len).await?;
-        self.prefill(me, incr, &dev, off, len).await?;
+        let _intent = begin_write(&*incr.intent, off, len)
+            .await
+            .map_err(Failure::Other)?;
+        self.prefill(me, incr, &dev, off, len)
+            .await
+            .map_err(Failure::Other)?;
         if let Some(w) = incr.bids.mark(off, len) {
-            w.await?;
+            w.await.map_err(Failure::Other)?;
         }
         let (r, rd) = futures::join!(
             dev.write_zeroes(off, len, flags),
             incr.dlv.write_zeroes(off, len, flags)
         );
-        r.and(rd)
+        match (r, rd) {
+            (Err(e), _) => Err(Failure::Member(e, dev)),
+            (Ok(()), Err(e)) => Err(Failure::Other(
+                e.context("the increments volume's zeroing failed"),
+            )),
+            (Ok(()), Ok(())) => Ok(()),
+        }
     }
 }
 

@@ -221,3 +221,47 @@ fn an_ro_member_refuses_writes_and_a_vacant_lid_still_reads() {
         assert_eq!(f.group.members[1].freq(), 1, "served by LV1");
     });
 }
+
+#[test]
+fn zeroing_and_discarding_an_rw_member_whose_disk_fails_take_over_too() {
+    let image = vec![0x11u8; SIZE as usize];
+    let f = fixture(&image);
+    block_on(async {
+        f.rw_disk.set_rules(FaultRules {
+            write_errors: vec![(0, SIZE)],
+            ..FaultRules::default()
+        });
+        // Half of block 3 zeroed: the host sees no error; LV0 takes over.
+        f.nodes[2]
+            .write_zeroes(3 * BLOCK, BLOCK / 2, crate::blockdev::ZeroFlags::default())
+            .await
+            .expect("zeroing taken over");
+        let changes = f.hooks.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(
+            changes,
+            [
+                r#"Vacating { lid: "LV0" }"#,
+                r#"TookOver { rw: "LV2", from: "LV0" }"#
+            ],
+        );
+        f.nodes[2]
+            .discard(9 * BLOCK, BLOCK)
+            .await
+            .expect("discard on the new PID");
+        let mut want = image.clone();
+        let b3 = (3 * BLOCK) as usize;
+        want[b3..b3 + BLOCK as usize / 2].fill(0);
+        let b9 = (9 * BLOCK) as usize;
+        want[b9..b9 + BLOCK as usize].fill(0);
+        if let Err(e) = same(&read(&*f.nodes[2], 0, SIZE).await, &want) {
+            panic!("the RW member after the takeover: {e}");
+        }
+        // Table 1300 has both blocks; the DLV holds them whole.
+        let incr = f.group.members[2].incr.as_ref().expect("RW");
+        assert!(incr.bids.is_set(3) && incr.bids.is_set(9) && incr.bids.count() == 2);
+        let dlv = read(&*f.dlv, 3 * BLOCK, BLOCK).await;
+        assert_eq!(dlv, want[b3..b3 + BLOCK as usize], "the DLV's block 3");
+        // The RO member left is still the split image.
+        assert_eq!(read(&*f.nodes[1], 0, SIZE).await, image);
+    });
+}
