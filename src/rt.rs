@@ -168,3 +168,39 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
     crate::disk::uring::release_thread();
     out
 }
+
+// ------------------------------------------------------- host activity
+
+/// Each thread's count of host requests, and every thread's counter.
+static HOST_IO: std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicU64>>> =
+    std::sync::Mutex::new(Vec::new());
+
+thread_local! {
+    static MY_HOST_IO: Arc<std::sync::atomic::AtomicU64> = {
+        let c = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        HOST_IO
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&c));
+        c
+    };
+}
+
+/// Counts one host request (the NBD server, per request): a store to
+/// this thread's own counter, no write to a line another thread writes.
+#[inline]
+pub fn host_io() {
+    use std::sync::atomic::Ordering::Relaxed;
+    MY_HOST_IO.with(|c| c.store(c.load(Relaxed).wrapping_add(1), Relaxed));
+}
+
+/// Host requests counted so far, over every thread: jobs with a rate
+/// floor compare two readings to tell whether hosts are doing I/O.
+pub fn host_io_seen() -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    HOST_IO
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .fold(0u64, |n, c| n.wrapping_add(c.load(Relaxed)))
+}

@@ -177,15 +177,16 @@ fn pause_rate_resume_and_cancel_drive_the_real_job_runner() {
     assert_eq!(still["state"], "paused", "{still}");
     assert_eq!(still["done"], held["done"], "a paused job moved");
     // A rate limit set while paused shows, in JSON and in the table.
-    let r = d.json(&["job", "rate", &id, "16M"]);
+    let r = d.json(&["job", "rate", &id, "16M", "--floor", "2M"]);
     assert_eq!(r["rate_limit"], 16u64 << 20, "{r}");
+    assert_eq!(r["rate_floor"], 2u64 << 20, "{r}");
     let table = d.ok(&["job", "list"]);
     let row = table
         .lines()
         .find(|l| l.contains("replace"))
         .unwrap_or_else(|| panic!("{table}"));
     assert!(
-        row.contains("paused") && row.contains("16.0 MiB/s"),
+        row.contains("paused") && row.contains("16.0 MiB/s (floor 2.0 MiB/s)"),
         "{table}"
     );
     // While it runs, the new disk holds slot 1, being filled.
@@ -201,6 +202,7 @@ fn pause_rate_resume_and_cancel_drive_the_real_job_runner() {
     let after = d.json(&["job", "show", &id]);
     assert_eq!(after["state"], "paused", "{after}");
     assert_eq!(after["rate_limit"], 16u64 << 20, "{after}");
+    assert_eq!(after["rate_floor"], 2u64 << 20, "{after}");
     slot1(&d);
     // Resumed, it runs again: its count of work done grows.
     let from = after["done"].as_u64().unwrap();

@@ -304,13 +304,18 @@ pub enum JobCmd {
         id: u64,
     },
     /// Limit a running or paused job's rate, e.g. `job rate 3 100M` for
-    /// 100 MiB/s; 0 removes the limit.
+    /// 100 MiB/s; 0 removes the limit. With --floor the job also slows
+    /// down to the floor while hosts do I/O (as md's speed_limit_min).
     Rate {
         /// The job's number, as `job list` shows it.
         id: u64,
         /// Bytes per second, e.g. 100M; 0 for no limit.
         #[arg(value_parser = parse_size, allow_hyphen_values = true)]
         bytes_per_sec: u64,
+        /// Bytes per second the job keeps while hosts do I/O, e.g. 10M;
+        /// 0: it does not slow down for hosts (the default).
+        #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+        floor: Option<u64>,
     },
     /// Wait for a job to finish, with a progress bar on a terminal; fails if
     /// the job fails or is cancelled, or makes no progress for --timeout.

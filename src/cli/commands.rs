@@ -275,11 +275,26 @@ fn job(ctx: &Ctx, cmd: JobCmd) -> Result<(), Failure> {
         JobCmd::Pause { id } => ctx.show(&ctx.act::<JobInfo>(&one(id, "/pause"))?, line),
         JobCmd::Resume { id } => ctx.show(&ctx.act::<JobInfo>(&one(id, "/resume"))?, line),
         JobCmd::Cancel { id } => ctx.show(&ctx.act::<JobInfo>(&one(id, "/cancel"))?, line),
-        JobCmd::Rate { id, bytes_per_sec } => {
-            let j: JobInfo = ctx.post(&one(id, "/rate"), &JobRateRequest { bytes_per_sec })?;
-            ctx.show(&j, |j| match j.rate_limit {
-                0 => format!("job {} runs without a rate limit", j.id),
-                n => format!("job {} is limited to {}", j.id, super::size::format_rate(n)),
+        JobCmd::Rate {
+            id,
+            bytes_per_sec,
+            floor,
+        } => {
+            let req = JobRateRequest {
+                bytes_per_sec,
+                floor,
+            };
+            let j: JobInfo = ctx.post(&one(id, "/rate"), &req)?;
+            ctx.show(&j, |j| {
+                let rate = super::size::format_rate;
+                let limit = match j.rate_limit {
+                    0 => format!("job {} runs without a rate limit", j.id),
+                    n => format!("job {} is limited to {}", j.id, rate(n)),
+                };
+                match j.rate_floor {
+                    0 => limit,
+                    f => format!("{limit}; it slows down to {} while hosts do I/O", rate(f)),
+                }
             })
         }
         JobCmd::Wait { id, timeout } => wait::wait(ctx, ctx.get(&one(id, ""))?, timeout.0),

@@ -307,10 +307,14 @@ fn eta(j: &JobInfo) -> String {
 }
 
 fn limit(j: &JobInfo) -> String {
-    if j.rate_limit == 0 {
+    let limit = if j.rate_limit == 0 {
         "none".to_owned()
     } else {
         format_rate(j.rate_limit)
+    };
+    match j.rate_floor {
+        0 => limit,
+        f => format!("{limit} (floor {})", format_rate(f)),
     }
 }
 

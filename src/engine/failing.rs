@@ -265,6 +265,7 @@ impl Pool {
             total: stale.iter().map(|r| r.1 - r.0).sum(),
             unit_bytes: grec.stripe_size,
             rate_limit: 0,
+            rate_floor: 0,
             message: None,
             created: now(),
             updated: now(),

@@ -311,6 +311,7 @@ mod tests {
                 total: 200,
                 unit_bytes: 64 << 10,
                 rate_limit: 0,
+                rate_floor: 0,
                 message: None,
                 created: 1,
                 updated: 1,

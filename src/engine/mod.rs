@@ -397,6 +397,7 @@ impl Pool {
             total,
             unit_bytes: unit,
             rate_limit: rate,
+            rate_floor: 0,
             message: None,
             created: crate::meta::model::now(),
             updated: crate::meta::model::now(),

@@ -296,6 +296,7 @@ impl Pool {
             total: raid.rows(),
             unit_bytes: grec.stripe_size,
             rate_limit: 0,
+            rate_floor: 0,
             message: None,
             created: now(),
             updated: now(),
@@ -429,7 +430,7 @@ impl Pool {
     }
 
     pub fn job_set_rate(&self, id: u64, req: JobRateRequest) -> Result<JobInfo> {
-        self.jobs.set_rate(id, req.bytes_per_sec)
+        self.jobs.set_rate(id, req.bytes_per_sec, req.floor)
     }
 
     /// Waits for a job to finish.
@@ -453,6 +454,7 @@ impl Pool {
             total,
             unit_bytes: RESYNC_UNIT,
             rate_limit: 0,
+            rate_floor: 0,
             message: None,
             created: now(),
             updated: now(),

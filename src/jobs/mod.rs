@@ -221,6 +221,7 @@ fn info(ctl: &JobCtl) -> JobInfo {
         bytes_per_sec: bps,
         eta_secs: eta,
         rate_limit: r.rate_limit,
+        rate_floor: r.rate_floor,
         message: r.message,
         created: r.created,
         updated: r.updated,
@@ -346,10 +347,16 @@ impl Jobs {
         self.set_control(id, Control::Cancel, "it cannot be cancelled")
     }
 
-    /// Sets a running or paused job's rate limit (0: none).
-    pub fn set_rate(&self, id: u64, bytes_per_sec: u64) -> Result<JobInfo> {
+    /// Sets a running or paused job's rate limit (0: none), and its floor
+    /// if given (0: none).
+    pub fn set_rate(&self, id: u64, bytes_per_sec: u64, floor: Option<u64>) -> Result<JobInfo> {
         let ctl = self.unfinished(id, "its rate limit cannot change")?;
-        let rec = ctl.update(|r| r.rate_limit = bytes_per_sec);
+        let rec = ctl.update(|r| {
+            r.rate_limit = bytes_per_sec;
+            if let Some(f) = floor {
+                r.rate_floor = f;
+            }
+        });
         self.meta.write(true, |tx| tx.put_job(&rec))?;
         // Wake a runner sleeping on the old limit.
         ctl.control.send_modify(|_| {});
@@ -437,6 +444,7 @@ async fn drive(ctl: &Arc<JobCtl>, meta: &Arc<Meta>, work: &mut dyn Work) -> Resu
     let mut rx = ctl.control.subscribe();
     let mut last_ckpt = Instant::now();
     let mut recorded = ctl.rec().done;
+    let mut host_io = crate::rt::host_io_seen();
     loop {
         let c = *rx.borrow_and_update();
         match c {
@@ -475,7 +483,11 @@ async fn drive(ctl: &Arc<JobCtl>, meta: &Arc<Meta>, work: &mut dyn Work) -> Resu
         let rec = ctl.update(|rr| rr.done = r.done + n);
         let bytes = n.saturating_mul(unit);
         let spent = t0.elapsed();
-        pace(ctl, &mut rx, rec.rate_limit, bytes, spent).await;
+        let seen = crate::rt::host_io_seen();
+        let busy = seen != host_io;
+        host_io = seen;
+        let limit = rate_now(rec.rate_limit, rec.rate_floor, busy);
+        pace(ctl, &mut rx, limit, bytes, spent).await;
         let elapsed = t0.elapsed().as_secs_f64().max(1e-6);
         let inst = (bytes as f64 / elapsed) as u64;
         let old = ctl.rate.load(Ordering::Relaxed);
@@ -490,6 +502,16 @@ async fn drive(ctl: &Arc<JobCtl>, meta: &Arc<Meta>, work: &mut dyn Work) -> Resu
     }
     work.checkpoint().await.map_err(Stop::Failed)?;
     Ok(())
+}
+
+/// The rate a job runs at now: its floor while hosts do I/O (`busy`: host
+/// requests were counted since its last step), else its limit (0: none).
+fn rate_now(limit: u64, floor: u64, busy: bool) -> u64 {
+    match (busy, floor, limit) {
+        (false, _, _) | (true, 0, _) => limit,
+        (true, f, 0) => f,
+        (true, f, l) => f.min(l),
+    }
 }
 
 /// Sleeps long enough that `bytes` took at least `bytes / limit` seconds;

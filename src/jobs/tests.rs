@@ -53,6 +53,7 @@ fn rec(id: u64, done: u64, total: u64) -> JobRecord {
         total,
         unit_bytes: 1 << 20,
         rate_limit: 0,
+        rate_floor: 0,
         message: None,
         created: now(),
         updated: now(),
@@ -110,7 +111,10 @@ fn refuses_control_and_rate(jobs: &Jobs, meta: &Meta, id: u64, state: &str) {
         (jobs.pause(id), "it cannot be paused"),
         (jobs.resume(id), "it cannot be resumed"),
         (jobs.cancel(id), "it cannot be cancelled"),
-        (jobs.set_rate(id, 1 << 20), "its rate limit cannot change"),
+        (
+            jobs.set_rate(id, 1 << 20, None),
+            "its rate limit cannot change",
+        ),
     ];
     for (got, why) in refused {
         let e = got.unwrap_err();
@@ -154,10 +158,14 @@ fn a_failing_step_fails_the_job_with_its_message() {
     refuses_control_and_rate(&jobs, &meta, 2, "failed");
 }
 
-#[test]
-fn cancel_stops_a_running_job() {
-    let (_d, meta, jobs) = setup();
-    let r = rec(3, 0, 1000);
+/// Starts job `id` of 1000 units whose first step waits until the
+/// returned sender fires; also its count of finishes.
+fn start_gated(
+    meta: &Meta,
+    jobs: &Jobs,
+    id: u64,
+) -> (tokio::sync::oneshot::Sender<()>, Arc<AtomicU64>) {
+    let r = rec(id, 0, 1000);
     meta.write(true, |tx| tx.put_job(&r)).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let steps = Arc::new(Mutex::new(Vec::new()));
@@ -175,6 +183,13 @@ fn cancel_stops_a_running_job() {
             }) as Box<dyn Work>)
         }),
     );
+    (tx, finished)
+}
+
+#[test]
+fn cancel_stops_a_running_job() {
+    let (_d, meta, jobs) = setup();
+    let (tx, finished) = start_gated(&meta, &jobs, 3);
     // The first step is held at the gate: cancel, then open it.
     jobs.cancel(3).unwrap();
     let _ = tx.send(());
@@ -187,4 +202,62 @@ fn cancel_stops_a_running_job() {
     assert!(info.done < 1000);
     assert_eq!(finished.load(Ordering::SeqCst), 0);
     refuses_control_and_rate(&jobs, &meta, 3, "cancelled");
+}
+
+#[test]
+fn the_floor_is_the_rate_while_hosts_do_io_and_the_limit_caps_it() {
+    use super::rate_now;
+    // (limit, floor, busy) -> rate; 0 is "none".
+    for (limit, floor, busy, want) in [
+        (0, 0, false, 0),
+        (0, 0, true, 0),
+        (100, 0, true, 100),
+        (100, 10, false, 100),
+        (100, 10, true, 10),
+        (0, 10, true, 10),
+        (0, 10, false, 0),
+        (5, 10, true, 5),
+    ] {
+        assert_eq!(rate_now(limit, floor, busy), want, "{limit} {floor} {busy}");
+    }
+}
+
+#[test]
+fn host_requests_are_counted_over_every_thread() {
+    let before = crate::rt::host_io_seen();
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..1000 {
+                    crate::rt::host_io();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    // Other tests' NBD servers may count too: at least these 3000.
+    let seen = crate::rt::host_io_seen().wrapping_sub(before);
+    assert!(seen >= 3000, "{seen}");
+}
+
+#[test]
+fn a_floor_is_stored_with_the_limit_and_kept_when_not_given() {
+    let (_d, meta, jobs) = setup();
+    let (tx, _) = start_gated(&meta, &jobs, 4);
+    // Held at its first step: the controls apply to a running job.
+    let j = jobs.set_rate(4, 1 << 20, Some(64 << 10)).unwrap();
+    assert_eq!((j.rate_limit, j.rate_floor), (1 << 20, 64 << 10));
+    let j = jobs.set_rate(4, 0, None).unwrap();
+    assert_eq!(
+        (j.rate_limit, j.rate_floor),
+        (0, 64 << 10),
+        "the floor stays"
+    );
+    let stored = meta.load().unwrap().jobs;
+    let mine = stored.iter().find(|j| j.id == 4).expect("stored");
+    assert_eq!((mine.rate_limit, mine.rate_floor), (0, 64 << 10));
+    jobs.cancel(4).unwrap();
+    let _ = tx.send(());
 }

@@ -49,6 +49,8 @@ pub struct Ctx<'a> {
 /// Serves `v` (with its WRITE payload) and builds the reply, which
 /// carries the buffer bytes the request held (its READ/WRITE length).
 pub async fn execute(dev: &dyn BlockDev, v: Valid, payload: Option<IoBuf>, ctx: Ctx<'_>) -> Reply {
+    // Jobs with a rate floor slow down while hosts do I/O.
+    crate::rt::host_io();
     let cost = match v.cmd {
         Cmd::Read | Cmd::Write => usize::try_from(v.length).unwrap_or(usize::MAX),
         _ => 0,

@@ -391,6 +391,9 @@ pub struct JobInfo {
     pub eta_secs: Option<u64>,
     /// Rate limit in bytes/s; 0 = unlimited.
     pub rate_limit: u64,
+    /// Bytes/s the job slows down to while hosts do I/O; 0 = it does not
+    /// slow down for hosts.
+    pub rate_floor: u64,
     pub message: Option<String>,
     /// Seconds since the epoch.
     pub created: u64,
@@ -404,6 +407,10 @@ pub struct JobRateRequest {
     /// Bytes per second; 0 removes the limit.
     #[serde(deserialize_with = "whole")]
     pub bytes_per_sec: u64,
+    /// Bytes per second the job slows down to while hosts do I/O (at most
+    /// the limit); 0: it does not slow down. None leaves it as it is.
+    #[serde(default, deserialize_with = "whole_opt")]
+    pub floor: Option<u64>,
 }
 
 /// The body of every 4xx/5xx answer.

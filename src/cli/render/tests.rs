@@ -206,6 +206,7 @@ fn job_info(done: u64, total: u64, state: JobState) -> JobInfo {
         bytes_per_sec: 100 << 20,
         eta_secs: Some(65),
         rate_limit: 0,
+        rate_floor: 0,
         message: None,
         created: 0,
         updated: 0,

@@ -85,6 +85,7 @@ impl Pool {
             total,
             unit_bytes: track,
             rate_limit: self.opts.gc_rate,
+            rate_floor: 0,
             message: None,
             created: now(),
             updated: now(),

@@ -32,6 +32,7 @@ impl Pool {
             total: tracks,
             unit_bytes: track,
             rate_limit: 0,
+            rate_floor: 0,
             message: None,
             created: now(),
             updated: now(),

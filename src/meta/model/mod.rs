@@ -281,6 +281,10 @@ pub struct JobRecord {
     pub unit_bytes: u64,
     /// Bytes/s, 0 = unlimited.
     pub rate_limit: u64,
+    /// Bytes/s the job slows down to while hosts do I/O (md's
+    /// speed_limit_min); 0 = it does not slow down for hosts.
+    #[serde(default)]
+    pub rate_floor: u64,
     pub message: Option<String>,
     pub created: u64,
     pub updated: u64,
