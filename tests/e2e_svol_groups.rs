@@ -445,6 +445,51 @@ fn rollback_returns_the_rw_member_to_the_split_image_and_rebuild_refills() {
     assert!(e.contains("no such RO member"), "{e}");
 }
 
+#[test]
+fn an_increments_volume_that_fails_writes_leaves_the_member_serving_alone() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
+    fig9(&d);
+    create(&d);
+    qemu_io(&d.export("LV2"), &["write -P 0x21 128k 64k", "flush"]);
+    // The DLV's disk (x4) fails writes: the host sees no error.
+    d.ok(&["disk", "inject", "x4", "--error-rate", "1"]);
+    qemu_io(
+        &d.export("LV2"),
+        &["write -P 0x22 1M 64k", "write -P 0x23 2M 4k", "flush"],
+    );
+    d.ok(&["disk", "inject", "x4", "--clear"]);
+    let g = d.json(&["svol-group", "query", "G0"]);
+    assert_eq!(member(&g, "LV2")["health"], "dlv-failed", "{g}");
+    assert_eq!(g["degraded"], true, "{g}");
+    assert_eq!(
+        g["table_1300"][0]["bids"],
+        serde_json::json!([2, 16, 32]),
+        "{g}"
+    );
+    let check = |d: &Daemon| {
+        qemu_io(
+            &d.export("LV2"),
+            &[
+                "read -P 0x21 128k 64k",
+                "read -P 0x22 1M 64k",
+                "read -P 0x23 2M 4k",
+                "read -P 0x11 0 128k",
+            ],
+        );
+    };
+    check(&d);
+    // Recorded: after a restart the DLV stays out of use.
+    d.restart();
+    let g = d.json(&["svol-group", "query", "G0"]);
+    assert_eq!(member(&g, "LV2")["health"], "dlv-failed", "{g}");
+    check(&d);
+    qemu_io(
+        &d.export("LV2"),
+        &["write -P 0x24 3M 4k", "flush", "read -P 0x24 3M 4k"],
+    );
+}
+
 fn pair_of(d: &Daemon, svol: &str) -> serde_json::Value {
     d.json(&["pair", "show", "pv", svol])
 }

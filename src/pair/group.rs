@@ -50,6 +50,9 @@ pub struct Increments {
     /// Host writes hold it shared; a takeover (write error process)
     /// holds it alone, so no write is in flight while the PID changes.
     pub(super) gate: tokio::sync::RwLock<()>,
+    /// The DLV failed a write (stored): the member alone holds the
+    /// increments; no write, read or takeover uses the DLV any more.
+    dlv_failed: AtomicBool,
 }
 
 impl Increments {
@@ -60,7 +63,18 @@ impl Increments {
             intent,
             locks: RangeLock::new(),
             gate: tokio::sync::RwLock::new(()),
+            dlv_failed: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the DLV is in use (it has not failed).
+    pub fn dlv_ok(&self) -> bool {
+        !self.dlv_failed.load(Ordering::Acquire)
+    }
+
+    /// Marks the DLV failed; true if it was not already.
+    pub fn fail_dlv(&self) -> bool {
+        !self.dlv_failed.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -133,11 +147,11 @@ impl Member {
             return Ok(());
         };
         match &self.incr {
-            Some(i) => {
+            Some(i) if i.dlv_ok() => {
                 let (a, b) = futures::join!(dev.flush(), i.dlv.flush());
                 a.and(b)
             }
-            None => dev.flush().await,
+            _ => dev.flush().await,
         }
     }
 
@@ -196,6 +210,9 @@ pub enum Change {
     /// RO member `lid` leaves the read candidates to take over the RW
     /// member's role: from now on it is not the split image.
     Vacating { lid: String },
+    /// RW member `lid`'s increments volume failed a write: the member
+    /// holds the increments alone (no takeover is possible).
+    DlvFailed { lid: String },
     /// RW member `rw` now holds `from`'s PID (brought up to date with the
     /// increments); `from`'s LID is vacant.
     TookOver { rw: String, from: String },
@@ -351,7 +368,10 @@ impl Group {
         let mut at = 0u64;
         for (n, set) in incr.bids.runs_of(off, len, usize::MAX) {
             let part = IoBuf::new(usize::try_from(n).unwrap_or(0));
-            let (part, r) = if set {
+            let (part, r) = if set && !incr.dlv_ok() {
+                let e = Error::new(ErrorKind::Io, "its increments volume failed before");
+                (part, Err(e))
+            } else if set {
                 incr.dlv.read(off + at, part).await
             } else {
                 self.balanced_read(usize::MAX, off + at, part).await
@@ -376,7 +396,7 @@ impl Group {
     /// blocks' lock, so no host write lands between the read and write.
     pub async fn resync_dlv(&self, me: usize, off: u64, len: u64) -> Result<()> {
         let m = &self.members[me];
-        let Some(incr) = &m.incr else {
+        let Some(incr) = m.incr.as_ref().filter(|i| i.dlv_ok()) else {
             return Ok(());
         };
         let dev = m.need_dev()?;
@@ -492,6 +512,10 @@ impl Group {
         {
             return (buf, Err((false, e)));
         }
+        if !incr.dlv_ok() {
+            let (buf, r) = dev.write(off, buf, fua).await;
+            return (buf, r.map_err(|e| (true, e)));
+        }
         let mut copy = crate::buf::pool::take(buf.len());
         copy.as_mut_slice().copy_from_slice(buf.as_slice());
         let ((buf, r), (copy, rd)) =
@@ -499,10 +523,32 @@ impl Group {
         crate::buf::pool::give(copy);
         let r = match (r, rd) {
             (Err(e), _) => Err((true, e)),
-            (Ok(()), Err(e)) => Err((false, e.context("the increments volume's write failed"))),
+            (Ok(()), Err(e)) => self.dlv_lost(me, incr, &e).await.map_err(|e| (false, e)),
             (Ok(()), Ok(())) => Ok(()),
         };
         (buf, r)
+    }
+
+    /// The DLV of RW member `me` failed a write that reached the member:
+    /// the failure is stored (a restart must not trust the DLV), then the
+    /// write counts as done — the member holds it. The host sees an error
+    /// only if the failure cannot be stored.
+    async fn dlv_lost(&self, me: usize, incr: &Increments, e: &Error) -> Result<()> {
+        let lid = self.members[me].lid.clone();
+        if incr.fail_dlv() {
+            tracing::error!(group = %self.name, member = %lid,
+                "the increments volume's write failed ({}): the member holds the increments alone; no takeover is possible until the group is remade",
+                e.chain());
+        }
+        self.hooks
+            .store(&self.name, Change::DlvFailed { lid })
+            .await
+            .map_err(|s| {
+                s.context(format!(
+                    "the increments volume's write failed ({}) and its failure was not stored",
+                    e.chain()
+                ))
+            })
     }
 
     /// Zeroing (or discarding) blocks of the RW member: an increments
@@ -542,15 +588,19 @@ impl Group {
         if let Some(w) = incr.bids.mark(off, len) {
             w.await.map_err(Failure::Other)?;
         }
+        if !incr.dlv_ok() {
+            return dev
+                .write_zeroes(off, len, flags)
+                .await
+                .map_err(|e| Failure::Member(e, dev));
+        }
         let (r, rd) = futures::join!(
             dev.write_zeroes(off, len, flags),
             incr.dlv.write_zeroes(off, len, flags)
         );
         match (r, rd) {
             (Err(e), _) => Err(Failure::Member(e, dev)),
-            (Ok(()), Err(e)) => Err(Failure::Other(
-                e.context("the increments volume's zeroing failed"),
-            )),
+            (Ok(()), Err(e)) => self.dlv_lost(me, incr, &e).await.map_err(Failure::Other),
             (Ok(()), Ok(())) => Ok(()),
         }
     }
@@ -574,7 +624,7 @@ impl Group {
         let block = incr.bids.track();
         let size = self.members[me].size;
         let tr = incr.bids.tracks_of(off, len);
-        if tr.is_empty() {
+        if tr.is_empty() || !incr.dlv_ok() {
             return Ok(());
         }
         let mut ends = vec![tr.start];

@@ -39,6 +39,15 @@ impl Group {
         if !m.dev().is_some_and(|d| Arc::ptr_eq(&d, failed)) {
             return Ok(());
         }
+        if !incr.dlv_ok() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "S-VOL group {}: {}'s increments volume failed before, so no RO member can be brought up to date",
+                    self.name, m.lid
+                ),
+            ));
+        }
         let r = self
             .members
             .iter()
@@ -148,18 +157,22 @@ impl Group {
             let buf = IoBuf::new(usize::try_from(len).unwrap_or(0));
             let (buf, r) = src.read(off, buf).await;
             r?;
-            let mut copy2 = IoBuf::new(buf.len());
-            copy2.as_mut_slice().copy_from_slice(buf.as_slice());
-            let ((_, a), (_, b2)) = futures::join!(
-                dev.write(off, buf, false),
-                incr.dlv.write(off, copy2, false)
-            );
-            a.and(b2)?;
+            if incr.dlv_ok() {
+                let mut copy2 = IoBuf::new(buf.len());
+                copy2.as_mut_slice().copy_from_slice(buf.as_slice());
+                let ((_, a), (_, b2)) = futures::join!(
+                    dev.write(off, buf, false),
+                    incr.dlv.write(off, copy2, false)
+                );
+                a.and(b2)?;
+            } else {
+                let (_, a) = dev.write(off, buf, false).await;
+                a?;
+            }
             done.push(b);
             t = b + 1;
         }
-        let (a, b) = futures::join!(dev.flush(), incr.dlv.flush());
-        a.and(b)?;
+        m.flush().await?;
         for b in done {
             incr.bids.clear(b);
         }

@@ -112,7 +112,9 @@ pub struct SvolMemberInfo {
     pub pid: String,
     pub rlid: Option<String>,
     pub freq: u64,
-    /// `healthy`, `failed` or `spare`.
+    /// `healthy`, `failed`, `spare`, or `dlv-failed` (an RW member whose
+    /// increments volume failed: it runs without it and cannot be taken
+    /// over).
     pub health: String,
     /// Read errors counted against it since the daemon started.
     pub errors: u64,
@@ -130,7 +132,8 @@ pub struct SvolGroupInfo {
     pub split_at: u64,
     pub members: Vec<SvolMemberInfo>,
     pub spares: Vec<SvolMemberInfo>,
-    /// A failed member and no spare to take its place.
+    /// A failed member and no spare to take its place, or an RW member
+    /// without its increments volume.
     pub degraded: bool,
     /// The spare fill, rebuild, rollback or copy onto the P-VOL running,
     /// if any.

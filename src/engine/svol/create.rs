@@ -137,6 +137,7 @@ impl Pool {
                         bids: rw.then(|| self.next_object()),
                         intent: rw.then(|| self.next_object()),
                         failed: false,
+                        dlv_failed: false,
                     }
                 })
                 .collect(),
@@ -257,7 +258,11 @@ impl Pool {
                         marked.push((members.len(), found));
                     }
                     logs.push((members.len(), Arc::clone(&log)));
-                    Some(Increments::new(dlv, map, Arc::new(IntentHandle(log))))
+                    let incr = Increments::new(dlv, map, Arc::new(IntentHandle(log)));
+                    if m.dlv_failed {
+                        incr.fail_dlv();
+                    }
+                    Some(incr)
                 }
                 _ => None,
             };

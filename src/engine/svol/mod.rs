@@ -222,6 +222,7 @@ impl Pool {
             let health = match (m.attr, failed) {
                 (_, true) => "failed",
                 (SvolAttr::Spare, false) => "spare",
+                _ if m.dlv_failed => "dlv-failed",
                 _ => "healthy",
             };
             let info = SvolMemberInfo {
@@ -288,7 +289,10 @@ impl Pool {
                 t1300.push(table_1300(dlv, &incr.bids));
             }
         }
-        let degraded = members.iter().any(|m| m.health == "failed") && spares.is_empty();
+        // A failed member with no spare left, or an RW member that lost
+        // its increments volume (it cannot be taken over).
+        let degraded = (members.iter().any(|m| m.health == "failed") && spares.is_empty())
+            || members.iter().any(|m| m.health == "dlv-failed");
         Ok(SvolGroupInfo {
             name: rec.name.clone(),
             pvol: rec.pvol.clone(),

@@ -258,6 +258,11 @@ fn apply(rec: &mut SvolGroupRecord, change: &Change) -> Result<bool> {
             rec.members[i].failed = true;
             false
         }
+        Change::DlvFailed { lid } => {
+            let i = find(rec, lid)?;
+            rec.members[i].dlv_failed = true;
+            false
+        }
         Change::TookOver { rw, from } => {
             let (i, j) = (find(rec, rw)?, find(rec, from)?);
             rec.members[i].pid = std::mem::take(&mut rec.members[j].pid);

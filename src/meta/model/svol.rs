@@ -50,6 +50,10 @@ pub struct SvolMemberRecord {
     /// Failed (too many errors): no I/O goes to its PID.
     #[serde(default)]
     pub failed: bool,
+    /// An RW member whose increments volume failed a write: the member
+    /// holds the increments alone, the DLV is not used.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dlv_failed: bool,
 }
 
 /// One S-VOL group: split S-VOLs of one P-VOL used as one.

@@ -44,6 +44,7 @@ struct Fixture {
     nodes: Vec<Arc<GroupDev>>,
     rw_disk: Arc<FaultDisk<Arc<MemDisk>>>,
     dlv: Arc<MemDisk>,
+    dlv_disk: Arc<FaultDisk<Arc<MemDisk>>>,
     hooks: Arc<Recorded>,
 }
 
@@ -59,9 +60,10 @@ fn fixture(image: &[u8]) -> Fixture {
     };
     let rw_disk = Arc::new(FaultDisk::new(disk(image), "x2"));
     let dlv = Arc::new(MemDisk::new(SIZE));
+    let dlv_disk = Arc::new(FaultDisk::new(Arc::clone(&dlv), "x4"));
     let bids = DiffMap::open(Arc::clone(&meta), 7, BLOCK, BLOCKS).expect("bids");
     let incr = Increments::new(
-        Arc::clone(&dlv) as Arc<dyn BlockDev>,
+        Arc::clone(&dlv_disk) as Arc<dyn BlockDev>,
         bids,
         Arc::new(NoIntent),
     );
@@ -84,6 +86,7 @@ fn fixture(image: &[u8]) -> Fixture {
         nodes,
         rw_disk,
         dlv,
+        dlv_disk,
         hooks,
     }
 }
@@ -263,5 +266,62 @@ fn zeroing_and_discarding_an_rw_member_whose_disk_fails_take_over_too() {
         assert_eq!(dlv, want[b3..b3 + BLOCK as usize], "the DLV's block 3");
         // The RO member left is still the split image.
         assert_eq!(read(&*f.nodes[1], 0, SIZE).await, image);
+    });
+}
+
+#[test]
+fn a_failed_increments_volume_is_recorded_and_the_member_serves_alone() {
+    let image = vec![0x11u8; SIZE as usize];
+    let f = fixture(&image);
+    let recorded = |f: &Fixture| f.hooks.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    block_on(async {
+        f.dlv_disk.set_rules(FaultRules {
+            write_errors: vec![(0, SIZE)],
+            ..FaultRules::default()
+        });
+        // The DLV fails a write the member took: no host error, the
+        // failure recorded; later writes go to the member alone.
+        let mut want = image.clone();
+        for (b, byte) in [(2u64, 0x21u8), (7, 0x22), (2, 0x23)] {
+            let (_, r) = f.nodes[2]
+                .write(b * BLOCK, IoBuf::from_slice(&[byte; BLOCK as usize]), false)
+                .await;
+            r.expect("a write with a failed DLV");
+            let o = (b * BLOCK) as usize;
+            want[o..o + BLOCK as usize].fill(byte);
+        }
+        f.nodes[2]
+            .write_zeroes(9 * BLOCK, BLOCK, crate::blockdev::ZeroFlags::default())
+            .await
+            .expect("zeroing with a failed DLV");
+        want[(9 * BLOCK) as usize..(10 * BLOCK) as usize].fill(0);
+        assert_eq!(recorded(&f), [r#"DlvFailed { lid: "LV2" }"#]);
+        let incr = f.group.members[2].incr.as_ref().expect("RW");
+        assert!(!incr.dlv_ok());
+        assert_eq!(incr.bids.count(), 3, "table 1300 still lists the blocks");
+        if let Err(e) = same(&read(&*f.nodes[2], 0, SIZE).await, &want) {
+            panic!("the RW member: {e}");
+        }
+        f.group.members[2]
+            .flush()
+            .await
+            .expect("flush skips the DLV");
+        // Then the member fails a write: no RO member can be brought up
+        // to date, so the host gets the error and no RO member is taken.
+        f.rw_disk.set_rules(FaultRules {
+            write_errors: vec![(0, SIZE)],
+            ..FaultRules::default()
+        });
+        let (_, r) = f.nodes[2]
+            .write(0, IoBuf::from_slice(&[1; 512]), false)
+            .await;
+        let e = r.expect_err("a double failure");
+        assert!(
+            e.to_string().contains("increments volume failed before"),
+            "{e}"
+        );
+        assert_eq!(recorded(&f).len(), 1, "nothing vacated: {:?}", recorded(&f));
+        assert!(f.group.members[0].dev().is_some() && f.group.members[1].dev().is_some());
+        assert_eq!(read(&*f.nodes[0], 0, SIZE).await, image);
     });
 }
