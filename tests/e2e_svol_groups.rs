@@ -446,27 +446,34 @@ fn rollback_returns_the_rw_member_to_the_split_image_and_rebuild_refills() {
 }
 
 #[test]
-fn an_increments_volume_that_fails_writes_leaves_the_member_serving_alone() {
+fn an_increments_volume_that_fails_writes_is_replaced_from_the_spare() {
     let dir = pool_dir();
     let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
     fig9(&d);
     create(&d);
     qemu_io(&d.export("LV2"), &["write -P 0x21 128k 64k", "flush"]);
-    // The DLV's disk (x4) fails writes: the host sees no error.
+    // The DLV's disk (x4) fails writes: the host sees no error; the
+    // member holds the increments alone, and the spare S0 is filled from
+    // it as the new DLV.
     d.ok(&["disk", "inject", "x4", "--error-rate", "1"]);
     qemu_io(
         &d.export("LV2"),
         &["write -P 0x22 1M 64k", "write -P 0x23 2M 4k", "flush"],
     );
+    let g = wait_group_job(&d);
     d.ok(&["disk", "inject", "x4", "--clear"]);
-    let g = d.json(&["svol-group", "query", "G0"]);
-    assert_eq!(member(&g, "LV2")["health"], "dlv-failed", "{g}");
-    assert_eq!(g["degraded"], true, "{g}");
+    assert_eq!(member(&g, "LV2")["health"], "healthy", "{g}");
+    assert_eq!(member(&g, "LV2")["rlid"], "S0", "{g}");
+    assert_eq!(g["spares"], serde_json::json!([]), "{g}");
+    assert_eq!(g["degraded"], false, "{g}");
     assert_eq!(
-        g["table_1300"][0]["bids"],
-        serde_json::json!([2, 16, 32]),
+        g["table_1300"][0],
+        serde_json::json!({"dlid": "S0", "block_size": 65536, "bids": [2, 16, 32], "count": 3}),
         "{g}"
     );
+    // The old DLV left the group: a plain volume again.
+    assert!(!g.to_string().contains("LV2-dlv"), "{g}");
+    d.ok(&["volume", "delete", "LV2-dlv"]);
     let check = |d: &Daemon| {
         qemu_io(
             &d.export("LV2"),
@@ -474,19 +481,26 @@ fn an_increments_volume_that_fails_writes_leaves_the_member_serving_alone() {
                 "read -P 0x21 128k 64k",
                 "read -P 0x22 1M 64k",
                 "read -P 0x23 2M 4k",
+                "read -P 0x11 2052k 60k",
                 "read -P 0x11 0 128k",
             ],
         );
     };
     check(&d);
-    // Recorded: after a restart the DLV stays out of use.
     d.restart();
-    let g = d.json(&["svol-group", "query", "G0"]);
-    assert_eq!(member(&g, "LV2")["health"], "dlv-failed", "{g}");
     check(&d);
-    qemu_io(
-        &d.export("LV2"),
-        &["write -P 0x24 3M 4k", "flush", "read -P 0x24 3M 4k"],
+    // The new DLV holds every increment: the member's disk fails, LV0 is
+    // brought up to date from it and takes over, the host sees no error.
+    d.ok(&["disk", "inject", "x2", "--error-rate", "1"]);
+    qemu_io(&d.export("LV2"), &["write -P 0x24 3M 4k", "flush"]);
+    d.ok(&["disk", "inject", "x2", "--clear"]);
+    check(&d);
+    qemu_io(&d.export("LV2"), &["read -P 0x24 3M 4k"]);
+    let g = d.json(&["svol-group", "query", "G0"]);
+    let pids = rows(&g["table_900"], &["lid", "pid"]);
+    assert!(
+        pids.contains(&vec!["LV2".to_string(), "LV0".to_string()]),
+        "{g}"
     );
 }
 

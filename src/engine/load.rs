@@ -117,7 +117,9 @@ impl Pool {
                         self.done_at_load(j, "its data had all moved at the last stop")?;
                     }
                 }
-                JobKind::SvolFill { group, .. } | JobKind::SvolRollback { group, .. } => {
+                JobKind::SvolFill { group, .. }
+                | JobKind::SvolRollback { group, .. }
+                | JobKind::SvolDlv { group, .. } => {
                     if self.svols.resumes(group) {
                         resumes.push(j);
                     } else {

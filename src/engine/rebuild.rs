@@ -25,7 +25,10 @@ pub(crate) fn job_group(k: &JobKind) -> Option<&str> {
         | JobKind::Resync { group, .. }
         | JobKind::CopyMove { group, .. }
         | JobKind::CopyCollect { group, .. } => Some(group),
-        JobKind::PairCopy { .. } | JobKind::SvolFill { .. } | JobKind::SvolRollback { .. } => None,
+        JobKind::PairCopy { .. }
+        | JobKind::SvolFill { .. }
+        | JobKind::SvolRollback { .. }
+        | JobKind::SvolDlv { .. } => None,
     }
 }
 
@@ -175,7 +178,7 @@ impl Pool {
         }
         if matches!(
             rec.kind,
-            JobKind::SvolFill { .. } | JobKind::SvolRollback { .. }
+            JobKind::SvolFill { .. } | JobKind::SvolRollback { .. } | JobKind::SvolDlv { .. }
         ) {
             return self.svol_work(rec);
         }
@@ -205,7 +208,8 @@ impl Pool {
             | JobKind::CopyCollect { .. }
             | JobKind::PairCopy { .. }
             | JobKind::SvolFill { .. }
-            | JobKind::SvolRollback { .. } => {
+            | JobKind::SvolRollback { .. }
+            | JobKind::SvolDlv { .. } => {
                 return Err(Error::invalid("a copy job has no group work"));
             }
             JobKind::Resync { ranges, .. } => {

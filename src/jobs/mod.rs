@@ -186,6 +186,12 @@ pub fn describe(kind: &JobKind) -> (String, String) {
             "svol-rollback".into(),
             format!("S-VOL group {group}: roll {lid} back to the split image"),
         ),
+        JobKind::SvolDlv { group, lid, spare } => (
+            "svol-dlv".into(),
+            format!(
+                "S-VOL group {group}: {lid}'s increments copied onto spare {spare}, its new DLV"
+            ),
+        ),
         JobKind::Resync { group, ranges } => {
             let bytes: u64 = ranges.iter().map(|r| r.1).sum();
             (

@@ -29,54 +29,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::blockdev::{
-    BlockDev, BufResult, DevFuture, Extent, WriteIntent, ZeroFlags, begin_write,
-};
+use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags, begin_write};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
-use crate::meta::diffmap::DiffMap;
-use crate::stack::lock::RangeLock;
 
 /// Read errors after which a member is failed (seed 003: "repeated or
 /// device-level" errors; a first one is repaired in place).
 pub const ERROR_THRESHOLD: u64 = 8;
 
-/// An RW member's increments: its DLV and the block ids of table 1300.
-pub struct Increments {
-    pub dlv: Arc<dyn BlockDev>,
-    pub bids: Arc<DiffMap>,
-    pub intent: Arc<dyn WriteIntent>,
-    locks: RangeLock,
-    /// Host writes hold it shared; a takeover (write error process)
-    /// holds it alone, so no write is in flight while the PID changes.
-    pub(super) gate: tokio::sync::RwLock<()>,
-    /// The DLV failed a write (stored): the member alone holds the
-    /// increments; no write, read or takeover uses the DLV any more.
-    dlv_failed: AtomicBool,
-}
-
-impl Increments {
-    pub fn new(dlv: Arc<dyn BlockDev>, bids: Arc<DiffMap>, intent: Arc<dyn WriteIntent>) -> Self {
-        Increments {
-            dlv,
-            bids,
-            intent,
-            locks: RangeLock::new(),
-            gate: tokio::sync::RwLock::new(()),
-            dlv_failed: AtomicBool::new(false),
-        }
-    }
-
-    /// Whether the DLV is in use (it has not failed).
-    pub fn dlv_ok(&self) -> bool {
-        !self.dlv_failed.load(Ordering::Acquire)
-    }
-
-    /// Marks the DLV failed; true if it was not already.
-    pub fn fail_dlv(&self) -> bool {
-        !self.dlv_failed.swap(true, Ordering::AcqRel)
-    }
-}
+pub use super::incr::Increments;
 
 /// One host-visible member (a row of tables 900/1200 with Attr RO or RW).
 pub struct Member {
@@ -132,7 +93,7 @@ impl Member {
     }
 
     /// The device, or the error of a vacant LID.
-    fn need_dev(&self) -> Result<Arc<dyn BlockDev>> {
+    pub(super) fn need_dev(&self) -> Result<Arc<dyn BlockDev>> {
         self.dev().ok_or_else(|| {
             Error::new(
                 ErrorKind::Io,
@@ -147,8 +108,9 @@ impl Member {
             return Ok(());
         };
         match &self.incr {
-            Some(i) if i.dlv_ok() => {
-                let (a, b) = futures::join!(dev.flush(), i.dlv.flush());
+            Some(i) if i.dlv_written() => {
+                let dlv = i.dlv();
+                let (a, b) = futures::join!(dev.flush(), dlv.flush());
                 a.and(b)
             }
             _ => dev.flush().await,
@@ -372,7 +334,7 @@ impl Group {
                 let e = Error::new(ErrorKind::Io, "its increments volume failed before");
                 (part, Err(e))
             } else if set {
-                incr.dlv.read(off + at, part).await
+                incr.dlv().read(off + at, part).await
             } else {
                 self.balanced_read(usize::MAX, off + at, part).await
             };
@@ -396,7 +358,7 @@ impl Group {
     /// blocks' lock, so no host write lands between the read and write.
     pub async fn resync_dlv(&self, me: usize, off: u64, len: u64) -> Result<()> {
         let m = &self.members[me];
-        let Some(incr) = m.incr.as_ref().filter(|i| i.dlv_ok()) else {
+        let Some(incr) = m.incr.as_ref().filter(|i| i.dlv_written()) else {
             return Ok(());
         };
         let dev = m.need_dev()?;
@@ -409,7 +371,7 @@ impl Group {
         let buf = IoBuf::new(usize::try_from(len).unwrap_or(0));
         let (buf, r) = dev.read(off, buf).await;
         r?;
-        let (_, r) = incr.dlv.write(off, buf, true).await;
+        let (_, r) = incr.dlv().write(off, buf, true).await;
         r
     }
 
@@ -512,14 +474,15 @@ impl Group {
         {
             return (buf, Err((false, e)));
         }
-        if !incr.dlv_ok() {
+        if !incr.dlv_written() {
             let (buf, r) = dev.write(off, buf, fua).await;
             return (buf, r.map_err(|e| (true, e)));
         }
         let mut copy = crate::buf::pool::take(buf.len());
         copy.as_mut_slice().copy_from_slice(buf.as_slice());
+        let dlv = incr.dlv();
         let ((buf, r), (copy, rd)) =
-            futures::join!(dev.write(off, buf, fua), incr.dlv.write(off, copy, fua));
+            futures::join!(dev.write(off, buf, fua), dlv.write(off, copy, fua));
         crate::buf::pool::give(copy);
         let r = match (r, rd) {
             (Err(e), _) => Err((true, e)),
@@ -588,15 +551,16 @@ impl Group {
         if let Some(w) = incr.bids.mark(off, len) {
             w.await.map_err(Failure::Other)?;
         }
-        if !incr.dlv_ok() {
+        if !incr.dlv_written() {
             return dev
                 .write_zeroes(off, len, flags)
                 .await
                 .map_err(|e| Failure::Member(e, dev));
         }
+        let dlv = incr.dlv();
         let (r, rd) = futures::join!(
             dev.write_zeroes(off, len, flags),
-            incr.dlv.write_zeroes(off, len, flags)
+            dlv.write_zeroes(off, len, flags)
         );
         match (r, rd) {
             (Err(e), _) => Err(Failure::Member(e, dev)),
@@ -624,7 +588,7 @@ impl Group {
         let block = incr.bids.track();
         let size = self.members[me].size;
         let tr = incr.bids.tracks_of(off, len);
-        if tr.is_empty() || !incr.dlv_ok() {
+        if tr.is_empty() || !incr.dlv_written() {
             return Ok(());
         }
         let mut ends = vec![tr.start];
@@ -644,7 +608,7 @@ impl Group {
             let buf = IoBuf::new(usize::try_from(bl).unwrap_or(0));
             let (buf, r) = src.read(bo, buf).await;
             r?;
-            let (_, r) = incr.dlv.write(bo, buf, false).await;
+            let (_, r) = incr.dlv().write(bo, buf, false).await;
             r?;
         }
         Ok(())

@@ -20,6 +20,7 @@
 
 pub mod dev;
 pub mod group;
+mod incr;
 mod recover;
 
 pub use dev::{Pair, PairDev, Side, Status};

@@ -100,7 +100,7 @@ impl Group {
         let mut t = 0;
         while let Some(b) = incr.bids.next_set(t) {
             let (off, len) = self.block_range(b, incr.bids.track(), m.size);
-            copy(&incr.dlv, to, off, len).await?;
+            copy(&incr.dlv(), to, off, len).await?;
             t = b + 1;
         }
         to.flush().await
@@ -157,13 +157,12 @@ impl Group {
             let buf = IoBuf::new(usize::try_from(len).unwrap_or(0));
             let (buf, r) = src.read(off, buf).await;
             r?;
-            if incr.dlv_ok() {
+            if incr.dlv_written() {
                 let mut copy2 = IoBuf::new(buf.len());
                 copy2.as_mut_slice().copy_from_slice(buf.as_slice());
-                let ((_, a), (_, b2)) = futures::join!(
-                    dev.write(off, buf, false),
-                    incr.dlv.write(off, copy2, false)
-                );
+                let dlv = incr.dlv();
+                let ((_, a), (_, b2)) =
+                    futures::join!(dev.write(off, buf, false), dlv.write(off, copy2, false));
                 a.and(b2)?;
             } else {
                 let (_, a) = dev.write(off, buf, false).await;
@@ -177,6 +176,50 @@ impl Group {
             incr.bids.clear(b);
         }
         Ok(())
+    }
+}
+
+impl Group {
+    /// Replacing RW member `me`'s failed DLV by `dev` (seed 003: the DLV
+    /// replaced from a spare), first part: with no host write of the
+    /// member in flight (its gate), `dev` becomes the DLV being filled;
+    /// from now on every write of the member goes to it too.
+    pub async fn rebuild_dlv_onto(&self, me: usize, dev: Arc<dyn BlockDev>) -> Result<()> {
+        let incr = self.incr_of(me)?;
+        let _alone = incr.gate.write().await;
+        incr.rebuilding_onto(dev);
+        Ok(())
+    }
+
+    /// One step of the fill: the blocks of table 1300 in `blocks` copied
+    /// from the member to the new DLV, each under its lock (no host write
+    /// lands between the read and the write).
+    pub async fn copy_to_dlv(&self, me: usize, blocks: std::ops::Range<u64>) -> Result<()> {
+        let m = &self.members[me];
+        let incr = self.incr_of(me)?;
+        if incr.dlv_ok() || !incr.dlv_written() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("{}'s new increments volume failed a write too", m.lid),
+            ));
+        }
+        let dev = m.need_dev()?;
+        let dlv = incr.dlv();
+        let mut t = blocks.start;
+        while let Some(b) = incr.bids.next_set(t).filter(|b| *b < blocks.end) {
+            let _block = incr.locks.lock(b, b + 1).await;
+            let (off, len) = self.block_range(b, incr.bids.track(), m.size);
+            copy(&dev, &dlv, off, len).await?;
+            t = b + 1;
+        }
+        Ok(())
+    }
+
+    fn incr_of(&self, me: usize) -> Result<&super::group::Increments> {
+        self.members[me]
+            .incr
+            .as_ref()
+            .ok_or_else(|| Error::invalid(format!("{} is not an RW member", self.members[me].lid)))
     }
 }
 

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod create;
+mod dlv;
 mod load;
 mod recover;
 mod topvol;

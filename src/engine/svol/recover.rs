@@ -59,7 +59,12 @@ impl Pool {
         self.meta.write(true, |tx| tx.put_svol_group(&saved))?;
         self.svols.set_record(group, rec);
         tracing::warn!("S-VOL group {group}: {change:?} stored");
-        if fill && let Err(e) = self.start_svol_fill(group, None) {
+        let started = match (&change, fill) {
+            (Change::DlvFailed { lid }, _) => self.start_svol_dlv(group, lid).map(drop),
+            (_, true) => self.start_svol_fill(group, None).map(drop),
+            _ => Ok(()),
+        };
+        if let Err(e) = started {
             tracing::warn!("S-VOL group {group}: no spare replacement: {}", e.chain());
         }
         Ok(())
@@ -127,7 +132,7 @@ impl Pool {
 
     /// Starts a job that copies volume `lid` block by block (`block`
     /// bytes each).
-    fn start_svol_job(
+    pub(super) fn start_svol_job(
         &self,
         group: &str,
         kind: JobKind,
@@ -175,6 +180,9 @@ impl Pool {
 
     /// The work of an S-VOL group's job (at its start or a resume).
     pub(in crate::engine) fn svol_work(&self, rec: &JobRecord) -> Result<MakeWork> {
+        if let JobKind::SvolDlv { group, lid, spare } = &rec.kind {
+            return self.dlv_work(rec.id, group, lid, spare);
+        }
         let pool = self.arc()?;
         let (group, lid, spare, rollback) = match &rec.kind {
             JobKind::SvolFill { group, lid, spare } => (group, lid, spare.clone(), false),

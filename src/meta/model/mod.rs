@@ -267,6 +267,14 @@ pub enum JobKind {
     /// Roll RW member `lid` back to the split image: its table 1300 blocks
     /// copied from an RO member. Units are blocks scanned.
     SvolRollback { group: String, lid: String },
+    /// Replace RW member `lid`'s failed increments volume (DLV) by spare
+    /// `spare`: its table 1300 blocks copied from the member. Units are
+    /// blocks scanned.
+    SvolDlv {
+        group: String,
+        lid: String,
+        spare: String,
+    },
 }
 
 /// A background job and its checkpoint.
