@@ -475,6 +475,14 @@ impl Group {
             return (buf, Err((false, e)));
         }
         if !incr.dlv_written() {
+            // Answered only once the DLV's failure is stored.
+            if !incr.failure_stored()
+                && let Err(e) = self
+                    .dlv_lost(me, incr, &Error::invalid("failed before"))
+                    .await
+            {
+                return (buf, Err((false, e)));
+            }
             let (buf, r) = dev.write(off, buf, fua).await;
             return (buf, r.map_err(|e| (true, e)));
         }
@@ -511,7 +519,9 @@ impl Group {
                     "the increments volume's write failed ({}) and its failure was not stored",
                     e.chain()
                 ))
-            })
+            })?;
+        incr.set_failure_stored();
+        Ok(())
     }
 
     /// Zeroing (or discarding) blocks of the RW member: an increments
@@ -552,6 +562,11 @@ impl Group {
             w.await.map_err(Failure::Other)?;
         }
         if !incr.dlv_written() {
+            if !incr.failure_stored() {
+                self.dlv_lost(me, incr, &Error::invalid("failed before"))
+                    .await
+                    .map_err(Failure::Other)?;
+            }
             return dev
                 .write_zeroes(off, len, flags)
                 .await

@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::blockdev::{BlockDev, WriteIntent};
 use crate::meta::diffmap::DiffMap;
@@ -35,6 +35,9 @@ pub struct Increments {
     /// [`DLV_REBUILDING`] (a spare is being filled as the new DLV: writes
     /// go to it, reads and takeovers do not use it yet).
     dlv_state: AtomicU8,
+    /// The DLV's failure is stored (a write that skips the DLV may be
+    /// answered only then).
+    failure_stored: AtomicBool,
 }
 
 impl Increments {
@@ -46,6 +49,7 @@ impl Increments {
             locks: RangeLock::new(),
             gate: tokio::sync::RwLock::new(()),
             dlv_state: AtomicU8::new(DLV_OK),
+            failure_stored: AtomicBool::new(false),
         }
     }
 
@@ -65,6 +69,16 @@ impl Increments {
         self.dlv_state.load(Ordering::Acquire) != DLV_FAILED
     }
 
+    /// Whether the DLV's failure is stored.
+    pub fn failure_stored(&self) -> bool {
+        self.failure_stored.load(Ordering::Acquire)
+    }
+
+    /// Notes that the DLV's failure is stored.
+    pub fn set_failure_stored(&self) {
+        self.failure_stored.store(true, Ordering::Release);
+    }
+
     /// Marks the DLV failed; true if it was not already.
     pub fn fail_dlv(&self) -> bool {
         self.dlv_state.swap(DLV_FAILED, Ordering::AcqRel) != DLV_FAILED
@@ -75,6 +89,11 @@ impl Increments {
     pub(super) fn rebuilding_onto(&self, dev: Arc<dyn BlockDev>) {
         *self.dlv.write() = dev;
         self.dlv_state.store(DLV_REBUILDING, Ordering::Release);
+    }
+
+    /// Whether a new DLV is being filled (and has taken every write).
+    pub fn rebuilding(&self) -> bool {
+        self.dlv_state.load(Ordering::Acquire) == DLV_REBUILDING
     }
 
     /// The DLV being filled is whole: reads and takeovers use it.

@@ -215,6 +215,50 @@ impl Group {
         Ok(())
     }
 
+    /// Ends the fill of RW member `me`'s new DLV: with no host write of
+    /// the member in flight (its gate), and only if the new DLV took every
+    /// write (it is still being filled), `commit` stores the change; then
+    /// the DLV is whole (reads and takeovers use it).
+    pub async fn dlv_rebuilt_with(
+        &self,
+        me: usize,
+        commit: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let incr = self.incr_of(me)?;
+        let _alone = incr.gate.write().await;
+        if !incr.rebuilding() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{}'s new increments volume failed a write during its fill",
+                    self.members[me].lid
+                ),
+            ));
+        }
+        commit()?;
+        incr.dlv_rebuilt();
+        Ok(())
+    }
+
+    /// Holds RO member `at` as the source of a copy onto the P-VOL, with
+    /// no takeover running (every RW member's gate held alone meanwhile):
+    /// false if it is failed or vacant by then (a takeover took it).
+    pub async fn hold_source(&self, at: usize) -> bool {
+        let mut gates = Vec::new();
+        for m in &self.members {
+            if let Some(incr) = &m.incr {
+                gates.push(incr.gate.write().await);
+            }
+        }
+        let m = &self.members[at];
+        let ok = !m.rw() && !m.failed() && m.dev().is_some();
+        if ok {
+            self.hold(Some(at));
+        }
+        drop(gates);
+        ok
+    }
+
     fn incr_of(&self, me: usize) -> Result<&super::group::Increments> {
         self.members[me]
             .incr

@@ -13,8 +13,10 @@
 //!           merged into the bitmap (stored) ─> the group's record cleared
 //! ```
 //!
-//! A crash before the commit of "done" resumes the restore (the after map
-//! is reopened; its tracks were pulled, so the copier leaves them); a
+//! A crash before the commit of "done" resumes the restore: the after map
+//! is reopened and its tracks' bits are cleared in the bitmap (a track in
+//! it was restored before a host wrote it, and the bitmap's clears are
+//! stored lazily, so the bit may be back), so the copier leaves them; a
 //! crash after it merges again at the next start (setting bits twice is
 //! harmless).
 
@@ -99,23 +101,21 @@ impl Pool {
         };
         let new = super::stored(&f.rec, to);
         let group = match to {
-            PairStatus::Split => self.svol_to_pvol_merging(&f.rec.svol)?,
+            PairStatus::Split => self.svol_to_pvol_merging(&f.rec.svol),
             _ => None,
         };
         let saved = new.clone();
         self.meta.write(true, |tx| {
             tx.put_pair(&saved)?;
             match &group {
-                Some(g) => tx.put_svol_group(g),
+                // The group's record as it is now ("merging" included).
+                Some(g) => tx.put_svol_group(&self.svol_record(g)?),
                 None => Ok(()),
             }
         })?;
         f.pair.set_one_way(after);
         f.pair.set_status(to);
         self.pairs.with(&f.rec.svol, |e| e.rec = new)?;
-        if let Some(g) = group {
-            self.svols.set_record(&g.name.clone(), g);
-        }
         drop((pc, sc));
         Ok(())
     }

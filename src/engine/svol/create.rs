@@ -261,6 +261,7 @@ impl Pool {
                     let incr = Increments::new(dlv, map, Arc::new(IntentHandle(log)));
                     if m.dlv_failed {
                         incr.fail_dlv();
+                        incr.set_failure_stored();
                     }
                     Some(incr)
                 }

@@ -94,7 +94,7 @@ impl Work for DlvWork {
 
 impl Pool {
     /// Starts replacing RW member `lid`'s failed DLV by the first spare.
-    pub(super) fn start_svol_dlv(&self, group: &str, lid: &str) -> Result<JobInfo> {
+    pub(super) fn start_svol_dlv(&self, group: &str, lid: &str, rate: u64) -> Result<JobInfo> {
         let rec = self.svols.record(group)?;
         if let Some(j) = self.svols.job(group) {
             return Err(Error::conflict(format!(
@@ -126,7 +126,7 @@ impl Pool {
             lid: lid.to_string(),
             spare,
         };
-        self.start_svol_job(group, kind, lid, rec.block, 0)
+        self.start_svol_job(group, kind, lid, rec.block, rate)
     }
 
     /// The work of an `svol-dlv` job (at its start or a resume).
@@ -160,19 +160,26 @@ impl Pool {
     async fn svol_dlv_done(&self, w: &DlvWork) -> Result<()> {
         w.to.flush().await?;
         let m = &w.g.members[w.me];
-        let mut rec = self.svols.record(&w.group)?;
-        rec.members.retain(|x| x.lid != w.spare);
         let mut old = None;
-        if let Some(r) = rec.members.iter_mut().find(|x| x.lid == m.lid) {
-            old = r.rlid.replace(w.spare.clone());
-            r.dlv_failed = false;
-        }
-        let saved = rec.clone();
-        self.meta.write(true, |tx| tx.put_svol_group(&saved))?;
-        self.svols.set_record(&w.group, rec);
-        if let Some(incr) = &m.incr {
-            incr.dlv_rebuilt();
-        }
+        let record = || {
+            old = self.svol_update(
+                &w.group,
+                |rec| {
+                    rec.members.retain(|x| x.lid != w.spare);
+                    let r = rec.members.iter_mut().find(|x| x.lid == m.lid);
+                    Ok(r.and_then(|r| {
+                        r.dlv_failed = false;
+                        r.rlid.replace(w.spare.clone())
+                    }))
+                },
+                |_| Ok(()),
+            )?;
+            Ok(())
+        };
+        w.g.dlv_rebuilt_with(w.me, record).await?;
+        // A second job for the same spare (it cannot be: one job a
+        // group) would find the spare as the old DLV: never release it.
+        let old = old.filter(|o| *o != w.spare);
         let sw = self.volume_switch(&w.spare)?;
         sw.set(internal(
             below(&sw.current()),

@@ -95,15 +95,39 @@ impl SvolGroups {
             .ok_or_else(|| Self::unknown(name))
     }
 
-    pub(in crate::engine) fn set_record(&self, name: &str, rec: SvolGroupRecord) {
-        if let Some(e) = self.st.lock().get_mut(name) {
-            e.rec = rec;
-        }
+    /// Changes group `name`'s record in memory with `f`, under the
+    /// service's lock (the record stays as it was if `f` fails). Stored by
+    /// [`Pool::svol_update`].
+    fn change<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut SvolGroupRecord) -> Result<T>,
+    ) -> Result<T> {
+        let mut st = self.st.lock();
+        let e = st.get_mut(name).ok_or_else(|| Self::unknown(name))?;
+        let mut rec = e.rec.clone();
+        let out = f(&mut rec)?;
+        e.rec = rec;
+        Ok(out)
     }
 
     /// The job running for a group.
     fn job(&self, name: &str) -> Option<u64> {
         self.st.lock().get(name).and_then(|e| e.job)
+    }
+
+    /// Claims group `name` for a job about to start (one job a group at
+    /// a time): refused if one runs.
+    fn claim_job(&self, name: &str) -> Result<()> {
+        let mut st = self.st.lock();
+        let e = st.get_mut(name).ok_or_else(|| Self::unknown(name))?;
+        if let Some(j) = e.job {
+            return Err(Error::conflict(format!(
+                "S-VOL group {name} runs job {j} already: `ferrosan job wait {j}`"
+            )));
+        }
+        e.job = Some(u64::MAX);
+        Ok(())
     }
 
     fn set_job(&self, name: &str, job: Option<u64>) {
@@ -190,6 +214,25 @@ fn not_host(name: &str, group: &str, what: &str) -> Error {
 }
 
 impl Pool {
+    /// Changes group `name`'s record with `f` and stores it, with `also`
+    /// in the same commit. The commit writes the record as it is when the
+    /// commit runs (the pool database runs one write at a time), so two
+    /// changes made at once — the data path's and a command's or a job's
+    /// — are both stored, whichever commits last.
+    pub(in crate::engine) fn svol_update<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut SvolGroupRecord) -> Result<T>,
+        also: impl FnOnce(&mut crate::meta::Tx<'_>) -> Result<()>,
+    ) -> Result<T> {
+        let out = self.svols.change(name, f)?;
+        self.meta.write(true, |tx| {
+            tx.put_svol_group(&self.svols.record(name)?)?;
+            also(tx)
+        })?;
+        Ok(out)
+    }
+
     pub fn svol_group_list(&self) -> Vec<SvolGroupInfo> {
         let names: Vec<String> = self.svols.st.lock().keys().cloned().collect();
         names

@@ -53,14 +53,10 @@ impl Pool {
     /// Stores a change the data path made, then starts a spare's fill if
     /// a slot is open and a spare is left.
     fn svol_store_change(&self, group: &str, change: Change) -> Result<()> {
-        let mut rec = self.svols.record(group)?;
-        let fill = apply(&mut rec, &change)?;
-        let saved = rec.clone();
-        self.meta.write(true, |tx| tx.put_svol_group(&saved))?;
-        self.svols.set_record(group, rec);
+        let fill = self.svol_update(group, |rec| apply(rec, &change), |_| Ok(()))?;
         tracing::warn!("S-VOL group {group}: {change:?} stored");
         let started = match (&change, fill) {
-            (Change::DlvFailed { lid }, _) => self.start_svol_dlv(group, lid).map(drop),
+            (Change::DlvFailed { lid }, _) => self.start_svol_dlv(group, lid, 0).map(drop),
             (_, true) => self.start_svol_fill(group, None).map(drop),
             _ => Ok(()),
         };
@@ -141,10 +137,20 @@ impl Pool {
         rate: u64,
     ) -> Result<JobInfo> {
         let (size, _) = self.volume_size_track(lid)?;
-        let job = self.store_new_job(kind, size.div_ceil(block.max(1)), block, rate)?;
-        let make = self.svol_work(&job)?;
-        self.svols.set_job(group, Some(job.id));
-        Ok(self.jobs.start(job, make))
+        self.svols.claim_job(group)?;
+        let made = self
+            .store_new_job(kind, size.div_ceil(block.max(1)), block, rate)
+            .and_then(|job| Ok((self.svol_work(&job)?, job)));
+        match made {
+            Ok((make, job)) => {
+                self.svols.set_job(group, Some(job.id));
+                Ok(self.jobs.start(job, make))
+            }
+            Err(e) => {
+                self.svols.set_job(group, None);
+                Err(e)
+            }
+        }
     }
 
     /// `svol-group restore NAME --member LV --rollback | --rebuild`.
@@ -155,10 +161,19 @@ impl Pool {
         rollback: bool,
         rate: u64,
     ) -> Result<JobInfo> {
+        let rec = self.svols.record(group)?;
+        let lost_dlv = rec
+            .members
+            .iter()
+            .any(|m| m.lid == lid && m.attr == SvolAttr::Rw && m.dlv_failed);
+        if !rollback && lost_dlv {
+            // An RW member that lost its increments volume: a spare is
+            // filled as the new one.
+            return self.start_svol_dlv(group, lid, rate);
+        }
         if !rollback {
             return self.start_fill(group, Some(lid), true, rate);
         }
-        let rec = self.svols.record(group)?;
         let m = rec
             .members
             .iter()
@@ -219,19 +234,22 @@ impl Pool {
     /// its own, repaired; it serves reads again.
     async fn svol_fill_done(&self, w: &SvolWork) -> Result<()> {
         let m = &w.g.members[w.me];
-        let mut rec = self.svols.record(&w.group)?;
-        if let Some(spare) = &w.spare {
-            rec.members.retain(|x| &x.lid != spare);
-        }
-        if let Some(r) = rec.members.iter_mut().find(|x| x.lid == m.lid) {
-            if let Some(spare) = &w.spare {
-                r.pid = spare.clone();
-            }
-            r.failed = false;
-        }
-        let saved = rec.clone();
-        self.meta.write(true, |tx| tx.put_svol_group(&saved))?;
-        self.svols.set_record(&w.group, rec);
+        self.svol_update(
+            &w.group,
+            |rec| {
+                if let Some(spare) = &w.spare {
+                    rec.members.retain(|x| &x.lid != spare);
+                }
+                if let Some(r) = rec.members.iter_mut().find(|x| x.lid == m.lid) {
+                    if let Some(spare) = &w.spare {
+                        r.pid = spare.clone();
+                    }
+                    r.failed = false;
+                }
+                Ok(())
+            },
+            |_| Ok(()),
+        )?;
         m.set_dev(w.to.clone());
         m.unfail();
         self.svols.set_job(&w.group, None);

@@ -53,20 +53,28 @@ impl Pool {
             pair.diff().track(),
             pair.diff().tracks(),
         )?;
-        let mut new = rec.clone();
-        new.to_pvol = Some(ToPvolRecord {
+        let tp = ToPvolRecord {
             lid: m.lid.clone(),
             svol: m.pid.clone(),
             after: object,
             merging: false,
-        });
-        let (pool_rec, saved) = (self.pool_record(), new.clone());
-        self.meta.write(true, |tx| {
-            tx.put_pool(&pool_rec)?;
-            tx.put_svol_group(&saved)
-        })?;
-        self.svols.set_record(name, new);
-        group.hold(Some(at));
+        };
+        let pool_rec = self.pool_record();
+        self.svol_update(
+            name,
+            |r| {
+                r.to_pvol = Some(tp);
+                Ok(())
+            },
+            |tx| tx.put_pool(&pool_rec),
+        )?;
+        if !group.hold_source(at).await {
+            let _ = self.to_pvol_clear(name, object);
+            return Err(Error::conflict(format!(
+                "RO member {} failed or took over the RW role meanwhile: run the command again",
+                m.lid
+            )));
+        }
         match self
             .pair_restore_one_way(&rec.pvol, &m.pid, after, rate)
             .await
@@ -80,6 +88,13 @@ impl Pool {
                 );
                 Ok(job)
             }
+            // Restoring one way already (only its job did not start): the
+            // record and the after map stay; running the command again
+            // starts the job.
+            Err(e) if pair.status() == PairStatus::Restore => Err(e.context(format!(
+                "the restore of {} began; `ferrosan svol-group restore {name} --to-pvol` starts its copy again",
+                rec.pvol
+            ))),
             Err(e) => {
                 group.hold(None);
                 if let Err(u) = self.to_pvol_clear(name, object) {
@@ -168,37 +183,44 @@ impl Pool {
 
     /// The group's record without a restore, stored; the after map gone.
     fn to_pvol_clear(&self, name: &str, after: u64) -> Result<()> {
-        let mut rec = self.svols.record(name)?;
-        rec.to_pvol = None;
-        let saved = rec.clone();
-        self.meta.write(true, |tx| {
-            tx.put_svol_group(&saved)?;
-            tx.del_pages(after)
-        })?;
-        self.svols.set_record(name, rec);
-        Ok(())
+        self.svol_update(
+            name,
+            |r| {
+                r.to_pvol = None;
+                Ok(())
+            },
+            |tx| tx.del_pages(after),
+        )
     }
 
-    /// The record of the group whose P-VOL pair `svol` restored one way,
-    /// marked "merging" (stored by the caller with the pair's SPLIT).
-    pub(in crate::engine) fn svol_to_pvol_merging(
-        &self,
-        svol: &str,
-    ) -> Result<Option<SvolGroupRecord>> {
-        let st = self.svols.st.lock();
-        let found = st.values().find(|e| {
-            e.rec
-                .to_pvol
-                .as_ref()
-                .is_some_and(|t| t.svol == svol && !t.merging)
-        });
-        Ok(found.map(|e| {
-            let mut rec = e.rec.clone();
-            if let Some(t) = rec.to_pvol.as_mut() {
+    /// Marks "merging" (in memory) the restore of the group whose P-VOL
+    /// pair `svol` restored one way; the group's name, for the caller to
+    /// store its record with the pair's SPLIT.
+    pub(in crate::engine) fn svol_to_pvol_merging(&self, svol: &str) -> Option<String> {
+        let name = self
+            .svols
+            .st
+            .lock()
+            .values()
+            .find(|e| {
+                e.rec
+                    .to_pvol
+                    .as_ref()
+                    .is_some_and(|t| t.svol == svol && !t.merging)
+            })
+            .map(|e| e.rec.name.clone())?;
+        let marked = self.svols.change(&name, |r| {
+            if let Some(t) = r.to_pvol.as_mut() {
                 t.merging = true;
             }
-            rec
-        }))
+            Ok(())
+        });
+        marked.ok().map(|()| name)
+    }
+
+    /// Group `name`'s record as it is now (to store it).
+    pub(in crate::engine) fn svol_record(&self, name: &str) -> Result<SvolGroupRecord> {
+        self.svols.record(name)
     }
 
     /// After a one-way restore from `svol`: the after map's tracks set in
@@ -271,6 +293,15 @@ impl Pool {
                 });
             }
             (false, PairStatus::Restore) => {
+                // A track in the after map was restored before a host
+                // wrote it; the bitmap's clear of it is stored lazily and
+                // may have been lost: clear it again, or the copier would
+                // copy the S-VOL over the host's write.
+                for run in after.set_runs() {
+                    for t in run {
+                        pair.diff().clear(t);
+                    }
+                }
                 pair.set_one_way(Some(after));
                 group.hold(at);
             }

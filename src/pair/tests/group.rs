@@ -91,6 +91,25 @@ fn fixture(image: &[u8]) -> Fixture {
     }
 }
 
+/// A spare put in as the RW member's DLV being filled.
+async fn onto_a_spare(f: &Fixture) -> Arc<FaultDisk<Arc<MemDisk>>> {
+    let spare = Arc::new(FaultDisk::new(Arc::new(MemDisk::new(SIZE)), "x3"));
+    let dev = Arc::clone(&spare) as Arc<dyn BlockDev>;
+    f.group
+        .rebuild_dlv_onto(2, dev)
+        .await
+        .expect("onto the spare");
+    spare
+}
+
+/// Makes every write of `disk` fail.
+fn fail_writes(disk: &FaultDisk<Arc<MemDisk>>) {
+    disk.set_rules(FaultRules {
+        write_errors: vec![(0, SIZE)],
+        ..FaultRules::default()
+    });
+}
+
 /// Where two images first differ, for a short failure message.
 fn same(a: &[u8], b: &[u8]) -> std::result::Result<(), String> {
     match a.iter().zip(b).position(|(x, y)| x != y) {
@@ -176,10 +195,7 @@ fn increments_takeover_and_rollback_keep_the_model() {
 
         // The RW member's disk fails writes: LV0 takes over, the host
         // sees no error, LV0's LID is vacant and reads from LV1.
-        f.rw_disk.set_rules(FaultRules {
-            write_errors: vec![(0, SIZE)],
-            ..FaultRules::default()
-        });
+        fail_writes(&f.rw_disk);
         churn(&f, &mut rng, &image, &mut model, 100).await;
         let changes = f.hooks.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
         assert_eq!(
@@ -230,10 +246,7 @@ fn zeroing_and_discarding_an_rw_member_whose_disk_fails_take_over_too() {
     let image = vec![0x11u8; SIZE as usize];
     let f = fixture(&image);
     block_on(async {
-        f.rw_disk.set_rules(FaultRules {
-            write_errors: vec![(0, SIZE)],
-            ..FaultRules::default()
-        });
+        fail_writes(&f.rw_disk);
         // Half of block 3 zeroed: the host sees no error; LV0 takes over.
         f.nodes[2]
             .write_zeroes(3 * BLOCK, BLOCK / 2, crate::blockdev::ZeroFlags::default())
@@ -275,10 +288,7 @@ fn a_failed_increments_volume_is_recorded_and_the_member_serves_alone() {
     let f = fixture(&image);
     let recorded = |f: &Fixture| f.hooks.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
     block_on(async {
-        f.dlv_disk.set_rules(FaultRules {
-            write_errors: vec![(0, SIZE)],
-            ..FaultRules::default()
-        });
+        fail_writes(&f.dlv_disk);
         // The DLV fails a write the member took: no host error, the
         // failure recorded; later writes go to the member alone.
         let mut want = image.clone();
@@ -308,10 +318,7 @@ fn a_failed_increments_volume_is_recorded_and_the_member_serves_alone() {
             .expect("flush skips the DLV");
         // Then the member fails a write: no RO member can be brought up
         // to date, so the host gets the error and no RO member is taken.
-        f.rw_disk.set_rules(FaultRules {
-            write_errors: vec![(0, SIZE)],
-            ..FaultRules::default()
-        });
+        fail_writes(&f.rw_disk);
         let (_, r) = f.nodes[2]
             .write(0, IoBuf::from_slice(&[1; 512]), false)
             .await;
@@ -323,5 +330,92 @@ fn a_failed_increments_volume_is_recorded_and_the_member_serves_alone() {
         assert_eq!(recorded(&f).len(), 1, "nothing vacated: {:?}", recorded(&f));
         assert!(f.group.members[0].dev().is_some() && f.group.members[1].dev().is_some());
         assert_eq!(read(&*f.nodes[0], 0, SIZE).await, image);
+    });
+}
+
+#[test]
+fn a_new_dlv_filled_from_the_member_takes_every_write_or_is_not_put_in_use() {
+    let image = vec![0x11u8; SIZE as usize];
+    let f = fixture(&image);
+    block_on(async {
+        let write = |b: u64, byte: u8| {
+            let node = Arc::clone(&f.nodes[2]);
+            async move {
+                let (_, r) = node
+                    .write(b * BLOCK, IoBuf::from_slice(&[byte; BLOCK as usize]), false)
+                    .await;
+                r
+            }
+        };
+        fail_writes(&f.dlv_disk);
+        write(2, 0x21)
+            .await
+            .expect("the DLV fails, the host does not");
+        write(5, 0x22).await.expect("member alone");
+        // A spare becomes the DLV being filled: a write during the fill
+        // reaches it; the copy brings the blocks written before.
+        let spare = onto_a_spare(&f).await;
+        write(7, 0x23).await.expect("a write during the fill");
+        f.group.copy_to_dlv(2, 0..BLOCKS).await.expect("fill");
+        let mut stored = false;
+        f.group
+            .dlv_rebuilt_with(2, || {
+                stored = true;
+                Ok(())
+            })
+            .await
+            .expect("whole");
+        assert!(stored);
+        let incr = f.group.members[2].incr.as_ref().expect("RW");
+        assert!(incr.dlv_ok());
+        for (b, byte) in [(2u64, 0x21u8), (5, 0x22), (7, 0x23)] {
+            let got = read(&*spare, b * BLOCK, BLOCK).await;
+            assert_eq!(got, vec![byte; BLOCK as usize], "block {b} on the new DLV");
+        }
+        // The member fails: LV0 is brought up to date from the new DLV.
+        fail_writes(&f.rw_disk);
+        write(9, 0x24).await.expect("taken over");
+        let got = read(&*f.nodes[2], 0, SIZE).await;
+        for (b, byte) in [(2u64, 0x21u8), (5, 0x22), (7, 0x23), (9, 0x24), (3, 0x11)] {
+            let o = (b * BLOCK) as usize;
+            assert_eq!(got[o], byte, "block {b} after the takeover");
+        }
+    });
+}
+
+#[test]
+fn a_new_dlv_that_fails_during_its_fill_is_not_recorded_whole() {
+    let image = vec![0x11u8; SIZE as usize];
+    let f = fixture(&image);
+    block_on(async {
+        fail_writes(&f.dlv_disk);
+        let (_, r) = f.nodes[2]
+            .write(0, IoBuf::from_slice(&[0x21; BLOCK as usize]), false)
+            .await;
+        r.expect("the DLV fails, the host does not");
+        let spare = onto_a_spare(&f).await;
+        f.group.copy_to_dlv(2, 0..BLOCKS).await.expect("fill");
+        // After the last copy, a host write fails on the new DLV.
+        fail_writes(&spare);
+        let (_, r) = f.nodes[2]
+            .write(BLOCK, IoBuf::from_slice(&[0x22; BLOCK as usize]), false)
+            .await;
+        r.expect("the member took it");
+        let mut stored = false;
+        let e = f
+            .group
+            .dlv_rebuilt_with(2, || {
+                stored = true;
+                Ok(())
+            })
+            .await
+            .expect_err("not whole");
+        assert!(
+            e.to_string().contains("failed a write during its fill"),
+            "{e}"
+        );
+        assert!(!stored, "nothing recorded");
+        let incr = f.group.members[2].incr.as_ref().expect("RW");
+        assert!(!incr.dlv_ok() && !incr.dlv_written());
     });
 }
