@@ -62,7 +62,8 @@ pub enum SvolCmd {
         /// Return the RW member to the split image.
         #[arg(long)]
         rollback: bool,
-        /// Refill a repaired RO member from the group.
+        /// Refill a repaired RO member from the group; for an RW member
+        /// whose increments volume failed, fill a spare as its new one.
         #[arg(long)]
         rebuild: bool,
         /// Copy the group's image back onto its P-VOL.
