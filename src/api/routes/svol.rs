@@ -64,8 +64,10 @@ pub(super) async fn svol_group_delete(
         .await
 }
 
-/// Restore a member (operation code 1): roll an RW member back to the
-/// split image, or rebuild a repaired RO member from the group, as a job.
+/// Restore (operation code 1), as a job: roll an RW member back to the
+/// split image, rebuild a repaired RO member from the group (or an RW
+/// member's failed increments volume onto a spare), or copy the group's
+/// image back onto the P-VOL (only the tracks that differ).
 #[utoipa::path(post, path = "/v1/svol-groups/{name}/restore", tag = "svol-groups",
     params(("name" = Name, Path, description = "The group")),
     request_body = SvolRestoreRequest,

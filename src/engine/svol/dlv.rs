@@ -96,11 +96,6 @@ impl Pool {
     /// Starts replacing RW member `lid`'s failed DLV by the first spare.
     pub(super) fn start_svol_dlv(&self, group: &str, lid: &str, rate: u64) -> Result<JobInfo> {
         let rec = self.svols.record(group)?;
-        if let Some(j) = self.svols.job(group) {
-            return Err(Error::conflict(format!(
-                "S-VOL group {group} runs job {j} already: `ferrosan job wait {j}`"
-            )));
-        }
         if !rec
             .members
             .iter()

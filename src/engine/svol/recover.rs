@@ -80,11 +80,6 @@ impl Pool {
         rate: u64,
     ) -> Result<JobInfo> {
         let rec = self.svols.record(group)?;
-        if let Some(j) = self.svols.job(group) {
-            return Err(Error::conflict(format!(
-                "S-VOL group {group} runs job {j} already: `ferrosan job wait {j}`"
-            )));
-        }
         let open = |m: &&crate::meta::model::SvolMemberRecord| {
             m.attr == SvolAttr::Ro && (m.failed || m.pid.is_empty())
         };
@@ -181,11 +176,6 @@ impl Pool {
             .ok_or_else(|| {
                 Error::invalid(format!("{lid} is not an RW member of S-VOL group {group}"))
             })?;
-        if let Some(j) = self.svols.job(group) {
-            return Err(Error::conflict(format!(
-                "S-VOL group {group} runs job {j} already: `ferrosan job wait {j}`"
-            )));
-        }
         let kind = JobKind::SvolRollback {
             group: group.to_string(),
             lid: lid.to_string(),
