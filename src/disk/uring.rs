@@ -27,6 +27,19 @@
 //! before an operation started, the next idle stretch is likely as long,
 //! and the poller lets it sleep; so an idle or lightly used daemon costs
 //! no CPU (`serve --poll-us 0` turns polling off).
+//!
+//! **Completions without interrupts.** A disk completion becomes a CQE
+//! through task work run on the worker's thread. By default the kernel
+//! interrupts the worker for it (an IPI, on a virtual machine a VM exit,
+//! when the disk's interrupt lands on the other CPU). The ring is set up
+//! with `COOP_TASKRUN`: the task work runs at the worker's next system
+//! call instead (it makes one every pass: socket I/O, submission, the
+//! runtime's `epoll_wait`), a sleeping worker is still woken, and
+//! `TASKRUN_FLAG` tells [`Ring::reap`] when pending task work is worth an
+//! `io_uring_enter` of its own. Side by side on this machine's 2 GiB file
+//! (10 rounds): 4 KiB random reads at qd32 went from 0.84 to 0.85 of the
+//! raw file (88.5k against 85.9k IOPS median, range 0.83-0.90 instead of
+//! 0.75-0.96), random writes from 58.3k to 61.8k IOPS (6 rounds).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -248,7 +261,16 @@ async fn poller(ring: Rc<Ring>) {
     }
 }
 
+/// A ring for this thread: single issuer, with cooperative task running
+/// where the kernel has it (see the module docs), else plain.
 fn build_ring() -> io::Result<IoUring> {
+    let mut b = IoUring::builder();
+    b.setup_single_issuer()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag();
+    if let Ok(r) = b.build(RING_ENTRIES) {
+        return Ok(r);
+    }
     let mut b = IoUring::builder();
     b.setup_single_issuer();
     match b.build(RING_ENTRIES) {
@@ -446,6 +468,11 @@ impl Ring {
         let Scratch { mut done, mut wake } = self.scratch.take();
         {
             let mut u = self.uring.borrow_mut();
+            // Completions waiting as task work (COOP_TASKRUN): one enter
+            // (which also submits what is pushed) turns them into CQEs.
+            if u.submission().taskrun() && u.submit_and_wait(0).is_ok() {
+                self.unsubmitted.set(0);
+            }
             for cqe in u.completion() {
                 done.push((
                     usize::try_from(cqe.user_data()).unwrap_or(usize::MAX),
