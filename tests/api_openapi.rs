@@ -12,7 +12,7 @@ use common::Pool;
 use serde_json::Value;
 
 /// The routes of the management API, as designed.
-const ROUTES: [(&str, &str); 46] = [
+const ROUTES: [(&str, &str); 49] = [
     ("get", "/v1/pool"),
     ("post", "/v1/pool/gc"),
     ("post", "/v1/pool/check"),
@@ -59,6 +59,9 @@ const ROUTES: [(&str, &str); 46] = [
     ("get", "/v1/svol-groups/{name}"),
     ("delete", "/v1/svol-groups/{name}"),
     ("post", "/v1/svol-groups/{name}/restore"),
+    ("get", "/v1/sparing"),
+    ("put", "/v1/sparing/policy"),
+    ("post", "/v1/sparing/start"),
 ];
 
 fn doc() -> Value {

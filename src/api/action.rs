@@ -61,6 +61,9 @@ pub enum Action {
     SvolGroupCreate(SvolGroupCreateRequest),
     SvolGroupDelete(String),
     SvolGroupRestore(String, SvolRestoreRequest),
+    SparingStatus,
+    SparingPolicy(SparingPolicyRequest),
+    SparingStart(SparingStartRequest),
 }
 
 /// The view an action returns.
@@ -86,6 +89,8 @@ pub enum Reply {
     Pairs(Vec<PairInfo>),
     SvolGroup(SvolGroupInfo),
     SvolGroups(Vec<SvolGroupInfo>),
+    Sparing(SparingStatus),
+    SparingStarted(SparingInfo),
     /// The object is gone: 204 No Content.
     Deleted,
 }
@@ -114,6 +119,8 @@ impl Reply {
             Reply::Pairs(v) => (status, Json(v)).into_response(),
             Reply::SvolGroup(v) => (status, Json(v)).into_response(),
             Reply::SvolGroups(v) => (status, Json(v)).into_response(),
+            Reply::Sparing(v) => (status, Json(v)).into_response(),
+            Reply::SparingStarted(v) => (status, Json(v)).into_response(),
             Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
         }
     }
@@ -155,6 +162,7 @@ fn read(p: &Pool, action: &Action) -> Option<Result<Reply>> {
         Action::PairGet(svol) => p.pair_get(None, svol).map(Reply::Pair),
         Action::SvolGroupList => Ok(Reply::SvolGroups(p.svol_group_list())),
         Action::SvolGroupQuery(name) => p.svol_group_query(name).map(Reply::SvolGroup),
+        Action::SparingStatus => Ok(Reply::Sparing(p.sparing_status())),
         // Job controls and fault injection change no record of the pool's
         // configuration: they need not queue behind a change.
         Action::JobPause(id) => p.job_pause(*id).map(Reply::Job),
@@ -202,6 +210,8 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
             Reply::Pair(p.pair_copy_back(None, &svol, true, req.rate).await?)
         }
         Action::SvolGroupCreate(req) => Reply::SvolGroup(p.svol_group_create(req).await?),
+        Action::SparingPolicy(req) => Reply::Sparing(p.sparing_policy_set(req)?),
+        Action::SparingStart(req) => Reply::SparingStarted(p.sparing_start(req)?),
         Action::SvolGroupRestore(name, req) => {
             let rate = req.rate.unwrap_or(0);
             Reply::Job(match (req.mode, req.member) {

@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod pairs;
+mod sparing;
 mod svol;
 
 use super::action::{Action, Dispatch};
@@ -124,6 +125,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(svol::svol_group_list, svol::svol_group_create))
         .routes(routes!(svol::svol_group_query, svol::svol_group_delete))
         .routes(routes!(svol::svol_group_restore))
+        .routes(routes!(sparing::sparing_status))
+        .routes(routes!(sparing::sparing_policy))
+        .routes(routes!(sparing::sparing_start))
 }
 
 /// Answer for a path no route matches.

@@ -92,6 +92,10 @@ pub enum Command {
     /// its writes in an increments volume.
     #[command(subcommand, name = "svol-group")]
     SvolGroup(super::svol::SvolCmd),
+    /// Failure-anticipating sparing: a member disk whose errors pass the
+    /// policy is copied to a spare while it still works, then replaced.
+    #[command(subcommand)]
+    Sparing(super::sparing::SparingCmd),
     /// Print the API's OpenAPI document.
     #[command(hide = true)]
     Openapi,

@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Copy(cmd) => copy(&ctx()?, cmd),
         Command::Pair(cmd) => super::pair::run(&ctx()?, cmd),
         Command::SvolGroup(cmd) => super::svol::run(&ctx()?, cmd),
+        Command::Sparing(cmd) => super::sparing::run(&ctx()?, cmd),
     }
 }
 
@@ -119,9 +120,26 @@ impl Ctx {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T, Failure> {
+        self.send(Method::POST, path, body)
+    }
+
+    pub(super) fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, Failure> {
+        self.send(Method::PUT, path, body)
+    }
+
+    fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, Failure> {
         let body = serde_json::to_vec(body)
             .map_err(|e| Failure::new(format!("cannot encode the request: {e}")))?;
-        decode(path, &self.client.call(Method::POST, path, Some(body))?)
+        decode(path, &self.client.call(method, path, Some(body))?)
     }
 
     /// A POST without a body.

@@ -16,6 +16,7 @@ mod client;
 mod commands;
 mod pair;
 mod render;
+mod sparing;
 mod svol;
 use crate::units as size;
 mod wait;

@@ -119,6 +119,10 @@ pub fn disk(d: &DiskInfo) -> String {
         ("flushes", c.flushes.to_string()),
         ("read errors", c.read_errors.to_string()),
         ("write errors", c.write_errors.to_string()),
+        (
+            "errors in window",
+            format!("{} (`ferrosan sparing policy`)", d.recent_errors),
+        ),
         ("faults", or_dash(d.faults.as_ref().map(faults))),
     ])
 }

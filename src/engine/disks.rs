@@ -161,6 +161,7 @@ impl Pool {
                 .as_ref()
                 .map(|o| counters_view(o.counters.snapshot()))
                 .unwrap_or_default(),
+            recent_errors: self.sparing.recent_errors(&e.rec.name),
             faults: e
                 .open
                 .as_ref()

@@ -29,6 +29,7 @@ mod pairs;
 mod rebuild;
 mod recover;
 mod space;
+mod sparing;
 mod svol;
 mod volumes;
 
@@ -192,6 +193,8 @@ pub struct Pool {
     pairs: pairs::Pairs,
     /// S-VOL groups (`svol/`): a service with its own (leaf) lock.
     svols: svol::SvolGroups,
+    /// Failure-anticipating sparing (`sparing/`): its own (leaf) lock.
+    sparing: sparing::Sparing,
 }
 
 impl Pool {
@@ -235,6 +238,7 @@ impl Pool {
             problems: Mutex::new(Vec::new()),
             pairs: pairs::Pairs::default(),
             svols: svol::SvolGroups::default(),
+            sparing: sparing::Sparing::default(),
             nbd_url: Mutex::new(None),
             nbd_unix: Mutex::new(dir.join("nbd.sock")),
             held: Mutex::new(space::HeldSpace::default()),
@@ -248,8 +252,11 @@ impl Pool {
             return Err(e);
         }
         pool.load(snap)?;
+        let (policy, sparings) = meta.sparing()?;
+        pool.sparing.load(policy, sparings);
         if !pool.opts.recovering {
             pool.start_background();
+            pool.start_sparing_monitor();
         }
         Ok(pool)
     }

@@ -356,6 +356,10 @@ impl Pool {
             rec.slots[slot].disk
         );
         Pool::set_group_rec(&mut st, rec);
+        drop(st);
+        if let Some(r) = self.sparing.op_of_job(job) {
+            self.sparing_settle(&r.disk)?;
+        }
         Ok(())
     }
 

@@ -19,6 +19,8 @@
 //!                               its first slot (none: an unlabelled chunk)
 //!   copy_unfreed (family, slot) ()    slots freed whose labels do not say
 //!                               so yet (the next commit writes them)
+//!   sparing    "policy"         SparingPolicy (seed 002: when a disk fails)
+//!              "disk/<name>"    SparingRecord: a sparing under way
 //! ```
 //!
 //! A copy family's chunks and areas have rows of their own, not fields of
@@ -41,6 +43,7 @@ pub mod diffmap;
 pub mod intent;
 pub mod model;
 mod pairs;
+mod sparing;
 mod svol;
 
 use std::path::{Path, PathBuf};
@@ -250,6 +253,8 @@ impl Meta {
             txn.open_table(pairs::PAIRS)
                 .map_err(|e| db_err("opening a table", e))?;
             txn.open_table(svol::SVOL_GROUPS)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(sparing::SPARING)
                 .map_err(|e| db_err("opening a table", e))?;
         }
         txn.commit().map_err(|e| db_err("a commit", e))?;

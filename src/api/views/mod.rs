@@ -16,9 +16,11 @@ use utoipa::ToSchema;
 
 pub mod limits;
 mod pairs;
+mod sparing;
 mod svol;
 
 pub use pairs::*;
+pub use sparing::*;
 pub use svol::*;
 
 use crate::json::{object_opt, whole, whole_opt, whole_opt_u32};
@@ -185,6 +187,10 @@ pub struct DiskInfo {
     pub group: Option<String>,
     pub slot: Option<usize>,
     pub counters: CounterSnapshot,
+    /// Read and write errors within the sparing policy's window (`sparing
+    /// policy`): past its threshold a member is copied to a spare.
+    #[serde(default)]
+    pub recent_errors: u64,
     /// Fault rules in force (fault-injection mode only).
     pub faults: Option<FaultRules>,
 }

@@ -41,6 +41,7 @@ fn disk(name: &str, size: u64, group: Option<&str>) -> DiskInfo {
             write_errors: 3,
             flushes: 4,
         },
+        recent_errors: 1,
         faults: None,
     }
 }

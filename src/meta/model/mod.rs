@@ -17,10 +17,12 @@ use utoipa::ToSchema;
 
 pub mod copy;
 pub mod pair;
+pub mod sparing;
 pub mod svol;
 
 pub use copy::CopyMode;
 pub use pair::{PairRecord, PairStatus};
+pub use sparing::{SparingPolicy, SparingRecord};
 pub use svol::{SvolAttr, SvolGroupRecord, SvolMemberRecord, ToPvolRecord};
 
 /// Format version of the pool database. Bump it when a record changes

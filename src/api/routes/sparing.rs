@@ -1,0 +1,46 @@
+//! Routes of failure-anticipating sparing (seed 002, section B).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use super::super::action::Action;
+use super::super::extract::Body;
+use super::{Answer, AppState};
+use crate::api::views::*;
+
+/// Table T1 (RAID groups), every disk's errors against the policy, the
+/// sparings under way and the alarms.
+#[utoipa::path(get, path = "/v1/sparing", tag = "sparing",
+    responses((status = 200, description = "Sparing status", body = SparingStatus)))]
+pub(super) async fn sparing_status(State(s): State<AppState>) -> Answer {
+    s.run(Action::SparingStatus, StatusCode::OK).await
+}
+
+/// Set when a member disk counts as failing: `threshold` errors within
+/// `window_secs` (what is not given stays).
+#[utoipa::path(put, path = "/v1/sparing/policy", tag = "sparing", request_body = SparingPolicyRequest,
+    responses(
+        (status = 200, description = "Sparing status, with the new policy", body = SparingStatus),
+        (status = 422, description = "A threshold of 0, or a window out of 1 s to 30 days", body = ApiError)))]
+pub(super) async fn sparing_policy(
+    State(s): State<AppState>,
+    Body(req): Body<SparingPolicyRequest>,
+) -> Answer {
+    s.run(Action::SparingPolicy(req), StatusCode::OK).await
+}
+
+/// Copy a member disk to a spare now (a drill, or a disk you distrust):
+/// the disk keeps serving until the spare takes its place, then it is
+/// marked failed.
+#[utoipa::path(post, path = "/v1/sparing/start", tag = "sparing", request_body = SparingStartRequest,
+    responses(
+        (status = 201, description = "The sparing, copying", body = SparingInfo),
+        (status = 404, description = "No such disk", body = ApiError),
+        (status = 409, description = "The disk is already being spared, has failed, its group is rebuilding, or no spare is free", body = ApiError),
+        (status = 422, description = "The disk is in no group, or the spare named cannot be used", body = ApiError)))]
+pub(super) async fn sparing_start(
+    State(s): State<AppState>,
+    Body(req): Body<SparingStartRequest>,
+) -> Answer {
+    s.run(Action::SparingStart(req), StatusCode::CREATED).await
+}

@@ -1,0 +1,106 @@
+//! Failure-anticipating sparing's requests and views (seed 002, section
+//! B): `sparing status` prints table T1 (RAID groups), the disks with
+//! their error counts against the policy (the seed's first control unit)
+//! and every sparing under way.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::limits::Name;
+use super::{DiskStatus, RaidLevelName};
+use crate::json::whole_opt;
+
+/// Largest sparing window: 30 days.
+pub const MAX_WINDOW_SECS: u64 = 30 * 24 * 3600;
+/// Largest threshold.
+pub const MAX_THRESHOLD: u64 = 1_000_000_000;
+
+/// `sparing policy [--threshold N] [--window T]`: what is not given stays.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SparingPolicyRequest {
+    /// Errors within the window that make a member disk failing.
+    #[serde(default, deserialize_with = "whole_opt")]
+    #[schema(minimum = 1, maximum = 1000000000)]
+    pub threshold: Option<u64>,
+    /// The window, in seconds.
+    #[serde(default, deserialize_with = "whole_opt")]
+    #[schema(minimum = 1, maximum = 2592000)]
+    pub window_secs: Option<u64>,
+}
+
+/// The policy in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SparingPolicyInfo {
+    pub threshold: u64,
+    pub window_secs: u64,
+}
+
+/// `sparing start DISK [--spare S]`: a drill, or sparing by hand.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SparingStartRequest {
+    /// The member disk to copy to a spare.
+    #[schema(value_type = Name)]
+    pub disk: String,
+    /// The spare to copy it to; default: the smallest spare that fits.
+    #[serde(default)]
+    #[schema(value_type = Option<Name>)]
+    pub spare: Option<String>,
+}
+
+/// Table T1: one RAID group.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SparingGroupRow {
+    pub group: String,
+    pub volumes: Vec<String>,
+    pub disks: Vec<String>,
+    pub raid_level: RaidLevelName,
+}
+
+/// One disk as the first control unit sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SparingDiskRow {
+    pub disk: String,
+    pub capacity: u64,
+    pub group: Option<String>,
+    /// Read and write errors since the disk was opened.
+    pub errors: u64,
+    /// Errors within the policy's window.
+    pub recent_errors: u64,
+    pub status: DiskStatus,
+    /// `failure anticipated`, `sparing copy source`, `sparing copy
+    /// target`, `spare`, or nothing.
+    pub sparing: Option<String>,
+}
+
+/// One sparing under way.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SparingInfo {
+    pub disk: String,
+    pub group: String,
+    pub slot: usize,
+    pub spare: String,
+    /// The sparing copy (a `replace` job): none for a moment while it starts.
+    pub job: Option<u64>,
+    /// Rows copied of `total`.
+    pub done: u64,
+    pub total: u64,
+    pub reason: String,
+    /// Seconds since the epoch.
+    pub started: u64,
+}
+
+/// `sparing status`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SparingStatus {
+    pub policy: SparingPolicyInfo,
+    pub groups: Vec<SparingGroupRow>,
+    pub disks: Vec<SparingDiskRow>,
+    pub sparings: Vec<SparingInfo>,
+    /// Disks past the threshold that could not be spared, and why.
+    pub alarms: Vec<String>,
+    /// Passes of the monitor since the daemon started (one a second): a
+    /// pass samples every disk and starts what is due.
+    pub passes: u64,
+}

@@ -1,0 +1,177 @@
+//! `ferrosan sparing ...`: failure-anticipating sparing (seed 002).
+//! `status` prints table T1 (RAID groups), the disks' errors against the
+//! policy, and every sparing under way.
+
+#![forbid(unsafe_code)]
+
+use clap::Subcommand;
+
+use super::Failure;
+use super::commands::Ctx;
+use super::render::{fields, table};
+use crate::api::views::*;
+use crate::units::format_size;
+
+#[derive(Debug, Subcommand)]
+pub enum SparingCmd {
+    /// The RAID groups (volumes, disks, level), every disk's errors
+    /// within the window, the sparings under way, and alarms.
+    Status,
+    /// Show or set when a member disk counts as failing: THRESHOLD errors
+    /// (reads that redundancy answered, and writes) within WINDOW.
+    /// Defaults: 10 errors in 10 minutes.
+    Policy {
+        /// Errors within the window that start a sparing copy.
+        #[arg(long, value_name = "N")]
+        threshold: Option<u64>,
+        /// The window, e.g. 600, 10m, 1h or 2d.
+        #[arg(long, value_name = "TIME", value_parser = parse_secs)]
+        window: Option<u64>,
+    },
+    /// Copy a member disk to a spare now, as if it were failing (a drill,
+    /// or a disk you distrust). It serves until the spare takes its slot,
+    /// then it is marked failed.
+    Start {
+        /// The member disk.
+        disk: String,
+        /// The spare to copy it to (default: the smallest that fits).
+        #[arg(long, value_name = "DISK")]
+        spare: Option<String>,
+        /// Wait for the copy, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// Seconds from `600`, `90s`, `10m`, `1h` or `2d`.
+fn parse_secs(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: a time is a whole number with s, m, h or d, e.g. 10m"))?;
+    let mul = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => return Err(format!("{other:?}: a time's unit is s, m, h or d")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too long a time"))
+}
+
+pub fn run(ctx: &Ctx, cmd: SparingCmd) -> Result<(), Failure> {
+    match cmd {
+        SparingCmd::Status => ctx.show(&ctx.get::<SparingStatus>("/v1/sparing")?, status),
+        SparingCmd::Policy { threshold, window } => {
+            let s: SparingStatus = if threshold.is_none() && window.is_none() {
+                ctx.get("/v1/sparing")?
+            } else {
+                let req = SparingPolicyRequest {
+                    threshold,
+                    window_secs: window,
+                };
+                ctx.put("/v1/sparing/policy", &req)?
+            };
+            ctx.show(&s.policy, policy)
+        }
+        SparingCmd::Start { disk, spare, wait } => {
+            let req = SparingStartRequest { disk, spare };
+            let s: SparingInfo = ctx.post("/v1/sparing/start", &req)?;
+            if wait && let Some(id) = s.job {
+                let job: JobInfo = ctx.get(&format!("/v1/jobs/{id}"))?;
+                let ended = super::wait::follow(ctx, job, super::wait::default_stall())?;
+                super::wait::outcome(&ended)?;
+                return ctx.show(&ctx.get::<SparingStatus>("/v1/sparing")?, status);
+            }
+            ctx.show(&s, started)
+        }
+    }
+}
+
+pub fn policy(p: &SparingPolicyInfo) -> String {
+    fields(vec![
+        ("threshold", format!("{} errors", p.threshold)),
+        ("window", format!("{} s", p.window_secs)),
+    ])
+}
+
+fn started(s: &SparingInfo) -> String {
+    let job = s.job.map_or("-".to_string(), |j| j.to_string());
+    format!(
+        "sparing disk {} (group {} slot {}) to spare {}: job {job}; `ferrosan sparing status` shows it\n",
+        s.disk, s.group, s.slot, s.spare
+    )
+}
+
+/// Table T1, the disks, the sparings under way, the alarms.
+pub fn status(s: &SparingStatus) -> String {
+    let mut t1 = table(&["GROUP#", "VOLUME#S", "DISK#S", "RAID LEVEL"]);
+    for g in &s.groups {
+        let vols = if g.volumes.is_empty() {
+            "NULL".to_string()
+        } else {
+            g.volumes.join(", ")
+        };
+        t1.add_row(vec![
+            g.group.clone(),
+            vols,
+            g.disks.join(", "),
+            g.raid_level.to_string().to_uppercase(),
+        ]);
+    }
+    let mut disks = table(&[
+        "DISK#",
+        "CAPACITY",
+        "GROUP",
+        "STATUS",
+        "ERRORS",
+        "IN WINDOW",
+        "SPARING",
+    ]);
+    for d in &s.disks {
+        disks.add_row(vec![
+            d.disk.clone(),
+            format_size(d.capacity),
+            d.group.clone().unwrap_or_else(|| "-".into()),
+            d.status.to_string(),
+            d.errors.to_string(),
+            d.recent_errors.to_string(),
+            d.sparing.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let mut out = format!(
+        "Policy: a member is failing at {} errors within {} s\n\nT1  RAID groups\n{t1}\n\nDisks\n{disks}\n",
+        s.policy.threshold, s.policy.window_secs
+    );
+    if s.sparings.is_empty() {
+        out.push_str("\nNo sparing under way.\n");
+    } else {
+        let mut t = table(&["DISK", "GROUP", "SLOT", "SPARE", "JOB", "COPIED", "WHY"]);
+        for r in &s.sparings {
+            let pct = if r.total == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}%", 100.0 * r.done as f64 / r.total as f64)
+            };
+            t.add_row(vec![
+                r.disk.clone(),
+                r.group.clone(),
+                r.slot.to_string(),
+                r.spare.clone(),
+                r.job.map_or("-".into(), |j| j.to_string()),
+                pct,
+                r.reason.clone(),
+            ]);
+        }
+        out.push_str(&format!("\nSparings under way\n{t}\n"));
+    }
+    for a in &s.alarms {
+        out.push_str(&format!("ALARM: {a}\n"));
+    }
+    out
+}

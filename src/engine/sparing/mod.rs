@@ -1,0 +1,244 @@
+//! Failure-anticipating sparing, the engine's service (seed 002, US
+//! 7,028,216; the "first control unit" of claim 1: count access errors per
+//! data disk and, when a disk's error frequency exceeds a threshold, copy
+//! it to a spare disk before it fails).
+//!
+//! ```text
+//!   monitor (1 s, worker 0): each open disk's error count ──> History
+//!        │ a member past the policy (threshold errors within the window)
+//!        ▼
+//!   commit path: sparing_begin(disk) ── record (job 0) ──> replace job
+//!        │          D ──copy──> spare (hot replace: D keeps serving; rows
+//!        │          D cannot read are rebuilt from redundancy)
+//!        ▼
+//!   the job's end: spare holds D's slot; D is marked failed, record gone
+//! ```
+//!
+//! Which errors count: every read error a disk returns (RAID answers it
+//! from redundancy and rewrites the block, so the host sees none: these
+//! are the early signs the seed watches) and every write error. A write
+//! error still fails the member at once (its block now holds stale data,
+//! which no count can wait for), so the sparing copy starts from read
+//! errors; a failed member is rebuilt from redundancy onto a spare as
+//! before. Errors are counted by the disk's counters from the moment it
+//! was opened; the window slides over one-second samples.
+//!
+//! The service's state has its own lock, a leaf: nothing else is taken
+//! while it is held, and it is never held across a commit or an await.
+//! The seed's write diversion to backup storage (its second and third
+//! control units) is not built yet: today's sparing is the plain sparing
+//! the seed falls back to when no backup storage is available.
+
+#![forbid(unsafe_code)]
+
+mod ops;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::api::views::SparingPolicyInfo;
+use crate::meta::model::{SparingPolicy, SparingRecord};
+
+/// How often the monitor samples the disks' error counts.
+pub(super) const TICK: Duration = Duration::from_secs(1);
+/// Changes of the error count kept per disk (beyond, the oldest merge).
+const MAX_CHANGES: usize = 4096;
+
+/// A disk's errors over time: the counts at which they changed.
+#[derive(Debug, Default)]
+struct History {
+    /// (when, total errors) at every change within the window.
+    changes: VecDeque<(Instant, u64)>,
+    /// Total errors before the oldest change kept.
+    base: u64,
+    last: u64,
+    /// After a sparing of this disk stopped: no automatic start until
+    /// its total passes this (another threshold's worth of errors).
+    quiet_until: u64,
+}
+
+impl History {
+    fn observe(&mut self, now: Instant, total: u64, window: Duration) {
+        if total < self.last {
+            // The disk was opened again: its counters started over.
+            *self = History::default();
+        }
+        if total > self.last {
+            self.changes.push_back((now, total));
+            self.last = total;
+        }
+        while let Some(&(t, v)) = self.changes.front() {
+            if now.saturating_duration_since(t) > window {
+                self.base = v;
+            } else if self.changes.len() > MAX_CHANGES {
+                // Merged into the next change: its errors leave the
+                // window a little late (counted too long, never too short).
+            } else {
+                break;
+            }
+            self.changes.pop_front();
+        }
+    }
+
+    /// Errors within the window.
+    fn recent(&self) -> u64 {
+        self.last.saturating_sub(self.base)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    policy: SparingPolicy,
+    /// Sparings under way, by failing disk.
+    ops: BTreeMap<String, SparingRecord>,
+    history: HashMap<String, History>,
+    /// Disks past the threshold that could not be spared, and why.
+    alarms: BTreeMap<String, String>,
+    /// Disks whose start is queued on the commit path.
+    pending: BTreeSet<String>,
+    /// Monitor passes completed.
+    passes: u64,
+}
+
+/// The sparing service.
+#[derive(Default)]
+pub(crate) struct Sparing {
+    st: parking_lot::Mutex<State>,
+}
+
+impl Sparing {
+    /// Takes what the database holds.
+    pub(super) fn load(&self, policy: SparingPolicy, ops: Vec<SparingRecord>) {
+        let mut st = self.st.lock();
+        st.policy = policy;
+        st.ops = ops.into_iter().map(|r| (r.disk.clone(), r)).collect();
+    }
+
+    pub(super) fn policy(&self) -> SparingPolicy {
+        self.st.lock().policy
+    }
+
+    pub(super) fn policy_info(&self) -> SparingPolicyInfo {
+        let p = self.policy();
+        SparingPolicyInfo {
+            threshold: p.threshold,
+            window_secs: p.window_secs,
+        }
+    }
+
+    pub(super) fn set_policy(&self, p: SparingPolicy) {
+        self.st.lock().policy = p;
+    }
+
+    /// Errors of `disk` within the policy's window.
+    pub(super) fn recent_errors(&self, disk: &str) -> u64 {
+        self.st.lock().history.get(disk).map_or(0, History::recent)
+    }
+
+    /// Takes one sample of every disk's total errors; returns the disks
+    /// past the threshold (with their recent errors) that no sparing
+    /// covers, none is queued for, and were not stopped lately.
+    pub(super) fn observe(&self, now: Instant, totals: &[(String, u64)]) -> Vec<(String, u64)> {
+        let mut st = self.st.lock();
+        let p = st.policy;
+        let window = Duration::from_secs(p.window_secs);
+        let mut due = Vec::new();
+        for (disk, total) in totals {
+            let h = st.history.entry(disk.clone()).or_default();
+            h.observe(now, *total, window);
+            let recent = h.recent();
+            if recent >= p.threshold && h.last >= h.quiet_until {
+                due.push((disk.clone(), recent));
+            }
+        }
+        let known: BTreeSet<&String> = totals.iter().map(|(d, _)| d).collect();
+        st.history.retain(|d, _| known.contains(d));
+        due.retain(|(d, _)| !st.ops.contains_key(d) && !st.pending.contains(d));
+        due
+    }
+
+    /// Marks `disk` queued (false if it already was).
+    pub(super) fn queue(&self, disk: &str) -> bool {
+        self.st.lock().pending.insert(disk.to_string())
+    }
+
+    pub(super) fn unqueue(&self, disk: &str) {
+        self.st.lock().pending.remove(disk);
+    }
+
+    /// Records why `disk` could not be spared; true if the reason is new
+    /// (worth a log line).
+    pub(super) fn alarm(&self, disk: &str, why: String) -> bool {
+        let mut st = self.st.lock();
+        let new = st.alarms.get(disk) != Some(&why);
+        st.alarms.insert(disk.to_string(), why);
+        new
+    }
+
+    pub(super) fn clear_alarm(&self, disk: &str) {
+        self.st.lock().alarms.remove(disk);
+    }
+
+    pub(super) fn alarms(&self) -> Vec<String> {
+        self.st.lock().alarms.values().cloned().collect()
+    }
+
+    /// No automatic start for `disk` until another threshold's worth of
+    /// errors (its sparing was stopped: by hand, or it failed).
+    pub(super) fn quieten(&self, disk: &str) {
+        let mut st = self.st.lock();
+        let t = st.policy.threshold;
+        let h = st.history.entry(disk.to_string()).or_default();
+        h.quiet_until = h.last.saturating_add(t);
+    }
+
+    pub(super) fn ops(&self) -> Vec<SparingRecord> {
+        self.st.lock().ops.values().cloned().collect()
+    }
+
+    pub(super) fn op(&self, disk: &str) -> Option<SparingRecord> {
+        self.st.lock().ops.get(disk).cloned()
+    }
+
+    pub(super) fn op_of_job(&self, job: u64) -> Option<SparingRecord> {
+        self.st
+            .lock()
+            .ops
+            .values()
+            .find(|r| r.job == job && job != 0)
+            .cloned()
+    }
+
+    /// Whether `disk` is the failing disk or the spare of a sparing.
+    pub(super) fn role(&self, disk: &str) -> Option<&'static str> {
+        let st = self.st.lock();
+        st.ops.values().find_map(|r| {
+            if r.disk == disk {
+                Some("sparing copy source")
+            } else if r.spare == disk {
+                Some("sparing copy target")
+            } else {
+                None
+            }
+        })
+    }
+
+    pub(super) fn pass_done(&self) {
+        self.st.lock().passes += 1;
+    }
+
+    pub(super) fn passes(&self) -> u64 {
+        self.st.lock().passes
+    }
+
+    pub(super) fn put_op(&self, r: SparingRecord) {
+        self.st.lock().ops.insert(r.disk.clone(), r);
+    }
+
+    pub(super) fn remove_op(&self, disk: &str) {
+        self.st.lock().ops.remove(disk);
+    }
+}
+
+#[cfg(test)]
+mod tests;

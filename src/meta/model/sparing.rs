@@ -1,0 +1,42 @@
+//! Records of failure-anticipating sparing (seed 002, US 7,028,216, the
+//! "first control unit": count access errors per data disk; past a
+//! threshold, copy the disk to a spare before it fails).
+
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+
+/// When a member disk counts as failing: `threshold` errors within the
+/// last `window_secs` seconds. The defaults are those of ZFS's fault
+/// daemon (zed: 10 I/O errors in 10 minutes degrade a vdev).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SparingPolicy {
+    pub threshold: u64,
+    pub window_secs: u64,
+}
+
+impl Default for SparingPolicy {
+    fn default() -> Self {
+        SparingPolicy {
+            threshold: 10,
+            window_secs: 600,
+        }
+    }
+}
+
+/// One sparing under way: `disk` (slot `slot` of `group`) is copied to
+/// `spare` by job `job`. Stored before the job starts (job 0 until it
+/// has an id), deleted once the spare holds the slot and the failing
+/// disk is marked failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SparingRecord {
+    pub disk: String,
+    pub group: String,
+    pub slot: usize,
+    pub spare: String,
+    pub job: u64,
+    /// Why: the errors counted, or a drill by the administrator.
+    pub reason: String,
+    /// Seconds since the epoch.
+    pub started: u64,
+}
