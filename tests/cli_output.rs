@@ -85,6 +85,7 @@ fn lists_are_tables_with_human_sizes() {
         "READ BYTES",
         "WRITTEN BYTES",
         "ERRORS",
+        "IN WINDOW",
     ] {
         assert!(out.contains(col), "{col} missing:\n{out}");
     }

@@ -126,6 +126,18 @@ fn read_errors_past_the_threshold_spare_the_disk_and_lose_nothing() {
         .unwrap();
     assert_eq!(row["recent_errors"].as_u64(), Some(counted), "{row}");
     assert!(row["sparing"].is_null(), "{row}");
+    // `disk list` ends a2's row with its errors: in total, in the window.
+    let list = d.ok(&["disk", "list"]);
+    let a2: Vec<&str> = list
+        .lines()
+        .find(|l| l.starts_with("│ a2 "))
+        .unwrap_or_else(|| panic!("{list}"))
+        .split(['│', '┆'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let n = counted.to_string();
+    assert_eq!(a2[a2.len() - 2..], [n.as_str(), n.as_str()], "{list}");
 
     // The threshold at the count: the next pass starts the sparing copy.
     d.ok(&["sparing", "policy", "--threshold", &counted.to_string()]);

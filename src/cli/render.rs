@@ -58,7 +58,7 @@ pub fn pool(p: &PoolInfo) -> String {
     fields(rows)
 }
 
-pub const DISK_COLUMNS: [&str; 11] = [
+pub const DISK_COLUMNS: [&str; 12] = [
     "NAME",
     "PATH",
     "SIZE",
@@ -70,6 +70,7 @@ pub const DISK_COLUMNS: [&str; 11] = [
     "READ BYTES",
     "WRITTEN BYTES",
     "ERRORS",
+    "IN WINDOW",
 ];
 
 pub fn disk_list(disks: &[DiskInfo]) -> String {
@@ -88,6 +89,7 @@ pub fn disk_list(disks: &[DiskInfo]) -> String {
             format_size(c.bytes_read),
             format_size(c.bytes_written),
             (c.read_errors + c.write_errors).to_string(),
+            d.recent_errors.to_string(),
         ]);
     }
     t.to_string()

@@ -66,6 +66,7 @@ fn disk_list_has_the_documented_columns_and_one_row_per_disk() {
             "READ BYTES",
             "WRITTEN BYTES",
             "ERRORS",
+            "IN WINDOW",
         ]
     );
     assert_eq!(got.len(), 1 + disks.len());
@@ -82,6 +83,7 @@ fn disk_list_has_the_documented_columns_and_one_row_per_disk() {
             format_size(3 << 20),
             format_size(5 << 20),
             "5".to_owned(),
+            "1".to_owned(),
         ];
         assert_eq!(row, &want);
     }

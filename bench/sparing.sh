@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# ferrosan sparing benchmark (issue 20), one run, one report:
+#
+#   bench/sparing.sh [--quick]
+#
+# A RAID-5 group of 4 disk files of BENCH_SIZE each (default 1G), one
+# volume over all of it, written in full; spares of the same size.
+# 1. The device: sequential copy bandwidth of a file beside the disks (fio:
+#    one job reading a file sequentially, one writing another, 1 MiB qd8
+#    each, at once: what a copy of one disk to another moves), and 4k
+#    random writes qd32 to the volume with nothing else running (idle).
+# 2. A sparing copy with the host idle (`sparing start --wait`): member
+#    bytes / seconds, against the device's copy bandwidth (goal >= 0.8).
+# 3. A sparing copy while fio writes 4k at random, qd32, to the volume for
+#    its whole length: the copy's time, and the host's IOPS and p50/p99
+#    latency against (1) (goal >= 0.8 of idle). Today's sparing is the
+#    seed's plain sparing (no write diversion): host writes keep reaching
+#    every member, the failing one included, with parity's reads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+size=${BENCH_SIZE:-1G}
+[ $quick = 1 ] && size=${BENCH_SIZE:-256M}
+dir=${BENCH_DIR:-$root/target/bench-sparing}
+source bench/common/daemon.sh
+start_daemon
+bytes=$(to_bytes "$size")
+now() { date +%s.%N; }
+for d in m0 m1 m2 m3; do f disk add $d --size "$bytes" >/dev/null; done
+f group create r5 --raid raid5 --disks m0,m1,m2,m3 >/dev/null
+for s in s1 s2; do f disk add $s --size "$bytes" --spare >/dev/null; done
+vol=$(fj group show r5 | python3 -c "import json,sys;g=json.load(sys.stdin);print(g['free']//65536*65536)")
+f volume create v --group r5 --size "$vol" >/dev/null
+fio --name=fill --output=/dev/null --ioengine=nbd --uri="$(uri v)" --rw=write --bs=1M --iodepth=8 --size="$vol"
+# A member holds a third of a 4-disk RAID-5's capacity: what a copy moves.
+member=$(fj group show r5 | python3 -c "import json,sys;g=json.load(sys.stdin);print(g['capacity']//3)")
+fio_json() { local out=$1; shift; fio --output-format=json --output="$out" "$@" >/dev/null; }
+field() { python3 -c "import json,sys;d=json.load(open(sys.argv[1]));j=d['jobs'][0]['write'];print($2)" "$1"; }
+
+echo "== 1. the device and the idle host" >&2
+a=$dir/scratch-a; b=$dir/scratch-b
+fio --name=prep --output=/dev/null --filename="$a" --direct=1 --ioengine=io_uring --rw=write --bs=1M --iodepth=8 --size="$bytes"
+fio_json "$dir/copy.json" --direct=1 --ioengine=io_uring --bs=1M --iodepth=8 --size="$bytes" \
+  --name=r --filename="$a" --rw=read --name=w --filename="$b" --rw=write
+copy_bw=$(python3 -c "
+import json,sys
+jobs=json.load(open(sys.argv[1]))['jobs']
+print(int(int(sys.argv[2]) / (max(j['job_runtime'] for j in jobs) / 1000)))" "$dir/copy.json" "$bytes")
+rm -f "$a" "$b"
+runtime=$([ $quick = 1 ] && echo 5 || echo 10)
+fio_json "$dir/idle.json" --name=w --ioengine=nbd --uri="$(uri v)" --rw=randwrite --bs=4k --iodepth=32 \
+  --size="$vol" --time_based --runtime="$runtime" --ramp_time=1
+idle_iops=$(field "$dir/idle.json" "int(j['iops'])")
+idle_p50=$(field "$dir/idle.json" "j['clat_ns']['percentile']['50.000000']//1000")
+idle_p99=$(field "$dir/idle.json" "j['clat_ns']['percentile']['99.000000']//1000")
+
+echo "== 2. sparing copy, host idle" >&2
+t0=$(now); f sparing start m1 --spare s1 --wait >/dev/null; t1=$(now)
+idle_copy=$(python3 -c "print(f'{$t1-$t0:.2f}')")
+idle_bw=$(python3 -c "print(int($member/($t1-$t0)))")
+
+echo "== 3. sparing copy under 4k random writes qd32" >&2
+fio_json "$dir/busy.json" --name=w --ioengine=nbd --uri="$(uri v)" --rw=randwrite --bs=4k --iodepth=32 \
+  --size="$vol" --time_based --runtime=3600 --ramp_time=1 &
+fiop=$!
+sleep 2
+t0=$(now); f sparing start m2 --spare s2 --wait >/dev/null; t1=$(now)
+kill -INT $fiop; wait $fiop || true
+busy_copy=$(python3 -c "print(f'{$t1-$t0:.2f}')")
+busy_bw=$(python3 -c "print(int($member/($t1-$t0)))")
+busy_iops=$(field "$dir/busy.json" "int(j['iops'])")
+busy_p50=$(field "$dir/busy.json" "j['clat_ns']['percentile']['50.000000']//1000")
+busy_p99=$(field "$dir/busy.json" "j['clat_ns']['percentile']['99.000000']//1000")
+
+mib() { python3 -c "print(round($1/1048576))"; }
+ratio() { python3 -c "print(round($1/$2, 2))"; }
+echo
+echo "RAID-5 of 4 x $size disk files, volume $(mib "$vol") MiB written in full; member $(mib "$member") MiB"
+echo "device copy bandwidth (fio: read one file, write another, 1 MiB qd8 each at once): $(mib "$copy_bw") MiB/s"
+echo "sparing copy, host idle: ${idle_copy} s, $(mib "$idle_bw") MiB/s = $(ratio "$idle_bw" "$copy_bw")x the device (goal >= 0.8)"
+echo "sparing copy, host writing: ${busy_copy} s, $(mib "$busy_bw") MiB/s = $(ratio "$busy_bw" "$copy_bw")x the device"
+echo "host 4k random writes qd32: idle $idle_iops IOPS (p50 ${idle_p50} us, p99 ${idle_p99} us); during the copy $busy_iops IOPS (p50 ${busy_p50} us, p99 ${busy_p99} us) = $(ratio "$busy_iops" "$idle_iops")x idle (goal >= 0.8)"
+echo "(plain sparing: no write diversion yet; host writes reach every member)"
