@@ -37,7 +37,8 @@ fio --name=fill --output=/dev/null --ioengine=nbd --uri="$(uri v)" --rw=write --
 # A member holds a third of a 4-disk RAID-5's capacity: what a copy moves.
 member=$(fj group show r5 | python3 -c "import json,sys;g=json.load(sys.stdin);print(g['capacity']//3)")
 fio_json() { local out=$1; shift; fio --output-format=json --output="$out" "$@" >/dev/null; }
-field() { python3 -c "import json,sys;d=json.load(open(sys.argv[1]));j=d['jobs'][0]['write'];print($2)" "$1"; }
+# A field of fio's JSON report (a signal can put a line before it).
+field() { python3 -c "import json,sys;t=open(sys.argv[1]).read();d=json.loads(t[t.index('{'):]);j=d['jobs'][0]['write'];print($2)" "$1"; }
 
 echo "== 1. the device and the idle host" >&2
 a=$dir/scratch-a; b=$dir/scratch-b
@@ -62,8 +63,8 @@ idle_copy=$(python3 -c "print(f'{$t1-$t0:.2f}')")
 idle_bw=$(python3 -c "print(int($member/($t1-$t0)))")
 
 echo "== 3. sparing copy under 4k random writes qd32" >&2
-fio_json "$dir/busy.json" --name=w --ioengine=nbd --uri="$(uri v)" --rw=randwrite --bs=4k --iodepth=32 \
-  --size="$vol" --time_based --runtime=3600 --ramp_time=1 &
+fio --output-format=json --output="$dir/busy.json" --name=w --ioengine=nbd --uri="$(uri v)" \
+  --rw=randwrite --bs=4k --iodepth=32 --size="$vol" --time_based --runtime=3600 --ramp_time=1 >/dev/null &
 fiop=$!
 sleep 2
 t0=$(now); f sparing start m2 --spare s2 --wait >/dev/null; t1=$(now)
