@@ -742,6 +742,14 @@ fn the_old_disk_failing_during_a_hot_replace_leaves_the_new_one_in_place() {
     let g = d.json(&["group", "show", "m1"]);
     assert_eq!(g["health"], "optimal", "{g}");
     assert_eq!(g["disks"], serde_json::json!(["a0", "n"]), "{g}");
+    // Since the restart nothing read a1: the copy came from a0. (A failed
+    // old disk taken back as the copy source served its stale data, and
+    // lost the write above whenever the copy passed it before the resync.)
+    let a1 = d.json(&["disk", "show", "a1"]);
+    assert_eq!(
+        a1["counters"]["reads"], 0,
+        "a1 was read after the restart: {a1}"
+    );
     d.restart();
     let g = d.json(&["group", "show", "m1"]);
     assert_eq!(g["health"], "optimal", "{g}");

@@ -232,6 +232,14 @@ impl Pool {
                 .and_then(|d| st.disks.get(d))
                 .is_some_and(|e| e.open.is_some())
         };
+        // The old disk of a hot replace serves again only if it never
+        // failed: one that failed missed writes (the new disk took them),
+        // and copying from it would bring its stale data back.
+        let sound = |d: &String| {
+            st.disks
+                .get(d)
+                .is_some_and(|e| e.open.is_some() && e.rec.failed.is_none())
+        };
         for i in 0..rec.slots.len() {
             let slot = rec.slots[i].clone();
             match &slot.state {
@@ -261,7 +269,7 @@ impl Pool {
                             old_disk: Some(old),
                             disk,
                             ..
-                        }) if usable(&Some(old.clone())) && usable(&Some(disk.clone())) => {
+                        }) if sound(old) && usable(&Some(disk.clone())) => {
                             // Serve from the old disk while the copy restarts.
                             hot.push((i, old.clone()));
                         }
