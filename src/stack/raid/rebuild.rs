@@ -21,6 +21,10 @@ use crate::blockdev::BlockDev;
 use crate::buf::{IoBuf, xor_into};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{RaidLevel, Role};
+use crate::stack::lock::RangeGuard;
+
+/// Rows a rebuild, hot replace or sparing copy has in flight at once.
+const COPY_BATCH: u64 = 16;
 
 impl RaidDev {
     /// Puts `new` in slot `idx`. A failed or missing member is rebuilt from
@@ -134,8 +138,36 @@ impl RaidDev {
                 ),
             ));
         }
-        for row in from..to {
-            self.rebuild_row(idx, &dev, row).await?;
+        // Rows are copied COPY_BATCH at a time, each under its own row lock,
+        // taken whole (range locks never wait holding a part, so holding
+        // several single rows makes no cycle). The cursor then moves over
+        // them in order, up to the first that failed, before their locks
+        // go: a row copied but still above the cursor counts as missing to
+        // a host write, which would not update it.
+        let mut row = from;
+        while row < to {
+            let mut end = row.saturating_add(COPY_BATCH).min(to);
+            if !self.distinct_keys(idx, row, end) {
+                // Two rows under one lock key would wait for each other.
+                end = row + 1;
+            }
+            let copies = join_all((row..end).map(|r| self.copy_row(idx, &dev, r))).await;
+            let mut failed = None;
+            for (r, res) in (row..end).zip(copies) {
+                match res {
+                    Ok(_guard) if failed.is_none() => {
+                        self.members.advance(idx, &dev, r, self.rows());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            row = end;
         }
         if let Err(e) = dev.flush().await {
             let what = format!("the rebuild of member {idx} stopped");
@@ -156,11 +188,25 @@ impl RaidDev {
         }
     }
 
+    /// Whether rows `from..to` of member `idx` have a lock key each.
+    fn distinct_keys(&self, idx: usize, from: u64, to: u64) -> bool {
+        let mut keys: Vec<u64> = (from..to).map(|r| self.member_row_key(idx, r)).collect();
+        keys.sort_unstable();
+        keys.windows(2).all(|w| w[0] != w[1])
+    }
+
     async fn rebuild_row(&self, idx: usize, dev: &Dev, row: u64) -> Result<()> {
+        let _row = self.copy_row(idx, dev, row).await?;
+        self.members.advance(idx, dev, row, self.rows());
+        Ok(())
+    }
+
+    /// Copies row `row` of member `idx` onto `dev` under the row's lock,
+    /// returned held: the caller moves the cursor, then lets it go.
+    async fn copy_row(&self, idx: usize, dev: &Dev, row: u64) -> Result<Option<RangeGuard<'_>>> {
         let s = self.layout.stripe_size();
         if row * s >= self.layout.member_usable(idx) {
-            self.members.advance(idx, dev, row, self.rows());
-            return Ok(());
+            return Ok(None);
         }
         let key = self.member_row_key(idx, row);
         let _row = self.locks.lock(key, key + 1).await;
@@ -183,8 +229,7 @@ impl RaidDev {
                 .await?;
             return Err(e.context(what));
         }
-        self.members.advance(idx, dev, row, self.rows());
-        Ok(())
+        Ok(Some(_row))
     }
 
     /// The current content of row `row` of member `idx`: from the old member
