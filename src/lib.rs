@@ -20,6 +20,7 @@ pub mod cli;
 pub mod copy;
 pub mod daemon;
 pub mod disk;
+pub mod divert;
 pub mod engine;
 pub mod error;
 pub mod jobs;

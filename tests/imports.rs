@@ -34,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["blockdev", "stack", "layout", "disk", "rt", "meta"],
     ),
     ("pair", &["blockdev", "stack", "rt", "meta"]),
+    ("divert", &["blockdev", "stack", "rt", "meta"]),
     ("jobs", &["blockdev", "rt", "meta", "api::views"]),
     ("api::views", &["meta"]),
     (
@@ -47,6 +48,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "stack",
             "copy",
             "pair",
+            "divert",
             "jobs",
             "api::views",
         ],

@@ -59,7 +59,7 @@ pub fn ones(bits: &[u64]) -> impl Iterator<Item = u64> + '_ {
 }
 
 /// Pages of a commit: (page number, bytes).
-type Pages = Vec<(u64, Vec<u8>)>;
+pub type Pages = Vec<(u64, Vec<u8>)>;
 
 /// The in-memory side of a durable bitmap; its owner keeps it under its
 /// own lock.
@@ -180,6 +180,86 @@ impl Bits {
     }
 }
 
+/// What a [`Committer`] stores: pages kept in memory by their owner,
+/// some dirty. [`Bits`] is one; a work store's slot map
+/// ([`super::slotmap`]) another.
+pub trait PageSource {
+    /// Takes the dirty pages for a commit: its sequence number and the
+    /// pages' bytes, or None (and the commit loop ends) when none are
+    /// left.
+    fn take_dirty(&mut self) -> Option<(u64, Pages)>;
+    /// `bytes` (a snapshot taken by `take_dirty`) is durable for `page`.
+    fn stored(&mut self, page: u64, bytes: &[u8]);
+    /// The commit of `pages` failed: they are dirty again and the commit
+    /// loop ends. Returns the last sequence number promised so far.
+    fn failed(&mut self, pages: &Pages) -> u64;
+}
+
+/// The bookkeeping of a page source's commits.
+#[derive(Default)]
+pub struct Dirty {
+    pub pages: BTreeSet<u64>,
+    /// Sequence number the next commit will take.
+    next_seq: u64,
+    committing: bool,
+}
+
+impl Dirty {
+    pub fn new() -> Dirty {
+        Dirty {
+            next_seq: 1,
+            ..Dirty::default()
+        }
+    }
+
+    /// The sequence number of the commit that will store what is dirty
+    /// now, and whether the caller must start the commit loop.
+    pub fn schedule(&mut self) -> (u64, bool) {
+        let start = !self.committing;
+        self.committing = true;
+        (self.next_seq, start)
+    }
+
+    /// The pages to store now (their numbers) and the commit's sequence
+    /// number, or None when none are left (the loop ends).
+    pub fn take(&mut self) -> Option<(u64, BTreeSet<u64>)> {
+        if self.pages.is_empty() {
+            self.committing = false;
+            return None;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Some((seq, std::mem::take(&mut self.pages)))
+    }
+
+    /// See [`PageSource::failed`].
+    pub fn failed(&mut self, pages: &Pages) -> u64 {
+        self.pages.extend(pages.iter().map(|(p, _)| *p));
+        self.committing = false;
+        let promised = self.next_seq;
+        self.next_seq += 1;
+        promised
+    }
+}
+
+impl PageSource for Bits {
+    fn take_dirty(&mut self) -> Option<(u64, Pages)> {
+        Bits::take_dirty(self)
+    }
+
+    fn stored(&mut self, page: u64, bytes: &[u8]) {
+        Bits::stored(self, page, bytes);
+    }
+
+    fn failed(&mut self, pages: &Pages) -> u64 {
+        self.dirty_pages.extend(pages.iter().map(|(p, _)| *p));
+        self.committing = false;
+        let promised = self.next_seq;
+        self.next_seq += 1;
+        promised
+    }
+}
+
 fn words_of(bytes: &[u8]) -> Vec<u64> {
     bytes
         .chunks(8)
@@ -240,10 +320,10 @@ impl Committer {
     /// writer that joined before it took its snapshot. `lock` gives the
     /// owner's state, `bits` the bitmap in it. Runs on its own thread
     /// (a durable commit is never made under a lock or on a worker).
-    pub fn run<'a, S: 'a>(
+    pub fn run<'a, S: 'a, P: PageSource>(
         &self,
         lock: impl Fn() -> MutexGuard<'a, S>,
-        bits: impl Fn(&mut S) -> &mut Bits,
+        bits: impl Fn(&mut S) -> &mut P,
     ) {
         loop {
             let Some((seq, pages)) = bits(&mut lock()).take_dirty() else {
@@ -270,13 +350,10 @@ impl Committer {
                 }
                 Err(e) => {
                     tracing::error!("{} commit failed: {}", self.what, e.chain());
-                    b.dirty_pages.extend(pages.iter().map(|(p, _)| *p));
-                    b.committing = false;
                     // Every number promised so far fails with it (no
                     // commit runs for them now); later writers get a new
                     // one and start the next commit themselves.
-                    let promised = b.next_seq;
-                    b.next_seq += 1;
+                    let promised = b.failed(&pages);
                     drop(st);
                     let msg: Arc<str> = Arc::from(e.chain());
                     self.done.send_modify(|d| {

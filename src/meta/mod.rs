@@ -42,6 +42,7 @@ pub mod bits;
 pub mod diffmap;
 pub mod intent;
 pub mod model;
+pub mod slotmap;
 mod pairs;
 mod sparing;
 mod svol;
