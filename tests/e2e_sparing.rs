@@ -300,3 +300,46 @@ fn kill_9_during_the_sparing_copy_resumes_it() {
         "{out}"
     );
 }
+
+/// The failing disk is read only by the sparing copy (seed 002, claim 2):
+/// with the copy paused part way, host reads and writes of the group are
+/// served without reading it (its rows rebuilt from the other members),
+/// also after a kill -9 and restart; writes still reach it, so the group
+/// stays redundant. The data is whole after the spare takes the slot.
+#[test]
+fn host_io_during_the_sparing_copy_does_not_read_the_failing_disk() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
+    raid5_with_spare(&d);
+    let info = d.json(&["sparing", "start", "a3"]);
+    let job = info["job"].as_u64().unwrap().to_string();
+    d.ok(&["job", "pause", &job]);
+    poll("the copy paused", 30, || {
+        d.json(&["job", "show", &job])["state"] == "paused"
+    });
+    let reads = |d: &Daemon| disk(d, "a3")["counters"]["reads"].as_u64().unwrap();
+    let writes = |d: &Daemon| disk(d, "a3")["counters"]["writes"].as_u64().unwrap();
+    let (r0, w0) = (reads(&d), writes(&d));
+    let url = d.export("v");
+    let out = qemu_io(&url, &["read -P 0x5a 0 16M", "write -P 0x66 1M 3M", "flush"]);
+    assert!(!out.contains("failed"), "{out}");
+    assert_eq!(reads(&d), r0, "host I/O read the failing disk");
+    assert!(writes(&d) > w0, "writes still reach it (redundancy kept)");
+    d.kill9();
+    d.respawn();
+    passes(&d, 2);
+    let r1 = reads(&d);
+    let url = d.export("v");
+    let out = qemu_io(&url, &["read -P 0x5a 0 1M", "read -P 0x66 1M 3M", "read -P 0x5a 4M 12M"]);
+    assert!(!out.contains("failed"), "{out}");
+    assert_eq!(reads(&d), r1, "after the restart too");
+    d.ok(&["job", "resume", &job]);
+    assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
+    assert!(reads(&d) > r1, "the copy reads it");
+    poll("the sparing settles", 30, || {
+        status(&d)["sparings"] == serde_json::json!([])
+    });
+    assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
+    let out = qemu_io(&url, &["read -P 0x5a 0 1M", "read -P 0x66 1M 3M", "read -P 0x5a 4M 12M"]);
+    assert!(!out.contains("failed"), "{out}");
+}

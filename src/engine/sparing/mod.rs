@@ -25,9 +25,15 @@
 //!
 //! The service's state has its own lock, a leaf: nothing else is taken
 //! while it is held, and it is never held across a commit or an await.
-//! The seed's write diversion to backup storage (its second and third
-//! control units) is not built yet: today's sparing is the plain sparing
-//! the seed falls back to when no backup storage is available.
+//!
+//! While the copy runs, host reads avoid the failing disk (claim 2): the
+//! group's RAID node is told which slot is spared
+//! ([`crate::stack::raid::RaidDev::set_spared`]) when the sparing starts,
+//! and again by the monitor after a restart; it rebuilds those rows from
+//! the other members. The seed's write diversion to backup storage (its
+//! second and third control units: `src/divert/`) is not wired in yet, so
+//! host writes still reach the group: the plain sparing the seed falls
+//! back to when no backup storage is available.
 
 #![forbid(unsafe_code)]
 

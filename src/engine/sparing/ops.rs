@@ -90,6 +90,10 @@ impl Pool {
                 .jobs
                 .record(r.job)
                 .is_none_or(|j| j.state.is_finished());
+            if !ended && r.job != 0 {
+                // After a restart the resumed copy's group hears it here.
+                self.spare_reads(&r, true);
+            }
             if ended && r.job != 0 {
                 let d = r.disk.clone();
                 let res = self
@@ -205,6 +209,7 @@ impl Pool {
         self.meta.write(true, |tx| tx.put_sparing(&rec))?;
         self.sparing.put_op(rec.clone());
         self.sparing.clear_alarm(disk);
+        self.spare_reads(&rec, true);
         tracing::warn!(
             "disk {disk} (group {group} slot {slot}) is failing ({}): sparing copy to spare {target}, job {}",
             rec.reason,
@@ -213,12 +218,27 @@ impl Pool {
         Ok(self.sparing_info(&rec))
     }
 
+    /// Host reads of the failing disk of `rec` rebuilt from the other
+    /// members while its copy runs (`on`), or read from it again.
+    fn spare_reads(&self, rec: &SparingRecord, on: bool) {
+        let st = self.lock();
+        if let Some(g) = st.groups.get(&rec.group) {
+            let now = g.raid.spared();
+            if on && now != Some(rec.slot) {
+                g.raid.set_spared(Some(rec.slot));
+            } else if !on && now == Some(rec.slot) {
+                g.raid.set_spared(None);
+            }
+        }
+    }
+
     /// A sparing whose job ended: if the spare holds the slot, the failing
     /// disk is marked failed; either way the record goes. On the commit path.
     pub(in crate::engine) fn sparing_settle(&self, disk: &str) -> Result<()> {
         let Some(rec) = self.sparing.op(disk) else {
             return Ok(());
         };
+        self.spare_reads(&rec, false);
         let took = {
             let st = self.lock();
             st.groups

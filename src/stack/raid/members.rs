@@ -206,6 +206,10 @@ pub(super) struct Members {
     pub(super) inflight: Vec<AtomicU64>,
     /// Serialises failure handling so the hooks hear of a member once.
     failing: tokio::sync::Mutex<()>,
+    /// Slot + 1 whose old member of a hot replace is failing (sparing):
+    /// host reads of the rows it still serves are rebuilt from the others
+    /// while they can be; 0: none.
+    spared: AtomicU64,
 }
 
 impl Members {
@@ -219,6 +223,7 @@ impl Members {
             redundancy: layout.redundancy(),
             redundant: layout.is_redundant(),
             failing: tokio::sync::Mutex::new(()),
+            spared: AtomicU64::new(0),
         };
         drop(m.edit());
         m
@@ -298,7 +303,10 @@ impl Members {
 
     /// Splits member range `off..off+len` of slot `idx` where its source
     /// changes (at the rebuild cursor): `(device, offset, length)` runs.
-    pub(super) fn sources(&self, idx: usize, off: u64, len: u64) -> Two<Run> {
+    /// With `host` set, the rows where the failing old member of a spared
+    /// slot is avoided (see [`Members::spared_in_row`]) have no source:
+    /// the caller rebuilds them from the other members.
+    pub(super) fn sources(&self, idx: usize, off: u64, len: u64, host: bool) -> Two<Run> {
         let g = self.lock();
         let Some(slot) = g.get(idx) else {
             return Two::one((None, off, len));
@@ -308,11 +316,21 @@ impl Members {
             MemberState::Rebuilding { cursor } => cursor.saturating_mul(self.stripe),
             _ => end,
         };
+        let spared = host && self.spared.load(Ordering::Relaxed) == idx as u64 + 1;
+        let source = |row: u64| {
+            // The failing old member is left to the sparing copy while
+            // the row can be rebuilt without it (no other slot missing).
+            if spared && avoids(self.redundant, slot, &g, row) {
+                None
+            } else {
+                slot.source(row).cloned()
+            }
+        };
         if split <= off || split >= end {
-            return Two::one((slot.source(off / self.stripe).cloned(), off, len));
+            return Two::one((source(off / self.stripe), off, len));
         }
-        let low = slot.source(off / self.stripe).cloned();
-        let high = slot.source(split / self.stripe).cloned();
+        let low = source(off / self.stripe);
+        let high = source(split / self.stripe);
         Two([
             Some((low, off, split - off)),
             Some((high, split, end - split)),
@@ -512,7 +530,33 @@ impl Members {
 impl Members {
     /// Puts `new` in slot `idx` as a rebuilding member; a healthy member
     /// stays as the hot-replace source.
+    /// Marks the old member of slot `idx`'s hot replace as failing (or
+    /// none, `None`): see `spared`.
+    pub(super) fn set_spared(&self, idx: Option<usize>) {
+        let v = idx.map_or(0, |i| i as u64 + 1);
+        self.spared.store(v, Ordering::Relaxed);
+    }
+
+    pub(super) fn spared(&self) -> Option<usize> {
+        match self.spared.load(Ordering::Relaxed) {
+            0 => None,
+            v => usize::try_from(v - 1).ok(),
+        }
+    }
+
+    /// The spared slot if host I/O avoids reading it in `row` (see
+    /// [`Members::sources`]).
+    pub(super) fn spared_in_row(&self, row: u64) -> Option<usize> {
+        let idx = self.spared()?;
+        let g = self.lock();
+        let slot = g.get(idx)?;
+        avoids(self.redundant, slot, &g, row).then_some(idx)
+    }
+
     pub(super) fn install(&self, idx: usize, new: Dev) -> Result<()> {
+        if self.spared() == Some(idx) {
+            self.set_spared(None);
+        }
         let mut g = self.edit();
         let slot = g
             .get_mut(idx)
@@ -627,6 +671,16 @@ fn health_of_code(c: u8) -> Health {
         2 => Health::Rebuilding,
         _ => Health::Failed,
     }
+}
+
+/// Whether host I/O of `row` avoids reading the failing old member of
+/// `slot` (spared): its hot replace still needs it there, and the row can
+/// be rebuilt without it.
+fn avoids(redundant: bool, slot: &Slot, slots: &[Slot], row: u64) -> bool {
+    redundant
+        && slot.old.is_some()
+        && matches!(slot.state, MemberState::Rebuilding { cursor } if row >= cursor)
+        && missing_in(slots, row, None).next().is_none()
 }
 
 /// Slots of `slots` without current data in `row` (and `gone`).

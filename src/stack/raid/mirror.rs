@@ -20,7 +20,7 @@ impl RaidDev {
         let start = self.next_leg.fetch_add(1, Ordering::Relaxed) % n.max(1);
         let full = |i: &usize| {
             self.members
-                .sources(*i, off, len)
+                .sources(*i, off, len, false)
                 .iter()
                 .all(|s| s.0.is_some())
         };
@@ -30,7 +30,12 @@ impl RaidDev {
             return (0..n).filter(full).collect();
         }
         let mut legs: Vec<usize> = (0..n).map(|i| (start + i) % n).filter(full).collect();
-        legs.sort_by_key(|&i| self.members.reads_in_flight(i));
+        // A failing leg being spared comes last: read only when no other
+        // leg can serve (the copy reads it on its own).
+        let spared = self
+            .members
+            .spared_in_row(off / self.layout.stripe_size().max(1));
+        legs.sort_by_key(|&i| (Some(i) == spared, self.members.reads_in_flight(i)));
         legs
     }
 

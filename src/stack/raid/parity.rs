@@ -98,7 +98,9 @@ impl RaidDev {
             return Ok(Method::NoParity);
         }
         let mut unreadable = missing;
-        unreadable.extend(avoid.filter(|a| !unreadable.contains(a)));
+        // A failing member being spared is not read where it need not be.
+        let spared = avoid.or_else(|| self.members.spared_in_row(row));
+        unreadable.extend(spared.filter(|a| !unreadable.contains(a)));
         let (lo, hi) = self.span(&rw.pieces);
         let k = self.layout.data_strips();
         match unreadable.as_slice() {
@@ -395,11 +397,20 @@ impl RaidDev {
     }
 
     async fn read_piece(&self, p: Piece, buf: IoBuf) -> BufResult {
-        let (buf, r) = self.read_slot(p.member, p.member_off, buf).await;
+        let (buf, r) = self.read_slot_host(p.member, p.member_off, buf).await;
         match r {
             Err(e) if is_retryable(&e) => {
                 let repair = e.kind() == ErrorKind::Io;
-                self.degraded_piece(p, buf, repair).await
+                let (member, off) = (p.member, p.member_off);
+                let (buf, r) = self.degraded_piece(p, buf, repair).await;
+                match r {
+                    // A failing member being spared was skipped, and the
+                    // row cannot be rebuilt without it: read it after all.
+                    Err(_) if !repair && self.members.spared() == Some(member) => {
+                        self.read_slot(member, off, buf).await
+                    }
+                    r => (buf, r),
+                }
             }
             r => (buf, r),
         }

@@ -58,6 +58,22 @@ impl RaidDev {
         Ok(())
     }
 
+    /// Sparing (seed 002, claim 2): the old member of slot `idx`'s hot
+    /// replace is failing, so host reads (and the reads a write's parity
+    /// needs) of the rows it still serves are rebuilt from the other
+    /// members; only the copy reads it. Where the row cannot be rebuilt
+    /// without it (another member missing there) it is read after all, so
+    /// the group stays redundant. No effect on a group without redundancy.
+    /// Cleared by the slot's next replace; `None` clears it.
+    pub fn set_spared(&self, idx: Option<usize>) {
+        self.members.set_spared(idx);
+    }
+
+    /// The slot whose failing old member host reads avoid, if any.
+    pub fn spared(&self) -> Option<usize> {
+        self.members.spared()
+    }
+
     /// Puts the disk of failed slot `idx` back as current everywhere: it
     /// missed no write (the group had stopped when it failed, or nothing
     /// was written since).

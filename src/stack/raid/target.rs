@@ -28,7 +28,19 @@ impl RaidDev {
     /// holding its current data. Fails with `Unavailable` where the slot
     /// has none, or with the device's error.
     pub(super) async fn read_slot(&self, idx: usize, off: u64, buf: IoBuf) -> BufResult {
-        let runs = self.members.sources(idx, off, buf.len() as u64);
+        self.read_slot_as(idx, off, buf, false).await
+    }
+
+    /// [`RaidDev::read_slot`] for a host read of the slot's own data: a
+    /// failing member being spared is not read where the row can be
+    /// rebuilt without it (`Unavailable`: the caller rebuilds it). The
+    /// rebuild itself reads with [`RaidDev::read_slot`], which may read it.
+    pub(super) async fn read_slot_host(&self, idx: usize, off: u64, buf: IoBuf) -> BufResult {
+        self.read_slot_as(idx, off, buf, true).await
+    }
+
+    async fn read_slot_as(&self, idx: usize, off: u64, buf: IoBuf, host: bool) -> BufResult {
+        let runs = self.members.sources(idx, off, buf.len() as u64, host);
         if runs.len() == 1 {
             return match runs.into_iter().next() {
                 Some((Some(dev), o, _)) => read_at(&*dev, o, buf).await,

@@ -300,3 +300,50 @@ fn rebuild_races_writes_to_the_same_row() {
         assert_eq!(read_all(raid), model, "{level}");
     }
 }
+
+/// Sparing: while a failing raid5 or raid1 member is copied to its spare,
+/// host reads and writes never read it (its rows are rebuilt from the
+/// others); only the copy does. When another member is lost meanwhile,
+/// the failing one serves again, so nothing becomes unreadable.
+#[test]
+fn a_spared_member_is_read_only_by_its_copy() {
+    for level in [RaidLevel::Raid5, RaidLevel::Raid1] {
+        let n = if level == RaidLevel::Raid1 { 2 } else { 4 };
+        let rig = Rig::new(level, n, 8, None);
+        let raid = &rig.raid;
+        let mut rng = Rng(5);
+        let mut model = pattern(3, rig.cap() as usize);
+        write(raid, 0, &model);
+        let new = Arc::new(MemDisk::new(8 * S));
+        raid.replace_member(1, as_dev(&new)).unwrap();
+        raid.set_spared(Some(1));
+        assert_eq!(raid.spared(), Some(1));
+        let old = &rig.disks[1];
+        let reads = || old.reads.load(std::sync::atomic::Ordering::Relaxed);
+        let before = reads();
+        crate::rt::block_on(async {
+            scribble(raid, &mut model, &mut rng, 12).await;
+            check_reads(raid, &model, &mut rng).await;
+        });
+        assert_eq!(read_all(raid), model, "{level}");
+        assert_eq!(reads(), before, "{level}: host I/O read the failing member");
+        crate::rt::block_on(raid.rebuild_rows(1, 0, 4)).unwrap();
+        let copied = reads();
+        assert!(copied > before, "{level}: the copy reads it");
+        // A read error on another member past the cursor: the row is
+        // rebuilt with the failing member's help, the host sees no error.
+        rig.disks[0].add_bad_read(6 * S, 512);
+        rig.disks[0].add_bad_read(7 * S + 1024, 512);
+        assert_eq!(read_all(raid), model, "{level}: a second error");
+        rig.disks[0].add_bad_read(5 * S, S);
+        crate::rt::block_on(scribble(raid, &mut model, &mut rng, 12));
+        assert_eq!(read_all(raid), model, "{level}: writes past a second error");
+        let helped = reads();
+        assert!(helped > copied, "{level}: the failing member helped");
+        // Another member lost: rows past the cursor need the failing one.
+        rig.disks[0].set_dead(true);
+        raid.fail_member(0).ok();
+        assert_eq!(read_all(raid), model, "{level}: still readable");
+        assert!(reads() > helped, "{level}: the failing member served again");
+    }
+}
