@@ -15,7 +15,9 @@
 #    its whole length: the copy's time, and the host's IOPS and p50/p99
 #    latency against (1) (goal >= 0.8 of idle). Today's sparing is the
 #    seed's plain sparing (no write diversion): host writes keep reaching
-#    every member, the failing one included, with parity's reads.
+#    every member, the failing one included (its reads are rebuilt from
+#    the others). A copy is timed from `sparing start` to the first answer
+#    of the daemon, asked every 5 ms, that its job is done (`timed_job`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -58,19 +60,17 @@ idle_p50=$(field "$dir/idle.json" "j['clat_ns']['percentile']['50.000000']//1000
 idle_p99=$(field "$dir/idle.json" "j['clat_ns']['percentile']['99.000000']//1000")
 
 echo "== 2. sparing copy, host idle" >&2
-t0=$(now); f sparing start m1 --spare s1 --wait >/dev/null; t1=$(now)
-idle_copy=$(python3 -c "print(f'{$t1-$t0:.2f}')")
-idle_bw=$(python3 -c "print(int($member/($t1-$t0)))")
+idle_copy=$(timed_job sparing start m1 --spare s1)
+idle_bw=$(python3 -c "print(int($member/$idle_copy))")
 
 echo "== 3. sparing copy under 4k random writes qd32" >&2
 fio --output-format=json --output="$dir/busy.json" --name=w --ioengine=nbd --uri="$(uri v)" \
   --rw=randwrite --bs=4k --iodepth=32 --size="$vol" --time_based --runtime=3600 --ramp_time=1 >/dev/null &
 fiop=$!
 sleep 2
-t0=$(now); f sparing start m2 --spare s2 --wait >/dev/null; t1=$(now)
+busy_copy=$(timed_job sparing start m2 --spare s2)
 kill -INT $fiop; wait $fiop || true
-busy_copy=$(python3 -c "print(f'{$t1-$t0:.2f}')")
-busy_bw=$(python3 -c "print(int($member/($t1-$t0)))")
+busy_bw=$(python3 -c "print(int($member/$busy_copy))")
 busy_iops=$(field "$dir/busy.json" "int(j['iops'])")
 busy_p50=$(field "$dir/busy.json" "j['clat_ns']['percentile']['50.000000']//1000")
 busy_p99=$(field "$dir/busy.json" "j['clat_ns']['percentile']['99.000000']//1000")
