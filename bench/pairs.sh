@@ -47,7 +47,8 @@ for d in a b; do
 done
 iops() { python3 -c "import json,sys;t=sys.stdin.read();d=json.loads(t[t.index('{'):]);print(int(d['jobs'][0]['write']['iops']))"; }
 # Times a pair command with --wait.
-timed() { local t0; t0=$(now); f pair "$@" --wait >/dev/null; python3 -c "print(f'{$(now)-$t0:.3f}')"; }
+# A pair command's job, timed by asking the daemon every 5 ms (`timed_job`).
+timed() { timed_job pair "$@"; }
 
 sections=${BENCH_SECTIONS:-1 2 3 4}
 on() { [[ " $sections " == *" $1 "* ]]; }
