@@ -12,7 +12,7 @@ use common::Pool;
 use serde_json::Value;
 
 /// The routes of the management API, as designed.
-const ROUTES: [(&str, &str); 49] = [
+const ROUTES: [(&str, &str); 51] = [
     ("get", "/v1/pool"),
     ("post", "/v1/pool/gc"),
     ("post", "/v1/pool/check"),
@@ -62,6 +62,8 @@ const ROUTES: [(&str, &str); 49] = [
     ("get", "/v1/sparing"),
     ("put", "/v1/sparing/policy"),
     ("post", "/v1/sparing/start"),
+    ("post", "/v1/sparing/work-volumes"),
+    ("delete", "/v1/sparing/work-volumes/{volume}"),
 ];
 
 fn doc() -> Value {

@@ -321,7 +321,10 @@ fn host_io_during_the_sparing_copy_does_not_read_the_failing_disk() {
     let writes = |d: &Daemon| disk(d, "a3")["counters"]["writes"].as_u64().unwrap();
     let (r0, w0) = (reads(&d), writes(&d));
     let url = d.export("v");
-    let out = qemu_io(&url, &["read -P 0x5a 0 16M", "write -P 0x66 1M 3M", "flush"]);
+    let out = qemu_io(
+        &url,
+        &["read -P 0x5a 0 16M", "write -P 0x66 1M 3M", "flush"],
+    );
     assert!(!out.contains("failed"), "{out}");
     assert_eq!(reads(&d), r0, "host I/O read the failing disk");
     assert!(writes(&d) > w0, "writes still reach it (redundancy kept)");
@@ -330,7 +333,14 @@ fn host_io_during_the_sparing_copy_does_not_read_the_failing_disk() {
     passes(&d, 2);
     let r1 = reads(&d);
     let url = d.export("v");
-    let out = qemu_io(&url, &["read -P 0x5a 0 1M", "read -P 0x66 1M 3M", "read -P 0x5a 4M 12M"]);
+    let out = qemu_io(
+        &url,
+        &[
+            "read -P 0x5a 0 1M",
+            "read -P 0x66 1M 3M",
+            "read -P 0x5a 4M 12M",
+        ],
+    );
     assert!(!out.contains("failed"), "{out}");
     assert_eq!(reads(&d), r1, "after the restart too");
     d.ok(&["job", "resume", &job]);
@@ -340,6 +350,93 @@ fn host_io_during_the_sparing_copy_does_not_read_the_failing_disk() {
         status(&d)["sparings"] == serde_json::json!([])
     });
     assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
-    let out = qemu_io(&url, &["read -P 0x5a 0 1M", "read -P 0x66 1M 3M", "read -P 0x5a 4M 12M"]);
+    let out = qemu_io(
+        &url,
+        &[
+            "read -P 0x5a 0 1M",
+            "read -P 0x66 1M 3M",
+            "read -P 0x5a 4M 12M",
+        ],
+    );
     assert!(!out.contains("failed"), "{out}");
+}
+
+fn writes(d: &Daemon, disk: &str) -> u64 {
+    d.json(&["disk", "show", disk])["counters"]["writes"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Write diversion to a work volume (seed 002, second embodiment, T4):
+/// while the sparing copy runs, no host write reaches the group's disks;
+/// the diverted data reads back, survives kill -9, and is written back to
+/// the group when the spare has taken the slot; T4 returns to idle.
+#[test]
+fn a_work_volume_takes_the_groups_writes_during_the_copy_and_gives_them_back() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
+    raid5_with_spare(&d);
+    d.ok(&["volume", "create", "wv", "--group", "g0", "--size", "8M"]);
+    let t4 = d.json(&["sparing", "work-volume", "add", "wv"]);
+    assert_eq!(t4[0]["volume"], "wv", "{t4}");
+    assert_eq!(t4[0]["terminal"], Value::Null, "{t4}");
+    let wv = d.export("wv");
+    let (ok, out) = run("qemu-io", &["-f", "raw", "-c", "read 0 4k", &wv]);
+    assert!(!ok && out.contains("work volume"), "{out}");
+    let info = d.json(&["sparing", "start", "a3"]);
+    let job = info["job"].as_u64().unwrap().to_string();
+    d.ok(&["job", "pause", &job]);
+    poll("the copy paused", 30, || {
+        d.json(&["job", "show", &job])["state"] == "paused"
+    });
+    let s = status(&d);
+    assert_eq!(
+        s["sparings"][0]["diversion"], "work volume wv (diverting)",
+        "{s}"
+    );
+    let before: Vec<u64> = ["a1", "a2", "a3"].iter().map(|x| writes(&d, x)).collect();
+    let url = d.export("v");
+    let out = qemu_io(
+        &url,
+        &["write -P 0x77 1M 2M", "write -P 0x78 0 4k", "flush"],
+    );
+    assert!(!out.contains("failed"), "{out}");
+    let after: Vec<u64> = ["a1", "a2", "a3"].iter().map(|x| writes(&d, x)).collect();
+    assert_eq!(after, before, "no host write reached the group's disks");
+    let t4 = &status(&d)["work_volumes"][0];
+    assert_eq!(t4["primaries"], serde_json::json!(["v"]), "{t4}");
+    assert_eq!(
+        t4["slots_used"], 513,
+        "2 MiB and 4 KiB in 4 KiB slots: {t4}"
+    );
+    assert_eq!(t4["terminal"], 513, "{t4}");
+    let check = [
+        "read -P 0x78 0 4k",
+        "read -P 0x5a 4k 1020k",
+        "read -P 0x77 1M 2M",
+        "read -P 0x5a 3M 13M",
+    ];
+    let out = qemu_io(&url, &check);
+    assert!(!out.contains("failed"), "{out}");
+    d.kill9();
+    d.respawn();
+    let url = d.export("v");
+    let out = qemu_io(&url, &check);
+    assert!(!out.contains("failed"), "after kill -9: {out}");
+    d.ok(&["job", "resume", &job]);
+    assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
+    poll("the write-back ends", 60, || {
+        status(&d)["sparings"] == serde_json::json!([])
+    });
+    let s = status(&d);
+    let t4 = &s["work_volumes"][0];
+    assert_eq!(t4["primaries"], serde_json::json!([]), "idle again: {s}");
+    assert_eq!(t4["terminal"], Value::Null, "{s}");
+    assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
+    assert!(writes(&d, "a1") > 0, "written back");
+    let out = qemu_io(&url, &check);
+    assert!(!out.contains("failed"), "after the write-back: {out}");
+    d.ok(&["sparing", "work-volume", "remove", "wv"]);
+    let out = qemu_io(&d.export("wv"), &["read 0 4k"]);
+    assert!(!out.contains("failed"), "an export again: {out}");
 }

@@ -64,6 +64,8 @@ pub enum Action {
     SparingStatus,
     SparingPolicy(SparingPolicyRequest),
     SparingStart(SparingStartRequest),
+    WorkVolumeAdd(WorkVolumeRequest),
+    WorkVolumeRemove(String),
 }
 
 /// The view an action returns.
@@ -91,6 +93,7 @@ pub enum Reply {
     SvolGroups(Vec<SvolGroupInfo>),
     Sparing(SparingStatus),
     SparingStarted(SparingInfo),
+    WorkVolumes(Vec<WorkVolumeRow>),
     /// The object is gone: 204 No Content.
     Deleted,
 }
@@ -121,6 +124,7 @@ impl Reply {
             Reply::SvolGroups(v) => (status, Json(v)).into_response(),
             Reply::Sparing(v) => (status, Json(v)).into_response(),
             Reply::SparingStarted(v) => (status, Json(v)).into_response(),
+            Reply::WorkVolumes(v) => (status, Json(v)).into_response(),
             Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
         }
     }
@@ -212,6 +216,8 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
         Action::SvolGroupCreate(req) => Reply::SvolGroup(p.svol_group_create(req).await?),
         Action::SparingPolicy(req) => Reply::Sparing(p.sparing_policy_set(req)?),
         Action::SparingStart(req) => Reply::SparingStarted(p.sparing_start(req)?),
+        Action::WorkVolumeAdd(req) => Reply::WorkVolumes(p.work_volume_add(req)?),
+        Action::WorkVolumeRemove(name) => Reply::WorkVolumes(p.work_volume_remove(&name)?),
         Action::SvolGroupRestore(name, req) => {
             let rate = req.rate.unwrap_or(0);
             Reply::Job(match (req.mode, req.member) {

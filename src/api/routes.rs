@@ -128,6 +128,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(sparing::sparing_status))
         .routes(routes!(sparing::sparing_policy))
         .routes(routes!(sparing::sparing_start))
+        .routes(routes!(sparing::work_volume_add))
+        .routes(routes!(sparing::work_volume_remove))
 }
 
 /// Answer for a path no route matches.

@@ -41,6 +41,26 @@ pub enum SparingCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Work volumes: where a spared group's host writes go while its copy
+    /// runs, written back when it is done.
+    #[command(name = "work-volume", subcommand)]
+    WorkVolume(WorkVolumeCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkVolumeCmd {
+    /// Set a volume aside as a work volume. It stops being an export; a
+    /// group on other disks that is spared writes there meanwhile.
+    Add {
+        /// The volume (make it with `ferrosan volume create`; a tenth of
+        /// the group's written data is plenty for most copies).
+        volume: String,
+    },
+    /// Give a work volume back to hosts (not while it holds writes).
+    Remove {
+        /// The work volume.
+        volume: String,
+    },
 }
 
 /// Seconds from `600`, `90s`, `10m`, `1h` or `2d`.
@@ -78,6 +98,16 @@ pub fn run(ctx: &Ctx, cmd: SparingCmd) -> Result<(), Failure> {
                 ctx.put("/v1/sparing/policy", &req)?
             };
             ctx.show(&s.policy, policy)
+        }
+        SparingCmd::WorkVolume(WorkVolumeCmd::Add { volume }) => {
+            let req = WorkVolumeRequest { volume };
+            let rows: Vec<WorkVolumeRow> = ctx.post("/v1/sparing/work-volumes", &req)?;
+            ctx.show(&rows, |r| t4(r))
+        }
+        SparingCmd::WorkVolume(WorkVolumeCmd::Remove { volume }) => {
+            ctx.delete(&format!("/v1/sparing/work-volumes/{volume}"))?;
+            let s: SparingStatus = ctx.get("/v1/sparing")?;
+            ctx.show(&s.work_volumes, |r| t4(r))
         }
         SparingCmd::Start { disk, spare, wait } => {
             let req = SparingStartRequest { disk, spare };
@@ -151,7 +181,16 @@ pub fn status(s: &SparingStatus) -> String {
     if s.sparings.is_empty() {
         out.push_str("\nNo sparing under way.\n");
     } else {
-        let mut t = table(&["DISK", "GROUP", "SLOT", "SPARE", "JOB", "COPIED", "WHY"]);
+        let mut t = table(&[
+            "DISK",
+            "GROUP",
+            "SLOT",
+            "SPARE",
+            "JOB",
+            "COPIED",
+            "WRITES TO",
+            "WHY",
+        ]);
         for r in &s.sparings {
             let pct = if r.total == 0 {
                 "-".to_string()
@@ -165,13 +204,43 @@ pub fn status(s: &SparingStatus) -> String {
                 r.spare.clone(),
                 r.job.map_or("-".into(), |j| j.to_string()),
                 pct,
+                r.diversion.clone().unwrap_or_else(|| "the group".into()),
                 r.reason.clone(),
             ]);
         }
         out.push_str(&format!("\nSparings under way\n{t}\n"));
     }
+    if !s.work_volumes.is_empty() {
+        out.push_str(&format!("\nT4  work volumes\n{}", t4(&s.work_volumes)));
+    }
     for a in &s.alarms {
         out.push_str(&format!("ALARM: {a}\n"));
     }
     out
+}
+
+/// Table T4 as FIG. 11A/11B draws it.
+fn t4(rows: &[WorkVolumeRow]) -> String {
+    let mut t = table(&[
+        "WORK VOL#",
+        "CAPACITY",
+        "PRIMARY VOL#",
+        "TERMINAL ADDRESS",
+        "BITMAP",
+    ]);
+    for r in rows {
+        let prim = if r.primaries.is_empty() {
+            "NULL".to_string()
+        } else {
+            r.primaries.join(", ")
+        };
+        t.add_row(vec![
+            r.volume.clone(),
+            format_size(r.capacity),
+            prim,
+            r.terminal.map_or("NULL".into(), |t| t.to_string()),
+            format!("{}...", r.bitmap),
+        ]);
+    }
+    format!("{t}\n")
 }

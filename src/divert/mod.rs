@@ -91,7 +91,10 @@ struct Counters {
 enum Route {
     /// Slots `slot..slot+n` of the store; `fresh`: given to their units by
     /// this request (nothing written there yet).
-    Store { slot: u64, fresh: bool },
+    Store {
+        slot: u64,
+        fresh: bool,
+    },
     Below,
 }
 
@@ -119,7 +122,7 @@ impl Divert {
         mode: Mode,
     ) -> Result<Arc<Divert>> {
         let bs = u64::from(below.block_size().max(512));
-        if unit == 0 || unit % bs != 0 {
+        if unit == 0 || !unit.is_multiple_of(bs) {
             return Err(Error::invalid(format!(
                 "a diversion unit of {unit} bytes is not a multiple of the group's {bs}-byte blocks"
             )));

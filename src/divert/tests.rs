@@ -91,7 +91,10 @@ async fn diverted_writes_leave_the_group_untouched_and_read_back_from_the_store(
     let f = Fixture::new(32);
     let d = f.node(Mode::Divert);
     let mut model = vec![0u8; SIZE as usize];
-    let (_, r) = d.below().write(0, pattern(SIZE as usize, 0x40), false).await;
+    let (_, r) = d
+        .below()
+        .write(0, pattern(SIZE as usize, 0x40), false)
+        .await;
     r.expect("fill");
     d.below().flush().await.expect("flush");
     model.copy_from_slice(&f.below.snapshot());
@@ -122,7 +125,10 @@ async fn a_full_store_sends_new_units_to_the_group_and_keeps_mapped_ones() {
     write(&d, UNIT * 2, 4096, 3, &mut model).await;
     write(&d, 0, 1024, 4, &mut model).await;
     assert_eq!(d.counts().overflowed, 1);
-    assert_eq!(&f.below.snapshot()[..UNIT as usize], &vec![0u8; UNIT as usize][..]);
+    assert_eq!(
+        &f.below.snapshot()[..UNIT as usize],
+        &vec![0u8; UNIT as usize][..]
+    );
     assert_eq!(read_all(&d).await, model);
 }
 
@@ -143,7 +149,11 @@ async fn flushed_diversions_survive_a_power_cut_and_unflushed_ones_read_old_or_n
         model = before;
     }
     let d = f.node(Mode::Divert);
-    assert_eq!(d.map().len(), 3, "the unflushed unit's entry was never stored");
+    assert_eq!(
+        d.map().len(),
+        3,
+        "the unflushed unit's entry was never stored"
+    );
     assert_eq!(read_all(&d).await, model);
 }
 
@@ -176,8 +186,22 @@ async fn write_back_with_host_writes_between_passes_ends_equal_to_the_model() {
     loop {
         // Host writes during write-back: a mapped unit (to its slot) and a
         // new one (to the group).
-        write(&d, UNIT * 5 + 100 * passes, 512, 0x90 + passes as u8, &mut model).await;
-        write(&d, UNIT * (50 + passes), 4096, 0xa0 + passes as u8, &mut model).await;
+        write(
+            &d,
+            UNIT * 5 + 100 * passes,
+            512,
+            0x90 + passes as u8,
+            &mut model,
+        )
+        .await;
+        write(
+            &d,
+            UNIT * (50 + passes),
+            4096,
+            0xa0 + passes as u8,
+            &mut model,
+        )
+        .await;
         let n = d.write_back_some(3).await.expect("pass");
         assert_eq!(read_all(&d).await, model, "pass {passes}");
         if n == 0 {
@@ -187,7 +211,11 @@ async fn write_back_with_host_writes_between_passes_ends_equal_to_the_model() {
     }
     assert!(d.map().is_empty());
     assert_eq!(d.map().terminal(), 0, "the log starts over");
-    assert_eq!(f.below.snapshot(), model, "every diverted write is in the group");
+    assert_eq!(
+        f.below.snapshot(),
+        model,
+        "every diverted write is in the group"
+    );
     assert_eq!(d.counts().written_back, 10);
 }
 

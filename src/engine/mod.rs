@@ -252,8 +252,8 @@ impl Pool {
             return Err(e);
         }
         pool.load(snap)?;
-        let (policy, sparings) = meta.sparing()?;
-        pool.sparing.load(policy, sparings);
+        pool.sparing.load(meta.sparing()?);
+        pool.sparing_load()?;
         if !pool.opts.recovering {
             pool.start_background();
             pool.start_sparing_monitor();

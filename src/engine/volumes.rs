@@ -141,6 +141,13 @@ impl Pool {
 
     pub fn volume_create(&self, req: VolumeCreateRequest) -> Result<VolumeInfo> {
         check_name("volume", &req.name)?;
+        if self.sparing.diverting(&req.group) {
+            return Err(Error::conflict(format!(
+                "group {} is being spared with its writes diverted: create the volume once \
+                 the write-back is done (`ferrosan sparing status`)",
+                req.group
+            )));
+        }
         let track = req.track_size.unwrap_or(DEFAULT_TRACK);
         if !is_power_in(track, &TRACK_SIZES) {
             return Err(Error::invalid(format!(
@@ -213,6 +220,7 @@ impl Pool {
     pub async fn volume_delete(&self, name: &str, force: bool) -> Result<()> {
         self.pairs.refuse_paired(name, "deleted")?;
         self.svols.refuse_member(name, "deleted")?;
+        self.refuse_diverted(name, "deleted")?;
         let in_family = self.in_family(&self.lock(), name);
         if in_family {
             return self.family_delete(name, true, force).await.map(drop);
@@ -262,6 +270,7 @@ impl Pool {
     pub fn volume_grow(&self, name: &str, req: VolumeGrowRequest) -> Result<VolumeInfo> {
         self.pairs.refuse_paired(name, "grown")?;
         self.svols.refuse_member(name, "grown")?;
+        self.refuse_diverted(name, "grown")?;
         let mut st = self.lock();
         let v = st.volumes.get(name).ok_or_else(|| {
             Error::not_found(format!(
@@ -344,6 +353,9 @@ impl Pool {
         Box<dyn std::any::Any + Send + Sync>,
     )> {
         let ro = self.svols.access(name)?;
+        if let Some(e) = self.work_volume_refusal(name) {
+            return Err(e);
+        }
         let st = self.lock();
         let name = if name.is_empty() {
             let mut names = st.volumes.keys();

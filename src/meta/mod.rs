@@ -42,9 +42,10 @@ pub mod bits;
 pub mod diffmap;
 pub mod intent;
 pub mod model;
-pub mod slotmap;
 mod pairs;
+pub mod slotmap;
 mod sparing;
+pub use sparing::SparingTable;
 mod svol;
 
 use std::path::{Path, PathBuf};

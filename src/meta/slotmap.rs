@@ -292,7 +292,11 @@ mod tests {
         assert_eq!(map.assign(a), Some(0));
         assert_eq!(map.assign(b), Some(1));
         assert_eq!(map.assign(a), Some(0), "a hit keeps its slot");
-        assert_eq!(map.assign(c), Some(2), "another main's unit 10 is another key");
+        assert_eq!(
+            map.assign(c),
+            Some(2),
+            "another main's unit 10 is another key"
+        );
         map.written(0);
         map.written(1);
         let w = map.take_written();
@@ -317,7 +321,11 @@ mod tests {
         assert_eq!(map.assign(key(0, 6)), Some(1));
         assert_eq!(map.assign(key(0, 7)), None, "full");
         map.remove(key(0, 5));
-        assert_eq!(map.assign(key(0, 7)), None, "a log: freed slots wait for the end");
+        assert_eq!(
+            map.assign(key(0, 7)),
+            None,
+            "a log: freed slots wait for the end"
+        );
         map.remove(key(0, 6));
         assert_eq!(map.terminal(), 0);
         assert_eq!(map.assign(key(0, 7)), Some(0));
@@ -332,7 +340,7 @@ mod tests {
         m.write(true, |tx| tx.put_page(3, 0, &page)).expect("write");
         let e = SlotMap::open(Arc::clone(&m), 3, 4).err().expect("refused");
         assert!(e.to_string().contains("beyond its 4 slots"), "{e}");
-        page[8 * 1..8 * 2].copy_from_slice(&4u64.to_le_bytes());
+        page[8..16].copy_from_slice(&4u64.to_le_bytes());
         m.write(true, |tx| tx.put_page(3, 0, &page)).expect("write");
         let e = SlotMap::open(m, 3, 100).err().expect("refused");
         assert!(e.to_string().contains("same unit"), "{e}");

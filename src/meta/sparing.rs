@@ -1,11 +1,12 @@
-//! The sparing table: the policy (key `policy`) and one record per
-//! sparing under way (key `disk/<failing disk>`), JSON values.
+//! The sparing table: the policy (key `policy`), one record per sparing
+//! under way (key `disk/<failing disk>`) and one per work volume (key
+//! `work/<volume>`), JSON values.
 
 #![forbid(unsafe_code)]
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::model::sparing::{SparingPolicy, SparingRecord};
+use super::model::sparing::{SparingPolicy, SparingRecord, WorkVolumeRecord};
 use super::{Meta, Tx, db_err, decode, encode};
 use crate::error::Result;
 
@@ -13,11 +14,19 @@ pub(super) const SPARING: TableDefinition<&str, &[u8]> = TableDefinition::new("s
 
 const POLICY: &str = "policy";
 const OP_PREFIX: &str = "disk/";
+const WORK_PREFIX: &str = "work/";
+
+/// What the sparing table holds.
+pub struct SparingTable {
+    pub policy: SparingPolicy,
+    pub ops: Vec<SparingRecord>,
+    pub work: Vec<WorkVolumeRecord>,
+}
 
 impl Meta {
-    /// The stored policy (the default if none was set) and every sparing
-    /// under way.
-    pub fn sparing(&self) -> Result<(SparingPolicy, Vec<SparingRecord>)> {
+    /// The stored policy (the default if none was set), every sparing
+    /// under way and every work volume.
+    pub fn sparing(&self) -> Result<SparingTable> {
         let db = self.db()?;
         let txn = db
             .begin_read()
@@ -27,6 +36,7 @@ impl Meta {
             .map_err(|e| db_err("opening a table", e))?;
         let mut policy = SparingPolicy::default();
         let mut ops = Vec::new();
+        let mut work = Vec::new();
         for item in t.iter().map_err(|e| db_err("a scan", e))? {
             let (k, v) = item.map_err(|e| db_err("a scan", e))?;
             let key = k.value();
@@ -34,9 +44,11 @@ impl Meta {
                 policy = decode("sparing policy", key, v.value())?;
             } else if key.starts_with(OP_PREFIX) {
                 ops.push(decode("sparing", key, v.value())?);
+            } else if key.starts_with(WORK_PREFIX) {
+                work.push(decode("work volume", key, v.value())?);
             }
         }
-        Ok((policy, ops))
+        Ok(SparingTable { policy, ops, work })
     }
 }
 
@@ -59,12 +71,23 @@ impl Tx<'_> {
     }
 
     pub fn del_sparing(&mut self, disk: &str) -> Result<()> {
+        self.sparing_del(&format!("{OP_PREFIX}{disk}"))
+    }
+
+    pub fn put_work_volume(&mut self, r: &WorkVolumeRecord) -> Result<()> {
+        self.sparing_put(&format!("{WORK_PREFIX}{}", r.volume), &encode(r)?)
+    }
+
+    pub fn del_work_volume(&mut self, volume: &str) -> Result<()> {
+        self.sparing_del(&format!("{WORK_PREFIX}{volume}"))
+    }
+
+    fn sparing_del(&mut self, key: &str) -> Result<()> {
         let mut t = self
             .txn
             .open_table(SPARING)
             .map_err(|e| db_err("opening a table", e))?;
-        t.remove(format!("{OP_PREFIX}{disk}").as_str())
-            .map_err(|e| db_err("a delete", e))?;
+        t.remove(key).map_err(|e| db_err("a delete", e))?;
         Ok(())
     }
 }

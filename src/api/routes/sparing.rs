@@ -4,8 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::super::action::Action;
-use super::super::extract::Body;
+use super::super::extract::{Body, PathParams};
 use super::{Answer, AppState};
+use crate::api::views::limits::Name;
 use crate::api::views::*;
 
 /// Table T1 (RAID groups), every disk's errors against the policy, the
@@ -43,4 +44,35 @@ pub(super) async fn sparing_start(
     Body(req): Body<SparingStartRequest>,
 ) -> Answer {
     s.run(Action::SparingStart(req), StatusCode::CREATED).await
+}
+
+/// Set a volume aside as a work volume (table T4): while a group on
+/// another group's disks is spared, its hosts' writes go there and are
+/// written back when the copy is done. The volume stops being an export.
+#[utoipa::path(post, path = "/v1/sparing/work-volumes", tag = "sparing", request_body = WorkVolumeRequest,
+    responses(
+        (status = 201, description = "Table T4", body = Vec<WorkVolumeRow>),
+        (status = 404, description = "No such volume", body = ApiError),
+        (status = 409, description = "The volume is open, in a pair, copy or S-VOL group, or a work volume already", body = ApiError)))]
+pub(super) async fn work_volume_add(
+    State(s): State<AppState>,
+    Body(req): Body<WorkVolumeRequest>,
+) -> Answer {
+    s.run(Action::WorkVolumeAdd(req), StatusCode::CREATED).await
+}
+
+/// Give a work volume back to hosts (refused while it holds diverted
+/// writes).
+#[utoipa::path(delete, path = "/v1/sparing/work-volumes/{volume}", tag = "sparing",
+    params(("volume" = Name, Path, description = "The work volume")),
+    responses(
+        (status = 200, description = "Table T4", body = Vec<WorkVolumeRow>),
+        (status = 404, description = "Not a work volume", body = ApiError),
+        (status = 409, description = "It holds the diverted writes of a sparing", body = ApiError)))]
+pub(super) async fn work_volume_remove(
+    State(s): State<AppState>,
+    PathParams(volume): PathParams<String>,
+) -> Answer {
+    s.run(Action::WorkVolumeRemove(volume), StatusCode::OK)
+        .await
 }

@@ -89,6 +89,9 @@ pub struct SparingInfo {
     pub reason: String,
     /// Seconds since the epoch.
     pub started: u64,
+    /// Where the host's writes go meanwhile: `work volume W (diverting)`,
+    /// `work volume W (writing back)`, or none (they reach the group).
+    pub diversion: Option<String>,
 }
 
 /// `sparing status`.
@@ -103,4 +106,29 @@ pub struct SparingStatus {
     /// Passes of the monitor since the daemon started (one a second): a
     /// pass samples every disk and starts what is due.
     pub passes: u64,
+    /// Table T4: the work volumes and what they hold.
+    pub work_volumes: Vec<WorkVolumeRow>,
+}
+
+/// A row of table T4 (FIG. 11A/11B): a work volume, the primary volumes
+/// whose writes it holds now, its terminal address (the last slot used,
+/// 1-based; none when empty) and its usage bitmap (one character per
+/// slot, the first 64).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkVolumeRow {
+    pub volume: String,
+    pub capacity: u64,
+    pub primaries: Vec<String>,
+    pub terminal: Option<u64>,
+    pub slots_used: u64,
+    pub bitmap: String,
+    /// The failing disk whose sparing uses it, if one does.
+    pub sparing: Option<String>,
+}
+
+/// `sparing work-volume add VOLUME`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkVolumeRequest {
+    pub volume: String,
 }

@@ -30,20 +30,26 @@
 //! group's RAID node is told which slot is spared
 //! ([`crate::stack::raid::RaidDev::set_spared`]) when the sparing starts,
 //! and again by the monitor after a restart; it rebuilds those rows from
-//! the other members. The seed's write diversion to backup storage (its
-//! second and third control units: `src/divert/`) is not wired in yet, so
-//! host writes still reach the group: the plain sparing the seed falls
-//! back to when no backup storage is available.
+//! the other members. With a free work volume, the group's host writes
+//! are diverted to it meanwhile and written back after (the seed's second
+//! and third control units: `divert.rs`, `src/divert/`); without one, host
+//! writes still reach the group: the plain sparing the seed falls back to
+//! when no backup storage is available.
 
 #![forbid(unsafe_code)]
 
+mod divert;
 mod ops;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use crate::api::views::SparingPolicyInfo;
-use crate::meta::model::{SparingPolicy, SparingRecord};
+use crate::divert::Divert;
+use crate::meta::SparingTable;
+use crate::meta::model::{SparingPolicy, SparingRecord, WorkVolumeRecord};
 
 /// How often the monitor samples the disks' error counts.
 pub(super) const TICK: Duration = Duration::from_secs(1);
@@ -104,6 +110,10 @@ struct State {
     pending: BTreeSet<String>,
     /// Monitor passes completed.
     passes: u64,
+    /// Work volumes, by volume (T4).
+    work: BTreeMap<String, WorkVolumeRecord>,
+    /// The diversion nodes of each sparing, by failing disk: (volume, node).
+    nodes: BTreeMap<String, Vec<(String, Arc<Divert>)>>,
 }
 
 /// The sparing service.
@@ -114,10 +124,56 @@ pub(crate) struct Sparing {
 
 impl Sparing {
     /// Takes what the database holds.
-    pub(super) fn load(&self, policy: SparingPolicy, ops: Vec<SparingRecord>) {
+    pub(super) fn load(&self, t: SparingTable) {
         let mut st = self.st.lock();
-        st.policy = policy;
-        st.ops = ops.into_iter().map(|r| (r.disk.clone(), r)).collect();
+        st.policy = t.policy;
+        st.ops = t.ops.into_iter().map(|r| (r.disk.clone(), r)).collect();
+        st.work = t.work.into_iter().map(|w| (w.volume.clone(), w)).collect();
+    }
+
+    pub(super) fn work(&self, volume: &str) -> Option<WorkVolumeRecord> {
+        self.st.lock().work.get(volume).cloned()
+    }
+
+    pub(super) fn works(&self) -> Vec<WorkVolumeRecord> {
+        self.st.lock().work.values().cloned().collect()
+    }
+
+    pub(super) fn put_work(&self, w: WorkVolumeRecord) {
+        self.st.lock().work.insert(w.volume.clone(), w);
+    }
+
+    pub(super) fn remove_work(&self, volume: &str) {
+        self.st.lock().work.remove(volume);
+    }
+
+    /// The failing disk whose sparing diverts to work volume `volume`.
+    pub(super) fn work_user(&self, volume: &str) -> Option<String> {
+        let st = self.st.lock();
+        st.ops
+            .values()
+            .find(|r| r.divert.as_ref().is_some_and(|d| d.work == volume))
+            .map(|r| r.disk.clone())
+    }
+
+    /// Whether the volumes of `group` are diverted now.
+    pub(super) fn diverting(&self, group: &str) -> bool {
+        let st = self.st.lock();
+        st.ops
+            .values()
+            .any(|r| r.group == group && r.divert.is_some())
+    }
+
+    pub(super) fn put_nodes(&self, disk: &str, nodes: Vec<(String, Arc<Divert>)>) {
+        self.st.lock().nodes.insert(disk.to_string(), nodes);
+    }
+
+    pub(super) fn nodes(&self, disk: &str) -> Vec<(String, Arc<Divert>)> {
+        self.st.lock().nodes.get(disk).cloned().unwrap_or_default()
+    }
+
+    pub(super) fn take_nodes(&self, disk: &str) -> Vec<(String, Arc<Divert>)> {
+        self.st.lock().nodes.remove(disk).unwrap_or_default()
     }
 
     pub(super) fn policy(&self) -> SparingPolicy {

@@ -104,6 +104,29 @@ impl Pool {
                 }
             }
         }
+        for r in self.sparing.ops() {
+            if !r.divert.as_ref().is_some_and(|d| d.write_back) {
+                continue;
+            }
+            let done = self.divert_write_back(&r.disk).await;
+            match done {
+                Ok(true) => {
+                    let d = r.disk.clone();
+                    let res = self
+                        .configure_async(move |p| async move { p.divert_end(&d) })
+                        .await;
+                    if let Err(e) = res {
+                        tracing::warn!("ending the diversion of disk {}: {}", r.disk, e.chain());
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    "the write-back of the sparing of disk {}: {} (tried again next pass)",
+                    r.disk,
+                    e.chain()
+                ),
+            }
+        }
         self.sparing.pass_done();
     }
 
@@ -194,6 +217,7 @@ impl Pool {
             job: 0,
             reason,
             started: now(),
+            divert: None,
         };
         self.meta.write(true, |tx| tx.put_sparing(&rec))?;
         self.sparing.put_op(rec.clone());
@@ -206,8 +230,29 @@ impl Pool {
             }
         };
         rec.job = job.id;
+        match self.divert_plan(&rec) {
+            Ok(d) => rec.divert = Some(d),
+            Err(why) => tracing::warn!(
+                "disk {disk}: plain sparing, the host's writes still reach group {group}: {why}"
+            ),
+        }
+        // Stored before a write can go to the work volume, so a restart
+        // always finds what was diverted.
         self.meta.write(true, |tx| tx.put_sparing(&rec))?;
         self.sparing.put_op(rec.clone());
+        if let Some(d) = rec.divert.clone()
+            && let Err(e) = self.divert_install(disk, &d)
+        {
+            tracing::warn!(
+                "disk {disk}: plain sparing, diverting to work volume {} failed: {}",
+                d.work,
+                e.chain()
+            );
+            self.divert_abandon(disk);
+            rec.divert = None;
+            self.meta.write(true, |tx| tx.put_sparing(&rec))?;
+            self.sparing.put_op(rec.clone());
+        }
         self.sparing.clear_alarm(disk);
         self.spare_reads(&rec, true);
         tracing::warn!(
@@ -238,6 +283,10 @@ impl Pool {
         let Some(rec) = self.sparing.op(disk) else {
             return Ok(());
         };
+        if rec.divert.as_ref().is_some_and(|d| d.write_back) {
+            // Settled; the monitor writes back, then ends it.
+            return Ok(());
+        }
         self.spare_reads(&rec, false);
         let took = {
             let st = self.lock();
@@ -249,8 +298,12 @@ impl Pool {
                 })
         };
         if !took {
-            self.meta.write(true, |tx| tx.del_sparing(disk))?;
-            self.sparing.remove_op(disk);
+            if rec.divert.is_some() {
+                self.divert_to_write_back(&rec)?;
+            } else {
+                self.meta.write(true, |tx| tx.del_sparing(disk))?;
+                self.sparing.remove_op(disk);
+            }
             self.sparing.quieten(disk);
             let why = format!(
                 "the sparing copy of disk {disk} to {} stopped (job {}); {disk} still serves its slot",
@@ -272,17 +325,25 @@ impl Pool {
             "failure anticipated ({}): its data was copied to spare {}, which took its place in group {}",
             rec.reason, rec.spare, rec.group
         ));
+        let diverted = rec.divert.is_some();
         Pool::unlocked(&mut st, || {
             self.meta.write(true, |tx| {
                 tx.put_disk(&drec)?;
-                tx.del_sparing(disk)
+                if !diverted {
+                    tx.del_sparing(disk)?;
+                }
+                Ok(())
             })
         })?;
         if let Some(e) = st.disks.get_mut(disk) {
             e.rec = drec;
         }
         drop(st);
-        self.sparing.remove_op(disk);
+        if diverted {
+            self.divert_to_write_back(&rec)?;
+        } else {
+            self.sparing.remove_op(disk);
+        }
         tracing::warn!(
             "disk {disk} spared: spare {} took its place in group {} slot {}; remove {disk} or replace it",
             rec.spare,
@@ -334,6 +395,14 @@ impl Pool {
             total: job.as_ref().map_or(0, |j| j.total),
             reason: r.reason.clone(),
             started: r.started,
+            diversion: r.divert.as_ref().map(|d| {
+                let phase = if d.write_back {
+                    "writing back"
+                } else {
+                    "diverting"
+                };
+                format!("work volume {} ({phase})", d.work)
+            }),
         }
     }
 
@@ -356,6 +425,7 @@ impl Pool {
             .map(|r| self.sparing_info(r))
             .collect();
         SparingStatus {
+            work_volumes: self.t4(),
             policy: self.sparing.policy_info(),
             groups,
             disks,

@@ -520,6 +520,6 @@ impl Pool {
     /// Whether hosts may open volume `name` (spares and increments
     /// volumes of S-VOL groups they may not).
     pub fn host_accessible(&self, name: &str) -> bool {
-        self.svols.access(name).is_ok()
+        self.svols.access(name).is_ok() && self.work_volume_refusal(name).is_none()
     }
 }

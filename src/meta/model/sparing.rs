@@ -39,4 +39,27 @@ pub struct SparingRecord {
     pub reason: String,
     /// Seconds since the epoch.
     pub started: u64,
+    /// The host's writes diverted to a work volume meanwhile, if they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divert: Option<DivertRecord>,
+}
+
+/// A sparing's write diversion (seed 002, second embodiment): the group's
+/// volumes `mains` (main id = index) write to work volume `work`; in
+/// `write_back` the copy is done and the slots go back to the group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DivertRecord {
+    pub work: String,
+    pub mains: Vec<String>,
+    pub write_back: bool,
+}
+
+/// A volume set aside as a work volume (table T4 of FIG. 11A): not
+/// host-accessible; its slot map is stored as pages of `object`, slots of
+/// `unit` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkVolumeRecord {
+    pub volume: String,
+    pub object: u64,
+    pub unit: u64,
 }

@@ -1,0 +1,391 @@
+//! Write diversion during a sparing copy, to a work volume (seed 002,
+//! second and third control units; second embodiment, T4 of FIG.
+//! 11A/11B): the sparing service's part.
+//!
+//! ```text
+//!  sparing work-volume add V ── V set aside: record, slot map object,
+//!                               its export refuses hosts
+//!  sparing begins on group G ── a free work volume not on G, and every
+//!        volume of G plain (nothing stacked on it: no pair, copy, S-VOL
+//!        group)? ── a Divert node over each volume's switch (main id =
+//!        its index), the record's `divert` stored; else plain sparing,
+//!        and the reason logged
+//!  the copy ends (settle) ───── the spare takes the slot; nodes to
+//!        WRITE-BACK, `write_back` stored
+//!  monitor pass ────────────── slots written back (host writes win);
+//!        when none is left: switches back to the volumes, the record
+//!        deleted, the map's pages dropped: T4's row is idle again
+//! ```
+//!
+//! After a restart the nodes are rebuilt from the record (DIVERT or
+//! WRITE-BACK) and the map from its pages before any host connects.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use crate::api::views::{WorkVolumeRequest, WorkVolumeRow};
+use crate::blockdev::BlockDev;
+use crate::divert::{Divert, Mode};
+use crate::engine::Pool;
+use crate::error::{Error, Result};
+use crate::meta::model::{DivertRecord, SparingRecord, WorkVolumeRecord};
+use crate::meta::slotmap::SlotMap;
+use crate::pair::group::Internal;
+
+/// Bytes per slot of a work volume.
+const UNIT: u64 = 4096;
+/// Units a write-back step copies at most.
+const WRITE_BACK_STEP: usize = 256;
+
+fn not_host(volume: &str) -> String {
+    format!(
+        "volume {volume} is a work volume of sparing: not host-accessible \
+         (`ferrosan sparing work-volume remove {volume}` gives it back)"
+    )
+}
+
+impl Pool {
+    /// `sparing work-volume add VOLUME`: sets an unused volume aside.
+    pub fn work_volume_add(&self, req: WorkVolumeRequest) -> Result<Vec<WorkVolumeRow>> {
+        let name = req.volume;
+        let (sw, thick) = {
+            let st = self.lock();
+            let v = st
+                .volumes
+                .get(&name)
+                .ok_or_else(|| Error::not_found(format!("no volume {name}")))?;
+            if v.conns.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                return Err(Error::conflict(format!(
+                    "volume {name} is open by a host: disconnect it first"
+                )));
+            }
+            let thick: Arc<dyn BlockDev> = v.thick.clone();
+            if !same(&v.dev.current(), &thick) {
+                return Err(Error::conflict(format!(
+                    "volume {name} is in use by a pair, copy or S-VOL group: a work volume must be a plain volume"
+                )));
+            }
+            (Arc::clone(&v.dev), thick)
+        };
+        if self.sparing.work(&name).is_some() {
+            return Err(Error::conflict(format!(
+                "volume {name} is a work volume already"
+            )));
+        }
+        let rec = WorkVolumeRecord {
+            volume: name.clone(),
+            object: self.next_object(),
+            unit: UNIT,
+        };
+        let pool_rec = self.pool_record();
+        self.meta.write(true, |tx| {
+            tx.put_pool(&pool_rec)?;
+            tx.del_pages(rec.object)?;
+            tx.put_work_volume(&rec)
+        })?;
+        sw.set(Arc::new(Internal {
+            below: thick,
+            why: not_host(&name),
+        }));
+        self.sparing.put_work(rec);
+        Ok(self.t4())
+    }
+
+    /// `sparing work-volume remove VOLUME`: gives it back to hosts.
+    pub fn work_volume_remove(&self, name: &str) -> Result<Vec<WorkVolumeRow>> {
+        let Some(rec) = self.sparing.work(name) else {
+            return Err(Error::not_found(format!(
+                "volume {name} is not a work volume"
+            )));
+        };
+        if let Some(disk) = self.sparing.work_user(name) {
+            return Err(Error::conflict(format!(
+                "work volume {name} holds the diverted writes of the sparing of disk {disk}: \
+                 wait for its write-back (`ferrosan sparing status`)"
+            )));
+        }
+        self.meta.write(true, |tx| {
+            tx.del_pages(rec.object)?;
+            tx.del_work_volume(name)
+        })?;
+        self.sparing.remove_work(name);
+        {
+            let st = self.lock();
+            if let Some(v) = st.volumes.get(name) {
+                v.dev.set(v.thick.clone());
+            }
+        }
+        Ok(self.t4())
+    }
+
+    /// At the start: work volumes refuse hosts, and each sparing that
+    /// diverts gets its nodes back, before any host connects.
+    pub(in crate::engine) fn sparing_load(&self) -> Result<()> {
+        for w in self.sparing.works() {
+            let st = self.lock();
+            if let Some(v) = st.volumes.get(&w.volume) {
+                v.dev.set(Arc::new(Internal {
+                    below: v.thick.clone(),
+                    why: not_host(&w.volume),
+                }));
+            }
+        }
+        for r in self.sparing.ops() {
+            if let Some(d) = &r.divert {
+                self.divert_install(&r.disk, d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses to change volume `name` when it is a work volume or on a
+    /// group whose writes are diverted (`what`: "deleted", "grown").
+    pub(in crate::engine) fn refuse_diverted(&self, name: &str, what: &str) -> Result<()> {
+        if self.sparing.work(name).is_some() {
+            return Err(Error::conflict(format!(
+                "volume {name} is a work volume of sparing and cannot be {what}: \
+                 `ferrosan sparing work-volume remove {name}` first"
+            )));
+        }
+        let group = self.lock().volumes.get(name).map(|v| v.rec.group.clone());
+        if group.is_some_and(|g| self.sparing.diverting(&g)) {
+            return Err(Error::conflict(format!(
+                "volume {name} has its writes diverted while its group is spared and cannot be \
+                 {what} now: wait for the write-back (`ferrosan sparing status`)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether hosts may not open `volume` (a work volume), and why.
+    pub(crate) fn work_volume_refusal(&self, volume: &str) -> Option<Error> {
+        self.sparing
+            .work(volume)
+            .map(|_| Error::invalid(not_host(volume)))
+    }
+
+    /// The diversion for a sparing of `rec.group` starting now: a free
+    /// work volume on another group, and the group's volumes; or why not.
+    pub(super) fn divert_plan(
+        &self,
+        rec: &SparingRecord,
+    ) -> std::result::Result<DivertRecord, String> {
+        let st = self.lock();
+        let mut mains: Vec<String> = st
+            .volumes
+            .values()
+            .filter(|v| v.rec.group == rec.group)
+            .map(|v| v.rec.name.clone())
+            .collect();
+        mains.sort();
+        for m in &mains {
+            let v = &st.volumes[m];
+            let thick: Arc<dyn BlockDev> = v.thick.clone();
+            if !same(&v.dev.current(), &thick) {
+                return Err(format!(
+                    "volume {m} of group {} is in a pair, copy or S-VOL group: its writes are not diverted",
+                    rec.group
+                ));
+            }
+        }
+        if mains.is_empty() {
+            return Err(format!("group {} has no volumes", rec.group));
+        }
+        if mains.len() > usize::from(u16::MAX) {
+            return Err("too many volumes to divert".into());
+        }
+        let free = self.sparing.works().into_iter().find(|w| {
+            self.sparing.work_user(&w.volume).is_none()
+                && st
+                    .volumes
+                    .get(&w.volume)
+                    .is_some_and(|v| v.rec.group != rec.group)
+        });
+        let Some(w) = free else {
+            return Err("no work volume is free on another group (`ferrosan sparing work-volume add VOLUME`)".into());
+        };
+        Ok(DivertRecord {
+            work: w.volume,
+            mains,
+            write_back: false,
+        })
+    }
+
+    /// Puts the diversion nodes of the sparing of `disk` over its volumes'
+    /// switches, in the mode `d` says.
+    pub(super) fn divert_install(&self, disk: &str, d: &DivertRecord) -> Result<()> {
+        let w = self
+            .sparing
+            .work(&d.work)
+            .ok_or_else(|| Error::corrupt(format!("work volume {} has no record", d.work)))?;
+        let store: Arc<dyn BlockDev> = {
+            let st = self.lock();
+            st.volumes
+                .get(&d.work)
+                .map(|v| v.thick.clone() as Arc<dyn BlockDev>)
+                .ok_or_else(|| Error::corrupt(format!("work volume {} is gone", d.work)))?
+        };
+        let map = SlotMap::open(Arc::clone(&self.meta), w.object, store.size() / w.unit)?;
+        let mode = if d.write_back {
+            Mode::WriteBack
+        } else {
+            Mode::Divert
+        };
+        let st = self.lock();
+        let mut made = Vec::new();
+        for (i, m) in d.mains.iter().enumerate() {
+            let Some(v) = st.volumes.get(m) else { continue };
+            let main = u16::try_from(i).unwrap_or(u16::MAX);
+            let node = Divert::new(
+                v.dev.current(),
+                Arc::clone(&store),
+                Arc::clone(&map),
+                main,
+                w.unit,
+                mode,
+            )?;
+            made.push((m.clone(), &v.dev, node));
+        }
+        // Every node is made before any is put in place.
+        let nodes = made
+            .into_iter()
+            .map(|(m, sw, node)| {
+                sw.set(node.clone());
+                (m, node)
+            })
+            .collect();
+        drop(st);
+        self.sparing.put_nodes(disk, nodes);
+        Ok(())
+    }
+
+    /// Takes the nodes of `disk` off its volumes again.
+    pub(super) fn divert_abandon(&self, disk: &str) {
+        let nodes = self.sparing.take_nodes(disk);
+        let st = self.lock();
+        for (vol, n) in &nodes {
+            if let Some(v) = st.volumes.get(vol) {
+                v.dev.set(Arc::clone(n.below()));
+            }
+        }
+    }
+
+    /// The copy is done: from now on new units go to the group, and the
+    /// slots go back to it. On the commit path.
+    pub(super) fn divert_to_write_back(&self, rec: &SparingRecord) -> Result<()> {
+        let Some(d) = &rec.divert else { return Ok(()) };
+        if d.write_back {
+            return Ok(());
+        }
+        let mut new = rec.clone();
+        if let Some(nd) = new.divert.as_mut() {
+            nd.write_back = true;
+        }
+        self.meta.write(true, |tx| tx.put_sparing(&new))?;
+        for (_, n) in self.sparing.nodes(&rec.disk) {
+            n.set_mode(Mode::WriteBack);
+        }
+        self.sparing.put_op(new);
+        Ok(())
+    }
+
+    /// Writes back what the sparing of `disk` diverted (a monitor pass);
+    /// true when nothing is left.
+    pub(super) async fn divert_write_back(&self, disk: &str) -> Result<bool> {
+        let nodes = self.sparing.nodes(disk);
+        for (_, n) in &nodes {
+            n.save().await?;
+            while n.write_back_some(WRITE_BACK_STEP).await? > 0 {}
+        }
+        Ok(nodes.iter().all(|(_, n)| n.map().is_empty()))
+    }
+
+    /// The write-back of `disk` is done: switches back to the volumes, the
+    /// record and the map's pages gone. On the commit path.
+    pub(super) fn divert_end(&self, disk: &str) -> Result<()> {
+        let Some(rec) = self.sparing.op(disk) else {
+            return Ok(());
+        };
+        let object = rec
+            .divert
+            .as_ref()
+            .and_then(|d| self.sparing.work(&d.work))
+            .map(|w| w.object);
+        self.meta.write(true, |tx| {
+            if let Some(o) = object {
+                tx.del_pages(o)?;
+            }
+            tx.del_sparing(disk)
+        })?;
+        let nodes = self.sparing.take_nodes(disk);
+        {
+            let st = self.lock();
+            for (vol, n) in &nodes {
+                if let Some(v) = st.volumes.get(vol) {
+                    v.dev.set(Arc::clone(n.below()));
+                }
+            }
+        }
+        self.sparing.remove_op(disk);
+        tracing::warn!("the writes diverted during the sparing of disk {disk} are written back");
+        Ok(())
+    }
+
+    /// Table T4: every work volume, with what it serves now.
+    pub(super) fn t4(&self) -> Vec<WorkVolumeRow> {
+        let sizes: std::collections::HashMap<String, u64> = {
+            let st = self.lock();
+            st.volumes
+                .iter()
+                .map(|(n, v)| (n.clone(), v.rec.size))
+                .collect()
+        };
+        self.sparing
+            .works()
+            .into_iter()
+            .map(|w| {
+                let user = self.sparing.work_user(&w.volume);
+                let (primaries, terminal, used, slots) = match &user {
+                    Some(disk) => {
+                        let nodes = self.sparing.nodes(disk);
+                        let map = nodes.first().map(|(_, n)| Arc::clone(n.map()));
+                        let prim = nodes.iter().map(|(v, _)| v.clone()).collect();
+                        match map {
+                            Some(m) => (prim, m.terminal(), m.entries(), m.slots()),
+                            None => (prim, 0, Vec::new(), 0),
+                        }
+                    }
+                    None => (Vec::new(), 0, Vec::new(), 0),
+                };
+                WorkVolumeRow {
+                    capacity: sizes.get(&w.volume).copied().unwrap_or(0),
+                    volume: w.volume,
+                    primaries,
+                    terminal: (terminal > 0).then_some(terminal),
+                    slots_used: used.len() as u64,
+                    bitmap: usage_picture(&used, slots, 64),
+                    sparing: user,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Whether `a` and `b` are the same device.
+fn same(a: &Arc<dyn BlockDev>, b: &Arc<dyn BlockDev>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+/// T4's usage bitmap: one character per slot (`1` used) for the first
+/// `width` slots.
+fn usage_picture(used: &[(u64, u64)], slots: u64, width: u64) -> String {
+    let n = slots.min(width);
+    let mut out = vec![b'0'; usize::try_from(n).unwrap_or(0)];
+    for &(_, s) in used {
+        if let Some(c) = usize::try_from(s).ok().and_then(|i| out.get_mut(i)) {
+            *c = b'1';
+        }
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
