@@ -18,6 +18,10 @@
 #    every member, the failing one included (its reads are rebuilt from
 #    the others). A copy is timed from `sparing start` to the first answer
 #    of the daemon, asked every 5 ms, that its job is done (`timed_job`).
+# 4. The same with a work volume on a disk of its own (`sparing
+#    work-volume add`): the group's host writes go there during the copy
+#    (seed 002's diversion), then are written back; the copy's time, the
+#    host's IOPS and latency during it, and the write-back's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -32,7 +36,10 @@ bytes=$(to_bytes "$size")
 now() { date +%s.%N; }
 for d in m0 m1 m2 m3; do f disk add $d --size "$bytes" >/dev/null; done
 f group create r5 --raid raid5 --disks m0,m1,m2,m3 >/dev/null
-for s in s1 s2; do f disk add $s --size "$bytes" --spare >/dev/null; done
+for s in s1 s2 s3; do f disk add $s --size "$bytes" --spare >/dev/null; done
+# The work volume for section 4: on a disk and group of its own.
+f disk add w0 --size $((2 * bytes)) >/dev/null
+f group create gw --raid concat --disks w0 >/dev/null
 vol=$(fj group show r5 | python3 -c "import json,sys;g=json.load(sys.stdin);print(g['free']//65536*65536)")
 f volume create v --group r5 --size "$vol" >/dev/null
 fio --name=fill --output=/dev/null --ioengine=nbd --uri="$(uri v)" --rw=write --bs=1M --iodepth=8 --size="$vol"
@@ -75,6 +82,25 @@ busy_iops=$(field "$dir/busy.json" "int(j['iops'])")
 busy_p50=$(field "$dir/busy.json" "j['clat_ns']['percentile']['50.000000']//1000")
 busy_p99=$(field "$dir/busy.json" "j['clat_ns']['percentile']['99.000000']//1000")
 
+echo "== 4. sparing copy under the same writes, diverted to a work volume" >&2
+f volume create wv --group gw --size $((2 * bytes - (64 << 20))) >/dev/null
+f sparing work-volume add wv >/dev/null
+fio --output-format=json --output="$dir/divert.json" --name=w --ioengine=nbd --uri="$(uri v)" \
+  --rw=randwrite --bs=4k --iodepth=32 --size="$vol" --time_based --runtime=3600 --ramp_time=1 >/dev/null &
+fiop=$!
+sleep 2
+div_copy=$(timed_job sparing start m3 --spare s3)
+kill -INT $fiop; wait $fiop || true
+t0=$(now)
+while [ "$(fj sparing status | python3 -c "import json,sys;print(len(json.load(sys.stdin)['sparings']))")" != 0 ]; do
+  sleep 0.05
+done
+wb=$(python3 -c "print(f'{$(now)-$t0:.2f}')")
+div_bw=$(python3 -c "print(int($member/$div_copy))")
+div_iops=$(field "$dir/divert.json" "int(j['iops'])")
+div_p50=$(field "$dir/divert.json" "j['clat_ns']['percentile']['50.000000']//1000")
+div_p99=$(field "$dir/divert.json" "j['clat_ns']['percentile']['99.000000']//1000")
+
 mib() { python3 -c "print(round($1/1048576))"; }
 ratio() { python3 -c "print(round($1/$2, 2))"; }
 echo
@@ -83,4 +109,5 @@ echo "device copy bandwidth (fio: read one file, write another, 1 MiB qd8 each a
 echo "sparing copy, host idle: ${idle_copy} s, $(mib "$idle_bw") MiB/s = $(ratio "$idle_bw" "$copy_bw")x the device (goal >= 0.8)"
 echo "sparing copy, host writing: ${busy_copy} s, $(mib "$busy_bw") MiB/s = $(ratio "$busy_bw" "$copy_bw")x the device"
 echo "host 4k random writes qd32: idle $idle_iops IOPS (p50 ${idle_p50} us, p99 ${idle_p99} us); during the copy $busy_iops IOPS (p50 ${busy_p50} us, p99 ${busy_p99} us) = $(ratio "$busy_iops" "$idle_iops")x idle (goal >= 0.8)"
-echo "(plain sparing: no write diversion yet; host writes reach every member)"
+echo "  (plain sparing, no work volume: host writes reach every member)"
+echo "diverted to a work volume: copy ${div_copy} s, $(mib "$div_bw") MiB/s = $(ratio "$div_bw" "$copy_bw")x the device; host 4k random writes qd32 during it $div_iops IOPS (p50 ${div_p50} us, p99 ${div_p99} us) = $(ratio "$div_iops" "$idle_iops")x idle (goal >= 0.8); write-back after it ${wb} s"

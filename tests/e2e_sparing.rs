@@ -410,6 +410,21 @@ fn a_work_volume_takes_the_groups_writes_during_the_copy_and_gives_them_back() {
         "2 MiB and 4 KiB in 4 KiB slots: {t4}"
     );
     assert_eq!(t4["terminal"], 513, "{t4}");
+    // Nothing may change the diverted volumes' stacks meanwhile.
+    d.ok(&["volume", "create", "v2", "--group", "g0", "--size", "16M"]);
+    for (args, want) in [
+        (
+            vec!["volume", "create", "x", "--group", "r5", "--size", "4M"],
+            "being spared",
+        ),
+        (vec!["volume", "delete", "v"], "diverted"),
+        (vec!["volume", "delete", "wv"], "work volume"),
+        (vec!["pair", "create", "v", "v2"], "diverted"),
+        (vec!["copy", "create", "v", "c1"], "diverted"),
+    ] {
+        let err = d.fails(&args);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
     let check = [
         "read -P 0x78 0 4k",
         "read -P 0x5a 4k 1020k",

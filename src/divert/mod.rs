@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 use crate::buf::IoBuf;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::meta::slotmap::{SlotMap, key};
 use crate::stack::lock::RangeLock;
 
@@ -463,6 +463,10 @@ impl BlockDev for Divert {
         Box::pin(async move {
             match self.mode() {
                 Mode::Off => self.below.write_zeroes(off, len, flags).await,
+                _ if flags.fast_only => Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "zeroing while writes are diverted is no faster than writing zeroes",
+                )),
                 _ => self.zero_diverted(off, len).await,
             }
         })

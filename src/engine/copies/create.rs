@@ -107,6 +107,7 @@ impl Pool {
             .refuse_paired(&req.source, "the source of an instant copy")?;
         self.svols
             .refuse_member(&req.source, "the source of an instant copy")?;
+        self.refuse_diverted(&req.source, "the source of an instant copy")?;
         let st = self.lock();
         if st.volumes.contains_key(&req.name) {
             return Err(Error::conflict(format!(

@@ -85,6 +85,8 @@ impl Pool {
         self.pairs.refuse_paired(&req.svol, "an S-VOL again")?;
         self.svols.refuse_member(&req.svol, "an S-VOL")?;
         self.pairs.refuse_pvol(&req.pvol)?;
+        self.refuse_diverted(&req.pvol, "a P-VOL")?;
+        self.refuse_diverted(&req.svol, "an S-VOL")?;
         let st = self.lock();
         let get = |n: &str| {
             st.volumes.get(n).ok_or_else(|| {
