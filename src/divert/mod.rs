@@ -4,8 +4,9 @@
 //! "third control unit" that writes the backed-up data back when it is
 //! done; second embodiment, work volumes, FIG. 11A/11B and table T4).
 //!
-//! A [`Divert`] node sits above a RAID group's device, so every volume of
-//! the group goes through it. The work store is filled like a log (the
+//! A [`Divert`] node sits over each volume of the group being spared
+//! (main id = the volume's index), all sharing one work store and its
+//! slot map. The work store is filled like a log (the
 //! slot map, [`crate::meta::slotmap`]): a unit written for the first time
 //! gets the slot at the terminal address, a unit written again overwrites
 //! its slot (the seed's "mapping hit" choice).
@@ -98,7 +99,7 @@ enum Route {
     Below,
 }
 
-/// The diversion node over one group's device.
+/// The diversion node over one volume of a group being spared.
 pub struct Divert {
     below: Arc<dyn BlockDev>,
     store: Arc<dyn BlockDev>,

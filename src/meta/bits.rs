@@ -69,10 +69,7 @@ pub struct Bits {
     pub desired: Vec<u64>,
     /// What the database holds (or will, for bits being cleared).
     pub committed: Vec<u64>,
-    dirty_pages: BTreeSet<u64>,
-    /// Sequence number the next commit will take.
-    next_seq: u64,
-    committing: bool,
+    dirty: Dirty,
 }
 
 impl Bits {
@@ -80,7 +77,7 @@ impl Bits {
     /// or past `limit` are damage, not state, and refused naming `what`.
     pub fn load(meta: &Meta, object: u64, limit: u64, what: &str) -> Result<Bits> {
         let mut bits = Bits {
-            next_seq: 1,
+            dirty: Dirty::new(),
             ..Bits::default()
         };
         for (page, bytes) in meta.pages(object)? {
@@ -114,7 +111,7 @@ impl Bits {
         // Dirty even when the bit is already desired: it may be in the
         // commit running now, whose number the caller is not told; the
         // caller waits for the next one, which stores the page again.
-        self.dirty_pages.insert(r / PAGE_BITS);
+        self.dirty.pages.insert(r / PAGE_BITS);
         true
     }
 
@@ -123,44 +120,25 @@ impl Bits {
         if get(&self.desired, r) || get(&self.committed, r) {
             set(&mut self.desired, r, false);
             set(&mut self.committed, r, false);
-            self.dirty_pages.insert(r / PAGE_BITS);
+            self.dirty.pages.insert(r / PAGE_BITS);
         }
     }
 
     /// Whether anything waits to be stored.
     pub fn dirty(&self) -> bool {
-        !self.dirty_pages.is_empty()
+        !self.dirty.pages.is_empty()
     }
 
     /// The sequence number of a commit running now (its pages taken but
     /// not yet stored), if one is.
     pub fn running(&self) -> Option<u64> {
-        (self.committing && self.next_seq > 1).then(|| self.next_seq - 1)
+        self.dirty.running()
     }
 
     /// The sequence number of the commit that will store what is dirty
     /// now, and whether the caller must start the commit thread.
     pub fn schedule(&mut self) -> (u64, bool) {
-        let start = !self.committing;
-        self.committing = true;
-        (self.next_seq, start)
-    }
-
-    /// Takes the dirty pages for a commit: its sequence number and the
-    /// pages' bytes, or None (and the commit thread ends) when none are
-    /// left.
-    fn take_dirty(&mut self) -> Option<(u64, Pages)> {
-        if self.dirty_pages.is_empty() {
-            self.committing = false;
-            return None;
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let pages = std::mem::take(&mut self.dirty_pages)
-            .into_iter()
-            .map(|p| (p, page_bytes(&self.desired, p)))
-            .collect();
-        Some((seq, pages))
+        self.dirty.schedule()
     }
 
     /// After `bytes` (a snapshot of desired bits) is durable for `page`:
@@ -220,6 +198,12 @@ impl Dirty {
         (self.next_seq, start)
     }
 
+    /// The sequence number of a commit running now (its pages taken but
+    /// not yet stored), if one is.
+    pub fn running(&self) -> Option<u64> {
+        (self.committing && self.next_seq > 1).then(|| self.next_seq - 1)
+    }
+
     /// The pages to store now (their numbers) and the commit's sequence
     /// number, or None when none are left (the loop ends).
     pub fn take(&mut self) -> Option<(u64, BTreeSet<u64>)> {
@@ -244,7 +228,12 @@ impl Dirty {
 
 impl PageSource for Bits {
     fn take_dirty(&mut self) -> Option<(u64, Pages)> {
-        Bits::take_dirty(self)
+        let (seq, pages) = self.dirty.take()?;
+        let pages = pages
+            .into_iter()
+            .map(|p| (p, page_bytes(&self.desired, p)))
+            .collect();
+        Some((seq, pages))
     }
 
     fn stored(&mut self, page: u64, bytes: &[u8]) {
@@ -252,11 +241,7 @@ impl PageSource for Bits {
     }
 
     fn failed(&mut self, pages: &Pages) -> u64 {
-        self.dirty_pages.extend(pages.iter().map(|(p, _)| *p));
-        self.committing = false;
-        let promised = self.next_seq;
-        self.next_seq += 1;
-        promised
+        self.dirty.failed(pages)
     }
 }
 
