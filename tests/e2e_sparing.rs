@@ -455,3 +455,158 @@ fn a_work_volume_takes_the_groups_writes_during_the_copy_and_gives_them_back() {
     let out = qemu_io(&d.export("wv"), &["read 0 4k"]);
     assert!(!out.contains("failed"), "an export again: {out}");
 }
+
+/// The group of `raid5_with_spare`, a work volume `wv` of `size` on `g0`
+/// and the sparing copy of `a3` started and paused: the group's writes
+/// are diverted. Returns the copy's job.
+fn diverting(d: &Daemon, size: &str) -> String {
+    raid5_with_spare(d);
+    d.ok(&["volume", "create", "wv", "--group", "g0", "--size", size]);
+    d.ok(&["sparing", "work-volume", "add", "wv"]);
+    let info = d.json(&["sparing", "start", "a3"]);
+    let job = info["job"].as_u64().unwrap().to_string();
+    d.ok(&["job", "pause", &job]);
+    poll("the copy paused", 30, || {
+        d.json(&["job", "show", &job])["state"] == "paused"
+    });
+    assert_eq!(
+        status(d)["sparings"][0]["diversion"],
+        "work volume wv (diverting)"
+    );
+    job
+}
+
+/// Waits for an alarm containing `what`; returns it.
+fn alarm(d: &Daemon, what: &str) -> String {
+    let mut found = String::new();
+    poll(what, 30, || {
+        let s = status(d);
+        let hit = s["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|a| a.as_str().filter(|a| a.contains(what)).map(str::to_string));
+        found = hit.unwrap_or_default();
+        !found.is_empty()
+    });
+    found
+}
+
+/// Resumes the copy and waits for the sparing and its write-back to end.
+fn finish(d: &Daemon, job: &str) {
+    d.ok(&["job", "resume", job]);
+    assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
+    poll("the write-back ends", 60, || {
+        status(d)["sparings"] == serde_json::json!([])
+    });
+}
+
+/// Writes 0x77 over 1M..3M of `v` (diverted); returns its URL.
+fn write_some(d: &Daemon) -> String {
+    let url = d.export("v");
+    let out = qemu_io(&url, &["write -P 0x77 1M 2M", "flush"]);
+    assert!(!out.contains("failed"), "{out}");
+    url
+}
+
+const CHECK: [&str; 3] = [
+    "read -P 0x5a 0 1M",
+    "read -P 0x77 1M 2M",
+    "read -P 0x5a 3M 13M",
+];
+
+/// A work volume too small for what the hosts write: the units it holds
+/// stay diverted, the rest reach the group again, an alarm says so, and
+/// every byte is right after the write-back.
+#[test]
+fn a_full_work_volume_raises_an_alarm_and_loses_nothing() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &["--fault-injection"]);
+    let job = diverting(&d, "1M");
+    let before: u64 = ["a1", "a2", "a3"].iter().map(|x| writes(&d, x)).sum();
+    let url = d.export("v");
+    let out = qemu_io(&url, &["write -P 0x77 1M 2M", "flush"]);
+    assert!(!out.contains("failed"), "{out}");
+    let after: u64 = ["a1", "a2", "a3"].iter().map(|x| writes(&d, x)).sum();
+    assert!(after > before, "the overflow reached the group");
+    let a = alarm(&d, "is full");
+    assert!(
+        a.contains("work volume wv") && a.contains("256 units"),
+        "{a}"
+    );
+    let r = &status(&d)["sparings"][0];
+    assert_eq!(
+        (r["diverted"].as_u64(), r["overflowed"].as_u64()),
+        (Some(256), Some(256)),
+        "{r}"
+    );
+    let text = d.ok(&["sparing", "status"]);
+    assert!(
+        text.contains("256 to the group (full)") && text.contains("ALARM: work volume wv is full"),
+        "{text}"
+    );
+    let out = qemu_io(&url, &CHECK);
+    assert!(!out.contains("failed"), "{out}");
+    finish(&d, &job);
+    let s = status(&d);
+    assert_eq!(s["alarms"], serde_json::json!([]), "cleared: {s}");
+    let out = qemu_io(&url, &CHECK);
+    assert!(!out.contains("failed"), "after the write-back: {out}");
+}
+
+/// The failing disk dies part way through a diverted sparing copy: the
+/// copy finishes from the other members, the spare takes the slot and the
+/// diverted writes are written back.
+#[test]
+fn the_failing_disk_dying_during_a_diverted_copy_is_finished_from_redundancy() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &["--fault-injection"]);
+    let job = diverting(&d, "8M");
+    let url = write_some(&d);
+    d.ok(&["disk", "inject", "a3", "--vanish"]);
+    finish(&d, &job);
+    assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
+    let a3 = disk(&d, "a3");
+    assert!(
+        a3["counters"]["read_errors"].as_u64().unwrap() > 0,
+        "the copy met the dead disk: {a3}"
+    );
+    let out = qemu_io(&url, &CHECK);
+    assert!(!out.contains("failed"), "{out}");
+}
+
+/// A second member fails while the group is spared with its writes
+/// diverted: the double failure is reported, the diverted writes are
+/// still read from the work volume, the copy ends from the failing disk
+/// and the write-back puts every byte in the (degraded) group.
+#[test]
+fn a_second_failure_during_a_diverted_copy_is_reported_and_loses_nothing() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &["--fault-injection"]);
+    let job = diverting(&d, "8M");
+    let url = write_some(&d);
+    d.ok(&["disk", "inject", "a1", "--vanish"]);
+    // Host reads meet the dead disk: rebuilt from a2 and a3, and the
+    // repair's write fails a1.
+    let out = qemu_io(&url, &CHECK);
+    assert!(!out.contains("failed"), "{out}");
+    let a = alarm(&d, "double failure");
+    assert!(
+        a.contains("group r5") && a.contains("disk a1 (slot 0)") && a.contains("work volume wv"),
+        "{a}"
+    );
+    let out = qemu_io(&url, &CHECK);
+    assert!(!out.contains("failed"), "while degraded: {out}");
+    finish(&d, &job);
+    assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
+    let g = d.json(&["group", "show", "r5"]);
+    assert_eq!(g["members"][0]["state"], "failed", "{g}");
+    assert_eq!(g["members"][2]["state"], "ok", "{g}");
+    let s = status(&d);
+    assert!(
+        !s["alarms"].to_string().contains("double failure"),
+        "cleared with the sparing: {s}"
+    );
+    let out = qemu_io(&url, &CHECK);
+    assert!(!out.contains("failed"), "after the write-back: {out}");
+}

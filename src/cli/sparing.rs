@@ -189,6 +189,7 @@ pub fn status(s: &SparingStatus) -> String {
             "JOB",
             "COPIED",
             "WRITES TO",
+            "DIVERTED",
             "WHY",
         ]);
         for r in &s.sparings {
@@ -205,6 +206,7 @@ pub fn status(s: &SparingStatus) -> String {
                 r.job.map_or("-".into(), |j| j.to_string()),
                 pct,
                 r.diversion.clone().unwrap_or_else(|| "the group".into()),
+                diverted(r),
                 r.reason.clone(),
             ]);
         }
@@ -217,6 +219,18 @@ pub fn status(s: &SparingStatus) -> String {
         out.push_str(&format!("ALARM: {a}\n"));
     }
     out
+}
+
+/// Units diverted, overflowed to the group and written back.
+fn diverted(r: &SparingInfo) -> String {
+    if r.diversion.is_none() {
+        return "-".into();
+    }
+    let mut s = format!("{} units, {} written back", r.diverted, r.written_back);
+    if r.overflowed > 0 {
+        s.push_str(&format!(", {} to the group (full)", r.overflowed));
+    }
+    s
 }
 
 /// Table T4 as FIG. 11A/11B draws it.

@@ -92,6 +92,14 @@ pub struct SparingInfo {
     /// Where the host's writes go meanwhile: `work volume W (diverting)`,
     /// `work volume W (writing back)`, or none (they reach the group).
     pub diversion: Option<String>,
+    /// Host writes (in units of the work volume's slots) that went to the
+    /// work volume.
+    pub diverted: u64,
+    /// Host writes (units) that reached the group while diverting,
+    /// because the work volume was full (an alarm says so).
+    pub overflowed: u64,
+    /// Units written back to the group so far.
+    pub written_back: u64,
 }
 
 /// `sparing status`.
@@ -101,7 +109,9 @@ pub struct SparingStatus {
     pub groups: Vec<SparingGroupRow>,
     pub disks: Vec<SparingDiskRow>,
     pub sparings: Vec<SparingInfo>,
-    /// Disks past the threshold that could not be spared, and why.
+    /// What needs the administrator: disks past the threshold that could
+    /// not be spared, and why; a sparing copy that stopped; a work volume
+    /// that filled up; a second failure in a group being spared.
     pub alarms: Vec<String>,
     /// Passes of the monitor since the daemon started (one a second): a
     /// pass samples every disk and starts what is due.

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use crate::api::views::{WorkVolumeRequest, WorkVolumeRow};
 use crate::blockdev::BlockDev;
-use crate::divert::{Divert, Mode};
+use crate::divert::{Divert, DivertCounts, Mode};
 use crate::engine::Pool;
 use crate::error::{Error, Result};
 use crate::meta::model::{DivertRecord, SparingRecord, WorkVolumeRecord};
@@ -301,6 +301,37 @@ impl Pool {
         Ok(nodes.iter().all(|(_, n)| n.map().is_empty()))
     }
 
+    /// What the diversion nodes of the sparing of `disk` counted, summed.
+    pub(super) fn divert_counts(&self, disk: &str) -> DivertCounts {
+        let mut t = DivertCounts::default();
+        for (_, n) in self.sparing.nodes(disk) {
+            let c = n.counts();
+            t.diverted += c.diverted;
+            t.overflowed += c.overflowed;
+            t.written_back += c.written_back;
+        }
+        t
+    }
+
+    /// Raises the alarm of a sparing whose work volume is full: new units
+    /// of its group's writes reach the group's disks again.
+    pub(super) fn divert_watch(&self, r: &SparingRecord) {
+        let Some(d) = &r.divert else { return };
+        let c = self.divert_counts(&r.disk);
+        if c.overflowed == 0 {
+            return;
+        }
+        let why = format!(
+            "work volume {} is full: writes of group {} to blocks not yet diverted reach its disks \
+             again ({} units so far); add a larger work volume for the next sparing \
+             (`ferrosan sparing work-volume add VOLUME`)",
+            d.work, r.group, c.overflowed
+        );
+        if self.sparing.alarm_of(&r.disk, "full", why.clone()) {
+            tracing::error!("{why}");
+        }
+    }
+
     /// The write-back of `disk` is done: switches back to the volumes, the
     /// record and the map's pages gone. On the commit path.
     pub(super) fn divert_end(&self, disk: &str) -> Result<()> {
@@ -328,6 +359,8 @@ impl Pool {
             }
         }
         self.sparing.remove_op(disk);
+        self.sparing.clear_alarm_of(disk, "full");
+        self.sparing.clear_alarm_of(disk, "double");
         tracing::warn!("the writes diverted during the sparing of disk {disk} are written back");
         Ok(())
     }

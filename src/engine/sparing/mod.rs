@@ -104,8 +104,10 @@ struct State {
     /// Sparings under way, by failing disk.
     ops: BTreeMap<String, SparingRecord>,
     history: HashMap<String, History>,
-    /// Disks past the threshold that could not be spared, and why.
-    alarms: BTreeMap<String, String>,
+    /// Alarms by (disk, kind): a disk past the threshold that could not
+    /// be spared (kind ""), a sparing's work store full ("full"), a second
+    /// failure in a group being spared ("double"); each with its message.
+    alarms: BTreeMap<(String, &'static str), String>,
     /// Disks whose start is queued on the commit path.
     pending: BTreeSet<String>,
     /// Monitor passes completed.
@@ -231,14 +233,27 @@ impl Sparing {
     /// Records why `disk` could not be spared; true if the reason is new
     /// (worth a log line).
     pub(super) fn alarm(&self, disk: &str, why: String) -> bool {
+        self.alarm_of(disk, "", why)
+    }
+
+    /// Records alarm `kind` of the sparing of `disk`; true if the message
+    /// is new (worth a log line).
+    pub(super) fn alarm_of(&self, disk: &str, kind: &'static str, why: String) -> bool {
         let mut st = self.st.lock();
-        let new = st.alarms.get(disk) != Some(&why);
-        st.alarms.insert(disk.to_string(), why);
+        let k = (disk.to_string(), kind);
+        let new = st.alarms.get(&k) != Some(&why);
+        st.alarms.insert(k, why);
         new
     }
 
+    /// Clears every alarm about `disk`.
     pub(super) fn clear_alarm(&self, disk: &str) {
-        self.st.lock().alarms.remove(disk);
+        self.st.lock().alarms.retain(|(d, _), _| d != disk);
+    }
+
+    /// Clears alarm `kind` of `disk`.
+    pub(super) fn clear_alarm_of(&self, disk: &str, kind: &'static str) {
+        self.st.lock().alarms.remove(&(disk.to_string(), kind));
     }
 
     pub(super) fn alarms(&self) -> Vec<String> {

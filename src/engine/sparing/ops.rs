@@ -86,6 +86,8 @@ impl Pool {
             }
         }
         for r in self.sparing.ops() {
+            self.watch_double_failure(&r);
+            self.divert_watch(&r);
             let ended = self
                 .jobs
                 .record(r.job)
@@ -128,6 +130,47 @@ impl Pool {
             }
         }
         self.sparing.pass_done();
+    }
+
+    /// Raises the double-failure alarm of `r` while another member of its
+    /// group has failed (seed 002's sparing is meant to avoid exactly
+    /// this; the copy goes on from the failing disk, which still serves).
+    fn watch_double_failure(&self, r: &SparingRecord) {
+        let failed: Vec<String> = {
+            let st = self.lock();
+            let Some(g) = st.groups.get(&r.group) else {
+                return;
+            };
+            g.rec
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|&(i, s)| i != r.slot && s.state == SlotState::Failed)
+                .map(|(i, s)| format!("{} (slot {i})", s.disk.as_deref().unwrap_or("-")))
+                .collect()
+        };
+        if failed.is_empty() {
+            self.sparing.clear_alarm_of(&r.disk, "double");
+            return;
+        }
+        let kept = match &r.divert {
+            Some(d) => format!(
+                "; the writes diverted to work volume {} stay there, and are read from there, until they are written back",
+                d.work
+            ),
+            None => String::new(),
+        };
+        let why = format!(
+            "double failure in group {}: disk {} failed while disk {} is being spared; \
+             the copy goes on from {} (rows it cannot read are lost){kept}",
+            r.group,
+            failed.join(", "),
+            r.disk,
+            r.disk
+        );
+        if self.sparing.alarm_of(&r.disk, "double", why.clone()) {
+            tracing::error!("{why}");
+        }
     }
 
     /// Whether `disk` serves a slot of a group that is Ok (a failed or
@@ -385,7 +428,11 @@ impl Pool {
 
     fn sparing_info(&self, r: &SparingRecord) -> SparingInfo {
         let job = self.jobs.record(r.job);
+        let c = self.divert_counts(&r.disk);
         SparingInfo {
+            diverted: c.diverted,
+            overflowed: c.overflowed,
+            written_back: c.written_back,
             disk: r.disk.clone(),
             group: r.group.clone(),
             slot: r.slot,
