@@ -361,6 +361,29 @@ fn host_io_during_the_sparing_copy_does_not_read_the_failing_disk() {
     assert!(!out.contains("failed"), "{out}");
 }
 
+/// What `v` holds after 0x77 over 1M..3M and 0x78 over its first 4 KiB.
+const CHECK_4K: [&str; 4] = [
+    "read -P 0x78 0 4k",
+    "read -P 0x5a 4k 1020k",
+    "read -P 0x77 1M 2M",
+    "read -P 0x5a 3M 13M",
+];
+
+/// Checks `v` (`CHECK_4K`) before and after a kill -9, resumes the
+/// sparing copy `job` and waits for the write-back to end; returns `v`'s
+/// URL on the new daemon.
+fn survive_kill9_then_finish(d: &mut Daemon, url: &str, job: &str) -> String {
+    let out = qemu_io(url, &CHECK_4K);
+    assert!(!out.contains("failed"), "{out}");
+    d.kill9();
+    d.respawn();
+    let url = d.export("v");
+    let out = qemu_io(&url, &CHECK_4K);
+    assert!(!out.contains("failed"), "after kill -9: {out}");
+    finish(d, job);
+    url
+}
+
 fn writes(d: &Daemon, disk: &str) -> u64 {
     d.json(&["disk", "show", disk])["counters"]["writes"]
         .as_u64()
@@ -425,31 +448,14 @@ fn a_work_volume_takes_the_groups_writes_during_the_copy_and_gives_them_back() {
         let err = d.fails(&args);
         assert!(err.contains(want), "{args:?}: {err}");
     }
-    let check = [
-        "read -P 0x78 0 4k",
-        "read -P 0x5a 4k 1020k",
-        "read -P 0x77 1M 2M",
-        "read -P 0x5a 3M 13M",
-    ];
-    let out = qemu_io(&url, &check);
-    assert!(!out.contains("failed"), "{out}");
-    d.kill9();
-    d.respawn();
-    let url = d.export("v");
-    let out = qemu_io(&url, &check);
-    assert!(!out.contains("failed"), "after kill -9: {out}");
-    d.ok(&["job", "resume", &job]);
-    assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
-    poll("the write-back ends", 60, || {
-        status(&d)["sparings"] == serde_json::json!([])
-    });
+    let url = survive_kill9_then_finish(&mut d, &url, &job);
     let s = status(&d);
     let t4 = &s["work_volumes"][0];
     assert_eq!(t4["primaries"], serde_json::json!([]), "idle again: {s}");
     assert_eq!(t4["terminal"], Value::Null, "{s}");
     assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
     assert!(writes(&d, "a1") > 0, "written back");
-    let out = qemu_io(&url, &check);
+    let out = qemu_io(&url, &CHECK_4K);
     assert!(!out.contains("failed"), "after the write-back: {out}");
     d.ok(&["sparing", "work-volume", "remove", "wv"]);
     let out = qemu_io(&d.export("wv"), &["read 0 4k"]);
@@ -609,4 +615,88 @@ fn a_second_failure_during_a_diverted_copy_is_reported_and_loses_nothing() {
     );
     let out = qemu_io(&url, &CHECK);
     assert!(!out.contains("failed"), "after the write-back: {out}");
+}
+
+/// Secondary volumes (seed 002, first embodiment, FIG. 2A -> 2B): the
+/// sparing makes one volume per volume of the group in a RAID group that
+/// holds none, lists them in T2 as UPDATE DATA BEING BACKED UP with their
+/// differential bitmaps, no host write reaches the group meanwhile, and
+/// after the write-back they are gone again.
+#[test]
+fn secondary_volumes_take_the_groups_writes_and_go_away_after_the_write_back() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
+    raid5_with_spare(&d);
+    d.ok(&["volume", "create", "v2", "--group", "r5", "--size", "4M"]);
+    d.group("bk", "concat", &["b1"], "64M");
+    let err = d.fails(&["sparing", "start", "a3", "--backup-storage", "work-volume"]);
+    assert!(err.contains("no work volume is free"), "{err}");
+    assert_eq!(
+        status(&d)["sparings"],
+        serde_json::json!([]),
+        "refused before anything started"
+    );
+    let info = d.json(&["sparing", "start", "a3", "--backup-storage", "secondary"]);
+    assert_eq!(
+        info["diversion"], "secondary volumes v.sec, v2.sec (diverting)",
+        "{info}"
+    );
+    let job = info["job"].as_u64().unwrap().to_string();
+    d.ok(&["job", "pause", &job]);
+    poll("the copy paused", 30, || {
+        d.json(&["job", "show", &job])["state"] == "paused"
+    });
+    let bk = |d: &Daemon| d.json(&["group", "show", "bk"])["volumes"].clone();
+    assert_eq!(bk(&d), serde_json::json!(["v.sec", "v2.sec"]), "FIG. 2B");
+    let before: Vec<u64> = ["a1", "a2", "a3"].iter().map(|x| writes(&d, x)).collect();
+    let url = d.export("v");
+    let out = qemu_io(
+        &url,
+        &["write -P 0x77 1M 2M", "write -P 0x78 0 4k", "flush"],
+    );
+    assert!(!out.contains("failed"), "{out}");
+    let url2 = d.export("v2");
+    let out = qemu_io(&url2, &["write -P 0x79 0 64k", "flush"]);
+    assert!(!out.contains("failed"), "{out}");
+    let after: Vec<u64> = ["a1", "a2", "a3"].iter().map(|x| writes(&d, x)).collect();
+    assert_eq!(after, before, "no host write reached the group's disks");
+    let t2 = status(&d)["t2"].clone();
+    let want = format!("1000{}{}", "1".repeat(8), "0".repeat(52));
+    assert_eq!(t2[0]["pvol"], "v", "{t2}");
+    assert_eq!(t2[0]["svol"], "v.sec", "{t2}");
+    assert_eq!(t2[0]["status"], "UPDATE DATA BEING BACKED UP", "{t2}");
+    assert_eq!(
+        (t2[0]["tracks_set"].as_u64(), t2[0]["tracks"].as_u64()),
+        (Some(33), Some(256)),
+        "{t2}"
+    );
+    assert_eq!(t2[0]["bitmap"], want.as_str(), "{t2}");
+    assert_eq!(
+        t2[1]["bitmap"],
+        format!("1{}", "0".repeat(63)).as_str(),
+        "{t2}"
+    );
+    let text = d.ok(&["sparing", "status"]);
+    assert!(
+        text.contains("T2  secondary volumes") && text.contains("33 of 256"),
+        "{text}"
+    );
+    let (ok, out) = run(
+        "qemu-io",
+        &["-f", "raw", "-c", "read 0 4k", &d.export("v.sec")],
+    );
+    assert!(!ok && out.contains("secondary volume"), "{out}");
+    let err = d.fails(&["volume", "delete", "v.sec"]);
+    assert!(err.contains("diverted writes"), "{err}");
+    let url = survive_kill9_then_finish(&mut d, &url, &job);
+    assert_eq!(status(&d)["t2"], serde_json::json!([]));
+    assert_eq!(bk(&d), serde_json::json!([]), "FIG. 2A again");
+    assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
+    let out = qemu_io(&url, &CHECK_4K);
+    assert!(!out.contains("failed"), "after the write-back: {out}");
+    let out = qemu_io(
+        &d.export("v2"),
+        &["read -P 0x79 0 64k", "read -P 0 64k 4032k"],
+    );
+    assert!(!out.contains("failed"), "{out}");
 }

@@ -37,6 +37,13 @@ pub enum SparingCmd {
         /// The spare to copy it to (default: the smallest that fits).
         #[arg(long, value_name = "DISK")]
         spare: Option<String>,
+        /// Where the group's host writes go while the copy runs:
+        /// secondary (new volumes in a RAID group that holds none),
+        /// work-volume (one set aside with `sparing work-volume add`) or
+        /// none. Default: a free work volume, else secondary volumes, else
+        /// none; `sparing status` says which.
+        #[arg(long, value_name = "KIND")]
+        backup_storage: Option<BackupStorage>,
         /// Wait for the copy, with a progress bar.
         #[arg(long)]
         wait: bool,
@@ -109,8 +116,17 @@ pub fn run(ctx: &Ctx, cmd: SparingCmd) -> Result<(), Failure> {
             let s: SparingStatus = ctx.get("/v1/sparing")?;
             ctx.show(&s.work_volumes, |r| t4(r))
         }
-        SparingCmd::Start { disk, spare, wait } => {
-            let req = SparingStartRequest { disk, spare };
+        SparingCmd::Start {
+            disk,
+            spare,
+            backup_storage,
+            wait,
+        } => {
+            let req = SparingStartRequest {
+                disk,
+                spare,
+                backup_storage,
+            };
             let s: SparingInfo = ctx.post("/v1/sparing/start", &req)?;
             if wait && let Some(id) = s.job {
                 let job: JobInfo = ctx.get(&format!("/v1/jobs/{id}"))?;
@@ -211,6 +227,19 @@ pub fn status(s: &SparingStatus) -> String {
             ]);
         }
         out.push_str(&format!("\nSparings under way\n{t}\n"));
+    }
+    if !s.t2.is_empty() {
+        let mut t = table(&["P-VOL#", "S-VOL#", "STATUS", "TRACKS HELD", "BITMAP"]);
+        for r in &s.t2 {
+            t.add_row(vec![
+                r.pvol.clone(),
+                r.svol.clone(),
+                r.status.clone(),
+                format!("{} of {}", r.tracks_set, r.tracks),
+                r.bitmap.clone(),
+            ]);
+        }
+        out.push_str(&format!("\nT2  secondary volumes\n{t}\n"));
     }
     if !s.work_volumes.is_empty() {
         out.push_str(&format!("\nT4  work volumes\n{}", t4(&s.work_volumes)));

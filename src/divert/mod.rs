@@ -349,14 +349,21 @@ impl Divert {
                     r?;
                 }
                 Route::Store { slot, fresh } => {
-                    let mut whole = IoBuf::new(usize::try_from(uend - ustart).unwrap_or(0));
-                    if start > ustart || end < uend {
-                        // A partial unit: its current data first.
-                        self.fill_current(u, slot, fresh, &mut whole).await?;
-                    }
-                    let o = usize::try_from(start - ustart).unwrap_or(0);
-                    whole.as_mut_slice()[o..o + src.len()].copy_from_slice(src);
-                    let (_, r) = self.store.write(slot * self.unit, whole, fua).await;
+                    let (at, data) = if fresh && (start > ustart || end < uend) {
+                        // A partial new unit: its current data first.
+                        let mut whole = IoBuf::new(usize::try_from(uend - ustart).unwrap_or(0));
+                        self.fill_current(u, &mut whole).await?;
+                        let o = usize::try_from(start - ustart).unwrap_or(0);
+                        whole.as_mut_slice()[o..o + src.len()].copy_from_slice(src);
+                        (slot * self.unit, whole)
+                    } else {
+                        // Whole units, or slots that hold their units
+                        // already: the bytes written, where they go.
+                        let mut piece = IoBuf::new(src.len());
+                        piece.as_mut_slice().copy_from_slice(src);
+                        (slot * self.unit + (start - ustart), piece)
+                    };
+                    let (_, r) = self.store.write(at, data, fua).await;
                     if let Err(e) = r {
                         if fresh {
                             // Nothing valid there: the units stay where
@@ -383,16 +390,11 @@ impl Divert {
         Ok(())
     }
 
-    /// Reads the current data of the units from `u` (mapped at `slot..`)
-    /// into `whole`: units whose slots were written hold it there; units
-    /// just given their slots (`fresh`) still have it in the group.
-    async fn fill_current(&self, u: u64, slot: u64, fresh: bool, whole: &mut IoBuf) -> Result<()> {
+    /// Reads the current data of the units from `u`, just given their
+    /// slots (nothing written there yet), from the group into `whole`.
+    async fn fill_current(&self, u: u64, whole: &mut IoBuf) -> Result<()> {
         let piece = IoBuf::new(whole.len());
-        let (piece, r) = if fresh {
-            self.below.read(u * self.unit, piece).await
-        } else {
-            self.store.read(slot * self.unit, piece).await
-        };
+        let (piece, r) = self.below.read(u * self.unit, piece).await;
         r?;
         whole.as_mut_slice().copy_from_slice(piece.as_slice());
         Ok(())

@@ -225,6 +225,11 @@ impl Pool {
         if in_family {
             return self.family_delete(name, true, force).await.map(drop);
         }
+        self.plain_volume_delete(name, force)
+    }
+
+    /// Deletes volume `name`, which belongs to no copy family.
+    pub(in crate::engine) fn plain_volume_delete(&self, name: &str, force: bool) -> Result<()> {
         let mut st = self.lock();
         let v = st.volumes.get(name).ok_or_else(|| {
             Error::not_found(format!(

@@ -97,13 +97,27 @@ fn page_bytes(entries: &[u64], page: u64) -> Vec<u8> {
 /// The durable slot map of one work store.
 pub struct SlotMap {
     slots: u64,
+    /// A unit's slot is its own number (a secondary volume written at the
+    /// main volume's addresses; the map is then T2's differential bitmap).
+    direct: bool,
     st: Mutex<St>,
     commits: Arc<Committer>,
 }
 
 impl SlotMap {
-    /// The map stored for `object`, of a store of `slots` slots.
+    /// The map stored for `object`, of a store of `slots` slots filled
+    /// like a log.
     pub fn open(meta: Arc<Meta>, object: u64, slots: u64) -> Result<Arc<SlotMap>> {
+        Self::open_as(meta, object, slots, false)
+    }
+
+    /// The map stored for `object` of a store written at its main's
+    /// addresses: unit u's slot is u.
+    pub fn open_direct(meta: Arc<Meta>, object: u64, slots: u64) -> Result<Arc<SlotMap>> {
+        Self::open_as(meta, object, slots, true)
+    }
+
+    fn open_as(meta: Arc<Meta>, object: u64, slots: u64, direct: bool) -> Result<Arc<SlotMap>> {
         let n = usize::try_from(slots)
             .map_err(|_| Error::invalid(format!("a work store of {slots} slots is too big")))?;
         let mut st = St {
@@ -127,6 +141,13 @@ impl SlotMap {
                          the metadata is damaged"
                     )));
                 };
+                if direct && split_key(v - 1).1 != slot {
+                    return Err(Error::corrupt(format!(
+                        "secondary volume map {object}: slot {slot} holds unit {}: \
+                         the metadata is damaged",
+                        split_key(v - 1).1
+                    )));
+                }
                 if st.index.insert(v - 1, slot).is_some() {
                     return Err(Error::corrupt(format!(
                         "work store map {object}: two slots hold the same unit (key {}): \
@@ -141,6 +162,7 @@ impl SlotMap {
         }
         Ok(Arc::new(SlotMap {
             slots,
+            direct,
             st: Mutex::new(st),
             commits: Arc::new(Committer::new(meta, object, "work store map")),
         }))
@@ -167,11 +189,17 @@ impl SlotMap {
         if let Some(&s) = st.index.get(&key) {
             return Some(s);
         }
-        let slot = st.terminal;
-        let i = usize::try_from(slot).ok().filter(|&i| i < st.live.len())?;
+        let slot = if self.direct {
+            split_key(key).1
+        } else {
+            st.terminal
+        };
+        let i = usize::try_from(slot)
+            .ok()
+            .filter(|&i| i < st.live.len() && st.live[i] == 0)?;
         st.live[i] = key + 1;
         st.index.insert(key, slot);
-        st.terminal = slot + 1;
+        st.terminal = st.terminal.max(slot + 1);
         Some(slot)
     }
 
@@ -344,5 +372,27 @@ mod tests {
         m.write(true, |tx| tx.put_page(3, 0, &page)).expect("write");
         let e = SlotMap::open(m, 3, 100).err().expect("refused");
         assert!(e.to_string().contains("same unit"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_direct_map_puts_each_unit_in_its_own_slot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = meta(dir.path());
+        let map = SlotMap::open_direct(Arc::clone(&m), 9, 100).expect("open");
+        assert_eq!(map.assign(key(0, 42)), Some(42));
+        assert_eq!(map.assign(key(0, 7)), Some(7));
+        assert_eq!(map.assign(key(0, 100)), None, "beyond the volume");
+        assert_eq!(map.assign(key(1, 7)), None, "slot 7 is taken");
+        map.written(42);
+        map.persist(map.take_written()).await.expect("persist");
+        let again = SlotMap::open_direct(Arc::clone(&m), 9, 100).expect("reopen");
+        assert_eq!(again.entries(), vec![(key(0, 42), 42)]);
+        // A log map's entries are not a direct map's.
+        let log = SlotMap::open(Arc::clone(&m), 10, 100).expect("open");
+        assert_eq!(log.assign(key(0, 42)), Some(0));
+        log.written(0);
+        log.persist(log.take_written()).await.expect("persist");
+        let e = SlotMap::open_direct(m, 10, 100).err().expect("refused");
+        assert!(e.to_string().contains("slot 0 holds unit 42"), "{e}");
     }
 }

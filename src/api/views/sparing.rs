@@ -47,6 +47,38 @@ pub struct SparingStartRequest {
     #[serde(default)]
     #[schema(value_type = Option<Name>)]
     pub spare: Option<String>,
+    /// Where the group's host writes go while the copy runs; default:
+    /// the best available (a free work volume, else secondary volumes in
+    /// an unused group, else none).
+    #[serde(default)]
+    pub backup_storage: Option<BackupStorage>,
+}
+
+/// Backup storage for a sparing's diverted writes (seed 002).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupStorage {
+    /// One secondary volume per volume of the group, made in a RAID group
+    /// that holds no volume, deleted after the write-back.
+    Secondary,
+    /// A work volume set aside with `sparing work-volume add`.
+    WorkVolume,
+    /// No diversion: host writes keep reaching the group.
+    None,
+}
+
+impl std::str::FromStr for BackupStorage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "secondary" => Ok(BackupStorage::Secondary),
+            "work-volume" => Ok(BackupStorage::WorkVolume),
+            "none" => Ok(BackupStorage::None),
+            other => Err(format!(
+                "unknown backup storage {other:?}: use secondary, work-volume or none"
+            )),
+        }
+    }
 }
 
 /// Table T1: one RAID group.
@@ -118,6 +150,24 @@ pub struct SparingStatus {
     pub passes: u64,
     /// Table T4: the work volumes and what they hold.
     pub work_volumes: Vec<WorkVolumeRow>,
+    /// Table T2's rows of sparings that divert to secondary volumes.
+    #[serde(default)]
+    pub t2: Vec<SparingT2Row>,
+}
+
+/// A row of table T2 (FIG. 2B): a volume of the spared group and the
+/// secondary volume its writes go to.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SparingT2Row {
+    pub pvol: String,
+    pub svol: String,
+    /// UPDATE DATA BEING BACKED UP while the copy runs; WRITING BACK after.
+    pub status: String,
+    /// Tracks the secondary holds, of `tracks`.
+    pub tracks_set: u64,
+    pub tracks: u64,
+    /// The differential bitmap, at most 64 characters (`1`: held).
+    pub bitmap: String,
 }
 
 /// A row of table T4 (FIG. 11A/11B): a work volume, the primary volumes

@@ -8,8 +8,9 @@
 //!  sparing begins on group G ── a free work volume not on G, and every
 //!        volume of G plain (nothing stacked on it: no pair, copy, S-VOL
 //!        group)? ── a Divert node over each volume's switch (main id =
-//!        its index), the record's `divert` stored; else plain sparing,
-//!        and the reason logged
+//!        its index), the record's `divert` stored; else secondary
+//!        volumes (`secondary.rs`: one per volume, a direct map each);
+//!        else plain sparing, and the reason logged
 //!  the copy ends (settle) ───── the spare takes the slot; nodes to
 //!        WRITE-BACK, `write_back` stored
 //!  monitor pass ────────────── slots written back (host writes win);
@@ -24,7 +25,7 @@
 
 use std::sync::Arc;
 
-use crate::api::views::{WorkVolumeRequest, WorkVolumeRow};
+use crate::api::views::{BackupStorage, WorkVolumeRequest, WorkVolumeRow};
 use crate::blockdev::BlockDev;
 use crate::divert::{Divert, DivertCounts, Mode};
 use crate::engine::Pool;
@@ -33,10 +34,30 @@ use crate::meta::model::{DivertRecord, SparingRecord, WorkVolumeRecord};
 use crate::meta::slotmap::SlotMap;
 use crate::pair::group::Internal;
 
+/// A main's backup store, its slot map and unit.
+type Store = (Arc<dyn BlockDev>, Arc<SlotMap>, u64);
+
 /// Bytes per slot of a work volume.
 const UNIT: u64 = 4096;
 /// Units a write-back step copies at most.
 const WRITE_BACK_STEP: usize = 256;
+
+fn not_host_secondary(volume: &str) -> String {
+    format!(
+        "volume {volume} is a secondary volume holding a spared group's diverted writes: \
+         not host-accessible; it is deleted after the write-back (`ferrosan sparing status`)"
+    )
+}
+
+/// Where `d` diverts to, in words.
+pub(super) fn backup_name(d: &DivertRecord) -> String {
+    if d.secondaries.is_empty() {
+        format!("work volume {}", d.work)
+    } else {
+        let v: Vec<&str> = d.secondaries.iter().map(|s| s.volume.as_str()).collect();
+        format!("secondary volumes {}", v.join(", "))
+    }
+}
 
 fn not_host(volume: &str) -> String {
     format!(
@@ -148,6 +169,12 @@ impl Pool {
                  `ferrosan sparing work-volume remove {name}` first"
             )));
         }
+        if let Some(disk) = self.sparing.secondary_user(name) {
+            return Err(Error::conflict(format!(
+                "volume {name} holds the diverted writes of the sparing of disk {disk} and cannot \
+                 be {what}: it is deleted after the write-back (`ferrosan sparing status`)"
+            )));
+        }
         let group = self.lock().volumes.get(name).map(|v| v.rec.group.clone());
         if group.is_some_and(|g| self.sparing.diverting(&g)) {
             return Err(Error::conflict(format!(
@@ -160,22 +187,22 @@ impl Pool {
 
     /// Whether hosts may not open `volume` (a work volume), and why.
     pub(crate) fn work_volume_refusal(&self, volume: &str) -> Option<Error> {
+        if self.sparing.secondary_user(volume).is_some() {
+            return Some(Error::invalid(not_host_secondary(volume)));
+        }
         self.sparing
             .work(volume)
             .map(|_| Error::invalid(not_host(volume)))
     }
 
-    /// The diversion for a sparing of `rec.group` starting now: a free
-    /// work volume on another group, and the group's volumes; or why not.
-    pub(super) fn divert_plan(
-        &self,
-        rec: &SparingRecord,
-    ) -> std::result::Result<DivertRecord, String> {
+    /// The volumes of `rec.group`, all plain; or why they cannot be
+    /// diverted.
+    fn divert_mains(&self, group: &str) -> std::result::Result<Vec<String>, String> {
         let st = self.lock();
         let mut mains: Vec<String> = st
             .volumes
             .values()
-            .filter(|v| v.rec.group == rec.group)
+            .filter(|v| v.rec.group == group)
             .map(|v| v.rec.name.clone())
             .collect();
         mains.sort();
@@ -184,67 +211,164 @@ impl Pool {
             let thick: Arc<dyn BlockDev> = v.thick.clone();
             if !same(&v.dev.current(), &thick) {
                 return Err(format!(
-                    "volume {m} of group {} is in a pair, copy or S-VOL group: its writes are not diverted",
-                    rec.group
+                    "volume {m} of group {group} is in a pair, copy or S-VOL group: its writes are not diverted"
                 ));
             }
         }
         if mains.is_empty() {
-            return Err(format!("group {} has no volumes", rec.group));
+            return Err(format!("group {group} has no volumes"));
         }
         if mains.len() > usize::from(u16::MAX) {
             return Err("too many volumes to divert".into());
         }
-        let free = self.sparing.works().into_iter().find(|w| {
-            self.sparing.work_user(&w.volume).is_none()
-                && st
-                    .volumes
-                    .get(&w.volume)
-                    .is_some_and(|v| v.rec.group != rec.group)
-        });
-        let Some(w) = free else {
-            return Err("no work volume is free on another group (`ferrosan sparing work-volume add VOLUME`)".into());
+        Ok(mains)
+    }
+
+    /// A free work volume not on `group`.
+    fn free_work_volume(&self, group: &str) -> std::result::Result<String, String> {
+        let st = self.lock();
+        self.sparing
+            .works()
+            .into_iter()
+            .find(|w| {
+                self.sparing.work_user(&w.volume).is_none()
+                    && st
+                        .volumes
+                        .get(&w.volume)
+                        .is_some_and(|v| v.rec.group != group)
+            })
+            .map(|w| w.volume)
+            .ok_or_else(|| {
+                "no work volume is free on another group (`ferrosan sparing work-volume add VOLUME`)"
+                    .into()
+            })
+    }
+
+    /// Refuses a sparing of `group` whose backup storage was named and
+    /// cannot be had, before anything starts.
+    pub(super) fn backup_check(&self, group: &str, backup: Option<BackupStorage>) -> Result<()> {
+        let why = match backup {
+            None | Some(BackupStorage::None) => return Ok(()),
+            Some(BackupStorage::WorkVolume) => self
+                .divert_mains(group)
+                .and_then(|_| self.free_work_volume(group).map(drop)),
+            Some(BackupStorage::Secondary) => self.divert_mains(group).and_then(|m| {
+                let st = self.lock();
+                let need = m
+                    .iter()
+                    .filter_map(|v| st.volumes.get(v))
+                    .map(|v| v.rec.size)
+                    .sum();
+                self.unused_group_for(&st, group, need).map(drop)
+            }),
         };
-        Ok(DivertRecord {
-            work: w.volume,
-            mains,
-            write_back: false,
-        })
+        why.map_err(|w| Error::conflict(format!("cannot divert the writes of group {group}: {w}")))
+    }
+
+    /// Chooses and sets up where the writes of `rec`'s group go while its
+    /// copy runs (`backup`, or the best available), stores the record,
+    /// then puts the nodes in place. On the commit path.
+    pub(super) fn divert_start(
+        &self,
+        rec: &mut SparingRecord,
+        backup: Option<BackupStorage>,
+    ) -> Result<()> {
+        let disk = rec.disk.clone();
+        let chosen = match self.divert_mains(&rec.group) {
+            Err(why) => Err(why),
+            Ok(_) if backup == Some(BackupStorage::None) => {
+                Err("no backup storage was asked for".to_string())
+            }
+            Ok(mains) => self.divert_choose(rec, mains, backup),
+        };
+        match chosen {
+            Ok(d) => rec.divert = Some(d),
+            Err(why) => tracing::warn!(
+                "disk {disk}: plain sparing, the host's writes still reach group {}: {why}",
+                rec.group
+            ),
+        }
+        // Stored before a write can go to the backup storage, so a restart
+        // always finds what was diverted.
+        let pool_rec = self.pool_record();
+        self.meta.write(true, |tx| {
+            tx.put_pool(&pool_rec)?;
+            for s in rec.divert.iter().flat_map(|d| &d.secondaries) {
+                tx.del_pages(s.object)?;
+            }
+            tx.put_sparing(rec)
+        })?;
+        self.sparing.put_op(rec.clone());
+        if let Some(d) = rec.divert.clone()
+            && let Err(e) = self.divert_install(&disk, &d)
+        {
+            tracing::warn!(
+                "disk {disk}: plain sparing, diverting to {} failed: {}",
+                backup_name(&d),
+                e.chain()
+            );
+            self.divert_abandon(&disk);
+            rec.divert = None;
+            self.meta.write(true, |tx| tx.put_sparing(rec))?;
+            self.sparing.put_op(rec.clone());
+            self.secondaries_drop(&d.secondaries);
+        }
+        Ok(())
+    }
+
+    /// A work volume (when `backup` allows one and one is free), else
+    /// secondary volumes (when allowed and an unused group has room).
+    fn divert_choose(
+        &self,
+        rec: &SparingRecord,
+        mains: Vec<String>,
+        backup: Option<BackupStorage>,
+    ) -> std::result::Result<DivertRecord, String> {
+        let mut why = Vec::new();
+        if backup != Some(BackupStorage::Secondary) {
+            match self.free_work_volume(&rec.group) {
+                Ok(work) => {
+                    return Ok(DivertRecord {
+                        work,
+                        mains,
+                        write_back: false,
+                        secondaries: Vec::new(),
+                    });
+                }
+                Err(w) => why.push(w),
+            }
+        }
+        if backup != Some(BackupStorage::WorkVolume) {
+            match self.secondaries_make(rec, &mains) {
+                Ok(secondaries) => {
+                    return Ok(DivertRecord {
+                        work: String::new(),
+                        mains,
+                        write_back: false,
+                        secondaries,
+                    });
+                }
+                Err(w) => why.push(w),
+            }
+        }
+        Err(why.join("; "))
     }
 
     /// Puts the diversion nodes of the sparing of `disk` over its volumes'
     /// switches, in the mode `d` says.
     pub(super) fn divert_install(&self, disk: &str, d: &DivertRecord) -> Result<()> {
-        let w = self
-            .sparing
-            .work(&d.work)
-            .ok_or_else(|| Error::corrupt(format!("work volume {} has no record", d.work)))?;
-        let store: Arc<dyn BlockDev> = {
-            let st = self.lock();
-            st.volumes
-                .get(&d.work)
-                .map(|v| v.thick.clone() as Arc<dyn BlockDev>)
-                .ok_or_else(|| Error::corrupt(format!("work volume {} is gone", d.work)))?
-        };
-        let map = SlotMap::open(Arc::clone(&self.meta), w.object, store.size() / w.unit)?;
         let mode = if d.write_back {
             Mode::WriteBack
         } else {
             Mode::Divert
         };
+        let stores = self.divert_stores(d)?;
         let st = self.lock();
         let mut made = Vec::new();
-        for (i, m) in d.mains.iter().enumerate() {
+        for (i, (m, (store, map, unit))) in d.mains.iter().zip(stores).enumerate() {
             let Some(v) = st.volumes.get(m) else { continue };
             let main = u16::try_from(i).unwrap_or(u16::MAX);
-            let node = Divert::new(
-                v.dev.current(),
-                Arc::clone(&store),
-                Arc::clone(&map),
-                main,
-                w.unit,
-                mode,
-            )?;
+            let node = Divert::new(v.dev.current(), store, map, main, unit, mode)?;
             made.push((m.clone(), &v.dev, node));
         }
         // Every node is made before any is put in place.
@@ -258,6 +382,50 @@ impl Pool {
         drop(st);
         self.sparing.put_nodes(disk, nodes);
         Ok(())
+    }
+
+    /// Per main of `d`: its store, slot map and unit. The work volume and
+    /// its map are shared; a secondary is its main's alone, and is set
+    /// aside from hosts here.
+    fn divert_stores(&self, d: &DivertRecord) -> Result<Vec<Store>> {
+        let thick = |name: &str| -> Result<Arc<dyn BlockDev>> {
+            let st = self.lock();
+            let v = st.volumes.get(name).ok_or_else(|| {
+                Error::corrupt(format!("backup volume {name} of a sparing is gone"))
+            })?;
+            if d.secondaries.iter().any(|s| s.volume == name) {
+                v.dev.set(Arc::new(Internal {
+                    below: v.thick.clone(),
+                    why: not_host_secondary(name),
+                }));
+            }
+            Ok(v.thick.clone())
+        };
+        if !d.secondaries.is_empty() {
+            return d
+                .secondaries
+                .iter()
+                .map(|s| {
+                    let store = thick(&s.volume)?;
+                    let map = SlotMap::open_direct(
+                        Arc::clone(&self.meta),
+                        s.object,
+                        store.size() / s.unit,
+                    )?;
+                    Ok((store, map, s.unit))
+                })
+                .collect();
+        }
+        let w = self
+            .sparing
+            .work(&d.work)
+            .ok_or_else(|| Error::corrupt(format!("work volume {} has no record", d.work)))?;
+        let store = thick(&d.work)?;
+        let map = SlotMap::open(Arc::clone(&self.meta), w.object, store.size() / w.unit)?;
+        Ok(d.mains
+            .iter()
+            .map(|_| (Arc::clone(&store), Arc::clone(&map), w.unit))
+            .collect())
     }
 
     /// Takes the nodes of `disk` off its volumes again.
@@ -338,13 +506,20 @@ impl Pool {
         let Some(rec) = self.sparing.op(disk) else {
             return Ok(());
         };
-        let object = rec
+        let mut objects: Vec<u64> = rec
             .divert
             .as_ref()
             .and_then(|d| self.sparing.work(&d.work))
-            .map(|w| w.object);
+            .map(|w| w.object)
+            .into_iter()
+            .collect();
+        objects.extend(
+            rec.divert
+                .iter()
+                .flat_map(|d| d.secondaries.iter().map(|s| s.object)),
+        );
         self.meta.write(true, |tx| {
-            if let Some(o) = object {
+            for &o in &objects {
                 tx.del_pages(o)?;
             }
             tx.del_sparing(disk)
@@ -359,6 +534,11 @@ impl Pool {
             }
         }
         self.sparing.remove_op(disk);
+        // FIG. 2B back to 2A: the record is gone, so a crash from here
+        // leaves at worst volumes nothing uses.
+        if let Some(d) = &rec.divert {
+            self.secondaries_drop(&d.secondaries);
+        }
         self.sparing.clear_alarm_of(disk, "full");
         self.sparing.clear_alarm_of(disk, "double");
         tracing::warn!("the writes diverted during the sparing of disk {disk} are written back");
@@ -412,7 +592,7 @@ fn same(a: &Arc<dyn BlockDev>, b: &Arc<dyn BlockDev>) -> bool {
 
 /// T4's usage bitmap: one character per slot (`1` used) for the first
 /// `width` slots.
-fn usage_picture(used: &[(u64, u64)], slots: u64, width: u64) -> String {
+pub(super) fn usage_picture(used: &[(u64, u64)], slots: u64, width: u64) -> String {
     let n = slots.min(width);
     let mut out = vec![b'0'; usize::try_from(n).unwrap_or(0)];
     for &(_, s) in used {

@@ -40,6 +40,7 @@
 
 mod divert;
 mod ops;
+mod secondary;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -155,6 +156,19 @@ impl Sparing {
         st.ops
             .values()
             .find(|r| r.divert.as_ref().is_some_and(|d| d.work == volume))
+            .map(|r| r.disk.clone())
+    }
+
+    /// The failing disk whose sparing diverts to secondary volume `volume`.
+    pub(super) fn secondary_user(&self, volume: &str) -> Option<String> {
+        let st = self.st.lock();
+        st.ops
+            .values()
+            .find(|r| {
+                r.divert
+                    .as_ref()
+                    .is_some_and(|d| d.secondaries.iter().any(|s| s.volume == volume))
+            })
             .map(|r| r.disk.clone())
     }
 

@@ -72,7 +72,7 @@ impl Pool {
             let reason = format!("{recent} errors in the last {window} s");
             let d = disk.clone();
             let r = self
-                .configure_async(move |p| async move { p.sparing_begin(&d, None, reason) })
+                .configure_async(move |p| async move { p.sparing_begin(&d, None, None, reason) })
                 .await;
             self.sparing.unqueue(&disk);
             if let Err(e) = r {
@@ -249,9 +249,11 @@ impl Pool {
         &self,
         disk: &str,
         spare: Option<&str>,
+        backup: Option<BackupStorage>,
         reason: String,
     ) -> Result<SparingInfo> {
         let (group, slot, target) = self.sparing_plan(disk, spare)?;
+        self.backup_check(&group, backup)?;
         let mut rec = SparingRecord {
             disk: disk.to_string(),
             group: group.clone(),
@@ -273,29 +275,7 @@ impl Pool {
             }
         };
         rec.job = job.id;
-        match self.divert_plan(&rec) {
-            Ok(d) => rec.divert = Some(d),
-            Err(why) => tracing::warn!(
-                "disk {disk}: plain sparing, the host's writes still reach group {group}: {why}"
-            ),
-        }
-        // Stored before a write can go to the work volume, so a restart
-        // always finds what was diverted.
-        self.meta.write(true, |tx| tx.put_sparing(&rec))?;
-        self.sparing.put_op(rec.clone());
-        if let Some(d) = rec.divert.clone()
-            && let Err(e) = self.divert_install(disk, &d)
-        {
-            tracing::warn!(
-                "disk {disk}: plain sparing, diverting to work volume {} failed: {}",
-                d.work,
-                e.chain()
-            );
-            self.divert_abandon(disk);
-            rec.divert = None;
-            self.meta.write(true, |tx| tx.put_sparing(&rec))?;
-            self.sparing.put_op(rec.clone());
-        }
+        self.divert_start(&mut rec, backup)?;
         self.sparing.clear_alarm(disk);
         self.spare_reads(&rec, true);
         tracing::warn!(
@@ -399,7 +379,7 @@ impl Pool {
     /// `sparing start DISK [--spare S]`.
     pub fn sparing_start(&self, req: SparingStartRequest) -> Result<SparingInfo> {
         let reason = "started by the administrator (sparing start)".to_string();
-        self.sparing_begin(&req.disk, req.spare.as_deref(), reason)
+        self.sparing_begin(&req.disk, req.spare.as_deref(), req.backup_storage, reason)
     }
 
     /// `sparing policy`.
@@ -448,7 +428,7 @@ impl Pool {
                 } else {
                     "diverting"
                 };
-                format!("work volume {} ({phase})", d.work)
+                format!("{} ({phase})", super::divert::backup_name(d))
             }),
         }
     }
@@ -473,6 +453,7 @@ impl Pool {
             .collect();
         SparingStatus {
             work_volumes: self.t4(),
+            t2: self.sparing_t2(),
             policy: self.sparing.policy_info(),
             groups,
             disks,

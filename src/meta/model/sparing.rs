@@ -44,14 +44,30 @@ pub struct SparingRecord {
     pub divert: Option<DivertRecord>,
 }
 
-/// A sparing's write diversion (seed 002, second embodiment): the group's
-/// volumes `mains` (main id = index) write to work volume `work`; in
-/// `write_back` the copy is done and the slots go back to the group.
+/// A sparing's write diversion: the group's volumes `mains` (main id =
+/// index) write to work volume `work` (seed 002, second embodiment), or,
+/// when `secondaries` is not empty, each to its secondary volume, the one
+/// at the same index (first embodiment); in `write_back` the copy is done
+/// and the diverted data goes back to the group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DivertRecord {
+    /// The work volume; empty when diverting to secondary volumes.
     pub work: String,
     pub mains: Vec<String>,
     pub write_back: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondaries: Vec<SecondaryRecord>,
+}
+
+/// A secondary volume made for a sparing in an unused group (seed 002,
+/// first embodiment, FIG. 2B): the same size as its main volume, written
+/// at the same addresses; its differential map (which units it holds) is
+/// stored as pages of `object`, units of `unit` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondaryRecord {
+    pub volume: String,
+    pub object: u64,
+    pub unit: u64,
 }
 
 /// A volume set aside as a work volume (table T4 of FIG. 11A): not
