@@ -502,8 +502,14 @@ fn alarm(d: &Daemon, what: &str) -> String {
 fn finish(d: &Daemon, job: &str) {
     d.ok(&["job", "resume", job]);
     assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
+    let id = job.parse::<u64>().unwrap();
     poll("the write-back ends", 60, || {
-        status(d)["sparings"] == serde_json::json!([])
+        let s = status(d);
+        !s["sparings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["job"] == id)
     });
 }
 
@@ -630,7 +636,7 @@ fn secondary_volumes_take_the_groups_writes_and_go_away_after_the_write_back() {
     d.ok(&["volume", "create", "v2", "--group", "r5", "--size", "4M"]);
     d.group("bk", "concat", &["b1"], "64M");
     let err = d.fails(&["sparing", "start", "a3", "--backup-storage", "work-volume"]);
-    assert!(err.contains("no work volume is free"), "{err}");
+    assert!(err.contains("no work volume is on another group"), "{err}");
     assert_eq!(
         status(&d)["sparings"],
         serde_json::json!([]),
@@ -699,4 +705,77 @@ fn secondary_volumes_take_the_groups_writes_and_go_away_after_the_write_back() {
         &["read -P 0x79 0 64k", "read -P 0 64k 4032k"],
     );
     assert!(!out.contains("failed"), "{out}");
+}
+
+/// Two groups spared at once share one work volume (seed 002, FIG. 20A):
+/// T4 lists both groups' volumes, the same addresses of the two volumes
+/// never mix, and one sparing's write-back leaves the other's diverted
+/// data in place.
+#[test]
+fn two_groups_share_one_work_volume_without_mixing_data() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &["--fault-injection"]);
+    raid5_with_spare(&d);
+    d.group("m1", "raid1", &["c1", "c2"], "40M");
+    d.ok(&["disk", "add", "sp2", "--size", "40M", "--spare"]);
+    d.ok(&["volume", "create", "w", "--group", "m1", "--size", "8M"]);
+    d.ok(&["volume", "create", "wv", "--group", "g0", "--size", "8M"]);
+    d.ok(&["sparing", "work-volume", "add", "wv"]);
+    let mut jobs = Vec::new();
+    for disk in ["a3", "c2"] {
+        let info = d.json(&["sparing", "start", disk, "--backup-storage", "work-volume"]);
+        assert_eq!(info["diversion"], "work volume wv (diverting)", "{info}");
+        let job = info["job"].as_u64().unwrap().to_string();
+        d.ok(&["job", "pause", &job]);
+        poll("the copy paused", 30, || {
+            d.json(&["job", "show", &job])["state"] == "paused"
+        });
+        jobs.push(job);
+    }
+    let url_v = d.export("v");
+    let out = qemu_io(
+        &url_v,
+        &["write -P 0x77 1M 2M", "write -P 0x78 0 4k", "flush"],
+    );
+    assert!(!out.contains("failed"), "{out}");
+    let url_w = d.export("w");
+    let out = qemu_io(
+        &url_w,
+        &["write -P 0x66 0 4k", "write -P 0x67 1M 1M", "flush"],
+    );
+    assert!(!out.contains("failed"), "{out}");
+    let t4 = &status(&d)["work_volumes"][0];
+    assert_eq!(t4["primaries"], serde_json::json!(["v", "w"]), "{t4}");
+    assert_eq!(t4["sparings"], serde_json::json!(["a3", "c2"]), "{t4}");
+    assert_eq!(t4["slots_used"], 513 + 257, "{t4}");
+    let check_w = [
+        "read -P 0x66 0 4k",
+        "read -P 0 4k 1020k",
+        "read -P 0x67 1M 1M",
+        "read -P 0 2M 6M",
+    ];
+    for (url, check) in [(&url_v, &CHECK_4K[..]), (&url_w, &check_w[..])] {
+        let out = qemu_io(url, check);
+        assert!(!out.contains("failed"), "{out}");
+    }
+    finish(&d, &jobs[0]);
+    let t4 = &status(&d)["work_volumes"][0];
+    assert_eq!(t4["primaries"], serde_json::json!(["w"]), "{t4}");
+    assert_eq!(
+        t4["slots_used"], 257,
+        "v's slots written back, w's kept: {t4}"
+    );
+    assert_eq!(t4["terminal"], 770, "the log goes on: {t4}");
+    let out = qemu_io(&url_w, &check_w);
+    assert!(!out.contains("failed"), "{out}");
+    finish(&d, &jobs[1]);
+    let t4 = &status(&d)["work_volumes"][0];
+    assert_eq!(t4["primaries"], serde_json::json!([]), "idle: {t4}");
+    assert_eq!(t4["terminal"], Value::Null, "{t4}");
+    assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
+    assert_eq!(members(&d, "m1"), ["c1", "sp2"]);
+    for (url, check) in [(&url_v, &CHECK_4K[..]), (&url_w, &check_w[..])] {
+        let out = qemu_io(url, check);
+        assert!(!out.contains("failed"), "after the write-backs: {out}");
+    }
 }

@@ -160,6 +160,12 @@ impl Divert {
         &self.map
     }
 
+    /// Units of this node's main the store holds now.
+    pub fn held(&self) -> usize {
+        let mine = |&(k, _): &(u64, u64)| crate::meta::slotmap::split_key(k).0 == self.main;
+        self.map.entries().iter().filter(|e| mine(e)).count()
+    }
+
     pub fn below(&self) -> &Arc<dyn BlockDev> {
         &self.below
     }

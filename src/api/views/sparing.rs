@@ -182,8 +182,9 @@ pub struct WorkVolumeRow {
     pub terminal: Option<u64>,
     pub slots_used: u64,
     pub bitmap: String,
-    /// The failing disk whose sparing uses it, if one does.
-    pub sparing: Option<String>,
+    /// The failing disks whose sparings use it: several groups sparing at
+    /// once share one work volume, their entries keyed by main volume.
+    pub sparings: Vec<String>,
 }
 
 /// `sparing work-volume add VOLUME`.

@@ -120,10 +120,11 @@ impl Pool {
                 "volume {name} is not a work volume"
             )));
         };
-        if let Some(disk) = self.sparing.work_user(name) {
+        if let Some(r) = self.sparing.work_users(name).first() {
             return Err(Error::conflict(format!(
-                "work volume {name} holds the diverted writes of the sparing of disk {disk}: \
-                 wait for its write-back (`ferrosan sparing status`)"
+                "work volume {name} holds the diverted writes of the sparing of disk {}: \
+                 wait for its write-back (`ferrosan sparing status`)",
+                r.disk
             )));
         }
         self.meta.write(true, |tx| {
@@ -224,24 +225,35 @@ impl Pool {
         Ok(mains)
     }
 
-    /// A free work volume not on `group`.
-    fn free_work_volume(&self, group: &str) -> std::result::Result<String, String> {
-        let st = self.lock();
-        self.sparing
-            .works()
-            .into_iter()
-            .find(|w| {
-                self.sparing.work_user(&w.volume).is_none()
-                    && st
-                        .volumes
-                        .get(&w.volume)
-                        .is_some_and(|v| v.rec.group != group)
-            })
-            .map(|w| w.volume)
-            .ok_or_else(|| {
-                "no work volume is free on another group (`ferrosan sparing work-volume add VOLUME`)"
-                    .into()
-            })
+    /// A work volume not on `group` and its first free main id: one no
+    /// sparing uses, else one shared with the sparings of other groups
+    /// (FIG. 20A: one work volume, several main volumes' lists).
+    fn free_work_volume(&self, group: &str) -> std::result::Result<(String, u16), String> {
+        let on_other = |w: &WorkVolumeRecord| {
+            self.lock()
+                .volumes
+                .get(&w.volume)
+                .is_some_and(|v| v.rec.group != group)
+        };
+        let mut best: Option<(usize, String, u16)> = None;
+        for w in self.sparing.works().into_iter().filter(on_other) {
+            let users = self.sparing.work_users(&w.volume);
+            let next = users
+                .iter()
+                .filter_map(|r| r.divert.as_ref())
+                .map(|d| usize::from(d.main_base) + d.mains.len())
+                .max()
+                .unwrap_or(0);
+            let Ok(base) = u16::try_from(next) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|b| users.len() < b.0) {
+                best = Some((users.len(), w.volume, base));
+            }
+        }
+        best.map(|(_, v, base)| (v, base)).ok_or_else(|| {
+            "no work volume is on another group (`ferrosan sparing work-volume add VOLUME`)".into()
+        })
     }
 
     /// Refuses a sparing of `group` whose backup storage was named and
@@ -249,9 +261,10 @@ impl Pool {
     pub(super) fn backup_check(&self, group: &str, backup: Option<BackupStorage>) -> Result<()> {
         let why = match backup {
             None | Some(BackupStorage::None) => return Ok(()),
-            Some(BackupStorage::WorkVolume) => self
-                .divert_mains(group)
-                .and_then(|_| self.free_work_volume(group).map(drop)),
+            Some(BackupStorage::WorkVolume) => self.divert_mains(group).and_then(|m| {
+                self.free_work_volume(group)
+                    .and_then(|(_, base)| fits(base, m.len()))
+            }),
             Some(BackupStorage::Secondary) => self.divert_mains(group).and_then(|m| {
                 let st = self.lock();
                 let need = m
@@ -326,13 +339,17 @@ impl Pool {
     ) -> std::result::Result<DivertRecord, String> {
         let mut why = Vec::new();
         if backup != Some(BackupStorage::Secondary) {
-            match self.free_work_volume(&rec.group) {
-                Ok(work) => {
+            match self
+                .free_work_volume(&rec.group)
+                .and_then(|(work, base)| fits(base, mains.len()).map(|()| (work, base)))
+            {
+                Ok((work, main_base)) => {
                     return Ok(DivertRecord {
                         work,
                         mains,
                         write_back: false,
                         secondaries: Vec::new(),
+                        main_base,
                     });
                 }
                 Err(w) => why.push(w),
@@ -346,6 +363,7 @@ impl Pool {
                         mains,
                         write_back: false,
                         secondaries,
+                        main_base: 0,
                     });
                 }
                 Err(w) => why.push(w),
@@ -367,7 +385,10 @@ impl Pool {
         let mut made = Vec::new();
         for (i, (m, (store, map, unit))) in d.mains.iter().zip(stores).enumerate() {
             let Some(v) = st.volumes.get(m) else { continue };
-            let main = u16::try_from(i).unwrap_or(u16::MAX);
+            let main = u16::try_from(i)
+                .ok()
+                .and_then(|i| i.checked_add(d.main_base))
+                .ok_or_else(|| Error::corrupt("a diversion's main ids run past 65535"))?;
             let node = Divert::new(v.dev.current(), store, map, main, unit, mode)?;
             made.push((m.clone(), &v.dev, node));
         }
@@ -421,7 +442,13 @@ impl Pool {
             .work(&d.work)
             .ok_or_else(|| Error::corrupt(format!("work volume {} has no record", d.work)))?;
         let store = thick(&d.work)?;
-        let map = SlotMap::open(Arc::clone(&self.meta), w.object, store.size() / w.unit)?;
+        let map = match self.sparing.open_map(&d.work) {
+            Some(m) => m,
+            None => {
+                let m = SlotMap::open(Arc::clone(&self.meta), w.object, store.size() / w.unit)?;
+                self.sparing.share_map(&d.work, m)
+            }
+        };
         Ok(d.mains
             .iter()
             .map(|_| (Arc::clone(&store), Arc::clone(&map), w.unit))
@@ -466,7 +493,7 @@ impl Pool {
             n.save().await?;
             while n.write_back_some(WRITE_BACK_STEP).await? > 0 {}
         }
-        Ok(nodes.iter().all(|(_, n)| n.map().is_empty()))
+        Ok(nodes.iter().all(|(_, n)| n.held() == 0))
     }
 
     /// What the diversion nodes of the sparing of `disk` counted, summed.
@@ -506,10 +533,17 @@ impl Pool {
         let Some(rec) = self.sparing.op(disk) else {
             return Ok(());
         };
-        let mut objects: Vec<u64> = rec
+        // A shared work volume keeps its map while another sparing uses it.
+        let work = rec
             .divert
             .as_ref()
-            .and_then(|d| self.sparing.work(&d.work))
+            .map(|d| d.work.clone())
+            .unwrap_or_default();
+        let last = self.sparing.work_users(&work).len() <= 1;
+        let mut objects: Vec<u64> = self
+            .sparing
+            .work(&work)
+            .filter(|_| last)
             .map(|w| w.object)
             .into_iter()
             .collect();
@@ -534,6 +568,9 @@ impl Pool {
             }
         }
         self.sparing.remove_op(disk);
+        if last {
+            self.sparing.drop_map(&work);
+        }
         // FIG. 2B back to 2A: the record is gone, so a crash from here
         // leaves at worst volumes nothing uses.
         if let Some(d) = &rec.divert {
@@ -558,18 +595,14 @@ impl Pool {
             .works()
             .into_iter()
             .map(|w| {
-                let user = self.sparing.work_user(&w.volume);
-                let (primaries, terminal, used, slots) = match &user {
-                    Some(disk) => {
-                        let nodes = self.sparing.nodes(disk);
-                        let map = nodes.first().map(|(_, n)| Arc::clone(n.map()));
-                        let prim = nodes.iter().map(|(v, _)| v.clone()).collect();
-                        match map {
-                            Some(m) => (prim, m.terminal(), m.entries(), m.slots()),
-                            None => (prim, 0, Vec::new(), 0),
-                        }
-                    }
-                    None => (Vec::new(), 0, Vec::new(), 0),
+                let users = self.sparing.work_users(&w.volume);
+                let mut primaries: Vec<String> = Vec::new();
+                for r in &users {
+                    primaries.extend(r.divert.iter().flat_map(|d| d.mains.iter().cloned()));
+                }
+                let (terminal, used, slots) = match self.sparing.open_map(&w.volume) {
+                    Some(m) if !users.is_empty() => (m.terminal(), m.entries(), m.slots()),
+                    _ => (0, Vec::new(), 0),
                 };
                 WorkVolumeRow {
                     capacity: sizes.get(&w.volume).copied().unwrap_or(0),
@@ -578,11 +611,19 @@ impl Pool {
                     terminal: (terminal > 0).then_some(terminal),
                     slots_used: used.len() as u64,
                     bitmap: usage_picture(&used, slots, 64),
-                    sparing: user,
+                    sparings: users.into_iter().map(|r| r.disk).collect(),
                 }
             })
             .collect()
     }
+}
+
+/// Whether main ids `base..base+n` fit in 16 bits.
+fn fits(base: u16, n: usize) -> std::result::Result<(), String> {
+    if usize::from(base) + n > usize::from(u16::MAX) {
+        return Err("the work volume serves too many volumes already".into());
+    }
+    Ok(())
 }
 
 /// Whether `a` and `b` are the same device.
@@ -592,7 +633,7 @@ fn same(a: &Arc<dyn BlockDev>, b: &Arc<dyn BlockDev>) -> bool {
 
 /// T4's usage bitmap: one character per slot (`1` used) for the first
 /// `width` slots.
-pub(super) fn usage_picture(used: &[(u64, u64)], slots: u64, width: u64) -> String {
+fn usage_picture(used: &[(u64, u64)], slots: u64, width: u64) -> String {
     let n = slots.min(width);
     let mut out = vec![b'0'; usize::try_from(n).unwrap_or(0)];
     for &(_, s) in used {

@@ -51,6 +51,7 @@ use crate::api::views::SparingPolicyInfo;
 use crate::divert::Divert;
 use crate::meta::SparingTable;
 use crate::meta::model::{SparingPolicy, SparingRecord, WorkVolumeRecord};
+use crate::meta::slotmap::SlotMap;
 
 /// How often the monitor samples the disks' error counts.
 pub(super) const TICK: Duration = Duration::from_secs(1);
@@ -117,6 +118,8 @@ struct State {
     work: BTreeMap<String, WorkVolumeRecord>,
     /// The diversion nodes of each sparing, by failing disk: (volume, node).
     nodes: BTreeMap<String, Vec<(String, Arc<Divert>)>>,
+    /// The slot maps of work volumes in use, by work volume.
+    maps: BTreeMap<String, Arc<SlotMap>>,
 }
 
 /// The sparing service.
@@ -150,13 +153,31 @@ impl Sparing {
         self.st.lock().work.remove(volume);
     }
 
-    /// The failing disk whose sparing diverts to work volume `volume`.
-    pub(super) fn work_user(&self, volume: &str) -> Option<String> {
+    /// The sparings that divert to work volume `volume`, by failing disk.
+    pub(super) fn work_users(&self, volume: &str) -> Vec<SparingRecord> {
         let st = self.st.lock();
         st.ops
             .values()
-            .find(|r| r.divert.as_ref().is_some_and(|d| d.work == volume))
-            .map(|r| r.disk.clone())
+            .filter(|r| r.divert.as_ref().is_some_and(|d| d.work == volume))
+            .cloned()
+            .collect()
+    }
+
+    /// The slot map of work volume `volume`, shared by every sparing that
+    /// diverts to it: the one open already, else `opened`.
+    pub(super) fn share_map(&self, volume: &str, opened: Arc<SlotMap>) -> Arc<SlotMap> {
+        let mut st = self.st.lock();
+        Arc::clone(st.maps.entry(volume.to_string()).or_insert(opened))
+    }
+
+    /// The open slot map of work volume `volume`, if a sparing uses it.
+    pub(super) fn open_map(&self, volume: &str) -> Option<Arc<SlotMap>> {
+        self.st.lock().maps.get(volume).cloned()
+    }
+
+    /// Forgets the open map of `volume` (no sparing uses it any more).
+    pub(super) fn drop_map(&self, volume: &str) {
+        self.st.lock().maps.remove(volume);
     }
 
     /// The failing disk whose sparing diverts to secondary volume `volume`.

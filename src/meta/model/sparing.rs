@@ -57,6 +57,11 @@ pub struct DivertRecord {
     pub write_back: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secondaries: Vec<SecondaryRecord>,
+    /// The main id of `mains[0]` in the work volume's map; the others
+    /// follow. Not 0 when the work volume is shared with sparings that
+    /// came before (FIG. 20A).
+    #[serde(default)]
+    pub main_base: u16,
 }
 
 /// A secondary volume made for a sparing in an unused group (seed 002,
