@@ -306,3 +306,67 @@ fn a_filesystem_split_resynced_and_restored_under_writes_stays_consistent() {
     check_files(&p.mnt, "b", before_b, made_b);
     p.umount();
 }
+
+/// Sparing a disk of the filesystem's RAID-5 group while the writer
+/// runs (seed 002): its writes go to secondary volumes during the copy
+/// and back to the group after, the writer still writing. Unmounted
+/// afterwards, the filesystem is e2fsck-clean and every file whole.
+#[test]
+fn a_filesystem_written_through_a_sparing_with_diversion_stays_consistent() {
+    if !have(&["nbdfuse", "losetup", "mkfs.ext4", "e2fsck", "mount"]) {
+        return;
+    }
+    let dir = pool_dir();
+    if !can_mount(dir.path()) {
+        return;
+    }
+    let d = Daemon::start(dir.path(), &[]);
+    d.group("r5", "raid5", &["a1", "a2", "a3"], "128M");
+    d.ok(&["disk", "add", "sp", "--size", "128M", "--spare"]);
+    d.group("bk", "concat", &["b1"], "256M");
+    d.ok(&["volume", "create", "fv", "--group", "r5", "--size", "192M"]);
+    let mut p = Attached::new(&d.export("fv"), dir.path(), "p");
+    must("mkfs.ext4", &["-q", &p.dev]);
+    p.mount();
+    let w = Writer::start(&p.mnt, "a");
+    w.wait_for(10);
+    let info = d.json(&["sparing", "start", "a3", "--backup-storage", "secondary"]);
+    assert_eq!(
+        info["diversion"], "secondary volumes fv.sec (diverting)",
+        "{info}"
+    );
+    let job = info["job"].as_u64().unwrap().to_string();
+    d.ok(&["job", "pause", &job]);
+    let n = w.synced();
+    w.wait_for(n + 20);
+    let t2 = d.json(&["sparing", "status"])["t2"].clone();
+    assert!(
+        t2[0]["tracks_set"].as_u64().unwrap() > 0,
+        "the writer's blocks went to the secondary: {t2}"
+    );
+    d.ok(&["job", "resume", &job]);
+    assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
+    let n = w.synced();
+    w.wait_for(n + 10);
+    poll("the write-back ends", 120, || {
+        d.json(&["sparing", "status"])["sparings"] == serde_json::json!([])
+    });
+    let n = w.synced();
+    w.wait_for(n + 10);
+    let made = w.stop();
+    p.umount();
+    let (clean, out) = p.fsck();
+    assert!(
+        clean,
+        "the filesystem is not clean after the sparing: {out}"
+    );
+    p.mount();
+    assert_eq!(check_files(&p.mnt, "a", made, made), made);
+    p.umount();
+    let g = d.json(&["group", "show", "r5"]);
+    assert_eq!(g["disks"], serde_json::json!(["a1", "a2", "sp"]), "{g}");
+    assert_eq!(
+        d.json(&["group", "show", "bk"])["volumes"],
+        serde_json::json!([])
+    );
+}
