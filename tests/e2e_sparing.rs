@@ -449,6 +449,20 @@ fn a_work_volume_takes_the_groups_writes_during_the_copy_and_gives_them_back() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
     let url = survive_kill9_then_finish(&mut d, &url, &job);
+    // The write-back ran as a job, with its progress: every unit.
+    let jobs = d.json(&["job", "list"]);
+    let wb = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "write-back")
+        .unwrap_or_else(|| panic!("no write-back job: {jobs}"));
+    assert_eq!(wb["state"], "done", "{wb}");
+    assert_eq!(
+        (wb["done"].as_u64(), wb["total"].as_u64()),
+        (Some(513), Some(513)),
+        "{wb}"
+    );
     let s = status(&d);
     let t4 = &s["work_volumes"][0];
     assert_eq!(t4["primaries"], serde_json::json!([]), "idle again: {s}");
@@ -778,4 +792,57 @@ fn two_groups_share_one_work_volume_without_mixing_data() {
         let out = qemu_io(url, check);
         assert!(!out.contains("failed"), "after the write-backs: {out}");
     }
+}
+
+/// kill -9 in the middle of the write-back (slowed by a disk capped at
+/// 100 I/Os a second): after the restart the stopped job says it was
+/// superseded, a new one writes back what is left, and every byte is
+/// right.
+#[test]
+fn kill_9_during_the_write_back_starts_it_again_and_loses_nothing() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
+    let job = diverting(&d, "8M");
+    let url = write_some(&d);
+    d.ok(&["disk", "inject", "a1", "--iops", "100"]);
+    d.ok(&["job", "resume", &job]);
+    assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
+    let write_back = |d: &Daemon| {
+        let jobs = d.json(&["job", "list"]);
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["kind"] == "write-back")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    poll("the write-back under way", 60, || {
+        let running = write_back(&d)
+            .first()
+            .is_some_and(|j| j["state"] == "running");
+        running && status(&d)["sparings"][0]["written_back"].as_u64() > Some(0)
+    });
+    d.kill9();
+    d.respawn();
+    let url2 = d.export("v");
+    let out = qemu_io(&url2, &CHECK);
+    assert!(!out.contains("failed"), "after kill -9: {out}");
+    poll("the write-back ends", 60, || {
+        status(&d)["sparings"] == serde_json::json!([])
+    });
+    let jobs = write_back(&d);
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert_eq!(jobs[0]["state"], "cancelled", "{jobs:?}");
+    assert!(
+        jobs[0]["message"].as_str().unwrap().contains("superseded"),
+        "{jobs:?}"
+    );
+    assert_eq!(jobs[1]["state"], "done", "{jobs:?}");
+    assert!(
+        jobs[1]["total"].as_u64().unwrap() < 512,
+        "only what was left: {jobs:?}"
+    );
+    let out = qemu_io(&url2, &CHECK);
+    assert!(!out.contains("failed"), "after the write-back: {out}");
+    drop(url);
 }

@@ -160,6 +160,11 @@ impl Divert {
         &self.map
     }
 
+    /// Bytes per unit (slot).
+    pub fn unit(&self) -> u64 {
+        self.unit
+    }
+
     /// Units of this node's main the store holds now.
     pub fn held(&self) -> usize {
         let mine = |&(k, _): &(u64, u64)| crate::meta::slotmap::split_key(k).0 == self.main;

@@ -126,6 +126,16 @@ impl Pool {
                         self.done_at_load(j, "its S-VOL group was gone at the last stop")?;
                     }
                 }
+                JobKind::WriteBack { .. } => {
+                    // The sparing monitor starts a new one at its first
+                    // pass, from the entries stored.
+                    let mut j = j;
+                    j.state = crate::api::views::JobState::Cancelled;
+                    j.message =
+                        Some("superseded by the write-back started again at restart".into());
+                    self.meta.write(true, |tx| tx.put_job(&j))?;
+                    self.jobs.add_finished(j);
+                }
                 JobKind::PairCopy { svol, .. } => {
                     if self.pair_job_resumes(svol) {
                         resumes.push(j);

@@ -28,7 +28,8 @@ pub(crate) fn job_group(k: &JobKind) -> Option<&str> {
         JobKind::PairCopy { .. }
         | JobKind::SvolFill { .. }
         | JobKind::SvolRollback { .. }
-        | JobKind::SvolDlv { .. } => None,
+        | JobKind::SvolDlv { .. }
+        | JobKind::WriteBack { .. } => None,
     }
 }
 
@@ -209,7 +210,8 @@ impl Pool {
             | JobKind::PairCopy { .. }
             | JobKind::SvolFill { .. }
             | JobKind::SvolRollback { .. }
-            | JobKind::SvolDlv { .. } => {
+            | JobKind::SvolDlv { .. }
+            | JobKind::WriteBack { .. } => {
                 return Err(Error::invalid("a copy job has no group work"));
             }
             JobKind::Resync { ranges, .. } => {

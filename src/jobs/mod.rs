@@ -182,6 +182,12 @@ pub fn describe(kind: &JobKind) -> (String, String) {
                 None => format!("S-VOL group {group}: rebuild {lid} from an RO member"),
             },
         ),
+        JobKind::WriteBack { disk, group } => (
+            "write-back".into(),
+            format!(
+                "group {group}: the writes diverted while disk {disk} was spared, written back"
+            ),
+        ),
         JobKind::SvolRollback { group, lid } => (
             "svol-rollback".into(),
             format!("S-VOL group {group}: roll {lid} back to the split image"),

@@ -39,8 +39,6 @@ type Store = (Arc<dyn BlockDev>, Arc<SlotMap>, u64);
 
 /// Bytes per slot of a work volume.
 const UNIT: u64 = 4096;
-/// Units a write-back step copies at most.
-const WRITE_BACK_STEP: usize = 256;
 
 fn not_host_secondary(volume: &str) -> String {
     format!(
@@ -350,6 +348,7 @@ impl Pool {
                         write_back: false,
                         secondaries: Vec::new(),
                         main_base,
+                        write_back_job: 0,
                     });
                 }
                 Err(w) => why.push(w),
@@ -364,6 +363,7 @@ impl Pool {
                         write_back: false,
                         secondaries,
                         main_base: 0,
+                        write_back_job: 0,
                     });
                 }
                 Err(w) => why.push(w),
@@ -483,17 +483,6 @@ impl Pool {
         }
         self.sparing.put_op(new);
         Ok(())
-    }
-
-    /// Writes back what the sparing of `disk` diverted (a monitor pass);
-    /// true when nothing is left.
-    pub(super) async fn divert_write_back(&self, disk: &str) -> Result<bool> {
-        let nodes = self.sparing.nodes(disk);
-        for (_, n) in &nodes {
-            n.save().await?;
-            while n.write_back_some(WRITE_BACK_STEP).await? > 0 {}
-        }
-        Ok(nodes.iter().all(|(_, n)| n.held() == 0))
     }
 
     /// What the diversion nodes of the sparing of `disk` counted, summed.

@@ -41,6 +41,7 @@
 mod divert;
 mod ops;
 mod secondary;
+mod writeback;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -107,26 +107,8 @@ impl Pool {
             }
         }
         for r in self.sparing.ops() {
-            if !r.divert.as_ref().is_some_and(|d| d.write_back) {
-                continue;
-            }
-            let done = self.divert_write_back(&r.disk).await;
-            match done {
-                Ok(true) => {
-                    let d = r.disk.clone();
-                    let res = self
-                        .configure_async(move |p| async move { p.divert_end(&d) })
-                        .await;
-                    if let Err(e) = res {
-                        tracing::warn!("ending the diversion of disk {}: {}", r.disk, e.chain());
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(
-                    "the write-back of the sparing of disk {}: {} (tried again next pass)",
-                    r.disk,
-                    e.chain()
-                ),
+            if r.divert.as_ref().is_some_and(|d| d.write_back) {
+                self.write_back_pass(&r).await;
             }
         }
         self.sparing.pass_done();
@@ -423,10 +405,10 @@ impl Pool {
             reason: r.reason.clone(),
             started: r.started,
             diversion: r.divert.as_ref().map(|d| {
-                let phase = if d.write_back {
-                    "writing back"
-                } else {
-                    "diverting"
+                let phase = match (d.write_back, d.write_back_job) {
+                    (false, _) => "diverting".to_string(),
+                    (true, 0) => "writing back".to_string(),
+                    (true, j) => format!("writing back, job {j}"),
                 };
                 format!("{} ({phase})", super::divert::backup_name(d))
             }),

@@ -277,6 +277,10 @@ pub enum JobKind {
         lid: String,
         spare: String,
     },
+    /// Write back what a sparing of failing disk `disk` (group `group`)
+    /// diverted, to the group. Units are diverted units (slots); the
+    /// remaining entries are found again at each step.
+    WriteBack { disk: String, group: String },
 }
 
 /// A background job and its checkpoint.

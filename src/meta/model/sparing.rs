@@ -62,6 +62,9 @@ pub struct DivertRecord {
     /// came before (FIG. 20A).
     #[serde(default)]
     pub main_base: u16,
+    /// The write-back job running now (0: none yet).
+    #[serde(default)]
+    pub write_back_job: u64,
 }
 
 /// A secondary volume made for a sparing in an unused group (seed 002,
