@@ -22,6 +22,10 @@
 #    work-volume add`): the group's host writes go there during the copy
 #    (seed 002's diversion), then are written back; the copy's time, the
 #    host's IOPS and latency during it, and the write-back's time.
+# 5. The same with secondary volumes (`--backup-storage secondary`): one
+#    volume the size of the group's, made in a group of its own, written
+#    at the volume's addresses in 64 KiB tracks (a track's first 4k write
+#    merges the group's data), deleted after the write-back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -101,6 +105,26 @@ div_iops=$(field "$dir/divert.json" "int(j['iops'])")
 div_p50=$(field "$dir/divert.json" "j['clat_ns']['percentile']['50.000000']//1000")
 div_p99=$(field "$dir/divert.json" "j['clat_ns']['percentile']['99.000000']//1000")
 
+echo "== 5. sparing copy under the same writes, diverted to secondary volumes" >&2
+f disk add s4 --size "$bytes" --spare >/dev/null
+f disk add x0 --size $((3 * bytes + (256 << 20))) >/dev/null
+f group create gs --raid concat --disks x0 >/dev/null
+fio --output-format=json --output="$dir/secondary.json" --name=w --ioengine=nbd --uri="$(uri v)" \
+  --rw=randwrite --bs=4k --iodepth=32 --size="$vol" --time_based --runtime=3600 --ramp_time=1 >/dev/null &
+fiop=$!
+sleep 2
+sec_copy=$(timed_job sparing start m0 --spare s4 --backup-storage secondary)
+kill -INT $fiop; wait $fiop || true
+t0=$(now)
+while [ "$(fj sparing status | python3 -c "import json,sys;print(len(json.load(sys.stdin)['sparings']))")" != 0 ]; do
+  sleep 0.05
+done
+sec_wb=$(python3 -c "print(f'{$(now)-$t0:.2f}')")
+sec_bw=$(python3 -c "print(int($member/$sec_copy))")
+sec_iops=$(field "$dir/secondary.json" "int(j['iops'])")
+sec_p50=$(field "$dir/secondary.json" "j['clat_ns']['percentile']['50.000000']//1000")
+sec_p99=$(field "$dir/secondary.json" "j['clat_ns']['percentile']['99.000000']//1000")
+
 mib() { python3 -c "print(round($1/1048576))"; }
 ratio() { python3 -c "print(round($1/$2, 2))"; }
 echo
@@ -111,3 +135,4 @@ echo "sparing copy, host writing: ${busy_copy} s, $(mib "$busy_bw") MiB/s = $(ra
 echo "host 4k random writes qd32: idle $idle_iops IOPS (p50 ${idle_p50} us, p99 ${idle_p99} us); during the copy $busy_iops IOPS (p50 ${busy_p50} us, p99 ${busy_p99} us) = $(ratio "$busy_iops" "$idle_iops")x idle (goal >= 0.8)"
 echo "  (plain sparing, no work volume: host writes reach every member)"
 echo "diverted to a work volume: copy ${div_copy} s, $(mib "$div_bw") MiB/s = $(ratio "$div_bw" "$copy_bw")x the device; host 4k random writes qd32 during it $div_iops IOPS (p50 ${div_p50} us, p99 ${div_p99} us) = $(ratio "$div_iops" "$idle_iops")x idle (goal >= 0.8); write-back after it ${wb} s"
+echo "diverted to secondary volumes: copy ${sec_copy} s, $(mib "$sec_bw") MiB/s = $(ratio "$sec_bw" "$copy_bw")x the device; host 4k random writes qd32 during it $sec_iops IOPS (p50 ${sec_p50} us, p99 ${sec_p99} us) = $(ratio "$sec_iops" "$idle_iops")x idle (goal >= 0.8); write-back after it ${sec_wb} s"
