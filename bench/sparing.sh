@@ -86,44 +86,39 @@ busy_iops=$(field "$dir/busy.json" "int(j['iops'])")
 busy_p50=$(field "$dir/busy.json" "j['clat_ns']['percentile']['50.000000']//1000")
 busy_p99=$(field "$dir/busy.json" "j['clat_ns']['percentile']['99.000000']//1000")
 
+# copy_under_writes NAME DISK SPARE [ARGS]: spares DISK onto SPARE (with
+# ARGS) under the 4k random writes of section 3, then waits for the
+# write-back; sets NAME_copy, NAME_wb, NAME_bw, NAME_iops, NAME_p50, NAME_p99.
+copy_under_writes() {
+  local name=$1 disk=$2 spare=$3; shift 3
+  fio --output-format=json --output="$dir/$name.json" --name=w --ioengine=nbd --uri="$(uri v)" \
+    --rw=randwrite --bs=4k --iodepth=32 --size="$vol" --time_based --runtime=3600 --ramp_time=1 >/dev/null &
+  local fiop=$!
+  sleep 2
+  local copy; copy=$(timed_job sparing start "$disk" --spare "$spare" "$@")
+  kill -INT $fiop; wait $fiop || true
+  local t0; t0=$(now)
+  while [ "$(fj sparing status | python3 -c "import json,sys;print(len(json.load(sys.stdin)['sparings']))")" != 0 ]; do
+    sleep 0.05
+  done
+  printf -v "${name}_copy" %s "$copy"
+  printf -v "${name}_wb" %s "$(python3 -c "print(f'{$(now)-$t0:.2f}')")"
+  printf -v "${name}_bw" %s "$(python3 -c "print(int($member/$copy))")"
+  printf -v "${name}_iops" %s "$(field "$dir/$name.json" "int(j['iops'])")"
+  printf -v "${name}_p50" %s "$(field "$dir/$name.json" "j['clat_ns']['percentile']['50.000000']//1000")"
+  printf -v "${name}_p99" %s "$(field "$dir/$name.json" "j['clat_ns']['percentile']['99.000000']//1000")"
+}
+
 echo "== 4. sparing copy under the same writes, diverted to a work volume" >&2
 f volume create wv --group gw --size $((2 * bytes - (64 << 20))) >/dev/null
 f sparing work-volume add wv >/dev/null
-fio --output-format=json --output="$dir/divert.json" --name=w --ioengine=nbd --uri="$(uri v)" \
-  --rw=randwrite --bs=4k --iodepth=32 --size="$vol" --time_based --runtime=3600 --ramp_time=1 >/dev/null &
-fiop=$!
-sleep 2
-div_copy=$(timed_job sparing start m3 --spare s3)
-kill -INT $fiop; wait $fiop || true
-t0=$(now)
-while [ "$(fj sparing status | python3 -c "import json,sys;print(len(json.load(sys.stdin)['sparings']))")" != 0 ]; do
-  sleep 0.05
-done
-wb=$(python3 -c "print(f'{$(now)-$t0:.2f}')")
-div_bw=$(python3 -c "print(int($member/$div_copy))")
-div_iops=$(field "$dir/divert.json" "int(j['iops'])")
-div_p50=$(field "$dir/divert.json" "j['clat_ns']['percentile']['50.000000']//1000")
-div_p99=$(field "$dir/divert.json" "j['clat_ns']['percentile']['99.000000']//1000")
+copy_under_writes div m3 s3
 
 echo "== 5. sparing copy under the same writes, diverted to secondary volumes" >&2
 f disk add s4 --size "$bytes" --spare >/dev/null
 f disk add x0 --size $((3 * bytes + (256 << 20))) >/dev/null
 f group create gs --raid concat --disks x0 >/dev/null
-fio --output-format=json --output="$dir/secondary.json" --name=w --ioengine=nbd --uri="$(uri v)" \
-  --rw=randwrite --bs=4k --iodepth=32 --size="$vol" --time_based --runtime=3600 --ramp_time=1 >/dev/null &
-fiop=$!
-sleep 2
-sec_copy=$(timed_job sparing start m0 --spare s4 --backup-storage secondary)
-kill -INT $fiop; wait $fiop || true
-t0=$(now)
-while [ "$(fj sparing status | python3 -c "import json,sys;print(len(json.load(sys.stdin)['sparings']))")" != 0 ]; do
-  sleep 0.05
-done
-sec_wb=$(python3 -c "print(f'{$(now)-$t0:.2f}')")
-sec_bw=$(python3 -c "print(int($member/$sec_copy))")
-sec_iops=$(field "$dir/secondary.json" "int(j['iops'])")
-sec_p50=$(field "$dir/secondary.json" "j['clat_ns']['percentile']['50.000000']//1000")
-sec_p99=$(field "$dir/secondary.json" "j['clat_ns']['percentile']['99.000000']//1000")
+copy_under_writes sec m0 s4 --backup-storage secondary
 
 mib() { python3 -c "print(round($1/1048576))"; }
 ratio() { python3 -c "print(round($1/$2, 2))"; }
@@ -134,5 +129,5 @@ echo "sparing copy, host idle: ${idle_copy} s, $(mib "$idle_bw") MiB/s = $(ratio
 echo "sparing copy, host writing: ${busy_copy} s, $(mib "$busy_bw") MiB/s = $(ratio "$busy_bw" "$copy_bw")x the device"
 echo "host 4k random writes qd32: idle $idle_iops IOPS (p50 ${idle_p50} us, p99 ${idle_p99} us); during the copy $busy_iops IOPS (p50 ${busy_p50} us, p99 ${busy_p99} us) = $(ratio "$busy_iops" "$idle_iops")x idle (goal >= 0.8)"
 echo "  (plain sparing, no work volume: host writes reach every member)"
-echo "diverted to a work volume: copy ${div_copy} s, $(mib "$div_bw") MiB/s = $(ratio "$div_bw" "$copy_bw")x the device; host 4k random writes qd32 during it $div_iops IOPS (p50 ${div_p50} us, p99 ${div_p99} us) = $(ratio "$div_iops" "$idle_iops")x idle (goal >= 0.8); write-back after it ${wb} s"
+echo "diverted to a work volume: copy ${div_copy} s, $(mib "$div_bw") MiB/s = $(ratio "$div_bw" "$copy_bw")x the device; host 4k random writes qd32 during it $div_iops IOPS (p50 ${div_p50} us, p99 ${div_p99} us) = $(ratio "$div_iops" "$idle_iops")x idle (goal >= 0.8); write-back after it ${div_wb} s"
 echo "diverted to secondary volumes: copy ${sec_copy} s, $(mib "$sec_bw") MiB/s = $(ratio "$sec_bw" "$copy_bw")x the device; host 4k random writes qd32 during it $sec_iops IOPS (p50 ${sec_p50} us, p99 ${sec_p99} us) = $(ratio "$sec_iops" "$idle_iops")x idle (goal >= 0.8); write-back after it ${sec_wb} s"
