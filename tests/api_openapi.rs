@@ -12,7 +12,7 @@ use common::Pool;
 use serde_json::Value;
 
 /// The routes of the management API, as designed.
-const ROUTES: [(&str, &str); 51] = [
+const ROUTES: [(&str, &str); 53] = [
     ("get", "/v1/pool"),
     ("post", "/v1/pool/gc"),
     ("post", "/v1/pool/check"),
@@ -64,6 +64,8 @@ const ROUTES: [(&str, &str); 51] = [
     ("post", "/v1/sparing/start"),
     ("post", "/v1/sparing/work-volumes"),
     ("delete", "/v1/sparing/work-volumes/{volume}"),
+    ("post", "/v1/sparing/work-disks"),
+    ("delete", "/v1/sparing/work-disks/{disk}"),
 ];
 
 fn doc() -> Value {

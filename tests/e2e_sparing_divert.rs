@@ -164,21 +164,6 @@ fn alarm(d: &Daemon, what: &str) -> String {
     found
 }
 
-/// Resumes the copy and waits for the sparing and its write-back to end.
-fn finish(d: &Daemon, job: &str) {
-    d.ok(&["job", "resume", job]);
-    assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
-    let id = job.parse::<u64>().unwrap();
-    poll("the write-back ends", 60, || {
-        let s = status(d);
-        !s["sparings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["job"] == id)
-    });
-}
-
 /// Writes 0x77 over 1M..3M of `v` (diverted); returns its URL.
 fn write_some(d: &Daemon) -> String {
     let url = d.export("v");

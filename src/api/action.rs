@@ -66,6 +66,8 @@ pub enum Action {
     SparingStart(SparingStartRequest),
     WorkVolumeAdd(WorkVolumeRequest),
     WorkVolumeRemove(String),
+    WorkDiskAdd(WorkDiskRequest),
+    WorkDiskRemove(String),
 }
 
 /// The view an action returns.
@@ -94,6 +96,7 @@ pub enum Reply {
     Sparing(SparingStatus),
     SparingStarted(SparingInfo),
     WorkVolumes(Vec<WorkVolumeRow>),
+    WorkDisks(Vec<WorkDiskRow>),
     /// The object is gone: 204 No Content.
     Deleted,
 }
@@ -125,6 +128,7 @@ impl Reply {
             Reply::Sparing(v) => (status, Json(v)).into_response(),
             Reply::SparingStarted(v) => (status, Json(v)).into_response(),
             Reply::WorkVolumes(v) => (status, Json(v)).into_response(),
+            Reply::WorkDisks(v) => (status, Json(v)).into_response(),
             Reply::Deleted => StatusCode::NO_CONTENT.into_response(),
         }
     }
@@ -218,6 +222,8 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
         Action::SparingStart(req) => Reply::SparingStarted(p.sparing_start(req)?),
         Action::WorkVolumeAdd(req) => Reply::WorkVolumes(p.work_volume_add(req)?),
         Action::WorkVolumeRemove(name) => Reply::WorkVolumes(p.work_volume_remove(&name)?),
+        Action::WorkDiskAdd(req) => Reply::WorkDisks(p.work_disk_add(req)?),
+        Action::WorkDiskRemove(name) => Reply::WorkDisks(p.work_disk_remove(&name)?),
         Action::SvolGroupRestore(name, req) => {
             let rate = req.rate.unwrap_or(0);
             Reply::Job(match (req.mode, req.member) {

@@ -130,6 +130,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(sparing::sparing_start))
         .routes(routes!(sparing::work_volume_add))
         .routes(routes!(sparing::work_volume_remove))
+        .routes(routes!(sparing::work_disk_add))
+        .routes(routes!(sparing::work_disk_remove))
 }
 
 /// Answer for a path no route matches.

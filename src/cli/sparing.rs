@@ -39,9 +39,11 @@ pub enum SparingCmd {
         spare: Option<String>,
         /// Where the group's host writes go while the copy runs:
         /// secondary (new volumes in a RAID group that holds none),
-        /// work-volume (one set aside with `sparing work-volume add`) or
-        /// none. Default: a free work volume, else secondary volumes, else
-        /// none; `sparing status` says which.
+        /// work-volume (one set aside with `sparing work-volume add`),
+        /// work-disk (one set aside with `sparing work-disk add`: the
+        /// group's disk writes, parity included, go there) or none.
+        /// Default: a free work volume, else a work disk, else secondary
+        /// volumes, else none; `sparing status` says which.
         #[arg(long, value_name = "KIND")]
         backup_storage: Option<BackupStorage>,
         /// Wait for the copy, with a progress bar.
@@ -52,6 +54,26 @@ pub enum SparingCmd {
     /// runs, written back when it is done.
     #[command(name = "work-volume", subcommand)]
     WorkVolume(WorkVolumeCmd),
+    /// Work disks: where a spared group's disk writes (data and parity)
+    /// go while its copy runs, written back when it is done. They work
+    /// for any volume, also those in pairs, copies or S-VOL groups.
+    #[command(name = "work-disk", subcommand)]
+    WorkDisk(WorkDiskCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkDiskCmd {
+    /// Set a free disk aside as a work disk (`ferrosan disk add NAME
+    /// --size S` first). Groups being spared append their writes to it.
+    Add {
+        /// The disk (in no group, not a spare).
+        disk: String,
+    },
+    /// Give a work disk back (not while it holds writes).
+    Remove {
+        /// The work disk.
+        disk: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +138,16 @@ pub fn run(ctx: &Ctx, cmd: SparingCmd) -> Result<(), Failure> {
             let s: SparingStatus = ctx.get("/v1/sparing")?;
             ctx.show(&s.work_volumes, |r| t4(r))
         }
+        SparingCmd::WorkDisk(WorkDiskCmd::Add { disk }) => {
+            let req = WorkDiskRequest { disk };
+            let rows: Vec<WorkDiskRow> = ctx.post("/v1/sparing/work-disks", &req)?;
+            ctx.show(&rows, |r| t6(r))
+        }
+        SparingCmd::WorkDisk(WorkDiskCmd::Remove { disk }) => {
+            ctx.delete(&format!("/v1/sparing/work-disks/{disk}"))?;
+            let s: SparingStatus = ctx.get("/v1/sparing")?;
+            ctx.show(&s.work_disks, |r| t6(r))
+        }
         SparingCmd::Start {
             disk,
             spare,
@@ -178,6 +210,7 @@ pub fn status(s: &SparingStatus) -> String {
         "ERRORS",
         "IN WINDOW",
         "SPARING",
+        "T5 STATUS",
     ]);
     for d in &s.disks {
         disks.add_row(vec![
@@ -188,6 +221,7 @@ pub fn status(s: &SparingStatus) -> String {
             d.errors.to_string(),
             d.recent_errors.to_string(),
             d.sparing.clone().unwrap_or_else(|| "-".into()),
+            d.backup.clone().unwrap_or_else(|| "NULL".into()),
         ]);
     }
     let mut out = format!(
@@ -244,6 +278,12 @@ pub fn status(s: &SparingStatus) -> String {
     if !s.work_volumes.is_empty() {
         out.push_str(&format!("\nT4  work volumes\n{}", t4(&s.work_volumes)));
     }
+    if !s.work_disks.is_empty() {
+        out.push_str(&format!("\nT6  work disks\n{}", t6(&s.work_disks)));
+    }
+    if s.t7_rows > 0 {
+        out.push_str(&format!("\nT7  work disk mapping\n{}", t7(s)));
+    }
     for a in &s.alarms {
         out.push_str(&format!("ALARM: {a}\n"));
     }
@@ -286,4 +326,61 @@ fn t4(rows: &[WorkVolumeRow]) -> String {
         ]);
     }
     format!("{t}\n")
+}
+
+/// Table T6 as FIG. 15B/15C draws it.
+fn t6(rows: &[WorkDiskRow]) -> String {
+    let mut t = table(&[
+        "DISK#",
+        "CAPACITY",
+        "STATUS",
+        "MAIN DISK#",
+        "TERMINAL ADDRESS",
+        "UNITS HELD",
+    ]);
+    for r in rows {
+        let mains = if r.main_disks.is_empty() {
+            "NULL".to_string()
+        } else {
+            r.main_disks.join(", ")
+        };
+        t.add_row(vec![
+            r.disk.clone(),
+            format_size(r.capacity),
+            r.status.clone(),
+            mains,
+            r.terminal.map_or("NULL".into(), |t| t.to_string()),
+            format!(
+                "{} of {} ({} each)",
+                r.units_used,
+                r.units,
+                format_size(r.unit)
+            ),
+        ]);
+    }
+    format!("{t}\n")
+}
+
+/// Table T7 as FIG. 16 draws it; the terminal address is the last row's.
+fn t7(s: &SparingStatus) -> String {
+    let mut t = table(&[
+        "MAIN DISK#",
+        "MAIN DISK ADDRESS",
+        "WORK DISK#",
+        "WORK DISK ADDRESS",
+    ]);
+    for r in &s.t7 {
+        t.add_row(vec![
+            r.main_disk.clone(),
+            r.main_address.to_string(),
+            r.work_disk.clone(),
+            r.work_address.to_string(),
+        ]);
+    }
+    let more = s.t7_rows.saturating_sub(s.t7.len() as u64);
+    if more > 0 {
+        format!("{t}\n... and {more} more rows\n")
+    } else {
+        format!("{t}\n")
+    }
 }

@@ -501,3 +501,27 @@ impl BlockDev for Divert {
         self
     }
 }
+
+/// Below the RAID layer (a work disk): the node over one member slot.
+impl crate::stack::raid::SlotDivert for Divert {
+    fn dev(&self) -> &dyn BlockDev {
+        self
+    }
+
+    fn holds_all(&self, off: u64, len: u64) -> bool {
+        self.units_of(off, len)
+            .all(|u| self.map.lookup(key(self.main, u)).is_some())
+    }
+
+    fn holds_any(&self, off: u64, len: u64) -> bool {
+        if self.map.is_empty() {
+            return false;
+        }
+        self.units_of(off, len)
+            .any(|u| self.map.lookup(key(self.main, u)).is_some())
+    }
+
+    fn save(&self) -> DevFuture<'_, Result<()>> {
+        Box::pin(Divert::save(self))
+    }
+}

@@ -376,6 +376,7 @@ impl Pool {
     }
 
     pub fn disk_remove(&self, name: &str) -> Result<()> {
+        self.refuse_work_disk(name)?;
         let rec = {
             let st = self.lock();
             let e = Self::disk_entry(&st, name)?;

@@ -282,6 +282,9 @@ impl Pool {
                 req.name
             )));
         }
+        for d in &req.disks {
+            self.refuse_work_disk(d)?;
+        }
         let sizes = Self::check_free_disks(&st, &req.disks)?;
         let member_sizes = match req.raid {
             RaidLevelName::Concat => sizes.iter().map(|s| s / stripe * stripe).collect(),
@@ -396,6 +399,9 @@ impl Pool {
             return Err(Error::conflict(format!(
                 "group {name} has a job running: wait for it first"
             )));
+        }
+        for d in &req.disks {
+            self.refuse_work_disk(d).map_err(named_in_body)?;
         }
         let sizes = Self::check_free_disks(&st, &req.disks).map_err(named_in_body)?;
         let mut rec = g.rec.clone();

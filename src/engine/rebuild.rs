@@ -232,6 +232,7 @@ impl Pool {
 
     /// Starts rebuilding slot `slot` of `group` onto disk `disk`.
     pub(crate) fn start_rebuild(&self, group: &str, slot: usize, disk: &str) -> Result<JobInfo> {
+        self.refuse_work_disk(disk)?;
         let mut st = self.group_entry_locked(group)?;
         let g = st
             .groups

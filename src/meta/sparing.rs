@@ -1,12 +1,13 @@
 //! The sparing table: the policy (key `policy`), one record per sparing
-//! under way (key `disk/<failing disk>`) and one per work volume (key
-//! `work/<volume>`), JSON values.
+//! under way (key `disk/<failing disk>`), one per work volume (key
+//! `work/<volume>`) and one per work disk (key `workdisk/<disk>`), JSON
+//! values.
 
 #![forbid(unsafe_code)]
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::model::sparing::{SparingPolicy, SparingRecord, WorkVolumeRecord};
+use super::model::sparing::{SparingPolicy, SparingRecord, WorkDiskRecord, WorkVolumeRecord};
 use super::{Meta, Tx, db_err, decode, encode};
 use crate::error::Result;
 
@@ -15,12 +16,14 @@ pub(super) const SPARING: TableDefinition<&str, &[u8]> = TableDefinition::new("s
 const POLICY: &str = "policy";
 const OP_PREFIX: &str = "disk/";
 const WORK_PREFIX: &str = "work/";
+const WORK_DISK_PREFIX: &str = "workdisk/";
 
 /// What the sparing table holds.
 pub struct SparingTable {
     pub policy: SparingPolicy,
     pub ops: Vec<SparingRecord>,
     pub work: Vec<WorkVolumeRecord>,
+    pub work_disks: Vec<WorkDiskRecord>,
 }
 
 impl Meta {
@@ -37,6 +40,7 @@ impl Meta {
         let mut policy = SparingPolicy::default();
         let mut ops = Vec::new();
         let mut work = Vec::new();
+        let mut work_disks = Vec::new();
         for item in t.iter().map_err(|e| db_err("a scan", e))? {
             let (k, v) = item.map_err(|e| db_err("a scan", e))?;
             let key = k.value();
@@ -46,9 +50,16 @@ impl Meta {
                 ops.push(decode("sparing", key, v.value())?);
             } else if key.starts_with(WORK_PREFIX) {
                 work.push(decode("work volume", key, v.value())?);
+            } else if key.starts_with(WORK_DISK_PREFIX) {
+                work_disks.push(decode("work disk", key, v.value())?);
             }
         }
-        Ok(SparingTable { policy, ops, work })
+        Ok(SparingTable {
+            policy,
+            ops,
+            work,
+            work_disks,
+        })
     }
 }
 
@@ -80,6 +91,14 @@ impl Tx<'_> {
 
     pub fn del_work_volume(&mut self, volume: &str) -> Result<()> {
         self.sparing_del(&format!("{WORK_PREFIX}{volume}"))
+    }
+
+    pub fn put_work_disk(&mut self, r: &WorkDiskRecord) -> Result<()> {
+        self.sparing_put(&format!("{WORK_DISK_PREFIX}{}", r.disk), &encode(r)?)
+    }
+
+    pub fn del_work_disk(&mut self, disk: &str) -> Result<()> {
+        self.sparing_del(&format!("{WORK_DISK_PREFIX}{disk}"))
     }
 
     fn sparing_del(&mut self, key: &str) -> Result<()> {

@@ -72,3 +72,18 @@ pub fn raid5_with_spare(d: &Daemon) -> String {
     qemu_io(&url, &["write -P 0x5a 0 16M", "flush"]);
     url
 }
+
+/// Resumes the copy and waits for the sparing and its write-back to end.
+pub fn finish(d: &Daemon, job: &str) {
+    d.ok(&["job", "resume", job]);
+    assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
+    let id = job.parse::<u64>().unwrap();
+    poll("the write-back ends", 60, || {
+        let s = status(d);
+        !s["sparings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["job"] == id)
+    });
+}

@@ -76,3 +76,34 @@ pub(super) async fn work_volume_remove(
     s.run(Action::WorkVolumeRemove(volume), StatusCode::OK)
         .await
 }
+
+/// Set a free disk aside as a work disk (table T6): while a group is
+/// spared, the disk-level writes its RAID layer makes for hosts (data and
+/// parity) are appended to it, and written back when the copy is done.
+/// Several groups sparing at once may share one.
+#[utoipa::path(post, path = "/v1/sparing/work-disks", tag = "sparing", request_body = WorkDiskRequest,
+    responses(
+        (status = 201, description = "Table T6", body = Vec<WorkDiskRow>),
+        (status = 404, description = "No such disk", body = ApiError),
+        (status = 409, description = "The disk is in a group, a spare, or a work disk already", body = ApiError),
+        (status = 422, description = "The disk has failed or is not open", body = ApiError)))]
+pub(super) async fn work_disk_add(
+    State(s): State<AppState>,
+    Body(req): Body<WorkDiskRequest>,
+) -> Answer {
+    s.run(Action::WorkDiskAdd(req), StatusCode::CREATED).await
+}
+
+/// Give a work disk back (refused while it holds diverted writes).
+#[utoipa::path(delete, path = "/v1/sparing/work-disks/{disk}", tag = "sparing",
+    params(("disk" = Name, Path, description = "The work disk")),
+    responses(
+        (status = 200, description = "Table T6", body = Vec<WorkDiskRow>),
+        (status = 404, description = "Not a work disk", body = ApiError),
+        (status = 409, description = "It holds the diverted writes of a sparing", body = ApiError)))]
+pub(super) async fn work_disk_remove(
+    State(s): State<AppState>,
+    PathParams(disk): PathParams<String>,
+) -> Answer {
+    s.run(Action::WorkDiskRemove(disk), StatusCode::OK).await
+}

@@ -48,8 +48,8 @@ pub struct SparingStartRequest {
     #[schema(value_type = Option<Name>)]
     pub spare: Option<String>,
     /// Where the group's host writes go while the copy runs; default:
-    /// the best available (a free work volume, else secondary volumes in
-    /// an unused group, else none).
+    /// the best available (a free work volume, else a work disk, else
+    /// secondary volumes in an unused group, else none).
     #[serde(default)]
     pub backup_storage: Option<BackupStorage>,
 }
@@ -63,6 +63,9 @@ pub enum BackupStorage {
     Secondary,
     /// A work volume set aside with `sparing work-volume add`.
     WorkVolume,
+    /// A work disk set aside with `sparing work-disk add`: the group's
+    /// disk-level writes (data and parity) are appended to it.
+    WorkDisk,
     /// No diversion: host writes keep reaching the group.
     None,
 }
@@ -73,9 +76,10 @@ impl std::str::FromStr for BackupStorage {
         match s {
             "secondary" => Ok(BackupStorage::Secondary),
             "work-volume" => Ok(BackupStorage::WorkVolume),
+            "work-disk" => Ok(BackupStorage::WorkDisk),
             "none" => Ok(BackupStorage::None),
             other => Err(format!(
-                "unknown backup storage {other:?}: use secondary, work-volume or none"
+                "unknown backup storage {other:?}: use secondary, work-volume, work-disk or none"
             )),
         }
     }
@@ -102,8 +106,12 @@ pub struct SparingDiskRow {
     pub recent_errors: u64,
     pub status: DiskStatus,
     /// `failure anticipated`, `sparing copy source`, `sparing copy
-    /// target`, `spare`, or nothing.
+    /// target`, `spare`, `work disk`, or nothing.
     pub sparing: Option<String>,
+    /// Table T5's status: `RENEWED DATA BEING BACKED UP` for every disk
+    /// of a group whose disk-level writes go to a work disk.
+    #[serde(default)]
+    pub backup: Option<String>,
 }
 
 /// One sparing under way.
@@ -153,6 +161,54 @@ pub struct SparingStatus {
     /// Table T2's rows of sparings that divert to secondary volumes.
     #[serde(default)]
     pub t2: Vec<SparingT2Row>,
+    /// Table T6: the work disks and what they serve.
+    #[serde(default)]
+    pub work_disks: Vec<WorkDiskRow>,
+    /// Table T7: the work disks' mapping rows in append order, the first
+    /// 256 of `t7_rows`.
+    #[serde(default)]
+    pub t7: Vec<T7Row>,
+    #[serde(default)]
+    pub t7_rows: u64,
+}
+
+/// A row of table T6 (FIG. 15B/15C): a work disk, `UNUSED` or `IN USE`,
+/// the main disks whose disk-level writes it holds and its terminal
+/// address (the last unit written, 1-based; none when empty).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkDiskRow {
+    pub disk: String,
+    pub capacity: u64,
+    pub status: String,
+    pub main_disks: Vec<String>,
+    pub terminal: Option<u64>,
+    /// Units held now, of `units`.
+    pub units_used: u64,
+    pub units: u64,
+    /// Bytes per unit (the mapping granularity of T7's addresses).
+    pub unit: u64,
+    /// The failing disks whose sparings use it (several groups may share
+    /// one work disk, FIG. 20B).
+    pub sparings: Vec<String>,
+}
+
+/// A row of table T7 (FIG. 16): a unit of a main disk (its address in
+/// units from the start of the disk's data) and where on the work disk
+/// it is (1-based, in append order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct T7Row {
+    pub main_disk: String,
+    pub main_address: u64,
+    pub work_disk: String,
+    pub work_address: u64,
+}
+
+/// `sparing work-disk add DISK`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkDiskRequest {
+    #[schema(value_type = Name)]
+    pub disk: String,
 }
 
 /// A row of table T2 (FIG. 2B): a volume of the spared group and the

@@ -49,7 +49,9 @@ fn not_host_secondary(volume: &str) -> String {
 
 /// Where `d` diverts to, in words.
 pub(super) fn backup_name(d: &DivertRecord) -> String {
-    if d.secondaries.is_empty() {
+    if !d.work_disk.is_empty() {
+        format!("work disk {}", d.work_disk)
+    } else if d.secondaries.is_empty() {
         format!("work volume {}", d.work)
     } else {
         let v: Vec<&str> = d.secondaries.iter().map(|s| s.volume.as_str()).collect();
@@ -263,6 +265,9 @@ impl Pool {
                 self.free_work_volume(group)
                     .and_then(|(_, base)| fits(base, m.len()))
             }),
+            Some(BackupStorage::WorkDisk) => self
+                .group_disks(group)
+                .and_then(|d| self.free_work_disk(d.len()).map(drop)),
             Some(BackupStorage::Secondary) => self.divert_mains(group).and_then(|m| {
                 let st = self.lock();
                 let need = m
@@ -285,12 +290,10 @@ impl Pool {
         backup: Option<BackupStorage>,
     ) -> Result<()> {
         let disk = rec.disk.clone();
-        let chosen = match self.divert_mains(&rec.group) {
-            Err(why) => Err(why),
-            Ok(_) if backup == Some(BackupStorage::None) => {
-                Err("no backup storage was asked for".to_string())
-            }
-            Ok(mains) => self.divert_choose(rec, mains, backup),
+        let chosen = if backup == Some(BackupStorage::None) {
+            Err("no backup storage was asked for".to_string())
+        } else {
+            self.divert_choose(rec, backup)
         };
         match chosen {
             Ok(d) => rec.divert = Some(d),
@@ -327,21 +330,25 @@ impl Pool {
         Ok(())
     }
 
-    /// A work volume (when `backup` allows one and one is free), else
-    /// secondary volumes (when allowed and an unused group has room).
+    /// A work volume (when `backup` allows one, one is free and the
+    /// group's volumes are plain), else a work disk, else secondary
+    /// volumes (when allowed and an unused group has room).
     fn divert_choose(
         &self,
         rec: &SparingRecord,
-        mains: Vec<String>,
         backup: Option<BackupStorage>,
     ) -> std::result::Result<DivertRecord, String> {
+        let allows = |b: BackupStorage| backup.is_none_or(|x| x == b);
         let mut why = Vec::new();
-        if backup != Some(BackupStorage::Secondary) {
-            match self
-                .free_work_volume(&rec.group)
-                .and_then(|(work, base)| fits(base, mains.len()).map(|()| (work, base)))
-            {
-                Ok((work, main_base)) => {
+        let mains = self.divert_mains(&rec.group);
+        if allows(BackupStorage::WorkVolume) {
+            let found = mains.clone().and_then(|m| {
+                let (work, base) = self.free_work_volume(&rec.group)?;
+                fits(base, m.len())?;
+                Ok((m, work, base))
+            });
+            match found {
+                Ok((mains, work, main_base)) => {
                     return Ok(DivertRecord {
                         work,
                         mains,
@@ -349,14 +356,21 @@ impl Pool {
                         secondaries: Vec::new(),
                         main_base,
                         write_back_job: 0,
+                        work_disk: String::new(),
                     });
                 }
                 Err(w) => why.push(w),
             }
         }
-        if backup != Some(BackupStorage::WorkVolume) {
-            match self.secondaries_make(rec, &mains) {
-                Ok(secondaries) => {
+        if allows(BackupStorage::WorkDisk) {
+            match self.work_disk_divert(rec) {
+                Ok(d) => return Ok(d),
+                Err(w) => why.push(w),
+            }
+        }
+        if allows(BackupStorage::Secondary) {
+            match mains.and_then(|m| Ok((self.secondaries_make(rec, &m)?, m))) {
+                Ok((secondaries, mains)) => {
                     return Ok(DivertRecord {
                         work: String::new(),
                         mains,
@@ -364,17 +378,22 @@ impl Pool {
                         secondaries,
                         main_base: 0,
                         write_back_job: 0,
+                        work_disk: String::new(),
                     });
                 }
                 Err(w) => why.push(w),
             }
         }
+        why.dedup();
         Err(why.join("; "))
     }
 
     /// Puts the diversion nodes of the sparing of `disk` over its volumes'
     /// switches, in the mode `d` says.
     pub(super) fn divert_install(&self, disk: &str, d: &DivertRecord) -> Result<()> {
+        if !d.work_disk.is_empty() {
+            return self.divert_install_below(disk, d);
+        }
         let mode = if d.write_back {
             Mode::WriteBack
         } else {
@@ -457,6 +476,13 @@ impl Pool {
 
     /// Takes the nodes of `disk` off its volumes again.
     pub(super) fn divert_abandon(&self, disk: &str) {
+        if let Some(r) = self.sparing.op(disk)
+            && r.divert.as_ref().is_some_and(|d| !d.work_disk.is_empty())
+        {
+            self.divert_remove_below(&r.group);
+            self.sparing.take_nodes(disk);
+            return;
+        }
         let nodes = self.sparing.take_nodes(disk);
         let st = self.lock();
         for (vol, n) in &nodes {
@@ -506,10 +532,11 @@ impl Pool {
             return;
         }
         let why = format!(
-            "work volume {} is full: writes of group {} to blocks not yet diverted reach its disks \
-             again ({} units so far); add a larger work volume for the next sparing \
-             (`ferrosan sparing work-volume add VOLUME`)",
-            d.work, r.group, c.overflowed
+            "{} is full: writes of group {} to blocks not yet diverted reach its disks \
+             again ({} units so far); add a larger one for the next sparing",
+            backup_name(d),
+            r.group,
+            c.overflowed
         );
         if self.sparing.alarm_of(&r.disk, "full", why.clone()) {
             tracing::error!("{why}");
@@ -541,6 +568,14 @@ impl Pool {
                 .iter()
                 .flat_map(|d| d.secondaries.iter().map(|s| s.object)),
         );
+        let work_disk = rec
+            .divert
+            .as_ref()
+            .map(|d| d.work_disk.clone())
+            .unwrap_or_default();
+        if !work_disk.is_empty() {
+            objects.extend(self.work_disk_objects(&work_disk));
+        }
         self.meta.write(true, |tx| {
             for &o in &objects {
                 tx.del_pages(o)?;
@@ -548,7 +583,9 @@ impl Pool {
             tx.del_sparing(disk)
         })?;
         let nodes = self.sparing.take_nodes(disk);
-        {
+        if !work_disk.is_empty() {
+            self.divert_remove_below(&rec.group);
+        } else {
             let st = self.lock();
             for (vol, n) in &nodes {
                 if let Some(v) = st.volumes.get(vol) {
@@ -557,8 +594,11 @@ impl Pool {
             }
         }
         self.sparing.remove_op(disk);
-        if last {
+        if last && !work.is_empty() {
             self.sparing.drop_map(&work);
+        }
+        if !work_disk.is_empty() {
+            self.work_disk_drop_map(&work_disk);
         }
         // FIG. 2B back to 2A: the record is gone, so a crash from here
         // leaves at worst volumes nothing uses.
@@ -585,10 +625,7 @@ impl Pool {
             .into_iter()
             .map(|w| {
                 let users = self.sparing.work_users(&w.volume);
-                let mut primaries: Vec<String> = Vec::new();
-                for r in &users {
-                    primaries.extend(r.divert.iter().flat_map(|d| d.mains.iter().cloned()));
-                }
+                let primaries = mains_of(&users);
                 let (terminal, used, slots) = match self.sparing.open_map(&w.volume) {
                     Some(m) if !users.is_empty() => (m.terminal(), m.entries(), m.slots()),
                     _ => (0, Vec::new(), 0),
@@ -605,6 +642,13 @@ impl Pool {
             })
             .collect()
     }
+}
+
+/// The main volumes or disks of `users`, in their main id order.
+pub(super) fn mains_of(users: &[SparingRecord]) -> Vec<String> {
+    let mut ds: Vec<&DivertRecord> = users.iter().filter_map(|r| r.divert.as_ref()).collect();
+    ds.sort_by_key(|d| d.main_base);
+    ds.iter().flat_map(|d| d.mains.iter().cloned()).collect()
 }
 
 /// Whether main ids `base..base+n` fit in 16 bits.

@@ -41,6 +41,7 @@
 mod divert;
 mod ops;
 mod secondary;
+mod workdisk;
 mod writeback;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -51,7 +52,7 @@ use std::sync::Arc;
 use crate::api::views::SparingPolicyInfo;
 use crate::divert::Divert;
 use crate::meta::SparingTable;
-use crate::meta::model::{SparingPolicy, SparingRecord, WorkVolumeRecord};
+use crate::meta::model::{SparingPolicy, SparingRecord, WorkDiskRecord, WorkVolumeRecord};
 use crate::meta::slotmap::SlotMap;
 
 /// How often the monitor samples the disks' error counts.
@@ -117,9 +118,12 @@ struct State {
     passes: u64,
     /// Work volumes, by volume (T4).
     work: BTreeMap<String, WorkVolumeRecord>,
+    /// Work disks, by disk (T6).
+    work_disks: BTreeMap<String, WorkDiskRecord>,
     /// The diversion nodes of each sparing, by failing disk: (volume, node).
     nodes: BTreeMap<String, Vec<(String, Arc<Divert>)>>,
-    /// The slot maps of work volumes in use, by work volume.
+    /// The slot maps of work stores in use: by work volume, and by
+    /// `disk:NAME` for a work disk.
     maps: BTreeMap<String, Arc<SlotMap>>,
 }
 
@@ -136,6 +140,37 @@ impl Sparing {
         st.policy = t.policy;
         st.ops = t.ops.into_iter().map(|r| (r.disk.clone(), r)).collect();
         st.work = t.work.into_iter().map(|w| (w.volume.clone(), w)).collect();
+        st.work_disks = t
+            .work_disks
+            .into_iter()
+            .map(|w| (w.disk.clone(), w))
+            .collect();
+    }
+
+    pub(super) fn work_disk(&self, disk: &str) -> Option<WorkDiskRecord> {
+        self.st.lock().work_disks.get(disk).cloned()
+    }
+
+    pub(super) fn work_disks(&self) -> Vec<WorkDiskRecord> {
+        self.st.lock().work_disks.values().cloned().collect()
+    }
+
+    pub(super) fn put_work_disk(&self, w: WorkDiskRecord) {
+        self.st.lock().work_disks.insert(w.disk.clone(), w);
+    }
+
+    pub(super) fn remove_work_disk(&self, disk: &str) {
+        self.st.lock().work_disks.remove(disk);
+    }
+
+    /// The sparings diverting to work disk `disk`.
+    pub(super) fn work_disk_users(&self, disk: &str) -> Vec<SparingRecord> {
+        let st = self.st.lock();
+        st.ops
+            .values()
+            .filter(|r| r.divert.as_ref().is_some_and(|d| d.work_disk == disk))
+            .cloned()
+            .collect()
     }
 
     pub(super) fn work(&self, volume: &str) -> Option<WorkVolumeRecord> {
@@ -159,7 +194,11 @@ impl Sparing {
         let st = self.st.lock();
         st.ops
             .values()
-            .filter(|r| r.divert.as_ref().is_some_and(|d| d.work == volume))
+            .filter(|r| {
+                r.divert
+                    .as_ref()
+                    .is_some_and(|d| d.work == volume && !volume.is_empty())
+            })
             .cloned()
             .collect()
     }

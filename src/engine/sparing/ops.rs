@@ -433,7 +433,11 @@ impl Pool {
             })
             .map(|r| self.sparing_info(r))
             .collect();
+        let (t7, t7_rows) = self.t7();
         SparingStatus {
+            work_disks: self.t6(),
+            t7,
+            t7_rows,
             work_volumes: self.t4(),
             t2: self.sparing_t2(),
             policy: self.sparing.policy_info(),
@@ -479,11 +483,14 @@ impl Pool {
                         Some("failure anticipated")
                     } else if e.rec.spare && info.group.is_none() {
                         Some("spare")
+                    } else if self.sparing.work_disk(&e.rec.name).is_some() {
+                        Some("work disk")
                     } else {
                         None
                     },
                 );
                 SparingDiskRow {
+                    backup: self.t5_status(&e.rec.name),
                     disk: e.rec.name.clone(),
                     capacity: e.rec.data_size,
                     group: info.group,

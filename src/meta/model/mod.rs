@@ -22,7 +22,9 @@ pub mod svol;
 
 pub use copy::CopyMode;
 pub use pair::{PairRecord, PairStatus};
-pub use sparing::{DivertRecord, SecondaryRecord, SparingPolicy, SparingRecord, WorkVolumeRecord};
+pub use sparing::{
+    DivertRecord, SecondaryRecord, SparingPolicy, SparingRecord, WorkDiskRecord, WorkVolumeRecord,
+};
 pub use svol::{SvolAttr, SvolGroupRecord, SvolMemberRecord, ToPvolRecord};
 
 /// Format version of the pool database. Bump it when a record changes

@@ -65,6 +65,10 @@ pub struct DivertRecord {
     /// The write-back job running now (0: none yet).
     #[serde(default)]
     pub write_back_job: u64,
+    /// The work disk, when diverting below the RAID layer (third
+    /// embodiment); `mains` are then the group's disks by slot.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub work_disk: String,
 }
 
 /// A secondary volume made for a sparing in an unused group (seed 002,
@@ -84,6 +88,16 @@ pub struct SecondaryRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkVolumeRecord {
     pub volume: String,
+    pub object: u64,
+    pub unit: u64,
+}
+
+/// A disk set aside as a work disk (table T6 of FIG. 15B): the disk-level
+/// writes of a group being spared are appended to it; its map (table T7)
+/// is stored as pages of `object`, units of `unit` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkDiskRecord {
+    pub disk: String,
     pub object: u64,
     pub unit: u64,
 }

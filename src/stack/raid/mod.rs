@@ -28,6 +28,7 @@
 //!   stored whenever a slot changes: a request reads it without a lock.
 
 mod copiers;
+mod divert;
 mod members;
 mod mirror;
 mod parity;
@@ -41,6 +42,7 @@ mod tests;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub use divert::SlotDivert;
 pub use members::{AbortOutcome, Health, MemberState, NoHooks, RaidHooks};
 use members::{Members, Slot};
 
@@ -69,6 +71,8 @@ pub struct RaidDev {
     /// Ranges written when the daemon last stopped uncleanly, not yet
     /// resynced: raid1 legs may disagree there, so reads use one leg only.
     unsynced: Unsynced,
+    /// Member I/O diverted to a work disk while the group is spared.
+    divert: divert::Diversion,
 }
 
 /// Byte ranges awaiting resync, with a lock-free "none" fast path.
@@ -211,6 +215,7 @@ impl RaidDev {
             block_size,
             next_leg: AtomicUsize::new(0),
             unsynced: Unsynced::default(),
+            divert: divert::Diversion::default(),
         })
     }
 

@@ -40,6 +40,20 @@ impl RaidDev {
     }
 
     async fn read_slot_as(&self, idx: usize, off: u64, buf: IoBuf, host: bool) -> BufResult {
+        if let Some(node) = self.divert.node(idx) {
+            return self.read_diverted(&*node, idx, off, buf, host).await;
+        }
+        self.read_slot_direct(idx, off, buf, host).await
+    }
+
+    /// [`RaidDev::read_slot_as`] from the slot's devices, diverted or not.
+    pub(super) async fn read_slot_direct(
+        &self,
+        idx: usize,
+        off: u64,
+        buf: IoBuf,
+        host: bool,
+    ) -> BufResult {
         let runs = self.members.sources(idx, off, buf.len() as u64, host);
         if runs.len() == 1 {
             return match runs.into_iter().next() {
@@ -63,6 +77,21 @@ impl RaidDev {
     /// Writes `buf` at member offset `off` to every device of slot `idx`;
     /// the buffer comes back with the devices that failed.
     pub(super) async fn write_slot(
+        &self,
+        idx: usize,
+        off: u64,
+        buf: IoBuf,
+        fua: bool,
+    ) -> (IoBuf, Vec<Failure>) {
+        if let Some(node) = self.divert.node(idx) {
+            let (buf, r) = node.dev().write(off, buf, fua).await;
+            return (buf, diverted_failure(idx, r));
+        }
+        self.write_slot_direct(idx, off, buf, fua).await
+    }
+
+    /// [`RaidDev::write_slot`] to the slot's devices, diverted or not.
+    pub(super) async fn write_slot_direct(
         &self,
         idx: usize,
         off: u64,
@@ -100,6 +129,26 @@ impl RaidDev {
     /// Zeroes (or discards) member range `off..off+len` on every device of
     /// slot `idx`.
     pub(super) async fn zero_slot(
+        &self,
+        idx: usize,
+        off: u64,
+        len: u64,
+        flags: ZeroFlags,
+        discard: bool,
+    ) -> Vec<Failure> {
+        if let Some(node) = self.divert.node(idx) {
+            let r = if discard {
+                node.dev().discard(off, len).await
+            } else {
+                node.dev().write_zeroes(off, len, flags).await
+            };
+            return diverted_failure(idx, r);
+        }
+        self.zero_slot_direct(idx, off, len, flags, discard).await
+    }
+
+    /// [`RaidDev::zero_slot`] on the slot's devices, diverted or not.
+    pub(super) async fn zero_slot_direct(
         &self,
         idx: usize,
         off: u64,
@@ -204,8 +253,19 @@ impl RaidDev {
             let r = d.flush().await;
             r.err().map(|e| (i, d, e))
         });
-        let failed: Vec<Failure> = join_all(flushes).await.into_iter().flatten().collect();
+        let saves = async {
+            let Some(nodes) = self.divert.all() else {
+                return Ok(());
+            };
+            for r in join_all(nodes.iter().map(|n| n.save())).await {
+                r?;
+            }
+            Ok::<(), Error>(())
+        };
+        let (failed, saved) = futures::join!(join_all(flushes), saves);
+        let failed: Vec<Failure> = failed.into_iter().flatten().collect();
         self.absorb(failed).await?;
+        saved?;
         self.still_served(0, self.rows())
     }
 
@@ -251,6 +311,10 @@ impl RaidDev {
     /// Stops at the first partial answer, so extents stay consecutive.
     pub(super) async fn pieces_status(&self, off: u64, len: u64) -> Vec<Extent> {
         const MAX_PIECES: usize = 256;
+        if self.member_diverted() {
+            // Units held by the work disk: only "data" is safe to say.
+            return vec![Extent { len, flags: 0 }];
+        }
         let mut out = Vec::new();
         let Ok(pieces) = self.layout.map(off, len) else {
             return vec![Extent { len, flags: 0 }];
@@ -279,6 +343,19 @@ impl RaidDev {
             }
         }
         out
+    }
+}
+
+/// A diverted member write's outcome as the failures a slot write
+/// returns: none, or one that fails the write without failing a member.
+fn diverted_failure(idx: usize, r: Result<()>) -> Vec<Failure> {
+    match r {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![(
+            idx,
+            super::divert::no_device(),
+            super::divert::store_failed(idx, e),
+        )],
     }
 }
 
