@@ -26,6 +26,9 @@
 #    volume the size of the group's, made in a group of its own, written
 #    at the volume's addresses in 64 KiB tracks (a track's first 4k write
 #    merges the group's data), deleted after the write-back.
+# 6. The same with a work disk (`sparing work-disk add`): the RAID layer's
+#    disk-level writes for the host (data and parity, 4 KiB units) are
+#    appended to it during the copy, then written back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -120,6 +123,12 @@ f disk add x0 --size $((3 * bytes + (256 << 20))) >/dev/null
 f group create gs --raid concat --disks x0 >/dev/null
 copy_under_writes sec m0 s4 --backup-storage secondary
 
+echo "== 6. sparing copy under the same writes, diverted to a work disk" >&2
+f disk add s5 --size "$bytes" --spare >/dev/null
+f disk add wd0 --size $((2 * bytes)) >/dev/null
+f sparing work-disk add wd0 >/dev/null
+copy_under_writes wdk s1 s5 --backup-storage work-disk
+
 mib() { python3 -c "print(round($1/1048576))"; }
 ratio() { python3 -c "print(round($1/$2, 2))"; }
 echo
@@ -131,3 +140,4 @@ echo "host 4k random writes qd32: idle $idle_iops IOPS (p50 ${idle_p50} us, p99 
 echo "  (plain sparing, no work volume: host writes reach every member)"
 echo "diverted to a work volume: copy ${div_copy} s, $(mib "$div_bw") MiB/s = $(ratio "$div_bw" "$copy_bw")x the device; host 4k random writes qd32 during it $div_iops IOPS (p50 ${div_p50} us, p99 ${div_p99} us) = $(ratio "$div_iops" "$idle_iops")x idle (goal >= 0.8); write-back after it ${div_wb} s"
 echo "diverted to secondary volumes: copy ${sec_copy} s, $(mib "$sec_bw") MiB/s = $(ratio "$sec_bw" "$copy_bw")x the device; host 4k random writes qd32 during it $sec_iops IOPS (p50 ${sec_p50} us, p99 ${sec_p99} us) = $(ratio "$sec_iops" "$idle_iops")x idle (goal >= 0.8); write-back after it ${sec_wb} s"
+echo "diverted to a work disk: copy ${wdk_copy} s, $(mib "$wdk_bw") MiB/s = $(ratio "$wdk_bw" "$copy_bw")x the device; host 4k random writes qd32 during it $wdk_iops IOPS (p50 ${wdk_p50} us, p99 ${wdk_p99} us) = $(ratio "$wdk_iops" "$idle_iops")x idle (goal >= 0.8); write-back after it ${wdk_wb} s"

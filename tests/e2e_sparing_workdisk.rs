@@ -320,3 +320,122 @@ fn two_groups_share_one_work_disk_without_mixing_data() {
     assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
     assert_eq!(members(&d, "r6"), ["b1", "b2", "sq"]);
 }
+
+/// The seed's existing DUPLEX pairs (FIG. 3A, 4->7 and 5->8) are left
+/// alone by the sparing: a pair whose P-VOL is on the group being spared
+/// stays PAIR with nothing to resync, its S-VOL (on another group)
+/// receives every write while the group's own disk writes go to the work
+/// disk, and both images are the same before and after the write-back.
+#[test]
+fn a_duplex_pair_on_the_spared_group_is_untouched() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &["--fault-injection"]);
+    raid5_with_spare(&d);
+    d.ok(&["volume", "create", "vs", "--group", "g0", "--size", "16M"]);
+    let created = d.json(&["pair", "create", "v", "vs", "--wait"]);
+    assert_eq!(created["status"], "pair", "{created}");
+    d.ok(&["disk", "add", "wd", "--size", "16M"]);
+    d.ok(&["sparing", "work-disk", "add", "wd"]);
+    let job = spare_paused(&d, "a3", &[]);
+    assert_eq!(
+        status(&d)["sparings"][0]["diversion"],
+        "work disk wd (diverting)"
+    );
+    let quiet = ["a1", "a2", "a3"];
+    let before: Vec<u64> = quiet.iter().map(|x| writes(&d, x)).collect();
+    let (v, vs) = (d.export("v"), d.export("vs"));
+    let out = qemu_io(
+        &v,
+        &["write -P 0x47 512k 1M", "write -P 0x48 9M 8k", "flush"],
+    );
+    assert!(!out.contains("failed"), "{out}");
+    let after: Vec<u64> = quiet.iter().map(|x| writes(&d, x)).collect();
+    assert_eq!(after, before, "no host write reached the group's disks");
+    let pair = |when: &str| {
+        let list = d.json(&["pair", "list"]);
+        let row = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["pvol"] == "v")
+            .cloned()
+            .unwrap_or_else(|| panic!("{when}: no pair of v: {list}"));
+        assert_eq!(row["status"], "pair", "{when}: {row}");
+        assert_eq!(row["tracks_set"], 0, "{when}: {row}");
+    };
+    pair("diverting");
+    let (eq, out) = same_image(&v, &vs);
+    assert!(eq, "the S-VOL got every write: {out}");
+    finish(&d, &job);
+    pair("after the write-back");
+    let (eq, out) = same_image(&v, &vs);
+    assert!(eq, "after the write-back: {out}");
+    let out = qemu_io(
+        &v,
+        &[
+            "read -P 0x5a 0 512k",
+            "read -P 0x47 512k 1M",
+            "read -P 0x48 9M 8k",
+        ],
+    );
+    assert!(!out.contains("failed"), "{out}");
+}
+
+/// kill -9 in the middle of a work disk's write-back (slowed by a capped
+/// disk), and host writes over diverted blocks while it goes on: after
+/// the restart the write-back starts again over what is left, and the
+/// host's newer data is never overwritten by the older diverted data.
+#[test]
+fn kill_9_during_a_work_disk_write_back_loses_nothing() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
+    raid5_with_spare(&d);
+    d.ok(&["disk", "add", "wd", "--size", "16M"]);
+    d.ok(&["sparing", "work-disk", "add", "wd"]);
+    let job = spare_paused(&d, "a3", &["--backup-storage", "work-disk"]);
+    let url = d.export("v");
+    let out = qemu_io(&url, &["write -P 0x77 1M 2M", "flush"]);
+    assert!(!out.contains("failed"), "{out}");
+    d.ok(&["disk", "inject", "a1", "--iops", "100"]);
+    d.ok(&["job", "resume", &job]);
+    assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
+    poll("the write-back under way", 60, || {
+        let s = status(&d);
+        s["sparings"][0]["written_back"].as_u64() > Some(0)
+            && s["sparings"][0]["diversion"]
+                .as_str()
+                .is_some_and(|x| x.contains("writing back"))
+    });
+    d.kill9();
+    d.respawn();
+    let url = d.export("v");
+    let check = [
+        "read -P 0x5a 0 1M",
+        "read -P 0x77 1M 2M",
+        "read -P 0x5a 3M 13M",
+    ];
+    let out = qemu_io(&url, &check);
+    assert!(!out.contains("failed"), "after kill -9: {out}");
+    // Newer host data over blocks still held by the work disk.
+    let out = qemu_io(&url, &["write -P 0x99 2M 256k", "flush"]);
+    assert!(!out.contains("failed"), "{out}");
+    d.ok(&["disk", "inject", "a1", "--clear"]);
+    poll("the write-back ends", 60, || {
+        status(&d)["sparings"] == json!([])
+    });
+    let s = status(&d);
+    assert_eq!(s["work_disks"][0]["status"], "UNUSED", "{s}");
+    assert_eq!(s["t7_rows"], 0, "{s}");
+    let out = qemu_io(
+        &url,
+        &[
+            "read -P 0x5a 0 1M",
+            "read -P 0x77 1M 1M",
+            "read -P 0x99 2M 256k",
+            "read -P 0x77 2304k 768k",
+            "read -P 0x5a 3M 13M",
+        ],
+    );
+    assert!(!out.contains("failed"), "after the write-back: {out}");
+    assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
+}
