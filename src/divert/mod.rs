@@ -167,8 +167,7 @@ impl Divert {
 
     /// Units of this node's main the store holds now.
     pub fn held(&self) -> usize {
-        let mine = |&(k, _): &(u64, u64)| crate::meta::slotmap::split_key(k).0 == self.main;
-        self.map.entries().iter().filter(|e| mine(e)).count()
+        usize::try_from(self.map.held_by(self.main)).unwrap_or(usize::MAX)
     }
 
     pub fn below(&self) -> &Arc<dyn BlockDev> {
@@ -200,18 +199,12 @@ impl Divert {
         self.save().await
     }
 
-    /// Writes back up to `max` mapped units, in slot order: each copied
+    /// Writes back up to `max` mapped units, in unit order: each copied
     /// from its slot to the group under its lock, the group flushed, the
     /// entries' removal stored, then the locks let go. Returns the units
     /// written back (0: none left).
     pub async fn write_back_some(&self, max: usize) -> Result<usize> {
-        let mut picked: Vec<(u64, u64)> = self
-            .map
-            .entries()
-            .into_iter()
-            .filter(|&(k, _)| crate::meta::slotmap::split_key(k).0 == self.main)
-            .take(max.max(1))
-            .collect();
+        let mut picked = self.map.some_of(self.main, max.max(1));
         if picked.is_empty() {
             return Ok(0);
         }

@@ -55,6 +55,8 @@ struct St {
     /// Per slot: what the next commit stores.
     durable: Vec<u64>,
     index: HashMap<u64, u64>,
+    /// Entries by main id.
+    per_main: HashMap<u16, u64>,
     /// Slots used so far (the seed's terminal address, 1-based, is this).
     terminal: u64,
     /// Slots whose data write completed since the last `take_written`.
@@ -155,6 +157,7 @@ impl SlotMap {
                         v - 1
                     )));
                 }
+                *st.per_main.entry(split_key(v - 1).0).or_default() += 1;
                 st.live[s] = v;
                 st.durable[s] = v;
                 st.terminal = st.terminal.max(slot + 1);
@@ -199,6 +202,7 @@ impl SlotMap {
             .filter(|&i| i < st.live.len() && st.live[i] == 0)?;
         st.live[i] = key + 1;
         st.index.insert(key, slot);
+        *st.per_main.entry(split_key(key).0).or_default() += 1;
         st.terminal = st.terminal.max(slot + 1);
         Some(slot)
     }
@@ -245,6 +249,13 @@ impl SlotMap {
         let Some(slot) = st.index.remove(&key) else {
             return;
         };
+        let main = split_key(key).0;
+        if let Some(n) = st.per_main.get_mut(&main) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.per_main.remove(&main);
+            }
+        }
         if let Some(i) = usize::try_from(slot).ok().filter(|&i| i < st.live.len()) {
             st.live[i] = 0;
             if st.durable[i] != 0 {
@@ -293,6 +304,22 @@ impl SlotMap {
         self.lock().terminal
     }
 
+    /// Entries of main id `main` mapped now.
+    pub fn held_by(&self, main: u16) -> u64 {
+        self.lock().per_main.get(&main).copied().unwrap_or(0)
+    }
+
+    /// Up to `max` entries of main id `main` (key, slot), in no order.
+    pub fn some_of(&self, main: u16, max: usize) -> Vec<(u64, u64)> {
+        let st = self.lock();
+        st.index
+            .iter()
+            .filter(|&(&k, _)| split_key(k).0 == main)
+            .take(max)
+            .map(|(&k, &s)| (k, s))
+            .collect()
+    }
+
     /// Entries mapped now.
     pub fn len(&self) -> usize {
         self.lock().index.len()
@@ -334,10 +361,21 @@ mod tests {
         let again = SlotMap::open(Arc::clone(&m), 7, 1000).expect("reopen");
         assert_eq!(again.entries(), vec![(a, 0), (b, 1)]);
         assert_eq!(again.terminal(), 2);
+        assert_eq!(
+            (again.held_by(1), again.held_by(2)),
+            (2, 0),
+            "counted at load"
+        );
+        assert_eq!((map.held_by(1), map.held_by(2)), (2, 1));
+        let mut some = map.some_of(1, 5);
+        some.sort_unstable();
+        assert_eq!(some, vec![(b, 1), (a, 0)]);
+        assert_eq!(map.some_of(1, 1).len(), 1);
         map.remove(a);
         map.commit().await.expect("commit");
         let again = SlotMap::open(Arc::clone(&m), 7, 1000).expect("reopen");
         assert_eq!(again.entries(), vec![(b, 1)]);
+        assert_eq!(map.held_by(1), 1, "removed: counted out");
         assert_eq!(split_key(c), (2, 10));
     }
 
