@@ -61,7 +61,17 @@ fn a_work_disk_takes_the_groups_disk_writes_and_gives_them_back() {
     raid5_with_spare(&d);
     d.ok(&["copy", "create", "v", "c1"]);
     d.ok(&["disk", "add", "wd", "--size", "16M"]);
+    let info = d.json(&["disk", "show", "wd"]);
+    let path = std::path::PathBuf::from(info["path"].as_str().unwrap());
+    let allocated = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&path).unwrap().blocks() * 512
+    };
+    assert!(allocated() < 8 << 20, "a new disk file is sparse");
     let t6 = d.json(&["sparing", "work-disk", "add", "wd"]);
+    // Its space is allocated at once (appends into holes would be slow).
+    let data = info["data_size"].as_u64().unwrap();
+    assert!(allocated() >= data, "{} of {data}", allocated());
     assert_eq!(t6[0]["disk"], "wd", "{t6}");
     assert_eq!(t6[0]["status"], "UNUSED", "{t6}");
     assert_eq!(t6[0]["terminal"], Value::Null, "{t6}");

@@ -222,7 +222,7 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
         Action::SparingStart(req) => Reply::SparingStarted(p.sparing_start(req)?),
         Action::WorkVolumeAdd(req) => Reply::WorkVolumes(p.work_volume_add(req)?),
         Action::WorkVolumeRemove(name) => Reply::WorkVolumes(p.work_volume_remove(&name)?),
-        Action::WorkDiskAdd(req) => Reply::WorkDisks(p.work_disk_add(req)?),
+        Action::WorkDiskAdd(req) => Reply::WorkDisks(p.work_disk_add(req).await?),
         Action::WorkDiskRemove(name) => Reply::WorkDisks(p.work_disk_remove(&name)?),
         Action::SvolGroupRestore(name, req) => {
             let rate = req.rate.unwrap_or(0);

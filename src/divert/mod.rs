@@ -297,6 +297,14 @@ impl Divert {
             drop(_g);
             return self.below.read(off, buf).await;
         }
+        if let [(u, n, Route::Store { slot, .. })] = routes[..] {
+            // One run of slots: straight into the caller's buffer.
+            self.counts.from_store.fetch_add(n, Ordering::Relaxed);
+            return self
+                .store
+                .read(slot * self.unit + (off - u * self.unit), buf)
+                .await;
+        }
         for (u, n, route) in routes {
             let start = (u * self.unit).max(off);
             let end = ((u + n) * self.unit).min(off + len);
@@ -323,8 +331,45 @@ impl Divert {
         let units = self.units_of(off, len);
         let _g = self.locks.lock(units.start, units.end).await;
         let routes = self.routes(units, true);
+        if let [(u, n, Route::Store { slot, fresh })] = routes[..] {
+            let whole = off == u * self.unit && len == n * self.unit;
+            if whole || !fresh {
+                return self.write_run(off, buf, fua, (u, n, slot, fresh)).await;
+            }
+        }
         let r = self.write_routes(off, &buf, fua, &routes).await;
         (buf, r)
+    }
+
+    /// Writes `buf` (at `off`, within units `u..u+n`) to their slots from
+    /// `slot`, which hold those units already or are covered whole: the
+    /// caller's buffer as it is, no copy.
+    async fn write_run(
+        &self,
+        off: u64,
+        buf: IoBuf,
+        fua: bool,
+        (u, n, slot, fresh): (u64, u64, u64, bool),
+    ) -> BufResult {
+        let at = slot * self.unit + (off - u * self.unit);
+        let (buf, r) = self.store.write(at, buf, fua).await;
+        if let Err(e) = r {
+            if fresh {
+                for x in u..u + n {
+                    self.map.remove(key(self.main, x));
+                }
+            }
+            return (buf, Err(e));
+        }
+        self.counts.diverted.fetch_add(n, Ordering::Relaxed);
+        for s in slot..slot + n {
+            self.map.written(s);
+        }
+        if fua {
+            let r = self.map.persist(self.map.take_written()).await;
+            return (buf, r);
+        }
+        (buf, Ok(()))
     }
 
     async fn write_routes(
