@@ -220,7 +220,7 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
         Action::SvolGroupCreate(req) => Reply::SvolGroup(p.svol_group_create(req).await?),
         Action::SparingPolicy(req) => Reply::Sparing(p.sparing_policy_set(req)?),
         Action::SparingStart(req) => Reply::SparingStarted(p.sparing_start(req)?),
-        Action::WorkVolumeAdd(req) => Reply::WorkVolumes(p.work_volume_add(req)?),
+        Action::WorkVolumeAdd(req) => Reply::WorkVolumes(p.work_volume_add(req).await?),
         Action::WorkVolumeRemove(name) => Reply::WorkVolumes(p.work_volume_remove(&name)?),
         Action::WorkDiskAdd(req) => Reply::WorkDisks(p.work_disk_add(req).await?),
         Action::WorkDiskRemove(name) => Reply::WorkDisks(p.work_disk_remove(&name)?),

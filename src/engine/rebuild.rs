@@ -42,6 +42,8 @@ struct RebuildWork {
     /// A reinstate: the stale rows `(start, end)`; units are these rows in
     /// order. None: every row is a unit.
     stale: Option<Vec<(u64, u64)>>,
+    /// The new member's space is allocated (at the first step).
+    allocated: bool,
 }
 
 /// Rows `from..from+n` of the concatenated `ranges`.
@@ -81,7 +83,15 @@ pub(super) fn resume_row(kind: &JobKind, done: u64) -> u64 {
 impl Work for RebuildWork {
     fn step(&mut self, from: u64, n: u64) -> DevFuture<'_, Result<()>> {
         match &self.stale {
-            None => Box::pin(self.raid.rebuild_rows(self.slot, from, from + n)),
+            None => Box::pin(async move {
+                if !self.allocated {
+                    self.allocated = true;
+                    if let Err(e) = self.raid.preallocate_new_member(self.slot, from).await {
+                        tracing::debug!(slot = self.slot, error = %e.chain(), "allocating the new member's space");
+                    }
+                }
+                self.raid.rebuild_rows(self.slot, from, from + n).await
+            }),
             Some(ranges) => {
                 let rows = nth_rows(ranges, from, n);
                 Box::pin(async move { self.raid.rebuild_stale(self.slot, &rows, false).await })
@@ -202,6 +212,7 @@ impl Pool {
                         slot,
                         job,
                         stale,
+                        allocated: false,
                     }) as Box<dyn Work>)
                 })
             }

@@ -277,6 +277,16 @@ impl BlockDev for VolumeDev {
         })
     }
 
+    fn preallocate(&self, off: u64, len: u64) -> DevFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let (group, pieces) = self.pieces(off, len)?;
+            for p in pieces {
+                group.preallocate(p.group_off, p.len).await?;
+            }
+            Ok(())
+        })
+    }
+
     fn write_zeroes(&self, off: u64, len: u64, flags: ZeroFlags) -> DevFuture<'_, Result<()>> {
         Box::pin(async move {
             self.check_writable()?;

@@ -67,8 +67,9 @@ fn not_host(volume: &str) -> String {
 }
 
 impl Pool {
-    /// `sparing work-volume add VOLUME`: sets an unused volume aside.
-    pub fn work_volume_add(&self, req: WorkVolumeRequest) -> Result<Vec<WorkVolumeRow>> {
+    /// `sparing work-volume add VOLUME`: sets an unused volume aside, its
+    /// space on the disks allocated first (see `work_disk_add`).
+    pub async fn work_volume_add(&self, req: WorkVolumeRequest) -> Result<Vec<WorkVolumeRow>> {
         let name = req.volume;
         let (sw, thick) = {
             let st = self.lock();
@@ -94,6 +95,10 @@ impl Pool {
                 "volume {name} is a work volume already"
             )));
         }
+        thick
+            .preallocate(0, thick.size())
+            .await
+            .map_err(|e| e.context(format!("allocating the space of volume {name}")))?;
         let rec = WorkVolumeRecord {
             volume: name.clone(),
             object: self.next_object(),

@@ -22,7 +22,10 @@
 
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use crate::api::views::{SparingT2Row, VolumeCreateRequest};
+use crate::blockdev::BlockDev;
 use crate::engine::{Pool, State};
 use crate::meta::model::{SecondaryRecord, SlotState, SparingRecord};
 
@@ -68,6 +71,7 @@ impl Pool {
                     e.chain()
                 ));
             }
+            self.preallocate_later(&name);
             made.push(SecondaryRecord {
                 volume: name,
                 object: self.next_object(),
@@ -75,6 +79,21 @@ impl Pool {
             });
         }
         Ok(made)
+    }
+
+    /// Allocates the disk space of volume `name` in the background: the
+    /// first writes into holes of a disk file are slow (see
+    /// `work_disk_add`); writes meanwhile are only slower, never wrong.
+    fn preallocate_later(&self, name: &str) {
+        let Some(dev) = self.lock().volumes.get(name).map(|v| Arc::clone(&v.thick)) else {
+            return;
+        };
+        let name = name.to_string();
+        self.workers.spawn(move || async move {
+            if let Err(e) = dev.preallocate(0, dev.size()).await {
+                tracing::warn!("allocating the space of volume {name}: {}", e.chain());
+            }
+        });
     }
 
     /// A group other than `not` holding no volume, every slot Ok, with
