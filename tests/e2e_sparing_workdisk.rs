@@ -97,6 +97,11 @@ fn a_work_disk_takes_the_groups_disk_writes_and_gives_them_back() {
         s["sparings"][0]["diversion"], "work disk wd (diverting)",
         "the default when the volumes are not plain: {s}"
     );
+    // One sparing a group at a time (a second one's nodes would replace
+    // the first one's).
+    d.ok(&["disk", "add", "sp2", "--size", "40M", "--spare"]);
+    let err = d.fails(&["sparing", "start", "a1", "--spare", "sp2"]);
+    assert!(err.contains("one sparing a group at a time"), "{err}");
     for disk in ["a1", "a2", "a3"] {
         assert_eq!(t5(&s, disk), "RENEWED DATA BEING BACKED UP", "{s}");
     }
@@ -448,4 +453,41 @@ fn kill_9_during_a_work_disk_write_back_loses_nothing() {
     );
     assert!(!out.contains("failed"), "after the write-back: {out}");
     assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
+}
+
+/// A concat group being spared cannot grow meanwhile: a grown group is a
+/// new RAID node, which would lose the diversion under it.
+#[test]
+fn a_concat_group_being_spared_is_not_extended() {
+    let dir = pool_dir();
+    let d = Daemon::start(dir.path(), &["--fault-injection"]);
+    d.group("gc", "concat", &["c1"], "16M");
+    d.ok(&["disk", "add", "c2", "--size", "16M"]);
+    d.ok(&["disk", "add", "sp", "--size", "16M", "--spare"]);
+    d.ok(&["disk", "add", "wd", "--size", "8M"]);
+    d.ok(&["sparing", "work-disk", "add", "wd"]);
+    d.ok(&["volume", "create", "v", "--group", "gc", "--size", "8M"]);
+    let job = spare_paused(&d, "c1", &["--backup-storage", "work-disk"]);
+    let url = d.export("v");
+    let out = qemu_io(&url, &["write -P 0x21 0 64k", "flush"]);
+    assert!(!out.contains("failed"), "{out}");
+    // The write-back, slowed (it reads the work disk): no job of the
+    // group's runs then.
+    d.ok(&["disk", "inject", "wd", "--iops", "4"]);
+    d.ok(&["job", "resume", &job]);
+    assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
+    poll("the write-back", 30, || {
+        status(&d)["sparings"][0]["diversion"]
+            .as_str()
+            .is_some_and(|x| x.contains("writing back"))
+    });
+    let err = d.fails(&["group", "extend", "gc", "--disks", "c2"]);
+    assert!(err.contains("being spared"), "{err}");
+    d.ok(&["disk", "inject", "wd", "--clear"]);
+    poll("the write-back ends", 60, || {
+        status(&d)["sparings"] == json!([])
+    });
+    d.ok(&["group", "extend", "gc", "--disks", "c2"]);
+    let out = qemu_io(&url, &["read -P 0x21 0 64k", "read -P 0 64k 1M"]);
+    assert!(!out.contains("failed"), "{out}");
 }

@@ -366,7 +366,9 @@ impl Divert {
             self.map.written(s);
         }
         if fua {
-            let r = self.map.persist(self.map.take_written()).await;
+            // Durable on the store: this request's entries, and only
+            // theirs (others' writes may not be flushed yet).
+            let r = self.map.persist((slot..slot + n).collect()).await;
             return (buf, r);
         }
         (buf, Ok(()))
@@ -433,8 +435,9 @@ impl Divert {
             self.map.written(s);
         }
         if fua && !slots.is_empty() {
-            // The data is durable on the store: its entries now.
-            self.map.persist(self.map.take_written()).await?;
+            // The data is durable on the store: its entries now (not
+            // those of other requests, whose data may not be flushed).
+            self.map.persist(slots).await?;
         }
         Ok(())
     }

@@ -241,3 +241,23 @@ async fn a_power_cut_during_write_back_resumes_and_loses_nothing() {
     while d.write_back_some(4).await.expect("pass") > 0 {}
     assert_eq!(f.below.snapshot(), model);
 }
+
+/// A FUA write stores its own entries at once, and only its own: another
+/// request's slot whose data was never flushed stays unstored, so after a
+/// power cut its unit reads its old data, not an empty slot.
+#[tokio::test]
+async fn a_fua_write_stores_only_its_own_entries() {
+    let f = Fixture::new(16);
+    let d = f.node(Mode::Divert);
+    let (_, r) = d.write(0, pattern(4096, 1), false).await;
+    r.expect("plain write");
+    let (_, r) = d.write(UNIT * 7, pattern(4096, 2), true).await;
+    r.expect("fua write");
+    let again = SlotMap::open(Arc::clone(&f.meta), OBJECT, f.slots).expect("map");
+    let keys: Vec<u64> = again.entries().iter().map(|e| e.0).collect();
+    assert_eq!(
+        keys,
+        vec![crate::meta::slotmap::key(3, 7)],
+        "only the FUA write's unit is stored"
+    );
+}

@@ -400,6 +400,12 @@ impl Pool {
                 "group {name} has a job running: wait for it first"
             )));
         }
+        if self.sparing_of_group(name) {
+            return Err(Error::conflict(format!(
+                "group {name} is being spared (its copy or the write-back of its diverted \
+                 writes is not done): extend it after (`ferrosan sparing status`)"
+            )));
+        }
         for d in &req.disks {
             self.refuse_work_disk(d).map_err(named_in_body)?;
         }

@@ -137,8 +137,8 @@ impl Pool {
         }
         let kept = match &r.divert {
             Some(d) => format!(
-                "; the writes diverted to work volume {} stay there, and are read from there, until they are written back",
-                d.work
+                "; the writes diverted to {} stay there, and are read from there, until they are written back",
+                super::divert::backup_name(d)
             ),
             None => String::new(),
         };
@@ -181,6 +181,14 @@ impl Pool {
             return Err(Error::conflict(format!(
                 "disk {disk} is already being spared to {} (job {}): see `ferrosan sparing status`",
                 r.spare, r.job
+            )));
+        }
+        if let Some(r) = self.sparing.ops().into_iter().find(|r| r.group == group) {
+            return Err(Error::conflict(format!(
+                "group {group} is still being spared (disk {}; its copy or the write-back of \
+                 its diverted writes is not done): one sparing a group at a time; \
+                 see `ferrosan sparing status`",
+                r.disk
             )));
         }
         let g = st

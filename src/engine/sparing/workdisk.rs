@@ -136,6 +136,12 @@ impl Pool {
         }
     }
 
+    /// Whether a sparing of `group` is under way (its copy or its
+    /// write-back).
+    pub(in crate::engine) fn sparing_of_group(&self, group: &str) -> bool {
+        self.sparing.ops().iter().any(|r| r.group == group)
+    }
+
     /// The disks of `group` by slot (`-` for an empty slot).
     pub(super) fn group_disks(&self, group: &str) -> std::result::Result<Vec<String>, String> {
         let st = self.lock();
