@@ -243,12 +243,7 @@ impl Pool {
         let mut best: Option<(usize, String, u16)> = None;
         for w in self.sparing.works().into_iter().filter(on_other) {
             let users = self.sparing.work_users(&w.volume);
-            let next = users
-                .iter()
-                .filter_map(|r| r.divert.as_ref())
-                .map(|d| usize::from(d.main_base) + d.mains.len())
-                .max()
-                .unwrap_or(0);
+            let next = next_main(&users);
             let Ok(base) = u16::try_from(next) else {
                 continue;
             };
@@ -654,6 +649,16 @@ pub(super) fn mains_of(users: &[SparingRecord]) -> Vec<String> {
     let mut ds: Vec<&DivertRecord> = users.iter().filter_map(|r| r.divert.as_ref()).collect();
     ds.sort_by_key(|d| d.main_base);
     ds.iter().flat_map(|d| d.mains.iter().cloned()).collect()
+}
+
+/// The first main id after those `users` hold in their shared store.
+pub(super) fn next_main(users: &[SparingRecord]) -> usize {
+    users
+        .iter()
+        .filter_map(|r| r.divert.as_ref())
+        .map(|d| usize::from(d.main_base) + d.mains.len())
+        .max()
+        .unwrap_or(0)
 }
 
 /// Whether main ids `base..base+n` fit in 16 bits.

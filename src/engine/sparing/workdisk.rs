@@ -162,12 +162,7 @@ impl Pool {
         let mut best: Option<(usize, String, u16)> = None;
         for w in self.sparing.work_disks() {
             let users = self.sparing.work_disk_users(&w.disk);
-            let next = users
-                .iter()
-                .filter_map(|r| r.divert.as_ref())
-                .map(|d| usize::from(d.main_base) + d.mains.len())
-                .max()
-                .unwrap_or(0);
+            let next = super::divert::next_main(&users);
             let fits = next
                 .checked_add(n)
                 .is_some_and(|end| end <= usize::from(u16::MAX));
