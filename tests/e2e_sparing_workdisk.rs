@@ -491,3 +491,86 @@ fn a_concat_group_being_spared_is_not_extended() {
     let out = qemu_io(&url, &["read -P 0x21 0 64k", "read -P 0 64k 1M"]);
     assert!(!out.contains("failed"), "{out}");
 }
+
+/// The work disk is missing when the daemon starts (its file moved away
+/// while the daemon was down): the pool opens, says why the spared
+/// group's volumes are not served, and refuses their reads (they would
+/// be older than what the hosts wrote); the sparing is left alone — not
+/// ended, its entries kept. With the file back, the next start serves
+/// the diverted data and the write-back finishes.
+#[test]
+fn a_missing_work_disk_at_start_keeps_the_diverted_writes() {
+    let dir = pool_dir();
+    let mut d = Daemon::start(dir.path(), &["--fault-injection"]);
+    raid5_with_spare(&d);
+    d.group("other", "raid1", &["b1", "b2"], "8M");
+    d.ok(&["volume", "create", "w", "--group", "other", "--size", "4M"]);
+    d.ok(&["disk", "add", "wd", "--size", "16M"]);
+    let path = std::path::PathBuf::from(
+        d.json(&["disk", "show", "wd"])["path"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    d.ok(&["sparing", "work-disk", "add", "wd"]);
+    let job = spare_paused(&d, "a3", &["--backup-storage", "work-disk"]);
+    let url = d.export("v");
+    let out = qemu_io(&url, &["write -P 0x77 1M 2M", "flush"]);
+    assert!(!out.contains("failed"), "{out}");
+    let held = status(&d)["t7_rows"].as_u64().unwrap();
+    assert!(held > 0, "{}", status(&d));
+    d.kill9();
+    let moved = path.with_extension("away");
+    std::fs::rename(&path, &moved).unwrap();
+    d.respawn();
+    let pool = d.json(&["pool", "show"]);
+    let problems = pool["problems"].to_string();
+    assert!(
+        problems.contains("group r5") && problems.contains("work disk wd"),
+        "{pool}"
+    );
+    let url = d.export("v");
+    let (ok, out) = run("qemu-io", &["-f", "raw", "-c", "read 1M 4k", &url]);
+    assert!(
+        !ok && out.contains("read failed"),
+        "v must not be served: {out}"
+    );
+    // The rest of the pool serves.
+    let out = qemu_io(
+        &d.export("w"),
+        &["write -P 0x31 0 64k", "read -P 0x31 0 64k"],
+    );
+    assert!(!out.contains("failed"), "{out}");
+    // The monitor leaves the sparing alone: not ended, nothing dropped.
+    d.ok(&["job", "resume", &job]);
+    assert_eq!(d.wait_job(job.parse().unwrap())["state"], "done");
+    passes(&d, 2);
+    let s = status(&d);
+    assert_eq!(s["sparings"].as_array().map(Vec::len), Some(1), "{s}");
+    d.kill9();
+    std::fs::rename(&moved, &path).unwrap();
+    d.respawn();
+    let url = d.export("v");
+    let out = qemu_io(
+        &url,
+        &[
+            "read -P 0x5a 0 1M",
+            "read -P 0x77 1M 2M",
+            "read -P 0x5a 3M 13M",
+        ],
+    );
+    assert!(!out.contains("failed"), "with the work disk back: {out}");
+    poll("the write-back ends", 60, || {
+        status(&d)["sparings"] == json!([])
+    });
+    let out = qemu_io(
+        &url,
+        &[
+            "read -P 0x5a 0 1M",
+            "read -P 0x77 1M 2M",
+            "read -P 0x5a 3M 13M",
+        ],
+    );
+    assert!(!out.contains("failed"), "after the write-back: {out}");
+    assert_eq!(members(&d, "r5"), ["a1", "a2", "sp"]);
+}

@@ -453,14 +453,14 @@ impl Divert {
     }
 
     /// Zeroes (or discards) `off..off+len` through the write path, a
-    /// chunk at a time.
-    async fn zero_diverted(&self, off: u64, len: u64) -> Result<()> {
+    /// chunk at a time (with `fua`, each chunk durable with its entries).
+    async fn zero_diverted(&self, off: u64, len: u64, fua: bool) -> Result<()> {
         const CHUNK: u64 = 1 << 20;
         let mut at = off;
         while at < off + len {
             let n = CHUNK.min(off + len - at);
             let buf = IoBuf::new(usize::try_from(n).unwrap_or(0));
-            let (_, r) = self.write_diverted(at, buf, false).await;
+            let (_, r) = self.write_diverted(at, buf, fua).await;
             r?;
             at += n;
         }
@@ -509,7 +509,7 @@ impl BlockDev for Divert {
         Box::pin(async move {
             match self.mode() {
                 Mode::Off => self.below.discard(off, len).await,
-                _ => self.zero_diverted(off, len).await,
+                _ => self.zero_diverted(off, len, false).await,
             }
         })
     }
@@ -522,7 +522,7 @@ impl BlockDev for Divert {
                     ErrorKind::Unsupported,
                     "zeroing while writes are diverted is no faster than writing zeroes",
                 )),
-                _ => self.zero_diverted(off, len).await,
+                _ => self.zero_diverted(off, len, flags.fua).await,
             }
         })
     }

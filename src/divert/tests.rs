@@ -173,6 +173,30 @@ async fn a_fua_write_is_durable_with_its_entry_when_it_completes() {
     assert_eq!(read_all(&d).await, model);
 }
 
+/// Zeroes with FUA over units written before: when the request
+/// completes the zeroes and their entries are durable, so a power cut of
+/// the store then reads zeroes, not the data under them.
+#[tokio::test]
+async fn fua_zeroes_are_durable_with_their_entries_when_they_complete() {
+    let f = Fixture::new(8);
+    let mut model = vec![0u8; SIZE as usize];
+    {
+        let d = f.node(Mode::Divert);
+        let (_, r) = d.write(0, pattern(8192, 5), false).await;
+        r.expect("write");
+        d.flush().await.expect("flush");
+        let flags = crate::blockdev::ZeroFlags {
+            fua: true,
+            ..Default::default()
+        };
+        d.write_zeroes(UNIT, UNIT, flags).await.expect("zeroes");
+        model[..4096].copy_from_slice(pattern(4096, 5).as_slice());
+        f.store.crash(|_| false);
+    }
+    let d = f.node(Mode::Divert);
+    assert_eq!(read_all(&d).await, model);
+}
+
 #[tokio::test]
 async fn write_back_with_host_writes_between_passes_ends_equal_to_the_model() {
     let f = Fixture::new(64);

@@ -87,11 +87,15 @@ impl Pool {
             }
         }
         if self.opts.recovering {
-            return Ok(());
+            return self.sparing_load();
         }
         self.load_families(snap.families)?;
         self.load_pairs()?;
         self.load_svol_groups()?;
+        // Diversion nodes go in before any job resumes: a resync or
+        // rebuild started first would write the group's disks around
+        // them, under diverted data newer than what it writes.
+        self.sparing_load()?;
         for j in snap.jobs {
             match &j.kind {
                 _ if j.state.is_finished() => self.jobs.add_finished(j),

@@ -252,8 +252,6 @@ impl Pool {
             return Err(e);
         }
         pool.load(snap)?;
-        pool.sparing.load(meta.sparing()?);
-        pool.sparing_load()?;
         if !pool.opts.recovering {
             pool.start_background();
             pool.start_sparing_monitor();

@@ -81,6 +81,21 @@ impl PageSource for St {
     }
 }
 
+/// Starts the log over (T4's terminal back to NULL) when it is empty and
+/// every removal is stored: no commit pending, none running beyond
+/// `committed` (one the caller waited for). Before that a stored entry
+/// may still name a freed slot, and data of a new unit written there
+/// would be replayed over the old unit's address after a crash.
+fn restart_if_clear(st: &mut St, committed: u64) {
+    if st.index.is_empty()
+        && st.dirty.pages.is_empty()
+        && st.dirty.running().is_none_or(|r| r <= committed)
+    {
+        st.terminal = 0;
+        st.written.clear();
+    }
+}
+
 fn page_bytes(entries: &[u64], page: u64) -> Vec<u8> {
     let mut out = vec![0u8; PAGE_BYTES];
     let first = page.saturating_mul(PER_PAGE);
@@ -192,6 +207,9 @@ impl SlotMap {
         if let Some(&s) = st.index.get(&key) {
             return Some(s);
         }
+        if st.index.is_empty() && st.terminal > 0 {
+            restart_if_clear(&mut st, 0);
+        }
         let slot = if self.direct {
             split_key(key).1
         } else {
@@ -263,11 +281,7 @@ impl SlotMap {
                 st.dirty.pages.insert(slot / PER_PAGE);
             }
         }
-        if st.index.is_empty() {
-            // Empty again: the log starts over (T4's terminal back to NULL).
-            st.terminal = 0;
-            st.written.clear();
-        }
+        restart_if_clear(&mut st, 0);
     }
 
     /// Stores every removal made so far; waits until it is durable.
@@ -275,11 +289,14 @@ impl SlotMap {
         let need = {
             let mut st = self.lock();
             if st.dirty.pages.is_empty() {
+                restart_if_clear(&mut st, 0);
                 return Ok(());
             }
             self.schedule(&mut st)
         };
-        self.commits.wait(need).await
+        self.commits.wait(need).await?;
+        restart_if_clear(&mut self.lock(), need);
+        Ok(())
     }
 
     fn schedule(self: &Arc<Self>, st: &mut St) -> u64 {
@@ -293,9 +310,12 @@ impl SlotMap {
 
     /// Units mapped now (stored or not), as (key, slot), in slot order.
     pub fn entries(&self) -> Vec<(u64, u64)> {
-        let st = self.lock();
-        let mut v: Vec<(u64, u64)> = st.index.iter().map(|(&k, &s)| (k, s)).collect();
-        v.sort_by_key(|&(_, s)| s);
+        let mut v: Vec<(u64, u64)> = {
+            let st = self.lock();
+            st.index.iter().map(|(&k, &s)| (k, s)).collect()
+        };
+        // Sorted with the lock let go: hosts' writes assign slots meanwhile.
+        v.sort_unstable_by_key(|&(_, s)| s);
         v
     }
 
@@ -395,6 +415,32 @@ mod tests {
         map.remove(key(0, 6));
         assert_eq!(map.terminal(), 0);
         assert_eq!(map.assign(key(0, 7)), Some(0));
+    }
+
+    /// A shared store emptied by one main's write-back while the removal
+    /// of its last entry is not yet stored: another main's new unit must
+    /// not reuse the freed slot (after a crash the stored entry would
+    /// replay the new data over the old unit); once the removal is
+    /// stored, the log starts over.
+    #[tokio::test]
+    async fn an_emptied_log_starts_over_only_once_its_removals_are_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = meta(dir.path());
+        let map = SlotMap::open(Arc::clone(&m), 5, 8).expect("open");
+        assert_eq!(map.assign(key(1, 5)), Some(0));
+        map.written(0);
+        map.persist(map.take_written()).await.expect("persist");
+        map.remove(key(1, 5));
+        assert_eq!(map.terminal(), 1, "the removal is not stored yet");
+        assert_eq!(map.assign(key(2, 9)), Some(1), "not the freed slot 0");
+        let again = SlotMap::open(Arc::clone(&m), 5, 8).expect("reopen");
+        assert_eq!(again.entries(), vec![(key(1, 5), 0)], "as a crash finds it");
+        map.remove(key(2, 9));
+        map.commit().await.expect("commit");
+        assert_eq!(map.terminal(), 0, "stored empty: T4's terminal is NULL");
+        assert_eq!(map.assign(key(2, 9)), Some(0));
+        let again = SlotMap::open(m, 5, 8).expect("reopen");
+        assert_eq!(again.entries(), vec![], "the removals are stored");
     }
 
     #[test]

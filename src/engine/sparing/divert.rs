@@ -149,6 +149,7 @@ impl Pool {
     /// At the start: work volumes refuse hosts, and each sparing that
     /// diverts gets its nodes back, before any host connects.
     pub(in crate::engine) fn sparing_load(&self) -> Result<()> {
+        self.sparing.load(self.meta.sparing()?);
         for w in self.sparing.works() {
             let st = self.lock();
             if let Some(v) = st.volumes.get(&w.volume) {
@@ -159,11 +160,38 @@ impl Pool {
             }
         }
         for r in self.sparing.ops() {
-            if let Some(d) = &r.divert {
-                self.divert_install(&r.disk, d)?;
+            if let Some(d) = &r.divert
+                && let Err(e) = self.divert_install(&r.disk, d)
+            {
+                self.divert_unreachable(&r, d, &e);
             }
         }
         Ok(())
+    }
+
+    /// A diversion whose backup storage cannot be opened at the start (a
+    /// work disk missing, a work volume's group not assembled): the
+    /// group's volumes would read older data than the host wrote, so they
+    /// refuse hosts, saying why; the rest of the pool serves. The record
+    /// stays: with the storage back, the next start installs it.
+    fn divert_unreachable(&self, r: &SparingRecord, d: &DivertRecord, e: &Error) {
+        let why = format!(
+            "the writes of group {} diverted to {} while disk {} was spared cannot be read ({}); \
+             its volumes are not served until that storage is back and the daemon restarts",
+            r.group,
+            backup_name(d),
+            r.disk,
+            e.chain()
+        );
+        self.problem(why.clone());
+        self.sparing.set_unreachable(&r.disk);
+        let st = self.lock();
+        for v in st.volumes.values().filter(|v| v.rec.group == r.group) {
+            v.dev.set(Arc::new(Internal {
+                below: v.thick.clone(),
+                why: why.clone(),
+            }));
+        }
     }
 
     /// Refuses to change volume `name` when it is a work volume or on a

@@ -125,6 +125,10 @@ struct State {
     /// The slot maps of work stores in use: by work volume, and by
     /// `disk:NAME` for a work disk.
     maps: BTreeMap<String, Arc<SlotMap>>,
+    /// Sparings (by failing disk) whose backup storage could not be
+    /// opened at the start: left alone (no settle, no write-back) until
+    /// a start finds it again.
+    unreachable: BTreeSet<String>,
 }
 
 /// The sparing service.
@@ -145,6 +149,17 @@ impl Sparing {
             .into_iter()
             .map(|w| (w.disk.clone(), w))
             .collect();
+    }
+
+    /// Marks the diversion of the sparing of `disk` as not installed.
+    pub(super) fn set_unreachable(&self, disk: &str) {
+        self.st.lock().unreachable.insert(disk.to_string());
+    }
+
+    /// Whether the sparing of `disk` must be left alone: its diverted
+    /// writes are on storage not opened (ending it would drop them).
+    pub(super) fn unreachable(&self, disk: &str) -> bool {
+        self.st.lock().unreachable.contains(disk)
     }
 
     pub(super) fn work_disk(&self, disk: &str) -> Option<WorkDiskRecord> {

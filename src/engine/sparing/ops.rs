@@ -87,6 +87,9 @@ impl Pool {
         }
         for r in self.sparing.ops() {
             self.watch_double_failure(&r);
+            if self.sparing.unreachable(&r.disk) {
+                continue;
+            }
             self.divert_watch(&r);
             let ended = self
                 .jobs
@@ -107,7 +110,8 @@ impl Pool {
             }
         }
         for r in self.sparing.ops() {
-            if r.divert.as_ref().is_some_and(|d| d.write_back) {
+            if r.divert.as_ref().is_some_and(|d| d.write_back) && !self.sparing.unreachable(&r.disk)
+            {
                 self.write_back_pass(&r).await;
             }
         }

@@ -47,7 +47,7 @@ pub use members::{AbortOutcome, Health, MemberState, NoHooks, RaidHooks};
 use members::{Members, Slot};
 
 use crate::blockdev::{
-    BlockDev, BufResult, DevFuture, Extent, WriteIntent, ZeroFlags, begin_write,
+    BlockDev, BufResult, DevFuture, Extent, IntentGuard, WriteIntent, ZeroFlags, begin_write,
 };
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result};
@@ -376,18 +376,23 @@ impl RaidDev {
                 } else {
                     self.parity_write(off, buf, fua).await
                 };
-                if out.1.as_ref().is_err_and(|e| e.kind() != ErrorKind::Io) {
-                    // Some member refused the write for want of room (or
-                    // the like) and others may have taken it: the members
-                    // may disagree here until a resync, so the mark stays
-                    // and mirror reads come from one leg.
-                    self.unsynced.add(&[(off, len)]);
-                    guard.keep();
-                } else {
-                    drop(guard);
-                }
+                self.end_write(off, len, guard, &out.1);
                 out
             }
+        }
+    }
+
+    /// Ends a redundant write of `off..off+len` that ran under `guard`.
+    /// When some member refused it for a reason other than an I/O error
+    /// (want of room, a diverted write whose work store failed) others
+    /// may have taken it: the members may disagree there until a resync,
+    /// so the mark stays and mirror reads come from one leg.
+    fn end_write<T>(&self, off: u64, len: u64, guard: IntentGuard, out: &Result<T>) {
+        if out.as_ref().is_err_and(|e| e.kind() != ErrorKind::Io) {
+            self.unsynced.add(&[(off, len)]);
+            guard.keep();
+        } else {
+            drop(guard);
         }
     }
 
@@ -403,8 +408,10 @@ impl RaidDev {
                 self.striped_zeroes(off, len, flags, discard).await
             }
             RaidLevel::Raid1 => {
-                let _intent = self.intent.begin(off, len).await?;
-                self.mirror_zeroes(off, len, flags, discard).await
+                let guard = self.intent.begin(off, len).await?;
+                let out = self.mirror_zeroes(off, len, flags, discard).await;
+                self.end_write(off, len, guard, &out);
+                out
             }
             RaidLevel::Raid5 => self.parity_zeroes(off, len, flags, discard).await,
         }

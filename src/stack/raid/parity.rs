@@ -483,20 +483,37 @@ impl RaidDev {
         if discard && r0 >= r1 {
             return Ok(());
         }
-        let _intent = self.intent.begin(off, len).await?;
+        let guard = self.intent.begin(off, len).await?;
+        let out = self
+            .zero_rows_and_parts(r0, r1, &partial, flags, discard)
+            .await;
+        self.end_write(off, len, guard, &out);
+        out?;
+        self.still_served(off / g, end.div_ceil(g))
+    }
+
+    /// Zeroes whole rows `r0..r1` on every member, then writes zeroes over
+    /// the `partial` ranges (host addresses) unless `discard`.
+    async fn zero_rows_and_parts(
+        &self,
+        r0: u64,
+        r1: u64,
+        partial: &[(u64, u64)],
+        flags: ZeroFlags,
+        discard: bool,
+    ) -> Result<()> {
         let mut failed = Vec::new();
         if r0 < r1 {
             failed = self.zero_rows(r0, r1, flags, discard).await?;
         }
         let mut first = Ok(());
-        for (o, l) in partial.into_iter().filter(|_| !discard) {
+        for &(o, l) in partial.iter().filter(|_| !discard) {
             let zeros = IoBuf::new(usize::try_from(l).unwrap_or(0));
             let (_, r) = self.parity_write(o, zeros, flags.fua).await;
             first = first.and(r);
         }
         self.absorb(failed).await?;
-        first?;
-        self.still_served(off / g, end.div_ceil(g))
+        first
     }
 
     /// Zeroes rows `r0..r1` on every member.

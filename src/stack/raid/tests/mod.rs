@@ -2,6 +2,7 @@
 //! hot replace and crash consistency, all on [`MemDisk`] members.
 
 mod crash;
+mod divert;
 mod faults;
 mod model;
 mod rebuild;
