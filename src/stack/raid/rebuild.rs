@@ -10,9 +10,12 @@
 //!   intent had marked: raid1 copies the first readable leg to the others,
 //!   raid5 recomputes parity from data.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesOrdered;
 
 use super::members::AbortOutcome;
 use super::members::{Dev, MemberState};
@@ -24,7 +27,7 @@ use crate::layout::{RaidLevel, Role};
 use crate::stack::lock::RangeGuard;
 
 /// Rows a rebuild, hot replace or sparing copy has in flight at once.
-const COPY_BATCH: u64 = 16;
+const COPY_BATCH: usize = 16;
 
 impl RaidDev {
     /// Puts `new` in slot `idx`. A failed or missing member is rebuilt from
@@ -171,36 +174,45 @@ impl RaidDev {
                 ),
             ));
         }
-        // Rows are copied COPY_BATCH at a time, each under its own row lock,
-        // taken whole (range locks never wait holding a part, so holding
-        // several single rows makes no cycle). The cursor then moves over
-        // them in order, up to the first that failed, before their locks
-        // go: a row copied but still above the cursor counts as missing to
-        // a host write, which would not update it.
-        let mut row = from;
-        while row < to {
-            let mut end = row.saturating_add(COPY_BATCH).min(to);
-            if !self.distinct_keys(idx, row, end) {
-                // Two rows under one lock key would wait for each other.
-                end = row + 1;
+        // Up to COPY_BATCH rows are copied at once, each under its own row
+        // lock, a new one started as the oldest ends (no batch waits for
+        // its slowest row). Results come back in row order: the cursor
+        // moves over each row before its lock goes (a row copied but
+        // still above the cursor counts as missing to a host write, which
+        // would not update it). Rows in flight have distinct lock keys: a
+        // later row holding a key first would keep its lock, finished,
+        // behind an earlier row waiting for that key.
+        let mut flight = FuturesOrdered::new();
+        let mut keys: VecDeque<u64> = VecDeque::new();
+        let mut next = from;
+        let mut failed = None;
+        loop {
+            while failed.is_none() && next < to && keys.len() < COPY_BATCH {
+                let key = self.member_row_key(idx, next);
+                if keys.contains(&key) {
+                    break;
+                }
+                keys.push_back(key);
+                let (r, dev) = (next, &dev);
+                flight.push_back(async move { (r, self.copy_row(idx, dev, r).await) });
+                next += 1;
             }
-            let copies = join_all((row..end).map(|r| self.copy_row(idx, &dev, r))).await;
-            let mut failed = None;
-            for (r, res) in (row..end).zip(copies) {
-                match res {
-                    Ok(_guard) if failed.is_none() => {
-                        self.members.advance(idx, &dev, r, self.rows());
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                    }
+            let Some((r, res)) = flight.next().await else {
+                break;
+            };
+            keys.pop_front();
+            match res {
+                Ok(_guard) if failed.is_none() => {
+                    self.members.advance(idx, &dev, r, self.rows());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
                 }
             }
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            row = end;
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if let Err(e) = dev.flush().await {
             let what = format!("the rebuild of member {idx} stopped");
@@ -219,13 +231,6 @@ impl RaidDev {
             Some(Role::Parity { row }) => row,
             None => row,
         }
-    }
-
-    /// Whether rows `from..to` of member `idx` have a lock key each.
-    fn distinct_keys(&self, idx: usize, from: u64, to: u64) -> bool {
-        let mut keys: Vec<u64> = (from..to).map(|r| self.member_row_key(idx, r)).collect();
-        keys.sort_unstable();
-        keys.windows(2).all(|w| w[0] != w[1])
     }
 
     async fn rebuild_row(&self, idx: usize, dev: &Dev, row: u64) -> Result<()> {
