@@ -248,6 +248,16 @@ impl Sparing {
             .map(|r| r.disk.clone())
     }
 
+    /// The failing disk of the sparing of `group` under way (its copy or
+    /// its write-back), if there is one.
+    pub(super) fn of_group(&self, group: &str) -> Option<String> {
+        let st = self.st.lock();
+        st.ops
+            .values()
+            .find(|r| r.group == group)
+            .map(|r| r.disk.clone())
+    }
+
     /// Whether the volumes of `group` are diverted now.
     pub(super) fn diverting(&self, group: &str) -> bool {
         let st = self.st.lock();

@@ -187,12 +187,11 @@ impl Pool {
                 r.spare, r.job
             )));
         }
-        if let Some(r) = self.sparing.ops().into_iter().find(|r| r.group == group) {
+        if let Some(other) = self.sparing.of_group(&group) {
             return Err(Error::conflict(format!(
-                "group {group} is still being spared (disk {}; its copy or the write-back of \
+                "group {group} is still being spared (disk {other}; its copy or the write-back of \
                  its diverted writes is not done): one sparing a group at a time; \
-                 see `ferrosan sparing status`",
-                r.disk
+                 see `ferrosan sparing status`"
             )));
         }
         let g = st

@@ -139,7 +139,7 @@ impl Pool {
     /// Whether a sparing of `group` is under way (its copy or its
     /// write-back).
     pub(in crate::engine) fn sparing_of_group(&self, group: &str) -> bool {
-        self.sparing.ops().iter().any(|r| r.group == group)
+        self.sparing.of_group(group).is_some()
     }
 
     /// The disks of `group` by slot (`-` for an empty slot).
