@@ -479,11 +479,17 @@ impl Members {
         Ok(())
     }
 
-    /// Advances slot `idx`'s rebuild past `row` if `dev` is still the one
-    /// being built; at `rows` the slot becomes Ok. Returns false if the
-    /// rebuild was cancelled meanwhile.
-    pub(super) fn advance(&self, idx: usize, dev: &Dev, row: u64, rows: u64) -> bool {
-        self.move_cursor(idx, dev, rows, |c| if c == row { row + 1 } else { c })
+    /// Advances slot `idx`'s rebuild over rows `first..end` (the cursor at
+    /// `first`) if `dev` is still the one being built; at `rows` the slot
+    /// becomes Ok. Returns false if the rebuild was cancelled meanwhile.
+    pub(super) fn advance(
+        &self,
+        idx: usize,
+        dev: &Dev,
+        (first, end): (u64, u64),
+        rows: u64,
+    ) -> bool {
+        self.move_cursor(idx, dev, rows, |c| if c == first { end } else { c })
     }
 
     /// Sets slot `idx`'s rebuild cursor to `to(cursor)` if `dev` is still

@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub use divert::SlotDivert;
 pub use members::{AbortOutcome, Health, MemberState, NoHooks, RaidHooks};
 use members::{Members, Slot};
+pub use rebuild::CopyPace;
 
 use crate::blockdev::{
     BlockDev, BufResult, DevFuture, Extent, IntentGuard, WriteIntent, ZeroFlags, begin_write,

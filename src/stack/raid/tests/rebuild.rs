@@ -164,9 +164,19 @@ fn raid5_hot_replace_falls_back_to_reconstruction() {
     let new = Arc::new(MemDisk::new(8 * S));
     raid.replace_member(2, as_dev(&new)).unwrap();
     assert_eq!(read_all(raid), data);
+    let reads = |m: usize| {
+        rig.disks[m]
+            .reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before: Vec<u64> = (0..4).map(reads).collect();
     crate::rt::block_on(raid.rebuild_rows(2, 0, raid.rows())).unwrap();
     assert_eq!(raid.member_state(2), MemberState::Ok);
     assert!(rig.hooks.calls().is_empty());
+    // The member's 8 rows are one span: read at once, which fails, then
+    // row by row; only row 3 comes from the other members.
+    let used: Vec<u64> = (0..4).map(|m| reads(m) - before[m]).collect();
+    assert_eq!(used, [1, 1, 1 + 8, 1]);
     rig.disks[2].set_dead(true);
     assert_eq!(read_all(raid), data);
     let mut images = snapshots(&rig.disks);
@@ -183,9 +193,12 @@ fn raid0_failing_replacement_is_cancelled() {
     let data = pattern(11, rig.cap() as usize);
     write(raid, 0, &data);
     let new = Arc::new(MemDisk::new(8 * S));
-    new.fail_writes_after(2);
+    // A copy writes a span of rows at once: the first span succeeds, the
+    // second write fails.
+    new.fail_writes_after(1);
     raid.replace_member(0, as_dev(&new)).unwrap();
-    let e = crate::rt::block_on(raid.rebuild_rows(0, 0, raid.rows())).unwrap_err();
+    crate::rt::block_on(raid.rebuild_rows(0, 0, 2)).unwrap();
+    let e = crate::rt::block_on(raid.rebuild_rows(0, 2, raid.rows())).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Io);
     assert_eq!(raid.member_state(0), MemberState::Ok);
     assert_eq!(read_all(raid), data);
