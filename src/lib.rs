@@ -30,6 +30,7 @@ pub mod lockorder;
 pub mod meta;
 pub mod nbd;
 pub mod pair;
+pub mod reshape;
 pub mod rt;
 pub mod stack;
 pub mod units;

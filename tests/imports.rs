@@ -35,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("pair", &["blockdev", "stack", "rt", "meta"]),
     ("divert", &["blockdev", "stack", "rt", "meta"]),
+    ("reshape", &["blockdev", "stack", "rt", "meta"]),
     ("jobs", &["blockdev", "rt", "meta", "api::views"]),
     ("api::views", &["meta"]),
     (
@@ -49,6 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "copy",
             "pair",
             "divert",
+            "reshape",
             "jobs",
             "api::views",
         ],
