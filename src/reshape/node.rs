@@ -330,7 +330,7 @@ impl Reshape {
     }
 
     /// The background transfer (FIG. 6A/6B) of tracks `from..to`, up to
-    /// [`DEPTH`] at once; valid ones are skipped (PB clear: step 142).
+    /// `DEPTH` at once; valid ones are skipped (PB clear: step 142).
     pub async fn transfer_tracks(&self, from: u64, to: u64) -> Result<()> {
         let to = to.min(self.tracks());
         let mut flight = FuturesUnordered::new();
