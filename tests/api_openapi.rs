@@ -12,7 +12,7 @@ use common::Pool;
 use serde_json::Value;
 
 /// The routes of the management API, as designed.
-const ROUTES: [(&str, &str); 53] = [
+const ROUTES: [(&str, &str); 55] = [
     ("get", "/v1/pool"),
     ("post", "/v1/pool/gc"),
     ("post", "/v1/pool/check"),
@@ -29,6 +29,8 @@ const ROUTES: [(&str, &str); 53] = [
     ("get", "/v1/groups/{name}"),
     ("delete", "/v1/groups/{name}"),
     ("post", "/v1/groups/{name}/extend"),
+    ("post", "/v1/groups/{name}/reshape"),
+    ("get", "/v1/groups/{name}/reshape"),
     ("get", "/v1/volumes"),
     ("post", "/v1/volumes"),
     ("get", "/v1/volumes/{name}"),

@@ -231,7 +231,7 @@ fn a_failed_job_exits_1_with_its_message() {
     assert_eq!(
         message,
         "job 1 failed (replace group g1 slot 1: copy disk e1 to disk bad): the rebuild of \
-         member 1 stopped at row 0: injected write error at 0+65536 on disk bad"
+         member 1 stopped at row 0: injected write error at 0+1048576 on disk bad"
     );
     let r = ferrosan(pool, &["--json", "job", "wait", "1"]);
     assert_eq!(r.code, 1);

@@ -29,6 +29,8 @@ pub enum Action {
     GroupCreate(GroupCreateRequest),
     GroupDelete(String),
     GroupExtend(String, GroupExtendRequest),
+    GroupReshape(String, reshape::ReshapeRequest),
+    GroupReshapeStatus(String),
     VolumeList,
     VolumeGet(String),
     VolumeCreate(VolumeCreateRequest),
@@ -97,6 +99,7 @@ pub enum Reply {
     SparingStarted(SparingInfo),
     WorkVolumes(Vec<WorkVolumeRow>),
     WorkDisks(Vec<WorkDiskRow>),
+    Reshape(reshape::ReshapeInfo),
     /// The object is gone: 204 No Content.
     Deleted,
 }
@@ -113,6 +116,7 @@ impl Reply {
             Reply::Volume(v) => (status, Json(v)).into_response(),
             Reply::Volumes(v) => (status, Json(v)).into_response(),
             Reply::Job(v) => (status, Json(v)).into_response(),
+            Reply::Reshape(v) => (status, Json(v)).into_response(),
             Reply::Jobs(v) => (status, Json(v)).into_response(),
             Reply::Copy(v) => (status, Json(v)).into_response(),
             Reply::Copies(v) => (status, Json(v)).into_response(),
@@ -160,6 +164,7 @@ fn read(p: &Pool, action: &Action) -> Option<Result<Reply>> {
         Action::DiskGet(name) => p.disk_get(name).map(Reply::Disk),
         Action::GroupList => Ok(Reply::Groups(p.group_list())),
         Action::GroupGet(name) => p.group_get(name).map(Reply::Group),
+        Action::GroupReshapeStatus(name) => p.reshape_status(name).map(Reply::Reshape),
         Action::VolumeList => Ok(Reply::Volumes(p.volume_list())),
         Action::VolumeGet(name) => p.volume_get(name).map(Reply::Volume),
         Action::JobList => Ok(Reply::Jobs(p.job_list())),
@@ -193,6 +198,7 @@ async fn change(p: &Pool, action: Action) -> Result<Reply> {
         Action::GroupCreate(req) => Reply::Group(p.group_create(req)?),
         Action::GroupDelete(name) => p.group_delete(&name).map(|()| Reply::Deleted)?,
         Action::GroupExtend(name, req) => Reply::Group(p.group_extend(&name, req)?),
+        Action::GroupReshape(name, req) => Reply::Job(p.reshape_start(&name, req).await?),
         Action::VolumeCreate(req) => Reply::Volume(p.volume_create(req)?),
         Action::VolumeDelete { name, force } => p
             .volume_delete(&name, force)

@@ -103,6 +103,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(group_list, group_create))
         .routes(routes!(group_get, group_delete))
         .routes(routes!(group_extend))
+        .routes(routes!(group_reshape, group_reshape_status))
         .routes(routes!(volume_list, volume_create))
         .routes(routes!(volume_get, volume_delete))
         .routes(routes!(volume_grow))
@@ -349,6 +350,43 @@ async fn group_extend(
     Body(req): Body<GroupExtendRequest>,
 ) -> Answer {
     s.run(Action::GroupExtend(name, req), StatusCode::OK).await
+}
+
+/// Restripe a group online (seed 004): add disks, change the stripe
+/// size, or both, while its volumes keep serving. The group is copied
+/// onto the BCV disks in its current layout (job reshape-copy), switched
+/// to the new layout with host I/O paused for milliseconds, then each
+/// track is moved to its new place (job reshape-transfer).
+#[utoipa::path(post, path = "/v1/groups/{name}/reshape", tag = "groups",
+    params(("name" = Name, Path, description = "Group name")),
+    request_body = reshape::ReshapeRequest,
+    responses(
+        (status = 202, description = "The copy's job, started", body = JobInfo),
+        (status = 404, description = "No such group or disk", body = ApiError),
+        (status = 409, description = "A disk is in use; the group is being restriped, has a job running, or holds copies, pairs or S-VOL groups; 16 restripes run already", body = ApiError),
+        (status = 422, description = "Not a striped group, nothing to change, a bad stripe size, the wrong number of BCV disks, or a disk too small", body = ApiError)))]
+async fn group_reshape(
+    State(s): State<AppState>,
+    PathParams(name): PathParams<String>,
+    Body(req): Body<reshape::ReshapeRequest>,
+) -> Answer {
+    s.run(Action::GroupReshape(name, req), StatusCode::ACCEPTED)
+        .await
+}
+
+/// The restripe of a group under way: phase, layouts, progress, lists
+/// and the pause measured at the switch.
+#[utoipa::path(get, path = "/v1/groups/{name}/reshape", tag = "groups",
+    params(("name" = Name, Path, description = "Group name")),
+    responses(
+        (status = 200, description = "The restripe", body = reshape::ReshapeInfo),
+        (status = 404, description = "No such group, or it is not being restriped", body = ApiError)))]
+async fn group_reshape_status(
+    State(s): State<AppState>,
+    PathParams(name): PathParams<String>,
+) -> Answer {
+    s.run(Action::GroupReshapeStatus(name), StatusCode::OK)
+        .await
 }
 
 // ---------------------------------------------------------------- volumes

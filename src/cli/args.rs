@@ -249,6 +249,38 @@ pub enum GroupCmd {
         #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
         disks: Vec<String>,
     },
+    /// Restripe a raid0 or raid5 group while its volumes keep serving: add
+    /// disks, change the stripe size, or both. The group is first copied,
+    /// in its current layout, onto the copy disks (one per member, each at
+    /// least as large); then it switches to the new layout with host I/O
+    /// paused for milliseconds, and each track moves to its new place in
+    /// the background (or first, when a host touches it). The copy disks
+    /// are free again at the end. Follow it with `group reshape-status`;
+    /// pause it with `job pause`. Only groups of plain volumes (no copy,
+    /// pair or S-VOL group) are restriped.
+    Reshape {
+        /// The group's name.
+        name: String,
+        /// Free disks to add as new members, comma-separated.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        add_disks: Vec<String>,
+        /// The new stripe size (a power of two, 4K to 16M); default: unchanged.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
+        stripe_size: Option<u64>,
+        /// Free disks for the copy in the current layout, one per member in
+        /// slot order, comma-separated.
+        #[arg(long, alias = "bcv-disks", value_delimiter = ',', required = true, num_args = 1..)]
+        copy_disks: Vec<String>,
+        /// Wait until the restripe is done, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The restripe of a group under way: phase, layouts, progress, and the
+    /// pause measured when it switched layouts.
+    ReshapeStatus {
+        /// The group's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ use super::args::*;
 use super::client::{Client, segment};
 use super::size::format_size;
 use super::{Failure, out, render, wait};
+use crate::api::views::reshape::{ReshapeInfo, ReshapeRequest};
 use crate::api::views::*;
 use crate::daemon::{self, ServeOptions};
 
@@ -252,7 +253,45 @@ fn group(ctx: &Ctx, cmd: GroupCmd) -> Result<(), Failure> {
                 )
             })
         }
+        GroupCmd::Reshape {
+            name,
+            add_disks,
+            stripe_size,
+            copy_disks,
+            wait,
+        } => {
+            let req = ReshapeRequest {
+                add_disks,
+                stripe_size,
+                bcv_disks: copy_disks,
+            };
+            let job: JobInfo = ctx.post(&one(&name, "/reshape"), &req)?;
+            if !wait {
+                return started(ctx, job, false);
+            }
+            reshape_wait(ctx, &name, job)
+        }
+        GroupCmd::ReshapeStatus { name } => ctx.show(
+            &ctx.get::<ReshapeInfo>(&one(&name, "/reshape"))?,
+            render::reshape,
+        ),
     }
+}
+
+/// `group reshape --wait`: follows the copy's job, then the transfer's,
+/// then shows the group in its new layout.
+fn reshape_wait(ctx: &Ctx, name: &str, copy: JobInfo) -> Result<(), Failure> {
+    let path = format!("/v1/groups/{}/reshape", segment(name));
+    let ended = wait::follow(ctx, copy, wait::default_stall())?;
+    wait::outcome(&ended)?;
+    let status: Result<ReshapeInfo, _> = ctx.get(&path);
+    if let Ok(s) = status {
+        let transfer: JobInfo = ctx.get(&format!("/v1/jobs/{}", s.job))?;
+        let ended = wait::follow(ctx, transfer, wait::default_stall())?;
+        wait::outcome(&ended)?;
+    }
+    let g: GroupInfo = ctx.get(&format!("/v1/groups/{}", segment(name)))?;
+    ctx.show(&g, render::group)
 }
 
 fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<(), Failure> {

@@ -231,6 +231,54 @@ pub fn group(g: &GroupInfo) -> String {
     format!("{summary}\n{members}")
 }
 
+/// `group reshape-status`.
+pub fn reshape(r: &crate::api::views::reshape::ReshapeInfo) -> String {
+    let layout = |l: &crate::api::views::reshape::ReshapeLayout| {
+        format!(
+            "stripe {} on {} ({})",
+            format_size(l.stripe_size),
+            l.disks.join(","),
+            format_size(l.size)
+        )
+    };
+    let progress = if r.phase == "establish" {
+        format!(
+            "{} of {} copied onto {}",
+            format_size(r.copied),
+            format_size(r.old.size),
+            r.bcv_disks.join(",")
+        )
+    } else {
+        format!(
+            "{} of {} tracks in place ({} by the background, {} first for a host, {} written whole by a host, {} new zeroed)",
+            r.tracks - r.tracks_left,
+            r.tracks,
+            r.moved_background,
+            r.moved_on_demand,
+            r.overwritten,
+            r.zeroed
+        )
+    };
+    let pause = if r.pause_us == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.3} ms", r.pause_us as f64 / 1000.0)
+    };
+    fields(vec![
+        ("group", r.group.clone()),
+        ("phase", r.phase.clone()),
+        ("from", layout(&r.old)),
+        ("to", layout(&r.new)),
+        ("progress", progress),
+        ("job", r.job.to_string()),
+        ("pause at the switch", pause),
+        (
+            "lists (tracks set)",
+            format!("to move {}, not valid {}, not split {}", r.pb, r.ind, r.ps),
+        ),
+    ])
+}
+
 pub fn group_created(g: &GroupInfo) -> String {
     let (name, raid, disks) = (&g.name, g.raid, g.disks.join(","));
     let capacity = format_size(g.capacity);

@@ -99,6 +99,20 @@ impl Pool {
         rebuild_cursor: &dyn Fn(u64) -> Option<u64>,
         hot: &[(usize, String)],
     ) -> Result<GroupEntry> {
+        self.assemble_with(st, rec, rebuild_cursor, hot, None)
+    }
+
+    /// [`Pool::assemble`], keeping the group's write-intent log `intent`
+    /// if given (a restripe's switch: one log per group, never two over
+    /// the same pages).
+    pub(super) fn assemble_with(
+        &self,
+        st: &State,
+        rec: &GroupRecord,
+        rebuild_cursor: &dyn Fn(u64) -> Option<u64>,
+        hot: &[(usize, String)],
+        intent: Option<Arc<PersistentIntent>>,
+    ) -> Result<GroupEntry> {
         let layout = Layout::new(layout_level(rec.level), rec.stripe_size, &rec.member_sizes)?;
         let mut members = Vec::with_capacity(rec.slots.len());
         let mut states = Vec::with_capacity(rec.slots.len());
@@ -136,7 +150,9 @@ impl Pool {
                 }
             }
         }
-        let intent = if is_redundant(rec.level) {
+        let intent = if intent.is_some() {
+            intent
+        } else if is_redundant(rec.level) {
             let (log, _) =
                 PersistentIntent::load(Arc::clone(&self.meta), rec.object, rec.intent_region)?;
             Some(log)
@@ -233,7 +249,7 @@ impl Pool {
 
     /// Checks that `disks` can join a group: known, open, healthy, no spare,
     /// in no group, named once.
-    fn check_free_disks(st: &State, disks: &[String]) -> Result<Vec<u64>> {
+    pub(super) fn check_free_disks(st: &State, disks: &[String]) -> Result<Vec<u64>> {
         let mut sizes = Vec::with_capacity(disks.len());
         for (i, d) in disks.iter().enumerate() {
             if disks[..i].contains(d) {

@@ -96,6 +96,7 @@ impl Pool {
         // rebuild started first would write the group's disks around
         // them, under diverted data newer than what it writes.
         self.sparing_load()?;
+        self.reshape_load()?;
         for j in snap.jobs {
             match &j.kind {
                 _ if j.state.is_finished() => self.jobs.add_finished(j),
@@ -128,6 +129,18 @@ impl Pool {
                         resumes.push(j);
                     } else {
                         self.done_at_load(j, "its S-VOL group was gone at the last stop")?;
+                    }
+                }
+                JobKind::ReshapeCopy { group } | JobKind::ReshapeTransfer { group } => {
+                    if self.reshapes.get(group).is_some_and(|s| s.rec.job == j.id) {
+                        let mut j = j;
+                        if matches!(j.kind, JobKind::ReshapeCopy { .. }) {
+                            // The copy starts over (its cursor is not stored).
+                            j.done = 0;
+                        }
+                        resumes.push(j);
+                    } else {
+                        self.done_at_load(j, "its restripe had ended at the last stop")?;
                     }
                 }
                 JobKind::WriteBack { .. } => {

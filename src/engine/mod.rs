@@ -28,6 +28,7 @@ mod load;
 mod pairs;
 mod rebuild;
 mod recover;
+mod reshape;
 mod space;
 mod sparing;
 mod svol;
@@ -195,6 +196,8 @@ pub struct Pool {
     svols: svol::SvolGroups,
     /// Failure-anticipating sparing (`sparing/`): its own (leaf) lock.
     sparing: sparing::Sparing,
+    /// Online restriping (`reshape/`): its own (leaf) lock.
+    reshapes: reshape::Reshapes,
 }
 
 impl Pool {
@@ -239,6 +242,7 @@ impl Pool {
             pairs: pairs::Pairs::default(),
             svols: svol::SvolGroups::default(),
             sparing: sparing::Sparing::default(),
+            reshapes: reshape::Reshapes::default(),
             nbd_url: Mutex::new(None),
             nbd_unix: Mutex::new(dir.join("nbd.sock")),
             held: Mutex::new(space::HeldSpace::default()),

@@ -33,7 +33,9 @@ pub(crate) fn job_group(k: &JobKind) -> Option<&str> {
         JobKind::Rebuild { group, .. }
         | JobKind::Resync { group, .. }
         | JobKind::CopyMove { group, .. }
-        | JobKind::CopyCollect { group, .. } => Some(group),
+        | JobKind::CopyCollect { group, .. }
+        | JobKind::ReshapeCopy { group }
+        | JobKind::ReshapeTransfer { group } => Some(group),
         JobKind::PairCopy { .. }
         | JobKind::SvolFill { .. }
         | JobKind::SvolRollback { .. }
@@ -236,6 +238,12 @@ impl Pool {
         ) {
             return self.svol_work(rec);
         }
+        if matches!(
+            rec.kind,
+            JobKind::ReshapeCopy { .. } | JobKind::ReshapeTransfer { .. }
+        ) {
+            return self.reshape_work(rec);
+        }
         let pool = self.arc()?;
         let st = self.lock();
         let group = job_group(&rec.kind).unwrap_or_default().to_string();
@@ -267,7 +275,9 @@ impl Pool {
             | JobKind::SvolFill { .. }
             | JobKind::SvolRollback { .. }
             | JobKind::SvolDlv { .. }
-            | JobKind::WriteBack { .. } => {
+            | JobKind::WriteBack { .. }
+            | JobKind::ReshapeCopy { .. }
+            | JobKind::ReshapeTransfer { .. } => {
                 return Err(Error::invalid("a copy job has no group work"));
             }
             JobKind::Resync { ranges, .. } => {
@@ -493,6 +503,7 @@ impl Pool {
     }
 
     pub fn job_cancel(&self, id: u64) -> Result<JobInfo> {
+        self.refuse_reshape_cancel(id)?;
         self.jobs.cancel(id)
     }
 

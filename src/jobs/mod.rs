@@ -188,6 +188,16 @@ pub fn describe(kind: &JobKind) -> (String, String) {
                 "group {group}: the writes diverted while disk {disk} was spared, written back"
             ),
         ),
+        JobKind::ReshapeCopy { group } => (
+            "reshape-copy".into(),
+            format!("group {group}: copy it, in its current layout, onto the restripe's BCV disks"),
+        ),
+        JobKind::ReshapeTransfer { group } => (
+            "reshape-transfer".into(),
+            format!(
+                "group {group}: move each track from the BCV disks to its place in the new layout"
+            ),
+        ),
         JobKind::SvolRollback { group, lid } => (
             "svol-rollback".into(),
             format!("S-VOL group {group}: roll {lid} back to the split image"),

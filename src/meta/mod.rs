@@ -46,6 +46,7 @@ mod pairs;
 pub mod slotmap;
 mod sparing;
 pub use sparing::SparingTable;
+mod reshape;
 mod svol;
 
 use std::path::{Path, PathBuf};
@@ -257,6 +258,8 @@ impl Meta {
             txn.open_table(svol::SVOL_GROUPS)
                 .map_err(|e| db_err("opening a table", e))?;
             txn.open_table(sparing::SPARING)
+                .map_err(|e| db_err("opening a table", e))?;
+            txn.open_table(reshape::RESHAPES)
                 .map_err(|e| db_err("opening a table", e))?;
         }
         txn.commit().map_err(|e| db_err("a commit", e))?;

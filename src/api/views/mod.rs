@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 pub mod limits;
 mod pairs;
+pub mod reshape;
 mod sparing;
 mod svol;
 

@@ -128,6 +128,12 @@ impl Pool {
     /// Refuses to put disk `name` in a group, use it as a spare or remove
     /// it while it is a work disk.
     pub(in crate::engine) fn refuse_work_disk(&self, name: &str) -> Result<()> {
+        if let Some(g) = self.reshapes_holding(name) {
+            return Err(Error::conflict(format!(
+                "disk {name} is held by the restripe of group {g} \
+                 (`ferrosan group reshape-status {g}`)"
+            )));
+        }
         match self.sparing.work_disk(name) {
             Some(_) => Err(Error::conflict(format!(
                 "disk {name} is a work disk of sparing: `ferrosan sparing work-disk remove {name}` first"

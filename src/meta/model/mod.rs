@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 
 pub mod copy;
 pub mod pair;
+pub mod reshape;
 pub mod sparing;
 pub mod svol;
 
@@ -38,7 +39,10 @@ pub use svol::{SvolAttr, SvolGroupRecord, SvolMemberRecord, ToPvolRecord};
 ///   it must not open the pool.
 /// - 4: S-VOL groups (the `svol_groups` table; increments as pages): a
 ///   ferrosan that knows none would let hosts write RO members.
-pub const FORMAT_VERSION: u32 = 4;
+/// - 5: restripes (the `reshapes` table; PB, IND and PS lists as pages):
+///   a ferrosan that knows none would serve a group whose data lies in
+///   two layouts as if it lay in one.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// RAID level of a group (seed 002, table T1 column "RAID LEVEL").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -283,6 +287,14 @@ pub enum JobKind {
     /// diverted, to the group. Units are diverted units (slots); the
     /// remaining entries are found again at each step.
     WriteBack { disk: String, group: String },
+    /// ESTABLISH of a restripe of `group` (seed 004, FIG. 4A step 104):
+    /// the group copied onto the BCV while it serves; the switch to the
+    /// new layout at the end. Units are 1 MiB of the group.
+    ReshapeCopy { group: String },
+    /// The transfer of a restripe of `group` (FIGS. 6A/6B): every track
+    /// not moved yet, from the BCV to its place in the new layout. Units
+    /// are tracks of the new layout.
+    ReshapeTransfer { group: String },
 }
 
 /// A background job and its checkpoint.
