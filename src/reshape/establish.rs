@@ -40,6 +40,17 @@ pub const CHUNK: u64 = 1 << 20;
 /// Chunks the copier has in flight at once.
 const DEPTH: usize = 8;
 
+/// Whether `dev` says all of `off..off+len` reads as zeroes (its
+/// allocation status; an error or no answer counts as data).
+pub(super) async fn reads_as_zeroes(dev: &dyn BlockDev, off: u64, len: u64) -> bool {
+    match dev.block_status(off, len).await {
+        Ok(ext) => ext
+            .first()
+            .is_some_and(|e| e.len >= len && e.flags & crate::blockdev::status::ZERO != 0),
+        Err(_) => false,
+    }
+}
+
 /// The main device mirrored onto the BCV while the copy catches up.
 pub struct Establish {
     main: Arc<dyn BlockDev>,
@@ -157,6 +168,22 @@ impl Establish {
     async fn copy_chunk(&self, off: u64, end: u64) -> Result<RangeGuard<'_>> {
         let (a, b) = Self::chunks(off, end - off);
         let guard = self.locks.lock(a, b).await;
+        if reads_as_zeroes(&*self.main, off, end - off).await {
+            // A thin group copies in proportion to its data: a chunk that
+            // reads as zeroes becomes zeroes (a hole) on the copy.
+            let flags = ZeroFlags {
+                may_unmap: true,
+                ..ZeroFlags::default()
+            };
+            self.bcv
+                .write_zeroes(off, end - off, flags)
+                .await
+                .map_err(|e| {
+                    self.fail_bcv(&e);
+                    e.context(format!("zeroing byte {off} of the restripe's copy"))
+                })?;
+            return Ok(guard);
+        }
         let len = usize::try_from(end - off).unwrap_or(0);
         let (buf, r) = self.main.read(off, IoBuf::new(len)).await;
         r.map_err(|e| e.context(format!("reading byte {off} of the group for its copy")))?;

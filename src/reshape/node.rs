@@ -52,6 +52,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
 
+use super::establish::reads_as_zeroes;
 use crate::blockdev::{BlockDev, BufResult, DevFuture, Extent, ZeroFlags};
 use crate::buf::IoBuf;
 use crate::error::{Error, ErrorKind, Result, check_range};
@@ -298,18 +299,21 @@ impl Reshape {
         self.split_done().await?;
         let off = t * self.track;
         let len = self.track.min(self.new.size() - off);
-        let buf = IoBuf::new(usize::try_from(len).unwrap_or(0));
         let from_bcv = self.old_size.saturating_sub(off).min(len);
-        let buf = if from_bcv == 0 {
-            buf
+        if from_bcv == 0 || reads_as_zeroes(&*self.bcv, off, from_bcv).await {
+            // Zeroes (a new host track, or a hole on the copy): a hole in
+            // the new layout too, nothing read.
+            let flags = ZeroFlags {
+                may_unmap: true,
+                ..ZeroFlags::default()
+            };
+            self.new
+                .write_zeroes(off, len, flags)
+                .await
+                .map_err(|e| e.context(format!("zeroing track {t} in its new place")))?;
         } else {
-            let (head, tail) = buf.split_at(usize::try_from(from_bcv).unwrap_or(0));
-            let (head, r) = self.bcv.read(off, head).await;
-            r.map_err(|e| e.context(format!("reading track {t} from the restripe's copy")))?;
-            IoBuf::join(vec![head, tail])
-        };
-        let (_, r) = self.new.write(off, buf, false).await;
-        r.map_err(|e| e.context(format!("writing track {t} to its new place")))?;
+            self.copy_track(t, off, len, from_bcv).await?;
+        }
         let counter = match (from_bcv, by) {
             (0, _) => &self.moved.zeroed,
             (_, By::Host) => &self.moved.on_demand,
@@ -318,6 +322,18 @@ impl Reshape {
         counter.fetch_add(1, Ordering::Relaxed);
         self.set_valid(t);
         Ok(())
+    }
+
+    /// Copies track `t` (`len` bytes at `off`, the first `from_bcv` of
+    /// them on the BCV, the rest zeroes) to its new place.
+    async fn copy_track(&self, t: u64, off: u64, len: u64, from_bcv: u64) -> Result<()> {
+        let buf = IoBuf::new(usize::try_from(len).unwrap_or(0));
+        let (head, tail) = buf.split_at(usize::try_from(from_bcv).unwrap_or(0));
+        let (head, r) = self.bcv.read(off, head).await;
+        r.map_err(|e| e.context(format!("reading track {t} from the restripe's copy")))?;
+        let buf = IoBuf::join(vec![head, tail]);
+        let (_, r) = self.new.write(off, buf, false).await;
+        r.map_err(|e| e.context(format!("writing track {t} to its new place")))
     }
 
     /// Transfers track `t` under its lock, unless valid already.
