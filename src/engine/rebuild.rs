@@ -117,6 +117,11 @@ pub(super) fn resume_row(kind: &JobKind, done: u64) -> u64 {
 
 impl Work for RebuildWork {
     fn step_bytes(&self) -> u64 {
+        if self.stale.is_some() {
+            // A reinstate's stale rows go one at a time: no window to keep
+            // full, and a step stays short for pausing and pacing.
+            return REBUILD_STEP_BUSY;
+        }
         match self.look() {
             CopyPace::Full => REBUILD_STEP,
             CopyPace::Gentle => REBUILD_STEP_BUSY,
