@@ -94,7 +94,8 @@ us() { python3 -c "import statistics;v=[int(x) for x in '$1'.split()];print(f'me
 lat() {
   python3 - "$1" <<'PY'
 import json, sys
-j = json.load(open(sys.argv[1]))["jobs"][0]
+text = open(sys.argv[1]).read()
+j = json.loads(text[text.find("{"):])["jobs"][0]  # a signal can put a line first
 out = []
 for d in ("read", "write"):
     c = j[d]["clat_ns"]
