@@ -102,8 +102,16 @@ impl DiffMap {
 
     /// Clears the bit of track `t` (its copy is done); stored lazily.
     pub fn clear(self: &Arc<Self>, t: u64) {
+        self.clear_tracks(t..t + 1);
+    }
+
+    /// Clears the bits of `tracks`, as [`DiffMap::clear`]: one lock and
+    /// one commit scheduled for all of them.
+    pub fn clear_tracks(self: &Arc<Self>, tracks: std::ops::Range<u64>) {
         let mut st = self.lock();
-        st.clear(t);
+        for t in tracks {
+            st.clear(t);
+        }
         self.start_commit(&mut st);
     }
 

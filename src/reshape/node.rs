@@ -250,9 +250,7 @@ impl Reshape {
         }
         let r = async {
             self.bcv.flush().await?;
-            for t in 0..self.lists.ps.tracks() {
-                self.lists.ps.clear(t);
-            }
+            self.lists.ps.clear_tracks(0..self.lists.ps.tracks());
             self.lists.ps.sync().await
         }
         .await;

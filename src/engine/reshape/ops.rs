@@ -17,6 +17,7 @@ use crate::layout::Layout;
 use crate::meta::model::reshape::{ReshapePhase, ReshapeRecord};
 use crate::meta::model::{JobKind, JobRecord, SlotState, now};
 use crate::reshape::establish::CHUNK;
+use crate::reshape::{Establish, Reshape};
 
 /// Stripe sizes a group may take (as `group create`).
 const STRIPES: std::ops::RangeInclusive<u64> = 4096..=(16 << 20);
@@ -192,11 +193,7 @@ impl Pool {
             .groups
             .get(group)
             .map_or(RaidLevelName::Raid0, |g| g.rec.level);
-        let mut old_disks = r.old_disks.clone();
-        let new_disks = {
-            old_disks.extend(r.added.iter().cloned());
-            std::mem::take(&mut old_disks)
-        };
+        let new_disks: Vec<String> = r.old_disks.iter().chain(&r.added).cloned().collect();
         let new_size = Layout::new(layout_level(level), r.new_stripe, &r.new_member_sizes)
             .map(|l| l.capacity())
             .unwrap_or(0);
@@ -300,8 +297,6 @@ impl Pool {
 fn same(a: &Arc<dyn BlockDev>, b: &Arc<dyn BlockDev>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
-
-use crate::reshape::{Establish, Reshape};
 
 /// The BCV's copy (step 104), then the switch (steps 113-120).
 struct CopyWork {
